@@ -1,0 +1,59 @@
+//! The HIR verifier: checks a whole module and collects every problem before failing.
+
+use std::collections::HashSet;
+
+use super::{infer_type, HirModule, Op};
+use crate::{IrError, Result};
+
+pub(super) fn verify(m: &HirModule) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut leaf_names = HashSet::new();
+    let declared: HashSet<&str> = m.symbols.iter().map(|s| s.name.as_str()).collect();
+    for (i, node) in m.nodes.iter().enumerate() {
+        let at = format!("%{i} ({})", node.op.name());
+        if let Some(v) = node.inputs.iter().find(|v| v.index() >= i) {
+            problems.push(format!("{at}: operand {v} is not defined before use (cycle or forward reference)"));
+            continue;
+        }
+        for d in &node.ty.shape.0 {
+            for s in d.symbols() {
+                if !declared.contains(s) {
+                    problems.push(format!("{at}: dim `{d}` uses undeclared symbol `{s}`"));
+                }
+            }
+        }
+        match &node.op {
+            Op::Input { name } | Op::Param { name } => {
+                if !leaf_names.insert(name.as_str()) {
+                    problems.push(format!("{at}: name `{name}` is used by more than one input/param"));
+                }
+                if !node.inputs.is_empty() {
+                    problems.push(format!("{at}: a leaf takes no operands"));
+                }
+                if matches!(node.op, Op::Param { .. }) && !node.ty.shape.is_static() {
+                    problems.push(format!("{at}: param `{name}` shape {} must be static", node.ty.shape));
+                }
+            }
+            op => match infer_type(m, op, &node.inputs) {
+                Ok(ty) if ty != node.ty => {
+                    problems.push(format!("{at}: recorded type {} but inferred {ty}", node.ty))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{at}: {e}")),
+            },
+        }
+    }
+    if m.outputs.is_empty() {
+        problems.push("module has no outputs".to_string());
+    }
+    let mut out_names = HashSet::new();
+    for o in &m.outputs {
+        if o.value.index() >= m.nodes.len() {
+            problems.push(format!("output `{}` refers to unknown value {}", o.name, o.value));
+        }
+        if !out_names.insert(o.name.as_str()) {
+            problems.push(format!("duplicate output name `{}`", o.name));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(IrError::Verify { what: "HIR", problems }) }
+}

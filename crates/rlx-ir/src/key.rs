@@ -1,0 +1,30 @@
+//! Stable keys: a fixed hash (blake3) over canonical text, never std's seeded hasher, so the
+//! same inputs give the same key in every process and on every run.
+
+/// The first 8 bytes of blake3 over `parts`, each length-prefixed so that
+/// `["ab", "c"]` and `["a", "bc"]` differ.
+pub fn stable_key(parts: &[&str]) -> u64 {
+    let digest = stable_digest(parts);
+    u64::from_le_bytes(digest[..8].try_into().expect("blake3 digests are 32 bytes"))
+}
+
+/// The full 32-byte digest of `parts` (see [`stable_key`]).
+pub fn stable_digest(parts: &[&str]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_prefix_separates_parts() {
+        assert_ne!(stable_key(&["ab", "c"]), stable_key(&["a", "bc"]));
+        assert_eq!(stable_key(&["x"]), stable_key(&["x"]));
+    }
+}
