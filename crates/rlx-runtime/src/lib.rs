@@ -1,0 +1,29 @@
+//! rlx-runtime: devices, backends, the CPU executor and kernels, compiled graphs, the shared
+//! parameter store and the three-step `ModelCompilePipeline`.
+
+mod backend;
+mod compiled;
+pub mod cpu;
+mod device;
+mod error;
+mod model_pipeline;
+mod names;
+mod options;
+mod params;
+pub mod registry;
+pub mod stages;
+mod tensor;
+
+pub use backend::{Backend, Executable};
+pub use compiled::CompiledGraph;
+pub use device::Device;
+pub use error::{Error, Result};
+
+pub use model_pipeline::{ModelCompilePipeline, PipelineStats};
+pub use options::CompileOptions;
+pub use params::{ParamData, ParamStore};
+pub use registry::{backend_for, register_backend};
+pub use tensor::{HostData, Tensor, TensorData, TensorRef};
+
+pub use rlx_ir as ir;
+pub use rlx_opt as opt;

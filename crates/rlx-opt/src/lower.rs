@@ -1,0 +1,75 @@
+//! Lowering: HIR → LIR template. One kernel per compute op, reshapes become views, and every
+//! graph output gets a buffer of its own that the caller receives.
+
+use rlx_ir::hir::Op;
+use rlx_ir::lir::{Buffer, BufferId, BufferKind, IoSlot, Kernel, KernelOp};
+use rlx_ir::{HirModule, LirModule, Result};
+
+pub fn lower(hir: &HirModule) -> Result<LirModule> {
+    let mut lir = LirModule {
+        name: hir.name.clone(),
+        symbols: hir.symbols.clone(),
+        ..Default::default()
+    };
+    let mut buf_of: Vec<BufferId> = Vec::with_capacity(hir.nodes.len());
+    for node in &hir.nodes {
+        let ins: Vec<BufferId> = node.inputs.iter().map(|v| buf_of[v.index()]).collect();
+        let new = |lir: &mut LirModule, kind| push_buffer(lir, kind, node.ty.clone());
+        let id = match &node.op {
+            Op::Input { name } => {
+                let b = new(&mut lir, BufferKind::Input);
+                lir.inputs.push(IoSlot { name: name.clone(), buffer: b });
+                b
+            }
+            Op::Param { name } => {
+                let b = new(&mut lir, BufferKind::Param);
+                lir.params.push(IoSlot { name: name.clone(), buffer: b });
+                b
+            }
+            Op::Reshape { .. } => new(&mut lir, BufferKind::View { of: ins[0] }),
+            op => {
+                let out = new(&mut lir, BufferKind::Temp);
+                lir.kernels.push(Kernel { op: kernel_op(op), inputs: ins, output: out });
+                out
+            }
+        };
+        buf_of.push(id);
+    }
+    for o in &hir.outputs {
+        let b = buf_of[o.value.index()];
+        // A kernel result not yet handed out becomes the output itself; anything else (an
+        // input, a param, a view, a value returned twice) is copied into a fresh output.
+        let buffer = if lir.buffer(b).kind == BufferKind::Temp {
+            lir.buffers[b.index()].kind = BufferKind::Output;
+            b
+        } else {
+            let ty = lir.buffer(b).ty.clone();
+            let out = push_buffer(&mut lir, BufferKind::Output, ty);
+            lir.kernels.push(Kernel { op: KernelOp::Copy, inputs: vec![b], output: out });
+            out
+        };
+        lir.outputs.push(IoSlot { name: o.name.clone(), buffer });
+    }
+    Ok(lir)
+}
+
+fn push_buffer(lir: &mut LirModule, kind: BufferKind, ty: rlx_ir::TensorType) -> BufferId {
+    let id = BufferId(lir.buffers.len() as u32);
+    lir.buffers.push(Buffer { kind, ty });
+    id
+}
+
+fn kernel_op(op: &Op) -> KernelOp {
+    match op {
+        Op::MatMul => KernelOp::MatMul,
+        Op::Linear { activation } => KernelOp::Linear { activation: *activation },
+        Op::Binary(b) => KernelOp::Binary(*b),
+        Op::Unary(u) => KernelOp::Unary(*u),
+        Op::Softmax { axis } => KernelOp::Softmax { axis: *axis },
+        Op::LayerNorm { eps } => KernelOp::LayerNorm { eps: *eps },
+        Op::Transpose { perm } => KernelOp::Transpose { perm: perm.clone() },
+        Op::Input { .. } | Op::Param { .. } | Op::Reshape { .. } => {
+            unreachable!("leaves and reshapes are handled by lower()")
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! HIR passes, one file each. `crate::Pipeline` decides their order.
+
+pub mod dce;

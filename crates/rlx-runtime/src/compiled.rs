@@ -1,0 +1,144 @@
+//! `CompiledGraph`: one specialized variant, ready to run. Immutable after compile; `run` takes
+//! `&self` and may be called from many threads at once.
+
+use std::sync::Arc;
+
+use rlx_ir::{BindingManifest, DimBinding, LirModule};
+
+use crate::error::fail;
+use crate::names::hint;
+use crate::{Device, Executable, HostData, ParamStore, Result, Tensor, TensorRef};
+
+pub struct CompiledGraph {
+    lir: Arc<LirModule>,
+    manifest: BindingManifest,
+    /// Concrete input shapes, in manifest order.
+    input_shapes: Vec<Vec<usize>>,
+    output_shapes: Vec<Vec<usize>>,
+    exec: Box<dyn Executable>,
+    params: Arc<ParamStore>,
+    device: Device,
+}
+
+impl std::fmt::Debug for CompiledGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledGraph").field("name", &self.lir.name).field("binding", &self.lir.binding).finish()
+    }
+}
+
+impl CompiledGraph {
+    /// Wraps an executable for the specialized `lir`, reading weights from `params`.
+    pub fn new(lir: Arc<LirModule>, exec: Box<dyn Executable>, params: Arc<ParamStore>, device: Device) -> Result<Self> {
+        let manifest = BindingManifest::from_lir(&lir)?;
+        let shapes = |entries: &[rlx_ir::ManifestEntry]| -> Result<Vec<Vec<usize>>> {
+            entries
+                .iter()
+                .map(|e| match e.shape.as_static() {
+                    Some(s) => Ok(s),
+                    None => fail!(Compile, "`{}` has symbolic shape {}: specialize first", e.name, e.shape),
+                })
+                .collect()
+        };
+        let input_shapes = shapes(&manifest.inputs)?;
+        let output_shapes = shapes(&manifest.outputs)?;
+        let names = |v: &[rlx_ir::ManifestEntry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let store_names: Vec<String> = params.specs().iter().map(|s| s.name.clone()).collect();
+        if names(&manifest.params) != store_names {
+            fail!(Compile, "param store {store_names:?} does not match the variant's params {:?}", names(&manifest.params));
+        }
+        Ok(CompiledGraph { lir, manifest, input_shapes, output_shapes, exec, params, device })
+    }
+
+    pub fn manifest(&self) -> &BindingManifest {
+        &self.manifest
+    }
+
+    pub fn lir(&self) -> &LirModule {
+        &self.lir
+    }
+
+    pub fn binding(&self) -> Option<&DimBinding> {
+        self.lir.binding.as_ref()
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The parameter store this graph reads (shared with its pipeline's other variants).
+    pub fn params(&self) -> &Arc<ParamStore> {
+        &self.params
+    }
+
+    /// Binds a copy of `data` to param `name`, for every graph sharing this store.
+    pub fn set_param<'a>(&self, name: &str, data: impl Into<TensorRef<'a>>) -> Result<()> {
+        self.params.set(name, data.into().data)
+    }
+
+    pub fn input_shape(&self, i: usize) -> &[usize] {
+        &self.input_shapes[i]
+    }
+
+    pub fn output_shape(&self, i: usize) -> &[usize] {
+        &self.output_shapes[i]
+    }
+
+    /// Runs on named inputs; returns the outputs in manifest order.
+    pub fn run(&self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Vec<Tensor>> {
+        let ordered = self.order_inputs(inputs)?;
+        let params = self.params.snapshot()?;
+        let data = self.exec.execute(&ordered, &params)?;
+        Ok(self
+            .manifest
+            .outputs
+            .iter()
+            .zip(&self.output_shapes)
+            .zip(data)
+            .map(|((e, shape), data)| Tensor { name: e.name.clone(), shape: shape.clone(), data })
+            .collect())
+    }
+
+    /// Matches inputs to the manifest, checking names, dtypes and shapes; all problems with
+    /// names are reported together.
+    fn order_inputs<'a>(&self, inputs: &[(&str, TensorRef<'a>)]) -> Result<Vec<HostData<'a>>> {
+        let expected = &self.manifest.inputs;
+        let known = || expected.iter().map(|e| e.name.as_str());
+        let mut problems = Vec::new();
+        for (name, _) in inputs {
+            if !expected.iter().any(|e| e.name == *name) {
+                problems.push(format!("unknown input `{name}`{}", hint(name, known())));
+            } else if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+                problems.push(format!("input `{name}` given more than once"));
+            }
+        }
+        let missing: Vec<&str> = known().filter(|n| !inputs.iter().any(|(m, _)| m == n)).collect();
+        if !missing.is_empty() {
+            problems.push(format!("missing input(s) {missing:?}"));
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            fail!(Binding, "{}; expected inputs {:?}", problems.join("; "), known().collect::<Vec<_>>());
+        }
+        let mut out = Vec::with_capacity(expected.len());
+        for (e, shape) in expected.iter().zip(&self.input_shapes) {
+            let t = inputs.iter().find(|(n, _)| *n == e.name).expect("checked above").1;
+            if t.data.dtype() != e.dtype {
+                fail!(DType, "input `{}`: expected {}, got {}", e.name, e.dtype, t.data.dtype());
+            }
+            if let Some(given) = t.shape {
+                if given.len() != shape.len() {
+                    fail!(Shape, "input `{}`: expected rank {} {shape:?}, got {given:?}", e.name, shape.len());
+                }
+                if let Some(d) = (0..shape.len()).find(|&d| given[d] != shape[d]) {
+                    fail!(Shape, "input `{}` dim {d}: got {}, expected {} (shape {shape:?})", e.name, given[d], shape[d]);
+                }
+            }
+            let numel: usize = shape.iter().product();
+            if t.data.len() != numel {
+                fail!(Shape, "input `{}`: expected {numel} elements {shape:?}, got {}", e.name, t.data.len());
+            }
+            out.push(t.data);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,58 @@
+//! Per-run scratch memory: 64-byte aligned, allocated without aborting, pooled for reuse.
+
+use std::sync::Mutex;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// One arena: `size` bytes at a 64-byte aligned base.
+pub struct Arena {
+    lines: Vec<Line>,
+}
+
+impl Arena {
+    fn new(size: usize) -> Result<Arena> {
+        let n = size.div_ceil(64);
+        let mut lines = Vec::new();
+        lines
+            .try_reserve_exact(n)
+            .map_err(|_| Error::Memory(format!("cannot allocate a {size}-byte arena")))?;
+        lines.resize(n, Line([0; 64]));
+        Ok(Arena { lines })
+    }
+
+    pub fn base(&mut self) -> *mut u8 {
+        self.lines.as_mut_ptr().cast()
+    }
+}
+
+/// Arenas of one size, so concurrent runs each get their own and later runs reuse them.
+pub struct ArenaPool {
+    size: usize,
+    free: Mutex<Vec<Arena>>,
+}
+
+impl ArenaPool {
+    pub fn new(size: usize) -> ArenaPool {
+        ArenaPool { size, free: Mutex::new(Vec::new()) }
+    }
+
+    pub fn take(&self) -> Result<Arena> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match reused {
+            Some(a) => Ok(a),
+            None => Arena::new(self.size),
+        }
+    }
+
+    pub fn give_back(&self, arena: Arena) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep a few for concurrent runs; more would only hold memory.
+        if free.len() < 4 {
+            free.push(arena);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `ModelCompilePipeline`: compile a symbolic graph once into a template (step 1), specialize it
+//! per dim binding (step 2), compile each variant for a device (step 3), and keep a bounded FIFO
+//! cache of compiled variants. One `ParamStore` serves every variant.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlx_ir::key::stable_key;
+use rlx_ir::{BindingManifest, DimBinding, HirModule, ModelComponent};
+use rlx_opt::CompileResult;
+
+use crate::error::fail;
+use crate::{stages, CompileOptions, CompiledGraph, Device, ParamStore, Result, TensorRef};
+
+/// Counters and accumulated times of one pipeline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub template_time: Duration,
+    pub specializations: u64,
+    pub specialize_time: Duration,
+    pub compiles: u64,
+    pub compile_time: Duration,
+}
+
+pub struct ModelCompilePipeline {
+    device: Device,
+    capacity: usize,
+    template: Option<CompileResult>,
+    params: Option<Arc<ParamStore>>,
+    entries: HashMap<u64, Arc<CompiledGraph>>,
+    order: VecDeque<u64>,
+    stats: PipelineStats,
+}
+
+impl ModelCompilePipeline {
+    /// A pipeline caching up to 8 variants.
+    pub fn new(device: Device) -> Self {
+        Self::with_capacity(device, 8).expect("8 is a valid capacity")
+    }
+
+    /// A pipeline caching up to `capacity` variants (at least 1).
+    pub fn with_capacity(device: Device, capacity: usize) -> Result<Self> {
+        if capacity == 0 {
+            fail!(Compile, "ModelCompilePipeline capacity must be >= 1, got 0");
+        }
+        Ok(ModelCompilePipeline {
+            device,
+            capacity,
+            template: None,
+            params: None,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            stats: PipelineStats::default(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn has_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// **Step 1**: compile the symbolic HIR into the template, once. Later calls return the
+    /// existing template without calling `build_hir`.
+    pub fn build_template<F>(&mut self, build_hir: F, options: &CompileOptions) -> Result<&CompileResult>
+    where
+        F: FnOnce() -> HirModule,
+    {
+        if self.template.is_none() {
+            let t = Instant::now();
+            let template = stages::pipeline_for(self.device, options).compile_hir(build_hir())?;
+            let manifest = BindingManifest::from_lir(&template.lir)?;
+            self.params = Some(Arc::new(ParamStore::from_manifest(&manifest)?));
+            self.template = Some(template);
+            self.stats.template_time += t.elapsed();
+        }
+        Ok(self.template.as_ref().expect("set above"))
+    }
+
+    /// Same as [`Self::build_template`]: make sure the template exists.
+    pub fn ensure_template<F>(&mut self, build_hir: F, options: &CompileOptions) -> Result<&CompileResult>
+    where
+        F: FnOnce() -> HirModule,
+    {
+        self.build_template(build_hir, options)
+    }
+
+    pub fn template_result(&self) -> Option<&CompileResult> {
+        self.template.as_ref()
+    }
+
+    fn template(&self) -> Result<&CompileResult> {
+        match &self.template {
+            Some(t) => Ok(t),
+            None => fail!(Compile, "no template yet: call build_template first"),
+        }
+    }
+
+    /// The template's manifest (symbolic shapes for inputs and outputs).
+    pub fn template_binding_manifest(&self) -> Result<BindingManifest> {
+        Ok(BindingManifest::from_lir(&self.template()?.lir)?)
+    }
+
+    /// The parameter store every variant of this pipeline reads.
+    pub fn params(&self) -> Result<&Arc<ParamStore>> {
+        self.template()?;
+        Ok(self.params.as_ref().expect("created with the template"))
+    }
+
+    /// Binds a copy of `data` to param `name`, for every variant.
+    pub fn set_param<'a>(&self, name: &str, data: impl Into<TensorRef<'a>>) -> Result<()> {
+        self.params()?.set(name, data.into().data)
+    }
+
+    /// **Step 2**: bind the symbols and re-plan buffers. Does not touch the cache.
+    pub fn specialize_template(&self, binding: &DimBinding, options: &CompileOptions) -> Result<CompileResult> {
+        let template = self.template()?;
+        Ok(template.specialize(&stages::pipeline_for(self.device, options), binding)?)
+    }
+
+    /// **Step 3**: a device executable for specialized LIR, reading this pipeline's params.
+    pub fn compile_lir(&self, specialized: CompileResult, options: &CompileOptions) -> Result<CompiledGraph> {
+        let params = self.params()?.clone();
+        let backend = crate::registry::backend_for(self.device)?;
+        let lir = Arc::new(specialized.lir);
+        let exec = backend.compile_lir(lir.clone(), options)?;
+        CompiledGraph::new(lir, exec, params, self.device)
+    }
+
+    /// The cache key of `binding`: template fingerprint, device, code-changing options and the
+    /// binding sorted by symbol, through a fixed hash — the same in every process.
+    pub fn key_for(&self, binding: &DimBinding, options: &CompileOptions) -> Result<u64> {
+        let t = self.template()?;
+        let fp = format!("{:016x}", t.fingerprint);
+        let version = env!("CARGO_PKG_VERSION");
+        Ok(stable_key(&["rlx-variant/1", version, &fp, self.device.name(), &options.key_text(), &binding.to_string()]))
+    }
+
+    /// Template (once) → specialize → compile, cached by [`Self::key_for`]. A hit costs a hash.
+    pub fn get_or_compile<F>(&mut self, binding: &DimBinding, build_hir: F, options: &CompileOptions) -> Result<Arc<CompiledGraph>>
+    where
+        F: FnOnce() -> HirModule,
+    {
+        self.build_template(build_hir, options)?;
+        let key = self.key_for(binding, options)?;
+        if let Some(g) = self.entries.get(&key) {
+            self.stats.hits += 1;
+            return Ok(g.clone());
+        }
+        self.stats.misses += 1;
+        let t = Instant::now();
+        let specialized = self.specialize_template(binding, options)?;
+        self.stats.specializations += 1;
+        self.stats.specialize_time += t.elapsed();
+        let t = Instant::now();
+        let compiled = Arc::new(self.compile_lir(specialized, options)?);
+        self.stats.compiles += 1;
+        self.stats.compile_time += t.elapsed();
+        self.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// FIFO: the oldest variant leaves when the cache is full. A graph still in use elsewhere
+    /// lives on through its `Arc`.
+    fn insert(&mut self, key: u64, graph: Arc<CompiledGraph>) {
+        while self.entries.len() >= self.capacity {
+            let Some(old) = self.order.pop_front() else { break };
+            self.entries.remove(&old);
+            self.stats.evictions += 1;
+        }
+        self.entries.insert(key, graph);
+        self.order.push_back(key);
+    }
+
+    /// The manifest of one variant, without compiling or caching it.
+    pub fn binding_manifest_for_binding(&self, binding: &DimBinding, options: &CompileOptions) -> Result<BindingManifest> {
+        Ok(BindingManifest::from_lir(&self.specialize_template(binding, options)?.lir)?)
+    }
+
+    pub fn binding_manifest_for_component(&self, component: &ModelComponent, options: &CompileOptions) -> Result<BindingManifest> {
+        self.binding_manifest_for_binding(&component.dim_binding(), options)
+    }
+
+    /// [`Self::get_or_compile`] for a component's binding, with its manifest.
+    pub fn get_or_compile_component<F>(
+        &mut self,
+        component: &ModelComponent,
+        build_hir: F,
+        options: &CompileOptions,
+    ) -> Result<(Arc<CompiledGraph>, BindingManifest)>
+    where
+        F: FnOnce() -> HirModule,
+    {
+        let graph = self.get_or_compile(&component.dim_binding(), build_hir, options)?;
+        let manifest = graph.manifest().clone();
+        Ok((graph, manifest))
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
+    }
+
+    /// Keys in eviction order (oldest first).
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,205 @@
+//! `ParamStore`: the weights of one pipeline, shared by every variant compiled from it.
+//!
+//! A slot holds owned memory (a copy) or borrowed memory (for example a numpy array, kept alive
+//! by an owner object the store holds). Kernels read the bytes where they lie. Binding a slot
+//! replaces an `Arc`, so a run that already took a snapshot keeps the old weights until it ends.
+
+use std::any::Any;
+use std::sync::{Arc, RwLock};
+
+use rlx_ir::{BindingManifest, DType};
+
+use crate::error::fail;
+use crate::names::hint;
+use crate::{HostData, Result, TensorData};
+
+/// Name, dtype and static shape of one parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub numel: usize,
+}
+
+/// The bytes behind one bound parameter.
+pub enum ParamData {
+    Owned(TensorData),
+    /// Memory owned elsewhere; `owner` keeps it alive and is dropped when the slot is replaced.
+    Borrowed { ptr: *const u8, nbytes: usize, owner: Box<dyn Any + Send + Sync> },
+}
+
+// SAFETY: borrowed memory is only read by kernels; `set_borrowed`'s contract makes the caller
+// guarantee it stays valid while `owner` lives. Owned data is plain `Vec`s.
+unsafe impl Send for ParamData {}
+unsafe impl Sync for ParamData {}
+
+impl ParamData {
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            ParamData::Owned(d) => match d {
+                TensorData::F32(v) => v.as_ptr().cast(),
+                TensorData::I64(v) => v.as_ptr().cast(),
+                TensorData::I32(v) => v.as_ptr().cast(),
+                TensorData::Bool(v) => v.as_ptr().cast(),
+            },
+            ParamData::Borrowed { ptr, .. } => *ptr,
+        }
+    }
+
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self, ParamData::Borrowed { .. })
+    }
+}
+
+/// All parameter slots of one pipeline, in manifest order.
+pub struct ParamStore {
+    specs: Vec<ParamSpec>,
+    slots: RwLock<Vec<Option<Arc<ParamData>>>>,
+}
+
+impl std::fmt::Debug for ParamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamStore").field("params", &self.specs.len()).field("missing", &self.missing()).finish()
+    }
+}
+
+impl ParamStore {
+    /// Empty slots for every param of `manifest` (whose param shapes are static).
+    pub fn from_manifest(manifest: &BindingManifest) -> Result<ParamStore> {
+        let mut specs = Vec::with_capacity(manifest.params.len());
+        for p in &manifest.params {
+            let Some(shape) = p.shape.as_static() else {
+                fail!(Shape, "param `{}` has non-static shape {}", p.name, p.shape)
+            };
+            let numel = shape.iter().product();
+            specs.push(ParamSpec { name: p.name.clone(), dtype: p.dtype, shape, numel });
+        }
+        let slots = RwLock::new(vec![None; specs.len()]);
+        Ok(ParamStore { specs, slots })
+    }
+
+    pub fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    /// Index of `name`, or a binding error listing close names.
+    pub fn index_of(&self, name: &str) -> Result<usize> {
+        match self.specs.iter().position(|s| s.name == name) {
+            Some(i) => Ok(i),
+            None => fail!(
+                Binding,
+                "unknown param `{name}`{}; params are {:?}",
+                hint(name, self.specs.iter().map(|s| s.name.as_str())),
+                self.specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// Binds `name` to a copy of `data`.
+    pub fn set(&self, name: &str, data: HostData<'_>) -> Result<()> {
+        let i = self.index_of(name)?;
+        self.check(i, data.dtype(), None, data.len())?;
+        let owned = match data {
+            HostData::F32(d) => TensorData::F32(try_copy(d)?),
+            HostData::I64(d) => TensorData::I64(try_copy(d)?),
+            HostData::I32(d) => TensorData::I32(try_copy(d)?),
+            HostData::Bool(d) => TensorData::Bool(try_copy(d)?),
+        };
+        self.put(i, ParamData::Owned(owned));
+        Ok(())
+    }
+
+    /// Binds `name` to memory owned elsewhere, without copying.
+    ///
+    /// # Safety
+    /// `ptr` must point to `numel(shape)` initialized, aligned elements of `dtype` that stay valid
+    /// and are not freed while `owner` is alive (the store drops `owner` when the slot is
+    /// replaced or the store is dropped).
+    pub unsafe fn set_borrowed(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        ptr: *const u8,
+        owner: Box<dyn Any + Send + Sync>,
+    ) -> Result<()> {
+        let i = self.index_of(name)?;
+        let numel: usize = shape.iter().product();
+        self.check(i, dtype, Some(shape), numel)?;
+        if (ptr as usize) % dtype.size() != 0 {
+            fail!(Binding, "param `{name}`: data at {ptr:p} is not aligned to {} bytes", dtype.size());
+        }
+        let nbytes = numel * dtype.size();
+        self.put(i, ParamData::Borrowed { ptr, nbytes, owner });
+        Ok(())
+    }
+
+    fn check(&self, i: usize, dtype: DType, shape: Option<&[usize]>, numel: usize) -> Result<()> {
+        let s = &self.specs[i];
+        if dtype != s.dtype {
+            fail!(DType, "param `{}`: expected {}, got {dtype}", s.name, s.dtype);
+        }
+        if let Some(shape) = shape
+            && shape != s.shape.as_slice()
+        {
+            fail!(Shape, "param `{}`: expected shape {:?}, got {shape:?}", s.name, s.shape);
+        }
+        if numel != s.numel {
+            fail!(Shape, "param `{}`: expected {} elements ({:?}), got {numel}", s.name, s.numel, s.shape);
+        }
+        Ok(())
+    }
+
+    fn put(&self, i: usize, data: ParamData) {
+        let old = {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut slots[i], Some(Arc::new(data)))
+        };
+        // The old owner (maybe a Python object) is dropped outside the lock.
+        drop(old);
+    }
+
+    /// Unbinds `name`.
+    pub fn clear(&self, name: &str) -> Result<()> {
+        let i = self.index_of(name)?;
+        let old = self.slots.write().unwrap_or_else(|e| e.into_inner())[i].take();
+        drop(old);
+        Ok(())
+    }
+
+    /// Address of the bytes kernels read for `name`, if bound.
+    pub fn data_ptr(&self, name: &str) -> Option<usize> {
+        let i = self.specs.iter().position(|s| s.name == name)?;
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots[i].as_ref().map(|d| d.as_ptr() as usize)
+    }
+
+    pub fn is_bound(&self, name: &str) -> bool {
+        self.data_ptr(name).is_some()
+    }
+
+    /// Names of params not bound yet.
+    pub fn missing(&self) -> Vec<String> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        self.specs.iter().zip(slots.iter()).filter(|(_, s)| s.is_none()).map(|(p, _)| p.name.clone()).collect()
+    }
+
+    /// Every slot, for one run; an error names every unbound param.
+    pub fn snapshot(&self) -> Result<Vec<Arc<ParamData>>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        if slots.iter().any(Option::is_none) {
+            drop(slots);
+            fail!(Binding, "params not bound: {:?}", self.missing());
+        }
+        Ok(slots.iter().map(|s| s.clone().expect("checked above")).collect())
+    }
+}
+
+fn try_copy<T: Copy>(d: &[T]) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(d.len())
+        .map_err(|_| crate::Error::Memory(format!("cannot allocate {} bytes for a param copy", std::mem::size_of_val(d))))?;
+    v.extend_from_slice(d);
+    Ok(v)
+}

@@ -1,0 +1,136 @@
+//! Host tensors handed to and returned from runs.
+
+use rlx_ir::DType;
+
+/// Borrowed element data of one input.
+#[derive(Debug, Clone, Copy)]
+pub enum HostData<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    Bool(&'a [bool]),
+}
+
+impl HostData<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostData::F32(_) => DType::F32,
+            HostData::I64(_) => DType::I64,
+            HostData::I32(_) => DType::I32,
+            HostData::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostData::F32(d) => d.len(),
+            HostData::I64(d) => d.len(),
+            HostData::I32(d) => d.len(),
+            HostData::Bool(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            HostData::F32(d) => d.as_ptr().cast(),
+            HostData::I64(d) => d.as_ptr().cast(),
+            HostData::I32(d) => d.as_ptr().cast(),
+            HostData::Bool(d) => d.as_ptr().cast(),
+        }
+    }
+}
+
+/// An input read in place: data plus, optionally, the shape the caller claims for it.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    pub data: HostData<'a>,
+    /// When given, checked dim by dim against the manifest; otherwise only the length is.
+    pub shape: Option<&'a [usize]>,
+}
+
+impl<'a> TensorRef<'a> {
+    pub fn new(data: HostData<'a>, shape: &'a [usize]) -> Self {
+        TensorRef { data, shape: Some(shape) }
+    }
+}
+
+macro_rules! tensor_ref_from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl<'a> From<&'a [$t]> for TensorRef<'a> {
+            fn from(d: &'a [$t]) -> Self { TensorRef { data: HostData::$v(d), shape: None } }
+        }
+        impl<'a, const N: usize> From<&'a [$t; N]> for TensorRef<'a> {
+            fn from(d: &'a [$t; N]) -> Self { TensorRef { data: HostData::$v(d), shape: None } }
+        }
+        impl<'a> From<&'a Vec<$t>> for TensorRef<'a> {
+            fn from(d: &'a Vec<$t>) -> Self { TensorRef { data: HostData::$v(d), shape: None } }
+        }
+    )*};
+}
+tensor_ref_from!(f32 => F32, i64 => I64, i32 => I32, bool => Bool);
+
+/// Owned element data of one output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+impl TensorData {
+    /// Zero-filled data of `dtype`, allocated without aborting on failure.
+    pub fn zeros(dtype: DType, len: usize) -> Result<TensorData, std::collections::TryReserveError> {
+        fn z<T: Clone + Default>(len: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len)?;
+            v.resize(len, T::default());
+            Ok(v)
+        }
+        Ok(match dtype {
+            DType::F32 => TensorData::F32(z(len)?),
+            DType::I64 => TensorData::I64(z(len)?),
+            DType::I32 => TensorData::I32(z(len)?),
+            DType::Bool => TensorData::Bool(z(len)?),
+        })
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        match self {
+            TensorData::F32(d) => d.as_mut_ptr().cast(),
+            TensorData::I64(d) => d.as_mut_ptr().cast(),
+            TensorData::I32(d) => d.as_mut_ptr().cast(),
+            TensorData::Bool(d) => d.as_mut_ptr().cast(),
+        }
+    }
+}
+
+/// A named output of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            TensorData::F32(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            TensorData::F32(_) => DType::F32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::Bool(_) => DType::Bool,
+        }
+    }
+}
