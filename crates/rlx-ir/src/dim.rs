@@ -68,6 +68,49 @@ impl Dim {
         Dim { terms: out }
     }
 
+    /// Parses the text form: integers, symbol names, `*`, `+`, `-` (e.g. `b*s`, `12*s + 1`).
+    pub fn parse(text: &str) -> Result<Dim> {
+        let bad = |why: &str| IrError::Shape(format!("cannot parse dim `{text}`: {why}"));
+        let mut total = Dim::constant(0);
+        let mut term = Dim::constant(1);
+        let mut sign = 1i64;
+        let mut expect_operand = true;
+        let mut chars = text.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                chars.next();
+            } else if expect_operand && (c.is_ascii_alphanumeric() || c == '_') {
+                let mut tok = String::new();
+                while let Some(&c) = chars.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
+                    tok.push(c);
+                    chars.next();
+                }
+                let operand = if tok.starts_with(|c: char| c.is_ascii_digit()) {
+                    Dim::constant(tok.parse().map_err(|_| bad("bad integer"))?)
+                } else {
+                    Dim::sym(&tok)
+                };
+                term = &term * &operand;
+                expect_operand = false;
+            } else if !expect_operand && c == '*' {
+                chars.next();
+                expect_operand = true;
+            } else if !expect_operand && (c == '+' || c == '-') {
+                chars.next();
+                total = &total + &(&term * &Dim::constant(sign));
+                term = Dim::constant(1);
+                sign = if c == '-' { -1 } else { 1 };
+                expect_operand = true;
+            } else {
+                return Err(bad(&format!("unexpected `{c}`")));
+            }
+        }
+        if expect_operand {
+            return Err(bad("expected a number or a symbol"));
+        }
+        Ok(&total + &(&term * &Dim::constant(sign)))
+    }
+
     /// The value when the dim has no symbols.
     pub fn as_const(&self) -> Option<i64> {
         match self.terms.as_slice() {
@@ -253,6 +296,17 @@ mod tests {
         assert!(err.to_string().contains("`s` is not bound"), "{err}");
         let big = DimBinding::new().with("b", i64::MAX).with("s", 2);
         assert!(matches!(d.eval(&big), Err(IrError::Shape(_))));
+    }
+
+    #[test]
+    fn parses_its_own_text_form() {
+        for text in ["b*s", "12*s", "b*s + 2*s - 1", "7", "s*s + 1"] {
+            assert_eq!(Dim::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(Dim::parse("2 * b * 3").unwrap(), &Dim::constant(6) * &b());
+        for bad in ["", "b*", "*b", "b s", "b/2", "1x"] {
+            assert!(Dim::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,48 @@
+# One task runner for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+CARGO ?= cargo
+WHEEL_DIR := target/wheels
+
+.PHONY: help setup build install test test-rust test-python stubtest demo bench lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## install the Python tools the build and tests need (pip)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8"
+
+build: ## build the Rust crates (release)
+	$(CARGO) build --release
+
+install: setup ## build the wheel (release) and install it
+	rm -rf $(WHEEL_DIR)
+	$(PYTHON) -m maturin build --release --quiet -o $(WHEEL_DIR)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(WHEEL_DIR)/rlx-*.whl
+
+test: install test-rust test-python stubtest ## build, install and run every test suite
+
+test-rust: ## Rust unit and integration tests (release profile, shared with the wheel build)
+	$(CARGO) test --release --workspace --exclude rlx-py
+
+test-python: ## pytest suites against the installed package
+	$(PYTHON) -m pytest -q tests
+
+stubtest: ## check python/rlx/_rlx.pyi against the built module
+	$(PYTHON) -m mypy.stubtest rlx._rlx --ignore-missing-stub
+
+demo: install ## build, install and run the pipeline demo
+	$(CARGO) run --release --quiet -p rlx-runtime --example pipeline_demo
+
+bench: install ## benchmarks against peers (unsets the OpenBLAS overrides for numpy)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_pipeline.py
+
+lint: ## rustfmt and clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt: ## format the Rust code
+	$(CARGO) fmt --all
+
+clean: ## remove build outputs
+	rm -rf target
