@@ -75,13 +75,37 @@ fn verify_plan(m: &LirModule, plan: &super::ArenaPlan, problems: &mut Vec<String
             _ => {}
         }
     }
-    for (i, a) in placed.iter().enumerate() {
-        for b in &placed[i + 1..] {
-            let time = a.3.0 <= b.3.1 && b.3.0 <= a.3.1;
-            let space = a.1 < b.2 && b.1 < a.2;
-            if time && space {
-                problems.push(format!("{} and {} are live together and overlap in the arena", a.0, b.0));
+    check_disjoint(&placed, m.kernels.len(), problems);
+}
+
+/// Buffers live at the same kernel must not share bytes. A sweep over the schedule keeps the
+/// live buffers ordered by offset, so each new one is checked against its two neighbours only.
+fn check_disjoint(placed: &[(super::BufferId, usize, usize, (usize, usize))], kernels: usize, problems: &mut Vec<String>) {
+    use std::collections::BTreeMap;
+    let mut starts: Vec<Vec<usize>> = vec![Vec::new(); kernels];
+    let mut ends: Vec<Vec<usize>> = vec![Vec::new(); kernels];
+    for (i, p) in placed.iter().enumerate() {
+        if p.1 < p.2 && p.3.1 < kernels {
+            starts[p.3.0].push(i);
+            ends[p.3.1].push(i);
+        }
+    }
+    let mut live: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for k in 0..kernels {
+        for &i in &starts[k] {
+            let (id, lo, hi, _) = placed[i];
+            let before = live.range(..(lo, i)).next_back().map(|(_, j)| *j);
+            let after = live.range((lo, i)..).next().map(|(_, j)| *j);
+            for j in before.into_iter().chain(after) {
+                let (other, olo, ohi, _) = placed[j];
+                if lo < ohi && olo < hi {
+                    problems.push(format!("{id} and {other} are live together and overlap in the arena"));
+                }
             }
+            live.insert((lo, i), i);
+        }
+        for &i in &ends[k] {
+            live.remove(&(placed[i].1, i));
         }
     }
 }
