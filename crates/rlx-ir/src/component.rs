@@ -1,8 +1,8 @@
 //! Model variants and components: names plus a dim binding, with a key that is stable
 //! across processes.
 
-use crate::key::stable_key;
 use crate::DimBinding;
+use crate::key::stable_key;
 
 /// One concrete size of a model, such as `b8_s128`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -13,7 +13,10 @@ pub struct ModelVariant {
 
 impl ModelVariant {
     pub fn new(name: &str, binding: DimBinding) -> Self {
-        ModelVariant { name: name.to_string(), binding }
+        ModelVariant {
+            name: name.to_string(),
+            binding,
+        }
     }
 }
 
@@ -30,7 +33,11 @@ const KEY_FORMAT: &str = "rlx-component-key/1";
 
 impl ModelComponent {
     pub fn new(model: &str, component: &str, variant: ModelVariant) -> Self {
-        ModelComponent { model: model.to_string(), component: component.to_string(), variant }
+        ModelComponent {
+            model: model.to_string(),
+            component: component.to_string(),
+            variant,
+        }
     }
 
     pub fn dim_binding(&self) -> DimBinding {

@@ -48,11 +48,17 @@ pub struct Dim {
 
 impl Dim {
     pub fn constant(value: i64) -> Dim {
-        Dim::from_terms(vec![Term { syms: vec![], coeff: value }])
+        Dim::from_terms(vec![Term {
+            syms: vec![],
+            coeff: value,
+        }])
     }
 
     pub fn sym(name: &str) -> Dim {
-        Dim::from_terms(vec![Term { syms: vec![name.to_string()], coeff: 1 }])
+        Dim::from_terms(vec![Term {
+            syms: vec![name.to_string()],
+            coeff: 1,
+        }])
     }
 
     fn from_terms(mut terms: Vec<Term>) -> Dim {
@@ -81,7 +87,10 @@ impl Dim {
                 chars.next();
             } else if expect_operand && (c.is_ascii_alphanumeric() || c == '_') {
                 let mut tok = String::new();
-                while let Some(&c) = chars.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
+                while let Some(&c) = chars
+                    .peek()
+                    .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+                {
                     tok.push(c);
                     chars.next();
                 }
@@ -126,8 +135,11 @@ impl Dim {
 
     /// Symbols this dim mentions, sorted and deduplicated.
     pub fn symbols(&self) -> Vec<&str> {
-        let mut out: Vec<&str> =
-            self.terms.iter().flat_map(|t| t.syms.iter().map(String::as_str)).collect();
+        let mut out: Vec<&str> = self
+            .terms
+            .iter()
+            .flat_map(|t| t.syms.iter().map(String::as_str))
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -156,7 +168,9 @@ impl Dim {
         if self == divisor && !self.terms.is_empty() {
             return Some(Dim::constant(1));
         }
-        let [d] = divisor.terms.as_slice() else { return None };
+        let [d] = divisor.terms.as_slice() else {
+            return None;
+        };
         if d.coeff == 0 {
             return None;
         }
@@ -170,7 +184,10 @@ impl Dim {
                 let pos = syms.iter().position(|x| x == s)?;
                 syms.remove(pos);
             }
-            terms.push(Term { syms, coeff: t.coeff / d.coeff });
+            terms.push(Term {
+                syms,
+                coeff: t.coeff / d.coeff,
+            });
         }
         Some(Dim::from_terms(terms))
     }
@@ -203,7 +220,10 @@ impl Add for &Dim {
 impl Sub for &Dim {
     type Output = Dim;
     fn sub(self, rhs: &Dim) -> Dim {
-        let neg = rhs.terms.iter().map(|t| Term { syms: t.syms.clone(), coeff: -t.coeff });
+        let neg = rhs.terms.iter().map(|t| Term {
+            syms: t.syms.clone(),
+            coeff: -t.coeff,
+        });
         Dim::from_terms(self.terms.iter().cloned().chain(neg).collect())
     }
 }
@@ -216,7 +236,10 @@ impl Mul for &Dim {
             for b in &rhs.terms {
                 let mut syms: Vec<String> = a.syms.iter().chain(&b.syms).cloned().collect();
                 syms.sort_unstable();
-                terms.push(Term { syms, coeff: a.coeff.wrapping_mul(b.coeff) });
+                terms.push(Term {
+                    syms,
+                    coeff: a.coeff.wrapping_mul(b.coeff),
+                });
             }
         }
         Dim::from_terms(terms)
@@ -315,7 +338,10 @@ mod tests {
         assert_eq!(bs384.div_exact(&Dim::constant(384)), Some(&b() * &s()));
         assert_eq!(bs384.div_exact(&b()), Some(&s() * &Dim::constant(384)));
         assert_eq!(bs384.div_exact(&Dim::constant(7)), None);
-        assert_eq!((&b() + &s()).div_exact(&(&b() + &s())), Some(Dim::constant(1)));
+        assert_eq!(
+            (&b() + &s()).div_exact(&(&b() + &s())),
+            Some(Dim::constant(1))
+        );
         assert_eq!((&b() + &s()).div_exact(&b()), None);
     }
 }

@@ -21,7 +21,10 @@ pub enum IrError {
     Binding(String),
     /// The verifier found problems. For a graph made by the builder this is an rlx bug.
     #[error("{what} verifier found {} problem(s) (an rlx bug if the graph came from the builder):\n  {}", problems.len(), problems.join("\n  "))]
-    Verify { what: &'static str, problems: Vec<String> },
+    Verify {
+        what: &'static str,
+        problems: Vec<String>,
+    },
 }
 
 /// `bail!(Shape, "...")` returns early with the given variant.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::lir::{align_up, IoSlot, LirModule};
+use crate::lir::{IoSlot, LirModule, align_up};
 use crate::{DType, Dim, IrError, Result, Shape};
 
 /// One input, param or output.
@@ -47,9 +47,16 @@ impl BindingManifest {
         let mut params: Vec<ManifestEntry> = lir.params.iter().map(entry).collect();
         let mut offset = 0usize;
         for p in &mut params {
-            let bytes = p.nbytes.as_const().and_then(|b| usize::try_from(b).ok()).ok_or_else(|| {
-                IrError::Shape(format!("param `{}` has non-static size {}", p.name, p.nbytes))
-            })?;
+            let bytes = p
+                .nbytes
+                .as_const()
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| {
+                    IrError::Shape(format!(
+                        "param `{}` has non-static size {}",
+                        p.name, p.nbytes
+                    ))
+                })?;
             p.offset = Some(offset);
             offset = offset
                 .checked_add(bytes)
@@ -140,15 +147,28 @@ impl ManifestDiff {
 }
 
 fn fmt_entry(f: &mut fmt::Formatter<'_>, section: &str, e: &ManifestEntry) -> fmt::Result {
-    let offset = e.offset.map(|o| o.to_string()).unwrap_or_else(|| "-".to_string());
+    let offset = e
+        .offset
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| "-".to_string());
     let shape = e.shape.to_string();
-    writeln!(f, "  {section:<7} {:<24} {:<5} {shape:<24} {:>14} {offset:>10}", e.name, e.dtype.name(), e.nbytes.to_string())
+    writeln!(
+        f,
+        "  {section:<7} {:<24} {:<5} {shape:<24} {:>14} {offset:>10}",
+        e.name,
+        e.dtype.name(),
+        e.nbytes.to_string()
+    )
 }
 
 impl fmt::Display for BindingManifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "BindingManifest @{}", self.name)?;
-        writeln!(f, "  {:<7} {:<24} {:<5} {:<24} {:>14} {:>10}", "kind", "name", "dtype", "shape", "bytes", "offset")?;
+        writeln!(
+            f,
+            "  {:<7} {:<24} {:<5} {:<24} {:>14} {:>10}",
+            "kind", "name", "dtype", "shape", "bytes", "offset"
+        )?;
         for e in &self.inputs {
             fmt_entry(f, "input", e)?;
         }
@@ -182,8 +202,14 @@ impl fmt::Display for ManifestDiff {
             writeln!(
                 f,
                 "  ~ {} {}: {}{} {}B -> {}{} {}B",
-                c.section, c.name, c.before.dtype, c.before.shape, c.before.nbytes,
-                c.after.dtype, c.after.shape, c.after.nbytes
+                c.section,
+                c.name,
+                c.before.dtype,
+                c.before.shape,
+                c.before.nbytes,
+                c.after.dtype,
+                c.after.shape,
+                c.after.nbytes
             )?;
         }
         if let Some((a, b)) = self.arena_bytes {

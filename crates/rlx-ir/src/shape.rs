@@ -36,7 +36,10 @@ impl Shape {
 
     /// The constant dims when the shape is static.
     pub fn as_static(&self) -> Option<Vec<usize>> {
-        self.0.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect()
+        self.0
+            .iter()
+            .map(|d| d.as_const().and_then(|v| usize::try_from(v).ok()))
+            .collect()
     }
 
     /// Evaluates every dim; a negative result or an element count over `isize::MAX` is an error.
@@ -45,8 +48,9 @@ impl Shape {
         let mut numel: usize = 1;
         for d in &self.0 {
             let v = d.eval(binding)?;
-            let v = usize::try_from(v)
-                .map_err(|_| IrError::Shape(format!("dim `{d}` is negative ({v}) under {binding}")))?;
+            let v = usize::try_from(v).map_err(|_| {
+                IrError::Shape(format!("dim `{d}` is negative ({v}) under {binding}"))
+            })?;
             numel = numel
                 .checked_mul(v)
                 .filter(|n| *n <= isize::MAX as usize)
@@ -61,7 +65,10 @@ impl Shape {
         let rank = self.rank() as i64;
         let a = if axis < 0 { axis + rank } else { axis };
         if a < 0 || a >= rank {
-            crate::bail!(Shape, "{op}: axis {axis} is out of range for rank {rank} shape {self}");
+            crate::bail!(
+                Shape,
+                "{op}: axis {axis} is out of range for rank {rank} shape {self}"
+            );
         }
         Ok(a as usize)
     }

@@ -13,13 +13,31 @@ fn symbolic_reshape_stays_symbolic() {
     let mut g = HirMut::new(&mut m);
     g.dim("b", 1, 64).unwrap();
     g.dim("s", 1, 512).unwrap();
-    let x = g.input("x", DType::F32, sym_shape(&["b", "s", "384"])).unwrap();
+    let x = g
+        .input("x", DType::F32, sym_shape(&["b", "s", "384"]))
+        .unwrap();
     let flat = g.reshape(x, sym_shape(&["b*s", "384"])).unwrap();
     assert_eq!(g.module().ty(flat).unwrap().shape.to_string(), "[b*s, 384]");
-    let heads = g.reshape(x, Shape(vec![Dim::sym("b"), Dim::constant(-1), Dim::constant(12), Dim::constant(32)])).unwrap();
-    assert_eq!(g.module().ty(heads).unwrap().shape.to_string(), "[b, s, 12, 32]");
+    let heads = g
+        .reshape(
+            x,
+            Shape(vec![
+                Dim::sym("b"),
+                Dim::constant(-1),
+                Dim::constant(12),
+                Dim::constant(32),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(
+        g.module().ty(heads).unwrap().shape.to_string(),
+        "[b, s, 12, 32]"
+    );
     let e = g.reshape(x, sym_shape(&["b", "384"])).unwrap_err();
-    assert!(matches!(&e, IrError::Shape(m) if m.contains("not provably equal")), "{e}");
+    assert!(
+        matches!(&e, IrError::Shape(m) if m.contains("not provably equal")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -33,7 +51,10 @@ fn inference_errors_name_the_op_and_shapes() {
     let w = g.param("w", DType::F32, Shape::new(&[5, 3])).unwrap();
     let i = g.input("i", DType::I64, sym_shape(&["b", "4"])).unwrap();
     let e = g.add(a, c).unwrap_err().to_string();
-    assert!(e.contains("add") && e.contains("[b, 4]") && e.contains("[s, 4]"), "{e}");
+    assert!(
+        e.contains("add") && e.contains("[b, 4]") && e.contains("[s, 4]"),
+        "{e}"
+    );
     let e = g.linear(a, w, None, None).unwrap_err().to_string();
     assert!(e.contains("in-features 4 and 5"), "{e}");
     let e = g.matmul(a, w).unwrap_err().to_string();
@@ -41,9 +62,18 @@ fn inference_errors_name_the_op_and_shapes() {
     assert!(matches!(g.add(a, i), Err(IrError::DType(_))));
     assert!(matches!(g.softmax(a, 2), Err(IrError::Shape(_))));
     assert!(matches!(g.transpose(a, &[0, 0]), Err(IrError::Shape(_))));
-    assert!(matches!(g.param("dyn", DType::F32, sym_shape(&["b"])), Err(IrError::Shape(_))));
-    assert!(matches!(g.input("a", DType::F32, Shape::new(&[1])), Err(IrError::Graph(_))));
-    assert!(matches!(g.input("u", DType::F32, sym_shape(&["undeclared"])), Err(IrError::Graph(_))));
+    assert!(matches!(
+        g.param("dyn", DType::F32, sym_shape(&["b"])),
+        Err(IrError::Shape(_))
+    ));
+    assert!(matches!(
+        g.input("a", DType::F32, Shape::new(&[1])),
+        Err(IrError::Graph(_))
+    ));
+    assert!(matches!(
+        g.input("u", DType::F32, sym_shape(&["undeclared"])),
+        Err(IrError::Graph(_))
+    ));
     assert!(matches!(g.dim("b", 1, 9), Err(IrError::Graph(_))));
     assert!(matches!(g.dim("z", 5, 1), Err(IrError::Binding(_))));
     assert!(matches!(g.add(a, ValueId(999)), Err(IrError::Graph(_))));
@@ -54,7 +84,9 @@ fn broadcasting_follows_numpy() {
     let mut m = HirModule::new("bc");
     let mut g = HirMut::new(&mut m);
     g.dim("b", 1, 8).unwrap();
-    let a = g.input("a", DType::F32, sym_shape(&["b", "1", "4"])).unwrap();
+    let a = g
+        .input("a", DType::F32, sym_shape(&["b", "1", "4"]))
+        .unwrap();
     let c = g.input("c", DType::F32, Shape::new(&[3, 1])).unwrap();
     let y = g.mul(a, c).unwrap();
     assert_eq!(g.module().ty(y).unwrap().shape.to_string(), "[b, 3, 4]");
@@ -67,17 +99,40 @@ fn verifier_collects_every_problem() {
         name: "bad".into(),
         symbols: vec![],
         nodes: vec![
-            Node { op: Op::Input { name: "x".into() }, inputs: vec![], ty: f32s(&[2, 3]) },
-            Node { op: Op::Input { name: "x".into() }, inputs: vec![], ty: f32s(&[2, 3]) },
-            Node { op: Op::Unary(rlx_ir::UnaryOp::Relu), inputs: vec![ValueId(3)], ty: f32s(&[2, 3]) },
-            Node { op: Op::Unary(rlx_ir::UnaryOp::Relu), inputs: vec![ValueId(0)], ty: f32s(&[9]) },
+            Node {
+                op: Op::Input { name: "x".into() },
+                inputs: vec![],
+                ty: f32s(&[2, 3]),
+            },
+            Node {
+                op: Op::Input { name: "x".into() },
+                inputs: vec![],
+                ty: f32s(&[2, 3]),
+            },
+            Node {
+                op: Op::Unary(rlx_ir::UnaryOp::Relu),
+                inputs: vec![ValueId(3)],
+                ty: f32s(&[2, 3]),
+            },
+            Node {
+                op: Op::Unary(rlx_ir::UnaryOp::Relu),
+                inputs: vec![ValueId(0)],
+                ty: f32s(&[9]),
+            },
         ],
         outputs: vec![],
     };
-    let Err(IrError::Verify { problems, .. }) = m.verify() else { panic!("verifier passed a broken module") };
+    let Err(IrError::Verify { problems, .. }) = m.verify() else {
+        panic!("verifier passed a broken module")
+    };
     assert_eq!(problems.len(), 4, "{problems:#?}");
     let all = problems.join("\n");
-    for needle in ["used by more than one", "not defined before use", "recorded type f32[9]", "no outputs"] {
+    for needle in [
+        "used by more than one",
+        "not defined before use",
+        "recorded type f32[9]",
+        "no outputs",
+    ] {
         assert!(all.contains(needle), "missing `{needle}` in\n{all}");
     }
 }
@@ -103,7 +158,12 @@ fn hundred_thousand_chained_ops_build_and_verify() {
     g.dim("b", 1, 8).unwrap();
     let mut v = g.input("x", DType::F32, sym_shape(&["b", "4"])).unwrap();
     for i in 0..100_000 {
-        v = if i % 2 == 0 { g.unary(rlx_ir::UnaryOp::Tanh, v) } else { g.add(v, v) }.unwrap();
+        v = if i % 2 == 0 {
+            g.unary(rlx_ir::UnaryOp::Tanh, v)
+        } else {
+            g.add(v, v)
+        }
+        .unwrap();
     }
     g.output("y", v).unwrap();
     m.verify().unwrap();

@@ -21,7 +21,11 @@ pub struct CompileReport {
 
 impl fmt::Display for CompileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "compile report: {} HIR ops -> {} after passes -> {} kernels", self.hir_ops_before, self.hir_ops_after, self.kernels)?;
+        writeln!(
+            f,
+            "compile report: {} HIR ops -> {} after passes -> {} kernels",
+            self.hir_ops_before, self.hir_ops_after, self.kernels
+        )?;
         for (name, t) in &self.passes {
             writeln!(f, "  pass {name:<16} {t:>10.1?}")?;
         }

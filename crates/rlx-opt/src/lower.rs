@@ -18,18 +18,28 @@ pub fn lower(hir: &HirModule) -> Result<LirModule> {
         let id = match &node.op {
             Op::Input { name } => {
                 let b = new(&mut lir, BufferKind::Input);
-                lir.inputs.push(IoSlot { name: name.clone(), buffer: b });
+                lir.inputs.push(IoSlot {
+                    name: name.clone(),
+                    buffer: b,
+                });
                 b
             }
             Op::Param { name } => {
                 let b = new(&mut lir, BufferKind::Param);
-                lir.params.push(IoSlot { name: name.clone(), buffer: b });
+                lir.params.push(IoSlot {
+                    name: name.clone(),
+                    buffer: b,
+                });
                 b
             }
             Op::Reshape { .. } => new(&mut lir, BufferKind::View { of: ins[0] }),
             op => {
                 let out = new(&mut lir, BufferKind::Temp);
-                lir.kernels.push(Kernel { op: kernel_op(op), inputs: ins, output: out });
+                lir.kernels.push(Kernel {
+                    op: kernel_op(op),
+                    inputs: ins,
+                    output: out,
+                });
                 out
             }
         };
@@ -45,10 +55,17 @@ pub fn lower(hir: &HirModule) -> Result<LirModule> {
         } else {
             let ty = lir.buffer(b).ty.clone();
             let out = push_buffer(&mut lir, BufferKind::Output, ty);
-            lir.kernels.push(Kernel { op: KernelOp::Copy, inputs: vec![b], output: out });
+            lir.kernels.push(Kernel {
+                op: KernelOp::Copy,
+                inputs: vec![b],
+                output: out,
+            });
             out
         };
-        lir.outputs.push(IoSlot { name: o.name.clone(), buffer });
+        lir.outputs.push(IoSlot {
+            name: o.name.clone(),
+            buffer,
+        });
     }
     Ok(lir)
 }
@@ -62,7 +79,9 @@ fn push_buffer(lir: &mut LirModule, kind: BufferKind, ty: rlx_ir::TensorType) ->
 fn kernel_op(op: &Op) -> KernelOp {
     match op {
         Op::MatMul => KernelOp::MatMul,
-        Op::Linear { activation } => KernelOp::Linear { activation: *activation },
+        Op::Linear { activation } => KernelOp::Linear {
+            activation: *activation,
+        },
         Op::Binary(b) => KernelOp::Binary(*b),
         Op::Unary(u) => KernelOp::Unary(*u),
         Op::Softmax { axis } => KernelOp::Softmax { axis: *axis },

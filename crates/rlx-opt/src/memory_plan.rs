@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rlx_ir::lir::{align_up, ArenaPlan, BufferKind, LirModule};
+use rlx_ir::lir::{ArenaPlan, BufferKind, LirModule, align_up};
 use rlx_ir::{IrError, Result};
 
 /// Plans offsets for every temp of `lir` (whose shapes must be static).
@@ -20,9 +20,11 @@ pub fn plan(lir: &LirModule) -> Result<ArenaPlan> {
         if b.kind != BufferKind::Temp {
             continue;
         }
-        let bytes = lir.static_bytes(rlx_ir::lir::BufferId(i as u32)).ok_or_else(|| {
-            IrError::Shape(format!("temp b{i} has non-static shape {}", b.ty.shape))
-        })?;
+        let bytes = lir
+            .static_bytes(rlx_ir::lir::BufferId(i as u32))
+            .ok_or_else(|| {
+                IrError::Shape(format!("temp b{i} has non-static shape {}", b.ty.shape))
+            })?;
         sizes[i] = align_up(bytes.max(1)).ok_or_else(overflow)?;
         temp_bytes = temp_bytes.checked_add(sizes[i]).ok_or_else(overflow)?;
         if let Some((s, e)) = intervals[i] {
@@ -61,7 +63,12 @@ pub fn plan(lir: &LirModule) -> Result<ArenaPlan> {
             top = top.checked_add(sizes[i]).ok_or_else(overflow)?;
         }
     }
-    Ok(ArenaPlan { offsets, size: top, temp_bytes, max_live_bytes: max_live })
+    Ok(ArenaPlan {
+        offsets,
+        size: top,
+        temp_bytes,
+        max_live_bytes: max_live,
+    })
 }
 
 /// Free holes, indexed by offset (to merge neighbours) and by size (to find the best fit).

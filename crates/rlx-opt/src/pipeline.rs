@@ -6,7 +6,7 @@ use std::time::Instant;
 use rlx_ir::key::stable_key;
 use rlx_ir::{HirModule, Result};
 
-use crate::{lower, passes, CompileReport, CompileResult};
+use crate::{CompileReport, CompileResult, lower, passes};
 
 /// A pass rewrites a module; it must leave it valid for the verifier.
 pub type Pass = fn(HirModule) -> Result<HirModule>;
@@ -28,12 +28,18 @@ impl Default for Pipeline {
 impl Pipeline {
     /// The standard pass list.
     pub fn standard() -> Pipeline {
-        Pipeline { passes: vec![("dce", passes::dce::run)], verify_each: cfg!(debug_assertions) }
+        Pipeline {
+            passes: vec![("dce", passes::dce::run)],
+            verify_each: cfg!(debug_assertions),
+        }
     }
 
     /// No passes: lowering only.
     pub fn empty() -> Pipeline {
-        Pipeline { passes: vec![], verify_each: cfg!(debug_assertions) }
+        Pipeline {
+            passes: vec![],
+            verify_each: cfg!(debug_assertions),
+        }
     }
 
     pub fn pass_names(&self) -> Vec<&'static str> {
@@ -43,7 +49,10 @@ impl Pipeline {
     /// **Step 1**: verify, run every pass, lower to a (symbolic) LIR template.
     pub fn compile_hir(&self, hir: HirModule) -> Result<CompileResult> {
         hir.verify()?;
-        let mut report = CompileReport { hir_ops_before: hir.len(), ..Default::default() };
+        let mut report = CompileReport {
+            hir_ops_before: hir.len(),
+            ..Default::default()
+        };
         let mut hir = hir;
         for (name, pass) in &self.passes {
             let t = Instant::now();
@@ -63,6 +72,11 @@ impl Pipeline {
         }
         let text = hir.to_string();
         let fingerprint = stable_key(&["rlx-template/1", &self.pass_names().join(","), &text]);
-        Ok(CompileResult { hir: Arc::new(hir), lir, report, fingerprint })
+        Ok(CompileResult {
+            hir: Arc::new(hir),
+            lir,
+            report,
+            fingerprint,
+        })
     }
 }

@@ -5,14 +5,18 @@ use std::time::Instant;
 
 use rlx_ir::{DimBinding, IrError, Result, Shape};
 
-use crate::{memory_plan, CompileResult, Pipeline};
+use crate::{CompileResult, Pipeline, memory_plan};
 
 impl CompileResult {
     /// Binds the template's symbols to `binding` and plans memory for those sizes.
     pub fn specialize(&self, pipeline: &Pipeline, binding: &DimBinding) -> Result<CompileResult> {
         let t = Instant::now();
         if self.is_specialized() {
-            rlx_ir::bail!(Binding, "`{}` is already specialized; specialize the template", self.lir.name);
+            rlx_ir::bail!(
+                Binding,
+                "`{}` is already specialized; specialize the template",
+                self.lir.name
+            );
         }
         check_binding(&self.lir.symbols, binding)?;
         let mut lir = self.lir.clone();
@@ -27,17 +31,28 @@ impl CompileResult {
         }
         let mut report = self.report.clone();
         report.specialize_time = t.elapsed();
-        Ok(CompileResult { hir: self.hir.clone(), lir, report, fingerprint: self.fingerprint })
+        Ok(CompileResult {
+            hir: self.hir.clone(),
+            lir,
+            report,
+            fingerprint: self.fingerprint,
+        })
     }
 }
 
 /// Every symbol bound and within bounds, and no name the template does not know.
 fn check_binding(symbols: &[rlx_ir::Symbol], binding: &DimBinding) -> Result<()> {
-    let unknown: Vec<&str> =
-        binding.iter().map(|(k, _)| k).filter(|k| !symbols.iter().any(|s| s.name == *k)).collect();
+    let unknown: Vec<&str> = binding
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !symbols.iter().any(|s| s.name == *k))
+        .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = symbols.iter().map(|s| s.name.as_str()).collect();
-        rlx_ir::bail!(Binding, "unknown symbol(s) {unknown:?}; the template has {known:?}");
+        rlx_ir::bail!(
+            Binding,
+            "unknown symbol(s) {unknown:?}; the template has {known:?}"
+        );
     }
     let unbound: Vec<&str> = symbols
         .iter()
@@ -45,7 +60,9 @@ fn check_binding(symbols: &[rlx_ir::Symbol], binding: &DimBinding) -> Result<()>
         .filter(|s| binding.get(s).is_none())
         .collect();
     if !unbound.is_empty() {
-        return Err(IrError::Binding(format!("symbol(s) {unbound:?} are not bound")));
+        return Err(IrError::Binding(format!(
+            "symbol(s) {unbound:?} are not bound"
+        )));
     }
     for s in symbols {
         s.check(binding.get(&s.name).expect("checked above"))?;

@@ -8,7 +8,9 @@ fn chain(n: usize) -> HirModule {
     let mut m = HirModule::new("chain");
     let mut g = HirMut::new(&mut m);
     let b = g.dim("b", 0, 1 << 20).unwrap();
-    let mut v = g.input("x", DType::F32, Shape(vec![b, Dim::constant(16)])).unwrap();
+    let mut v = g
+        .input("x", DType::F32, Shape(vec![b, Dim::constant(16)]))
+        .unwrap();
     for _ in 0..n {
         v = g.unary(UnaryOp::Tanh, v).unwrap();
     }
@@ -19,7 +21,9 @@ fn chain(n: usize) -> HirModule {
 #[test]
 fn chain_reuses_two_slots() {
     let t = Pipeline::standard().compile_hir(chain(50)).unwrap();
-    let s = t.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 100)).unwrap();
+    let s = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 100))
+        .unwrap();
     let plan = s.lir.arena.as_ref().unwrap();
     // 49 temps of 6400 bytes (the last op writes the output); a chain needs only two at a time.
     assert_eq!(plan.temp_bytes, 49 * 6400);
@@ -33,12 +37,20 @@ fn template_is_symbolic_and_specialization_is_concrete() {
     let t = Pipeline::standard().compile_hir(chain(3)).unwrap();
     assert!(t.lir.arena.is_none() && !t.is_specialized());
     assert_eq!(t.lir.buffers[0].ty.shape.to_string(), "[b, 16]");
-    let s = t.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 0)).unwrap();
+    let s = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 0))
+        .unwrap();
     assert_eq!(s.lir.buffers[0].ty.shape, Shape::new(&[0, 16]));
     assert_eq!(s.fingerprint, t.fingerprint);
-    assert!(s.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 1)).is_err());
+    assert!(
+        s.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 1))
+            .is_err()
+    );
     let text = s.lir.to_string();
-    assert!(text.contains("lir @chain {b=0}") && text.contains("arena"), "{text}");
+    assert!(
+        text.contains("lir @chain {b=0}") && text.contains("arena"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -48,19 +60,35 @@ fn outputs_that_are_not_fresh_kernel_results_are_copied() {
     let x = g.input("x", DType::F32, Shape::new(&[2, 3])).unwrap();
     let r = g.reshape(x, Shape::new(&[3, 2])).unwrap();
     let y = g.unary(UnaryOp::Relu, x).unwrap();
-    g.set_outputs(vec![("same".into(), x), ("view".into(), r), ("y".into(), y), ("y2".into(), y)]).unwrap();
+    g.set_outputs(vec![
+        ("same".into(), x),
+        ("view".into(), r),
+        ("y".into(), y),
+        ("y2".into(), y),
+    ])
+    .unwrap();
     let lir = rlx_opt::lower(&m).unwrap();
     lir.verify().unwrap();
-    let kinds: Vec<_> = lir.outputs.iter().map(|o| lir.buffer(o.buffer).kind).collect();
+    let kinds: Vec<_> = lir
+        .outputs
+        .iter()
+        .map(|o| lir.buffer(o.buffer).kind)
+        .collect();
     assert!(kinds.iter().all(|k| *k == BufferKind::Output));
-    let copies = lir.kernels.iter().filter(|k| k.op == rlx_ir::lir::KernelOp::Copy).count();
+    let copies = lir
+        .kernels
+        .iter()
+        .filter(|k| k.op == rlx_ir::lir::KernelOp::Copy)
+        .count();
     assert_eq!(copies, 3, "{lir}");
 }
 
 #[test]
 fn hundred_thousand_ops_compile_and_specialize() {
     let t = Pipeline::standard().compile_hir(chain(100_000)).unwrap();
-    let s = t.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 2)).unwrap();
+    let s = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 2))
+        .unwrap();
     assert_eq!(s.lir.kernels.len(), 100_000);
     assert_eq!(s.lir.arena.as_ref().unwrap().size, 2 * 128);
 }
@@ -82,16 +110,22 @@ fn dce_drops_dead_ops_and_overflow_is_an_error() {
     let y = g.unary(UnaryOp::Relu, x).unwrap();
     g.output("y", y).unwrap();
     let t = Pipeline::standard().compile_hir(m).unwrap();
-    let e = t.specialize(&Pipeline::standard(), &DimBinding::new().with("n", 1 << 40)).unwrap_err();
+    let e = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("n", 1 << 40))
+        .unwrap_err();
     assert!(e.to_string().contains("overflow"), "{e}");
 }
 
 #[test]
 fn lir_verifier_catches_overlapping_live_temps() {
     let t = Pipeline::standard().compile_hir(chain(4)).unwrap();
-    let mut s = t.specialize(&Pipeline::standard(), &DimBinding::new().with("b", 3)).unwrap();
+    let mut s = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 3))
+        .unwrap();
     let plan = s.lir.arena.as_mut().unwrap();
-    let temps: Vec<usize> = (0..plan.offsets.len()).filter(|i| plan.offsets[*i].is_some()).collect();
+    let temps: Vec<usize> = (0..plan.offsets.len())
+        .filter(|i| plan.offsets[*i].is_some())
+        .collect();
     // Temps 0 and 1 are both live at the kernel that reads one and writes the other.
     plan.offsets[temps[1]] = plan.offsets[temps[0]];
     let e = s.lir.verify().unwrap_err().to_string();

@@ -16,17 +16,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn demo(name: &str, build: fn() -> HirModule, params: &[(&str, Vec<f32>)], variants: &[DimBinding]) -> Result<()> {
+fn demo(
+    name: &str,
+    build: fn() -> HirModule,
+    params: &[(&str, Vec<f32>)],
+    variants: &[DimBinding],
+) -> Result<()> {
     let opts = CompileOptions::new();
     let mut pipe = ModelCompilePipeline::with_capacity(Device::Cpu, 8)?;
     let t = Instant::now();
     let template = pipe.build_template(build, &opts)?;
-    println!("== {name}: template compiled once in {:.2?} ({} kernels)", t.elapsed(), template.lir.kernels.len());
+    println!(
+        "== {name}: template compiled once in {:.2?} ({} kernels)",
+        t.elapsed(),
+        template.lir.kernels.len()
+    );
     println!("{}", pipe.template_binding_manifest()?);
     for (n, w) in params {
         pipe.set_param(n, w)?; // bound once, shared by every variant below
     }
-    println!("  {:<22} {:>12} {:>14} {:>12} {:>12} {:>14}  output", "variant", "specialize", "get_or_compile", "run (med)", "arena", "temps (no reuse)");
+    println!(
+        "  {:<22} {:>12} {:>14} {:>12} {:>12} {:>14}  output",
+        "variant", "specialize", "get_or_compile", "run (med)", "arena", "temps (no reuse)"
+    );
     for binding in variants {
         let t = Instant::now();
         let spec = pipe.specialize_template(binding, &opts)?;
@@ -49,23 +61,49 @@ fn demo(name: &str, build: fn() -> HirModule, params: &[(&str, Vec<f32>)], varia
         let mean = data.iter().map(|v| f64::from(*v)).sum::<f64>() / data.len().max(1) as f64;
         println!(
             "  {:<22} {:>12.1?} {:>14.1?} {:>12.1?} {:>11}B {:>13}B  {} {:?} mean={mean:.5}",
-            binding.to_string(), t_spec, t_compile, median(runs), plan.size, plan.temp_bytes, out[0].name, out[0].shape
+            binding.to_string(),
+            t_spec,
+            t_compile,
+            median(runs),
+            plan.size,
+            plan.temp_bytes,
+            out[0].name,
+            out[0].shape
         );
     }
     let s = pipe.stats();
-    println!("  cache: {} variants, {} hits, {} misses, {} evictions\n", pipe.len(), s.hits, s.misses, s.evictions);
+    println!(
+        "  cache: {} variants, {} hits, {} misses, {} evictions\n",
+        pipe.len(),
+        s.hits,
+        s.misses,
+        s.evictions
+    );
     Ok(())
 }
 
 fn main() -> Result<()> {
     let b = |batch: i64| DimBinding::new().with("batch", batch);
     let bs = |batch: i64, seq: i64| b(batch).with("seq", seq);
-    demo("mlp (symbolic batch)", mlp, &mlp_weights(), &[b(1), b(32), b(1000)])?;
-    demo("block (symbolic batch, seq)", block, &block_weights(), &[bs(1, 8), bs(4, 128), bs(3, 17)])?;
+    demo(
+        "mlp (symbolic batch)",
+        mlp,
+        &mlp_weights(),
+        &[b(1), b(32), b(1000)],
+    )?;
+    demo(
+        "block (symbolic batch, seq)",
+        block,
+        &block_weights(),
+        &[bs(1, 8), bs(4, 128), bs(3, 17)],
+    )?;
 
     // Specialization cost: the median over 1,000 specializations of the block's template.
     let mut pipe = ModelCompilePipeline::new(Device::Cpu);
-    let opts = CompileOptions { verify: false, ..CompileOptions::new() };
+    let opts = CompileOptions {
+        verify: false,
+        ..CompileOptions::new()
+    };
     pipe.build_template(block, &opts)?;
     let times: Vec<Duration> = (0..1000)
         .map(|i| {
@@ -74,6 +112,9 @@ fn main() -> Result<()> {
             t.elapsed()
         })
         .collect();
-    println!("block specialize: median {:.1?} over 1000 specializations (verifier off)", median(times));
+    println!(
+        "block specialize: median {:.1?} over 1000 specializations (verifier off)",
+        median(times)
+    );
     Ok(())
 }

@@ -10,11 +10,19 @@ use crate::{CompileOptions, Device, HostData, ParamData, Result, TensorData};
 pub trait Executable: Send + Sync {
     /// Runs with inputs and params in manifest order, already checked against the manifest by
     /// the caller (`CompiledGraph`); returns the outputs in manifest order.
-    fn execute(&self, inputs: &[HostData<'_>], params: &[Arc<ParamData>]) -> Result<Vec<TensorData>>;
+    fn execute(
+        &self,
+        inputs: &[HostData<'_>],
+        params: &[Arc<ParamData>],
+    ) -> Result<Vec<TensorData>>;
 }
 
 /// A device's compiler for specialized LIR.
 pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
-    fn compile_lir(&self, lir: Arc<LirModule>, options: &CompileOptions) -> Result<Box<dyn Executable>>;
+    fn compile_lir(
+        &self,
+        lir: Arc<LirModule>,
+        options: &CompileOptions,
+    ) -> Result<Box<dyn Executable>>;
 }

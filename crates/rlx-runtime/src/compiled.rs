@@ -22,31 +22,57 @@ pub struct CompiledGraph {
 
 impl std::fmt::Debug for CompiledGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledGraph").field("name", &self.lir.name).field("binding", &self.lir.binding).finish()
+        f.debug_struct("CompiledGraph")
+            .field("name", &self.lir.name)
+            .field("binding", &self.lir.binding)
+            .finish()
     }
 }
 
 impl CompiledGraph {
     /// Wraps an executable for the specialized `lir`, reading weights from `params`.
-    pub fn new(lir: Arc<LirModule>, exec: Box<dyn Executable>, params: Arc<ParamStore>, device: Device) -> Result<Self> {
+    pub fn new(
+        lir: Arc<LirModule>,
+        exec: Box<dyn Executable>,
+        params: Arc<ParamStore>,
+        device: Device,
+    ) -> Result<Self> {
         let manifest = BindingManifest::from_lir(&lir)?;
         let shapes = |entries: &[rlx_ir::ManifestEntry]| -> Result<Vec<Vec<usize>>> {
             entries
                 .iter()
                 .map(|e| match e.shape.as_static() {
                     Some(s) => Ok(s),
-                    None => fail!(Compile, "`{}` has symbolic shape {}: specialize first", e.name, e.shape),
+                    None => fail!(
+                        Compile,
+                        "`{}` has symbolic shape {}: specialize first",
+                        e.name,
+                        e.shape
+                    ),
                 })
                 .collect()
         };
         let input_shapes = shapes(&manifest.inputs)?;
         let output_shapes = shapes(&manifest.outputs)?;
-        let names = |v: &[rlx_ir::ManifestEntry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let names =
+            |v: &[rlx_ir::ManifestEntry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         let store_names: Vec<String> = params.specs().iter().map(|s| s.name.clone()).collect();
         if names(&manifest.params) != store_names {
-            fail!(Compile, "param store {store_names:?} does not match the variant's params {:?}", names(&manifest.params));
+            fail!(
+                Compile,
+                "param store {store_names:?} does not match the variant's params {:?}",
+                names(&manifest.params)
+            );
         }
-        Ok(CompiledGraph { lir, manifest, input_shapes, output_shapes, exec, params, device })
+        Ok(CompiledGraph {
+            lir,
+            manifest,
+            input_shapes,
+            output_shapes,
+            exec,
+            params,
+            device,
+        })
     }
 
     pub fn manifest(&self) -> &BindingManifest {
@@ -94,7 +120,11 @@ impl CompiledGraph {
             .iter()
             .zip(&self.output_shapes)
             .zip(data)
-            .map(|((e, shape), data)| Tensor { name: e.name.clone(), shape: shape.clone(), data })
+            .map(|((e, shape), data)| Tensor {
+                name: e.name.clone(),
+                shape: shape.clone(),
+                data,
+            })
             .collect())
     }
 
@@ -111,31 +141,64 @@ impl CompiledGraph {
                 problems.push(format!("input `{name}` given more than once"));
             }
         }
-        let missing: Vec<&str> = known().filter(|n| !inputs.iter().any(|(m, _)| m == n)).collect();
+        let missing: Vec<&str> = known()
+            .filter(|n| !inputs.iter().any(|(m, _)| m == n))
+            .collect();
         if !missing.is_empty() {
             problems.push(format!("missing input(s) {missing:?}"));
         }
         if !problems.is_empty() {
             problems.dedup();
-            fail!(Binding, "{}; expected inputs {:?}", problems.join("; "), known().collect::<Vec<_>>());
+            fail!(
+                Binding,
+                "{}; expected inputs {:?}",
+                problems.join("; "),
+                known().collect::<Vec<_>>()
+            );
         }
         let mut out = Vec::with_capacity(expected.len());
         for (e, shape) in expected.iter().zip(&self.input_shapes) {
-            let t = inputs.iter().find(|(n, _)| *n == e.name).expect("checked above").1;
+            let t = inputs
+                .iter()
+                .find(|(n, _)| *n == e.name)
+                .expect("checked above")
+                .1;
             if t.data.dtype() != e.dtype {
-                fail!(DType, "input `{}`: expected {}, got {}", e.name, e.dtype, t.data.dtype());
+                fail!(
+                    DType,
+                    "input `{}`: expected {}, got {}",
+                    e.name,
+                    e.dtype,
+                    t.data.dtype()
+                );
             }
             if let Some(given) = t.shape {
                 if given.len() != shape.len() {
-                    fail!(Shape, "input `{}`: expected rank {} {shape:?}, got {given:?}", e.name, shape.len());
+                    fail!(
+                        Shape,
+                        "input `{}`: expected rank {} {shape:?}, got {given:?}",
+                        e.name,
+                        shape.len()
+                    );
                 }
                 if let Some(d) = (0..shape.len()).find(|&d| given[d] != shape[d]) {
-                    fail!(Shape, "input `{}` dim {d}: got {}, expected {} (shape {shape:?})", e.name, given[d], shape[d]);
+                    fail!(
+                        Shape,
+                        "input `{}` dim {d}: got {}, expected {} (shape {shape:?})",
+                        e.name,
+                        given[d],
+                        shape[d]
+                    );
                 }
             }
             let numel: usize = shape.iter().product();
             if t.data.len() != numel {
-                fail!(Shape, "input `{}`: expected {numel} elements {shape:?}, got {}", e.name, t.data.len());
+                fail!(
+                    Shape,
+                    "input `{}`: expected {numel} elements {shape:?}, got {}",
+                    e.name,
+                    t.data.len()
+                );
             }
             out.push(t.data);
         }

@@ -30,7 +30,9 @@ impl FromStr for Device {
     fn from_str(s: &str) -> Result<Device, Error> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
-            other => Err(Error::Compile(format!("unknown device `{other}`; available: cpu"))),
+            other => Err(Error::Compile(format!(
+                "unknown device `{other}`; available: cpu"
+            ))),
         }
     }
 }

@@ -11,7 +11,7 @@ use rlx_ir::{BindingManifest, DimBinding, HirModule, ModelComponent};
 use rlx_opt::CompileResult;
 
 use crate::error::fail;
-use crate::{stages, CompileOptions, CompiledGraph, Device, ParamStore, Result, TensorRef};
+use crate::{CompileOptions, CompiledGraph, Device, ParamStore, Result, TensorRef, stages};
 
 /// Counters and accumulated times of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,7 +76,11 @@ impl ModelCompilePipeline {
 
     /// **Step 1**: compile the symbolic HIR into the template, once. Later calls return the
     /// existing template without calling `build_hir`.
-    pub fn build_template<F>(&mut self, build_hir: F, options: &CompileOptions) -> Result<&CompileResult>
+    pub fn build_template<F>(
+        &mut self,
+        build_hir: F,
+        options: &CompileOptions,
+    ) -> Result<&CompileResult>
     where
         F: FnOnce() -> HirModule,
     {
@@ -92,7 +96,11 @@ impl ModelCompilePipeline {
     }
 
     /// Same as [`Self::build_template`]: make sure the template exists.
-    pub fn ensure_template<F>(&mut self, build_hir: F, options: &CompileOptions) -> Result<&CompileResult>
+    pub fn ensure_template<F>(
+        &mut self,
+        build_hir: F,
+        options: &CompileOptions,
+    ) -> Result<&CompileResult>
     where
         F: FnOnce() -> HirModule,
     {
@@ -127,13 +135,21 @@ impl ModelCompilePipeline {
     }
 
     /// **Step 2**: bind the symbols and re-plan buffers. Does not touch the cache.
-    pub fn specialize_template(&self, binding: &DimBinding, options: &CompileOptions) -> Result<CompileResult> {
+    pub fn specialize_template(
+        &self,
+        binding: &DimBinding,
+        options: &CompileOptions,
+    ) -> Result<CompileResult> {
         let template = self.template()?;
         Ok(template.specialize(&stages::pipeline_for(self.device, options), binding)?)
     }
 
     /// **Step 3**: a device executable for specialized LIR, reading this pipeline's params.
-    pub fn compile_lir(&self, specialized: CompileResult, options: &CompileOptions) -> Result<CompiledGraph> {
+    pub fn compile_lir(
+        &self,
+        specialized: CompileResult,
+        options: &CompileOptions,
+    ) -> Result<CompiledGraph> {
         let params = self.params()?.clone();
         let backend = crate::registry::backend_for(self.device)?;
         let lir = Arc::new(specialized.lir);
@@ -147,11 +163,23 @@ impl ModelCompilePipeline {
         let t = self.template()?;
         let fp = format!("{:016x}", t.fingerprint);
         let version = env!("CARGO_PKG_VERSION");
-        Ok(stable_key(&["rlx-variant/1", version, &fp, self.device.name(), &options.key_text(), &binding.to_string()]))
+        Ok(stable_key(&[
+            "rlx-variant/1",
+            version,
+            &fp,
+            self.device.name(),
+            &options.key_text(),
+            &binding.to_string(),
+        ]))
     }
 
     /// Template (once) → specialize → compile, cached by [`Self::key_for`]. A hit costs a hash.
-    pub fn get_or_compile<F>(&mut self, binding: &DimBinding, build_hir: F, options: &CompileOptions) -> Result<Arc<CompiledGraph>>
+    pub fn get_or_compile<F>(
+        &mut self,
+        binding: &DimBinding,
+        build_hir: F,
+        options: &CompileOptions,
+    ) -> Result<Arc<CompiledGraph>>
     where
         F: FnOnce() -> HirModule,
     {
@@ -178,7 +206,9 @@ impl ModelCompilePipeline {
     /// lives on through its `Arc`.
     fn insert(&mut self, key: u64, graph: Arc<CompiledGraph>) {
         while self.entries.len() >= self.capacity {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             self.entries.remove(&old);
             self.stats.evictions += 1;
         }
@@ -187,11 +217,21 @@ impl ModelCompilePipeline {
     }
 
     /// The manifest of one variant, without compiling or caching it.
-    pub fn binding_manifest_for_binding(&self, binding: &DimBinding, options: &CompileOptions) -> Result<BindingManifest> {
-        Ok(BindingManifest::from_lir(&self.specialize_template(binding, options)?.lir)?)
+    pub fn binding_manifest_for_binding(
+        &self,
+        binding: &DimBinding,
+        options: &CompileOptions,
+    ) -> Result<BindingManifest> {
+        Ok(BindingManifest::from_lir(
+            &self.specialize_template(binding, options)?.lir,
+        )?)
     }
 
-    pub fn binding_manifest_for_component(&self, component: &ModelComponent, options: &CompileOptions) -> Result<BindingManifest> {
+    pub fn binding_manifest_for_component(
+        &self,
+        component: &ModelComponent,
+        options: &CompileOptions,
+    ) -> Result<BindingManifest> {
         self.binding_manifest_for_binding(&component.dim_binding(), options)
     }
 

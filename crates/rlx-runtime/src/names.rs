@@ -1,7 +1,10 @@
 //! Name lookups that fail helpfully: "unknown param `w_1` (did you mean `w1`?)".
 
 /// Candidates within edit distance 2 of `name`, closest first.
-pub(crate) fn close_matches<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+pub(crate) fn close_matches<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))
@@ -41,7 +44,10 @@ mod tests {
     #[test]
     fn suggests_near_names_only() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(close_matches("w_1", ["w1", "b1", "weights"]), vec!["w1", "b1"]);
+        assert_eq!(
+            close_matches("w_1", ["w1", "b1", "weights"]),
+            vec!["w1", "b1"]
+        );
         assert_eq!(hint("zzz", ["w1"]), "");
     }
 }

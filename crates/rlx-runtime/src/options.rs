@@ -13,7 +13,11 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { num_threads: None, optimize: true, verify: cfg!(debug_assertions) }
+        CompileOptions {
+            num_threads: None,
+            optimize: true,
+            verify: cfg!(debug_assertions),
+        }
     }
 }
 

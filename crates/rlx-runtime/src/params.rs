@@ -26,7 +26,11 @@ pub struct ParamSpec {
 pub enum ParamData {
     Owned(TensorData),
     /// Memory owned elsewhere; `owner` keeps it alive and is dropped when the slot is replaced.
-    Borrowed { ptr: *const u8, nbytes: usize, owner: Box<dyn Any + Send + Sync> },
+    Borrowed {
+        ptr: *const u8,
+        nbytes: usize,
+        owner: Box<dyn Any + Send + Sync>,
+    },
 }
 
 // SAFETY: borrowed memory is only read by kernels; `set_borrowed`'s contract makes the caller
@@ -60,7 +64,10 @@ pub struct ParamStore {
 
 impl std::fmt::Debug for ParamStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParamStore").field("params", &self.specs.len()).field("missing", &self.missing()).finish()
+        f.debug_struct("ParamStore")
+            .field("params", &self.specs.len())
+            .field("missing", &self.missing())
+            .finish()
     }
 }
 
@@ -73,7 +80,12 @@ impl ParamStore {
                 fail!(Shape, "param `{}` has non-static shape {}", p.name, p.shape)
             };
             let numel = shape.iter().product();
-            specs.push(ParamSpec { name: p.name.clone(), dtype: p.dtype, shape, numel });
+            specs.push(ParamSpec {
+                name: p.name.clone(),
+                dtype: p.dtype,
+                shape,
+                numel,
+            });
         }
         let slots = RwLock::new(vec![None; specs.len()]);
         Ok(ParamStore { specs, slots })
@@ -91,7 +103,10 @@ impl ParamStore {
                 Binding,
                 "unknown param `{name}`{}; params are {:?}",
                 hint(name, self.specs.iter().map(|s| s.name.as_str())),
-                self.specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+                self.specs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
             ),
         }
     }
@@ -128,7 +143,11 @@ impl ParamStore {
         let numel: usize = shape.iter().product();
         self.check(i, dtype, Some(shape), numel)?;
         if (ptr as usize) % dtype.size() != 0 {
-            fail!(Binding, "param `{name}`: data at {ptr:p} is not aligned to {} bytes", dtype.size());
+            fail!(
+                Binding,
+                "param `{name}`: data at {ptr:p} is not aligned to {} bytes",
+                dtype.size()
+            );
         }
         let nbytes = numel * dtype.size();
         self.put(i, ParamData::Borrowed { ptr, nbytes, owner });
@@ -138,15 +157,31 @@ impl ParamStore {
     fn check(&self, i: usize, dtype: DType, shape: Option<&[usize]>, numel: usize) -> Result<()> {
         let s = &self.specs[i];
         if dtype != s.dtype {
-            fail!(DType, "param `{}`: expected {}, got {dtype}", s.name, s.dtype);
+            fail!(
+                DType,
+                "param `{}`: expected {}, got {dtype}",
+                s.name,
+                s.dtype
+            );
         }
         if let Some(shape) = shape
             && shape != s.shape.as_slice()
         {
-            fail!(Shape, "param `{}`: expected shape {:?}, got {shape:?}", s.name, s.shape);
+            fail!(
+                Shape,
+                "param `{}`: expected shape {:?}, got {shape:?}",
+                s.name,
+                s.shape
+            );
         }
         if numel != s.numel {
-            fail!(Shape, "param `{}`: expected {} elements ({:?}), got {numel}", s.name, s.numel, s.shape);
+            fail!(
+                Shape,
+                "param `{}`: expected {} elements ({:?}), got {numel}",
+                s.name,
+                s.numel,
+                s.shape
+            );
         }
         Ok(())
     }
@@ -154,7 +189,7 @@ impl ParamStore {
     fn put(&self, i: usize, data: ParamData) {
         let old = {
             let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut slots[i], Some(Arc::new(data)))
+            slots[i].replace(Arc::new(data))
         };
         // The old owner (maybe a Python object) is dropped outside the lock.
         drop(old);
@@ -182,7 +217,12 @@ impl ParamStore {
     /// Names of params not bound yet.
     pub fn missing(&self) -> Vec<String> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        self.specs.iter().zip(slots.iter()).filter(|(_, s)| s.is_none()).map(|(p, _)| p.name.clone()).collect()
+        self.specs
+            .iter()
+            .zip(slots.iter())
+            .filter(|(_, s)| s.is_none())
+            .map(|(p, _)| p.name.clone())
+            .collect()
     }
 
     /// Every slot, for one run; an error names every unbound param.
@@ -192,14 +232,21 @@ impl ParamStore {
             drop(slots);
             fail!(Binding, "params not bound: {:?}", self.missing());
         }
-        Ok(slots.iter().map(|s| s.clone().expect("checked above")).collect())
+        Ok(slots
+            .iter()
+            .map(|s| s.clone().expect("checked above"))
+            .collect())
     }
 }
 
 fn try_copy<T: Copy>(d: &[T]) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(d.len())
-        .map_err(|_| crate::Error::Memory(format!("cannot allocate {} bytes for a param copy", std::mem::size_of_val(d))))?;
+    v.try_reserve_exact(d.len()).map_err(|_| {
+        crate::Error::Memory(format!(
+            "cannot allocate {} bytes for a param copy",
+            std::mem::size_of_val(d)
+        ))
+    })?;
     v.extend_from_slice(d);
     Ok(v)
 }

@@ -29,5 +29,8 @@ pub fn backend_for(device: Device) -> Result<Arc<dyn Backend>> {
 
 /// Registers (or replaces) the backend for its device; returns the one it replaced.
 pub fn register_backend(backend: Arc<dyn Backend>) -> Option<Arc<dyn Backend>> {
-    registry().write().unwrap_or_else(|e| e.into_inner()).insert(backend.device(), backend)
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(backend.device(), backend)
 }

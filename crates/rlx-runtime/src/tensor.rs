@@ -54,7 +54,10 @@ pub struct TensorRef<'a> {
 
 impl<'a> TensorRef<'a> {
     pub fn new(data: HostData<'a>, shape: &'a [usize]) -> Self {
-        TensorRef { data, shape: Some(shape) }
+        TensorRef {
+            data,
+            shape: Some(shape),
+        }
     }
 }
 
@@ -84,7 +87,10 @@ pub enum TensorData {
 
 impl TensorData {
     /// Zero-filled data of `dtype`, allocated without aborting on failure.
-    pub fn zeros(dtype: DType, len: usize) -> Result<TensorData, std::collections::TryReserveError> {
+    pub fn zeros(
+        dtype: DType,
+        len: usize,
+    ) -> Result<TensorData, std::collections::TryReserveError> {
         fn z<T: Clone + Default>(len: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
             let mut v = Vec::new();
             v.try_reserve_exact(len)?;

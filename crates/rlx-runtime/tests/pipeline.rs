@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use rlx_ir::{BindingManifest, DType, DimBinding, HirModule, HirMut, IrError, ModelComponent, ModelVariant, Shape};
+use rlx_ir::{
+    BindingManifest, DType, DimBinding, HirModule, HirMut, IrError, ModelComponent, ModelVariant,
+    Shape,
+};
 use rlx_runtime::{CompileOptions, CompiledGraph, Device, Error, ModelCompilePipeline};
 
 fn bind(batch: i64, seq: i64) -> DimBinding {
@@ -53,7 +56,13 @@ fn block_variants_match_naive_evaluation() {
     let w = block_weights();
     let mut pipe = bound_pipeline(block, &w);
     for (batch, seq) in [(1usize, 8usize), (4, 128), (3, 17)] {
-        let g = pipe.get_or_compile(&bind(batch as i64, seq as i64), block, &CompileOptions::new()).unwrap();
+        let g = pipe
+            .get_or_compile(
+                &bind(batch as i64, seq as i64),
+                block,
+                &CompileOptions::new(),
+            )
+            .unwrap();
         let x = weights(7 + seq as u64, batch * seq * HIDDEN);
         let out = g.run(&[("x", (&x).into())]).unwrap();
         assert_eq!(out[0].shape, vec![batch, seq, HIDDEN]);
@@ -69,7 +78,13 @@ fn mlp_variants_match_naive_evaluation() {
     let w = mlp_weights();
     let mut pipe = bound_pipeline(mlp, &w);
     for batch in [1usize, 33, 1000] {
-        let g = pipe.get_or_compile(&DimBinding::new().with("batch", batch as i64), mlp, &CompileOptions::new()).unwrap();
+        let g = pipe
+            .get_or_compile(
+                &DimBinding::new().with("batch", batch as i64),
+                mlp,
+                &CompileOptions::new(),
+            )
+            .unwrap();
         let x = weights(batch as u64, batch * 16);
         let out = g.run(&[("x", (&x).into())]).unwrap();
         assert_eq!(out[0].shape, vec![batch, 8]);
@@ -81,9 +96,16 @@ fn mlp_variants_match_naive_evaluation() {
 #[test]
 fn arena_reuses_memory() {
     let pipe = bound_pipeline(block, &block_weights());
-    let spec = pipe.specialize_template(&bind(4, 128), &CompileOptions::new()).unwrap();
+    let spec = pipe
+        .specialize_template(&bind(4, 128), &CompileOptions::new())
+        .unwrap();
     let plan = spec.lir.arena.as_ref().unwrap();
-    assert!(plan.size < plan.temp_bytes, "arena {} vs temps {}", plan.size, plan.temp_bytes);
+    assert!(
+        plan.size < plan.temp_bytes,
+        "arena {} vs temps {}",
+        plan.size,
+        plan.temp_bytes
+    );
     assert!(plan.size >= plan.max_live_bytes);
     spec.lir.verify().unwrap();
     let manifest = BindingManifest::from_lir(&spec.lir).unwrap();
@@ -106,27 +128,40 @@ fn cache_is_fifo_and_counts() {
     assert!(pipe.contains(key(2)) && pipe.contains(key(3)));
     assert_eq!(pipe.keys().collect::<Vec<_>>(), vec![key(2), key(3)]);
     let s = pipe.stats();
-    assert_eq!((s.hits, s.misses, s.evictions, s.specializations), (1, 3, 1, 3));
+    assert_eq!(
+        (s.hits, s.misses, s.evictions, s.specializations),
+        (1, 3, 1, 3)
+    );
     // The evicted graph still runs for whoever holds it.
     pipe.set_param("w1", &weights(1, 16 * 24)).unwrap();
     for (n, w) in mlp_weights().iter().skip(1) {
         pipe.set_param(n, w).unwrap();
     }
-    assert_eq!(g1.run(&[("x", (&[0.1f32; 16]).into())]).unwrap()[0].shape, vec![1, 8]);
+    assert_eq!(
+        g1.run(&[("x", (&[0.1f32; 16]).into())]).unwrap()[0].shape,
+        vec![1, 8]
+    );
 }
 
 #[test]
 fn weight_bound_once_serves_every_variant() {
     let mut pipe = ModelCompilePipeline::new(Device::Cpu);
     let opts = CompileOptions::new();
-    let graphs: Vec<Arc<CompiledGraph>> =
-        [1, 5].iter().map(|&n| pipe.get_or_compile(&DimBinding::new().with("batch", n), mlp, &opts).unwrap()).collect();
+    let graphs: Vec<Arc<CompiledGraph>> = [1, 5]
+        .iter()
+        .map(|&n| {
+            pipe.get_or_compile(&DimBinding::new().with("batch", n), mlp, &opts)
+                .unwrap()
+        })
+        .collect();
     let w = mlp_weights();
     // Bind through the first variant only.
     for (name, data) in &w {
         graphs[0].set_param(name, data).unwrap();
     }
-    let late = pipe.get_or_compile(&DimBinding::new().with("batch", 9), mlp, &opts).unwrap();
+    let late = pipe
+        .get_or_compile(&DimBinding::new().with("batch", 9), mlp, &opts)
+        .unwrap();
     for g in graphs.iter().chain([&late]) {
         let n = g.input_shape(0)[0];
         let x = weights(3, n * 16);
@@ -142,15 +177,26 @@ fn component_keys_and_manifests() {
     let opts = CompileOptions::new();
     let comp = ModelComponent::new("toy", "block", ModelVariant::new("b2_s16", bind(2, 16)));
     let (g, manifest) = pipe.get_or_compile_component(&comp, block, &opts).unwrap();
-    assert_eq!(manifest.inputs[0].shape, Shape::new(&[2, 16, HIDDEN as i64]));
+    assert_eq!(
+        manifest.inputs[0].shape,
+        Shape::new(&[2, 16, HIDDEN as i64])
+    );
     assert_eq!(&manifest, g.manifest());
-    assert_eq!(pipe.binding_manifest_for_component(&comp, &opts).unwrap(), manifest);
+    assert_eq!(
+        pipe.binding_manifest_for_component(&comp, &opts).unwrap(),
+        manifest
+    );
     let template = pipe.template_binding_manifest().unwrap();
-    assert_eq!(template.inputs[0].shape.to_string(), format!("[batch, seq, {HIDDEN}]"));
+    assert_eq!(
+        template.inputs[0].shape.to_string(),
+        format!("[batch, seq, {HIDDEN}]")
+    );
     let diff = template.diff(&manifest);
     assert!(diff.params_compatible(), "{diff}");
     assert!(diff.changed.iter().any(|c| c.name == "x"));
-    let other = pipe.binding_manifest_for_binding(&bind(3, 16), &opts).unwrap();
+    let other = pipe
+        .binding_manifest_for_binding(&bind(3, 16), &opts)
+        .unwrap();
     assert!(!manifest.diff(&other).is_empty());
 }
 
@@ -162,7 +208,10 @@ fn print_cache_key_for_parent() {
         println!("KEY={}", comp.cache_key());
         let mut pipe = ModelCompilePipeline::new(Device::Cpu);
         pipe.build_template(block, &CompileOptions::new()).unwrap();
-        println!("VARIANT={}", pipe.key_for(&bind(8, 128), &CompileOptions::new()).unwrap());
+        println!(
+            "VARIANT={}",
+            pipe.key_for(&bind(8, 128), &CompileOptions::new()).unwrap()
+        );
     }
 }
 
@@ -171,13 +220,25 @@ fn cache_key_is_stable_across_processes() {
     let exe = std::env::current_exe().unwrap();
     let run = || {
         let out = std::process::Command::new(&exe)
-            .args(["--exact", "print_cache_key_for_parent", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "print_cache_key_for_parent",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("RLX_PRINT_KEY", "1")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let grab = |tag: &str| text.lines().find_map(|l| l.split_once(tag)).map(|(_, v)| v.trim().to_string());
-        (grab("KEY=").expect("child printed KEY"), grab("VARIANT=").expect("child printed VARIANT"))
+        let grab = |tag: &str| {
+            text.lines()
+                .find_map(|l| l.split_once(tag))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        (
+            grab("KEY=").expect("child printed KEY"),
+            grab("VARIANT=").expect("child printed VARIANT"),
+        )
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b);
@@ -187,7 +248,9 @@ fn cache_key_is_stable_across_processes() {
 
 #[test]
 fn user_mistakes_are_errors() {
-    assert!(matches!(ModelCompilePipeline::with_capacity(Device::Cpu, 0), Err(Error::Compile(m)) if m.contains("capacity")));
+    assert!(
+        matches!(ModelCompilePipeline::with_capacity(Device::Cpu, 0), Err(Error::Compile(m)) if m.contains("capacity"))
+    );
     let mut pipe = ModelCompilePipeline::new(Device::Cpu);
     let opts = CompileOptions::new();
     let e = pipe.specialize_template(&bind(1, 1), &opts).unwrap_err();
@@ -196,40 +259,67 @@ fn user_mistakes_are_errors() {
     assert!(pipe.set_param("wq", &[0.0f32]).is_err());
 
     pipe.build_template(block, &opts).unwrap();
-    let unbound = pipe.specialize_template(&DimBinding::new().with("batch", 2), &opts).unwrap_err();
-    assert!(matches!(&unbound, Error::Ir(IrError::Binding(m)) if m.contains("seq")), "{unbound}");
-    let oob = pipe.get_or_compile(&bind(2, 513), block, &opts).unwrap_err();
-    assert!(matches!(&oob, Error::Ir(IrError::Binding(m)) if m.contains("seq") && m.contains("513")), "{oob}");
+    let unbound = pipe
+        .specialize_template(&DimBinding::new().with("batch", 2), &opts)
+        .unwrap_err();
+    assert!(
+        matches!(&unbound, Error::Ir(IrError::Binding(m)) if m.contains("seq")),
+        "{unbound}"
+    );
+    let oob = pipe
+        .get_or_compile(&bind(2, 513), block, &opts)
+        .unwrap_err();
+    assert!(
+        matches!(&oob, Error::Ir(IrError::Binding(m)) if m.contains("seq") && m.contains("513")),
+        "{oob}"
+    );
     let neg = pipe.specialize_template(&bind(-1, 4), &opts).unwrap_err();
     assert!(neg.to_string().contains("batch"), "{neg}");
-    let unknown = pipe.specialize_template(&bind(1, 4).with("heads", 2), &opts).unwrap_err();
+    let unknown = pipe
+        .specialize_template(&bind(1, 4).with("heads", 2), &opts)
+        .unwrap_err();
     assert!(unknown.to_string().contains("heads"), "{unknown}");
 
     let g = pipe.get_or_compile(&bind(1, 4), block, &opts).unwrap();
-    let missing = g.run(&[("x", (&vec![0.0f32; 4 * HIDDEN]).into())]).unwrap_err();
-    assert!(matches!(&missing, Error::Binding(m) if m.contains("wq")), "{missing}");
+    let missing = g
+        .run(&[("x", (&vec![0.0f32; 4 * HIDDEN]).into())])
+        .unwrap_err();
+    assert!(
+        matches!(&missing, Error::Binding(m) if m.contains("wq")),
+        "{missing}"
+    );
     for (n, w) in block_weights() {
         g.set_param(n, &w).unwrap();
     }
     let wrong_len = g.run(&[("x", (&[0.0f32; 3]).into())]).unwrap_err();
     assert!(matches!(wrong_len, Error::Shape(_)));
     let unknown_in = g.run(&[("y", (&[0.0f32; 3]).into())]).unwrap_err();
-    assert!(unknown_in.to_string().contains("unknown input `y`") && unknown_in.to_string().contains("missing input"));
-    let wrong_dtype = g.run(&[("x", (&vec![0i64; 4 * HIDDEN]).into())]).unwrap_err();
+    assert!(
+        unknown_in.to_string().contains("unknown input `y`")
+            && unknown_in.to_string().contains("missing input")
+    );
+    let wrong_dtype = g
+        .run(&[("x", (&vec![0i64; 4 * HIDDEN]).into())])
+        .unwrap_err();
     assert!(matches!(wrong_dtype, Error::DType(_)));
     let bad_param = g.set_param("wq", &[1.0f32; 3]).unwrap_err();
     assert!(matches!(bad_param, Error::Shape(_)));
     let typo = g.set_param("w_q", &[1.0f32; 3]).unwrap_err();
     assert!(typo.to_string().contains("did you mean `wq`"), "{typo}");
     // The pipeline still works after every mistake.
-    assert_eq!(g.run(&[("x", (&vec![0.1f32; 4 * HIDDEN]).into())]).unwrap()[0].shape, vec![1, 4, HIDDEN]);
+    assert_eq!(
+        g.run(&[("x", (&vec![0.1f32; 4 * HIDDEN]).into())]).unwrap()[0].shape,
+        vec![1, 4, HIDDEN]
+    );
 }
 
 #[test]
 fn concurrent_runs_are_bit_identical() {
     let w = block_weights();
     let mut pipe = bound_pipeline(block, &w);
-    let g = pipe.get_or_compile(&bind(2, 33), block, &CompileOptions::new()).unwrap();
+    let g = pipe
+        .get_or_compile(&bind(2, 33), block, &CompileOptions::new())
+        .unwrap();
     let x = weights(5, 2 * 33 * HIDDEN);
     let want = g.run(&[("x", (&x).into())]).unwrap();
     std::thread::scope(|s| {

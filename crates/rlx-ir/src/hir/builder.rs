@@ -24,19 +24,47 @@ impl<'m> HirMut<'m> {
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
-        self.leaf(Op::Input { name: name.to_string() }, dtype, shape)
+        self.leaf(
+            Op::Input {
+                name: name.to_string(),
+            },
+            dtype,
+            shape,
+        )
     }
 
     /// A weight; its shape must be static so one parameter layout serves every variant.
     pub fn param(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
-        crate::ensure!(shape.is_static(), Shape, "param `{name}` shape {shape} must be static");
-        self.leaf(Op::Param { name: name.to_string() }, dtype, shape)
+        crate::ensure!(
+            shape.is_static(),
+            Shape,
+            "param `{name}` shape {shape} must be static"
+        );
+        self.leaf(
+            Op::Param {
+                name: name.to_string(),
+            },
+            dtype,
+            shape,
+        )
     }
 
     fn leaf(&mut self, op: Op, dtype: DType, shape: Shape) -> Result<ValueId> {
-        let (Op::Input { name } | Op::Param { name }) = &op else { unreachable!("leaf op") };
-        crate::ensure!(!name.is_empty(), Graph, "{} name must not be empty", op.name());
-        if let Some((_, v)) = self.m.inputs().chain(self.m.params()).find(|(n, _)| n == name) {
+        let (Op::Input { name } | Op::Param { name }) = &op else {
+            unreachable!("leaf op")
+        };
+        crate::ensure!(
+            !name.is_empty(),
+            Graph,
+            "{} name must not be empty",
+            op.name()
+        );
+        if let Some((_, v)) = self
+            .m
+            .inputs()
+            .chain(self.m.params())
+            .find(|(n, _)| n == name)
+        {
             crate::bail!(Graph, "name `{name}` is already used by {v}");
         }
         for d in &shape.0 {
@@ -113,14 +141,33 @@ impl<'m> HirMut<'m> {
     pub fn reshape(&mut self, x: ValueId, shape: Shape) -> Result<ValueId> {
         let minus_one = Dim::constant(-1);
         let holes = shape.0.iter().filter(|d| **d == minus_one).count();
-        crate::ensure!(holes <= 1, Shape, "reshape to {shape}: at most one dim may be -1");
+        crate::ensure!(
+            holes <= 1,
+            Shape,
+            "reshape to {shape}: at most one dim may be -1"
+        );
         let shape = if holes == 1 {
             let total = self.m.ty(x)?.shape.numel();
             let known = Dim::product(shape.0.iter().filter(|d| **d != minus_one));
             let Some(inferred) = total.div_exact(&known) else {
-                crate::bail!(Shape, "reshape to {shape}: cannot infer -1 from {total} / {known}")
+                crate::bail!(
+                    Shape,
+                    "reshape to {shape}: cannot infer -1 from {total} / {known}"
+                )
             };
-            Shape(shape.0.iter().map(|d| if *d == minus_one { inferred.clone() } else { d.clone() }).collect())
+            Shape(
+                shape
+                    .0
+                    .iter()
+                    .map(|d| {
+                        if *d == minus_one {
+                            inferred.clone()
+                        } else {
+                            d.clone()
+                        }
+                    })
+                    .collect(),
+            )
         } else {
             shape
         };
@@ -128,13 +175,22 @@ impl<'m> HirMut<'m> {
     }
 
     pub fn transpose(&mut self, x: ValueId, perm: &[usize]) -> Result<ValueId> {
-        self.m.push(Op::Transpose { perm: perm.to_vec() }, vec![x])
+        self.m.push(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            vec![x],
+        )
     }
 
     /// Adds one named output.
     pub fn output(&mut self, name: &str, v: ValueId) -> Result<()> {
-        let mut outs: Vec<(String, ValueId)> =
-            self.m.outputs.iter().map(|o| (o.name.clone(), o.value)).collect();
+        let mut outs: Vec<(String, ValueId)> = self
+            .m
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.value))
+            .collect();
         outs.push((name.to_string(), v));
         self.m.set_outputs(outs)
     }

@@ -7,7 +7,10 @@ use crate::{DType, Dim, IrError, Result, Shape, TensorType};
 /// Infers the result type of `op` applied to `inputs` in `m`.
 pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorType> {
     let name = op.name();
-    let tys = inputs.iter().map(|v| m.ty(*v)).collect::<Result<Vec<_>>>()?;
+    let tys = inputs
+        .iter()
+        .map(|v| m.ty(*v))
+        .collect::<Result<Vec<_>>>()?;
     let arity = |lo: usize, hi: usize| -> Result<()> {
         crate::ensure!(
             (lo..=hi).contains(&tys.len()),
@@ -45,13 +48,21 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
             arity(1, 1)?;
             all_f32(name, &tys)?;
             let rank = tys[0].shape.rank();
-            crate::ensure!(*axis < rank, Shape, "softmax axis {axis} out of range for rank {rank}");
+            crate::ensure!(
+                *axis < rank,
+                Shape,
+                "softmax axis {axis} out of range for rank {rank}"
+            );
             Ok(tys[0].clone())
         }
         Op::LayerNorm { eps } => {
             arity(3, 3)?;
             all_f32(name, &tys)?;
-            crate::ensure!(eps.is_finite() && *eps >= 0.0, Graph, "layer_norm eps {eps} invalid");
+            crate::ensure!(
+                eps.is_finite() && *eps >= 0.0,
+                Graph,
+                "layer_norm eps {eps} invalid"
+            );
             layer_norm_check(&tys[0].shape, &tys[1].shape, &tys[2].shape)?;
             Ok(tys[0].clone())
         }
@@ -71,8 +82,15 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
             let s = &tys[0].shape;
             let mut seen = vec![false; s.rank()];
             let ok = perm.len() == s.rank()
-                && perm.iter().all(|&p| p < s.rank() && !std::mem::replace(&mut seen[p], true));
-            crate::ensure!(ok, Shape, "transpose perm {perm:?} is not a permutation of rank {}", s.rank());
+                && perm
+                    .iter()
+                    .all(|&p| p < s.rank() && !std::mem::replace(&mut seen[p], true));
+            crate::ensure!(
+                ok,
+                Shape,
+                "transpose perm {perm:?} is not a permutation of rank {}",
+                s.rank()
+            );
             let dims = perm.iter().map(|&p| s.0[p].clone()).collect();
             Ok(TensorType::new(tys[0].dtype, Shape(dims)))
         }
@@ -85,7 +103,11 @@ fn f32_of(shape: Shape) -> TensorType {
 
 fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
     for (i, t) in tys.iter().enumerate() {
-        crate::ensure!(t.dtype == DType::F32, DType, "{op} operand {i}: expected f32, got {t}");
+        crate::ensure!(
+            t.dtype == DType::F32,
+            DType,
+            "{op} operand {i}: expected f32, got {t}"
+        );
     }
     Ok(())
 }
@@ -96,7 +118,11 @@ pub fn broadcast(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
     let one = Dim::constant(1);
     let at = |s: &Shape, i: usize| -> Dim {
         let pad = rank - s.rank();
-        if i < pad { one.clone() } else { s.0[i - pad].clone() }
+        if i < pad {
+            one.clone()
+        } else {
+            s.0[i - pad].clone()
+        }
     };
     let mut dims = Vec::with_capacity(rank);
     for i in 0..rank {
@@ -106,7 +132,10 @@ pub fn broadcast(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
         } else if x == one {
             y
         } else {
-            crate::bail!(Shape, "{op}: shapes {a} and {b} do not broadcast (dim {i}: {x} vs {y})")
+            crate::bail!(
+                Shape,
+                "{op}: shapes {a} and {b} do not broadcast (dim {i}: {x} vs {y})"
+            )
         };
         dims.push(d);
     }
@@ -122,9 +151,17 @@ fn matmul_shape(a: &Shape, b: &Shape) -> Result<Shape> {
     let (ra, rb) = (a.rank(), b.rank());
     let (m, ka) = (&a.0[ra - 2], &a.0[ra - 1]);
     let (kb, n) = (&b.0[rb - 2], &b.0[rb - 1]);
-    crate::ensure!(ka == kb, Shape, "matmul {a} @ {b}: inner dims {ka} and {kb} differ");
-    let batch = broadcast("matmul", &Shape(a.0[..ra - 2].to_vec()), &Shape(b.0[..rb - 2].to_vec()))
-        .map_err(|_| IrError::Shape(format!("matmul {a} @ {b}: batch dims do not broadcast")))?;
+    crate::ensure!(
+        ka == kb,
+        Shape,
+        "matmul {a} @ {b}: inner dims {ka} and {kb} differ"
+    );
+    let batch = broadcast(
+        "matmul",
+        &Shape(a.0[..ra - 2].to_vec()),
+        &Shape(b.0[..rb - 2].to_vec()),
+    )
+    .map_err(|_| IrError::Shape(format!("matmul {a} @ {b}: batch dims do not broadcast")))?;
     let mut dims = batch.0;
     dims.push(m.clone());
     dims.push(n.clone());
@@ -132,9 +169,18 @@ fn matmul_shape(a: &Shape, b: &Shape) -> Result<Shape> {
 }
 
 fn linear_shape(x: &Shape, w: &Shape, bias: Option<&Shape>) -> Result<Shape> {
-    crate::ensure!(x.rank() >= 1 && w.rank() == 2, Shape, "linear needs x rank >= 1 and w [in, out], got {x} and {w}");
+    crate::ensure!(
+        x.rank() >= 1 && w.rank() == 2,
+        Shape,
+        "linear needs x rank >= 1 and w [in, out], got {x} and {w}"
+    );
     let k = &x.0[x.rank() - 1];
-    crate::ensure!(*k == w.0[0], Shape, "linear {x} @ {w}: in-features {k} and {} differ", w.0[0]);
+    crate::ensure!(
+        *k == w.0[0],
+        Shape,
+        "linear {x} @ {w}: in-features {k} and {} differ",
+        w.0[0]
+    );
     if let Some(b) = bias {
         crate::ensure!(
             b.rank() == 1 && b.0[0] == w.0[1],

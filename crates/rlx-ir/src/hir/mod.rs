@@ -34,20 +34,34 @@ impl fmt::Display for ValueId {
 /// HIR operations. Leaf ops (`Input`, `Param`) carry their type on the node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A weight: static shape, bound at run time, never folded as a constant.
-    Param { name: String },
+    Param {
+        name: String,
+    },
     /// `a @ b` over the last two axes, leading axes broadcast.
     MatMul,
     /// `x @ w (+ bias)` with an optional activation; `w` is `[in, out]`.
-    Linear { activation: Option<UnaryOp> },
+    Linear {
+        activation: Option<UnaryOp>,
+    },
     Binary(BinaryOp),
     Unary(UnaryOp),
-    Softmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
     /// Normalizes the last axis; inputs `x, gamma, beta`.
-    LayerNorm { eps: f32 },
-    Reshape { shape: Shape },
-    Transpose { perm: Vec<usize> },
+    LayerNorm {
+        eps: f32,
+    },
+    Reshape {
+        shape: Shape,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
 }
 
 impl Op {
@@ -98,7 +112,10 @@ pub struct HirModule {
 
 impl HirModule {
     pub fn new(name: &str) -> HirModule {
-        HirModule { name: name.to_string(), ..Default::default() }
+        HirModule {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 
     /// Declares a symbol with inclusive bounds and returns it as a dim. Re-declaring with the
@@ -107,7 +124,11 @@ impl HirModule {
         let valid_name = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
-        crate::ensure!(valid_name, Graph, "symbol name `{name}` must be an identifier");
+        crate::ensure!(
+            valid_name,
+            Graph,
+            "symbol name `{name}` must be an identifier"
+        );
         crate::ensure!(
             0 <= min && min <= max,
             Binding,
@@ -122,7 +143,11 @@ impl HirModule {
                 s.max
             );
         } else {
-            self.symbols.push(Symbol { name: name.to_string(), min, max });
+            self.symbols.push(Symbol {
+                name: name.to_string(),
+                min,
+                max,
+            });
         }
         Ok(Dim::sym(name))
     }
@@ -132,7 +157,9 @@ impl HirModule {
     }
 
     pub fn node(&self, v: ValueId) -> Result<&Node> {
-        self.nodes.get(v.index()).ok_or_else(|| IrError::Graph(format!("unknown value {v}")))
+        self.nodes
+            .get(v.index())
+            .ok_or_else(|| IrError::Graph(format!("unknown value {v}")))
     }
 
     pub fn ty(&self, v: ValueId) -> Result<&TensorType> {
@@ -164,10 +191,16 @@ impl HirModule {
         let mut seen = std::collections::HashSet::new();
         for (name, v) in &outputs {
             self.node(*v)?;
-            crate::ensure!(seen.insert(name.as_str()), Graph, "duplicate output name `{name}`");
+            crate::ensure!(
+                seen.insert(name.as_str()),
+                Graph,
+                "duplicate output name `{name}`"
+            );
         }
-        self.outputs =
-            outputs.into_iter().map(|(name, value)| Output { name, value }).collect();
+        self.outputs = outputs
+            .into_iter()
+            .map(|(name, value)| Output { name, value })
+            .collect();
         Ok(())
     }
 
@@ -182,12 +215,14 @@ impl HirModule {
     }
 
     fn leaves(&self, keep: fn(&Op) -> bool) -> impl Iterator<Item = (&str, ValueId)> {
-        self.nodes.iter().enumerate().filter(move |(_, n)| keep(&n.op)).filter_map(|(i, n)| {
-            match &n.op {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(move |(_, n)| keep(&n.op))
+            .filter_map(|(i, n)| match &n.op {
                 Op::Input { name } | Op::Param { name } => Some((name.as_str(), ValueId(i as u32))),
                 _ => None,
-            }
-        })
+            })
     }
 
     /// Checks the whole module and reports every problem found.

@@ -26,7 +26,9 @@ impl fmt::Display for HirModule {
                 }
             }
             match &n.op {
-                Op::Linear { activation: Some(a) } => write!(f, " act={a}")?,
+                Op::Linear {
+                    activation: Some(a),
+                } => write!(f, " act={a}")?,
                 Op::Softmax { axis } => write!(f, " axis={axis}")?,
                 Op::LayerNorm { eps } => write!(f, " eps={eps:e}")?,
                 Op::Transpose { perm } => write!(f, " perm={perm:?}")?,

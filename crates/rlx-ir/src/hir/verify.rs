@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{infer_type, HirModule, Op};
+use super::{HirModule, Op, infer_type};
 use crate::{IrError, Result};
 
 pub(super) fn verify(m: &HirModule) -> Result<()> {
@@ -12,7 +12,9 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
     for (i, node) in m.nodes.iter().enumerate() {
         let at = format!("%{i} ({})", node.op.name());
         if let Some(v) = node.inputs.iter().find(|v| v.index() >= i) {
-            problems.push(format!("{at}: operand {v} is not defined before use (cycle or forward reference)"));
+            problems.push(format!(
+                "{at}: operand {v} is not defined before use (cycle or forward reference)"
+            ));
             continue;
         }
         for d in &node.ty.shape.0 {
@@ -25,13 +27,18 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
         match &node.op {
             Op::Input { name } | Op::Param { name } => {
                 if !leaf_names.insert(name.as_str()) {
-                    problems.push(format!("{at}: name `{name}` is used by more than one input/param"));
+                    problems.push(format!(
+                        "{at}: name `{name}` is used by more than one input/param"
+                    ));
                 }
                 if !node.inputs.is_empty() {
                     problems.push(format!("{at}: a leaf takes no operands"));
                 }
                 if matches!(node.op, Op::Param { .. }) && !node.ty.shape.is_static() {
-                    problems.push(format!("{at}: param `{name}` shape {} must be static", node.ty.shape));
+                    problems.push(format!(
+                        "{at}: param `{name}` shape {} must be static",
+                        node.ty.shape
+                    ));
                 }
             }
             op => match infer_type(m, op, &node.inputs) {
@@ -49,11 +56,21 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
     let mut out_names = HashSet::new();
     for o in &m.outputs {
         if o.value.index() >= m.nodes.len() {
-            problems.push(format!("output `{}` refers to unknown value {}", o.name, o.value));
+            problems.push(format!(
+                "output `{}` refers to unknown value {}",
+                o.name, o.value
+            ));
         }
         if !out_names.insert(o.name.as_str()) {
             problems.push(format!("duplicate output name `{}`", o.name));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(IrError::Verify { what: "HIR", problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(IrError::Verify {
+            what: "HIR",
+            problems,
+        })
+    }
 }

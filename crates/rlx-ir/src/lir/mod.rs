@@ -147,7 +147,12 @@ impl LirModule {
     /// Static byte size of a buffer, when it has one.
     pub fn static_bytes(&self, b: BufferId) -> Option<usize> {
         let buf = self.buffer(b);
-        let n = buf.ty.shape.as_static()?.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        let n = buf
+            .ty
+            .shape
+            .as_static()?
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))?;
         n.checked_mul(buf.ty.dtype.size())
     }
 

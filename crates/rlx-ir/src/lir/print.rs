@@ -15,7 +15,11 @@ impl fmt::Display for LirModule {
         for (i, b) in self.buffers.iter().enumerate() {
             write!(f, "  b{i}: {}", b.ty)?;
             let slot_name = |slots: &[super::IoSlot]| {
-                slots.iter().find(|s| s.buffer.index() == i).map(|s| s.name.clone()).unwrap_or_default()
+                slots
+                    .iter()
+                    .find(|s| s.buffer.index() == i)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default()
             };
             match b.kind {
                 BufferKind::Input => write!(f, " input \"{}\"", slot_name(&self.inputs))?,
@@ -33,7 +37,9 @@ impl fmt::Display for LirModule {
             let args: Vec<String> = k.inputs.iter().map(|b| b.to_string()).collect();
             write!(f, "  {} = {}({})", k.output, k.op.name(), args.join(", "))?;
             match &k.op {
-                KernelOp::Linear { activation: Some(a) } => write!(f, " act={a}")?,
+                KernelOp::Linear {
+                    activation: Some(a),
+                } => write!(f, " act={a}")?,
                 KernelOp::Softmax { axis } => write!(f, " axis={axis}")?,
                 KernelOp::LayerNorm { eps } => write!(f, " eps={eps:e}")?,
                 KernelOp::Transpose { perm } => write!(f, " perm={perm:?}")?,

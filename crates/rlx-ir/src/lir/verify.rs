@@ -10,15 +10,20 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
     for (i, b) in m.buffers.iter().enumerate() {
         match b.kind {
             BufferKind::Input | BufferKind::Param => written[i] = true,
-            BufferKind::View { of } if of.index() >= i => {
-                problems.push(format!("b{i}: view of {of}, which is not an earlier buffer"))
-            }
+            BufferKind::View { of } if of.index() >= i => problems.push(format!(
+                "b{i}: view of {of}, which is not an earlier buffer"
+            )),
             _ => {}
         }
     }
     for (k, kernel) in m.kernels.iter().enumerate() {
         let at = format!("kernel {k} ({})", kernel.op.name());
-        if let Some(b) = kernel.inputs.iter().chain([&kernel.output]).find(|b| b.index() >= n) {
+        if let Some(b) = kernel
+            .inputs
+            .iter()
+            .chain([&kernel.output])
+            .find(|b| b.index() >= n)
+        {
             problems.push(format!("{at}: unknown buffer {b}"));
             continue;
         }
@@ -39,13 +44,23 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
     }
     for slot in &m.outputs {
         if slot.buffer.index() >= n || !written[m.root(slot.buffer).index()] {
-            problems.push(format!("output `{}` ({}) is never written", slot.name, slot.buffer));
+            problems.push(format!(
+                "output `{}` ({}) is never written",
+                slot.name, slot.buffer
+            ));
         }
     }
     if let Some(plan) = &m.arena {
         verify_plan(m, plan, &mut problems);
     }
-    if problems.is_empty() { Ok(()) } else { Err(IrError::Verify { what: "LIR", problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(IrError::Verify {
+            what: "LIR",
+            problems,
+        })
+    }
 }
 
 fn verify_plan(m: &LirModule, plan: &super::ArenaPlan, problems: &mut Vec<String>) {
@@ -60,17 +75,26 @@ fn verify_plan(m: &LirModule, plan: &super::ArenaPlan, problems: &mut Vec<String
         match (b.kind, plan.offsets[i]) {
             (BufferKind::Temp, Some(off)) => {
                 let Some(bytes) = m.static_bytes(id) else {
-                    problems.push(format!("{id}: planned but its shape {} is not static", b.ty.shape));
+                    problems.push(format!(
+                        "{id}: planned but its shape {} is not static",
+                        b.ty.shape
+                    ));
                     continue;
                 };
                 if off % super::ALIGN != 0 || off + bytes > plan.size {
-                    problems.push(format!("{id}: [{off}, {}) misaligned or past arena size {}", off + bytes, plan.size));
+                    problems.push(format!(
+                        "{id}: [{off}, {}) misaligned or past arena size {}",
+                        off + bytes,
+                        plan.size
+                    ));
                 }
                 if let Some(live) = iv[i] {
                     placed.push((id, off, off + bytes, live));
                 }
             }
-            (BufferKind::Temp, None) => problems.push(format!("{id}: temp without an arena offset")),
+            (BufferKind::Temp, None) => {
+                problems.push(format!("{id}: temp without an arena offset"))
+            }
             (_, Some(_)) => problems.push(format!("{id}: only temps live in the arena")),
             _ => {}
         }
@@ -80,7 +104,11 @@ fn verify_plan(m: &LirModule, plan: &super::ArenaPlan, problems: &mut Vec<String
 
 /// Buffers live at the same kernel must not share bytes. A sweep over the schedule keeps the
 /// live buffers ordered by offset, so each new one is checked against its two neighbours only.
-fn check_disjoint(placed: &[(super::BufferId, usize, usize, (usize, usize))], kernels: usize, problems: &mut Vec<String>) {
+fn check_disjoint(
+    placed: &[(super::BufferId, usize, usize, (usize, usize))],
+    kernels: usize,
+    problems: &mut Vec<String>,
+) {
     use std::collections::BTreeMap;
     let mut starts: Vec<Vec<usize>> = vec![Vec::new(); kernels];
     let mut ends: Vec<Vec<usize>> = vec![Vec::new(); kernels];
@@ -99,7 +127,9 @@ fn check_disjoint(placed: &[(super::BufferId, usize, usize, (usize, usize))], ke
             for j in before.into_iter().chain(after) {
                 let (other, olo, ohi, _) = placed[j];
                 if lo < ohi && olo < hi {
-                    problems.push(format!("{id} and {other} are live together and overlap in the arena"));
+                    problems.push(format!(
+                        "{id} and {other} are live together and overlap in the arena"
+                    ));
                 }
             }
             live.insert((lo, i), i);

@@ -30,9 +30,20 @@ pub fn run(m: HirModule) -> Result<HirModule> {
             nodes.push(Node { inputs, ..node });
         }
     }
-    let outputs =
-        m.outputs.into_iter().map(|o| Output { value: remap[o.value.index()], ..o }).collect();
-    Ok(HirModule { name: m.name, symbols: m.symbols, nodes, outputs })
+    let outputs = m
+        .outputs
+        .into_iter()
+        .map(|o| Output {
+            value: remap[o.value.index()],
+            ..o
+        })
+        .collect();
+    Ok(HirModule {
+        name: m.name,
+        symbols: m.symbols,
+        nodes,
+        outputs,
+    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,10 @@ pub struct ArenaPool {
 
 impl ArenaPool {
     pub fn new(size: usize) -> ArenaPool {
-        ArenaPool { size, free: Mutex::new(Vec::new()) }
+        ArenaPool {
+            size,
+            free: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn take(&self) -> Result<Arena> {

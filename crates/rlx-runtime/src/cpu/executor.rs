@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use rayon::ThreadPool;
-use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 use rlx_ir::LirModule;
+use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 
 use super::arena::ArenaPool;
 use super::{elementwise, gemm, layout, norm};
@@ -41,14 +41,22 @@ unsafe impl Sync for Addrs {}
 impl CpuExecutable {
     pub fn new(lir: Arc<LirModule>, pool: Arc<ThreadPool>) -> Result<CpuExecutable> {
         let Some(plan) = &lir.arena else {
-            fail!(Compile, "`{}` has no arena plan: only specialized LIR can be compiled", lir.name)
+            fail!(
+                Compile,
+                "`{}` has no arena plan: only specialized LIR can be compiled",
+                lir.name
+            )
         };
         let mut shapes = Vec::with_capacity(lir.buffers.len());
         let mut places = Vec::with_capacity(lir.buffers.len());
         for i in 0..lir.buffers.len() {
             let id = BufferId(i as u32);
             let Some(shape) = lir.static_shape(id) else {
-                fail!(Compile, "{id} has symbolic shape {}: specialize first", lir.buffer(id).ty.shape)
+                fail!(
+                    Compile,
+                    "{id} has symbolic shape {}: specialize first",
+                    lir.buffer(id).ty.shape
+                )
             };
             shapes.push(shape);
             let root = lir.root(id);
@@ -66,13 +74,25 @@ impl CpuExecutable {
             }
         }
         for k in &lir.kernels {
-            if !k.inputs.iter().all(|b| lir.buffer(*b).ty.dtype == rlx_ir::DType::F32) && k.op != KernelOp::Copy {
+            if !k
+                .inputs
+                .iter()
+                .all(|b| lir.buffer(*b).ty.dtype == rlx_ir::DType::F32)
+                && k.op != KernelOp::Copy
+            {
                 fail!(Compile, "CPU kernel {} supports f32 only", k.op.name());
             }
         }
         let numel = shapes.iter().map(|s| s.iter().product()).collect();
         let arenas = ArenaPool::new(plan.size);
-        Ok(CpuExecutable { lir, shapes, numel, places, arenas, pool })
+        Ok(CpuExecutable {
+            lir,
+            shapes,
+            numel,
+            places,
+            arenas,
+            pool,
+        })
     }
 
     /// # Safety
@@ -98,16 +118,27 @@ impl CpuExecutable {
             let out = self.f32s_mut(addrs, k.output);
             let arg = |i: usize| self.f32s(addrs, k.inputs[i]);
             match &k.op {
-                KernelOp::MatMul => {
-                    gemm::matmul(arg(0), shape(k.inputs[0]), arg(1), shape(k.inputs[1]), out, shape(k.output))
-                }
+                KernelOp::MatMul => gemm::matmul(
+                    arg(0),
+                    shape(k.inputs[0]),
+                    arg(1),
+                    shape(k.inputs[1]),
+                    out,
+                    shape(k.output),
+                ),
                 KernelOp::Linear { activation } => {
                     let w = shape(k.inputs[1]);
                     let bias = (k.inputs.len() > 2).then(|| arg(2));
                     gemm::linear(arg(0), arg(1), bias, *activation, w[0], w[1], out)
                 }
                 KernelOp::Binary(op) => elementwise::binary(
-                    *op, arg(0), shape(k.inputs[0]), arg(1), shape(k.inputs[1]), out, shape(k.output),
+                    *op,
+                    arg(0),
+                    shape(k.inputs[0]),
+                    arg(1),
+                    shape(k.inputs[1]),
+                    out,
+                    shape(k.output),
                 ),
                 KernelOp::Unary(op) => elementwise::unary(*op, arg(0), out),
                 KernelOp::Softmax { axis } => {
@@ -118,10 +149,14 @@ impl CpuExecutable {
                     let d = *shape(k.inputs[0]).last().unwrap_or(&0);
                     norm::layer_norm(arg(0), arg(1), arg(2), *eps, d, out)
                 }
-                KernelOp::Transpose { perm } => layout::transpose(arg(0), shape(k.inputs[0]), perm, out),
+                KernelOp::Transpose { perm } => {
+                    layout::transpose(arg(0), shape(k.inputs[0]), perm, out)
+                }
                 KernelOp::Copy => {
-                    let n = self.numel[k.output.index()] * self.lir.buffer(k.output).ty.dtype.size();
-                    let src = std::slice::from_raw_parts(addrs.0[k.inputs[0].index()] as *const u8, n);
+                    let n =
+                        self.numel[k.output.index()] * self.lir.buffer(k.output).ty.dtype.size();
+                    let src =
+                        std::slice::from_raw_parts(addrs.0[k.inputs[0].index()] as *const u8, n);
                     let dst = std::slice::from_raw_parts_mut(addrs.0[k.output.index()], n);
                     layout::copy_bytes(src, dst)
                 }
@@ -131,12 +166,23 @@ impl CpuExecutable {
 }
 
 impl Executable for CpuExecutable {
-    fn execute(&self, inputs: &[HostData<'_>], params: &[Arc<ParamData>]) -> Result<Vec<TensorData>> {
+    fn execute(
+        &self,
+        inputs: &[HostData<'_>],
+        params: &[Arc<ParamData>],
+    ) -> Result<Vec<TensorData>> {
         let mut outputs = Vec::with_capacity(self.lir.outputs.len());
         for slot in &self.lir.outputs {
-            let (dtype, n) = (self.lir.buffer(slot.buffer).ty.dtype, self.numel[slot.buffer.index()]);
-            let data = TensorData::zeros(dtype, n)
-                .map_err(|_| Error::Memory(format!("cannot allocate output `{}` ({n} x {dtype})", slot.name)))?;
+            let (dtype, n) = (
+                self.lir.buffer(slot.buffer).ty.dtype,
+                self.numel[slot.buffer.index()],
+            );
+            let data = TensorData::zeros(dtype, n).map_err(|_| {
+                Error::Memory(format!(
+                    "cannot allocate output `{}` ({n} x {dtype})",
+                    slot.name
+                ))
+            })?;
             outputs.push(data);
         }
         let mut arena = self.arenas.take()?;

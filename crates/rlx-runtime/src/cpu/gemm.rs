@@ -18,11 +18,20 @@ fn sgemm_block(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]
     // debug builds, guaranteed by the callers' shape arithmetic).
     unsafe {
         matrixmultiply::sgemm(
-            m, k, n, 1.0,
-            a.as_ptr(), k as isize, 1,
-            b.as_ptr(), n as isize, 1,
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
             0.0,
-            c.as_mut_ptr(), n as isize, 1,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
         );
     }
 }
@@ -42,14 +51,25 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; out.len()];
     let mut s = 1;
     for i in (0..shape.len()).rev() {
-        strides[pad + i] = if shape[i] == 1 && out[pad + i] != 1 { 0 } else { s };
+        strides[pad + i] = if shape[i] == 1 && out[pad + i] != 1 {
+            0
+        } else {
+            s
+        };
         s *= shape[i];
     }
     strides
 }
 
 /// Batched `a[..., m, k] @ b[..., k, n]` into `out[..., m, n]`, batch dims broadcast.
-pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], out: &mut [f32], out_shape: &[usize]) {
+pub fn matmul(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
     let r = out_shape.len();
     let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
     let k = a_shape[a_shape.len() - 1];
@@ -69,34 +89,49 @@ pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], out: &
             ao += idx * a_batch[d];
             bo += idx * b_batch[d];
         }
-        let (a_mat, b_mat) = (&a[ao * m * k..(ao + 1) * m * k], &b[bo * k * n..(bo + 1) * k * n]);
-        c.par_chunks_mut(rows * n).enumerate().for_each(|(ri, block)| {
-            let r0 = ri * rows;
-            let mr = block.len() / n;
-            sgemm_block(mr, k, n, &a_mat[r0 * k..(r0 + mr) * k], b_mat, block);
-        });
+        let (a_mat, b_mat) = (
+            &a[ao * m * k..(ao + 1) * m * k],
+            &b[bo * k * n..(bo + 1) * k * n],
+        );
+        c.par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(ri, block)| {
+                let r0 = ri * rows;
+                let mr = block.len() / n;
+                sgemm_block(mr, k, n, &a_mat[r0 * k..(r0 + mr) * k], b_mat, block);
+            });
     });
 }
 
 /// `out[r, n] = act(x[r, k] @ w[k, n] + bias[n])` over all leading rows of `x`.
-pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Option<UnaryOp>, k: usize, n: usize, out: &mut [f32]) {
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) {
     if n == 0 {
         return;
     }
     let m = out.len() / n;
     let rows = rows_per_task(m, k, n);
-    out.par_chunks_mut(rows * n).enumerate().for_each(|(ri, block)| {
-        let r0 = ri * rows;
-        let mr = block.len() / n;
-        sgemm_block(mr, k, n, &x[r0 * k..(r0 + mr) * k], w, block);
-        // Epilogue on the block just written, while it is still in cache.
-        for row in block.chunks_exact_mut(n) {
-            if let Some(b) = bias {
-                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+    out.par_chunks_mut(rows * n)
+        .enumerate()
+        .for_each(|(ri, block)| {
+            let r0 = ri * rows;
+            let mr = block.len() / n;
+            sgemm_block(mr, k, n, &x[r0 * k..(r0 + mr) * k], w, block);
+            // Epilogue on the block just written, while it is still in cache.
+            for row in block.chunks_exact_mut(n) {
+                if let Some(b) = bias {
+                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+                if let Some(op) = act {
+                    row.iter_mut().for_each(|y| *y = unary(op, *y));
+                }
             }
-            if let Some(op) = act {
-                row.iter_mut().for_each(|y| *y = unary(op, *y));
-            }
-        }
-    });
+        });
 }

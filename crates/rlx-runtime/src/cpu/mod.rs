@@ -28,7 +28,11 @@ impl Backend for CpuBackend {
         Device::Cpu
     }
 
-    fn compile_lir(&self, lir: Arc<LirModule>, options: &CompileOptions) -> Result<Box<dyn Executable>> {
+    fn compile_lir(
+        &self,
+        lir: Arc<LirModule>,
+        options: &CompileOptions,
+    ) -> Result<Box<dyn Executable>> {
         let pool = thread_pool(options.num_threads)?;
         Ok(Box::new(executor::CpuExecutable::new(lir, pool)?))
     }

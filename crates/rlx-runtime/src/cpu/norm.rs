@@ -11,23 +11,27 @@ pub fn softmax(x: &[f32], n: usize, inner: usize, out: &mut [f32]) {
     }
     let group = n * inner;
     let groups_per_task = PAR_GRAIN.div_ceil(group).max(1);
-    out.par_chunks_mut(group * groups_per_task).zip(x.par_chunks(group * groups_per_task)).for_each(|(o, x)| {
-        for (o, x) in o.chunks_mut(group).zip(x.chunks(group)) {
-            for j in 0..inner {
-                let max = (0..n).map(|i| x[i * inner + j]).fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for i in 0..n {
-                    let e = (x[i * inner + j] - max).exp();
-                    o[i * inner + j] = e;
-                    sum += e;
-                }
-                let inv = 1.0 / sum;
-                for i in 0..n {
-                    o[i * inner + j] *= inv;
+    out.par_chunks_mut(group * groups_per_task)
+        .zip(x.par_chunks(group * groups_per_task))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(group).zip(x.chunks(group)) {
+                for j in 0..inner {
+                    let max = (0..n)
+                        .map(|i| x[i * inner + j])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0f32;
+                    for i in 0..n {
+                        let e = (x[i * inner + j] - max).exp();
+                        o[i * inner + j] = e;
+                        sum += e;
+                    }
+                    let inv = 1.0 / sum;
+                    for i in 0..n {
+                        o[i * inner + j] *= inv;
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// `(x - mean) / sqrt(var + eps) * gamma + beta` over rows of length `d`.
@@ -36,14 +40,16 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, d: usize, ou
         return;
     }
     let rows_per_task = PAR_GRAIN.div_ceil(d).max(1);
-    out.par_chunks_mut(d * rows_per_task).zip(x.par_chunks(d * rows_per_task)).for_each(|(o, x)| {
-        for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-            let mean = x.iter().sum::<f32>() / d as f32;
-            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                o[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+    out.par_chunks_mut(d * rows_per_task)
+        .zip(x.par_chunks(d * rows_per_task))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+                let mean = x.iter().sum::<f32>() / d as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for i in 0..d {
+                    o[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+                }
             }
-        }
-    });
+        });
 }

@@ -14,15 +14,22 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
         Some(n) => n,
         None => match std::env::var("RLX_NUM_THREADS") {
             Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-                Error::Compile(format!("RLX_NUM_THREADS must be a positive integer, got `{v}`"))
+                Error::Compile(format!(
+                    "RLX_NUM_THREADS must be a positive integer, got `{v}`"
+                ))
             })?,
             Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
     };
     if n == 0 || n > 1024 {
-        return Err(Error::Compile(format!("thread count must be in 1..=1024, got {n}")));
+        return Err(Error::Compile(format!(
+            "thread count must be in 1..=1024, got {n}"
+        )));
     }
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&n) {
         return Ok(p.clone());
     }

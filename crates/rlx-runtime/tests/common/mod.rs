@@ -30,7 +30,9 @@ pub fn mlp() -> HirModule {
     let mut m = HirModule::new("mlp");
     let mut g = HirMut::new(&mut m);
     let b = sym(&mut g, "batch", 4096);
-    let x = g.input("x", DType::F32, Shape(vec![b, Dim::constant(16)])).unwrap();
+    let x = g
+        .input("x", DType::F32, Shape(vec![b, Dim::constant(16)]))
+        .unwrap();
     let w1 = g.param("w1", DType::F32, Shape::new(&[16, 24])).unwrap();
     let b1 = g.param("b1", DType::F32, Shape::new(&[24])).unwrap();
     let w2 = g.param("w2", DType::F32, Shape::new(&[24, 8])).unwrap();
@@ -46,8 +48,17 @@ pub fn mlp() -> HirModule {
 pub fn block_params() -> Vec<(&'static str, usize)> {
     let h = HIDDEN;
     vec![
-        ("wq", h * h), ("bq", h), ("wk", h * h), ("bk", h), ("wv", h * h), ("bv", h),
-        ("scale", 1), ("wo", h * h), ("bo", h), ("gamma", h), ("beta", h),
+        ("wq", h * h),
+        ("bq", h),
+        ("wk", h * h),
+        ("bk", h),
+        ("wv", h * h),
+        ("bv", h),
+        ("scale", 1),
+        ("wo", h * h),
+        ("bo", h),
+        ("gamma", h),
+        ("beta", h),
     ]
 }
 
@@ -59,14 +70,29 @@ pub fn block() -> HirModule {
     let b = sym(&mut g, "batch", 64);
     let s = sym(&mut g, "seq", 512);
     let hd = Dim::constant(HIDDEN as i64);
-    let x = g.input("x", DType::F32, Shape(vec![b.clone(), s.clone(), hd.clone()])).unwrap();
+    let x = g
+        .input(
+            "x",
+            DType::F32,
+            Shape(vec![b.clone(), s.clone(), hd.clone()]),
+        )
+        .unwrap();
     let mut p = std::collections::HashMap::new();
     for (name, n) in block_params() {
-        let shape = if n == HIDDEN * HIDDEN { Shape::new(&[HIDDEN as i64, HIDDEN as i64]) } else { Shape::new(&[n as i64]) };
+        let shape = if n == HIDDEN * HIDDEN {
+            Shape::new(&[HIDDEN as i64, HIDDEN as i64])
+        } else {
+            Shape::new(&[n as i64])
+        };
         p.insert(name, g.param(name, DType::F32, shape).unwrap());
     }
     let heads = |g: &mut HirMut, v, perm: &[usize]| {
-        let shape = Shape(vec![b.clone(), s.clone(), Dim::constant(HEADS as i64), Dim::constant(HEAD_DIM as i64)]);
+        let shape = Shape(vec![
+            b.clone(),
+            s.clone(),
+            Dim::constant(HEADS as i64),
+            Dim::constant(HEAD_DIM as i64),
+        ]);
         let r = g.reshape(v, shape).unwrap();
         g.transpose(r, perm).unwrap()
     };
@@ -95,7 +121,11 @@ pub fn block_weights() -> Vec<(&'static str, Vec<f32>)> {
         .into_iter()
         .enumerate()
         .map(|(i, (name, n))| {
-            let w = if name == "scale" { vec![1.0 / (HEAD_DIM as f32).sqrt()] } else { weights(100 + i as u64, n) };
+            let w = if name == "scale" {
+                vec![1.0 / (HEAD_DIM as f32).sqrt()]
+            } else {
+                weights(100 + i as u64, n)
+            };
             (name, w)
         })
         .collect()
@@ -145,14 +175,20 @@ pub fn naive_mlp(x: &[f32], w: &[(&str, Vec<f32>)]) -> Vec<f64> {
     let get = |n: &str| &w.iter().find(|(k, _)| *k == n).unwrap().1;
     let x: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
     let mut h = naive_linear(&x, get("w1"), get("b1"), 16, 24);
-    h.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf64(*v / 2f64.sqrt())));
+    h.iter_mut()
+        .for_each(|v| *v = 0.5 * *v * (1.0 + erf64(*v / 2f64.sqrt())));
     let mut y = naive_linear(&h, get("w2"), get("b2"), 24, 8);
     naive_softmax_rows(&mut y, 8);
     y
 }
 
 pub fn mlp_weights() -> Vec<(&'static str, Vec<f32>)> {
-    vec![("w1", weights(1, 16 * 24)), ("b1", weights(2, 24)), ("w2", weights(3, 24 * 8)), ("b2", weights(4, 8))]
+    vec![
+        ("w1", weights(1, 16 * 24)),
+        ("b1", weights(2, 24)),
+        ("w2", weights(3, 24 * 8)),
+        ("b2", weights(4, 8)),
+    ]
 }
 
 pub fn naive_block(x: &[f32], batch: usize, seq: usize, w: &[(&str, Vec<f32>)]) -> Vec<f64> {
@@ -169,11 +205,17 @@ pub fn naive_block(x: &[f32], batch: usize, seq: usize, w: &[(&str, Vec<f32>)]) 
             let at = |t: &[f64], s: usize, d: usize| t[(b * seq + s) * h + hh * HEAD_DIM + d];
             for i in 0..seq {
                 let mut scores: Vec<f64> = (0..seq)
-                    .map(|j| (0..HEAD_DIM).map(|d| at(&q, i, d) * at(&k, j, d)).sum::<f64>() * scale)
+                    .map(|j| {
+                        (0..HEAD_DIM)
+                            .map(|d| at(&q, i, d) * at(&k, j, d))
+                            .sum::<f64>()
+                            * scale
+                    })
                     .collect();
                 naive_softmax_rows(&mut scores, seq);
                 for d in 0..HEAD_DIM {
-                    ctx[(b * seq + i) * h + hh * HEAD_DIM + d] = (0..seq).map(|j| scores[j] * at(&v, j, d)).sum();
+                    ctx[(b * seq + i) * h + hh * HEAD_DIM + d] =
+                        (0..seq).map(|j| scores[j] * at(&v, j, d)).sum();
                 }
             }
         }
@@ -186,7 +228,8 @@ pub fn naive_block(x: &[f32], batch: usize, seq: usize, w: &[(&str, Vec<f32>)]) 
         let mean = row.iter().sum::<f64>() / h as f64;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / h as f64;
         for i in 0..h {
-            out[r * h + i] = (row[i] - mean) / (var + 1e-5).sqrt() * f64::from(gamma[i]) + f64::from(beta[i]);
+            out[r * h + i] =
+                (row[i] - mean) / (var + 1e-5).sqrt() * f64::from(gamma[i]) + f64::from(beta[i]);
         }
     }
     out
@@ -194,5 +237,8 @@ pub fn naive_block(x: &[f32], batch: usize, seq: usize, w: &[(&str, Vec<f32>)]) 
 
 pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).abs())
+        .fold(0.0, f64::max)
 }
