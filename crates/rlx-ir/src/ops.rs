@@ -1,97 +1,266 @@
-//! Op families shared by the HIR and the LIR: small `Copy` enums with their text names.
+//! Op families shared by the HIR and the LIR: small `Copy` enums by family, and `ComputeOp`,
+//! the one list of ops that compute (the HIR adds leaves and views; the LIR adds copies).
 
 use std::fmt;
 
-/// Elementwise binary ops, with numpy broadcasting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
+use crate::{DType, Dim};
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $($name::$v => $s),* }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|o| o.name() == s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
 }
 
-/// Elementwise unary ops and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Relu,
-    /// GELU with the exact erf form.
-    Gelu,
-    /// GELU with the tanh approximation.
-    GeluTanh,
-    Silu,
-    Sigmoid,
-    Tanh,
-    Exp,
-    Neg,
+named_enum!(
+    /// Elementwise binary arithmetic with numpy broadcasting; operands share one dtype.
+    BinaryOp { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Pow => "pow", Max => "max", Min => "min" }
+);
+
+named_enum!(
+    /// Elementwise unary ops and activations (f32).
+    UnaryOp {
+        Relu => "relu",
+        /// GELU with the exact erf form.
+        Gelu => "gelu",
+        /// GELU with the tanh approximation.
+        GeluTanh => "gelu_tanh",
+        Silu => "silu",
+        Sigmoid => "sigmoid",
+        Tanh => "tanh",
+        Exp => "exp",
+        Log => "log",
+        Sqrt => "sqrt",
+        Rsqrt => "rsqrt",
+        Neg => "neg",
+        Abs => "abs",
+        Erf => "erf",
+    }
+);
+
+named_enum!(
+    /// Elementwise comparisons with broadcasting; the result is bool.
+    CompareOp { Eq => "eq", Ne => "ne", Lt => "lt", Le => "le", Gt => "gt", Ge => "ge" }
+);
+
+named_enum!(
+    /// Reductions over a set of axes.
+    ReduceOp { Sum => "reduce_sum", Mean => "reduce_mean", Max => "reduce_max" }
+);
+
+/// How fusion sees an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// One output element from the same-index input elements.
+    Elementwise,
+    /// Elementwise after broadcasting the inputs.
+    Broadcast,
+    Reduce,
+    /// Anything else (matmul, norms, data movement).
+    Opaque,
 }
 
-impl BinaryOp {
-    pub const ALL: [BinaryOp; 6] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-    ];
+/// Owned tensor data of one dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
 
-    pub fn name(self) -> &'static str {
+impl TensorData {
+    pub fn dtype(&self) -> DType {
         match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Max => "max",
-            BinaryOp::Min => "min",
+            TensorData::F32(_) => DType::F32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::Bool(_) => DType::Bool,
         }
     }
 
-    pub fn parse(s: &str) -> Option<BinaryOp> {
-        BinaryOp::ALL.into_iter().find(|o| o.name() == s)
-    }
-}
-
-impl UnaryOp {
-    pub const ALL: [UnaryOp; 8] = [
-        UnaryOp::Relu,
-        UnaryOp::Gelu,
-        UnaryOp::GeluTanh,
-        UnaryOp::Silu,
-        UnaryOp::Sigmoid,
-        UnaryOp::Tanh,
-        UnaryOp::Exp,
-        UnaryOp::Neg,
-    ];
-
-    pub fn name(self) -> &'static str {
+    pub fn len(&self) -> usize {
         match self {
-            UnaryOp::Relu => "relu",
-            UnaryOp::Gelu => "gelu",
-            UnaryOp::GeluTanh => "gelu_tanh",
-            UnaryOp::Silu => "silu",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Neg => "neg",
+            TensorData::F32(d) => d.len(),
+            TensorData::I64(d) => d.len(),
+            TensorData::I32(d) => d.len(),
+            TensorData::Bool(d) => d.len(),
         }
     }
 
-    pub fn parse(s: &str) -> Option<UnaryOp> {
-        UnaryOp::ALL.into_iter().find(|o| o.name() == s)
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            TensorData::F32(d) => d.as_ptr().cast(),
+            TensorData::I64(d) => d.as_ptr().cast(),
+            TensorData::I32(d) => d.as_ptr().cast(),
+            TensorData::Bool(d) => d.as_ptr().cast(),
+        }
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        match self {
+            TensorData::F32(d) => d.as_mut_ptr().cast(),
+            TensorData::I64(d) => d.as_mut_ptr().cast(),
+            TensorData::I32(d) => d.as_mut_ptr().cast(),
+            TensorData::Bool(d) => d.as_mut_ptr().cast(),
+        }
+    }
+
+    /// Zero-filled data, allocated without aborting on failure.
+    pub fn zeros(
+        dtype: DType,
+        len: usize,
+    ) -> Result<TensorData, std::collections::TryReserveError> {
+        fn z<T: Clone + Default>(len: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len)?;
+            v.resize(len, T::default());
+            Ok(v)
+        }
+        Ok(match dtype {
+            DType::F32 => TensorData::F32(z(len)?),
+            DType::I64 => TensorData::I64(z(len)?),
+            DType::I32 => TensorData::I32(z(len)?),
+            DType::Bool => TensorData::Bool(z(len)?),
+        })
+    }
+
+    /// Element `i` as text, for printers.
+    pub fn fmt_elem(&self, i: usize) -> String {
+        match self {
+            TensorData::F32(d) => format!("{:?}", d[i]),
+            TensorData::I64(d) => d[i].to_string(),
+            TensorData::I32(d) => d[i].to_string(),
+            TensorData::Bool(d) => d[i].to_string(),
+        }
     }
 }
 
-impl fmt::Display for BinaryOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// A constant tensor baked into the graph (small: shape tables, scales, masks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constant {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
 }
 
-impl fmt::Display for UnaryOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// Every op that computes a new tensor from its operands. Operand lists are in the comments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComputeOp {
+    /// `a @ b` over the last two axes, leading axes broadcast. `[a, b]`
+    MatMul,
+    /// `act(x @ w + bias)`, `w` is `[in, out]`. `[x, w]` or `[x, w, bias]`
+    Linear { activation: Option<UnaryOp> },
+    /// `[a, b]`
+    Binary(BinaryOp),
+    /// `[x]`
+    Unary(UnaryOp),
+    /// `[a, b]` → bool
+    Compare(CompareOp),
+    /// `cond ? a : b` with broadcasting. `[cond (bool), a, b]`
+    Where,
+    /// `[x]`
+    Softmax { axis: usize },
+    /// Over the last axis. `[x, gamma, beta]`
+    LayerNorm { eps: f32 },
+    /// `x / sqrt(mean(x^2) + eps) * gamma` over the last axis. `[x, gamma]`
+    RmsNorm { eps: f32 },
+    /// `[x]`; `axes` sorted and unique.
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keep_dim: bool,
+    },
+    /// `[x]`
+    Transpose { perm: Vec<usize> },
+    /// `[x0, x1, ...]`
+    Concat { axis: usize },
+    /// `x[start:end]` along `axis` (step 1); bounds checked when specializing. `[x]`
+    Slice { axis: usize, start: Dim, end: Dim },
+    /// `data.take(indices, axis)`; indices i64/i32, negative counts from the end, out of
+    /// range is an error at run time. `[data, indices]`
+    Gather { axis: usize },
+    /// `[x]`
+    Cast { to: DType },
+    /// Scaled dot-product attention over `[batch, heads, seq, dim]` tensors, with an optional
+    /// padding mask `[batch, key_len]` (non-zero = attend) or a causal mask.
+    /// `[q, k, v]` or `[q, k, v, mask]`
+    Attention { scale: f32, causal: bool },
+}
+
+impl ComputeOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ComputeOp::MatMul => "matmul",
+            ComputeOp::Linear { .. } => "linear",
+            ComputeOp::Binary(b) => b.name(),
+            ComputeOp::Unary(u) => u.name(),
+            ComputeOp::Compare(c) => c.name(),
+            ComputeOp::Where => "where",
+            ComputeOp::Softmax { .. } => "softmax",
+            ComputeOp::LayerNorm { .. } => "layer_norm",
+            ComputeOp::RmsNorm { .. } => "rms_norm",
+            ComputeOp::Reduce { op, .. } => op.name(),
+            ComputeOp::Transpose { .. } => "transpose",
+            ComputeOp::Concat { .. } => "concat",
+            ComputeOp::Slice { .. } => "slice",
+            ComputeOp::Gather { .. } => "gather",
+            ComputeOp::Cast { .. } => "cast",
+            ComputeOp::Attention { .. } => "attention",
+        }
+    }
+
+    pub fn kind(&self) -> OpKind {
+        match self {
+            ComputeOp::Unary(_) | ComputeOp::Cast { .. } => OpKind::Elementwise,
+            ComputeOp::Binary(_) | ComputeOp::Compare(_) | ComputeOp::Where => OpKind::Broadcast,
+            ComputeOp::Reduce { .. } => OpKind::Reduce,
+            _ => OpKind::Opaque,
+        }
+    }
+
+    /// Attributes in the text form, e.g. ` axis=1`.
+    pub fn attrs(&self) -> String {
+        match self {
+            ComputeOp::Linear {
+                activation: Some(a),
+            } => format!(" act={a}"),
+            ComputeOp::Softmax { axis }
+            | ComputeOp::Concat { axis }
+            | ComputeOp::Gather { axis } => {
+                format!(" axis={axis}")
+            }
+            ComputeOp::LayerNorm { eps } | ComputeOp::RmsNorm { eps } => format!(" eps={eps:e}"),
+            ComputeOp::Reduce { axes, keep_dim, .. } => {
+                format!(" axes={axes:?} keep_dim={keep_dim}")
+            }
+            ComputeOp::Transpose { perm } => format!(" perm={perm:?}"),
+            ComputeOp::Slice { axis, start, end } => format!(" axis={axis} range=[{start}, {end})"),
+            ComputeOp::Cast { to } => format!(" to={to}"),
+            ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
+            _ => String::new(),
+        }
     }
 }

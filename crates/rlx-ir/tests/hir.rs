@@ -1,7 +1,7 @@
 //! Builder, shape inference, verifier and printer of the HIR.
 
 use rlx_ir::hir::{Node, Op, ValueId};
-use rlx_ir::{DType, Dim, HirModule, HirMut, IrError, Shape, TensorType};
+use rlx_ir::{ComputeOp, DType, Dim, HirModule, HirMut, IrError, Shape, TensorType};
 
 fn sym_shape(dims: &[&str]) -> Shape {
     Shape(dims.iter().map(|d| Dim::parse(d).unwrap()).collect())
@@ -110,12 +110,12 @@ fn verifier_collects_every_problem() {
                 ty: f32s(&[2, 3]),
             },
             Node {
-                op: Op::Unary(rlx_ir::UnaryOp::Relu),
+                op: Op::Compute(ComputeOp::Unary(rlx_ir::UnaryOp::Relu)),
                 inputs: vec![ValueId(3)],
                 ty: f32s(&[2, 3]),
             },
             Node {
-                op: Op::Unary(rlx_ir::UnaryOp::Relu),
+                op: Op::Compute(ComputeOp::Unary(rlx_ir::UnaryOp::Relu)),
                 inputs: vec![ValueId(0)],
                 ty: f32s(&[9]),
             },

@@ -2,7 +2,8 @@
 //! graph output gets a buffer of its own that the caller receives.
 
 use rlx_ir::hir::Op;
-use rlx_ir::lir::{Buffer, BufferId, BufferKind, IoSlot, Kernel, KernelOp};
+use rlx_ir::lir::{Buffer, BufferId, BufferKind, DimCheck, IoSlot, Kernel, KernelOp};
+use rlx_ir::{ComputeOp, Dim};
 use rlx_ir::{HirModule, LirModule, Result};
 
 pub fn lower(hir: &HirModule) -> Result<LirModule> {
@@ -32,11 +33,35 @@ pub fn lower(hir: &HirModule) -> Result<LirModule> {
                 });
                 b
             }
+            Op::Constant(c) => {
+                let b = new(&mut lir, BufferKind::Const);
+                lir.constants.push((b, c.clone()));
+                b
+            }
             Op::Reshape { .. } => new(&mut lir, BufferKind::View { of: ins[0] }),
-            op => {
+            Op::Compute(op) => {
+                if let ComputeOp::Slice { axis, start, end } = op {
+                    let dim = hir.ty(node.inputs[0])?.shape.0[*axis].clone();
+                    let what = format!("slice [{start}, {end}) of axis {axis} (size {dim})");
+                    lir.checks.push(DimCheck {
+                        lhs: Dim::constant(0),
+                        rhs: start.clone(),
+                        what: what.clone(),
+                    });
+                    lir.checks.push(DimCheck {
+                        lhs: start.clone(),
+                        rhs: end.clone(),
+                        what: what.clone(),
+                    });
+                    lir.checks.push(DimCheck {
+                        lhs: end.clone(),
+                        rhs: dim,
+                        what,
+                    });
+                }
                 let out = new(&mut lir, BufferKind::Temp);
                 lir.kernels.push(Kernel {
-                    op: kernel_op(op),
+                    op: KernelOp::Compute(op.clone()),
                     inputs: ins,
                     output: out,
                 });
@@ -74,21 +99,4 @@ fn push_buffer(lir: &mut LirModule, kind: BufferKind, ty: rlx_ir::TensorType) ->
     let id = BufferId(lir.buffers.len() as u32);
     lir.buffers.push(Buffer { kind, ty });
     id
-}
-
-fn kernel_op(op: &Op) -> KernelOp {
-    match op {
-        Op::MatMul => KernelOp::MatMul,
-        Op::Linear { activation } => KernelOp::Linear {
-            activation: *activation,
-        },
-        Op::Binary(b) => KernelOp::Binary(*b),
-        Op::Unary(u) => KernelOp::Unary(*u),
-        Op::Softmax { axis } => KernelOp::Softmax { axis: *axis },
-        Op::LayerNorm { eps } => KernelOp::LayerNorm { eps: *eps },
-        Op::Transpose { perm } => KernelOp::Transpose { perm: perm.clone() },
-        Op::Input { .. } | Op::Param { .. } | Op::Reshape { .. } => {
-            unreachable!("leaves and reshapes are handled by lower()")
-        }
-    }
 }

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use rlx_ir::{DimBinding, IrError, Result, Shape};
+use rlx_ir::lir::KernelOp;
+use rlx_ir::{ComputeOp, Dim, DimBinding, IrError, Result, Shape};
 
 use crate::{CompileResult, Pipeline, memory_plan};
 
@@ -24,6 +25,26 @@ impl CompileResult {
             let dims = buf.ty.shape.eval(binding)?;
             buf.ty.shape = Shape::new(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>());
         }
+        for c in &lir.checks {
+            let (lhs, rhs) = (c.lhs.eval(binding)?, c.rhs.eval(binding)?);
+            if lhs > rhs {
+                rlx_ir::bail!(
+                    Shape,
+                    "{}: {} = {lhs} > {} = {rhs} under {binding}",
+                    c.what,
+                    c.lhs,
+                    c.rhs
+                );
+            }
+        }
+        // Kernel attributes that are sizes become constants too.
+        for k in &mut lir.kernels {
+            if let KernelOp::Compute(ComputeOp::Slice { start, end, .. }) = &mut k.op {
+                *start = Dim::constant(start.eval(binding)?);
+                *end = Dim::constant(end.eval(binding)?);
+            }
+        }
+        lir.checks.clear();
         lir.binding = Some(binding.clone());
         lir.arena = Some(memory_plan::plan(&lir)?);
         if pipeline.verify_each {

@@ -20,6 +20,9 @@ pub enum Error {
     /// A backend could not compile, or the pipeline was used out of order.
     #[error("compile error: {0}")]
     Compile(String),
+    /// An index (gather) outside its axis.
+    #[error("index error: {0}")]
+    Index(String),
     /// An allocation would exceed what can be had.
     #[error("out of memory: {0}")]
     Memory(String),

@@ -23,7 +23,8 @@ pub use model_pipeline::{ModelCompilePipeline, PipelineStats};
 pub use options::CompileOptions;
 pub use params::{ParamData, ParamStore};
 pub use registry::{backend_for, register_backend};
-pub use tensor::{HostData, Tensor, TensorData, TensorRef};
+pub use rlx_ir::TensorData;
+pub use tensor::{HostData, Tensor, TensorRef};
 
 pub use rlx_ir as ir;
 pub use rlx_opt as opt;

@@ -41,12 +41,7 @@ unsafe impl Sync for ParamData {}
 impl ParamData {
     pub fn as_ptr(&self) -> *const u8 {
         match self {
-            ParamData::Owned(d) => match d {
-                TensorData::F32(v) => v.as_ptr().cast(),
-                TensorData::I64(v) => v.as_ptr().cast(),
-                TensorData::I32(v) => v.as_ptr().cast(),
-                TensorData::Bool(v) => v.as_ptr().cast(),
-            },
+            ParamData::Owned(d) => d.as_ptr(),
             ParamData::Borrowed { ptr, .. } => *ptr,
         }
     }

@@ -1,6 +1,6 @@
 //! Host tensors handed to and returned from runs.
 
-use rlx_ir::DType;
+use rlx_ir::{DType, TensorData};
 
 /// Borrowed element data of one input.
 #[derive(Debug, Clone, Copy)]
@@ -76,45 +76,6 @@ macro_rules! tensor_ref_from {
 }
 tensor_ref_from!(f32 => F32, i64 => I64, i32 => I32, bool => Bool);
 
-/// Owned element data of one output.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TensorData {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    Bool(Vec<bool>),
-}
-
-impl TensorData {
-    /// Zero-filled data of `dtype`, allocated without aborting on failure.
-    pub fn zeros(
-        dtype: DType,
-        len: usize,
-    ) -> Result<TensorData, std::collections::TryReserveError> {
-        fn z<T: Clone + Default>(len: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len)?;
-            v.resize(len, T::default());
-            Ok(v)
-        }
-        Ok(match dtype {
-            DType::F32 => TensorData::F32(z(len)?),
-            DType::I64 => TensorData::I64(z(len)?),
-            DType::I32 => TensorData::I32(z(len)?),
-            DType::Bool => TensorData::Bool(z(len)?),
-        })
-    }
-
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        match self {
-            TensorData::F32(d) => d.as_mut_ptr().cast(),
-            TensorData::I64(d) => d.as_mut_ptr().cast(),
-            TensorData::I32(d) => d.as_mut_ptr().cast(),
-            TensorData::Bool(d) => d.as_mut_ptr().cast(),
-        }
-    }
-}
-
 /// A named output of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -132,11 +93,6 @@ impl Tensor {
     }
 
     pub fn dtype(&self) -> DType {
-        match self.data {
-            TensorData::F32(_) => DType::F32,
-            TensorData::I64(_) => DType::I64,
-            TensorData::I32(_) => DType::I32,
-            TensorData::Bool(_) => DType::Bool,
-        }
+        self.data.dtype()
     }
 }

@@ -1,8 +1,11 @@
 //! `HirMut`: the graph builder. Every method infers the result type at once, so a shape or
-//! dtype mistake is reported where it is made.
+//! dtype mistake is reported where it is made. Axes may be negative (counted from the end).
+
+use std::sync::Arc;
 
 use super::{HirModule, Op, ValueId};
-use crate::{BinaryOp, DType, Dim, Result, Shape, TensorType, UnaryOp};
+use crate::ops::{BinaryOp, CompareOp, ComputeOp, Constant, ReduceOp, TensorData, UnaryOp};
+use crate::{DType, Dim, Result, Shape, TensorType};
 
 /// Builds a [`HirModule`] in place.
 pub struct HirMut<'m> {
@@ -21,6 +24,14 @@ impl<'m> HirMut<'m> {
     /// Declares symbol `name` with inclusive bounds; returns it as a dim.
     pub fn dim(&mut self, name: &str, min: i64, max: i64) -> Result<Dim> {
         self.m.add_symbol(name, min, max)
+    }
+
+    fn ty(&self, v: ValueId) -> Result<&TensorType> {
+        self.m.ty(v)
+    }
+
+    fn axis(&self, v: ValueId, axis: i64, op: &str) -> Result<usize> {
+        self.ty(v)?.shape.axis(axis, op)
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
@@ -49,9 +60,32 @@ impl<'m> HirMut<'m> {
         )
     }
 
+    /// A constant tensor of static `shape`.
+    pub fn constant(&mut self, shape: &[usize], data: TensorData) -> Result<ValueId> {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        crate::ensure!(
+            numel == Some(data.len()),
+            Shape,
+            "constant of shape {shape:?} needs {numel:?} elements, got {}",
+            data.len()
+        );
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let ty = TensorType::new(data.dtype(), Shape::new(&dims));
+        let c = Constant {
+            shape: shape.to_vec(),
+            data,
+        };
+        Ok(self.m.push_typed(Op::Constant(Arc::new(c)), vec![], ty))
+    }
+
+    /// A scalar f32 constant of shape `[]`... stored as `[1]` so it broadcasts everywhere.
+    pub fn scalar(&mut self, value: f32) -> Result<ValueId> {
+        self.constant(&[1], TensorData::F32(vec![value]))
+    }
+
     fn leaf(&mut self, op: Op, dtype: DType, shape: Shape) -> Result<ValueId> {
         let (Op::Input { name } | Op::Param { name }) = &op else {
-            unreachable!("leaf op")
+            unreachable!("named leaf op")
         };
         crate::ensure!(
             !name.is_empty(),
@@ -83,7 +117,12 @@ impl<'m> HirMut<'m> {
         Ok(self.m.push_typed(op, vec![], TensorType::new(dtype, shape)))
     }
 
-    /// `x @ w (+ bias)` with an optional activation; `w` is `[in, out]`.
+    /// Appends a compute op.
+    pub fn compute(&mut self, op: ComputeOp, inputs: Vec<ValueId>) -> Result<ValueId> {
+        self.m.push(Op::Compute(op), inputs)
+    }
+
+    /// `act(x @ w + bias)`; `w` is `[in, out]`.
     pub fn linear(
         &mut self,
         x: ValueId,
@@ -93,15 +132,15 @@ impl<'m> HirMut<'m> {
     ) -> Result<ValueId> {
         let mut ins = vec![x, w];
         ins.extend(bias);
-        self.m.push(Op::Linear { activation }, ins)
+        self.compute(ComputeOp::Linear { activation }, ins)
     }
 
     pub fn matmul(&mut self, a: ValueId, b: ValueId) -> Result<ValueId> {
-        self.m.push(Op::MatMul, vec![a, b])
+        self.compute(ComputeOp::MatMul, vec![a, b])
     }
 
     pub fn binary(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Result<ValueId> {
-        self.m.push(Op::Binary(op), vec![a, b])
+        self.compute(ComputeOp::Binary(op), vec![a, b])
     }
 
     pub fn add(&mut self, a: ValueId, b: ValueId) -> Result<ValueId> {
@@ -113,17 +152,25 @@ impl<'m> HirMut<'m> {
     }
 
     pub fn unary(&mut self, op: UnaryOp, x: ValueId) -> Result<ValueId> {
-        self.m.push(Op::Unary(op), vec![x])
+        self.compute(ComputeOp::Unary(op), vec![x])
     }
 
     pub fn gelu(&mut self, x: ValueId) -> Result<ValueId> {
         self.unary(UnaryOp::Gelu, x)
     }
 
-    /// Softmax over `axis` (negative counts from the end).
+    pub fn compare(&mut self, op: CompareOp, a: ValueId, b: ValueId) -> Result<ValueId> {
+        self.compute(ComputeOp::Compare(op), vec![a, b])
+    }
+
+    /// `cond ? a : b`, broadcasting all three.
+    pub fn where_(&mut self, cond: ValueId, a: ValueId, b: ValueId) -> Result<ValueId> {
+        self.compute(ComputeOp::Where, vec![cond, a, b])
+    }
+
     pub fn softmax(&mut self, x: ValueId, axis: i64) -> Result<ValueId> {
-        let axis = self.m.ty(x)?.shape.axis(axis, "softmax")?;
-        self.m.push(Op::Softmax { axis }, vec![x])
+        let axis = self.axis(x, axis, "softmax")?;
+        self.compute(ComputeOp::Softmax { axis }, vec![x])
     }
 
     /// Layer norm over the last axis with scale `gamma` and shift `beta`.
@@ -134,7 +181,47 @@ impl<'m> HirMut<'m> {
         beta: ValueId,
         eps: f32,
     ) -> Result<ValueId> {
-        self.m.push(Op::LayerNorm { eps }, vec![x, gamma, beta])
+        self.compute(ComputeOp::LayerNorm { eps }, vec![x, gamma, beta])
+    }
+
+    /// RMS norm over the last axis with scale `gamma`.
+    pub fn rms_norm(&mut self, x: ValueId, gamma: ValueId, eps: f32) -> Result<ValueId> {
+        self.compute(ComputeOp::RmsNorm { eps }, vec![x, gamma])
+    }
+
+    /// Reduces over `axes` (all axes when empty).
+    pub fn reduce(
+        &mut self,
+        op: ReduceOp,
+        x: ValueId,
+        axes: &[i64],
+        keep_dim: bool,
+    ) -> Result<ValueId> {
+        let rank = self.ty(x)?.shape.rank();
+        let mut ax = if axes.is_empty() {
+            (0..rank).collect()
+        } else {
+            axes.iter()
+                .map(|&a| self.axis(x, a, op.name()))
+                .collect::<Result<Vec<_>>>()?
+        };
+        ax.sort_unstable();
+        let before = ax.len();
+        ax.dedup();
+        crate::ensure!(
+            ax.len() == before,
+            Graph,
+            "{}: repeated axis in {axes:?}",
+            op.name()
+        );
+        self.compute(
+            ComputeOp::Reduce {
+                op,
+                axes: ax,
+                keep_dim,
+            },
+            vec![x],
+        )
     }
 
     /// Reshape; at most one dim may be the constant -1, inferred by exact symbolic division.
@@ -147,7 +234,7 @@ impl<'m> HirMut<'m> {
             "reshape to {shape}: at most one dim may be -1"
         );
         let shape = if holes == 1 {
-            let total = self.m.ty(x)?.shape.numel();
+            let total = self.ty(x)?.shape.numel();
             let known = Dim::product(shape.0.iter().filter(|d| **d != minus_one));
             let Some(inferred) = total.div_exact(&known) else {
                 crate::bail!(
@@ -175,12 +262,77 @@ impl<'m> HirMut<'m> {
     }
 
     pub fn transpose(&mut self, x: ValueId, perm: &[usize]) -> Result<ValueId> {
-        self.m.push(
-            Op::Transpose {
+        self.compute(
+            ComputeOp::Transpose {
                 perm: perm.to_vec(),
             },
             vec![x],
         )
+    }
+
+    pub fn concat(&mut self, xs: &[ValueId], axis: i64) -> Result<ValueId> {
+        crate::ensure!(!xs.is_empty(), Graph, "concat needs at least one operand");
+        let axis = self.axis(xs[0], axis, "concat")?;
+        self.compute(ComputeOp::Concat { axis }, xs.to_vec())
+    }
+
+    /// `x[start:end]` along `axis`, step 1. A negative constant bound counts from the end;
+    /// `end = None` means to the end. Symbolic bounds are checked when specializing.
+    pub fn slice(
+        &mut self,
+        x: ValueId,
+        axis: i64,
+        start: Dim,
+        end: Option<Dim>,
+    ) -> Result<ValueId> {
+        let axis = self.axis(x, axis, "slice")?;
+        let d = self.ty(x)?.shape.0[axis].clone();
+        let norm = |b: Dim| match b.as_const() {
+            Some(c) if c < 0 => &d + &b,
+            _ => b,
+        };
+        let (start, end) = (norm(start), end.map(norm).unwrap_or_else(|| d.clone()));
+        self.compute(ComputeOp::Slice { axis, start, end }, vec![x])
+    }
+
+    /// `data.take(indices, axis)`; indices are i64 or i32, checked at run time.
+    pub fn gather(&mut self, data: ValueId, indices: ValueId, axis: i64) -> Result<ValueId> {
+        let axis = self.axis(data, axis, "gather")?;
+        self.compute(ComputeOp::Gather { axis }, vec![data, indices])
+    }
+
+    pub fn cast(&mut self, x: ValueId, to: DType) -> Result<ValueId> {
+        self.compute(ComputeOp::Cast { to }, vec![x])
+    }
+
+    /// Attention over `[batch, heads, seq, dim]` q, k, v; `scale` defaults to 1/sqrt(dim);
+    /// `mask` is a `[batch, key_len]` padding mask (non-zero = attend).
+    pub fn attention(
+        &mut self,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        mask: Option<ValueId>,
+        scale: Option<f32>,
+        causal: bool,
+    ) -> Result<ValueId> {
+        let scale = match scale {
+            Some(s) => s,
+            None => {
+                let d = self
+                    .ty(q)?
+                    .shape
+                    .0
+                    .get(3)
+                    .and_then(Dim::as_const)
+                    .unwrap_or(1)
+                    .max(1);
+                1.0 / (d as f32).sqrt()
+            }
+        };
+        let mut ins = vec![q, k, v];
+        ins.extend(mask);
+        self.compute(ComputeOp::Attention { scale, causal }, ins)
     }
 
     /// Adds one named output.

@@ -2,72 +2,25 @@
 //! What cannot be proven symbolically (say `b == s`) is an error here, at build time.
 
 use super::{HirModule, Op, ValueId};
+use crate::ops::{ComputeOp, ReduceOp};
 use crate::{DType, Dim, IrError, Result, Shape, TensorType};
 
 /// Infers the result type of `op` applied to `inputs` in `m`.
 pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorType> {
-    let name = op.name();
     let tys = inputs
         .iter()
         .map(|v| m.ty(*v))
         .collect::<Result<Vec<_>>>()?;
-    let arity = |lo: usize, hi: usize| -> Result<()> {
-        crate::ensure!(
-            (lo..=hi).contains(&tys.len()),
-            Graph,
-            "{name} takes {lo}..={hi} operands, got {}",
-            tys.len()
-        );
-        Ok(())
-    };
     match op {
-        Op::Input { .. } | Op::Param { .. } => {
-            crate::bail!(Graph, "{name} is a leaf: its type is given, not inferred")
-        }
-        Op::MatMul => {
-            arity(2, 2)?;
-            all_f32(name, &tys)?;
-            matmul_shape(&tys[0].shape, &tys[1].shape).map(f32_of)
-        }
-        Op::Linear { .. } => {
-            arity(2, 3)?;
-            all_f32(name, &tys)?;
-            linear_shape(&tys[0].shape, &tys[1].shape, tys.get(2).map(|t| &t.shape)).map(f32_of)
-        }
-        Op::Binary(_) => {
-            arity(2, 2)?;
-            all_f32(name, &tys)?;
-            broadcast(name, &tys[0].shape, &tys[1].shape).map(f32_of)
-        }
-        Op::Unary(_) => {
-            arity(1, 1)?;
-            all_f32(name, &tys)?;
-            Ok(tys[0].clone())
-        }
-        Op::Softmax { axis } => {
-            arity(1, 1)?;
-            all_f32(name, &tys)?;
-            let rank = tys[0].shape.rank();
-            crate::ensure!(
-                *axis < rank,
-                Shape,
-                "softmax axis {axis} out of range for rank {rank}"
-            );
-            Ok(tys[0].clone())
-        }
-        Op::LayerNorm { eps } => {
-            arity(3, 3)?;
-            all_f32(name, &tys)?;
-            crate::ensure!(
-                eps.is_finite() && *eps >= 0.0,
+        Op::Input { .. } | Op::Param { .. } | Op::Constant(_) => {
+            crate::bail!(
                 Graph,
-                "layer_norm eps {eps} invalid"
-            );
-            layer_norm_check(&tys[0].shape, &tys[1].shape, &tys[2].shape)?;
-            Ok(tys[0].clone())
+                "{} is a leaf: its type is given, not inferred",
+                op.name()
+            )
         }
         Op::Reshape { shape } => {
-            arity(1, 1)?;
+            arity("reshape", &tys, 1, 1)?;
             let (from, to) = (tys[0].shape.numel(), shape.numel());
             crate::ensure!(
                 from == to,
@@ -77,8 +30,122 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
             );
             Ok(TensorType::new(tys[0].dtype, shape.clone()))
         }
-        Op::Transpose { perm } => {
-            arity(1, 1)?;
+        Op::Compute(c) => infer_compute(c, &tys),
+    }
+}
+
+fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
+    let name = op.name();
+    let f32_out = |shape: Shape| Ok(TensorType::new(DType::F32, shape));
+    match op {
+        ComputeOp::MatMul => {
+            arity(name, tys, 2, 2)?;
+            all_f32(name, tys)?;
+            f32_out(matmul_shape(&tys[0].shape, &tys[1].shape)?)
+        }
+        ComputeOp::Linear { .. } => {
+            arity(name, tys, 2, 3)?;
+            all_f32(name, tys)?;
+            f32_out(linear_shape(
+                &tys[0].shape,
+                &tys[1].shape,
+                tys.get(2).map(|t| &t.shape),
+            )?)
+        }
+        ComputeOp::Binary(_) => {
+            arity(name, tys, 2, 2)?;
+            same_dtype(name, tys)?;
+            crate::ensure!(
+                tys[0].dtype != DType::Bool,
+                DType,
+                "{name} does not take bool operands"
+            );
+            Ok(TensorType::new(
+                tys[0].dtype,
+                broadcast(name, &tys[0].shape, &tys[1].shape)?,
+            ))
+        }
+        ComputeOp::Compare(_) => {
+            arity(name, tys, 2, 2)?;
+            same_dtype(name, tys)?;
+            Ok(TensorType::new(
+                DType::Bool,
+                broadcast(name, &tys[0].shape, &tys[1].shape)?,
+            ))
+        }
+        ComputeOp::Where => {
+            arity(name, tys, 3, 3)?;
+            crate::ensure!(
+                tys[0].dtype == DType::Bool,
+                DType,
+                "where condition: expected bool, got {}",
+                tys[0]
+            );
+            same_dtype(name, &tys[1..])?;
+            let s = broadcast(
+                name,
+                &broadcast(name, &tys[0].shape, &tys[1].shape)?,
+                &tys[2].shape,
+            )?;
+            Ok(TensorType::new(tys[1].dtype, s))
+        }
+        ComputeOp::Unary(_) | ComputeOp::Softmax { .. } => {
+            arity(name, tys, 1, 1)?;
+            all_f32(name, tys)?;
+            if let ComputeOp::Softmax { axis } = op {
+                check_axis(name, *axis, &tys[0].shape)?;
+            }
+            Ok(tys[0].clone())
+        }
+        ComputeOp::LayerNorm { eps } | ComputeOp::RmsNorm { eps } => {
+            let n = if matches!(op, ComputeOp::LayerNorm { .. }) {
+                3
+            } else {
+                2
+            };
+            arity(name, tys, n, n)?;
+            all_f32(name, tys)?;
+            crate::ensure!(
+                eps.is_finite() && *eps >= 0.0,
+                Graph,
+                "{name} eps {eps} must be finite and >= 0"
+            );
+            norm_check(name, &tys[0].shape, &tys[1..])?;
+            Ok(tys[0].clone())
+        }
+        ComputeOp::Reduce {
+            op: r,
+            axes,
+            keep_dim,
+        } => {
+            arity(name, tys, 1, 1)?;
+            let dt = tys[0].dtype;
+            let ok = if *r == ReduceOp::Mean {
+                dt == DType::F32
+            } else {
+                dt != DType::Bool
+            };
+            crate::ensure!(ok, DType, "{name} does not take {dt}");
+            let s = &tys[0].shape;
+            crate::ensure!(
+                axes.windows(2).all(|w| w[0] < w[1]),
+                Graph,
+                "{name} axes {axes:?} must be sorted and unique"
+            );
+            for a in axes {
+                check_axis(name, *a, s)?;
+            }
+            let dims = (0..s.rank())
+                .filter_map(|i| match (axes.contains(&i), keep_dim) {
+                    (false, _) => Some(s.0[i].clone()),
+                    (true, true) => Some(Dim::constant(1)),
+                    (true, false) => None,
+                })
+                .collect();
+            Ok(TensorType::new(dt, Shape(dims)))
+        }
+        ComputeOp::Transpose { perm } => {
+            arity(name, tys, 1, 1)?;
             let s = &tys[0].shape;
             let mut seen = vec![false; s.rank()];
             let ok = perm.len() == s.rank()
@@ -91,14 +158,104 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
                 "transpose perm {perm:?} is not a permutation of rank {}",
                 s.rank()
             );
-            let dims = perm.iter().map(|&p| s.0[p].clone()).collect();
+            Ok(TensorType::new(
+                tys[0].dtype,
+                Shape(perm.iter().map(|&p| s.0[p].clone()).collect()),
+            ))
+        }
+        ComputeOp::Concat { axis } => {
+            arity(name, tys, 1, usize::MAX)?;
+            same_dtype(name, tys)?;
+            let first = &tys[0].shape;
+            check_axis(name, *axis, first)?;
+            let mut total = Dim::constant(0);
+            for (i, t) in tys.iter().enumerate() {
+                let same_rest = t.shape.rank() == first.rank()
+                    && (0..first.rank()).all(|d| d == *axis || t.shape.0[d] == first.0[d]);
+                crate::ensure!(
+                    same_rest,
+                    Shape,
+                    "concat axis {axis}: operand {i} {} does not match {first}",
+                    t.shape
+                );
+                total = &total + &t.shape.0[*axis];
+            }
+            let mut dims = first.0.clone();
+            dims[*axis] = total;
             Ok(TensorType::new(tys[0].dtype, Shape(dims)))
+        }
+        ComputeOp::Slice { axis, start, end } => {
+            arity(name, tys, 1, 1)?;
+            let s = &tys[0].shape;
+            check_axis(name, *axis, s)?;
+            let len = end - start;
+            if let (Some(a), Some(b), Some(d)) =
+                (start.as_const(), end.as_const(), s.0[*axis].as_const())
+            {
+                crate::ensure!(
+                    0 <= a && a <= b && b <= d,
+                    Shape,
+                    "slice [{a}, {b}) out of range for dim {d} of {s}"
+                );
+            }
+            let mut dims = s.0.clone();
+            dims[*axis] = len;
+            Ok(TensorType::new(tys[0].dtype, Shape(dims)))
+        }
+        ComputeOp::Gather { axis } => {
+            arity(name, tys, 2, 2)?;
+            let (data, idx) = (&tys[0].shape, &tys[1]);
+            crate::ensure!(
+                matches!(idx.dtype, DType::I64 | DType::I32),
+                DType,
+                "gather indices: expected i64 or i32, got {idx}"
+            );
+            check_axis(name, *axis, data)?;
+            let mut dims = data.0[..*axis].to_vec();
+            dims.extend(idx.shape.0.iter().cloned());
+            dims.extend(data.0[axis + 1..].iter().cloned());
+            Ok(TensorType::new(tys[0].dtype, Shape(dims)))
+        }
+        ComputeOp::Cast { to } => {
+            arity(name, tys, 1, 1)?;
+            Ok(TensorType::new(*to, tys[0].shape.clone()))
+        }
+        ComputeOp::Attention { scale, .. } => {
+            arity(name, tys, 3, 4)?;
+            all_f32(name, &tys[..3])?;
+            crate::ensure!(
+                scale.is_finite(),
+                Graph,
+                "attention scale {scale} must be finite"
+            );
+            attention_shape(tys).map(|s| TensorType::new(DType::F32, s))
         }
     }
 }
 
-fn f32_of(shape: Shape) -> TensorType {
-    TensorType::new(DType::F32, shape)
+fn arity(name: &str, tys: &[&TensorType], lo: usize, hi: usize) -> Result<()> {
+    crate::ensure!(
+        (lo..=hi).contains(&tys.len()),
+        Graph,
+        "{name} takes {lo}..={} operands, got {}",
+        if hi == usize::MAX {
+            "n".to_string()
+        } else {
+            hi.to_string()
+        },
+        tys.len()
+    );
+    Ok(())
+}
+
+fn check_axis(name: &str, axis: usize, s: &Shape) -> Result<()> {
+    crate::ensure!(
+        axis < s.rank(),
+        Shape,
+        "{name}: axis {axis} out of range for rank {} shape {s}",
+        s.rank()
+    );
+    Ok(())
 }
 
 fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
@@ -107,6 +264,18 @@ fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
             t.dtype == DType::F32,
             DType,
             "{op} operand {i}: expected f32, got {t}"
+        );
+    }
+    Ok(())
+}
+
+fn same_dtype(op: &str, tys: &[&TensorType]) -> Result<()> {
+    for (i, t) in tys.iter().enumerate().skip(1) {
+        crate::ensure!(
+            t.dtype == tys[0].dtype,
+            DType,
+            "{op} operand {i}: expected {} like operand 0, got {t} (no implicit promotion)",
+            tys[0].dtype
         );
     }
     Ok(())
@@ -194,15 +363,49 @@ fn linear_shape(x: &Shape, w: &Shape, bias: Option<&Shape>) -> Result<Shape> {
     Ok(Shape(dims))
 }
 
-fn layer_norm_check(x: &Shape, gamma: &Shape, beta: &Shape) -> Result<()> {
-    crate::ensure!(x.rank() >= 1, Shape, "layer_norm needs rank >= 1, got {x}");
+fn norm_check(name: &str, x: &Shape, weights: &[&TensorType]) -> Result<()> {
+    crate::ensure!(x.rank() >= 1, Shape, "{name} needs rank >= 1, got {x}");
     let d = &x.0[x.rank() - 1];
-    for (what, s) in [("gamma", gamma), ("beta", beta)] {
+    for w in weights {
+        let s = &w.shape;
         crate::ensure!(
             s.rank() == 1 && s.0[0] == *d,
             Shape,
-            "layer_norm {what} {s} does not match the normalized axis {d} of {x}"
+            "{name} weight {s} does not match the normalized axis {d} of {x}"
         );
     }
     Ok(())
+}
+
+fn attention_shape(tys: &[&TensorType]) -> Result<Shape> {
+    let (q, k, v) = (&tys[0].shape, &tys[1].shape, &tys[2].shape);
+    let ok = q.rank() == 4
+        && k.rank() == 4
+        && v.rank() == 4
+        && q.0[0] == k.0[0]
+        && k.0[0] == v.0[0]
+        && q.0[1] == k.0[1]
+        && k.0[1] == v.0[1]
+        && q.0[3] == k.0[3]
+        && k.0[2] == v.0[2];
+    crate::ensure!(
+        ok,
+        Shape,
+        "attention needs q [b, h, sq, d], k [b, h, sk, d], v [b, h, sk, dv]; got {q}, {k}, {v}"
+    );
+    if let Some(mask) = tys.get(3) {
+        let want = Shape(vec![q.0[0].clone(), k.0[2].clone()]);
+        crate::ensure!(
+            mask.shape == want,
+            Shape,
+            "attention mask {} must be [batch, key_len] = {want}",
+            mask.shape
+        );
+    }
+    Ok(Shape(vec![
+        q.0[0].clone(),
+        q.0[1].clone(),
+        q.0[2].clone(),
+        v.0[3].clone(),
+    ]))
 }

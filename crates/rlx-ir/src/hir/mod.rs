@@ -9,11 +9,13 @@ mod print;
 mod verify;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use builder::HirMut;
 pub use infer::infer_type;
 
-use crate::{BinaryOp, Dim, IrError, Result, Shape, Symbol, TensorType, UnaryOp};
+use crate::ops::{ComputeOp, Constant};
+use crate::{Dim, IrError, Result, Shape, Symbol, TensorType};
 
 /// A value of the HIR: the index of the node that defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +33,7 @@ impl fmt::Display for ValueId {
     }
 }
 
-/// HIR operations. Leaf ops (`Input`, `Param`) carry their type on the node.
+/// HIR operations: leaves (whose type is given), views, and compute ops.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Input {
@@ -41,48 +43,37 @@ pub enum Op {
     Param {
         name: String,
     },
-    /// `a @ b` over the last two axes, leading axes broadcast.
-    MatMul,
-    /// `x @ w (+ bias)` with an optional activation; `w` is `[in, out]`.
-    Linear {
-        activation: Option<UnaryOp>,
-    },
-    Binary(BinaryOp),
-    Unary(UnaryOp),
-    Softmax {
-        axis: usize,
-    },
-    /// Normalizes the last axis; inputs `x, gamma, beta`.
-    LayerNorm {
-        eps: f32,
-    },
+    /// A small tensor baked into the graph.
+    Constant(Arc<Constant>),
+    /// Same elements, another shape: free at run time.
     Reshape {
         shape: Shape,
     },
-    Transpose {
-        perm: Vec<usize>,
-    },
+    Compute(ComputeOp),
 }
 
 impl Op {
-    /// The op's name in the text format.
+    /// The op's name in the text form.
     pub fn name(&self) -> &'static str {
         match self {
             Op::Input { .. } => "input",
             Op::Param { .. } => "param",
-            Op::MatMul => "matmul",
-            Op::Linear { .. } => "linear",
-            Op::Binary(b) => b.name(),
-            Op::Unary(u) => u.name(),
-            Op::Softmax { .. } => "softmax",
-            Op::LayerNorm { .. } => "layer_norm",
+            Op::Constant(_) => "constant",
             Op::Reshape { .. } => "reshape",
-            Op::Transpose { .. } => "transpose",
+            Op::Compute(c) => c.name(),
         }
     }
 
+    /// Leaves carry their type; everything else has it inferred.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Param { .. })
+        matches!(self, Op::Input { .. } | Op::Param { .. } | Op::Constant(_))
+    }
+
+    pub fn compute(&self) -> Option<&ComputeOp> {
+        match self {
+            Op::Compute(c) => Some(c),
+            _ => None,
+        }
     }
 }
 
@@ -180,7 +171,7 @@ impl HirModule {
         Ok(self.push_typed(op, inputs, ty))
     }
 
-    fn push_typed(&mut self, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
+    pub(crate) fn push_typed(&mut self, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
         let id = ValueId(self.nodes.len() as u32);
         self.nodes.push(Node { op, inputs, ty });
         id

@@ -20,19 +20,20 @@ impl fmt::Display for HirModule {
             write!(f, "  %{i} = {}", n.op.name())?;
             match &n.op {
                 Op::Input { name } | Op::Param { name } => write!(f, " \"{name}\"")?,
-                _ => {
+                Op::Constant(c) => {
+                    let shown: Vec<String> = (0..c.data.len().min(8))
+                        .map(|i| c.data.fmt_elem(i))
+                        .collect();
+                    let more = if c.data.len() > 8 { ", ..." } else { "" };
+                    write!(f, " [{}{more}]", shown.join(", "))?
+                }
+                op => {
                     let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
                     write!(f, "({})", args.join(", "))?;
+                    if let Op::Compute(c) = op {
+                        f.write_str(&c.attrs())?;
+                    }
                 }
-            }
-            match &n.op {
-                Op::Linear {
-                    activation: Some(a),
-                } => write!(f, " act={a}")?,
-                Op::Softmax { axis } => write!(f, " axis={axis}")?,
-                Op::LayerNorm { eps } => write!(f, " eps={eps:e}")?,
-                Op::Transpose { perm } => write!(f, " perm={perm:?}")?,
-                _ => {}
             }
             writeln!(f, " : {}", n.ty)?;
         }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::{HirModule, Op, infer_type};
-use crate::{IrError, Result};
+use crate::{IrError, Result, Shape, TensorType};
 
 pub(super) fn verify(m: &HirModule) -> Result<()> {
     let mut problems = Vec::new();
@@ -38,6 +38,19 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
                     problems.push(format!(
                         "{at}: param `{name}` shape {} must be static",
                         node.ty.shape
+                    ));
+                }
+            }
+            Op::Constant(c) => {
+                let want = TensorType::new(
+                    c.data.dtype(),
+                    Shape::new(&c.shape.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+                );
+                if node.ty != want || c.shape.iter().product::<usize>() != c.data.len() {
+                    problems.push(format!(
+                        "{at}: constant of {} elements does not match type {}",
+                        c.data.len(),
+                        node.ty
                     ));
                 }
             }

@@ -7,7 +7,10 @@ mod verify;
 
 use std::fmt;
 
-use crate::{BinaryOp, DimBinding, Symbol, TensorType, UnaryOp};
+use std::sync::Arc;
+
+use crate::ops::{ComputeOp, Constant};
+use crate::{Dim, DimBinding, Symbol, TensorType};
 
 /// A buffer of the LIR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +39,8 @@ pub enum BufferKind {
     Temp,
     /// Written into memory that is handed back to the caller.
     Output,
+    /// Baked-in data of the module (`LirModule::constants`).
+    Const,
     /// Same bytes as another buffer, another shape (reshape costs nothing).
     View { of: BufferId },
 }
@@ -46,32 +51,28 @@ pub struct Buffer {
     pub ty: TensorType,
 }
 
-/// What a kernel computes. Operand order follows the HIR op of the same name.
+/// What a kernel computes: one compute op of the IR, or a copy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelOp {
-    MatMul,
-    Linear { activation: Option<UnaryOp> },
-    Binary(BinaryOp),
-    Unary(UnaryOp),
-    Softmax { axis: usize },
-    LayerNorm { eps: f32 },
-    Transpose { perm: Vec<usize> },
+    Compute(ComputeOp),
     Copy,
 }
 
 impl KernelOp {
     pub fn name(&self) -> &'static str {
         match self {
-            KernelOp::MatMul => "matmul",
-            KernelOp::Linear { .. } => "linear",
-            KernelOp::Binary(b) => b.name(),
-            KernelOp::Unary(u) => u.name(),
-            KernelOp::Softmax { .. } => "softmax",
-            KernelOp::LayerNorm { .. } => "layer_norm",
-            KernelOp::Transpose { .. } => "transpose",
+            KernelOp::Compute(c) => c.name(),
             KernelOp::Copy => "copy",
         }
     }
+}
+
+/// A size relation the specializer must check: `lhs <= rhs` (e.g. a slice end within its dim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DimCheck {
+    pub lhs: Dim,
+    pub rhs: Dim,
+    pub what: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +120,9 @@ pub struct LirModule {
     pub inputs: Vec<IoSlot>,
     pub params: Vec<IoSlot>,
     pub outputs: Vec<IoSlot>,
+    pub constants: Vec<(BufferId, Arc<Constant>)>,
+    /// Relations between sizes that only a binding can decide.
+    pub checks: Vec<DimCheck>,
     pub arena: Option<ArenaPlan>,
 }
 

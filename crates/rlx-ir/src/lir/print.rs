@@ -26,6 +26,7 @@ impl fmt::Display for LirModule {
                 BufferKind::Param => write!(f, " param \"{}\"", slot_name(&self.params))?,
                 BufferKind::Output => write!(f, " output \"{}\"", slot_name(&self.outputs))?,
                 BufferKind::Temp => f.write_str(" temp")?,
+                BufferKind::Const => f.write_str(" const")?,
                 BufferKind::View { of } => write!(f, " view {of}")?,
             }
             if let Some(Some(off)) = offsets.map(|o| o[i]) {
@@ -36,14 +37,8 @@ impl fmt::Display for LirModule {
         for k in &self.kernels {
             let args: Vec<String> = k.inputs.iter().map(|b| b.to_string()).collect();
             write!(f, "  {} = {}({})", k.output, k.op.name(), args.join(", "))?;
-            match &k.op {
-                KernelOp::Linear {
-                    activation: Some(a),
-                } => write!(f, " act={a}")?,
-                KernelOp::Softmax { axis } => write!(f, " axis={axis}")?,
-                KernelOp::LayerNorm { eps } => write!(f, " eps={eps:e}")?,
-                KernelOp::Transpose { perm } => write!(f, " perm={perm:?}")?,
-                _ => {}
+            if let KernelOp::Compute(c) = &k.op {
+                f.write_str(&c.attrs())?;
             }
             f.write_str("\n")?;
         }

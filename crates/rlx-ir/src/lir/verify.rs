@@ -9,7 +9,7 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
     let mut written = vec![false; n];
     for (i, b) in m.buffers.iter().enumerate() {
         match b.kind {
-            BufferKind::Input | BufferKind::Param => written[i] = true,
+            BufferKind::Input | BufferKind::Param | BufferKind::Const => written[i] = true,
             BufferKind::View { of } if of.index() >= i => problems.push(format!(
                 "b{i}: view of {of}, which is not an earlier buffer"
             )),

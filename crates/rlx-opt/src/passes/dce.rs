@@ -1,7 +1,7 @@
 //! Dead code elimination: drops ops whose values reach no output. Inputs and params stay, since
 //! they are the module's interface (the manifest must not change with the optimizer).
 
-use rlx_ir::hir::{Node, Output, ValueId};
+use rlx_ir::hir::{Node, Op, Output, ValueId};
 use rlx_ir::{HirModule, Result};
 
 pub fn run(m: HirModule) -> Result<HirModule> {
@@ -11,7 +11,7 @@ pub fn run(m: HirModule) -> Result<HirModule> {
     }
     // Operands are always earlier nodes, so one reverse sweep finds every live node.
     for i in (0..m.nodes.len()).rev() {
-        if live[i] || m.nodes[i].op.is_leaf() {
+        if live[i] || matches!(m.nodes[i].op, Op::Input { .. } | Op::Param { .. }) {
             live[i] = true;
             for v in &m.nodes[i].inputs {
                 live[v.index()] = true;
@@ -49,7 +49,6 @@ pub fn run(m: HirModule) -> Result<HirModule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlx_ir::hir::Op;
     use rlx_ir::{DType, HirMut, Shape};
 
     #[test]

@@ -7,8 +7,11 @@ use rayon::ThreadPool;
 use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 
+use rlx_ir::{ComputeOp, DType, ReduceOp};
+
 use super::arena::ArenaPool;
-use super::{elementwise, gemm, layout, norm};
+use super::types::{CastTo, with_any, with_num};
+use super::{attention, elementwise, gemm, layout, norm, reduce};
 use crate::error::fail;
 use crate::{Error, Executable, HostData, ParamData, Result, TensorData};
 
@@ -19,6 +22,7 @@ enum Place {
     Param(usize),
     Arena(usize),
     Output(usize),
+    Const(usize),
 }
 
 pub struct CpuExecutable {
@@ -66,6 +70,11 @@ impl CpuExecutable {
                 BufferKind::Param => slot(&lir.params).map(Place::Param),
                 BufferKind::Output => slot(&lir.outputs).map(Place::Output),
                 BufferKind::Temp => plan.offsets[root.index()].map(Place::Arena),
+                BufferKind::Const => lir
+                    .constants
+                    .iter()
+                    .position(|(b, _)| *b == root)
+                    .map(Place::Const),
                 BufferKind::View { .. } => None,
             };
             match place {
@@ -96,73 +105,229 @@ impl CpuExecutable {
     }
 
     /// # Safety
-    /// `b` must be an f32 buffer whose address in `addrs` is valid for `numel[b]` elements.
-    unsafe fn f32s<'a>(&self, addrs: &Addrs, b: BufferId) -> &'a [f32] {
+    /// `b` must hold `numel[b]` elements of type `T` at its address in `addrs`.
+    unsafe fn get<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a [T] {
         let n = self.numel[b.index()];
-        unsafe { std::slice::from_raw_parts(addrs.0[b.index()] as *const f32, n) }
+        unsafe { std::slice::from_raw_parts(addrs.0[b.index()] as *const T, n) }
     }
 
     /// # Safety
-    /// As `f32s`, and no other live slice may cover `b`'s memory.
-    unsafe fn f32s_mut<'a>(&self, addrs: &Addrs, b: BufferId) -> &'a mut [f32] {
+    /// As `get`, and no other live slice may cover `b`'s memory.
+    unsafe fn get_mut<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a mut [T] {
         let n = self.numel[b.index()];
-        unsafe { std::slice::from_raw_parts_mut(addrs.0[b.index()] as *mut f32, n) }
+        unsafe { std::slice::from_raw_parts_mut(addrs.0[b.index()] as *mut T, n) }
     }
 
-    fn run_kernel(&self, k: &Kernel, addrs: &Addrs) {
-        let shape = |b: BufferId| self.shapes[b.index()].as_slice();
-        // SAFETY: the schedule was verified; each kernel's output is a fresh Temp/Output whose
-        // memory does not overlap any buffer it reads (arena plan), and all buffers hold
-        // `numel` elements of their dtype.
+    /// Bytes of buffer `b`.
+    unsafe fn bytes<'a>(&self, addrs: &Addrs, b: BufferId) -> &'a [u8] {
+        let n = self.numel[b.index()] * self.lir.buffer(b).ty.dtype.size();
+        unsafe { std::slice::from_raw_parts(addrs.0[b.index()], n) }
+    }
+
+    unsafe fn bytes_mut<'a>(&self, addrs: &Addrs, b: BufferId) -> &'a mut [u8] {
+        let n = self.numel[b.index()] * self.lir.buffer(b).ty.dtype.size();
+        unsafe { std::slice::from_raw_parts_mut(addrs.0[b.index()], n) }
+    }
+
+    fn run_kernel(&self, k: &Kernel, addrs: &Addrs) -> Result<()> {
+        let op = match &k.op {
+            KernelOp::Copy => {
+                // SAFETY: a copy reads one buffer and writes a fresh one of the same type and size.
+                unsafe {
+                    layout::copy_bytes(
+                        self.bytes(addrs, k.inputs[0]),
+                        self.bytes_mut(addrs, k.output),
+                    )
+                };
+                return Ok(());
+            }
+            KernelOp::Compute(op) => op,
+        };
+        let ins: Vec<(BufferId, &[usize], DType)> = k
+            .inputs
+            .iter()
+            .map(|b| {
+                (
+                    *b,
+                    self.shapes[b.index()].as_slice(),
+                    self.lir.buffer(*b).ty.dtype,
+                )
+            })
+            .collect();
+        let out_shape = self.shapes[k.output.index()].as_slice();
+        // SAFETY: the schedule was verified; a kernel's output is a fresh Temp/Output whose
+        // memory overlaps nothing it reads (arena plan), and every buffer holds `numel`
+        // elements of its dtype, which is the `T` each arm reads it as (shape inference).
         unsafe {
-            let out = self.f32s_mut(addrs, k.output);
-            let arg = |i: usize| self.f32s(addrs, k.inputs[i]);
-            match &k.op {
-                KernelOp::MatMul => gemm::matmul(
-                    arg(0),
-                    shape(k.inputs[0]),
-                    arg(1),
-                    shape(k.inputs[1]),
-                    out,
-                    shape(k.output),
+            let f32_in = |i: usize| self.get::<f32>(addrs, ins[i].0);
+            let f32_out = || self.get_mut::<f32>(addrs, k.output);
+            match op {
+                ComputeOp::MatMul => gemm::matmul(
+                    f32_in(0),
+                    ins[0].1,
+                    f32_in(1),
+                    ins[1].1,
+                    f32_out(),
+                    out_shape,
                 ),
-                KernelOp::Linear { activation } => {
-                    let w = shape(k.inputs[1]);
-                    let bias = (k.inputs.len() > 2).then(|| arg(2));
-                    gemm::linear(arg(0), arg(1), bias, *activation, w[0], w[1], out)
+                ComputeOp::Linear { activation } => {
+                    let bias = (ins.len() > 2).then(|| f32_in(2));
+                    gemm::linear(
+                        f32_in(0),
+                        f32_in(1),
+                        bias,
+                        *activation,
+                        ins[1].1[0],
+                        ins[1].1[1],
+                        f32_out(),
+                    )
                 }
-                KernelOp::Binary(op) => elementwise::binary(
-                    *op,
-                    arg(0),
-                    shape(k.inputs[0]),
-                    arg(1),
-                    shape(k.inputs[1]),
-                    out,
-                    shape(k.output),
+                ComputeOp::Binary(bop) => with_num!(ins[0].2, T => elementwise::binary::<T>(
+                    *bop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,
+                    self.get_mut(addrs, k.output), out_shape), bool => fail!(DType, "{} on bool", bop)),
+                ComputeOp::Compare(cop) => {
+                    let out = self.get_mut::<bool>(addrs, k.output);
+                    with_num!(ins[0].2, T => elementwise::compare::<T>(
+                        *cop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1, out, out_shape),
+                        bool => elementwise::compare_bool(
+                        *cop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1, out, out_shape))
+                }
+                ComputeOp::Where => with_any!(ins[1].2, T => elementwise::where_::<T>(
+                    self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,
+                    self.get(addrs, ins[2].0), ins[2].1, self.get_mut(addrs, k.output), out_shape)),
+                ComputeOp::Unary(uop) => elementwise::unary(*uop, f32_in(0), f32_out()),
+                ComputeOp::Cast { to } => with_any!(ins[0].2, A => with_any!(*to, B =>
+                    elementwise::cast::<A, B>(self.get(addrs, ins[0].0), self.get_mut(addrs, k.output)))),
+                ComputeOp::Softmax { axis } => {
+                    let s = ins[0].1;
+                    norm::softmax(
+                        f32_in(0),
+                        s[*axis],
+                        s[axis + 1..].iter().product(),
+                        f32_out(),
+                    )
+                }
+                ComputeOp::LayerNorm { eps } => norm::layer_norm(
+                    f32_in(0),
+                    f32_in(1),
+                    f32_in(2),
+                    *eps,
+                    last(ins[0].1),
+                    f32_out(),
                 ),
-                KernelOp::Unary(op) => elementwise::unary(*op, arg(0), out),
-                KernelOp::Softmax { axis } => {
-                    let s = shape(k.inputs[0]);
-                    norm::softmax(arg(0), s[*axis], s[axis + 1..].iter().product(), out)
+                ComputeOp::RmsNorm { eps } => {
+                    norm::rms_norm(f32_in(0), f32_in(1), *eps, last(ins[0].1), f32_out())
                 }
-                KernelOp::LayerNorm { eps } => {
-                    let d = *shape(k.inputs[0]).last().unwrap_or(&0);
-                    norm::layer_norm(arg(0), arg(1), arg(2), *eps, d, out)
+                ComputeOp::Reduce { op: rop, axes, .. } => match (rop, ins[0].2) {
+                    (ReduceOp::Mean, _) => reduce::mean(f32_in(0), ins[0].1, axes, f32_out()),
+                    (_, dt) => {
+                        with_num!(dt, T => reduce::reduce::<T>(*rop, self.get(addrs, ins[0].0), ins[0].1, axes,
+                        self.get_mut(addrs, k.output)), bool => fail!(DType, "{} on bool", rop))
+                    }
+                },
+                ComputeOp::Transpose { perm } => with_any!(ins[0].2, T => layout::transpose::<T>(
+                    self.get(addrs, ins[0].0), ins[0].1, perm, self.get_mut(addrs, k.output))),
+                ComputeOp::Concat { axis } => {
+                    let es = ins[0].2.size();
+                    let outer: usize = out_shape[..*axis].iter().product();
+                    let parts: Vec<(&[u8], usize)> = ins
+                        .iter()
+                        .map(|(b, s, _)| {
+                            (
+                                self.bytes(addrs, *b),
+                                s[*axis..].iter().product::<usize>() * es,
+                            )
+                        })
+                        .collect();
+                    layout::concat(&parts, outer, self.bytes_mut(addrs, k.output))
                 }
-                KernelOp::Transpose { perm } => {
-                    layout::transpose(arg(0), shape(k.inputs[0]), perm, out)
+                ComputeOp::Slice { axis, start, end } => {
+                    let s = ins[0].1;
+                    let (start, end) = (dim_value(start)?, dim_value(end)?);
+                    let inner = s[axis + 1..].iter().product::<usize>() * ins[0].2.size();
+                    let outer = s[..*axis].iter().product();
+                    layout::slice(
+                        self.bytes(addrs, ins[0].0),
+                        outer,
+                        s[*axis],
+                        inner,
+                        start,
+                        end,
+                        self.bytes_mut(addrs, k.output),
+                    )
                 }
-                KernelOp::Copy => {
-                    let n =
-                        self.numel[k.output.index()] * self.lir.buffer(k.output).ty.dtype.size();
-                    let src =
-                        std::slice::from_raw_parts(addrs.0[k.inputs[0].index()] as *const u8, n);
-                    let dst = std::slice::from_raw_parts_mut(addrs.0[k.output.index()], n);
-                    layout::copy_bytes(src, dst)
+                ComputeOp::Gather { axis } => {
+                    let s = ins[0].1;
+                    let idx: Vec<i64> = match ins[1].2 {
+                        DType::I64 => self.get::<i64>(addrs, ins[1].0).to_vec(),
+                        DType::I32 => self
+                            .get::<i32>(addrs, ins[1].0)
+                            .iter()
+                            .map(|&i| i64::from(i))
+                            .collect(),
+                        dt => fail!(DType, "gather indices must be i64 or i32, got {dt}"),
+                    };
+                    let inner = s[axis + 1..].iter().product::<usize>() * ins[0].2.size();
+                    let outer = s[..*axis].iter().product();
+                    layout::gather(
+                        self.bytes(addrs, ins[0].0),
+                        outer,
+                        s[*axis],
+                        inner,
+                        &idx,
+                        self.bytes_mut(addrs, k.output),
+                    )?
+                }
+                ComputeOp::Attention { scale, causal } => {
+                    let (q, kk, v) = (ins[0].1, ins[1].1, ins[2].1);
+                    let dims = attention::AttnDims {
+                        heads: q[1],
+                        sq: q[2],
+                        sk: kk[2],
+                        d: q[3],
+                        dv: v[3],
+                    };
+                    let mask: Option<Vec<bool>> = match ins.get(3) {
+                        None => None,
+                        Some((b, _, dt)) => Some(with_any!(*dt, T => {
+                            let m: &[T] = self.get(addrs, *b);
+                            m.iter().map(|x| elementwise_nonzero(*x)).collect()
+                        })),
+                    };
+                    attention::attention(
+                        f32_in(0),
+                        f32_in(1),
+                        f32_in(2),
+                        mask.as_deref(),
+                        *scale,
+                        *causal,
+                        &dims,
+                        f32_out(),
+                    )
                 }
             }
         }
+        Ok(())
     }
+}
+
+fn last(shape: &[usize]) -> usize {
+    shape.last().copied().unwrap_or(1)
+}
+
+fn dim_value(d: &rlx_ir::Dim) -> Result<usize> {
+    match d.as_const().and_then(|v| usize::try_from(v).ok()) {
+        Some(v) => Ok(v),
+        None => fail!(
+            Compile,
+            "size `{d}` is not a concrete non-negative value: specialize first"
+        ),
+    }
+}
+
+/// Non-zero test used for masks of any dtype.
+fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
+    x.cast()
 }
 
 impl Executable for CpuExecutable {
@@ -196,15 +361,17 @@ impl Executable for CpuExecutable {
                     // SAFETY: the plan keeps every offset + size within the arena.
                     Place::Arena(off) => unsafe { base.add(off) },
                     Place::Output(i) => outputs[i].as_mut_ptr(),
+                    Place::Const(i) => self.lir.constants[i].1.data.as_ptr() as *mut u8,
                 })
                 .collect(),
         );
-        self.pool.install(|| {
-            for k in &self.lir.kernels {
-                self.run_kernel(k, &addrs);
-            }
+        let result = self.pool.install(|| {
+            self.lir
+                .kernels
+                .iter()
+                .try_for_each(|k| self.run_kernel(k, &addrs))
         });
         self.arenas.give_back(arena);
-        Ok(outputs)
+        result.map(|()| outputs)
     }
 }

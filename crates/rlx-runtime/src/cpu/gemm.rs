@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
+use super::elementwise::broadcast_strides;
 use super::math::unary;
 
 /// `c[m, n] = a[m, k] @ b[k, n]` for one row-major block.
@@ -42,23 +43,6 @@ fn rows_per_task(m: usize, k: usize, n: usize) -> usize {
     let work_per_row = (k * n).max(1);
     let min_rows = (super::PAR_GRAIN * 8).div_ceil(work_per_row).max(1);
     m.div_ceil(threads * 2).max(min_rows).max(1)
-}
-
-/// Row-major strides of `shape` in elements, with 0 for broadcast (size-1) dims when
-/// right-aligned against an output of rank `rank`.
-pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let pad = out.len() - shape.len();
-    let mut strides = vec![0; out.len()];
-    let mut s = 1;
-    for i in (0..shape.len()).rev() {
-        strides[pad + i] = if shape[i] == 1 && out[pad + i] != 1 {
-            0
-        } else {
-            s
-        };
-        s *= shape[i];
-    }
-    strides
 }
 
 /// Batched `a[..., m, k] @ b[..., k, n]` into `out[..., m, n]`, batch dims broadcast.

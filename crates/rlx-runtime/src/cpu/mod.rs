@@ -1,6 +1,7 @@
 //! The CPU backend: an executor over a per-run arena and rayon-parallel kernels by family.
 
 mod arena;
+mod attention;
 mod elementwise;
 mod executor;
 mod gemm;
@@ -8,6 +9,8 @@ mod layout;
 pub mod math;
 mod norm;
 mod pool;
+mod reduce;
+mod types;
 
 use std::sync::Arc;
 

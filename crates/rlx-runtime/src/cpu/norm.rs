@@ -53,3 +53,22 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, d: usize, ou
             }
         });
 }
+
+/// `x / sqrt(mean(x^2) + eps) * gamma` over rows of length `d`.
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
+    if d == 0 || out.is_empty() {
+        return;
+    }
+    let rows_per_task = PAR_GRAIN.div_ceil(d).max(1);
+    out.par_chunks_mut(d * rows_per_task)
+        .zip(x.par_chunks(d * rows_per_task))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+                let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let inv = 1.0 / (ms + eps).sqrt();
+                for i in 0..d {
+                    o[i] = x[i] * inv * gamma[i];
+                }
+            }
+        });
+}

@@ -1,0 +1,63 @@
+//! Reductions (sum, mean, max) over any set of axes.
+
+use rayon::prelude::*;
+use rlx_ir::ReduceOp;
+
+use super::PAR_GRAIN;
+use super::types::Num;
+
+/// Reduces `x` of `shape` over `axes` into `out` (one element per kept-index combination).
+pub fn reduce<T: Num + std::ops::Add<Output = T>>(
+    op: ReduceOp,
+    x: &[T],
+    shape: &[usize],
+    axes: &[usize],
+    out: &mut [T],
+) {
+    let rank = shape.len();
+    let mut strides = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
+    let red_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+    let red_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+    let count: usize = red_shape.iter().product();
+    let chunk = PAR_GRAIN.div_ceil(count.max(1)).max(1);
+    out.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
+        for (oi, o) in o.iter_mut().enumerate() {
+            // Input offset of this output element's first reduced element.
+            let (mut base, mut rem) = (0, ci * chunk + oi);
+            for &k in kept.iter().rev() {
+                base += (rem % shape[k]) * strides[k];
+                rem /= shape[k];
+            }
+            let mut acc = if op == ReduceOp::Max {
+                T::LOWEST
+            } else {
+                T::default()
+            };
+            for j in 0..count {
+                let (mut off, mut r) = (base, j);
+                for d in (0..red_shape.len()).rev() {
+                    off += (r % red_shape[d]) * red_strides[d];
+                    r /= red_shape[d];
+                }
+                let v = x[off];
+                acc = match op {
+                    ReduceOp::Max => T::binary(rlx_ir::BinaryOp::Max, acc, v),
+                    _ => T::binary(rlx_ir::BinaryOp::Add, acc, v),
+                };
+            }
+            *o = acc;
+        }
+    });
+}
+
+/// Mean is the f32 sum divided by the count.
+pub fn mean(x: &[f32], shape: &[usize], axes: &[usize], out: &mut [f32]) {
+    reduce(ReduceOp::Sum, x, shape, axes, out);
+    let count: usize = axes.iter().map(|&a| shape[a]).product();
+    let inv = 1.0 / count as f32;
+    out.iter_mut().for_each(|v| *v *= inv);
+}
