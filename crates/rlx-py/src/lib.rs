@@ -1,0 +1,27 @@
+//! `rlx._rlx`: the thin pyo3 layer over rlx. One module per core concept; every logic that a
+//! Rust user would also need lives in the core crates, not here.
+
+mod arrays;
+mod compiled;
+mod dims;
+mod errors;
+mod graph;
+mod manifest;
+mod pipeline;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _rlx(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<graph::PyGraph>()?;
+    m.add_class::<graph::PyValue>()?;
+    m.add_class::<pipeline::PyModelCompilePipeline>()?;
+    m.add_class::<pipeline::PySpecialized>()?;
+    m.add_class::<compiled::PyCompiledGraph>()?;
+    m.add_class::<manifest::PyBindingManifest>()?;
+    m.add_class::<manifest::PyManifestEntry>()?;
+    m.add_class::<manifest::PyManifestDiff>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

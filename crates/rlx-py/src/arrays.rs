@@ -1,0 +1,307 @@
+//! All numpy borrowing lives here: an array's dtype, layout and alignment are checked, then its
+//! memory goes to the core in place (as an input slice or a borrowed parameter kept alive by the
+//! array object); run outputs become new arrays that own their data.
+
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use rlx_ir::DType;
+use rlx_runtime::{HostData, ParamData, ParamStore, Tensor, TensorData};
+
+use crate::dims::numpy_name;
+use crate::errors::{BindingError, DTypeError, ShapeError, to_py};
+
+/// The rlx dtype of `arr`, if rlx can read its memory as is (native byte order, plain dtype).
+fn rlx_dtype(arr: &Bound<'_, PyUntypedArray>) -> Option<DType> {
+    let d = arr.dtype();
+    if d.is_native_byteorder() == Some(false) || d.has_fields() || d.has_subarray() {
+        return None;
+    }
+    match (d.kind(), d.itemsize()) {
+        (b'f', 4) => Some(DType::F32),
+        (b'i', 8) => Some(DType::I64),
+        (b'i', 4) => Some(DType::I32),
+        (b'b', 1) => Some(DType::Bool),
+        _ => None,
+    }
+}
+
+/// An array of an rlx dtype, C-contiguous and aligned, whose memory is read in place.
+pub struct ArrayView<'py> {
+    pub arr: Bound<'py, PyUntypedArray>,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    ptr: *const u8,
+    numel: usize,
+}
+
+fn data_ptr(arr: &Bound<'_, PyUntypedArray>) -> *const u8 {
+    // SAFETY: `arr` is a live ndarray; reading its `data` field is what numpy's PyArray_DATA does.
+    unsafe { (*arr.as_array_ptr()).fields.data as *const u8 }
+}
+
+/// Checks `obj` and views it. `what` names it in errors ("input `x`"); `copy_hint` adds the
+/// `copy=True` way out to the message where the caller accepts it.
+pub fn view<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+    expected: Option<DType>,
+    copy_hint: bool,
+) -> PyResult<ArrayView<'py>> {
+    let want = expected.map(numpy_name).unwrap_or("float32");
+    let or_copy = if copy_hint {
+        " (or bind with copy=True)"
+    } else {
+        ""
+    };
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
+        let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        DTypeError::new_err(format!(
+            "{what}: expected a numpy.ndarray of {want}, got {ty}; convert with np.asarray(x, dtype=np.{want}){or_copy}"
+        ))
+    })?;
+    let text = arr.dtype().str().map(|s| s.to_string()).unwrap_or_default();
+    let dtype = match rlx_dtype(arr) {
+        Some(d) if expected.is_none_or(|e| e == d) => d,
+        _ => {
+            return Err(DTypeError::new_err(format!(
+                "{what}: expected {want}, got {text}; rlx never casts silently: convert with \
+                 arr.astype(np.{want}){or_copy}"
+            )));
+        }
+    };
+    let shape = arr.shape().to_vec();
+    let numel = shape.iter().product::<usize>();
+    let strides = arr.strides();
+    let ptr = data_ptr(arr);
+    if numel > 1 && strides.iter().any(|s| *s < 0) {
+        return Err(BindingError::new_err(format!(
+            "{what} is negatively strided (strides {strides:?}, e.g. a reversed view): rlx reads \
+             arrays in place and never ignores strides; pass np.ascontiguousarray(arr){or_copy}"
+        )));
+    }
+    if !arr.is_c_contiguous() {
+        return Err(BindingError::new_err(format!(
+            "{what} is not C-contiguous (shape {shape:?}, strides {strides:?}): rlx reads arrays \
+             in place and never ignores strides; pass np.ascontiguousarray(arr){or_copy}"
+        )));
+    }
+    if !arr.is_aligned() || (ptr as usize) % dtype.size() != 0 {
+        return Err(BindingError::new_err(format!(
+            "{what} is misaligned (data at {ptr:p} is not a multiple of {} bytes); pass an aligned \
+             copy made with np.array(arr){or_copy}",
+            dtype.size()
+        )));
+    }
+    let v = ArrayView {
+        arr: arr.clone(),
+        dtype,
+        shape,
+        ptr,
+        numel,
+    };
+    // A byte other than 0 or 1 is not a valid Rust bool (a uint8 array viewed as bool).
+    if dtype == DType::Bool && unsafe { slice::<u8>(ptr, numel) }.iter().any(|b| *b > 1) {
+        return Err(DTypeError::new_err(format!(
+            "{what}: bool array holds bytes other than 0 and 1"
+        )));
+    }
+    Ok(v)
+}
+
+/// # Safety
+/// `ptr` must point to `n` initialized, aligned `T`s that outlive `'a`.
+unsafe fn slice<'a, T>(ptr: *const u8, n: usize) -> &'a [T] {
+    if n == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(ptr.cast::<T>(), n) }
+    }
+}
+
+impl ArrayView<'_> {
+    /// The elements, in place. Valid while the array is neither freed nor resized; the caller
+    /// holds `self.arr`, and resizing an array something else references needs refcheck=False.
+    pub fn host_data(&self) -> HostData<'_> {
+        let (p, n) = (self.ptr, self.numel);
+        // SAFETY: `view` checked dtype, contiguity and alignment; `self.arr` keeps the memory alive.
+        unsafe {
+            match self.dtype {
+                DType::F32 => HostData::F32(slice(p, n)),
+                DType::I64 => HostData::I64(slice(p, n)),
+                DType::I32 => HostData::I32(slice(p, n)),
+                DType::Bool => HostData::Bool(slice(p, n)),
+            }
+        }
+    }
+}
+
+/// A bound array kept alive by the parameter store, with how it looked when it was bound.
+struct BorrowedArray {
+    obj: Py<PyAny>,
+    ptr: usize,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+/// A param checked and ready to go into the store.
+struct Prepared<'py> {
+    name: String,
+    view: ArrayView<'py>,
+    /// Copy the bytes into the store (the caller asked for a copy and the array needed none).
+    copy_bytes: bool,
+}
+
+fn prepare<'py>(
+    store: &ParamStore,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+    copy: bool,
+) -> PyResult<Prepared<'py>> {
+    let spec = &store.specs()[store.index_of(name).map_err(to_py)?];
+    let what = format!("param `{name}`");
+    let strict = view(&what, obj, Some(spec.dtype), true);
+    let (view, copy_bytes) = match strict {
+        Ok(v) => (v, copy),
+        Err(e) if !copy => return Err(e),
+        // copy=True may convert: numpy makes a fresh, aligned, C-ordered array of the right
+        // dtype, which nobody else references, so it is borrowed without a second copy.
+        Err(_) => {
+            let py = obj.py();
+            let kw = PyDict::new(py);
+            kw.set_item("dtype", numpy_name(spec.dtype))?;
+            kw.set_item("order", "C")?;
+            kw.set_item("copy", true)?;
+            let fresh = py
+                .import("numpy")?
+                .getattr("array")?
+                .call((obj,), Some(&kw))
+                .map_err(|e| {
+                    DTypeError::new_err(format!(
+                        "{what}: cannot convert to {} with copy=True: {e}",
+                        numpy_name(spec.dtype)
+                    ))
+                })?;
+            (view(&what, &fresh, Some(spec.dtype), false)?, false)
+        }
+    };
+    if view.shape != spec.shape {
+        return Err(ShapeError::new_err(format!(
+            "{what}: expected shape {:?}, got {:?}",
+            spec.shape, view.shape
+        )));
+    }
+    Ok(Prepared {
+        name: name.to_string(),
+        view,
+        copy_bytes,
+    })
+}
+
+fn commit(store: &ParamStore, p: Prepared<'_>) -> PyResult<()> {
+    if p.copy_bytes {
+        return store.set(&p.name, p.view.host_data()).map_err(to_py);
+    }
+    let v = p.view;
+    let owner = BorrowedArray {
+        obj: v.arr.clone().into_any().unbind(),
+        ptr: v.ptr as usize,
+        shape: v.shape.clone(),
+        dtype: v.dtype,
+    };
+    // SAFETY: `view` checked dtype, shape, contiguity and alignment; the store keeps `owner` (a
+    // reference to the array) while the slot holds the pointer, and `check_borrowed` catches a
+    // resize before the next run.
+    unsafe { store.set_borrowed(&p.name, v.dtype, &v.shape, v.ptr, Box::new(owner)) }.map_err(to_py)
+}
+
+/// Binds every `name -> array` of `params`. All names and arrays are checked before any slot
+/// changes, so a failed call leaves the store as it was.
+pub fn bind_params(store: &ParamStore, params: &Bound<'_, PyDict>, copy: bool) -> PyResult<()> {
+    let mut unknown = Vec::new();
+    let mut items = Vec::with_capacity(params.len());
+    for (k, v) in params.iter() {
+        let name: String = k
+            .cast::<PyString>()
+            .map_err(|_| {
+                BindingError::new_err(format!("param names must be str, got {}", k.get_type()))
+            })?
+            .to_str()?
+            .to_string();
+        match store.index_of(&name) {
+            Ok(_) => items.push((name, v)),
+            Err(e) => unknown.push(
+                e.to_string()
+                    .trim_start_matches("binding error: ")
+                    .to_string(),
+            ),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(BindingError::new_err(unknown.join("; ")));
+    }
+    let prepared = items
+        .iter()
+        .map(|(n, v)| prepare(store, n, v, copy))
+        .collect::<PyResult<Vec<_>>>()?;
+    prepared.into_iter().try_for_each(|p| commit(store, p))
+}
+
+pub fn bind_param(
+    store: &ParamStore,
+    name: &str,
+    obj: &Bound<'_, PyAny>,
+    copy: bool,
+) -> PyResult<()> {
+    commit(store, prepare(store, name, obj, copy)?)
+}
+
+/// Before a run: every borrowed array must still have the data pointer, shape and dtype it had
+/// when bound (`arr.resize(..., refcheck=False)` can move or free its memory).
+pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
+    // Unbound params are reported by the run itself, with every missing name.
+    let Ok(slots) = store.snapshot() else {
+        return Ok(());
+    };
+    for (spec, slot) in store.specs().iter().zip(&slots) {
+        let ParamData::Borrowed { owner, .. } = &**slot else {
+            continue;
+        };
+        let Some(b) = owner.downcast_ref::<BorrowedArray>() else {
+            continue;
+        };
+        let arr = b.obj.bind(py).cast::<PyUntypedArray>()?;
+        let same = data_ptr(arr) as usize == b.ptr
+            && arr.shape() == b.shape.as_slice()
+            && rlx_dtype(arr) == Some(b.dtype);
+        if !same {
+            return Err(BindingError::new_err(format!(
+                "param `{}`: the bound numpy array changed since it was bound (now shape {:?}, \
+                 dtype {}; was {:?} {}), e.g. by arr.resize(..., refcheck=False); bind it again",
+                spec.name,
+                arr.shape(),
+                arr.dtype(),
+                b.shape,
+                numpy_name(b.dtype)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A run output as a new numpy array that owns the output's memory (no copy).
+pub fn output_to_py<'py>(py: Python<'py>, t: Tensor) -> PyResult<Bound<'py, PyAny>> {
+    fn arr<'py, T: numpy::Element>(
+        py: Python<'py>,
+        v: Vec<T>,
+        shape: Vec<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyArray1::from_vec(py, v).reshape(shape)?.into_any())
+    }
+    match t.data {
+        TensorData::F32(v) => arr(py, v, t.shape),
+        TensorData::I64(v) => arr(py, v, t.shape),
+        TensorData::I32(v) => arr(py, v, t.shape),
+        TensorData::Bool(v) => arr(py, v, t.shape),
+    }
+}

@@ -1,0 +1,150 @@
+//! `rlx.CompiledGraph`: one variant, run from any number of Python threads with the GIL released.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use rlx_runtime::{CompiledGraph, HostData, TensorRef};
+
+use crate::arrays::{ArrayView, bind_param, check_borrowed, output_to_py, view};
+use crate::dims::binding_to_py;
+use crate::errors::{BindingError, to_py};
+use crate::manifest::PyBindingManifest;
+
+#[pyclass(name = "CompiledGraph", module = "rlx", frozen)]
+pub struct PyCompiledGraph {
+    graph: Arc<CompiledGraph>,
+}
+
+impl PyCompiledGraph {
+    pub fn new(graph: Arc<CompiledGraph>) -> Self {
+        PyCompiledGraph { graph }
+    }
+
+    /// Views every named array; dict entries and keyword arguments may not name one input twice.
+    /// An unknown name gets no view: the core then reports every unknown and missing name at once.
+    fn views<'py>(
+        &self,
+        inputs: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Vec<(String, Option<ArrayView<'py>>)>> {
+        let mut items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
+        if let Some(d) = inputs {
+            let d = d.cast::<PyDict>().map_err(|_| {
+                BindingError::new_err(format!(
+                    "run() takes a dict of name -> array or keyword arguments, got {}",
+                    d.get_type()
+                ))
+            })?;
+            items.extend(d.iter());
+        }
+        if let Some(kw) = kwargs {
+            items.extend(kw.iter());
+        }
+        let mut out: Vec<(String, Option<ArrayView<'py>>)> = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let name = k
+                .cast::<PyString>()
+                .map_err(|_| BindingError::new_err("input names must be str"))?
+                .to_str()?
+                .to_string();
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(BindingError::new_err(format!(
+                    "input `{name}` given twice (in the dict and as a keyword)"
+                )));
+            }
+            let v = match self.graph.manifest().input(&name) {
+                Some(e) => Some(view(&format!("input `{name}`"), &v, Some(e.dtype), false)?),
+                None => None,
+            };
+            out.push((name, v));
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl PyCompiledGraph {
+    /// Runs on numpy inputs (a dict, or keyword arguments), read in place; returns new arrays.
+    #[pyo3(signature = (inputs = None, /, **kwargs))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let views = self.views(inputs, kwargs)?;
+        check_borrowed(py, self.graph.params())?;
+        let unknown = TensorRef {
+            data: HostData::F32(&[]),
+            shape: None,
+        };
+        let refs: Vec<(&str, TensorRef<'_>)> = views
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str(),
+                    v.as_ref()
+                        .map_or(unknown, |v| TensorRef::new(v.host_data(), &v.shape)),
+                )
+            })
+            .collect();
+        let graph = &self.graph;
+        let outputs = py.detach(|| graph.run(&refs)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        for t in outputs {
+            let name = t.name.clone();
+            d.set_item(name, output_to_py(py, t)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Binds one weight for every variant of the pipeline (see `ModelCompilePipeline.bind_params`).
+    #[pyo3(signature = (name, array, copy = false))]
+    fn set_param(&self, name: &str, array: &Bound<'_, PyAny>, copy: bool) -> PyResult<()> {
+        bind_param(self.graph.params(), name, array, copy)
+    }
+
+    /// Address of the bytes kernels read for param `name` (None while unbound). For a
+    /// zero-copy binding it equals `array.ctypes.data`.
+    fn param_data_ptr(&self, name: &str) -> PyResult<Option<usize>> {
+        let store = self.graph.params();
+        store.index_of(name).map_err(to_py)?;
+        Ok(store.data_ptr(name))
+    }
+
+    /// Names of params not bound yet.
+    #[getter]
+    fn missing_params(&self) -> Vec<String> {
+        self.graph.params().missing()
+    }
+
+    #[getter]
+    fn manifest(&self) -> PyBindingManifest {
+        PyBindingManifest::new(self.graph.manifest().clone())
+    }
+
+    /// The dim values this variant was specialized for.
+    #[getter]
+    fn binding<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        binding_to_py(py, self.graph.binding().unwrap_or(&Default::default()))
+    }
+
+    /// The LIR text of the variant.
+    fn __str__(&self) -> String {
+        self.graph.lir().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        let b = self
+            .graph
+            .binding()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        format!(
+            "<rlx.CompiledGraph '{}' {b} on {}>",
+            self.graph.lir().name,
+            self.graph.device()
+        )
+    }
+}

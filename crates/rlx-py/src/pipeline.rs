@@ -1,0 +1,278 @@
+//! `rlx.ModelCompilePipeline`: template once, specialize per binding, compile, cache. The core
+//! pipeline sits behind a mutex that is only taken with the GIL released, so a long compile
+//! never blocks other Python threads.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rlx_ir::{BindingManifest, DimBinding, HirModule};
+use rlx_opt::CompileResult;
+use rlx_runtime::{CompileOptions, Device, ModelCompilePipeline, ParamStore};
+
+use crate::compiled::PyCompiledGraph;
+use crate::dims::{binding_from_py, binding_to_py};
+use crate::errors::{CompileError, to_py};
+use crate::graph::PyGraph;
+use crate::manifest::PyBindingManifest;
+
+/// A pipeline over a snapshot of a graph (later edits to the graph do not reach it).
+#[pyclass(name = "ModelCompilePipeline", module = "rlx", frozen)]
+pub struct PyModelCompilePipeline {
+    hir: Arc<HirModule>,
+    options: CompileOptions,
+    device: Device,
+    inner: Mutex<ModelCompilePipeline>,
+}
+
+/// A template specialized for one binding (step 2), ready for `compile_lir`.
+#[pyclass(name = "Specialized", module = "rlx", frozen)]
+pub struct PySpecialized {
+    result: CompileResult,
+}
+
+#[pymethods]
+impl PySpecialized {
+    #[getter]
+    fn manifest(&self) -> PyResult<PyBindingManifest> {
+        BindingManifest::from_lir(&self.result.lir)
+            .map(PyBindingManifest::new)
+            .map_err(to_py)
+    }
+
+    #[getter]
+    fn binding<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        binding_to_py(
+            py,
+            self.result
+                .lir
+                .binding
+                .as_ref()
+                .unwrap_or(&DimBinding::new()),
+        )
+    }
+
+    /// Pass timings, kernel count and the specialize time.
+    #[getter]
+    fn report(&self) -> String {
+        self.result.report.to_string()
+    }
+
+    /// The specialized LIR text.
+    fn __str__(&self) -> String {
+        self.result.lir.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        let b = self
+            .result
+            .lir
+            .binding
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        format!("<rlx.Specialized '{}' {b}>", self.result.lir.name)
+    }
+}
+
+impl PyModelCompilePipeline {
+    /// Runs `f` on the core pipeline with the GIL released; the template is built first.
+    fn with_template<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut ModelCompilePipeline) -> rlx_runtime::Result<R> + Send,
+    ) -> PyResult<R> {
+        py.detach(|| {
+            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            p.build_template(|| (*self.hir).clone(), &self.options)?;
+            f(&mut p)
+        })
+        .map_err(to_py)
+    }
+
+    pub fn store(&self, py: Python<'_>) -> PyResult<Arc<ParamStore>> {
+        self.with_template(py, |p| p.params().cloned())
+    }
+}
+
+#[pymethods]
+impl PyModelCompilePipeline {
+    /// `optimize=False` lowers without passes (for differential testing).
+    #[new]
+    #[pyo3(signature = (graph, device = "cpu", capacity = 8, optimize = true))]
+    fn new(graph: &PyGraph, device: &str, capacity: usize, optimize: bool) -> PyResult<Self> {
+        let device: Device = device.parse().map_err(to_py)?;
+        let inner = ModelCompilePipeline::with_capacity(device, capacity).map_err(to_py)?;
+        let options = CompileOptions {
+            optimize,
+            ..CompileOptions::default()
+        };
+        Ok(PyModelCompilePipeline {
+            hir: Arc::new(graph.snapshot()),
+            options,
+            device,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Step 1: compile the symbolic graph into the template (once; later calls do nothing).
+    fn build_template(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_template(py, |_| Ok(()))
+    }
+
+    /// Step 2: the template specialized for `binding` (a dict, or keyword arguments).
+    #[pyo3(signature = (binding = None, /, **dims))]
+    fn specialize(
+        &self,
+        py: Python<'_>,
+        binding: Option<&Bound<'_, PyAny>>,
+        dims: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PySpecialized> {
+        let b = binding_from_py(binding, dims)?;
+        let result = self.with_template(py, |p| p.specialize_template(&b, &self.options))?;
+        Ok(PySpecialized { result })
+    }
+
+    /// Step 3: compile a specialized template (not cached; `get_or_compile` caches).
+    fn compile_lir(
+        &self,
+        py: Python<'_>,
+        specialized: &PySpecialized,
+    ) -> PyResult<PyCompiledGraph> {
+        let s = specialized.result.clone();
+        if !s.is_specialized() {
+            return Err(CompileError::new_err(
+                "compile_lir needs a specialized template",
+            ));
+        }
+        let g = self.with_template(py, |p| p.compile_lir(s, &self.options))?;
+        Ok(PyCompiledGraph::new(Arc::new(g)))
+    }
+
+    /// Template (once) -> specialize -> compile, cached by binding.
+    #[pyo3(signature = (binding = None, /, **dims))]
+    fn get_or_compile(
+        &self,
+        py: Python<'_>,
+        binding: Option<&Bound<'_, PyAny>>,
+        dims: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyCompiledGraph> {
+        let b = binding_from_py(binding, dims)?;
+        let g = self.with_template(py, |p| {
+            p.get_or_compile(&b, || (*self.hir).clone(), &self.options)
+        })?;
+        Ok(PyCompiledGraph::new(g))
+    }
+
+    /// The template's manifest (symbolic shapes).
+    #[getter]
+    fn manifest(&self, py: Python<'_>) -> PyResult<PyBindingManifest> {
+        self.with_template(py, |p| p.template_binding_manifest())
+            .map(PyBindingManifest::new)
+    }
+
+    /// The manifest of one variant, without compiling or caching it.
+    #[pyo3(signature = (binding = None, /, **dims))]
+    fn manifest_for(
+        &self,
+        py: Python<'_>,
+        binding: Option<&Bound<'_, PyAny>>,
+        dims: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyBindingManifest> {
+        let b = binding_from_py(binding, dims)?;
+        self.with_template(py, |p| p.binding_manifest_for_binding(&b, &self.options))
+            .map(PyBindingManifest::new)
+    }
+
+    /// Binds weights for every variant, now and later. `copy=False` borrows each array (it must
+    /// be C-contiguous, aligned and of the param's dtype; it is kept alive, and changing it in
+    /// place changes the next run); `copy=True` copies and may convert.
+    #[pyo3(signature = (params, copy = false))]
+    fn bind_params(&self, py: Python<'_>, params: &Bound<'_, PyDict>, copy: bool) -> PyResult<()> {
+        crate::arrays::bind_params(&*self.store(py)?, params, copy)
+    }
+
+    /// Binds one weight (see `bind_params`).
+    #[pyo3(signature = (name, array, copy = false))]
+    fn set_param(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        array: &Bound<'_, PyAny>,
+        copy: bool,
+    ) -> PyResult<()> {
+        crate::arrays::bind_param(&*self.store(py)?, name, array, copy)
+    }
+
+    /// Names of params not bound yet.
+    #[getter]
+    fn missing_params(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(self.store(py)?.missing())
+    }
+
+    /// Counters and accumulated times (seconds).
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (s, len, cap) = py.detach(|| {
+            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            (p.stats().clone(), p.len(), p.capacity())
+        });
+        let d = PyDict::new(py);
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", s.evictions)?;
+        d.set_item("specializations", s.specializations)?;
+        d.set_item("compiles", s.compiles)?;
+        d.set_item("template_time_s", s.template_time.as_secs_f64())?;
+        d.set_item("specialize_time_s", s.specialize_time.as_secs_f64())?;
+        d.set_item("compile_time_s", s.compile_time.as_secs_f64())?;
+        d.set_item("cached", len)?;
+        d.set_item("capacity", cap)?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn device(&self) -> &'static str {
+        self.device.name()
+    }
+
+    #[getter]
+    fn capacity(&self, py: Python<'_>) -> usize {
+        py.detach(|| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .capacity()
+        })
+    }
+
+    /// Cached variants.
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.lock().unwrap_or_else(|e| e.into_inner()).len())
+    }
+
+    /// Whether the variant for a binding dict is cached (`{"batch": 8} in pipe`).
+    fn __contains__(&self, py: Python<'_>, binding: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let b = binding_from_py(Some(binding), None)?;
+        py.detach(|| {
+            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // Without a template nothing is cached.
+            Ok::<_, rlx_runtime::Error>(
+                p.has_template() && p.contains(p.key_for(&b, &self.options)?),
+            )
+        })
+        .map_err(to_py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let (len, cap) = py.detach(|| {
+            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            (p.len(), p.capacity())
+        });
+        format!(
+            "<rlx.ModelCompilePipeline '{}' on {}: {len}/{cap} variants cached>",
+            self.hir.name,
+            self.device()
+        )
+    }
+}
