@@ -1,7 +1,7 @@
 //! The Python exception hierarchy and the one place where rlx errors become Python errors.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyMemoryError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rlx_ir::IrError;
@@ -107,5 +107,6 @@ pub fn to_py(e: impl Into<Error>) -> PyErr {
         Error::DType(m) => DTypeError::new_err(m),
         Error::Compile(m) => CompileError::new_err(m),
         Error::Memory(m) => PyMemoryError::new_err(m),
+        Error::Index(m) => PyIndexError::new_err(m),
     }
 }
