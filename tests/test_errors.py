@@ -1,0 +1,132 @@
+"""The exception hierarchy, and typed errors (never a crash or PanicException) for mistakes at
+run time; after each, the process is alive and the next valid call gives the same result."""
+
+import numpy as np
+import pytest
+
+import rlx
+from conftest import MLP_IN, mlp_ref
+
+SUBCLASSES = ["GraphError", "ShapeError", "DTypeError", "BindingError", "CompileError",
+              "UnsupportedOpError", "ModelFormatError", "CacheError"]
+
+
+@pytest.mark.parametrize("name", SUBCLASSES)
+def test_hierarchy(name):
+    cls = getattr(rlx, name)
+    assert issubclass(cls, rlx.RlxError) and issubclass(rlx.RlxError, Exception)
+    assert cls.__module__ == "rlx"
+    assert issubclass(cls, ValueError) == (name in {"ShapeError", "DTypeError", "BindingError"})
+
+
+X = np.ones((3, MLP_IN), np.float32)
+
+RUN_MISTAKES = [
+    ("missing input", {}, rlx.BindingError, r'missing input\(s\) \["x"\]'),
+    ("unknown input", {"x": X, "y": X}, rlx.BindingError, "unknown input `y`"),
+    ("misspelt input", {"xx": X}, rlx.BindingError, "unknown input `xx`.*did you mean `x`"),
+    ("float64", {"x": X.astype(np.float64)}, rlx.DTypeError, "input `x`: expected float32, got float64"),
+    ("int input", {"x": X.astype(np.int64)}, rlx.DTypeError, "got int64"),
+    ("big-endian", {"x": X.astype(">f4")}, rlx.DTypeError, ">f4"),
+    ("list", {"x": X.tolist()}, rlx.DTypeError, "numpy.ndarray"),
+    ("wrong dim", {"x": np.ones((3, MLP_IN + 1), np.float32)}, rlx.ShapeError, f"input `x` dim 1: got {MLP_IN + 1}, expected {MLP_IN}"),
+    ("wrong rank", {"x": np.ones((3, MLP_IN, 1), np.float32)}, rlx.ShapeError, "rank"),
+    ("wrong batch", {"x": np.ones((4, MLP_IN), np.float32)}, rlx.ShapeError, "dim 0: got 4, expected 3"),
+    ("fortran", {"x": np.asfortranarray(np.ones((3, MLP_IN), np.float32))}, rlx.BindingError, "ascontiguousarray"),
+    ("strided", {"x": np.ones((3, 2 * MLP_IN), np.float32)[:, ::2]}, rlx.BindingError, "C-contiguous"),
+]
+
+
+@pytest.mark.parametrize("case", RUN_MISTAKES, ids=[c[0] for c in RUN_MISTAKES])
+def test_run_mistakes_are_typed_and_recoverable(mlp, case):
+    pipe, params = mlp
+    _, inputs, exc, fragment = case
+    exe = pipe.get_or_compile(batch=3)
+    good = exe.run(x=X)["probs"]
+    with pytest.raises(exc, match=fragment):
+        exe.run(inputs)
+    np.testing.assert_array_equal(exe.run(x=X)["probs"], good)
+    np.testing.assert_allclose(good, mlp_ref(X, params), rtol=2e-4, atol=2e-5)
+
+
+def test_input_given_twice(mlp):
+    exe = mlp[0].get_or_compile(batch=3)
+    with pytest.raises(rlx.BindingError, match="given twice"):
+        exe.run({"x": X}, x=X)
+    with pytest.raises(rlx.BindingError, match="dict"):
+        exe.run([X])
+
+
+BINDING_MISTAKES = [
+    ({"batch": 0}, "outside its bounds"),
+    ({"batch": 5000}, "outside its bounds"),
+    ({"batch": -1}, "outside its bounds"),
+    ({"batch": 2.0}, "dim `batch`: expected an int"),
+    ({"batch": True}, "dim `batch`: expected an int"),
+    ({"batch": "3"}, "dim `batch`: expected an int"),
+    ({}, r'\["batch"\] are not bound'),
+    ({"batch": 2, "seq": 4}, r'unknown symbol\(s\) \["seq"\]'),
+]
+
+
+@pytest.mark.parametrize("binding, fragment", BINDING_MISTAKES)
+def test_binding_mistakes(mlp, binding, fragment):
+    pipe, _ = mlp
+    for call in (pipe.get_or_compile, pipe.specialize, pipe.manifest_for):
+        with pytest.raises(rlx.BindingError, match=fragment):
+            call(binding)
+    assert len(pipe) == 0
+    assert pipe.get_or_compile(batch=2).binding == {"batch": 2}
+    assert pipe.get_or_compile({"batch": np.int64(2)}).binding == {"batch": 2}
+
+
+def test_binding_must_be_a_dict(mlp):
+    with pytest.raises(rlx.BindingError, match="dict"):
+        mlp[0].get_or_compile([("batch", 2)])
+
+
+def test_empty_graph_fails_to_compile_cleanly():
+    g = rlx.Graph("empty")
+    g.input("x", (2,))
+    with pytest.raises(rlx.RlxError):
+        rlx.ModelCompilePipeline(g).get_or_compile()
+
+
+def _huge_pipeline():
+    g = rlx.Graph("huge", dims={"n": (0, 2**62)})
+    g.output("y", g.relu(g.input("x", ("n", "n"))))
+    return rlx.ModelCompilePipeline(g)
+
+
+def test_huge_sizes_fail_before_allocating():
+    with pytest.raises(rlx.ShapeError, match="overflow"):
+        _huge_pipeline().get_or_compile(n=2**40)
+
+
+def test_every_mistake_is_an_exception_not_a_panic(mlp):
+    """PanicException derives from BaseException: `except Exception` would miss it."""
+    pipe, params = mlp
+    exe = pipe.get_or_compile(batch=3)
+    mistakes = [
+        lambda: exe.run(x=None),
+        lambda: exe.run(x=np.float32(1.0)),
+        lambda: exe.run(x=np.zeros((0, MLP_IN), np.float32)),
+        lambda: exe.run(x=np.ones((3, MLP_IN), np.float16)),
+        lambda: exe.run(x=np.ones((3, MLP_IN), bool)),
+        lambda: exe.set_param("w1", None),
+        lambda: exe.set_param("w1", np.ones(3, np.float32), copy=True),
+        lambda: pipe.bind_params({1: params["w1"]}),
+        lambda: pipe.get_or_compile({"batch": 2**70}),
+        lambda: pipe.get_or_compile({1: 2}),
+        lambda: _huge_pipeline().get_or_compile(n=2**40),  # n*n overflows
+    ]
+    for i, bad in enumerate(mistakes):
+        try:
+            bad()
+        except Exception as e:  # noqa: PERF203
+            assert isinstance(e, (rlx.RlxError, TypeError, MemoryError)), (i, e)
+        except BaseException as e:  # pragma: no cover
+            pytest.fail(f"mistake {i} raised {type(e).__name__}: {e}")
+        else:
+            pytest.fail(f"mistake {i} raised nothing")
+    np.testing.assert_allclose(exe.run(x=X)["probs"], mlp_ref(X, params), rtol=2e-4, atol=2e-5)
