@@ -21,5 +21,8 @@ pub use error::{IrError, Result};
 pub use hir::{HirModule, HirMut, ValueId};
 pub use lir::LirModule;
 pub use manifest::{BindingManifest, ManifestDiff, ManifestEntry};
-pub use ops::{BinaryOp, CompareOp, ComputeOp, Constant, OpKind, ReduceOp, TensorData, UnaryOp};
+pub use ops::{
+    BinaryOp, CompareOp, ComputeOp, Constant, EwProgram, EwStep, MaskKind, OpKind, ReduceOp,
+    TensorData, UnaryOp,
+};
 pub use shape::{Shape, TensorType};

@@ -2,6 +2,7 @@
 //! the one list of ops that compute (the HIR adds leaves and views; the LIR adds copies).
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::{DType, Dim};
 
@@ -208,6 +209,68 @@ pub enum ComputeOp {
     /// padding mask `[batch, key_len]` (non-zero = attend) or a causal mask.
     /// `[q, k, v]` or `[q, k, v, mask]`
     Attention { scale: f32, causal: bool },
+
+    // ---- fused ops, produced by passes (or built directly) ----
+    /// An elementwise program over broadcast inputs of any dtype (loaded as f32); f32 result.
+    Elementwise { program: Arc<EwProgram> },
+    /// `layer_norm(a + b)` over the last axis. `[a, b, gamma, beta]`
+    AddLayerNorm { eps: f32 },
+    /// Several linears over one input, their outputs side by side on the last axis.
+    /// `[x, w0, b0, w1, b1, ...]` with biases, `[x, w0, w1, ...]` without.
+    LinearGroup { parts: usize, has_bias: bool },
+    /// Attention reading heads straight from `[batch, seq, width]` sources: head `h` of q is
+    /// columns `offsets[0] + h*head_dim ..` of `q_src` (likewise k, v); writes `[batch, sq,
+    /// heads*head_dim]` with heads merged. `[q_src, k_src, v_src]` or `+ mask` where the mask
+    /// has `batch * sk` elements (`[b, sk]` or `[b, 1, 1, sk]`).
+    AttentionPacked {
+        heads: usize,
+        head_dim: usize,
+        offsets: [usize; 3],
+        scale: f32,
+        causal: bool,
+        mask: MaskKind,
+    },
+}
+
+/// How an attention mask operand is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaskKind {
+    None,
+    /// Non-zero = attend (a padding mask).
+    Keep,
+    /// Added to the scaled scores (f32, e.g. `-10000 * (1 - mask)`).
+    Bias,
+}
+
+/// One step of an elementwise program; step `i` defines register `i`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EwStep {
+    /// Operand `n` of the op, converted to f32.
+    Load(usize),
+    Const(f32),
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+}
+
+/// A straight-line program; the last register is the result.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EwProgram {
+    pub steps: Vec<EwStep>,
+}
+
+impl fmt::Display for EwProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.steps.iter().enumerate() {
+            let sep = if i > 0 { "; " } else { "" };
+            match s {
+                EwStep::Load(n) => write!(f, "{sep}r{i}=in{n}")?,
+                EwStep::Const(c) => write!(f, "{sep}r{i}={c:?}")?,
+                EwStep::Unary(op, a) => write!(f, "{sep}r{i}={op}(r{a})")?,
+                EwStep::Binary(op, a, b) => write!(f, "{sep}r{i}={op}(r{a}, r{b})")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ComputeOp {
@@ -229,12 +292,17 @@ impl ComputeOp {
             ComputeOp::Gather { .. } => "gather",
             ComputeOp::Cast { .. } => "cast",
             ComputeOp::Attention { .. } => "attention",
+            ComputeOp::Elementwise { .. } => "elementwise",
+            ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
+            ComputeOp::LinearGroup { .. } => "linear_group",
+            ComputeOp::AttentionPacked { .. } => "attention_packed",
         }
     }
 
     pub fn kind(&self) -> OpKind {
         match self {
             ComputeOp::Unary(_) | ComputeOp::Cast { .. } => OpKind::Elementwise,
+            ComputeOp::Elementwise { .. } => OpKind::Broadcast,
             ComputeOp::Binary(_) | ComputeOp::Compare(_) | ComputeOp::Where => OpKind::Broadcast,
             ComputeOp::Reduce { .. } => OpKind::Reduce,
             _ => OpKind::Opaque,
@@ -260,6 +328,21 @@ impl ComputeOp {
             ComputeOp::Slice { axis, start, end } => format!(" axis={axis} range=[{start}, {end})"),
             ComputeOp::Cast { to } => format!(" to={to}"),
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
+            ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
+            ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
+            ComputeOp::LinearGroup { parts, has_bias } => format!(" parts={parts} bias={has_bias}"),
+            ComputeOp::AttentionPacked {
+                heads,
+                head_dim,
+                offsets,
+                scale,
+                causal,
+                mask,
+            } => {
+                format!(
+                    " heads={heads} head_dim={head_dim} offsets={offsets:?} scale={scale:e} causal={causal} mask={mask:?}"
+                )
+            }
             _ => String::new(),
         }
     }

@@ -17,6 +17,10 @@ pub struct CompileReport {
     pub lower_time: Duration,
     /// Time of the specialization that made this result (zero for a template).
     pub specialize_time: Duration,
+    /// Rewrites the passes did.
+    pub fusions: Vec<String>,
+    /// Patterns that almost matched, and why they did not.
+    pub near_misses: Vec<String>,
 }
 
 impl fmt::Display for CompileReport {
@@ -32,6 +36,12 @@ impl fmt::Display for CompileReport {
         writeln!(f, "  lower            {:>10.1?}", self.lower_time)?;
         if !self.specialize_time.is_zero() {
             writeln!(f, "  specialize       {:>10.1?}", self.specialize_time)?;
+        }
+        for x in &self.fusions {
+            writeln!(f, "  fused: {x}")?;
+        }
+        for x in &self.near_misses {
+            writeln!(f, "  near miss: {x}")?;
         }
         Ok(())
     }

@@ -13,5 +13,6 @@ mod specialize;
 
 pub use compile_result::{CompileReport, CompileResult};
 pub use lower::lower;
-pub use pipeline::{Pass, Pipeline};
+pub use passes::PassLog;
+pub use pipeline::{Pass, Pipeline, debug_level};
 pub use rlx_ir::{IrError, Result};

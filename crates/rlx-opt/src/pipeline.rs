@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rlx_ir::key::stable_key;
-use rlx_ir::{HirModule, Result};
+use rlx_ir::{HirModule, IrError, Result};
 
+use crate::passes::PassLog;
 use crate::{CompileReport, CompileResult, lower, passes};
 
-/// A pass rewrites a module; it must leave it valid for the verifier.
-pub type Pass = fn(HirModule) -> Result<HirModule>;
+/// A pass rewrites a module (and notes what it did); it must leave it valid for the verifier.
+pub type Pass = fn(HirModule, &mut PassLog) -> Result<HirModule>;
 
 /// An ordered list of named passes, then lowering.
 #[derive(Debug, Clone)]
@@ -28,10 +29,53 @@ impl Default for Pipeline {
 impl Pipeline {
     /// The standard pass list.
     pub fn standard() -> Pipeline {
+        let passes: Vec<(&'static str, Pass)> = vec![
+            ("fold_constants", passes::fold_constants::run),
+            ("simplify", passes::simplify::run),
+            ("cse", passes::cse::run),
+            ("dce", passes::dce::run),
+            // Attention first: its scale and mask ops would otherwise be taken by other fusions.
+            ("fuse_attention", passes::fuse_attention::run),
+            ("fuse_qkv", passes::fuse_qkv::run),
+            ("fuse_epilogue", passes::fuse_epilogue::run),
+            ("fuse_add_norm", passes::fuse_add_norm::run),
+            ("fuse_elementwise", passes::fuse_elementwise::run),
+            ("dce", passes::dce::run),
+        ];
         Pipeline {
-            passes: vec![("dce", passes::dce::run)],
+            passes,
             verify_each: cfg!(debug_assertions),
         }
+    }
+
+    /// The standard passes named in `names`, in the standard order (each name once).
+    pub fn only(names: &[&str]) -> Result<Pipeline> {
+        let std = Pipeline::standard();
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !std.passes.iter().any(|(m, _)| m == *n))
+        {
+            rlx_ir::bail!(
+                Graph,
+                "unknown pass `{bad}`; passes are {:?}",
+                std.pass_names()
+            );
+        }
+        let mut seen = Vec::new();
+        let passes = std
+            .passes
+            .into_iter()
+            .filter(|(n, _)| {
+                names.contains(n) && !seen.contains(n) && {
+                    seen.push(*n);
+                    true
+                }
+            })
+            .collect();
+        Ok(Pipeline {
+            passes,
+            verify_each: std.verify_each,
+        })
     }
 
     /// No passes: lowering only.
@@ -53,15 +97,28 @@ impl Pipeline {
             hir_ops_before: hir.len(),
             ..Default::default()
         };
+        let debug = debug_level();
         let mut hir = hir;
+        let mut log = PassLog::default();
         for (name, pass) in &self.passes {
             let t = Instant::now();
-            hir = pass(hir)?;
+            hir = pass(hir, &mut log)?;
             report.passes.push((name, t.elapsed()));
             if self.verify_each {
-                hir.verify()?;
+                hir.verify().map_err(|e| match e {
+                    IrError::Verify { what, mut problems } => {
+                        problems.insert(0, format!("after pass `{name}`:"));
+                        IrError::Verify { what, problems }
+                    }
+                    other => other,
+                })?;
+            }
+            if debug >= 2 {
+                eprintln!("[rlx] IR after {name}:\n{hir}");
             }
         }
+        report.fusions = log.fusions;
+        report.near_misses = log.near_misses;
         report.hir_ops_after = hir.len();
         let t = Instant::now();
         let lir = lower(&hir)?;
@@ -79,4 +136,12 @@ impl Pipeline {
             fingerprint,
         })
     }
+}
+
+/// `RLX_DEBUG`: 0 quiet, 1 compile report, 2 + IR after every pass, 3 + LIR and arena plans.
+pub fn debug_level() -> u8 {
+    std::env::var("RLX_DEBUG")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -50,6 +50,9 @@ impl CompileResult {
         if pipeline.verify_each {
             lir.verify()?;
         }
+        if crate::pipeline::debug_level() >= 3 {
+            eprintln!("[rlx] specialized {binding}:\n{lir}");
+        }
         let mut report = self.report.clone();
         report.specialize_time = t.elapsed();
         Ok(CompileResult {

@@ -20,7 +20,7 @@ fn chain(n: usize) -> HirModule {
 
 #[test]
 fn chain_reuses_two_slots() {
-    let t = Pipeline::standard().compile_hir(chain(50)).unwrap();
+    let t = Pipeline::empty().compile_hir(chain(50)).unwrap();
     let s = t
         .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 100))
         .unwrap();
@@ -85,7 +85,7 @@ fn outputs_that_are_not_fresh_kernel_results_are_copied() {
 
 #[test]
 fn hundred_thousand_ops_compile_and_specialize() {
-    let t = Pipeline::standard().compile_hir(chain(100_000)).unwrap();
+    let t = Pipeline::empty().compile_hir(chain(100_000)).unwrap();
     let s = t
         .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 2))
         .unwrap();
@@ -99,7 +99,7 @@ fn dce_drops_dead_ops_and_overflow_is_an_error() {
     let mut g = HirMut::new(&mut m);
     let x = rlx_ir::ValueId(0);
     g.unary(UnaryOp::Exp, x).unwrap();
-    let t = Pipeline::standard().compile_hir(m).unwrap();
+    let t = Pipeline::only(&["dce"]).unwrap().compile_hir(m).unwrap();
     assert_eq!((t.report.hir_ops_before, t.report.hir_ops_after), (4, 3));
     let huge = DimBinding::new().with("b", 1 << 20);
     assert!(t.specialize(&Pipeline::standard(), &huge).is_ok());
@@ -118,7 +118,7 @@ fn dce_drops_dead_ops_and_overflow_is_an_error() {
 
 #[test]
 fn lir_verifier_catches_overlapping_live_temps() {
-    let t = Pipeline::standard().compile_hir(chain(4)).unwrap();
+    let t = Pipeline::empty().compile_hir(chain(4)).unwrap();
     let mut s = t
         .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 3))
         .unwrap();
@@ -130,4 +130,12 @@ fn lir_verifier_catches_overlapping_live_temps() {
     plan.offsets[temps[1]] = plan.offsets[temps[0]];
     let e = s.lir.verify().unwrap_err().to_string();
     assert!(e.contains("overlap"), "{e}");
+}
+
+#[test]
+fn chains_fuse_into_capped_elementwise_programs() {
+    let t = Pipeline::standard().compile_hir(chain(100)).unwrap();
+    // 100 tanh ops in programs of at most 32 steps (each op is a step, plus one load).
+    assert_eq!(t.lir.kernels.len(), 4, "{}", t.report);
+    assert!(Pipeline::only(&["nope"]).is_err());
 }

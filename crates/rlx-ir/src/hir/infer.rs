@@ -230,6 +230,10 @@ fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             );
             attention_shape(tys).map(|s| TensorType::new(DType::F32, s))
         }
+        ComputeOp::Elementwise { .. }
+        | ComputeOp::AddLayerNorm { .. }
+        | ComputeOp::LinearGroup { .. }
+        | ComputeOp::AttentionPacked { .. } => super::infer_fused::infer(op, tys),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod builder;
 mod infer;
+mod infer_fused;
 mod print;
 mod verify;
 

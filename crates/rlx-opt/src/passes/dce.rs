@@ -4,7 +4,7 @@
 use rlx_ir::hir::{Node, Op, Output, ValueId};
 use rlx_ir::{HirModule, Result};
 
-pub fn run(m: HirModule) -> Result<HirModule> {
+pub fn run(m: HirModule, _log: &mut super::PassLog) -> Result<HirModule> {
     let mut live = vec![false; m.nodes.len()];
     for o in &m.outputs {
         live[o.value.index()] = true;
@@ -60,7 +60,7 @@ mod tests {
         let _dead = g.gelu(unused).unwrap();
         let y = g.gelu(x).unwrap();
         g.output("y", y).unwrap();
-        let out = run(m).unwrap();
+        let out = run(m, &mut Default::default()).unwrap();
         out.verify().unwrap();
         assert_eq!(out.len(), 3);
         assert!(matches!(out.nodes[1].op, Op::Input { .. }));

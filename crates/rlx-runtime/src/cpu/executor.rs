@@ -7,11 +7,11 @@ use rayon::ThreadPool;
 use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 
-use rlx_ir::{ComputeOp, DType, ReduceOp};
+use rlx_ir::{ComputeOp, DType, MaskKind, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, elementwise, gemm, layout, norm, reduce};
+use super::{attention, elementwise, fused, gemm, layout, norm, reduce};
 use crate::error::fail;
 use crate::{Error, Executable, HostData, ParamData, Result, TensorData};
 
@@ -302,6 +302,88 @@ impl CpuExecutable {
                         *scale,
                         *causal,
                         &dims,
+                        f32_out(),
+                    )
+                }
+                ComputeOp::Elementwise { program } => {
+                    let inputs: Vec<fused::EwInput> = ins
+                        .iter()
+                        .map(|(b, shape, dt)| fused::EwInput {
+                            data: match dt {
+                                DType::F32 => {
+                                    std::borrow::Cow::Borrowed(self.get::<f32>(addrs, *b))
+                                }
+                                _ => std::borrow::Cow::Owned(with_any!(*dt, T => {
+                                    let x: &[T] = self.get(addrs, *b);
+                                    x.iter().map(|v| CastTo::<f32>::cast(*v)).collect()
+                                })),
+                            },
+                            strides: elementwise::broadcast_strides(shape, out_shape),
+                        })
+                        .collect();
+                    fused::elementwise(program, &inputs, f32_out(), out_shape)
+                }
+                ComputeOp::AddLayerNorm { eps } => fused::add_layer_norm(
+                    f32_in(0),
+                    f32_in(1),
+                    f32_in(2),
+                    f32_in(3),
+                    *eps,
+                    last(ins[0].1),
+                    f32_out(),
+                ),
+                ComputeOp::LinearGroup { parts, has_bias } => {
+                    let per = if *has_bias { 2 } else { 1 };
+                    let group: Vec<(&[f32], Option<&[f32]>, usize)> = (0..*parts)
+                        .map(|p| {
+                            (
+                                f32_in(1 + p * per),
+                                has_bias.then(|| f32_in(2 + p * per)),
+                                ins[1 + p * per].1[1],
+                            )
+                        })
+                        .collect();
+                    fused::linear_group(f32_in(0), &group, last(ins[0].1), f32_out())
+                }
+                ComputeOp::AttentionPacked {
+                    heads,
+                    head_dim,
+                    offsets,
+                    scale,
+                    causal,
+                    mask,
+                } => {
+                    let (q, kk) = (ins[0].1, ins[1].1);
+                    let src = [0, 1, 2].map(|i| (ins[i].1[2], offsets[i]));
+                    let g = fused::Packed {
+                        batch: q[0],
+                        heads: *heads,
+                        head_dim: *head_dim,
+                        sq: q[1],
+                        sk: kk[1],
+                        src,
+                    };
+                    let m: Option<Vec<(bool, f32)>> = match (mask, ins.get(3)) {
+                        (MaskKind::Keep, Some((b, _, dt))) => Some(with_any!(*dt, T => {
+                            let m: &[T] = self.get(addrs, *b);
+                            m.iter().map(|x| (elementwise_nonzero(*x), 0.0)).collect()
+                        })),
+                        (MaskKind::Bias, Some((b, _, _))) => Some(
+                            self.get::<f32>(addrs, *b)
+                                .iter()
+                                .map(|x| (true, *x))
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    fused::attention_packed(
+                        f32_in(0),
+                        f32_in(1),
+                        f32_in(2),
+                        m.as_deref(),
+                        *scale,
+                        *causal,
+                        &g,
                         f32_out(),
                     )
                 }

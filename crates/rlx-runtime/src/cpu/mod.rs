@@ -4,6 +4,7 @@ mod arena;
 mod attention;
 mod elementwise;
 mod executor;
+mod fused;
 mod gemm;
 mod layout;
 pub mod math;

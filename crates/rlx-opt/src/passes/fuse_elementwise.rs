@@ -1,0 +1,149 @@
+//! Elementwise fusion: chains of f32 unary ops, f32 binary ops (with broadcasting), casts to
+//! f32 and earlier fused programs become one `elementwise` kernel whenever the producer has a
+//! single user. Programs are capped in length so long chains are cut into pieces instead of
+//! growing without bound. Ops of other dtypes and multi-user values stay as they are.
+
+use std::sync::Arc;
+
+use rlx_ir::hir::{Op, ValueId};
+use rlx_ir::{ComputeOp, DType, EwProgram, EwStep, HirModule, Result};
+
+use super::PassLog;
+use super::util::{const_scalar, use_counts};
+
+/// Longest program a kernel interprets; longer chains are split.
+const MAX_STEPS: usize = 32;
+
+/// A program under construction and the values its `Load`s read.
+#[derive(Clone, Default)]
+struct Partial {
+    steps: Vec<EwStep>,
+    leaves: Vec<ValueId>,
+    /// Number of original ops folded in.
+    ops: usize,
+}
+
+impl Partial {
+    /// Appends operand `v` — inlined when `inline` has its program — and returns its register.
+    fn operand(&mut self, m: &HirModule, v: ValueId, inline: Option<&Partial>) -> usize {
+        if let Some(p) = inline {
+            let base = self.steps.len();
+            for s in &p.steps {
+                let step = match *s {
+                    EwStep::Load(n) => return_load(self, m, p.leaves[n]),
+                    EwStep::Const(c) => EwStep::Const(c),
+                    EwStep::Unary(op, a) => EwStep::Unary(op, a + base),
+                    EwStep::Binary(op, a, b) => EwStep::Binary(op, a + base, b + base),
+                };
+                self.steps.push(step);
+            }
+            self.ops += p.ops;
+            return self.steps.len() - 1;
+        }
+        let step = return_load(self, m, v);
+        self.steps.push(step);
+        self.steps.len() - 1
+    }
+}
+
+/// A load of `v` (or its value, when `v` is a one-element f32 constant).
+fn return_load(p: &mut Partial, m: &HirModule, v: ValueId) -> EwStep {
+    if let Some(c) = const_scalar(m, v) {
+        return EwStep::Const(c);
+    }
+    let n = p.leaves.iter().position(|l| *l == v).unwrap_or_else(|| {
+        p.leaves.push(v);
+        p.leaves.len() - 1
+    });
+    EwStep::Load(n)
+}
+
+fn fusable(m: &HirModule, i: usize) -> bool {
+    let n = &m.nodes[i];
+    n.ty.dtype == DType::F32
+        && match &n.op {
+            Op::Compute(
+                ComputeOp::Unary(_) | ComputeOp::Binary(_) | ComputeOp::Elementwise { .. },
+            ) => true,
+            Op::Compute(ComputeOp::Cast { to: DType::F32 }) => true,
+            _ => false,
+        }
+}
+
+pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
+    let uses = use_counts(&m);
+    let mut partial: Vec<Option<Partial>> = vec![None; m.nodes.len()];
+    let mut absorbed = vec![false; m.nodes.len()];
+    for i in 0..m.nodes.len() {
+        if !fusable(&m, i) {
+            continue;
+        }
+        let node = &m.nodes[i];
+        let mut p = Partial {
+            ops: 1,
+            ..Default::default()
+        };
+        let mut regs = Vec::with_capacity(node.inputs.len());
+        for v in &node.inputs {
+            let src = partial[v.index()].as_ref().filter(|q| {
+                uses[v.index()] == 1
+                    && p.steps.len() + q.steps.len() < MAX_STEPS
+                    && !m.outputs.iter().any(|o| o.value == *v)
+            });
+            if src.is_some() {
+                absorbed[v.index()] = true;
+            }
+            regs.push(p.operand(&m, *v, src));
+        }
+        match &node.op {
+            Op::Compute(ComputeOp::Unary(op)) => p.steps.push(EwStep::Unary(*op, regs[0])),
+            Op::Compute(ComputeOp::Binary(op)) => {
+                p.steps.push(EwStep::Binary(*op, regs[0], regs[1]))
+            }
+            Op::Compute(ComputeOp::Cast { .. }) => {}
+            Op::Compute(ComputeOp::Elementwise { program }) => {
+                p.ops = p.ops.max(2);
+                continue_with(&mut p, program, &regs);
+            }
+            _ => unreachable!("fusable() admits only these ops"),
+        }
+        partial[i] = Some(p);
+    }
+    for i in 0..m.nodes.len() {
+        let Some(p) = partial[i].take() else { continue };
+        if absorbed[i] || p.ops < 2 {
+            continue;
+        }
+        m.nodes[i].op = Op::Compute(ComputeOp::Elementwise {
+            program: Arc::new(EwProgram { steps: p.steps }),
+        });
+        m.nodes[i].inputs = p.leaves;
+        log.fusions
+            .push(format!("elementwise: {} ops -> %{i}", p.ops));
+    }
+    Ok(m)
+}
+
+/// Appends `program`'s steps with its loads mapped to the registers `regs` already in `p`.
+fn continue_with(p: &mut Partial, program: &EwProgram, regs: &[usize]) {
+    let mut map = Vec::with_capacity(program.steps.len());
+    for s in &program.steps {
+        let step = match *s {
+            EwStep::Load(n) => {
+                map.push(regs[n]);
+                continue;
+            }
+            EwStep::Const(c) => EwStep::Const(c),
+            EwStep::Unary(op, a) => EwStep::Unary(op, map[a]),
+            EwStep::Binary(op, a, b) => EwStep::Binary(op, map[a], map[b]),
+        };
+        p.steps.push(step);
+        map.push(p.steps.len() - 1);
+    }
+    // The result must be the last register; max(x, x) is an exact move.
+    let last = *map.last().expect("non-empty program");
+    if last != p.steps.len() - 1 {
+        p.steps
+            .push(EwStep::Binary(rlx_ir::BinaryOp::Max, last, last));
+    }
+}

@@ -1,0 +1,280 @@
+//! Kernels of the fused ops: elementwise programs, add + layer norm, grouped linears and
+//! attention reading heads in place from packed `[batch, seq, width]` sources.
+
+use rayon::prelude::*;
+use rlx_ir::{BinaryOp, EwProgram, EwStep};
+
+use super::PAR_GRAIN;
+use super::math::unary;
+use super::types::Num;
+
+/// One operand of an elementwise program: its values (already f32) and broadcast strides.
+pub struct EwInput<'a> {
+    pub data: std::borrow::Cow<'a, [f32]>,
+    pub strides: Vec<usize>,
+}
+
+/// Runs `program` for every element of `out` (shape `out_shape`), a row at a time so each
+/// step is a tight loop over the row.
+pub fn elementwise(
+    program: &EwProgram,
+    inputs: &[EwInput<'_>],
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    if out.is_empty() {
+        return;
+    }
+    let rank = out_shape.len();
+    let last = if rank == 0 {
+        1
+    } else {
+        out_shape[rank - 1].max(1)
+    };
+    let rows_per_chunk = PAR_GRAIN.div_ceil(last).max(1);
+    out.par_chunks_mut(rows_per_chunk * last)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let mut regs: Vec<Vec<f32>> = vec![vec![0.0; last]; program.steps.len()];
+            for (ri, row) in chunk.chunks_mut(last).enumerate() {
+                let r = ci * rows_per_chunk + ri;
+                for (i, step) in program.steps.iter().enumerate() {
+                    let (done, rest) = regs.split_at_mut(i);
+                    let dst = &mut rest[0][..row.len()];
+                    match *step {
+                        EwStep::Load(n) => {
+                            let inp = &inputs[n];
+                            let (mut off, mut rem) = (0, r);
+                            for d in (0..rank.saturating_sub(1)).rev() {
+                                off += (rem % out_shape[d]) * inp.strides[d];
+                                rem /= out_shape[d];
+                            }
+                            let step = if rank > 0 { inp.strides[rank - 1] } else { 0 };
+                            dst.iter_mut()
+                                .enumerate()
+                                .for_each(|(j, x)| *x = inp.data[off + j * step]);
+                        }
+                        EwStep::Const(c) => dst.fill(c),
+                        EwStep::Unary(op, a) => dst
+                            .iter_mut()
+                            .zip(&done[a])
+                            .for_each(|(x, a)| *x = unary(op, *a)),
+                        EwStep::Binary(op, a, b) => {
+                            let (a, b) = (&done[a], &done[b]);
+                            dst.iter_mut()
+                                .enumerate()
+                                .for_each(|(j, x)| *x = f32::binary(op, a[j], b[j]));
+                        }
+                    }
+                }
+                row.copy_from_slice(&regs[program.steps.len() - 1][..row.len()]);
+            }
+        });
+}
+
+/// `layer_norm(a + b)` over rows of length `d`.
+pub fn add_layer_norm(
+    a: &[f32],
+    b: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    d: usize,
+    out: &mut [f32],
+) {
+    if d == 0 || out.is_empty() {
+        return;
+    }
+    let rows = PAR_GRAIN.div_ceil(d).max(1);
+    out.par_chunks_mut(d * rows)
+        .enumerate()
+        .for_each(|(ci, o)| {
+            let base = ci * rows * d;
+            for (ri, o) in o.chunks_mut(d).enumerate() {
+                let s = base + ri * d;
+                for i in 0..d {
+                    o[i] = f32::binary(BinaryOp::Add, a[s + i], b[s + i]);
+                }
+                let mean = o.iter().sum::<f32>() / d as f32;
+                let var = o.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for i in 0..d {
+                    o[i] = (o[i] - mean) * inv * gamma[i] + beta[i];
+                }
+            }
+        });
+}
+
+/// Output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (documented at each use).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
+/// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
+pub fn linear_group(
+    x: &[f32],
+    parts: &[(&[f32], Option<&[f32]>, usize)],
+    k: usize,
+    out: &mut [f32],
+) {
+    let total: usize = parts.iter().map(|p| p.2).sum();
+    if total == 0 || out.is_empty() {
+        return;
+    }
+    let m = out.len() / total;
+    let threads = rayon::current_num_threads().max(1);
+    let rows = m
+        .div_ceil(threads * 2)
+        .max((PAR_GRAIN * 8).div_ceil((k * total).max(1)))
+        .max(1);
+    let ptr = OutPtr(out.as_mut_ptr());
+    (0..m.div_ceil(rows)).into_par_iter().for_each(|t| {
+        let ptr = ptr;
+        let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
+        let mut col = 0;
+        for (w, b, n) in parts {
+            // SAFETY: this task owns rows r0..r1 of `out`; columns col..col+n of those rows are
+            // written once, with row stride `total`.
+            unsafe {
+                let c = ptr.0.add(r0 * total + col);
+                if k == 0 {
+                    for r in 0..r1 - r0 {
+                        std::slice::from_raw_parts_mut(c.add(r * total), *n).fill(0.0);
+                    }
+                } else {
+                    matrixmultiply::sgemm(
+                        r1 - r0,
+                        k,
+                        *n,
+                        1.0,
+                        x[r0 * k..].as_ptr(),
+                        k as isize,
+                        1,
+                        w.as_ptr(),
+                        *n as isize,
+                        1,
+                        0.0,
+                        c,
+                        total as isize,
+                        1,
+                    );
+                }
+                if let Some(b) = b {
+                    for r in 0..r1 - r0 {
+                        let row = std::slice::from_raw_parts_mut(c.add(r * total), *n);
+                        row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
+                    }
+                }
+            }
+            col += n;
+        }
+    });
+}
+
+/// Geometry of a packed attention call: sources are `[batch, seq, width]` row-major.
+pub struct Packed {
+    pub batch: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub sq: usize,
+    pub sk: usize,
+    /// (width, column offset) of the q, k and v sources.
+    pub src: [(usize, usize); 3],
+}
+
+/// Attention with heads read in place; `mask` is per `[b, j]`: `None` keeps all keys, else
+/// `(keep, bias)` per key. Output `[batch, sq, heads*head_dim]`.
+pub fn attention_packed(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[(bool, f32)]>,
+    scale: f32,
+    causal: bool,
+    g: &Packed,
+    out: &mut [f32],
+) {
+    let (sq, sk, d) = (g.sq, g.sk, g.head_dim);
+    let width_out = g.heads * d;
+    if out.is_empty() {
+        return;
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    (0..g.batch * g.heads).into_par_iter().for_each(|bh| {
+        let ptr = ptr;
+        let (b, h) = (bh / g.heads, bh % g.heads);
+        let at = |i: usize, len: usize| (b * len * g.src[i].0 + g.src[i].1 + h * d) as isize;
+        let mut p = vec![0.0f32; sq * sk];
+        // SAFETY: q/k/v head views lie inside their sources (checked by shape inference:
+        // offset + heads*head_dim <= width); p is [sq, sk]; this task writes only columns
+        // h*d..(h+1)*d of the rows of batch b in `out`, disjoint from every other task.
+        unsafe {
+            if d > 0 && sk > 0 && sq > 0 {
+                let (wq, wk) = (g.src[0].0 as isize, g.src[1].0 as isize);
+                matrixmultiply::sgemm(
+                    sq,
+                    d,
+                    sk,
+                    scale,
+                    q.as_ptr().offset(at(0, sq)),
+                    wq,
+                    1,
+                    k.as_ptr().offset(at(1, sk)),
+                    1,
+                    wk,
+                    0.0,
+                    p.as_mut_ptr(),
+                    sk as isize,
+                    1,
+                );
+            }
+            for (i, row) in p.chunks_mut(sk.max(1)).enumerate().take(sq) {
+                let keep = |j: usize| {
+                    mask.is_none_or(|m| m[b * sk + j].0) && (!causal || j + sq <= i + sk)
+                };
+                let bias = |j: usize| mask.map_or(0.0, |m| m[b * sk + j].1);
+                let mut max = f32::NEG_INFINITY;
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x += bias(j);
+                    if keep(j) {
+                        max = max.max(*x);
+                    }
+                }
+                let mut sum = 0.0;
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = if keep(j) { (*x - max).exp() } else { 0.0 };
+                    sum += *x;
+                }
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            let o = ptr.0.add(b * sq * width_out + h * d);
+            if sk == 0 {
+                for i in 0..sq {
+                    std::slice::from_raw_parts_mut(o.add(i * width_out), d).fill(0.0);
+                }
+            } else if d > 0 && sq > 0 {
+                let wv = g.src[2].0 as isize;
+                matrixmultiply::sgemm(
+                    sq,
+                    sk,
+                    d,
+                    1.0,
+                    p.as_ptr(),
+                    sk as isize,
+                    1,
+                    v.as_ptr().offset(at(2, sk)),
+                    wv,
+                    1,
+                    0.0,
+                    o,
+                    width_out as isize,
+                    1,
+                );
+            }
+        }
+    });
+}
