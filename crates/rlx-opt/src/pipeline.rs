@@ -36,6 +36,8 @@ impl Pipeline {
             ("dce", passes::dce::run),
             // Attention first: its scale and mask ops would otherwise be taken by other fusions.
             ("fuse_attention", passes::fuse_attention::run),
+            // Drops the unfused attention ops, whose uses would hide single-user producers.
+            ("dce", passes::dce::run),
             ("fuse_qkv", passes::fuse_qkv::run),
             ("fuse_epilogue", passes::fuse_epilogue::run),
             ("fuse_add_norm", passes::fuse_add_norm::run),

@@ -82,16 +82,6 @@ impl CpuExecutable {
                 None => fail!(Compile, "{id}: no memory assigned to its root {root}"),
             }
         }
-        for k in &lir.kernels {
-            if !k
-                .inputs
-                .iter()
-                .all(|b| lir.buffer(*b).ty.dtype == rlx_ir::DType::F32)
-                && k.op != KernelOp::Copy
-            {
-                fail!(Compile, "CPU kernel {} supports f32 only", k.op.name());
-            }
-        }
         let numel = shapes.iter().map(|s| s.iter().product()).collect();
         let arenas = ArenaPool::new(plan.size);
         Ok(CpuExecutable {
