@@ -1,115 +1,111 @@
-//! Arena planning for a specialized LIR: liveness intervals of temps, then a linear scan over
-//! the schedule that places each new temp in the best-fitting free hole (or grows the arena)
-//! and frees temps after their last reader. O(n log n), so 10^5-kernel graphs plan quickly.
+//! Arena planning for a specialized LIR: liveness intervals of temps, then greedy-by-size
+//! placement — largest temps first, each at the best-fitting gap among the temps already placed
+//! that are live at the same time. Views share their root's bytes, so reshapes cost nothing.
+//!
+//! Conflicting temps are found through an index by start kernel plus the longest interval seen,
+//! so long chains of short-lived temps (10^5 kernels) plan in near-linear time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use rlx_ir::lir::{ArenaPlan, BufferKind, LirModule, align_up};
+use rlx_ir::lir::{ArenaPlan, BufferId, BufferKind, LirModule, align_up};
 use rlx_ir::{IrError, Result};
+
+struct Temp {
+    id: usize,
+    size: usize,
+    start: usize,
+    end: usize,
+}
 
 /// Plans offsets for every temp of `lir` (whose shapes must be static).
 pub fn plan(lir: &LirModule) -> Result<ArenaPlan> {
-    let n = lir.buffers.len();
-    let intervals = lir.temp_intervals();
-    let mut sizes = vec![0usize; n];
-    let mut starts: Vec<Vec<usize>> = vec![Vec::new(); lir.kernels.len()];
-    let mut ends: Vec<Vec<usize>> = vec![Vec::new(); lir.kernels.len()];
-    let mut temp_bytes = 0usize;
     let overflow = || IrError::Shape(format!("arena of `{}` overflows", lir.name));
+    let intervals = lir.temp_intervals();
+    let mut temps = Vec::new();
+    let mut temp_bytes = 0usize;
+    // Temps no kernel touches (none after DCE) get the interval of the last kernel.
+    let last = lir.kernels.len().saturating_sub(1);
     for (i, b) in lir.buffers.iter().enumerate() {
         if b.kind != BufferKind::Temp {
             continue;
         }
-        let bytes = lir
-            .static_bytes(rlx_ir::lir::BufferId(i as u32))
-            .ok_or_else(|| {
-                IrError::Shape(format!("temp b{i} has non-static shape {}", b.ty.shape))
-            })?;
-        sizes[i] = align_up(bytes.max(1)).ok_or_else(overflow)?;
-        temp_bytes = temp_bytes.checked_add(sizes[i]).ok_or_else(overflow)?;
-        if let Some((s, e)) = intervals[i] {
-            starts[s].push(i);
-            ends[e].push(i);
-        }
+        let bytes = lir.static_bytes(BufferId(i as u32)).ok_or_else(|| {
+            IrError::Shape(format!("temp b{i} has non-static shape {}", b.ty.shape))
+        })?;
+        let size = align_up(bytes.max(1)).ok_or_else(overflow)?;
+        temp_bytes = temp_bytes.checked_add(size).ok_or_else(overflow)?;
+        let (start, end) = intervals[i].unwrap_or((last, last));
+        temps.push(Temp {
+            id: i,
+            size,
+            start,
+            end,
+        });
     }
+    let max_live_bytes = max_live(&temps, lir.kernels.len());
 
-    let mut offsets = vec![None; n];
-    let mut free = FreeList::default();
-    let mut top = 0usize;
-    let (mut live, mut max_live) = (0usize, 0usize);
-    for k in 0..lir.kernels.len() {
-        for &i in &starts[k] {
-            let off = match free.take_best_fit(sizes[i]) {
-                Some(off) => off,
-                None => {
-                    let off = top;
-                    top = top.checked_add(sizes[i]).ok_or_else(overflow)?;
-                    off
-                }
-            };
-            offsets[i] = Some(off);
-            live += sizes[i];
-        }
-        max_live = max_live.max(live);
-        for &i in &ends[k] {
-            free.give_back(offsets[i].expect("placed when it started"), sizes[i]);
-            live -= sizes[i];
-        }
-    }
-    // Temps never touched by a kernel cannot exist after DCE, but place them anyway.
-    for i in 0..n {
-        if lir.buffers[i].kind == BufferKind::Temp && offsets[i].is_none() {
-            offsets[i] = Some(top);
-            top = top.checked_add(sizes[i]).ok_or_else(overflow)?;
-        }
+    let mut order: Vec<usize> = (0..temps.len()).collect();
+    order.sort_by(|&a, &b| {
+        temps[b]
+            .size
+            .cmp(&temps[a].size)
+            .then(temps[a].start.cmp(&temps[b].start))
+    });
+    let mut offsets = vec![None; lir.buffers.len()];
+    let mut placed_by_start: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut longest = 0usize;
+    let mut size = 0usize;
+    for &t in &order {
+        let me = &temps[t];
+        // Placed temps live at the same time: start <= my end and end >= my start.
+        let mut busy: Vec<(usize, usize)> = placed_by_start
+            .range(me.start.saturating_sub(longest)..=me.end)
+            .flat_map(|(_, v)| v.iter())
+            .filter(|&&o| temps[o].end >= me.start)
+            .map(|&o| (offsets[temps[o].id].expect("placed"), temps[o].size))
+            .collect();
+        busy.sort_unstable();
+        let off = best_fit(&busy, me.size).ok_or_else(overflow)?;
+        offsets[me.id] = Some(off);
+        size = size.max(off.checked_add(me.size).ok_or_else(overflow)?);
+        placed_by_start.entry(me.start).or_default().push(t);
+        longest = longest.max(me.end - me.start);
     }
     Ok(ArenaPlan {
         offsets,
-        size: top,
+        size,
         temp_bytes,
-        max_live_bytes: max_live,
+        max_live_bytes,
     })
 }
 
-/// Free holes, indexed by offset (to merge neighbours) and by size (to find the best fit).
-#[derive(Default)]
-struct FreeList {
-    by_offset: BTreeMap<usize, usize>,
-    by_size: BTreeSet<(usize, usize)>,
+/// The smallest gap between `busy` blocks (sorted by offset) that holds `size`, else the end.
+fn best_fit(busy: &[(usize, usize)], size: usize) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None; // (gap, offset)
+    let mut cursor = 0usize;
+    for &(off, len) in busy {
+        if off > cursor {
+            let gap = off - cursor;
+            if gap >= size && best.is_none_or(|(g, _)| gap < g) {
+                best = Some((gap, cursor));
+            }
+        }
+        cursor = cursor.max(off.checked_add(len)?);
+    }
+    Some(best.map_or(cursor, |(_, o)| o))
 }
 
-impl FreeList {
-    fn take_best_fit(&mut self, size: usize) -> Option<usize> {
-        let &(hole, off) = self.by_size.range((size, 0)..).next()?;
-        self.remove(off, hole);
-        if hole > size {
-            self.insert(off + size, hole - size);
-        }
-        Some(off)
+/// The largest total size of temps live at one kernel: a lower bound on any arena.
+fn max_live(temps: &[Temp], kernels: usize) -> usize {
+    let mut delta = vec![0isize; kernels + 1];
+    for t in temps {
+        delta[t.start] += t.size as isize;
+        delta[t.end + 1] -= t.size as isize;
     }
-
-    fn give_back(&mut self, mut off: usize, mut size: usize) {
-        if let Some((&prev, &psize)) = self.by_offset.range(..off).next_back()
-            && prev + psize == off
-        {
-            self.remove(prev, psize);
-            off = prev;
-            size += psize;
-        }
-        if let Some(&nsize) = self.by_offset.get(&(off + size)) {
-            self.remove(off + size, nsize);
-            size += nsize;
-        }
-        self.insert(off, size);
+    let (mut live, mut max) = (0isize, 0isize);
+    for d in delta {
+        live += d;
+        max = max.max(live);
     }
-
-    fn insert(&mut self, off: usize, size: usize) {
-        self.by_offset.insert(off, size);
-        self.by_size.insert((size, off));
-    }
-
-    fn remove(&mut self, off: usize, size: usize) {
-        self.by_offset.remove(&off);
-        self.by_size.remove(&(size, off));
-    }
+    max as usize
 }

@@ -2,6 +2,8 @@
 //! as the oracle for them.
 #![allow(dead_code)]
 
+pub mod bert;
+
 use rlx_ir::{DType, Dim, HirModule, HirMut, Shape, UnaryOp};
 
 pub const HIDDEN: usize = 32;
