@@ -61,13 +61,15 @@ fn return_load(p: &mut Partial, m: &HirModule, v: ValueId) -> EwStep {
 fn fusable(m: &HirModule, i: usize) -> bool {
     let n = &m.nodes[i];
     n.ty.dtype == DType::F32
-        && match &n.op {
+        && matches!(
+            &n.op,
             Op::Compute(
-                ComputeOp::Unary(_) | ComputeOp::Binary(_) | ComputeOp::Elementwise { .. },
-            ) => true,
-            Op::Compute(ComputeOp::Cast { to: DType::F32 }) => true,
-            _ => false,
-        }
+                ComputeOp::Unary(_)
+                    | ComputeOp::Binary(_)
+                    | ComputeOp::Elementwise { .. }
+                    | ComputeOp::Cast { to: DType::F32 }
+            )
+        )
 }
 
 pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {

@@ -5,6 +5,8 @@ use rayon::prelude::*;
 
 /// Shapes of one attention call, in elements.
 pub struct AttnDims {
+    pub scale: f32,
+    pub causal: bool,
     pub heads: usize,
     pub sq: usize,
     pub sk: usize,
@@ -20,12 +22,10 @@ pub fn attention(
     k: &[f32],
     v: &[f32],
     mask: Option<&[bool]>,
-    scale: f32,
-    causal: bool,
     n: &AttnDims,
     out: &mut [f32],
 ) {
-    let (sq, sk, d, dv) = (n.sq, n.sk, n.d, n.dv);
+    let (sq, sk, d, dv, scale, causal) = (n.sq, n.sk, n.d, n.dv, n.scale, n.causal);
     if sq * dv == 0 {
         return;
     }

@@ -271,26 +271,25 @@ impl CpuExecutable {
                 ComputeOp::Attention { scale, causal } => {
                     let (q, kk, v) = (ins[0].1, ins[1].1, ins[2].1);
                     let dims = attention::AttnDims {
+                        scale: *scale,
+                        causal: *causal,
                         heads: q[1],
                         sq: q[2],
                         sk: kk[2],
                         d: q[3],
                         dv: v[3],
                     };
-                    let mask: Option<Vec<bool>> = match ins.get(3) {
-                        None => None,
-                        Some((b, _, dt)) => Some(with_any!(*dt, T => {
+                    let mask: Option<Vec<bool>> = ins.get(3).map(|(b, _, dt)| {
+                        with_any!(*dt, T => {
                             let m: &[T] = self.get(addrs, *b);
                             m.iter().map(|x| elementwise_nonzero(*x)).collect()
-                        })),
-                    };
+                        })
+                    });
                     attention::attention(
                         f32_in(0),
                         f32_in(1),
                         f32_in(2),
                         mask.as_deref(),
-                        *scale,
-                        *causal,
                         &dims,
                         f32_out(),
                     )
@@ -324,7 +323,7 @@ impl CpuExecutable {
                 ),
                 ComputeOp::LinearGroup { parts, has_bias } => {
                     let per = if *has_bias { 2 } else { 1 };
-                    let group: Vec<(&[f32], Option<&[f32]>, usize)> = (0..*parts)
+                    let group: Vec<fused::LinearPart> = (0..*parts)
                         .map(|p| {
                             (
                                 f32_in(1 + p * per),
@@ -352,6 +351,8 @@ impl CpuExecutable {
                         sq: q[1],
                         sk: kk[1],
                         src,
+                        scale: *scale,
+                        causal: *causal,
                     };
                     let m: Option<Vec<(bool, f32)>> = match (mask, ins.get(3)) {
                         (MaskKind::Keep, Some((b, _, dt))) => Some(with_any!(*dt, T => {
@@ -371,8 +372,6 @@ impl CpuExecutable {
                         f32_in(1),
                         f32_in(2),
                         m.as_deref(),
-                        *scale,
-                        *causal,
                         &g,
                         f32_out(),
                     )

@@ -112,14 +112,19 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Used inside tasks so closures capture the whole `OutPtr` (which is `Send`), not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One part of a linear group: weight `[k, n]`, optional bias `[n]`, and `n`.
+pub type LinearPart<'a> = (&'a [f32], Option<&'a [f32]>, usize);
+
 /// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
 /// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
-pub fn linear_group(
-    x: &[f32],
-    parts: &[(&[f32], Option<&[f32]>, usize)],
-    k: usize,
-    out: &mut [f32],
-) {
+pub fn linear_group(x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f32]) {
     let total: usize = parts.iter().map(|p| p.2).sum();
     if total == 0 || out.is_empty() {
         return;
@@ -132,14 +137,13 @@ pub fn linear_group(
         .max(1);
     let ptr = OutPtr(out.as_mut_ptr());
     (0..m.div_ceil(rows)).into_par_iter().for_each(|t| {
-        let ptr = ptr;
         let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
         let mut col = 0;
         for (w, b, n) in parts {
             // SAFETY: this task owns rows r0..r1 of `out`; columns col..col+n of those rows are
             // written once, with row stride `total`.
             unsafe {
-                let c = ptr.0.add(r0 * total + col);
+                let c = ptr.get().add(r0 * total + col);
                 if k == 0 {
                     for r in 0..r1 - r0 {
                         std::slice::from_raw_parts_mut(c.add(r * total), *n).fill(0.0);
@@ -183,6 +187,8 @@ pub struct Packed {
     pub sk: usize,
     /// (width, column offset) of the q, k and v sources.
     pub src: [(usize, usize); 3],
+    pub scale: f32,
+    pub causal: bool,
 }
 
 /// Attention with heads read in place; `mask` is per `[b, j]`: `None` keeps all keys, else
@@ -192,19 +198,16 @@ pub fn attention_packed(
     k: &[f32],
     v: &[f32],
     mask: Option<&[(bool, f32)]>,
-    scale: f32,
-    causal: bool,
     g: &Packed,
     out: &mut [f32],
 ) {
-    let (sq, sk, d) = (g.sq, g.sk, g.head_dim);
+    let (sq, sk, d, scale, causal) = (g.sq, g.sk, g.head_dim, g.scale, g.causal);
     let width_out = g.heads * d;
     if out.is_empty() {
         return;
     }
     let ptr = OutPtr(out.as_mut_ptr());
     (0..g.batch * g.heads).into_par_iter().for_each(|bh| {
-        let ptr = ptr;
         let (b, h) = (bh / g.heads, bh % g.heads);
         let at = |i: usize, len: usize| (b * len * g.src[i].0 + g.src[i].1 + h * d) as isize;
         let mut p = vec![0.0f32; sq * sk];
@@ -251,7 +254,7 @@ pub fn attention_packed(
                 let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
                 row.iter_mut().for_each(|x| *x *= inv);
             }
-            let o = ptr.0.add(b * sq * width_out + h * d);
+            let o = ptr.get().add(b * sq * width_out + h * d);
             if sk == 0 {
                 for i in 0..sq {
                     std::slice::from_raw_parts_mut(o.add(i * width_out), d).fill(0.0);

@@ -1,7 +1,7 @@
 //! A BERT-style encoder built with the builder in the unfused form exporters emit (hidden 384,
 //! 12 heads, FFN 1536, GELU, post layer norm, padding mask), for fusion and accuracy tests.
 
-use rlx_ir::{BinaryOp, DType, Dim, HirModule, HirMut, Shape, TensorData, UnaryOp, ValueId};
+use rlx_ir::{BinaryOp, DType, Dim, HirModule, HirMut, Shape, UnaryOp, ValueId};
 
 pub const H: i64 = 384;
 pub const HEADS: i64 = 12;
@@ -130,8 +130,6 @@ pub fn encoder_weights(layers: usize) -> Vec<(String, Vec<f32>)> {
 /// A padding mask: row `i` keeps its first `seq - i % 3` tokens.
 pub fn padding_mask(batch: usize, seq: usize) -> Vec<i64> {
     (0..batch * seq)
-        .map(|k| i64::from(k % seq < seq - (k / seq) % 3.min(seq - 1).max(0)))
+        .map(|k| i64::from(k % seq < seq - ((k / seq) % 3).min(seq - 1)))
         .collect()
 }
-
-pub fn unused(_: TensorData) {}
