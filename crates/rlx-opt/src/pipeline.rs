@@ -50,30 +50,19 @@ impl Pipeline {
         }
     }
 
-    /// The standard passes named in `names`, in the standard order (each name once).
+    /// The standard passes named in `names`, run in the order given (for tests and tools).
     pub fn only(names: &[&str]) -> Result<Pipeline> {
         let std = Pipeline::standard();
-        if let Some(bad) = names
+        let passes = names
             .iter()
-            .find(|n| !std.passes.iter().any(|(m, _)| m == *n))
-        {
-            rlx_ir::bail!(
-                Graph,
-                "unknown pass `{bad}`; passes are {:?}",
-                std.pass_names()
-            );
-        }
-        let mut seen = Vec::new();
-        let passes = std
-            .passes
-            .into_iter()
-            .filter(|(n, _)| {
-                names.contains(n) && !seen.contains(n) && {
-                    seen.push(*n);
-                    true
-                }
+            .map(|n| match std.passes.iter().find(|(m, _)| m == n) {
+                Some(p) => Ok(*p),
+                None => Err(IrError::Graph(format!(
+                    "unknown pass `{n}`; passes are {:?}",
+                    std.pass_names()
+                ))),
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Pipeline {
             passes,
             verify_each: std.verify_each,
