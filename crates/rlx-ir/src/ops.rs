@@ -173,7 +173,11 @@ pub enum ComputeOp {
     /// `a @ b` over the last two axes, leading axes broadcast. `[a, b]`
     MatMul,
     /// `act(x @ w + bias)`, `w` is `[in, out]`. `[x, w]` or `[x, w, bias]`
-    Linear { activation: Option<UnaryOp> },
+    /// With `transpose_w`, `w` is `[out, in]` (PyTorch's layout) and is read transposed in place.
+    Linear {
+        activation: Option<UnaryOp>,
+        transpose_w: bool,
+    },
     /// `[a, b]`
     Binary(BinaryOp),
     /// `[x]`
@@ -217,7 +221,11 @@ pub enum ComputeOp {
     AddLayerNorm { eps: f32 },
     /// Several linears over one input, their outputs side by side on the last axis.
     /// `[x, w0, b0, w1, b1, ...]` with biases, `[x, w0, w1, ...]` without.
-    LinearGroup { parts: usize, has_bias: bool },
+    LinearGroup {
+        parts: usize,
+        has_bias: bool,
+        transpose_w: bool,
+    },
     /// Attention reading heads straight from `[batch, seq, width]` sources: head `h` of q is
     /// columns `offsets[0] + h*head_dim ..` of `q_src` (likewise k, v); writes `[batch, sq,
     /// heads*head_dim]` with heads merged. `[q_src, k_src, v_src]` or `+ mask` where the mask
@@ -313,8 +321,12 @@ impl ComputeOp {
     pub fn attrs(&self) -> String {
         match self {
             ComputeOp::Linear {
-                activation: Some(a),
-            } => format!(" act={a}"),
+                activation,
+                transpose_w,
+            } => {
+                let act = activation.map(|a| format!(" act={a}")).unwrap_or_default();
+                format!("{act}{}", if *transpose_w { " w=[out, in]" } else { "" })
+            }
             ComputeOp::Softmax { axis }
             | ComputeOp::Concat { axis }
             | ComputeOp::Gather { axis } => {
@@ -330,7 +342,16 @@ impl ComputeOp {
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
-            ComputeOp::LinearGroup { parts, has_bias } => format!(" parts={parts} bias={has_bias}"),
+            ComputeOp::LinearGroup {
+                parts,
+                has_bias,
+                transpose_w,
+            } => {
+                format!(
+                    " parts={parts} bias={has_bias}{}",
+                    if *transpose_w { " w=[out, in]" } else { "" }
+                )
+            }
             ComputeOp::AttentionPacked {
                 heads,
                 head_dim,

@@ -190,7 +190,7 @@ fn attention_block(g: &mut HirMut) {
         Dim::constant(2),
         Dim::constant(4),
     ]);
-    let mut proj = |g: &mut HirMut, n: &str, perm: &[usize]| {
+    let proj = |g: &mut HirMut, n: &str, perm: &[usize]| {
         let w = g
             .param(&format!("w{n}"), DType::F32, Shape::new(&[8, 8]))
             .unwrap();

@@ -92,3 +92,56 @@ fn arena_is_close_to_its_lower_bound() {
         );
     }
 }
+
+#[test]
+fn torch_layout_weights_bind_without_transposing() {
+    use common::bert::{encoder_with, layer_params, transposed};
+    let (b, s) = (2usize, 9usize);
+    let x = weights(9, b * s * H as usize);
+    let mask = padding_mask(b, s);
+    let mut outs = Vec::new();
+    for torch in [false, true] {
+        let opts = CompileOptions {
+            optimize: torch,
+            ..CompileOptions::new()
+        };
+        let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+        let build = move || encoder_with(1, torch);
+        pipe.build_template(build, &opts).unwrap();
+        let shapes = layer_params(0);
+        for ((n, w), (_, shape)) in encoder_weights(1).into_iter().zip(shapes) {
+            let w = if torch && shape.len() == 2 {
+                transposed(&w, shape[0] as usize, shape[1] as usize)
+            } else {
+                w
+            };
+            pipe.set_param(&n, &w).unwrap();
+        }
+        let g = pipe
+            .get_or_compile(&bind(b as i64, s as i64), build, &opts)
+            .unwrap();
+        if torch {
+            let text = g.lir().to_string();
+            assert!(
+                text.contains("linear_group") && text.contains("w=[out, in]"),
+                "{text}"
+            );
+        }
+        outs.push(
+            g.run(&[("x", (&x).into()), ("mask", (&mask).into())])
+                .unwrap()
+                .remove(0),
+        );
+    }
+    let err = outs[0]
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(outs[1].as_f32().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        err < 1e-4,
+        "[out, in] weights differ from [in, out] by {err}"
+    );
+}

@@ -122,6 +122,26 @@ impl<'m> HirMut<'m> {
         self.m.push(Op::Compute(op), inputs)
     }
 
+    /// `act(x @ w^T + bias)` with `w` stored `[out, in]` (PyTorch / safetensors layout), read
+    /// transposed in place so weights bind without a copy.
+    pub fn linear_t(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        bias: Option<ValueId>,
+        activation: Option<UnaryOp>,
+    ) -> Result<ValueId> {
+        let mut ins = vec![x, w];
+        ins.extend(bias);
+        self.compute(
+            ComputeOp::Linear {
+                activation,
+                transpose_w: true,
+            },
+            ins,
+        )
+    }
+
     /// `act(x @ w + bias)`; `w` is `[in, out]`.
     pub fn linear(
         &mut self,
@@ -132,7 +152,13 @@ impl<'m> HirMut<'m> {
     ) -> Result<ValueId> {
         let mut ins = vec![x, w];
         ins.extend(bias);
-        self.compute(ComputeOp::Linear { activation }, ins)
+        self.compute(
+            ComputeOp::Linear {
+                activation,
+                transpose_w: false,
+            },
+            ins,
+        )
     }
 
     pub fn matmul(&mut self, a: ValueId, b: ValueId) -> Result<ValueId> {

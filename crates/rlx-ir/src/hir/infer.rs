@@ -43,12 +43,12 @@ fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             all_f32(name, tys)?;
             f32_out(matmul_shape(&tys[0].shape, &tys[1].shape)?)
         }
-        ComputeOp::Linear { .. } => {
+        ComputeOp::Linear { transpose_w, .. } => {
             arity(name, tys, 2, 3)?;
             all_f32(name, tys)?;
             f32_out(linear_shape(
                 &tys[0].shape,
-                &tys[1].shape,
+                &weight_in_out(&tys[1].shape, *transpose_w)?,
                 tys.get(2).map(|t| &t.shape),
             )?)
         }
@@ -339,6 +339,20 @@ fn matmul_shape(a: &Shape, b: &Shape) -> Result<Shape> {
     dims.push(m.clone());
     dims.push(n.clone());
     Ok(Shape(dims))
+}
+
+/// A rank-2 weight as `[in, out]`, whichever layout it is stored in.
+pub(super) fn weight_in_out(w: &Shape, transposed: bool) -> Result<Shape> {
+    crate::ensure!(
+        w.rank() == 2,
+        Shape,
+        "linear weight must be rank 2, got {w}"
+    );
+    Ok(if transposed {
+        Shape(vec![w.0[1].clone(), w.0[0].clone()])
+    } else {
+        w.clone()
+    })
 }
 
 fn linear_shape(x: &Shape, w: &Shape, bias: Option<&Shape>) -> Result<Shape> {

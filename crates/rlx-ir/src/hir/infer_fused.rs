@@ -64,7 +64,11 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             }
             Ok(tys[0].clone())
         }
-        ComputeOp::LinearGroup { parts, has_bias } => {
+        ComputeOp::LinearGroup {
+            parts,
+            has_bias,
+            transpose_w,
+        } => {
             let per = if *has_bias { 2 } else { 1 };
             crate::ensure!(
                 *parts >= 1 && tys.len() == 1 + parts * per,
@@ -79,7 +83,7 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             let k = &x.0[x.rank() - 1];
             let mut total = Dim::constant(0);
             for p in 0..*parts {
-                let w = &tys[1 + p * per].shape;
+                let w = &super::infer::weight_in_out(&tys[1 + p * per].shape, *transpose_w)?;
                 crate::ensure!(
                     w.rank() == 2 && w.0[0] == *k,
                     Shape,

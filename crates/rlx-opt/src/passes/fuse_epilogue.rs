@@ -30,9 +30,9 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                         Op::Compute(ComputeOp::MatMul) => {
                             m.nodes[prod.inputs[1].index()].ty.shape.rank() == 2
                         }
-                        Op::Compute(ComputeOp::Linear { activation: None }) => {
-                            prod.inputs.len() == 2
-                        }
+                        Op::Compute(ComputeOp::Linear {
+                            activation: None, ..
+                        }) => prod.inputs.len() == 2,
                         _ => false,
                     };
                     if !matmul_like {
@@ -53,7 +53,17 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                         continue;
                     }
                     let inputs = vec![prod.inputs[0], prod.inputs[1], bv];
-                    m.nodes[i].op = Op::Compute(ComputeOp::Linear { activation: None });
+                    let transpose_w = matches!(
+                        prod.op,
+                        Op::Compute(ComputeOp::Linear {
+                            transpose_w: true,
+                            ..
+                        })
+                    );
+                    m.nodes[i].op = Op::Compute(ComputeOp::Linear {
+                        activation: None,
+                        transpose_w,
+                    });
                     m.nodes[i].inputs = inputs;
                     log.fusions
                         .push(format!("epilogue: {pv} + bias -> linear {me}"));
@@ -63,7 +73,11 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             Op::Compute(ComputeOp::Unary(act)) if ACTIVATIONS.contains(&act) => {
                 let pv = m.nodes[i].inputs[0];
                 let prod = &m.nodes[pv.index()];
-                if let Op::Compute(ComputeOp::Linear { activation: None }) = prod.op {
+                if let Op::Compute(ComputeOp::Linear {
+                    activation: None,
+                    transpose_w,
+                }) = prod.op
+                {
                     if uses[pv.index()] != 1 {
                         log.near_misses.push(format!(
                             "epilogue: {act} {me} kept apart: {pv} has {} users",
@@ -74,6 +88,7 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                     m.nodes[i].inputs = prod.inputs.clone();
                     m.nodes[i].op = Op::Compute(ComputeOp::Linear {
                         activation: Some(act),
+                        transpose_w,
                     });
                     log.fusions
                         .push(format!("epilogue: linear {pv} + {act} -> {me}"));

@@ -29,10 +29,16 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 return Some("q, k, v are not three separate values".into());
             }
             let nodes: Vec<_> = srcs.iter().map(|v| &m.nodes[v.index()]).collect();
-            if !nodes
-                .iter()
-                .all(|n| n.op == Op::Compute(ComputeOp::Linear { activation: None }))
-            {
+            if !nodes.iter().all(|n| {
+                n.op == nodes[0].op
+                    && matches!(
+                        n.op,
+                        Op::Compute(ComputeOp::Linear {
+                            activation: None,
+                            ..
+                        })
+                    )
+            }) {
                 return Some("q, k, v are not all plain linears".into());
             }
             if !nodes.iter().all(|n| {
@@ -49,6 +55,13 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             continue;
         }
         let has_bias = m.nodes[srcs[0].index()].inputs.len() == 3;
+        let transpose_w = matches!(
+            m.nodes[srcs[0].index()].op,
+            Op::Compute(ComputeOp::Linear {
+                transpose_w: true,
+                ..
+            })
+        );
         let mut inputs = vec![m.nodes[srcs[0].index()].inputs[0]];
         let mut offsets = [0usize; 3];
         let mut width = 0usize;
@@ -67,7 +80,11 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         let at = *srcs.iter().max().expect("three sources");
         let mut ty = m.nodes[at.index()].ty.clone();
         *ty.shape.0.last_mut().expect("rank 3 source") = rlx_ir::Dim::constant(width as i64);
-        m.nodes[at.index()].op = Op::Compute(ComputeOp::LinearGroup { parts: 3, has_bias });
+        m.nodes[at.index()].op = Op::Compute(ComputeOp::LinearGroup {
+            parts: 3,
+            has_bias,
+            transpose_w,
+        });
         m.nodes[at.index()].inputs = inputs;
         m.nodes[at.index()].ty = ty;
         let mut att_inputs = vec![at, at, at];

@@ -160,17 +160,24 @@ impl CpuExecutable {
                     f32_out(),
                     out_shape,
                 ),
-                ComputeOp::Linear { activation } => {
+                ComputeOp::Linear {
+                    activation,
+                    transpose_w,
+                } => {
                     let bias = (ins.len() > 2).then(|| f32_in(2));
-                    gemm::linear(
-                        f32_in(0),
-                        f32_in(1),
-                        bias,
-                        *activation,
-                        ins[1].1[0],
-                        ins[1].1[1],
-                        f32_out(),
-                    )
+                    let w = ins[1].1;
+                    let (k, n) = if *transpose_w {
+                        (w[1], w[0])
+                    } else {
+                        (w[0], w[1])
+                    };
+                    let spec = gemm::LinearSpec {
+                        k,
+                        n,
+                        transpose_w: *transpose_w,
+                        act: *activation,
+                    };
+                    gemm::linear(f32_in(0), f32_in(1), bias, &spec, f32_out())
                 }
                 ComputeOp::Binary(bop) => with_num!(ins[0].2, T => elementwise::binary::<T>(
                     *bop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,
@@ -321,18 +328,22 @@ impl CpuExecutable {
                     last(ins[0].1),
                     f32_out(),
                 ),
-                ComputeOp::LinearGroup { parts, has_bias } => {
+                ComputeOp::LinearGroup {
+                    parts,
+                    has_bias,
+                    transpose_w,
+                } => {
                     let per = if *has_bias { 2 } else { 1 };
                     let group: Vec<fused::LinearPart> = (0..*parts)
                         .map(|p| {
                             (
                                 f32_in(1 + p * per),
                                 has_bias.then(|| f32_in(2 + p * per)),
-                                ins[1 + p * per].1[1],
+                                ins[1 + p * per].1[usize::from(!*transpose_w)],
                             )
                         })
                         .collect();
-                    fused::linear_group(f32_in(0), &group, last(ins[0].1), f32_out())
+                    fused::linear_group(f32_in(0), &group, last(ins[0].1), *transpose_w, f32_out())
                 }
                 ComputeOp::AttentionPacked {
                     heads,

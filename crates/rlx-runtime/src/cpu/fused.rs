@@ -124,7 +124,13 @@ pub type LinearPart<'a> = (&'a [f32], Option<&'a [f32]>, usize);
 
 /// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
 /// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
-pub fn linear_group(x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f32]) {
+pub fn linear_group(
+    x: &[f32],
+    parts: &[LinearPart<'_>],
+    k: usize,
+    transpose_w: bool,
+    out: &mut [f32],
+) {
     let total: usize = parts.iter().map(|p| p.2).sum();
     if total == 0 || out.is_empty() {
         return;
@@ -140,6 +146,7 @@ pub fn linear_group(x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f3
         let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
         let mut col = 0;
         for (w, b, n) in parts {
+            let bs = super::gemm::b_strides(k, *n, transpose_w);
             // SAFETY: this task owns rows r0..r1 of `out`; columns col..col+n of those rows are
             // written once, with row stride `total`.
             unsafe {
@@ -158,8 +165,8 @@ pub fn linear_group(x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f3
                         k as isize,
                         1,
                         w.as_ptr(),
-                        *n as isize,
-                        1,
+                        bs.0,
+                        bs.1,
                         0.0,
                         c,
                         total as isize,

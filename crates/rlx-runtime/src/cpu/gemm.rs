@@ -10,6 +10,28 @@ use super::math::unary;
 
 /// `c[m, n] = a[m, k] @ b[k, n]` for one row-major block.
 fn sgemm_block(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    sgemm_strided(m, k, n, a, b, b_strides(k, n, false), c)
+}
+
+/// Row and column strides of a `[k, n]` operand stored as is, or stored `[n, k]` (transposed).
+pub fn b_strides(k: usize, n: usize, transposed: bool) -> (isize, isize) {
+    if transposed {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    }
+}
+
+/// `c[m, n] = a[m, k] @ b` where `b`'s `[k, n]` view has strides `bs` (in elements).
+fn sgemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    bs: (isize, isize),
+    c: &mut [f32],
+) {
     debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     if k == 0 {
         c.fill(0.0);
@@ -27,8 +49,8 @@ fn sgemm_block(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]
             k as isize,
             1,
             b.as_ptr(),
-            n as isize,
-            1,
+            bs.0,
+            bs.1,
             0.0,
             c.as_mut_ptr(),
             n as isize,
@@ -87,35 +109,38 @@ pub fn matmul(
     });
 }
 
-/// `out[r, n] = act(x[r, k] @ w[k, n] + bias[n])` over all leading rows of `x`.
-pub fn linear(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Option<UnaryOp>,
-    k: usize,
-    n: usize,
-    out: &mut [f32],
-) {
+/// `out[r, n] = act(x[r, k] @ w + bias[n])` over all leading rows of `x`.
+pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, spec: &LinearSpec, out: &mut [f32]) {
+    let (k, n) = (spec.k, spec.n);
     if n == 0 {
         return;
     }
     let m = out.len() / n;
     let rows = rows_per_task(m, k, n);
+    let bs = b_strides(k, n, spec.transpose_w);
     out.par_chunks_mut(rows * n)
         .enumerate()
         .for_each(|(ri, block)| {
             let r0 = ri * rows;
             let mr = block.len() / n;
-            sgemm_block(mr, k, n, &x[r0 * k..(r0 + mr) * k], w, block);
+            sgemm_strided(mr, k, n, &x[r0 * k..(r0 + mr) * k], w, bs, block);
             // Epilogue on the block just written, while it is still in cache.
             for row in block.chunks_exact_mut(n) {
                 if let Some(b) = bias {
                     row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
                 }
-                if let Some(op) = act {
+                if let Some(op) = spec.act {
                     row.iter_mut().for_each(|y| *y = unary(op, *y));
                 }
             }
         });
+}
+
+/// Sizes and layout of one linear: `x[.., k] @ w -> [.., n]`.
+pub struct LinearSpec {
+    pub k: usize,
+    pub n: usize,
+    /// `w` is stored `[n, k]` and read transposed.
+    pub transpose_w: bool,
+    pub act: Option<UnaryOp>,
 }

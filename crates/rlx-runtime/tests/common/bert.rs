@@ -39,6 +39,12 @@ pub fn layer_params(l: usize) -> Vec<(String, Vec<i64>)> {
 
 /// `layers` encoder layers over input `x` [batch, seq, 384] and padding mask [batch, seq] (i64).
 pub fn encoder(layers: usize) -> HirModule {
+    encoder_with(layers, false)
+}
+
+/// As [`encoder`]; with `torch_layout` every linear weight is stored `[out, in]` (as in
+/// PyTorch checkpoints) under the same name, its shape swapped.
+pub fn encoder_with(layers: usize, torch_layout: bool) -> HirModule {
     let mut m = HirModule::new("bert_encoder");
     let mut g = HirMut::new(&mut m);
     let b = g.dim("batch", 1, 64).unwrap();
@@ -70,11 +76,24 @@ pub fn encoder(layers: usize) -> HirModule {
     for l in 0..layers {
         let w: Vec<ValueId> = layer_params(l)
             .into_iter()
-            .map(|(n, s)| p(&mut g, n, &s))
+            .map(|(n, mut s)| {
+                if torch_layout {
+                    s.reverse();
+                }
+                p(&mut g, n, &s)
+            })
             .collect();
-        let q = g.linear(x, w[0], Some(w[1]), None).unwrap();
-        let k = g.linear(x, w[2], Some(w[3]), None).unwrap();
-        let v = g.linear(x, w[4], Some(w[5]), None).unwrap();
+        let lin = |g: &mut HirMut, x, w, b, act| {
+            if torch_layout {
+                g.linear_t(x, w, Some(b), act)
+            } else {
+                g.linear(x, w, Some(b), act)
+            }
+            .unwrap()
+        };
+        let q = lin(&mut g, x, w[0], w[1], None);
+        let k = lin(&mut g, x, w[2], w[3], None);
+        let v = lin(&mut g, x, w[4], w[5], None);
         let split = |g: &mut HirMut, t, perm: &[usize]| {
             let r = g.reshape(t, heads.clone()).unwrap();
             g.transpose(r, perm).unwrap()
@@ -90,13 +109,11 @@ pub fn encoder(layers: usize) -> HirModule {
         let ctx = g.matmul(probs, vh).unwrap();
         let ctx = g.transpose(ctx, &[0, 2, 1, 3]).unwrap();
         let ctx = g.reshape(ctx, bsh.clone()).unwrap();
-        let ao = g.linear(ctx, w[6], Some(w[7]), None).unwrap();
+        let ao = lin(&mut g, ctx, w[6], w[7], None);
         let r1 = g.add(ao, x).unwrap();
         let h1 = g.layer_norm(r1, w[8], w[9], 1e-12).unwrap();
-        let f = g
-            .linear(h1, w[10], Some(w[11]), Some(UnaryOp::Gelu))
-            .unwrap();
-        let f2 = g.linear(f, w[12], Some(w[13]), None).unwrap();
+        let f = lin(&mut g, h1, w[10], w[11], Some(UnaryOp::Gelu));
+        let f2 = lin(&mut g, f, w[12], w[13], None);
         let r2 = g.add(f2, h1).unwrap();
         x = g.layer_norm(r2, w[14], w[15], 1e-12).unwrap();
     }
@@ -132,4 +149,15 @@ pub fn padding_mask(batch: usize, seq: usize) -> Vec<i64> {
     (0..batch * seq)
         .map(|k| i64::from(k % seq < seq - ((k / seq) % 3).min(seq - 1)))
         .collect()
+}
+
+/// `w` of shape `[rows, cols]` transposed to `[cols, rows]`.
+pub fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
 }
