@@ -10,6 +10,7 @@ mod model_pipeline;
 mod names;
 mod options;
 mod params;
+pub mod reference;
 pub mod registry;
 pub mod stages;
 mod tensor;
