@@ -60,7 +60,7 @@ macro_rules! int_num {
                     BinaryOp::Sub => a.wrapping_sub(b),
                     BinaryOp::Mul => a.wrapping_mul(b),
                     BinaryOp::Div => if b == 0 { 0 } else { a.wrapping_div(b) },
-                    BinaryOp::Pow => if b < 0 { 0 } else { a.wrapping_pow(b.min(u32::MAX as $t) as u32) },
+                    BinaryOp::Pow => if b < 0 { 0 } else { wrapping_pow_u64(a, b as u64) },
                     BinaryOp::Max => a.max(b),
                     BinaryOp::Min => a.min(b),
                 }
@@ -69,6 +69,37 @@ macro_rules! int_num {
     )*};
 }
 int_num!(i64, i32);
+
+/// `a^e` as `e` wrapping multiplications, for any exponent (`wrapping_pow` takes a `u32`,
+/// and clamping a larger exponent to `u32::MAX` would change the result).
+#[inline]
+fn wrapping_pow_u64<T: Copy + WrappingMul>(a: T, mut e: u64) -> T {
+    let (mut base, mut acc) = (a, T::ONE);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    acc
+}
+
+trait WrappingMul {
+    const ONE: Self;
+    fn wrapping_mul(self, b: Self) -> Self;
+}
+
+macro_rules! wrapping_mul {
+    ($($t:ty),*) => {$(
+        impl WrappingMul for $t {
+            const ONE: $t = 1;
+            #[inline]
+            fn wrapping_mul(self, b: $t) -> $t { <$t>::wrapping_mul(self, b) }
+        }
+    )*};
+}
+wrapping_mul!(i64, i32);
 
 /// Conversion between element types, as `cast` defines it: numeric `as` casts (float → int
 /// saturates, NaN → 0), bool ↔ number as 1 / 0 and `!= 0`.
