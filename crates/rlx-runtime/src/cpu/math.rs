@@ -15,6 +15,23 @@ pub fn erf(x: f32) -> f32 {
     (if x < 0.0 { -y } else { y }) as f32
 }
 
+/// erfc in f64 with relative error below 1.2e-7 everywhere (Numerical Recipes' `erfcc`), so
+/// `gelu` keeps its precision in the negative tail where `1 + erf(x)` would cancel.
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = -1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77));
+    let p = 0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * p)));
+    let r = t * (-z * z - 1.265_512_23 + t * (1.000_023_68 + t * p)).exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// `x * Phi(x)` = `0.5 * x * erfc(-x / sqrt(2))`, in f64.
+fn gelu(x: f32) -> f32 {
+    let x = f64::from(x);
+    (0.5 * x * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
+}
+
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -23,11 +40,19 @@ pub fn sigmoid(x: f32) -> f32 {
 #[inline]
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
     match op {
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        // Not `x.max(0.0)`, which turns NaN into 0: NaN propagates, as in torch.relu.
+        UnaryOp::Relu => {
+            if x < 0.0 {
+                0.0
+            } else {
+                x
+            }
+        }
+        UnaryOp::Gelu => gelu(x),
+        // 0.5 * (1 + tanh(u)) = sigmoid(2u): the same function without cancelling for x < -3.
         UnaryOp::GeluTanh => {
             const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-            0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
+            x * sigmoid(2.0 * C * (x + 0.044_715 * x * x * x))
         }
         UnaryOp::Silu => x * sigmoid(x),
         UnaryOp::Sigmoid => sigmoid(x),
