@@ -1,0 +1,158 @@
+//! Shared by the differential and per-op tests: compile a HIR through `ModelCompilePipeline`
+//! with and without passes, run it, and compare with `reference::evaluate`.
+#![allow(dead_code)]
+
+use rlx_ir::{DimBinding, HirModule, TensorData};
+use rlx_runtime::{
+    CompileOptions, Device, HostData, ModelCompilePipeline, Result, Tensor, TensorRef, reference,
+};
+
+/// f32 results agree when `|a - b| <= ATOL + RTOL * (max(|a|, |b|) + scale)` (or both are NaN),
+/// `scale` being the largest finite magnitude in the reference tensor; ints and bools must be
+/// equal. The reference rounds each op once from f64 while kernels accumulate in f32 in another
+/// order, so an element that cancels (a sum of 700 terms that lands near 0) is only as precise
+/// as the magnitudes around it.
+pub const RTOL: f32 = 1e-4;
+pub const ATOL: f32 = 1e-5;
+
+pub fn tref(d: &TensorData) -> TensorRef<'_> {
+    let data = match d {
+        TensorData::F32(v) => HostData::F32(v),
+        TensorData::I64(v) => HostData::I64(v),
+        TensorData::I32(v) => HostData::I32(v),
+        TensorData::Bool(v) => HostData::Bool(v),
+    };
+    TensorRef { data, shape: None }
+}
+
+pub type Named = (String, TensorData);
+
+fn refs(v: &[Named]) -> Vec<(&str, TensorRef<'_>)> {
+    v.iter().map(|(n, d)| (n.as_str(), tref(d))).collect()
+}
+
+pub fn options(optimize: bool) -> CompileOptions {
+    CompileOptions {
+        num_threads: Some(2),
+        optimize,
+        verify: true,
+    }
+}
+
+/// A pipeline for `hir` with `params` bound.
+pub fn pipeline(hir: &HirModule, optimize: bool, params: &[Named]) -> Result<ModelCompilePipeline> {
+    let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+    pipe.build_template(|| hir.clone(), &options(optimize))?;
+    for (name, data) in params {
+        pipe.set_param(name, tref(data))?;
+    }
+    Ok(pipe)
+}
+
+pub fn run(
+    pipe: &mut ModelCompilePipeline,
+    hir: &HirModule,
+    optimize: bool,
+    binding: &DimBinding,
+    inputs: &[Named],
+) -> Result<Vec<Tensor>> {
+    let g = pipe.get_or_compile(binding, || hir.clone(), &options(optimize))?;
+    g.run(&refs(inputs))
+}
+
+pub fn reference(
+    hir: &HirModule,
+    binding: &DimBinding,
+    inputs: &[Named],
+    params: &[Named],
+) -> Result<Vec<Tensor>> {
+    reference::evaluate(hir, binding, &refs(inputs), &refs(params))
+}
+
+pub fn f32_close(a: f32, b: f32, scale: f32) -> bool {
+    (a.is_nan() && b.is_nan())
+        || a == b
+        || (a - b).abs() <= ATOL + RTOL * (a.abs().max(b.abs()) + scale)
+}
+
+fn scale(v: &[f32]) -> f32 {
+    v.iter()
+        .filter(|x| x.is_finite())
+        .fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Compares outputs; `exact[i]` asks for bit-for-bit agreement of output `i` (NaN == NaN).
+pub fn compare(got: &[Tensor], want: &[Tensor], exact: &[bool]) -> std::result::Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{} outputs, reference has {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let exact = exact.get(i).copied().unwrap_or(false);
+        if g.name != w.name || g.shape != w.shape || g.dtype() != w.dtype() {
+            return Err(format!(
+                "output {i}: got `{}` {}{:?}, reference `{}` {}{:?}",
+                g.name,
+                g.dtype(),
+                g.shape,
+                w.name,
+                w.dtype(),
+                w.shape
+            ));
+        }
+        let bad = match (&g.data, &w.data) {
+            (TensorData::F32(a), TensorData::F32(b)) => {
+                let s = scale(b);
+                a.iter().zip(b).position(|(x, y)| {
+                    if exact {
+                        !(x == y || x.is_nan() && y.is_nan())
+                    } else {
+                        !f32_close(*x, *y, s)
+                    }
+                })
+            }
+            (a, b) => (0..a.len()).find(|&j| a.fmt_elem(j) != b.fmt_elem(j)),
+        };
+        if let Some(j) = bad {
+            return Err(format!(
+                "output {i} `{}` {:?} element {j}: got {}, reference {} ({})",
+                g.name,
+                g.shape,
+                g.data.fmt_elem(j),
+                w.data.fmt_elem(j),
+                if exact { "exact" } else { "tolerance" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reference vs compiled (with and without passes) on each binding; returns the reference
+/// outputs of the last binding. Panics with a description on any disagreement.
+pub fn check(
+    hir: &HirModule,
+    params: &[Named],
+    runs: &[(DimBinding, Vec<Named>)],
+    exact: &[bool],
+) -> Vec<Tensor> {
+    let mut last = Vec::new();
+    for optimize in [false, true] {
+        let mut pipe = pipeline(hir, optimize, params)
+            .unwrap_or_else(|e| panic!("template (optimize={optimize}): {e}\n{hir}"));
+        for (binding, inputs) in runs {
+            let want = reference(hir, binding, inputs, params)
+                .unwrap_or_else(|e| panic!("reference under {binding}: {e}\n{hir}"));
+            let got = run(&mut pipe, hir, optimize, binding, inputs).unwrap_or_else(|e| {
+                panic!("compiled (optimize={optimize}) under {binding}: {e}\n{hir}")
+            });
+            if let Err(e) = compare(&got, &want, exact) {
+                panic!("optimize={optimize} under {binding}: {e}\n{hir}");
+            }
+            last = want;
+        }
+    }
+    last
+}
