@@ -3,12 +3,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use numpy::PyUntypedArray;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
-use rlx_ir::{BinaryOp, DType, HirModule, HirMut, Shape, TensorType, UnaryOp, ValueId};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use rlx_ir::{
+    BinaryOp, CompareOp, DType, Dim, HirModule, HirMut, ReduceOp, Shape, TensorData, TensorType,
+    UnaryOp, ValueId,
+};
+use rlx_runtime::HostData;
 
 use crate::dims::{dtype_from_py, numpy_name, shape_from_py, shape_to_py};
-use crate::errors::{GraphError, ShapeError, UnsupportedOpError, to_py};
+use crate::errors::{DTypeError, GraphError, ShapeError, UnsupportedOpError, to_py};
 
 /// Graph ids let a value say which graph it belongs to.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
@@ -66,6 +71,118 @@ fn binary_op(name: &str) -> PyResult<BinaryOp> {
         let known: Vec<&str> = BinaryOp::ALL.iter().map(|o| o.name()).collect();
         UnsupportedOpError::new_err(format!("unknown binary op `{name}`; available: {known:?}"))
     })
+}
+
+fn compare_op(name: &str) -> PyResult<CompareOp> {
+    CompareOp::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = CompareOp::ALL.iter().map(|o| o.name()).collect();
+        UnsupportedOpError::new_err(format!("unknown compare op `{name}`; available: {known:?}"))
+    })
+}
+
+/// An int that is not a bool (`True` is an int to Python, never an axis or a bound to us).
+fn strict_int(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if obj.is_instance_of::<PyBool>() {
+        return None;
+    }
+    obj.extract::<i64>().ok()
+}
+
+/// Reduce axes: `None` (all), an int, or a non-empty sequence of ints.
+fn axes_from_py(what: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<i64>> {
+    let Some(obj) = obj else {
+        return Ok(Vec::new());
+    };
+    if let Some(a) = strict_int(obj) {
+        return Ok(vec![a]);
+    }
+    let bad = || {
+        ShapeError::new_err(format!(
+            "{what}: axes must be None, an int or a sequence of ints, got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    };
+    if obj.is_instance_of::<PyString>() {
+        return Err(bad());
+    }
+    let items: Vec<Bound<'_, PyAny>> = obj.extract().map_err(|_| bad())?;
+    let axes = items
+        .iter()
+        .map(|a| strict_int(a).ok_or_else(bad))
+        .collect::<PyResult<Vec<i64>>>()?;
+    // The core reads no axes as "all axes"; numpy reads `axis=()` as "none", so refuse it.
+    if axes.is_empty() {
+        return Err(ShapeError::new_err(format!(
+            "{what}: axes=() is ambiguous; pass axes=None to reduce over every axis"
+        )));
+    }
+    Ok(axes)
+}
+
+/// A slice bound: an int (negative counts from the end) or a dim expression ("seq", "seq-1").
+fn bound_from_py(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Dim> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Dim::parse(s.to_str()?).map_err(to_py);
+    }
+    strict_int(obj).map(Dim::constant).ok_or_else(|| {
+        ShapeError::new_err(format!(
+            "{what}: a bound is an int or a dim expression such as \"seq\", got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+/// The elements and shape of a constant. Lists and scalars become float32 unless `dtype` says
+/// otherwise; arrays keep their dtype, which must be an rlx dtype (converting needs `dtype=`).
+fn constant_from_py(
+    value: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Vec<usize>, TensorData)> {
+    let py = value.py();
+    let np = py.import("numpy")?;
+    // numpy scalars (`np.int64(3)`) carry a dtype like arrays do.
+    let typed =
+        value.cast::<PyUntypedArray>().is_ok() || value.is_instance(&np.getattr("generic")?)?;
+    let want = match dtype {
+        Some(d) => Some(dtype_from_py(d)?),
+        None if typed => None,
+        None => Some(DType::F32),
+    };
+    // A fresh C-ordered copy (0-d stays 0-d); the constant owns its data anyway.
+    let kw = PyDict::new(py);
+    kw.set_item("order", "C")?;
+    kw.set_item("copy", true)?;
+    if let Some(d) = want {
+        kw.set_item("dtype", numpy_name(d))?;
+    }
+    let arr = np
+        .getattr("array")?
+        .call((value,), Some(&kw))
+        .map_err(|e| {
+            let to = want.map(numpy_name).unwrap_or("an array");
+            DTypeError::new_err(format!("constant: cannot convert to {to}: {e}"))
+        })?;
+    let v = crate::arrays::view("constant", &arr, want, false).map_err(|e| {
+        if want.is_some() {
+            return e;
+        }
+        let name = arr
+            .getattr("dtype")
+            .and_then(|d| d.str())
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        DTypeError::new_err(format!(
+            "constant: {name} is not an rlx dtype (float32, int64, int32, bool); rlx never casts \
+             silently: pass dtype=\"float32\" (or another) to convert"
+        ))
+    })?;
+    let data = match v.host_data() {
+        HostData::F32(d) => TensorData::F32(d.to_vec()),
+        HostData::I64(d) => TensorData::I64(d.to_vec()),
+        HostData::I32(d) => TensorData::I32(d.to_vec()),
+        HostData::Bool(d) => TensorData::Bool(d.to_vec()),
+    };
+    Ok((v.shape.clone(), data))
 }
 
 impl PyGraph {
@@ -311,6 +428,191 @@ impl PyGraph {
             .collect::<PyResult<Vec<usize>>>()?;
         let x = self.id_of(x)?;
         self.build(|g| g.transpose(x, &perm))
+    }
+
+    fn log(&self, x: &PyValue) -> PyResult<PyValue> {
+        self.unary("log", x)
+    }
+    fn sqrt(&self, x: &PyValue) -> PyResult<PyValue> {
+        self.unary("sqrt", x)
+    }
+    fn rsqrt(&self, x: &PyValue) -> PyResult<PyValue> {
+        self.unary("rsqrt", x)
+    }
+    fn abs(&self, x: &PyValue) -> PyResult<PyValue> {
+        self.unary("abs", x)
+    }
+    fn erf(&self, x: &PyValue) -> PyResult<PyValue> {
+        self.unary("erf", x)
+    }
+
+    /// `a ** b`, elementwise with broadcasting.
+    fn pow(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.binary("pow", a, b)
+    }
+
+    /// A constant baked into the graph: a numpy array or scalar keeps its dtype (which must be an
+    /// rlx dtype); a list or a Python number becomes float32; `dtype` converts explicitly.
+    #[pyo3(signature = (value, dtype = None))]
+    fn constant(
+        &self,
+        value: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyValue> {
+        let (shape, data) = constant_from_py(value, dtype)?;
+        self.build(|g| g.constant(&shape, data))
+    }
+
+    /// A float32 constant of shape `(1,)`, which broadcasts against anything.
+    fn scalar(&self, value: f32) -> PyResult<PyValue> {
+        self.build(|g| g.scalar(value))
+    }
+
+    /// An elementwise comparison by name ("eq", "ne", "lt", "le", "gt", "ge"); the result is bool.
+    fn compare(&self, op: &str, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        let (op, a, b) = (compare_op(op)?, self.id_of(a)?, self.id_of(b)?);
+        self.build(|g| g.compare(op, a, b))
+    }
+
+    fn eq(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("eq", a, b)
+    }
+    fn ne(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("ne", a, b)
+    }
+    fn lt(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("lt", a, b)
+    }
+    fn le(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("le", a, b)
+    }
+    fn gt(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("gt", a, b)
+    }
+    fn ge(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        self.compare("ge", a, b)
+    }
+
+    /// `cond ? a : b` with broadcasting; `cond` is bool.
+    #[pyo3(name = "where")]
+    fn where_(&self, cond: &PyValue, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
+        let (c, a, b) = (self.id_of(cond)?, self.id_of(a)?, self.id_of(b)?);
+        self.build(|g| g.where_(c, a, b))
+    }
+
+    /// RMS norm over the last axis: `x / sqrt(mean(x**2) + eps) * gamma`.
+    #[pyo3(signature = (x, gamma, eps = 1e-6))]
+    fn rms_norm(&self, x: &PyValue, gamma: &PyValue, eps: f32) -> PyResult<PyValue> {
+        let (x, gamma) = (self.id_of(x)?, self.id_of(gamma)?);
+        self.build(|g| g.rms_norm(x, gamma, eps))
+    }
+
+    /// A reduction by name ("reduce_sum", "reduce_mean", "reduce_max") over `axes` (an int, a
+    /// sequence of ints, or None for every axis).
+    #[pyo3(signature = (op, x, axes = None, keep_dim = false))]
+    fn reduce(
+        &self,
+        op: &str,
+        x: &PyValue,
+        axes: Option<&Bound<'_, PyAny>>,
+        keep_dim: bool,
+    ) -> PyResult<PyValue> {
+        let op = ReduceOp::parse(op).ok_or_else(|| {
+            let known: Vec<&str> = ReduceOp::ALL.iter().map(|o| o.name()).collect();
+            UnsupportedOpError::new_err(format!("unknown reduction `{op}`; available: {known:?}"))
+        })?;
+        let axes = axes_from_py(op.name(), axes)?;
+        let x = self.id_of(x)?;
+        self.build(|g| g.reduce(op, x, &axes, keep_dim))
+    }
+
+    #[pyo3(signature = (x, axes = None, keep_dim = false))]
+    fn reduce_sum(
+        &self,
+        x: &PyValue,
+        axes: Option<&Bound<'_, PyAny>>,
+        keep_dim: bool,
+    ) -> PyResult<PyValue> {
+        self.reduce("reduce_sum", x, axes, keep_dim)
+    }
+
+    #[pyo3(signature = (x, axes = None, keep_dim = false))]
+    fn reduce_mean(
+        &self,
+        x: &PyValue,
+        axes: Option<&Bound<'_, PyAny>>,
+        keep_dim: bool,
+    ) -> PyResult<PyValue> {
+        self.reduce("reduce_mean", x, axes, keep_dim)
+    }
+
+    #[pyo3(signature = (x, axes = None, keep_dim = false))]
+    fn reduce_max(
+        &self,
+        x: &PyValue,
+        axes: Option<&Bound<'_, PyAny>>,
+        keep_dim: bool,
+    ) -> PyResult<PyValue> {
+        self.reduce("reduce_max", x, axes, keep_dim)
+    }
+
+    /// Joins values along `axis`; the other dims must match.
+    #[pyo3(signature = (values, axis = 0))]
+    fn concat(&self, values: Vec<PyRef<'_, PyValue>>, axis: i64) -> PyResult<PyValue> {
+        let ids = values
+            .iter()
+            .map(|v| self.id_of(v))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.build(|g| g.concat(&ids, axis))
+    }
+
+    /// `x[start:end]` along `axis`; bounds are ints (negative counts from the end) or dim
+    /// expressions such as "seq" or "seq-1", checked when a variant is specialized.
+    #[pyo3(signature = (x, axis, start, end = None))]
+    fn slice(
+        &self,
+        x: &PyValue,
+        axis: i64,
+        start: &Bound<'_, PyAny>,
+        end: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyValue> {
+        let start = bound_from_py("slice start", start)?;
+        let end = end.map(|e| bound_from_py("slice end", e)).transpose()?;
+        let x = self.id_of(x)?;
+        self.build(|g| g.slice(x, axis, start, end))
+    }
+
+    /// `numpy.take(data, indices, axis)`; indices are int64 or int32, checked when run
+    /// (out of range raises IndexError).
+    #[pyo3(signature = (data, indices, axis = 0))]
+    fn gather(&self, data: &PyValue, indices: &PyValue, axis: i64) -> PyResult<PyValue> {
+        let (d, i) = (self.id_of(data)?, self.id_of(indices)?);
+        self.build(|g| g.gather(d, i, axis))
+    }
+
+    /// Converts to `dtype` (the one place rlx converts dtypes: when asked).
+    fn cast(&self, x: &PyValue, dtype: &Bound<'_, PyAny>) -> PyResult<PyValue> {
+        let to = dtype_from_py(dtype)?;
+        let x = self.id_of(x)?;
+        self.build(|g| g.cast(x, to))
+    }
+
+    /// Scaled dot-product attention over `[batch, heads, seq, head_dim]` q, k, v. `mask` is a
+    /// `[batch, key_len]` padding mask (non-zero = attend); `scale` defaults to
+    /// `1/sqrt(head_dim)`.
+    #[pyo3(signature = (q, k, v, mask = None, scale = None, causal = false))]
+    fn attention(
+        &self,
+        q: &PyValue,
+        k: &PyValue,
+        v: &PyValue,
+        mask: Option<&PyValue>,
+        scale: Option<f32>,
+        causal: bool,
+    ) -> PyResult<PyValue> {
+        let (q, k, v) = (self.id_of(q)?, self.id_of(k)?, self.id_of(v)?);
+        let mask = mask.map(|m| self.id_of(m)).transpose()?;
+        self.build(|g| g.attention(q, k, v, mask, scale, causal))
     }
 
     /// Adds the named output.
