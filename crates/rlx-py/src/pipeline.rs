@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rlx_ir::{BindingManifest, DimBinding, HirModule};
-use rlx_opt::CompileResult;
+use rlx_opt::{CompileReport, CompileResult};
 use rlx_runtime::{CompileOptions, Device, ModelCompilePipeline, ParamStore};
 
 use crate::compiled::PyCompiledGraph;
@@ -58,6 +58,12 @@ impl PySpecialized {
         self.result.report.to_string()
     }
 
+    /// The report as a dict (see `ModelCompilePipeline.report_data`).
+    #[getter]
+    fn report_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        report_to_py(py, &self.result.report)
+    }
+
     /// The specialized LIR text.
     fn __str__(&self) -> String {
         self.result.lir.to_string()
@@ -93,6 +99,34 @@ impl PyModelCompilePipeline {
     pub fn store(&self, py: Python<'_>) -> PyResult<Arc<ParamStore>> {
         self.with_template(py, |p| p.params().cloned())
     }
+
+    /// The template's compile report (the template is built first).
+    fn template_report(&self, py: Python<'_>) -> PyResult<CompileReport> {
+        self.with_template(py, |p| {
+            p.template_result()
+                .map(|r| r.report.clone())
+                .ok_or_else(|| rlx_runtime::Error::Compile("no template after building it".into()))
+        })
+    }
+}
+
+/// A compile report as a dict (times in seconds).
+fn report_to_py<'py>(py: Python<'py>, r: &CompileReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let passes: Vec<(&str, f64)> = r
+        .passes
+        .iter()
+        .map(|(n, t)| (*n, t.as_secs_f64()))
+        .collect();
+    d.set_item("passes", passes)?;
+    d.set_item("hir_ops_before", r.hir_ops_before)?;
+    d.set_item("hir_ops_after", r.hir_ops_after)?;
+    d.set_item("kernels", r.kernels)?;
+    d.set_item("lower_time_s", r.lower_time.as_secs_f64())?;
+    d.set_item("specialize_time_s", r.specialize_time.as_secs_f64())?;
+    d.set_item("fusions", r.fusions.clone())?;
+    d.set_item("near_misses", r.near_misses.clone())?;
+    Ok(d)
 }
 
 #[pymethods]
@@ -208,6 +242,21 @@ impl PyModelCompilePipeline {
     #[getter]
     fn missing_params(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         Ok(self.store(py)?.missing())
+    }
+
+    /// The template's compile report: passes and their times, HIR ops before and after the
+    /// passes, kernels, fusions and near misses (builds the template if needed).
+    #[getter]
+    fn report(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.template_report(py)?.to_string())
+    }
+
+    /// The template's compile report as a dict: `passes` (list of (name, seconds)),
+    /// `hir_ops_before`, `hir_ops_after`, `kernels`, `lower_time_s`, `specialize_time_s`,
+    /// `fusions` and `near_misses` (lists of str).
+    #[getter]
+    fn report_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        report_to_py(py, &self.template_report(py)?)
     }
 
     /// Counters and accumulated times (seconds).
