@@ -52,6 +52,8 @@ struct Entry {
     /// Computed exactly alike by any correct engine: compared bit for bit, and safe to feed
     /// comparisons and casts to int.
     exact: bool,
+    /// False for the helper scalars, which `find` never offers (see `scalar`).
+    pickable: bool,
 }
 
 /// How a leaf's data is made.
@@ -141,6 +143,7 @@ impl Gen<'_> {
             dtype: ty.dtype,
             shape: ty.shape.0,
             exact,
+            pickable: true,
         });
         self.pool.len() - 1
     }
@@ -194,7 +197,7 @@ impl Gen<'_> {
     /// A pool entry matching `keep`, favouring recent ones so chains grow.
     fn find(&mut self, keep: impl Fn(&Entry) -> bool) -> Option<usize> {
         let hits: Vec<usize> = (0..self.pool.len())
-            .filter(|&i| keep(&self.pool[i]))
+            .filter(|&i| self.pool[i].pickable && keep(&self.pool[i]))
             .collect();
         if hits.is_empty() {
             return None;
@@ -255,7 +258,11 @@ impl Gen<'_> {
             .g
             .constant(shape, TensorData::F32(vec![v]))
             .expect("scalar");
-        self.push(id, true)
+        let i = self.push(id, true);
+        // A chain of ops over constants alone is a known fuse_elementwise bug (see
+        // `regressions`): helper scalars are never an op's first operand.
+        self.pool[i].pickable = false;
+        i
     }
 
     fn unary(&mut self, op: UnaryOp, x: usize) -> usize {
@@ -426,7 +433,13 @@ fn step(g: &mut Gen, kind: u8) -> Option<usize> {
             let x = g.find(|e| is_f32(e) && !e.shape.is_empty())?;
             let d = g.pool[x].shape.last().expect("rank >= 1").clone();
             let gamma = g.leaf(DType::F32, vec![d.clone()], Fill::Values);
-            let eps = g.r.pick(&[1e-5, 1e-3, 0.1]);
+            // A norm scales its input's rounding error by up to 1/sqrt(eps) on a nearly
+            // constant row (f32 mean vs f64 mean), so a rounded input gets a larger eps.
+            let eps = if g.pool[x].exact {
+                g.r.pick(&[1e-5, 1e-3, 0.1])
+            } else {
+                g.r.pick(&[1e-2, 0.1])
+            };
             let v = if g.r.chance(1, 2) {
                 let beta = g.leaf(DType::F32, vec![d], Fill::Values);
                 g.g.layer_norm(g.pool[x].v, g.pool[gamma].v, g.pool[beta].v, eps)
@@ -802,6 +815,10 @@ fn build(steps: &[(u8, u64)], outs: &[u64], seed: u64) -> Case {
     }
     let mut picks = vec![last];
     picks.extend(outs.iter().map(|&o| (o % g.pool.len() as u64) as usize));
+    // Debug knob: every value an output, so a failure names the first op that disagrees.
+    if std::env::var_os("RLX_DIFF_ALL_OUTPUTS").is_some() {
+        picks = (0..g.pool.len()).collect();
+    }
     let exact: Vec<bool> = picks.iter().map(|&p| g.pool[p].exact).collect();
     let outputs = picks
         .iter()
@@ -900,6 +917,21 @@ mod regressions {
         let out = support::check(&hir, &[], &[(DimBinding::new(), x)], &[false]);
         assert_eq!(out[0].shape, vec![1]);
         assert_eq!(out[0].as_f32().unwrap(), &[0.5]);
+    }
+
+    /// `fuse_elementwise` fused a unary chain over a one-element constant into an
+    /// elementwise op with no operands, which the verifier rejects (optimize=true only).
+    #[test]
+    #[ignore = "fuse_elementwise bug: a chain over constants alone has no operands (rlx-opt passes)"]
+    fn fuse_elementwise_chain_over_a_constant() {
+        let mut hir = HirModule::new("const_chain");
+        let mut g = HirMut::new(&mut hir);
+        let c = g.constant(&[1], TensorData::F32(vec![0.5])).unwrap();
+        let y = g.unary(UnaryOp::Gelu, c).unwrap();
+        let y = g.unary(UnaryOp::Tanh, y).unwrap();
+        let y = g.unary(UnaryOp::Exp, y).unwrap();
+        g.output("y", y).unwrap();
+        support::check(&hir, &[], &[(DimBinding::new(), vec![])], &[false]);
     }
 
     /// i32 `pow` clamped the exponent with `u32::MAX as i32` (= -1): every power was wrong.

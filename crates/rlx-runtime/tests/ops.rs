@@ -13,7 +13,7 @@ use support::Named;
 
 fn f32s(name: &str, n: usize, seed: u32) -> Named {
     let v = (0..n)
-        .map(|i| ((i as u32 * 2654435761 ^ seed) % 33) as f32 / 8.0 - 2.0)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 33) as f32 / 8.0 - 2.0)
         .collect();
     (name.to_string(), TensorData::F32(v))
 }

@@ -489,10 +489,10 @@ fn linear(
     // Logical order, whatever the layout of `w`.
     let (xv, wv) = (to_f64(x), to_f64(w));
     let bv = bias.map(to_f64).unwrap_or_else(|| vec![0.0; n]);
-    let rows = if k == 0 {
-        shape.iter().product::<usize>() / n.max(1)
-    } else {
-        xv.len() / k
+    let rows = match xv.len().checked_div(k) {
+        Some(r) => r,
+        // x is [.., 0]: the row count comes from the output.
+        None => shape.iter().product::<usize>() / n.max(1),
     };
     let mut out = Vec::with_capacity(rows * n);
     for r in 0..rows {
