@@ -1,0 +1,307 @@
+"""The ONNX importer's state: ONNX names -> rlx values or values known at import.
+
+A tensor is either a runtime ``rlx.Value`` or a :class:`Known`: a numpy array known at import
+(a Constant, an initializer, or a folded shape computation). Shape values hold ``Poly``
+elements in an object array. A ``Known`` becomes a runtime value only when an op needs it as
+a tensor: an initializer becomes a param (zero-copy), anything else a constant.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+import rlx
+from rlx._onnx_sym import DimLike, Poly, dim_text, parse_dim
+
+# ONNX TensorProto element types rlx computes with; others are listed in errors.
+_RLX_DTYPES = {1: np.float32, 7: np.int64, 6: np.int32, 9: np.bool_}
+_ANY_DTYPES = {
+    1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+    9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
+}
+RLX_NP = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32", np.dtype(np.bool_): "bool"}
+
+
+def np_dtype(elem_type: int, what: str, allow_any: bool = False) -> np.dtype:
+    table = _ANY_DTYPES if allow_any else _RLX_DTYPES
+    if elem_type not in table:
+        import onnx
+
+        tname = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else str(elem_type)
+        raise rlx.DTypeError(f"{what}: ONNX type {tname} is not supported (rlx computes in float32, int64, int32, bool)")
+    return np.dtype(table[elem_type])
+
+
+class Known:
+    """A tensor known at import. ``init`` names the initializer it is (if any)."""
+
+    __slots__ = ("arr", "dtype", "init")
+
+    def __init__(self, arr: np.ndarray, dtype: Optional[np.dtype] = None, init: Optional[str] = None) -> None:
+        self.arr = arr
+        self.dtype = np.dtype(dtype if dtype is not None else arr.dtype)
+        self.init = init
+
+    @property
+    def symbolic(self) -> bool:
+        return self.arr.dtype == object
+
+    @property
+    def shape(self) -> List[DimLike]:
+        return list(self.arr.shape)
+
+
+Val = Union["rlx.Value", Known]
+
+
+def shape_array(dims: Sequence[DimLike]) -> np.ndarray:
+    """A 1-D int64 array, or an object array when some dim is symbolic."""
+    if all(isinstance(d, (int, np.integer)) for d in dims):
+        return np.array([int(d) for d in dims], dtype=np.int64)
+    out = np.empty(len(dims), dtype=object)
+    for i, d in enumerate(dims):
+        out[i] = d if isinstance(d, Poly) else int(d)
+    return out
+
+
+def normalize(arr: np.ndarray) -> np.ndarray:
+    """An object array whose elements all became ints turns back into int64."""
+    if arr.dtype == object and all(not isinstance(x, Poly) for x in arr.flat):
+        return arr.astype(np.int64)
+    return arr
+
+
+def _sanitize(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return s if s and not s[0].isdigit() else "d_" + s
+
+
+class Importer:
+    def __init__(
+        self,
+        proto: Any,
+        inits: Dict[str, np.ndarray],
+        dims: Mapping[str, Tuple[int, int]],
+        constants: Dict[str, np.ndarray],
+        default_bounds: Callable[[str], Tuple[int, int]],
+        name: Optional[str],
+    ) -> None:
+        import onnx
+
+        self.proto = proto
+        self.graph = proto.graph
+        self.opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+        self.opset = self.opsets.get("ai.onnx", 1)
+        self.g = rlx.Graph(name or self.graph.name or "onnx", dims=None)
+        self.dims = dict(dims)
+        self.default_bounds = default_bounds
+        self.env: Dict[str, Val] = {}
+        self.params: Dict[str, np.ndarray] = {}
+        self.notes: List[str] = []
+        self.input_names: List[str] = []
+        self.input_shapes: Dict[str, Tuple[Union[int, str], ...]] = {}
+        self.output_names: List[str] = []
+        self._inits = inits
+        self._materialized: Dict[Any, Any] = {}
+        self._dim_src: Dict[str, Tuple[Any, int]] = {}
+        self._zero_vec: Dict[str, Any] = {}
+        self._constants = constants
+        self._onnx = onnx
+        self.transpose_w = "transpose_w" in (getattr(rlx.Graph.linear, "__text_signature__", "") or "")
+        for n, arr in inits.items():
+            self.env[n] = Known(arr, arr.dtype, init=n)
+
+    # -- symbols and inputs ------------------------------------------------------------------
+
+    def symbol(self, raw: str) -> str:
+        sym = _sanitize(raw)
+        if sym not in self.g.dims:
+            lo, hi = self.dims.get(raw, self.dims.get(sym, self.default_bounds(sym)))
+            self.g.dim(sym, int(lo), int(hi))
+        return sym
+
+    def add_inputs(self) -> None:
+        for vi in self.graph.input:
+            if vi.name in self._inits:
+                continue  # IR < 4 lists initializers as inputs too
+            if vi.name in self._constants:
+                arr = np.asarray(self._constants[vi.name])
+                self.env[vi.name] = Known(arr, arr.dtype)
+                continue
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                raise rlx.UnsupportedOpError(f"input {vi.name!r}: only tensor inputs are supported")
+            dt = np_dtype(tt.elem_type, f"input {vi.name!r}")
+            shape: List[Union[int, str]] = []
+            for axis, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value"):
+                    shape.append(int(d.dim_value))
+                else:
+                    shape.append(self.symbol(d.dim_param or f"{vi.name}_{axis}"))
+            v = self.g.input(vi.name, tuple(shape), RLX_NP[dt])
+            for axis, d in enumerate(shape):
+                if isinstance(d, str):
+                    self._dim_src.setdefault(d, (v, axis))
+            self.env[vi.name] = v
+            self.input_names.append(vi.name)
+            self.input_shapes[vi.name] = tuple(shape)
+
+    # -- values ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Optional[Val]:
+        if name == "":
+            return None
+        try:
+            return self.env[name]
+        except KeyError:
+            raise rlx.GraphError(f"ONNX value {name!r} is used before it is defined") from None
+
+    def dtype(self, v: Val) -> np.dtype:
+        if isinstance(v, Known):
+            return v.dtype
+        return np.dtype(v.dtype)
+
+    def shape(self, v: Val) -> List[DimLike]:
+        if isinstance(v, Known):
+            return list(v.arr.shape)
+        return [parse_dim(d) for d in v.shape]
+
+    def rank(self, v: Val) -> int:
+        return len(v.arr.shape) if isinstance(v, Known) else len(v.shape)
+
+    def values(self, name: str, what: str) -> np.ndarray:
+        """The value of an operand that must be known at import (shape tensors, axes, ...)."""
+        v = self.get(name)
+        if not isinstance(v, Known):
+            raise rlx.UnsupportedOpError(
+                f"{what}: operand {name!r} must be known at import (a constant, an initializer or a "
+                "shape computation); rlx has no data-dependent shapes"
+            )
+        return v.arr
+
+    def ints(self, name: str, what: str) -> List[DimLike]:
+        return [x if isinstance(x, Poly) else int(x) for x in np.asarray(self.values(name, what)).reshape(-1)]
+
+    def rt(self, v: Val) -> "rlx.Value":
+        """``v`` as a runtime value: a param for an initializer, else a constant."""
+        if not isinstance(v, Known):
+            return v
+        key = v.init if v.init is not None else id(v)
+        hit = self._materialized.get(key)
+        if hit is not None:
+            return hit[0]
+        if v.dtype not in RLX_NP:
+            what = f"initializer {v.init!r}" if v.init else "constant"
+            raise rlx.DTypeError(f"{what}: dtype {v.dtype} is not supported (rlx computes in float32, int64, int32, bool)")
+        if v.init is not None:
+            out = self.g.param(v.init, tuple(int(d) for d in v.arr.shape), RLX_NP[v.dtype])
+            self.params[v.init] = v.arr
+        elif v.symbolic:
+            out = self.symbolic_tensor(v)
+        else:
+            out = self.g.constant(np.array(v.arr, dtype=v.dtype, order="C"))
+        self._materialized[key] = (out, v)  # keeps v alive so id() stays unique
+        return out
+
+    def param_from(self, name: str, arr: np.ndarray) -> "rlx.Value":
+        """A param holding an array made at import (e.g. a transposed Gemm weight)."""
+        if name in self._materialized:
+            return self._materialized[name][0]
+        out = self.g.param(name, arr.shape, RLX_NP[arr.dtype])
+        self.params[name] = arr
+        self._materialized[name] = (out, arr)
+        return out
+
+    # -- runtime tensors of symbolic shape ---------------------------------------------------
+
+    def _zeros_for_symbol(self, sym: str) -> "rlx.Value":
+        """A float32 zero vector of shape ``[sym]``, derived from an input that has the dim."""
+        if sym in self._zero_vec:
+            return self._zero_vec[sym]
+        if sym not in self._dim_src:
+            raise rlx.UnsupportedOpError(f"no input has dim {sym!r}; cannot build a tensor of that size")
+        x, axis = self._dim_src[sym]
+        zero = self.g.constant(np.zeros((), np.float32))
+        z = self.g.where(self.g.eq(x, x), zero, zero)
+        others = [a for a in range(len(x.shape)) if a != axis]
+        if others:
+            z = self.g.reduce_max(z, others, keep_dim=False)
+        self._zero_vec[sym] = z
+        return z
+
+    def zeros_vec(self, d: DimLike) -> "rlx.Value":
+        """A float32 zero vector of length ``d`` (an int or a single-term polynomial)."""
+        if isinstance(d, int):
+            return self.g.constant(np.zeros((d,), np.float32))
+        if len(d.terms) != 1:
+            raise rlx.UnsupportedOpError(f"cannot build a tensor of length {d} (a sum of terms)")
+        (mono, coeff), = d.terms.items()
+        parts = [self._zeros_for_symbol(s) for s in mono]
+        if coeff != 1:
+            parts.append(self.g.constant(np.zeros((coeff,), np.float32)))
+        acc = parts[0]
+        for i, p in enumerate(parts[1:], 1):
+            # [a0..a(i-1)] + [1, .., 1, p]: an outer sum, flattened below.
+            acc = self.g.add(self.g.reshape(acc, tuple(acc.shape) + (1,)), self.g.reshape(p, (1,) * i + (p.shape[0],)))
+        if len(parts) > 1:
+            acc = self.g.reshape(acc, (dim_text(d),))
+        return acc
+
+    def filled(self, shape: Sequence[DimLike], value: "rlx.Value") -> "rlx.Value":
+        """``value`` (rank 0 or broadcastable) broadcast to ``shape`` at run time."""
+        acc = None
+        rank = len(shape)
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d == 1:
+                continue
+            z = self.g.reshape(self.zeros_vec(d), tuple(dim_text(x) if j == i else 1 for j, x in enumerate(shape)))
+            acc = z if acc is None else self.g.add(acc, z)
+        if acc is None:
+            acc = self.g.constant(np.zeros((1,) * rank, np.float32))
+        cond = self.g.eq(acc, acc)
+        return self.g.where(cond, value, value)
+
+    def symbolic_tensor(self, v: Known) -> "rlx.Value":
+        raise rlx.UnsupportedOpError(
+            f"a shape value {list(v.arr.flat)} with symbolic entries is used as tensor data; rlx "
+            "has no run-time shape tensors"
+        )
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from rlx._onnx_ops import HANDLERS
+
+        self.add_inputs()
+        for node in self.graph.node:
+            handler = HANDLERS[node.op_type]
+            try:
+                outs = handler(self, node)
+            except rlx.RlxError as e:
+                raise type(e)(f"ONNX node {node.name or '?'} ({node.op_type}): {e}") from e
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            for n, o in zip(node.output, outs):
+                if n:
+                    self.env[n] = o
+            for n in node.output[len(outs):]:
+                if n and n in self.used_names():
+                    raise rlx.UnsupportedOpError(
+                        f"ONNX node {node.name or '?'} ({node.op_type}): output #{list(node.output).index(n)} "
+                        f"{n!r} is not supported"
+                    )
+        outs = []
+        for vi in self.graph.output:
+            v = self.get(vi.name)
+            outs.append((vi.name, self.rt(v)))
+            self.output_names.append(vi.name)
+        for n, v in outs:
+            self.g.output(n, v)
+
+    def used_names(self) -> set:
+        if not hasattr(self, "_used"):
+            self._used = {i for n in self.graph.node for i in n.input} | {o.name for o in self.graph.output}
+        return self._used

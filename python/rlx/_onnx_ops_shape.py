@@ -1,0 +1,262 @@
+"""ONNX shape and data-movement ops: folded over symbolic dims when known at import."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+
+import rlx
+from rlx._onnx_import import RLX_NP, Importer, Known, normalize, shape_array
+from rlx._onnx_ops import _foldable, _k, attrs, op
+from rlx._onnx_sym import DimLike, Poly, dim_text
+
+INT_BIG = 2**31 - 1
+
+
+def _prod(ds: List[DimLike]) -> DimLike:
+    acc: DimLike = 1
+    for d in ds:
+        acc = acc * d
+    return acc
+
+
+def _axis(a: int, rank: int, what: str) -> int:
+    if not -rank <= a < max(rank, 1):
+        raise rlx.ShapeError(f"{what}: axis {a} out of range for rank {rank}")
+    return a + rank if a < 0 else a
+
+
+def _reshape(imp: Importer, x: Any, shape: List[DimLike]) -> Any:
+    if isinstance(x, Known) and _foldable(x) or isinstance(x, Known) and all(isinstance(d, int) for d in shape) and x.init is None:
+        return Known(x.arr.reshape([int(d) for d in shape]), x.dtype)
+    if not isinstance(x, Known) and imp.shape(x) == list(shape):
+        return x
+    return imp.g.reshape(imp.rt(x), tuple(dim_text(d) for d in shape))
+
+
+@op("Shape")
+def _shape(imp: Importer, node: Any) -> Any:
+    a = attrs(node)
+    dims = imp.shape(imp.get(node.input[0]))
+    r = len(dims)
+    start, end = a.get("start", 0), a.get("end", r)
+    start = min(max(start + r if start < 0 else start, 0), r)
+    end = min(max(end + r if end < 0 else end, 0), r)
+    return Known(shape_array(dims[start:end]), np.int64)
+
+
+@op("Size")
+def _size(imp: Importer, node: Any) -> Any:
+    n = _prod(imp.shape(imp.get(node.input[0])))
+    arr = np.empty((), object)
+    arr[()] = n
+    return _k(arr, np.int64)
+
+
+@op("ConstantOfShape")
+def _constant_of_shape(imp: Importer, node: Any) -> Any:
+    from onnx import numpy_helper
+
+    a = attrs(node)
+    value = numpy_helper.to_array(a["value"]).reshape(()) if "value" in a else np.zeros((), np.float32)
+    shape = imp.ints(node.input[0], "ConstantOfShape shape")
+    if all(isinstance(d, int) for d in shape):
+        return Known(np.full(shape, value, value.dtype), value.dtype)
+    return imp.filled(shape, imp.g.constant(value))
+
+
+@op("Gather")
+def _gather(imp: Importer, node: Any) -> Any:
+    data, idx = imp.get(node.input[0]), imp.get(node.input[1])
+    axis = _axis(attrs(node).get("axis", 0), imp.rank(data), "Gather")
+    if _foldable(data, idx):
+        return _k(np.take(data.arr, idx.arr.astype(np.int64), axis=axis), data.dtype)
+    return imp.g.gather(imp.rt(data), imp.rt(idx), axis)
+
+
+def _axes(imp: Importer, node: Any, what: str) -> List[int] | None:
+    a = attrs(node)
+    if "axes" in a:
+        return list(a["axes"])
+    if len(node.input) > 1 and node.input[1]:
+        return [int(x) for x in imp.ints(node.input[1], f"{what} axes")]
+    return None
+
+
+@op("Unsqueeze")
+def _unsqueeze(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    axes = _axes(imp, node, "Unsqueeze") or []
+    r = len(dims) + len(axes)
+    axes = sorted(_axis(a, r, "Unsqueeze") for a in axes)
+    out: List[DimLike] = list(dims)
+    for a in axes:
+        out.insert(a, 1)
+    return _reshape(imp, x, out)
+
+
+@op("Squeeze")
+def _squeeze(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    axes = _axes(imp, node, "Squeeze")
+    if axes is None:
+        keep = [d for d in dims if d != 1]
+    else:
+        drop = {_axis(a, len(dims), "Squeeze") for a in axes}
+        for a in drop:
+            if dims[a] != 1:
+                raise rlx.ShapeError(f"Squeeze axis {a} has size {dims[a]}, not 1")
+        keep = [d for i, d in enumerate(dims) if i not in drop]
+    return _reshape(imp, x, keep)
+
+
+@op("Reshape")
+def _reshape_op(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    target = imp.ints(node.input[1], "Reshape shape")
+    allowzero = attrs(node).get("allowzero", 0)
+    out: List[DimLike] = []
+    for i, t in enumerate(target):
+        if t == 0 and not allowzero and not isinstance(t, Poly):
+            out.append(dims[i])
+        else:
+            out.append(t)
+    if -1 in [d for d in out if isinstance(d, int)]:
+        known = _prod([d for d in out if not (isinstance(d, int) and d == -1)])
+        total = _prod(dims)
+        try:
+            inferred = Poly.of(total).exact_div(known) if isinstance(total, Poly) or isinstance(known, Poly) else (total // known if known else 0)
+        except ValueError as e:
+            raise rlx.ShapeError(f"Reshape {dims} -> {target}: {e}") from None
+        out = [inferred if isinstance(d, int) and d == -1 else d for d in out]
+    return _reshape(imp, x, out)
+
+
+@op("Flatten")
+def _flatten(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    a = attrs(node).get("axis", 1)
+    a = a + len(dims) if a < 0 else a
+    return _reshape(imp, x, [_prod(dims[:a]), _prod(dims[a:])])
+
+
+@op("Transpose")
+def _transpose(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    r = imp.rank(x)
+    perm = list(attrs(node).get("perm", range(r - 1, -1, -1)))
+    if _foldable(x):
+        return Known(np.transpose(x.arr, perm), x.dtype)
+    if perm == list(range(r)):
+        return x
+    return imp.g.transpose(imp.rt(x), perm)
+
+
+@op("Concat")
+def _concat(imp: Importer, node: Any) -> Any:
+    vals = [imp.get(i) for i in node.input if i]
+    axis = _axis(attrs(node)["axis"], imp.rank(vals[0]), "Concat")
+    if _foldable(*vals):
+        return _k(np.concatenate([v.arr for v in vals], axis=axis), vals[0].dtype)
+    return imp.g.concat([imp.rt(v) for v in vals if not _empty(imp, v, axis)] or [imp.rt(vals[0])], axis)
+
+
+def _empty(imp: Importer, v: Any, axis: int) -> bool:
+    return imp.shape(v)[axis] == 0
+
+
+def _slice_args(imp: Importer, node: Any, rank: int) -> List[tuple]:
+    if imp.opset < 10:
+        a = attrs(node)
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes = list(a.get("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        ins = list(node.input) + [""] * 5
+        starts = imp.ints(ins[1], "Slice starts")
+        ends = imp.ints(ins[2], "Slice ends")
+        axes = [int(x) for x in imp.ints(ins[3], "Slice axes")] if ins[3] else list(range(len(starts)))
+        steps = imp.ints(ins[4], "Slice steps") if ins[4] else [1] * len(starts)
+    return [(_axis(int(ax), rank, "Slice"), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
+
+
+def _clamp(b: DimLike, d: DimLike) -> DimLike | None:
+    """An ONNX slice bound as rlx takes it (None = to the end)."""
+    if isinstance(b, Poly):
+        return b
+    if isinstance(d, int):
+        b = b + d if b < 0 else b
+        return min(max(b, 0), d)
+    if b >= INT_BIG:
+        return None
+    return b
+
+
+@op("Slice")
+def _slice(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    args = _slice_args(imp, node, len(dims))
+    if _foldable(x):
+        idx = [slice(None)] * len(dims)
+        for ax, s, e, st in args:
+            idx[ax] = slice(int(max(min(s, 2**62), -2**62)), int(max(min(e, 2**62), -2**62)), int(st))
+        return Known(x.arr[tuple(idx)], x.dtype)
+    out = imp.rt(x)
+    for ax, s, e, st in args:
+        if st != 1:
+            raise rlx.UnsupportedOpError(f"Slice with step {st} (rlx slices with step 1)")
+        d = dims[ax]
+        start, end = _clamp(s, d), _clamp(e, d)
+        if isinstance(start, int) and isinstance(end, int) and end < start:
+            end = start
+        if start == 0 and (end is None or end == d):
+            continue
+        out = imp.g.slice(out, ax, dim_text(start), None if end is None else dim_text(end))
+    return out
+
+
+def _broadcast(a: List[DimLike], b: List[DimLike]) -> List[DimLike]:
+    r = max(len(a), len(b))
+    a = [1] * (r - len(a)) + list(a)
+    b = [1] * (r - len(b)) + list(b)
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise rlx.ShapeError(f"Expand: shapes {a} and {b} do not broadcast")
+    return out
+
+
+@op("Expand")
+def _expand(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    target = _broadcast(imp.shape(x), imp.ints(node.input[1], "Expand shape"))
+    if _foldable(x) and all(isinstance(d, int) for d in target):
+        return Known(np.array(np.broadcast_to(x.arr, target)), x.dtype)
+    if not isinstance(x, Known) and imp.shape(x) == target:
+        return x
+    return imp.filled(target, imp.rt(x))
+
+
+@op("Range")
+def _range(imp: Importer, node: Any) -> Any:
+    vals = [imp.get(i) for i in node.input]
+    if _foldable(*vals) and not any(v.symbolic for v in vals):
+        s, l, d = (v.arr.reshape(()) for v in vals)
+        return Known(np.arange(s, l, d, dtype=vals[0].dtype), vals[0].dtype)
+    if all(isinstance(v, Known) and not v.symbolic for v in vals):
+        s, l, d = (v.arr.reshape(()) for v in vals)
+        return Known(np.arange(s, l, d).astype(vals[0].dtype), vals[0].dtype)
+    raise rlx.UnsupportedOpError("Range with a size known only at run time (rlx has no iota op)")
+
+
+from rlx import _onnx_ops_nn  # noqa: E402,F401

@@ -1,0 +1,251 @@
+"""Import ONNX models into rlx.
+
+``rlx.onnx.load(path_or_model, dims=None)`` returns an :class:`OnnxModel`: the ``rlx.Graph``
+plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline()`` helpers.
+
+- ``dim_param``s become rlx symbols with bounds (1, 4096), or (1, 512) for sequence-like names
+  (``seq``, ``sequence_length``, ...); ``dims={"batch": (1, 64)}`` overrides them. A dim with
+  neither a value nor a name gets a symbol named ``<input>_<axis>``.
+- Initializers become params, never constants: the numpy arrays from
+  ``onnx.numpy_helper.to_array`` (or a read-only ``numpy.memmap`` of an external-data file)
+  are bound without a copy. Small integer initializers that only feed shape computations
+  (Reshape targets, Unsqueeze axes, Slice bounds, ...) are read at import and never become
+  params.
+- Shape subgraphs as exporters emit them (Shape -> Gather -> Unsqueeze -> Concat -> Reshape,
+  Shape -> Slice, arithmetic on shape values, ConstantOfShape, Expand) are folded at import
+  over symbolic dims, so ``Reshape`` gets an rlx shape such as ``("batch*seq", 384)``.
+- Ops outside the supported set raise one ``rlx.UnsupportedOpError`` listing every offending
+  node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set.
+- External-data locations that escape the model's directory (absolute paths, ``..``,
+  symlinks) raise ``rlx.ModelFormatError``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+import rlx
+from rlx import _onnx_ops
+from rlx._onnx_ops import SUPPORTED_OPS, Importer
+
+__all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS"]
+
+DEFAULT_BOUNDS = (1, 4096)
+SEQ_BOUNDS = (1, 512)
+
+
+class OnnxModel:
+    """An imported model: ``graph`` (an ``rlx.Graph``), ``params`` (name -> numpy array, bound
+    zero-copy by :meth:`bind`), ``symbols`` (name -> bounds), ``inputs`` / ``outputs`` (ONNX
+    names, in the model's order) and ``import_seconds``."""
+
+    def __init__(
+        self,
+        graph: "rlx.Graph",
+        params: Dict[str, np.ndarray],
+        inputs: List[str],
+        outputs: List[str],
+        import_seconds: float,
+        notes: List[str],
+    ) -> None:
+        self.graph = graph
+        self.params = params
+        self.inputs = inputs
+        self.outputs = outputs
+        self.import_seconds = import_seconds
+        self.notes = notes
+
+    @property
+    def symbols(self) -> Dict[str, Tuple[int, int]]:
+        return dict(self.graph.dims)
+
+    def bind(self, pipe: "rlx.ModelCompilePipeline", copy: bool = False) -> None:
+        """Binds every param on ``pipe`` (borrowed, not copied, unless ``copy``)."""
+        pipe.bind_params(self.params, copy=copy)
+
+    def pipeline(self, **kwargs: Any) -> "rlx.ModelCompilePipeline":
+        """A ``ModelCompilePipeline`` over the graph with the params bound."""
+        pipe = rlx.ModelCompilePipeline(self.graph, **kwargs)
+        self.bind(pipe)
+        return pipe
+
+    def binding(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, int]:
+        """The symbol values implied by the shapes of ``inputs`` (for ``get_or_compile``)."""
+        from rlx._onnx_sym import Poly, parse_dim
+
+        out: Dict[str, int] = {}
+        shapes = {}
+        pending = []
+        for name, arr in inputs.items():
+            if name not in self.graph.inputs:
+                continue
+            shapes[name] = np.shape(arr)
+        for name, value_shape in self._input_shapes().items():
+            got = shapes.get(name)
+            if got is None or len(got) != len(value_shape):
+                continue
+            for d, n in zip(value_shape, got):
+                p = parse_dim(d)
+                if isinstance(p, Poly):
+                    pending.append((p, n))
+        # Single symbols first, then expressions whose other symbols are now known.
+        for _ in range(2):
+            for p, n in pending:
+                syms = p.symbols()
+                unknown = [s for s in syms if s not in out]
+                if len(unknown) == 1 and len(p.terms) == 1:
+                    (m, c), = p.terms.items()
+                    rest = c
+                    for s in m:
+                        if s != unknown[0]:
+                            rest *= out[s]
+                    if rest and n % rest == 0 and m.count(unknown[0]) == 1:
+                        out[unknown[0]] = n // rest
+        return out
+
+    def _input_shapes(self) -> Dict[str, Tuple[Union[int, str], ...]]:
+        return dict(self._shapes)
+
+    def run(self, inputs: Mapping[str, np.ndarray], pipe: Optional["rlx.ModelCompilePipeline"] = None) -> Dict[str, np.ndarray]:
+        """Compiles (cached by the pipeline) the variant the input shapes imply and runs it."""
+        if pipe is None:
+            pipe = getattr(self, "_pipe", None) or self.pipeline()
+            self._pipe = pipe
+        exe = pipe.get_or_compile(self.binding(inputs))
+        return exe.run({k: v for k, v in inputs.items() if k in self.graph.inputs})
+
+    def __repr__(self) -> str:
+        nbytes = sum(a.nbytes for a in self.params.values())
+        return (
+            f"OnnxModel({self.graph.name!r}: {len(self.graph)} nodes, {len(self.params)} params "
+            f"({nbytes / 2**20:.1f} MiB), symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
+        )
+
+
+def _default_bounds(sym: str) -> Tuple[int, int]:
+    s = sym.lower()
+    if "seq" in s or "len" in s or "token" in s or s in ("s", "t", "time"):
+        return SEQ_BOUNDS
+    return DEFAULT_BOUNDS
+
+
+def _read_model(model: Any) -> Tuple[Any, Optional[str]]:
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise rlx.ModelFormatError(f"ONNX model {path!r}: no such file")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf decode errors have no common base class
+        raise rlx.ModelFormatError(f"ONNX model {path!r}: cannot parse: {e}") from e
+    return proto, os.path.dirname(os.path.abspath(path))
+
+
+def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
+    """A read-only memory map of an external-data initializer, after checking that its
+    location stays inside ``base_dir`` and its byte span fits the file and the shape."""
+    info = {e.key: e.value for e in tensor.external_data}
+    name = tensor.name
+    loc = info.get("location", "")
+    if base_dir is None:
+        raise rlx.ModelFormatError(
+            f"initializer {name!r}: external data {loc!r} needs the model's path (load the file, not a ModelProto)"
+        )
+    parts = loc.replace("\\", "/").split("/")
+    if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in parts or ":" in loc:
+        raise rlx.ModelFormatError(
+            f"initializer {name!r}: external data location {loc!r} escapes the model directory"
+        )
+    path = os.path.join(base_dir, *parts)
+    real_base = os.path.realpath(base_dir)
+    probe = base_dir
+    for p in parts:
+        probe = os.path.join(probe, p)
+        if os.path.islink(probe):
+            raise rlx.ModelFormatError(
+                f"initializer {name!r}: external data location {loc!r} goes through a symlink"
+            )
+    if os.path.commonpath([os.path.realpath(path), real_base]) != real_base:
+        raise rlx.ModelFormatError(
+            f"initializer {name!r}: external data location {loc!r} escapes the model directory"
+        )
+    if not os.path.isfile(path):
+        raise rlx.ModelFormatError(f"initializer {name!r}: external data file {loc!r} not found")
+    dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}")
+    shape = tuple(int(d) for d in tensor.dims)
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else want
+    except ValueError as e:
+        raise rlx.ModelFormatError(f"initializer {name!r}: bad external data offset/length: {e}") from e
+    size = os.path.getsize(path)
+    if offset < 0 or length < 0 or offset + length > size:
+        raise rlx.ModelFormatError(
+            f"initializer {name!r}: external data [{offset}, {offset + length}) is outside {loc!r} ({size} bytes)"
+        )
+    if length != want:
+        raise rlx.ModelFormatError(
+            f"initializer {name!r}: external data length {length} != {want} bytes for {dtype} {list(shape)}"
+        )
+    if want == 0:
+        return np.zeros(shape, dtype)
+    arr = np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=offset, shape=shape)
+    if arr.ctypes.data % dtype.itemsize:
+        # An unaligned span cannot be borrowed as a typed slice: copy it (said in the notes).
+        return np.array(arr)
+    return arr
+
+
+def _initializers(proto: Any, base_dir: Optional[str]) -> Dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    out: Dict[str, np.ndarray] = {}
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            out[t.name] = external_array(t, base_dir)
+            continue
+        _onnx_ops.np_dtype(t.data_type, f"initializer {t.name!r}", allow_any=True)
+        try:
+            out[t.name] = numpy_helper.to_array(t)
+        except Exception as e:
+            raise rlx.ModelFormatError(f"initializer {t.name!r}: cannot decode: {e}") from e
+    for t in proto.graph.sparse_initializer:
+        raise rlx.UnsupportedOpError(f"sparse initializer {t.values.name!r} is not supported")
+    return out
+
+
+def load(
+    model: Any,
+    dims: Optional[Mapping[str, Tuple[int, int]]] = None,
+    *,
+    constants: Optional[Mapping[str, np.ndarray]] = None,
+    name: Optional[str] = None,
+) -> OnnxModel:
+    """Imports an ONNX model (a path or a ``ModelProto``) as an :class:`OnnxModel`.
+
+    ``dims`` overrides symbol bounds. ``constants`` freezes graph inputs to known values
+    (they are folded like initializers that feed shapes; the ONNX backend tests use it for
+    ``Reshape``'s ``shape`` input and the like).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    proto, base_dir = _read_model(model)
+    _onnx_ops.check_supported(proto)
+    inits = _initializers(proto, base_dir)
+    imp = Importer(proto, inits, dims or {}, dict(constants or {}), _default_bounds, name)
+    imp.run()
+    m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes)
+    m._shapes = imp.input_shapes
+    return m
+
+
+__all__ += ["external_array"]
