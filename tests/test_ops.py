@@ -788,3 +788,29 @@ def test_scalar_is_a_float32_of_shape_1():
 def test_constant_dtype_errors(value, dtype, match):
     with pytest.raises(rlx.DTypeError, match=match):
         rlx.Graph("c").constant(value, dtype)
+
+
+# -- linear -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "relu"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_transpose_w_reads_out_in_weights(rng, activation, bias):
+    w, b = rand(rng, (6, 5), F32), rand(rng, (6,), F32)  # [out, in], as PyTorch stores it
+    g = rlx.Graph("lin", dims={"n": (1, 32)})
+    x = g.input("x", ("n", 5))
+    bv = g.param("b", (6,)) if bias else None
+    y = g.linear(x, g.param("w", (6, 5)), bv, activation=activation, transpose_w=True)
+    assert y.shape == ("n", 6)
+    g.output("y", y)
+    acts = {None: lambda t: t, "gelu": gelu_ref, "relu": lambda t: np.maximum(t, 0.0)}
+    params = {"w": w, **({"b": b} if bias else {})}
+    variants = []
+    for n in (1, 4, 19):
+        xv = rand(rng, (n, 5), F32)
+        pre = ref64(xv) @ w.T + (b if bias else 0.0)
+        variants.append(({"n": n}, {"x": xv}, {"y": acts[activation](pre)}))
+    run_variants(g, variants, params=params)
+    # Without transpose_w the same [6, 5] weight does not fit an input of width 5.
+    with pytest.raises(rlx.ShapeError):
+        g.linear(x, g.param("w2", (6, 5)))

@@ -299,19 +299,27 @@ impl PyGraph {
         self.leaf(name, shape, dtype.unwrap_or(&f32), true)
     }
 
-    /// `x @ w (+ b)` with an optional activation ("gelu", "relu", ...); `w` is `[in, out]`.
-    #[pyo3(signature = (x, w, b = None, activation = None))]
+    /// `x @ w (+ b)` with an optional activation ("gelu", "relu", ...); `w` is `[in, out]`, or
+    /// `[out, in]` (PyTorch's layout, read transposed in place) with `transpose_w=True`.
+    #[pyo3(signature = (x, w, b = None, activation = None, transpose_w = false))]
     fn linear(
         &self,
         x: &PyValue,
         w: &PyValue,
         b: Option<&PyValue>,
         activation: Option<&str>,
+        transpose_w: bool,
     ) -> PyResult<PyValue> {
         let (x, w) = (self.id_of(x)?, self.id_of(w)?);
         let b = b.map(|b| self.id_of(b)).transpose()?;
         let act = activation.map(unary_op).transpose()?;
-        self.build(|g| g.linear(x, w, b, act))
+        self.build(|g| {
+            if transpose_w {
+                g.linear_t(x, w, b, act)
+            } else {
+                g.linear(x, w, b, act)
+            }
+        })
     }
 
     fn matmul(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {
