@@ -163,9 +163,7 @@ impl Gen<'_> {
             .map(|d| d as usize)
             .collect();
         let v = match kind {
-            // One-element constants are left to `scalar`: see `regressions::
-            // fuse_elementwise_keeps_rank_of_one_element_constant`.
-            1 if (2..=64).contains(&st.iter().product::<usize>()) => {
+            1 if (1..=64).contains(&st.iter().product::<usize>()) => {
                 self.consts += 1;
                 let data = fill_data(&mut self.r, dtype, st.iter().product(), &Fill::Values);
                 self.g.constant(&st, data).expect("constant")
@@ -249,20 +247,20 @@ impl Gen<'_> {
         self.leaf(dtype, s, Fill::Values)
     }
 
-    /// A one-element constant of rank at most `rank` (the operand it meets), so it never adds
-    /// an axis. A scalar that does is a known bug of `fuse_elementwise` (see `regressions`).
+    /// A one-element constant, of rank 0 or 1 (so against a rank-0 operand it may add an axis,
+    /// the case of `regressions::fuse_elementwise_keeps_rank_of_one_element_constant`).
     fn scalar(&mut self, v: f32, rank: usize) -> usize {
         self.consts += 1;
-        let shape: &[usize] = if rank == 0 { &[] } else { &[1] };
+        let shape: &[usize] = if rank == 0 && self.r.below(2) == 0 {
+            &[]
+        } else {
+            &[1]
+        };
         let id = self
             .g
             .constant(shape, TensorData::F32(vec![v]))
             .expect("scalar");
-        let i = self.push(id, true);
-        // A chain of ops over constants alone is a known fuse_elementwise bug (see
-        // `regressions`): helper scalars are never an op's first operand.
-        self.pool[i].pickable = false;
-        i
+        self.push(id, true)
     }
 
     fn unary(&mut self, op: UnaryOp, x: usize) -> usize {
@@ -903,7 +901,7 @@ mod regressions {
     /// by broadcasting: `abs(x[]) + [1.0]` is `f32[1]`, the fused op was typed `f32[]` and the
     /// verifier rejected the template (with optimize=true only).
     #[test]
-    #[ignore = "fuse_elementwise bug: one-element constants lose their rank (rlx-opt passes)"]
+
     fn fuse_elementwise_keeps_rank_of_one_element_constant() {
         let mut hir = HirModule::new("scalar_rank");
         let mut g = HirMut::new(&mut hir);
@@ -922,7 +920,7 @@ mod regressions {
     /// `fuse_elementwise` fused a unary chain over a one-element constant into an
     /// elementwise op with no operands, which the verifier rejects (optimize=true only).
     #[test]
-    #[ignore = "fuse_elementwise bug: a chain over constants alone has no operands (rlx-opt passes)"]
+
     fn fuse_elementwise_chain_over_a_constant() {
         let mut hir = HirModule::new("const_chain");
         let mut g = HirMut::new(&mut hir);

@@ -25,12 +25,20 @@ struct Partial {
 
 impl Partial {
     /// Appends operand `v` — inlined when `inline` has its program — and returns its register.
-    fn operand(&mut self, m: &HirModule, v: ValueId, inline: Option<&Partial>) -> usize {
+    /// `rank` is the rank of the op being built: a one-element constant of no greater rank
+    /// cannot change the broadcast shape, so it may become a `Const` step.
+    fn operand(
+        &mut self,
+        m: &HirModule,
+        v: ValueId,
+        inline: Option<&Partial>,
+        rank: usize,
+    ) -> usize {
         if let Some(p) = inline {
             let base = self.steps.len();
             for s in &p.steps {
                 let step = match *s {
-                    EwStep::Load(n) => return_load(self, m, p.leaves[n]),
+                    EwStep::Load(n) => return_load(self, m, p.leaves[n], rank),
                     EwStep::Const(c) => EwStep::Const(c),
                     EwStep::Unary(op, a) => EwStep::Unary(op, a + base),
                     EwStep::Binary(op, a, b) => EwStep::Binary(op, a + base, b + base),
@@ -40,15 +48,15 @@ impl Partial {
             self.ops += p.ops;
             return self.steps.len() - 1;
         }
-        let step = return_load(self, m, v);
+        let step = return_load(self, m, v, rank);
         self.steps.push(step);
         self.steps.len() - 1
     }
 }
 
 /// A load of `v` (or its value, when `v` is a one-element f32 constant).
-fn return_load(p: &mut Partial, m: &HirModule, v: ValueId) -> EwStep {
-    if let Some(c) = const_scalar(m, v) {
+fn return_load(p: &mut Partial, m: &HirModule, v: ValueId, rank: usize) -> EwStep {
+    if let Some(c) = const_scalar(m, v).filter(|_| m.nodes[v.index()].ty.shape.rank() <= rank) {
         return EwStep::Const(c);
     }
     let n = p.leaves.iter().position(|l| *l == v).unwrap_or_else(|| {
@@ -95,7 +103,7 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             if src.is_some() {
                 absorbed[v.index()] = true;
             }
-            regs.push(p.operand(&m, *v, src));
+            regs.push(p.operand(&m, *v, src, node.ty.shape.rank()));
         }
         match &node.op {
             Op::Compute(ComputeOp::Unary(op)) => p.steps.push(EwStep::Unary(*op, regs[0])),
@@ -113,12 +121,22 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     }
     for i in 0..m.nodes.len() {
         let Some(p) = partial[i].take() else { continue };
-        if absorbed[i] || p.ops < 2 {
+        // A chain over constants alone has no operand to read: leave it to the kernels.
+        if absorbed[i] || p.ops < 2 || p.leaves.is_empty() {
             continue;
         }
-        m.nodes[i].op = Op::Compute(ComputeOp::Elementwise {
+        let op = Op::Compute(ComputeOp::Elementwise {
             program: Arc::new(EwProgram { steps: p.steps }),
         });
+        // Constants folded into the program no longer take part in broadcasting: keep the
+        // fusion only if the operands still give the op its type.
+        if rlx_ir::hir::infer_type(&m, &op, &p.leaves).ok().as_ref() != Some(&m.nodes[i].ty) {
+            log.near_misses.push(format!(
+                "elementwise: %{i} kept apart: inlined constants would change its shape"
+            ));
+            continue;
+        }
+        m.nodes[i].op = op;
         m.nodes[i].inputs = p.leaves;
         log.fusions
             .push(format!("elementwise: {} ops -> %{i}", p.ops));

@@ -68,7 +68,11 @@ pub fn attention(
                 .fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for (j, x) in row.iter_mut().enumerate() {
-                *x = if keep(j) { (*x - max).exp() } else { 0.0 };
+                *x = if keep(j) {
+                    super::math::exp(*x - max)
+                } else {
+                    0.0
+                };
                 sum += *x;
             }
             let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use rlx_ir::{BinaryOp, CompareOp, UnaryOp};
 
 use super::PAR_GRAIN;
-use super::math::unary as unary_scalar;
+use super::math::unary_map;
 use super::types::{CastTo, Num};
 
 /// Row-major strides of `shape` in elements, right-aligned against `out`, with 0 for dims
@@ -174,9 +174,7 @@ pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(PAR_GRAIN)
         .zip(x.par_chunks(PAR_GRAIN))
         .for_each(|(o, x)| {
-            o.iter_mut()
-                .zip(x)
-                .for_each(|(o, x)| *o = unary_scalar(op, *x));
+            unary_map(op, x, o);
         });
 }
 

@@ -32,6 +32,8 @@ pub struct CpuExecutable {
     places: Vec<Place>,
     arenas: ArenaPool,
     pool: Arc<ThreadPool>,
+    /// `RLX_PROFILE=1` when compiled: print each kernel's time after every run.
+    profile: bool,
 }
 
 /// Buffer addresses of one run. Raw pointers so kernels can borrow several at once.
@@ -91,6 +93,7 @@ impl CpuExecutable {
             places,
             arenas,
             pool,
+            profile: std::env::var("RLX_PROFILE").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -393,6 +396,31 @@ impl CpuExecutable {
     }
 }
 
+impl CpuExecutable {
+    fn run_profiled(&self, addrs: &Addrs) -> Result<()> {
+        let mut lines = Vec::with_capacity(self.lir.kernels.len());
+        let total = std::time::Instant::now();
+        for k in &self.lir.kernels {
+            let t = std::time::Instant::now();
+            self.run_kernel(k, addrs)?;
+            lines.push(format!(
+                "  {:>10.1?}  {} = {}{:?}",
+                t.elapsed(),
+                k.output,
+                k.op.name(),
+                self.shapes[k.output.index()]
+            ));
+        }
+        eprintln!(
+            "[rlx] run of {} took {:.2?}:\n{}",
+            self.lir.name,
+            total.elapsed(),
+            lines.join("\n")
+        );
+        Ok(())
+    }
+}
+
 fn last(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1)
 }
@@ -448,6 +476,9 @@ impl Executable for CpuExecutable {
                 .collect(),
         );
         let result = self.pool.install(|| {
+            if self.profile {
+                return self.run_profiled(&addrs);
+            }
             self.lir
                 .kernels
                 .iter()

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use rlx_ir::{BinaryOp, EwProgram, EwStep};
 
 use super::PAR_GRAIN;
-use super::math::unary;
+use super::math::unary_map;
 use super::types::Num;
 
 /// One operand of an elementwise program: its values (already f32) and broadcast strides.
@@ -55,10 +55,7 @@ pub fn elementwise(
                                 .for_each(|(j, x)| *x = inp.data[off + j * step]);
                         }
                         EwStep::Const(c) => dst.fill(c),
-                        EwStep::Unary(op, a) => dst
-                            .iter_mut()
-                            .zip(&done[a])
-                            .for_each(|(x, a)| *x = unary(op, *a)),
+                        EwStep::Unary(op, a) => unary_map(op, &done[a][..dst.len()], dst),
                         EwStep::Binary(op, a, b) => {
                             let (a, b) = (&done[a], &done[b]);
                             dst.iter_mut()
@@ -255,7 +252,11 @@ pub fn attention_packed(
                 }
                 let mut sum = 0.0;
                 for (j, x) in row.iter_mut().enumerate() {
-                    *x = if keep(j) { (*x - max).exp() } else { 0.0 };
+                    *x = if keep(j) {
+                        super::math::exp(*x - max)
+                    } else {
+                        0.0
+                    };
                     sum += *x;
                 }
                 let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };

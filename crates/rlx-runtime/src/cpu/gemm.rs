@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
 use super::elementwise::broadcast_strides;
-use super::math::unary;
+use super::math::unary_in_place;
 
 /// `c[m, n] = a[m, k] @ b[k, n]` for one row-major block.
 fn sgemm_block(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -130,7 +130,7 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, spec: &LinearSpec, out
                     row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
                 }
                 if let Some(op) = spec.act {
-                    row.iter_mut().for_each(|y| *y = unary(op, *y));
+                    unary_in_place(op, row);
                 }
             }
         });

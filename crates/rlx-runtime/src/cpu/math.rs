@@ -1,43 +1,82 @@
-//! Scalar math for activations.
+//! Scalar math for activations, in f32 and branch-free so loops over slices vectorize.
+//!
+//! `exp` is range-reduced to `2^n * e^g` with `|g| <= ln2/2` (Cody–Waite) and a degree-6 Taylor polynomial
+//! (truncation below 1.3e-7 relative); `erfc` is the Numerical Recipes `erfcc` form, whose
+//! relative error stays near 1e-7 across the whole line, so `gelu` keeps its precision in the
+//! negative tail where `1 + erf(x)` would cancel.
 
 use rlx_ir::UnaryOp;
 
-/// erf with the Abramowitz–Stegun 7.1.26 rational approximation, evaluated in f64
-/// (absolute error below 1.5e-7, under f32 resolution near 1).
-pub fn erf(x: f32) -> f32 {
-    let x = f64::from(x);
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let y = 1.0 - poly * (-x * x).exp();
-    (if x < 0.0 { -y } else { y }) as f32
+/// e^x for f32, NaN-propagating, 0 below the normal range and +inf above it.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two (Cody–Waite): `n * LN2_HI` is exact, so the reduced argument keeps
+    // its precision even when |x| is large.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a rounding instruction.
+    const ROUND: f32 = 12_582_912.0;
+    let c = x.clamp(-87.0, 88.0);
+    let t = c * LOG2E;
+    let n = (t + ROUND) - ROUND;
+    let g = c - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + g * (1.0
+            + g * (0.5
+                + g * (1.0 / 6.0 + g * (1.0 / 24.0 + g * (1.0 / 120.0 + g * (1.0 / 720.0))))));
+    // SAFETY: `n` is an integer in [-126, 127] (from the clamp), so the conversion is exact.
+    let n_int: i32 = unsafe { n.to_int_unchecked() };
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    let y = p * scale;
+    if x < -87.0 {
+        0.0
+    } else if x > 88.0 {
+        f32::INFINITY
+    } else {
+        y
+    }
 }
 
-/// erfc in f64 with relative error below 1.2e-7 everywhere (Numerical Recipes' `erfcc`), so
-/// `gelu` keeps its precision in the negative tail where `1 + erf(x)` would cancel.
-fn erfc(x: f64) -> f64 {
+/// erfc(x) with relative error about 1e-7 for all x.
+#[inline(always)]
+pub fn erfc(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77));
+    let p = -1.135_204 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77));
     let p = 0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * p)));
-    let r = t * (-z * z - 1.265_512_23 + t * (1.000_023_68 + t * p)).exp();
+    let r = t * exp(-z * z - 1.265_512_2 + t * (1.000_023_7 + t * p));
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
-/// `x * Phi(x)` = `0.5 * x * erfc(-x / sqrt(2))`, in f64.
-fn gelu(x: f32) -> f32 {
-    let x = f64::from(x);
-    (0.5 * x * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
+/// erf(x): a Taylor series near 0 (where `1 - erfc` would lose relative precision), else
+/// `1 - erfc(x)`.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
+    let x2 = x * x;
+    let series = TWO_OVER_SQRT_PI
+        * x
+        * (1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (1.0 / 10.0
+                    + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0))))));
+    if x.abs() < 0.5 { series } else { 1.0 - erfc(x) }
 }
 
+/// `x * Phi(x)` = `0.5 * x * erfc(-x / sqrt(2))`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * erfc(-x * std::f32::consts::FRAC_1_SQRT_2)
+}
+
+#[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 /// Applies one unary op to one element.
-#[inline]
+#[inline(always)]
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
     match op {
         // Not `x.max(0.0)`, which turns NaN into 0: NaN propagates, as in torch.relu.
@@ -57,7 +96,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Silu => x * sigmoid(x),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => exp(x),
         UnaryOp::Log => x.ln(),
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Rsqrt => 1.0 / x.sqrt(),
@@ -67,24 +106,94 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
     }
 }
 
+/// `dst[i] = op(src[i])`, with the op chosen once outside the loop so the loop vectorizes.
+pub fn unary_map(op: UnaryOp, src: &[f32], dst: &mut [f32]) {
+    macro_rules! each {
+        ($f:expr) => {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d = $f(*s))
+        };
+    }
+    match op {
+        UnaryOp::Relu => each!(|x: f32| if x < 0.0 { 0.0 } else { x }),
+        UnaryOp::Neg => each!(|x: f32| -x),
+        UnaryOp::Gelu => each!(gelu),
+        UnaryOp::Exp => each!(exp),
+        UnaryOp::Sigmoid => each!(sigmoid),
+        UnaryOp::Erf => each!(erf),
+        op => each!(|x| unary(op, x)),
+    }
+}
+
+/// `xs[i] = op(xs[i])` in place.
+pub fn unary_in_place(op: UnaryOp, xs: &mut [f32]) {
+    match op {
+        UnaryOp::Gelu => xs.iter_mut().for_each(|x| *x = gelu(*x)),
+        op => xs.iter_mut().for_each(|x| *x = unary(op, *x)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rel(a: f32, b: f64) -> f64 {
+        ((f64::from(a) - b) / b.abs().max(1e-300)).abs()
+    }
+
     #[test]
-    fn erf_matches_known_values() {
+    fn exp_is_accurate_and_saturates() {
+        // Down to e^-80: below that results approach the subnormal range and lose digits.
+        for i in -800..=880 {
+            let x = i as f32 / 10.0;
+            let want = f64::from(x).exp();
+            assert!(
+                rel(exp(x), want) < 3e-7,
+                "exp({x}) = {} want {want}",
+                exp(x)
+            );
+        }
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    #[ignore = "timing probe: cargo test --release -p rlx-runtime --lib -- --ignored --nocapture"]
+    fn probe_speed() {
+        let xs: Vec<f32> = (0..1 << 20).map(|i| (i as f32 / 65536.0) - 8.0).collect();
+        let mut out = vec![0.0; xs.len()];
+        for op in [UnaryOp::Exp, UnaryOp::Gelu, UnaryOp::Relu] {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                unary_map(op, &xs, &mut out);
+            }
+            println!(
+                "{op}: {:.2} ns/elem",
+                t.elapsed().as_nanos() as f64 / (10.0 * xs.len() as f64)
+            );
+        }
+    }
+
+    #[test]
+    fn erf_and_gelu_match_known_values() {
         for (x, want) in [
             (0.0, 0.0),
+            (1e-4, 1.128_379_2e-4),
             (0.5, 0.520_499_9),
             (1.0, 0.842_700_8),
             (-2.0, -0.995_322_3),
             (4.0, 0.999_999_98),
         ] {
             assert!(
-                (erf(x) - want).abs() < 3e-7,
+                (erf(x) - want).abs() <= 3e-7 * want.abs().max(1e-3),
                 "erf({x}) = {} want {want}",
                 erf(x)
             );
         }
+        // gelu(-5) = -5 * Phi(-5) = -1.4332e-6: relative precision in the tail.
+        assert!(rel(gelu(-5.0), -1.433_257_2e-6) < 1e-5, "{}", gelu(-5.0));
+        assert!(rel(gelu(2.0), 1.954_500_0) < 1e-6, "{}", gelu(2.0));
+        assert!(gelu(f32::NAN).is_nan());
     }
 }

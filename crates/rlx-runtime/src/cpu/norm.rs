@@ -21,7 +21,7 @@ pub fn softmax(x: &[f32], n: usize, inner: usize, out: &mut [f32]) {
                         .fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
                     for i in 0..n {
-                        let e = (x[i * inner + j] - max).exp();
+                        let e = super::math::exp(x[i * inner + j] - max);
                         o[i * inner + j] = e;
                         sum += e;
                     }
