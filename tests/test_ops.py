@@ -814,3 +814,12 @@ def test_linear_transpose_w_reads_out_in_weights(rng, activation, bias):
     # Without transpose_w the same [6, 5] weight does not fit an input of width 5.
     with pytest.raises(rlx.ShapeError):
         g.linear(x, g.param("w2", (6, 5)))
+
+
+def test_a_numpy_scalar_input_is_named_as_such():
+    g = rlx.Graph("s")
+    g.output("y", g.neg(g.input("x", ())))
+    exe = rlx.ModelCompilePipeline(g).get_or_compile()
+    with pytest.raises(rlx.DTypeError, match=r"got numpy\.float32; convert with np\.asarray"):
+        exe.run(x=np.float32(2.0))
+    np.testing.assert_array_equal(exe.run(x=np.asarray(np.float32(2.0)))["y"], np.array(-2.0, F32))

@@ -55,7 +55,12 @@ pub fn view<'py>(
         ""
     };
     let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
-        let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        // The qualified name, so a numpy scalar reads "numpy.float32", not "float32".
+        let ty = obj
+            .get_type()
+            .fully_qualified_name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         DTypeError::new_err(format!(
             "{what}: expected a numpy.ndarray of {want}, got {ty}; convert with np.asarray(x, dtype=np.{want}){or_copy}"
         ))
