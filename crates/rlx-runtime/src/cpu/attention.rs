@@ -14,14 +14,14 @@ pub struct AttnDims {
     pub dv: usize,
 }
 
-/// `out[b, h, i, :] = sum_j p[i, j] v[b, h, j, :]` with `p = softmax(scale q_i . k_j)` over the
-/// keys that `mask[b, j]` keeps and (if causal) `j <= i + sk - sq`. A query with no key to
+/// `out[b, h, i, :] = sum_j p[i, j] v[b, h, j, :]` with `p = softmax(scale q_i . k_j + mask[b, j])`
+/// (the mask is additive: 0 keeps a key, -inf drops it) over the keys and (if causal) `j <= i + sk - sq`. A query with no key to
 /// attend gets zeros.
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    mask: Option<&[bool]>,
+    mask: Option<&[f32]>,
     n: &AttnDims,
     out: &mut [f32],
 ) {
@@ -59,24 +59,14 @@ pub fn attention(
                 );
             }
         }
+        let add = mask.map(|m| &m[b * sk..(b + 1) * sk]);
         for (i, row) in p.chunks_mut(sk.max(1)).enumerate().take(sq) {
-            let keep =
-                |j: usize| mask.is_none_or(|m| m[b * sk + j]) && (!causal || j + sq <= i + sk);
-            let max = (0..sk)
-                .filter(|&j| keep(j))
-                .map(|j| row[j])
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if keep(j) {
-                    super::math::exp(*x - max)
-                } else {
-                    0.0
-                };
-                sum += *x;
-            }
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            row.iter_mut().for_each(|x| *x *= inv);
+            let live = if causal {
+                super::norm::causal_live(i, sq, sk)
+            } else {
+                sk
+            };
+            super::norm::softmax_row(row, live, add);
         }
         if sk == 0 {
             o.fill(0.0);

@@ -289,12 +289,8 @@ impl CpuExecutable {
                         d: q[3],
                         dv: v[3],
                     };
-                    let mask: Option<Vec<bool>> = ins.get(3).map(|(b, _, dt)| {
-                        with_any!(*dt, T => {
-                            let m: &[T] = self.get(addrs, *b);
-                            m.iter().map(|x| elementwise_nonzero(*x)).collect()
-                        })
-                    });
+                    let mask: Option<Vec<f32>> =
+                        ins.get(3).map(|(b, _, _)| self.keep_mask(addrs, *b));
                     attention::attention(
                         f32_in(0),
                         f32_in(1),
@@ -337,7 +333,7 @@ impl CpuExecutable {
                     transpose_w,
                 } => {
                     let per = if *has_bias { 2 } else { 1 };
-                    let group: Vec<fused::LinearPart> = (0..*parts)
+                    let group: Vec<gemm::LinearPart> = (0..*parts)
                         .map(|p| {
                             (
                                 f32_in(1 + p * per),
@@ -346,7 +342,7 @@ impl CpuExecutable {
                             )
                         })
                         .collect();
-                    fused::linear_group(f32_in(0), &group, last(ins[0].1), *transpose_w, f32_out())
+                    gemm::linear_group(f32_in(0), &group, last(ins[0].1), *transpose_w, f32_out())
                 }
                 ComputeOp::AttentionPacked {
                     heads,
@@ -368,17 +364,11 @@ impl CpuExecutable {
                         scale: *scale,
                         causal: *causal,
                     };
-                    let m: Option<Vec<(bool, f32)>> = match (mask, ins.get(3)) {
-                        (MaskKind::Keep, Some((b, _, dt))) => Some(with_any!(*dt, T => {
-                            let m: &[T] = self.get(addrs, *b);
-                            m.iter().map(|x| (elementwise_nonzero(*x), 0.0)).collect()
-                        })),
-                        (MaskKind::Bias, Some((b, _, _))) => Some(
-                            self.get::<f32>(addrs, *b)
-                                .iter()
-                                .map(|x| (true, *x))
-                                .collect(),
-                        ),
+                    let m: Option<Vec<f32>> = match (mask, ins.get(3)) {
+                        (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)),
+                        (MaskKind::Bias, Some((b, _, _))) => {
+                            Some(self.get::<f32>(addrs, *b).to_vec())
+                        }
                         _ => None,
                     };
                     fused::attention_packed(
@@ -397,6 +387,15 @@ impl CpuExecutable {
 }
 
 impl CpuExecutable {
+    /// A padding mask of any dtype as an additive term: 0 where non-zero (attend), -inf where 0.
+    fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Vec<f32> {
+        // SAFETY: `b` is a mask buffer of its recorded dtype and size.
+        with_any!(self.lir.buffer(b).ty.dtype, T => {
+            let m: &[T] = unsafe { self.get(addrs, b) };
+            m.iter().map(|x| if elementwise_nonzero(*x) { 0.0 } else { f32::NEG_INFINITY }).collect()
+        })
+    }
+
     fn run_profiled(&self, addrs: &Addrs) -> Result<()> {
         let mut lines = Vec::with_capacity(self.lir.kernels.len());
         let total = std::time::Instant::now();

@@ -116,72 +116,6 @@ impl OutPtr {
     }
 }
 
-/// One part of a linear group: weight `[k, n]`, optional bias `[n]`, and `n`.
-pub type LinearPart<'a> = (&'a [f32], Option<&'a [f32]>, usize);
-
-/// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
-/// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
-pub fn linear_group(
-    x: &[f32],
-    parts: &[LinearPart<'_>],
-    k: usize,
-    transpose_w: bool,
-    out: &mut [f32],
-) {
-    let total: usize = parts.iter().map(|p| p.2).sum();
-    if total == 0 || out.is_empty() {
-        return;
-    }
-    let m = out.len() / total;
-    let threads = rayon::current_num_threads().max(1);
-    let rows = m
-        .div_ceil(threads * 2)
-        .max((PAR_GRAIN * 8).div_ceil((k * total).max(1)))
-        .max(1);
-    let ptr = OutPtr(out.as_mut_ptr());
-    (0..m.div_ceil(rows)).into_par_iter().for_each(|t| {
-        let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
-        let mut col = 0;
-        for (w, b, n) in parts {
-            let bs = super::gemm::b_strides(k, *n, transpose_w);
-            // SAFETY: this task owns rows r0..r1 of `out`; columns col..col+n of those rows are
-            // written once, with row stride `total`.
-            unsafe {
-                let c = ptr.get().add(r0 * total + col);
-                if k == 0 {
-                    for r in 0..r1 - r0 {
-                        std::slice::from_raw_parts_mut(c.add(r * total), *n).fill(0.0);
-                    }
-                } else {
-                    matrixmultiply::sgemm(
-                        r1 - r0,
-                        k,
-                        *n,
-                        1.0,
-                        x[r0 * k..].as_ptr(),
-                        k as isize,
-                        1,
-                        w.as_ptr(),
-                        bs.0,
-                        bs.1,
-                        0.0,
-                        c,
-                        total as isize,
-                        1,
-                    );
-                }
-                if let Some(b) = b {
-                    for r in 0..r1 - r0 {
-                        let row = std::slice::from_raw_parts_mut(c.add(r * total), *n);
-                        row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
-                    }
-                }
-            }
-            col += n;
-        }
-    });
-}
-
 /// Geometry of a packed attention call: sources are `[batch, seq, width]` row-major.
 pub struct Packed {
     pub batch: usize,
@@ -195,13 +129,13 @@ pub struct Packed {
     pub causal: bool,
 }
 
-/// Attention with heads read in place; `mask` is per `[b, j]`: `None` keeps all keys, else
-/// `(keep, bias)` per key. Output `[batch, sq, heads*head_dim]`.
+/// Attention with heads read in place; `mask` is an additive `[b, j]` term (a bias, or -inf
+/// for a key not to attend); `None` keeps all keys. Output `[batch, sq, heads*head_dim]`.
 pub fn attention_packed(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    mask: Option<&[(bool, f32)]>,
+    mask: Option<&[f32]>,
     g: &Packed,
     out: &mut [f32],
 ) {
@@ -238,29 +172,14 @@ pub fn attention_packed(
                     1,
                 );
             }
+            let add = mask.map(|m| &m[b * sk..(b + 1) * sk]);
             for (i, row) in p.chunks_mut(sk.max(1)).enumerate().take(sq) {
-                let keep = |j: usize| {
-                    mask.is_none_or(|m| m[b * sk + j].0) && (!causal || j + sq <= i + sk)
+                let live = if causal {
+                    super::norm::causal_live(i, sq, sk)
+                } else {
+                    sk
                 };
-                let bias = |j: usize| mask.map_or(0.0, |m| m[b * sk + j].1);
-                let mut max = f32::NEG_INFINITY;
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x += bias(j);
-                    if keep(j) {
-                        max = max.max(*x);
-                    }
-                }
-                let mut sum = 0.0;
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = if keep(j) {
-                        super::math::exp(*x - max)
-                    } else {
-                        0.0
-                    };
-                    sum += *x;
-                }
-                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-                row.iter_mut().for_each(|x| *x *= inv);
+                super::norm::softmax_row(row, live, add);
             }
             let o = ptr.get().add(b * sq * width_out + h * d);
             if sk == 0 {

@@ -72,3 +72,53 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
             }
         });
 }
+
+/// Sum with eight independent accumulators, so the loop vectorizes (a single running sum
+/// forces strict left-to-right order).
+#[inline(always)]
+pub fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+super::math::avx2_dispatch!(
+    /// Softmax of one attention row in place: keys `0..live` take part (the rest become 0),
+    /// each shifted by `add[j]` when given (a bias, or -inf for a masked key). A row with no
+    /// key to attend becomes all zeros.
+    fn softmax_row / softmax_row_avx2 => softmax_row_generic(row: &mut [f32], live: usize, add: Option<&[f32]>)
+);
+
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32], live: usize, add: Option<&[f32]>) {
+    let (row, dead) = row.split_at_mut(live.min(row.len()));
+    dead.fill(0.0);
+    if let Some(a) = add {
+        row.iter_mut().zip(a).for_each(|(x, a)| *x += a);
+    }
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    // No key to attend (all masked, or none live): zeros. Scores that are all -inf or NaN for
+    // allowed keys fall through and give NaN, as IEEE arithmetic does.
+    let no_key = || {
+        row.is_empty()
+            || add.is_some_and(|a| a[..row.len()].iter().all(|x| *x == f32::NEG_INFINITY))
+    };
+    if max == f32::NEG_INFINITY && no_key() {
+        row.fill(0.0);
+        return;
+    }
+    row.iter_mut().for_each(|x| *x = super::math::exp(*x - max));
+    let inv = 1.0 / sum(row);
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Keys a causal query `i` of `sq` may see among `sk` (aligned to the last keys): `j + sq <= i + sk`.
+pub fn causal_live(i: usize, sq: usize, sk: usize) -> usize {
+    (i + sk + 1).saturating_sub(sq).min(sk)
+}
