@@ -42,10 +42,12 @@ fn tiles(m: usize, n: usize, k: usize) -> Vec<Tile> {
         }];
     }
     let tasks = threads * 2;
-    let (row_blocks, col_blocks) = if m >= 32 * tasks {
+    let (row_blocks, col_blocks) = if m >= 256 * tasks {
         (tasks, 1)
     } else {
-        // Few rows: split columns in blocks of a multiple of 16 (the sgemm kernel width).
+        // Up to a few hundred rows per task, column blocks win: each task packs only its slice
+        // of the weight, and the rows (A) are small enough to pack once per task. Blocks are a
+        // multiple of 16 (the sgemm kernel width). Measured with `probe_linear_speed`.
         let cols = n.div_ceil(16).clamp(1, tasks);
         (tasks.div_ceil(cols).min(m.div_ceil(16)).max(1), cols)
     };
@@ -341,8 +343,11 @@ mod probe {
         let pool = crate::cpu::thread_pool(None).unwrap();
         for (m, k, n) in [
             (1024, 384, 384),
-            (128, 384, 384),
-            (1024, 384, 1536),
+            (512, 384, 1536),
+            (256, 384, 384),
+            (128, 384, 1536),
+            (4096, 384, 1152),
+            (1024, 1536, 384),
             (16, 384, 1536),
         ] {
             let x: Vec<f32> = (0..m * k)
