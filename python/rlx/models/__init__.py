@@ -1,0 +1,1 @@
+"""Model builders: graphs for well-known architectures, with their weights bound zero-copy."""
