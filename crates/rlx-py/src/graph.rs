@@ -313,13 +313,7 @@ impl PyGraph {
         let (x, w) = (self.id_of(x)?, self.id_of(w)?);
         let b = b.map(|b| self.id_of(b)).transpose()?;
         let act = activation.map(unary_op).transpose()?;
-        self.build(|g| {
-            if transpose_w {
-                g.linear_t(x, w, b, act)
-            } else {
-                g.linear(x, w, b, act)
-            }
-        })
+        self.build(|g| g.linear_with(x, w, b, act, transpose_w))
     }
 
     fn matmul(&self, a: &PyValue, b: &PyValue) -> PyResult<PyValue> {

@@ -131,15 +131,7 @@ impl<'m> HirMut<'m> {
         bias: Option<ValueId>,
         activation: Option<UnaryOp>,
     ) -> Result<ValueId> {
-        let mut ins = vec![x, w];
-        ins.extend(bias);
-        self.compute(
-            ComputeOp::Linear {
-                activation,
-                transpose_w: true,
-            },
-            ins,
-        )
+        self.linear_with(x, w, bias, activation, true)
     }
 
     /// `act(x @ w + bias)`; `w` is `[in, out]`.
@@ -150,12 +142,24 @@ impl<'m> HirMut<'m> {
         bias: Option<ValueId>,
         activation: Option<UnaryOp>,
     ) -> Result<ValueId> {
+        self.linear_with(x, w, bias, activation, false)
+    }
+
+    /// A linear with the weight layout given: `[in, out]`, or `[out, in]` when `transpose_w`.
+    pub fn linear_with(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        bias: Option<ValueId>,
+        activation: Option<UnaryOp>,
+        transpose_w: bool,
+    ) -> Result<ValueId> {
         let mut ins = vec![x, w];
         ins.extend(bias);
         self.compute(
             ComputeOp::Linear {
                 activation,
-                transpose_w: false,
+                transpose_w,
             },
             ins,
         )

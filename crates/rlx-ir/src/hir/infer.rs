@@ -262,7 +262,7 @@ fn check_axis(name: &str, axis: usize, s: &Shape) -> Result<()> {
     Ok(())
 }
 
-fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
+pub(super) fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
     for (i, t) in tys.iter().enumerate() {
         crate::ensure!(
             t.dtype == DType::F32,

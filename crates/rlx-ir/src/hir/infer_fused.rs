@@ -3,7 +3,7 @@
 use crate::ops::{ComputeOp, EwStep, MaskKind};
 use crate::{DType, Dim, Result, Shape, TensorType};
 
-use super::infer::broadcast;
+use super::infer::{all_f32, broadcast};
 
 pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
     let name = op.name();
@@ -167,15 +167,4 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
         }
         _ => crate::bail!(Graph, "{name} is not a fused op"),
     }
-}
-
-fn all_f32(op: &str, tys: &[&TensorType]) -> Result<()> {
-    for (i, t) in tys.iter().enumerate() {
-        crate::ensure!(
-            t.dtype == DType::F32,
-            DType,
-            "{op} operand {i}: expected f32, got {t}"
-        );
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@ use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 use rlx_ir::{ComputeOp, DType, MaskKind, ReduceOp};
 
 use super::arena::ArenaPool;
+use super::attention::{AttnSpec, HeadLayout};
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, elementwise, fused, gemm, layout, norm, reduce};
 use crate::error::fail;
@@ -280,23 +281,31 @@ impl CpuExecutable {
                 }
                 ComputeOp::Attention { scale, causal } => {
                     let (q, kk, v) = (ins[0].1, ins[1].1, ins[2].1);
-                    let dims = attention::AttnDims {
+                    let (heads, sq, sk, d, dv) = (q[1], q[2], kk[2], q[3], v[3]);
+                    let layout = [
+                        HeadLayout::bhsd(heads, sq, d),
+                        HeadLayout::bhsd(heads, sk, d),
+                        HeadLayout::bhsd(heads, sk, dv),
+                        HeadLayout::bhsd(heads, sq, dv),
+                    ];
+                    let spec = AttnSpec {
+                        batch: q[0],
+                        heads,
+                        sq,
+                        sk,
+                        d,
+                        dv,
                         scale: *scale,
                         causal: *causal,
-                        heads: q[1],
-                        sq: q[2],
-                        sk: kk[2],
-                        d: q[3],
-                        dv: v[3],
+                        layout,
                     };
-                    let mask: Option<Vec<f32>> =
-                        ins.get(3).map(|(b, _, _)| self.keep_mask(addrs, *b));
+                    let mask = ins.get(3).map(|(b, _, _)| self.keep_mask(addrs, *b));
                     attention::attention(
                         f32_in(0),
                         f32_in(1),
                         f32_in(2),
                         mask.as_deref(),
-                        &dims,
+                        &spec,
                         f32_out(),
                     )
                 }
@@ -353,16 +362,25 @@ impl CpuExecutable {
                     mask,
                 } => {
                     let (q, kk) = (ins[0].1, ins[1].1);
-                    let src = [0, 1, 2].map(|i| (ins[i].1[2], offsets[i]));
-                    let g = fused::Packed {
+                    let (sq, sk, d) = (q[1], kk[1], *head_dim);
+                    let src =
+                        |i: usize, seq: usize| HeadLayout::packed(seq, ins[i].1[2], offsets[i], d);
+                    let layout = [
+                        src(0, sq),
+                        src(1, sk),
+                        src(2, sk),
+                        HeadLayout::packed(sq, heads * d, 0, d),
+                    ];
+                    let spec = AttnSpec {
                         batch: q[0],
                         heads: *heads,
-                        head_dim: *head_dim,
-                        sq: q[1],
-                        sk: kk[1],
-                        src,
+                        sq,
+                        sk,
+                        d,
+                        dv: d,
                         scale: *scale,
                         causal: *causal,
+                        layout,
                     };
                     let m: Option<Vec<f32>> = match (mask, ins.get(3)) {
                         (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)),
@@ -371,12 +389,12 @@ impl CpuExecutable {
                         }
                         _ => None,
                     };
-                    fused::attention_packed(
+                    attention::attention(
                         f32_in(0),
                         f32_in(1),
                         f32_in(2),
                         m.as_deref(),
-                        &g,
+                        &spec,
                         f32_out(),
                     )
                 }

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
+use super::OutPtr;
 use super::elementwise::broadcast_strides;
 use super::math::unary_in_place;
 
@@ -67,20 +68,6 @@ fn tiles(m: usize, n: usize, k: usize) -> Vec<Tile> {
         }
     }
     out
-}
-
-/// Output pointer shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint tile of the output (see `tiles`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Used inside tasks so closures capture the whole `OutPtr` (which is `Send`), not its field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// One operand of a tiled product: `[m, k]` rows of `a`, a `[k, n]` view of `b` with strides

@@ -24,6 +24,20 @@ use crate::{Backend, CompileOptions, Device, Executable, Result};
 /// Elements below which a kernel runs inline instead of splitting work across threads.
 pub const PAR_GRAIN: usize = 1 << 14;
 
+/// An output pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every user documents that its tasks write disjoint elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Used inside tasks so closures capture the whole `OutPtr` (which is `Send`), not its field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBackend;
 
