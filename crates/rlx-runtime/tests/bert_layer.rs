@@ -145,3 +145,34 @@ fn torch_layout_weights_bind_without_transposing() {
         "[out, in] weights differ from [in, out] by {err}"
     );
 }
+
+#[test]
+fn fused_encoder_equals_the_reference_interpreter() {
+    let layers = 2;
+    let ws = encoder_weights(layers);
+    let params: Vec<(&str, rlx_runtime::TensorRef)> =
+        ws.iter().map(|(n, w)| (n.as_str(), w.into())).collect();
+    for (b, s) in [(1usize, 5usize), (2, 12)] {
+        let (fused, kernels) = run(layers, true, b, s);
+        assert!(kernels <= 1 + 7 * layers, "{kernels} kernels");
+        let x = weights(9, b * s * H as usize);
+        let mask = padding_mask(b, s);
+        let want = rlx_runtime::reference::evaluate(
+            &encoder(layers),
+            &bind(b as i64, s as i64),
+            &[("x", (&x).into()), ("mask", (&mask).into())],
+            &params,
+        )
+        .unwrap();
+        let (a, r) = (fused.as_f32().unwrap(), want[0].as_f32().unwrap());
+        let err = a
+            .iter()
+            .zip(r)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            err < 1e-4,
+            "({b}, {s}): fused vs reference max abs diff {err}"
+        );
+    }
+}
