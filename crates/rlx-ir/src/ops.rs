@@ -219,6 +219,8 @@ pub enum ComputeOp {
     Elementwise { program: Arc<EwProgram> },
     /// `layer_norm(a + b)` over the last axis. `[a, b, gamma, beta]`
     AddLayerNorm { eps: f32 },
+    /// `softmax(x * scale + bias)` over `axis`; the bias broadcasts to `x`. `[x]` or `[x, bias]`
+    ScaledSoftmax { axis: usize, scale: f32 },
     /// Several linears over one input, their outputs side by side on the last axis.
     /// `[x, w0, b0, w1, b1, ...]` with biases, `[x, w0, w1, ...]` without.
     LinearGroup {
@@ -302,6 +304,7 @@ impl ComputeOp {
             ComputeOp::Attention { .. } => "attention",
             ComputeOp::Elementwise { .. } => "elementwise",
             ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
+            ComputeOp::ScaledSoftmax { .. } => "scaled_softmax",
             ComputeOp::LinearGroup { .. } => "linear_group",
             ComputeOp::AttentionPacked { .. } => "attention_packed",
         }
@@ -342,6 +345,7 @@ impl ComputeOp {
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
+            ComputeOp::ScaledSoftmax { axis, scale } => format!(" axis={axis} scale={scale:e}"),
             ComputeOp::LinearGroup {
                 parts,
                 has_bias,

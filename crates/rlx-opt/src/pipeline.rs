@@ -39,6 +39,7 @@ impl Pipeline {
             // Drops the unfused attention ops, whose uses would hide single-user producers.
             ("dce", passes::dce::run),
             ("fuse_qkv", passes::fuse_qkv::run),
+            ("fuse_softmax", passes::fuse_softmax::run),
             ("fuse_epilogue", passes::fuse_epilogue::run),
             ("fuse_add_norm", passes::fuse_add_norm::run),
             ("fuse_elementwise", passes::fuse_elementwise::run),

@@ -234,3 +234,26 @@ fn qkv_projections_group() {
         attention_block,
     );
 }
+
+#[test]
+fn softmax_takes_its_scale_and_mask() {
+    check(
+        "fuse_softmax",
+        "scale_mask",
+        &["fuse_softmax", "dce"],
+        |g| {
+            let (b, s) = dims(g);
+            let x = f32_input(
+                g,
+                "x",
+                vec![b.clone(), Dim::constant(4), s.clone(), s.clone()],
+            );
+            let bias = f32_input(g, "bias", vec![b, Dim::constant(1), Dim::constant(1), s]);
+            let c = g.scalar(8.0).unwrap();
+            let y = g.binary(BinaryOp::Div, x, c).unwrap();
+            let y = g.add(y, bias).unwrap();
+            let y = g.softmax(y, -1).unwrap();
+            g.output("y", y).unwrap();
+        },
+    );
+}

@@ -332,3 +332,61 @@ fn concurrent_runs_are_bit_identical() {
         }
     });
 }
+
+#[test]
+fn scaled_softmax_fusion_matches_the_reference() {
+    let build = || {
+        let mut m = HirModule::new("sm");
+        let mut g = HirMut::new(&mut m);
+        let b = g.dim("batch", 1, 8).unwrap();
+        let s = g.dim("seq", 1, 64).unwrap();
+        let one = rlx_ir::Dim::constant(1);
+        let x = g
+            .input(
+                "x",
+                DType::F32,
+                Shape(vec![
+                    b.clone(),
+                    rlx_ir::Dim::constant(3),
+                    s.clone(),
+                    s.clone(),
+                ]),
+            )
+            .unwrap();
+        let bias = g
+            .input("bias", DType::F32, Shape(vec![b, one.clone(), one, s]))
+            .unwrap();
+        let c = g.scalar(4.0).unwrap();
+        let y = g.binary(rlx_ir::BinaryOp::Div, x, c).unwrap();
+        let y = g.add(y, bias).unwrap();
+        let y = g.softmax(y, -1).unwrap();
+        g.output("y", y).unwrap();
+        m
+    };
+    let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+    let (b, s) = (2usize, 19usize);
+    let g = pipe
+        .get_or_compile(&bind(b as i64, s as i64), build, &CompileOptions::new())
+        .unwrap();
+    assert_eq!(g.lir().kernels.len(), 1, "{}", g.lir());
+    let x = weights(3, b * 3 * s * s)
+        .iter()
+        .map(|v| v * 20.0)
+        .collect::<Vec<_>>();
+    let mut bias = weights(4, b * s);
+    bias[5] = f32::NEG_INFINITY; // a masked key
+    let inputs = [("x", (&x).into()), ("bias", (&bias).into())];
+    let got = g.run(&inputs).unwrap();
+    let want = rlx_runtime::reference::evaluate(&build(), &bind(b as i64, s as i64), &inputs, &[])
+        .unwrap();
+    let err = max_abs_diff(
+        got[0].as_f32().unwrap(),
+        &want[0]
+            .as_f32()
+            .unwrap()
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect::<Vec<_>>(),
+    );
+    assert!(err < 1e-6, "max abs diff {err}");
+}

@@ -232,6 +232,7 @@ fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
         }
         ComputeOp::Elementwise { .. }
         | ComputeOp::AddLayerNorm { .. }
+        | ComputeOp::ScaledSoftmax { .. }
         | ComputeOp::LinearGroup { .. }
         | ComputeOp::AttentionPacked { .. } => super::infer_fused::infer(op, tys),
     }

@@ -64,6 +64,35 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             }
             Ok(tys[0].clone())
         }
+        ComputeOp::ScaledSoftmax { axis, scale } => {
+            crate::ensure!(
+                (1..=2).contains(&tys.len()),
+                Graph,
+                "{name} takes 1 or 2 operands, got {}",
+                tys.len()
+            );
+            all_f32(name, tys)?;
+            crate::ensure!(
+                scale.is_finite(),
+                Graph,
+                "{name}: scale {scale} must be finite"
+            );
+            let x = &tys[0].shape;
+            crate::ensure!(
+                *axis < x.rank(),
+                Shape,
+                "{name}: axis {axis} out of range for {x}"
+            );
+            if let Some(b) = tys.get(1) {
+                crate::ensure!(
+                    broadcast(name, x, &b.shape)? == *x,
+                    Shape,
+                    "{name}: bias {} must broadcast to {x}",
+                    b.shape
+                );
+            }
+            Ok(tys[0].clone())
+        }
         ComputeOp::LinearGroup {
             parts,
             has_bias,

@@ -94,6 +94,11 @@ fn map2<A: Copy + Sync, B: Copy + Sync, O: Send>(
     });
 }
 
+/// `out = x * scale + b`, `b` broadcast to `x`'s shape.
+pub fn scale_add(x: &[f32], scale: f32, b: &[f32], sb: &[usize], out: &mut [f32], shape: &[usize]) {
+    map2(x, shape, b, sb, out, shape, |x, b| x * scale + b);
+}
+
 pub fn binary<T: Num>(
     op: BinaryOp,
     a: &[T],

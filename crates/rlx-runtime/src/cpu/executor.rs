@@ -309,6 +309,14 @@ impl CpuExecutable {
                         f32_out(),
                     )
                 }
+                ComputeOp::ScaledSoftmax { axis, scale } => {
+                    let s = ins[0].1;
+                    let bias = ins
+                        .get(1)
+                        .map(|(b, bs, _)| (self.get::<f32>(addrs, *b), *bs));
+                    let (n, inner) = (s[*axis], s[axis + 1..].iter().product());
+                    fused::scaled_softmax(f32_in(0), bias, *scale, s, n, inner, f32_out())
+                }
                 ComputeOp::Elementwise { program } => {
                     let inputs: Vec<fused::EwInput> = ins
                         .iter()

@@ -101,3 +101,26 @@ pub fn add_layer_norm(
             }
         });
 }
+
+/// `softmax(x * scale + bias)` over the axis of length `n` of `[outer, n, inner]` data; `bias`
+/// (with its shape) broadcasts to `shape`.
+pub fn scaled_softmax(
+    x: &[f32],
+    bias: Option<(&[f32], &[usize])>,
+    scale: f32,
+    shape: &[usize],
+    n: usize,
+    inner: usize,
+    out: &mut [f32],
+) {
+    match bias {
+        Some((b, bs)) => super::elementwise::scale_add(x, scale, b, bs, out, shape),
+        None => out
+            .par_chunks_mut(PAR_GRAIN)
+            .zip(x.par_chunks(PAR_GRAIN))
+            .for_each(|(o, x)| {
+                o.iter_mut().zip(x).for_each(|(o, x)| *o = x * scale);
+            }),
+    }
+    super::norm::softmax_in_place(out, n, inner);
+}

@@ -42,6 +42,12 @@ pub fn transpose<T: Copy + Send + Sync>(x: &[T], shape: &[usize], perm: &[usize]
         });
 }
 
+pub fn copy_f32(x: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(PAR_GRAIN)
+        .zip(x.par_chunks(PAR_GRAIN))
+        .for_each(|(o, x)| o.copy_from_slice(x));
+}
+
 pub fn copy_bytes(x: &[u8], out: &mut [u8]) {
     out.par_chunks_mut(PAR_GRAIN * 4)
         .zip(x.par_chunks(PAR_GRAIN * 4))

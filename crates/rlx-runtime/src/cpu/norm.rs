@@ -6,32 +6,40 @@ use super::PAR_GRAIN;
 
 /// Softmax over the axis of length `n` in a tensor viewed as `[outer, n, inner]`.
 pub fn softmax(x: &[f32], n: usize, inner: usize, out: &mut [f32]) {
-    if n == 0 || inner == 0 || out.is_empty() {
+    super::layout::copy_f32(x, out);
+    softmax_in_place(out, n, inner);
+}
+
+/// Softmax in place over the axis of length `n` of `[outer, n, inner]` data.
+pub fn softmax_in_place(data: &mut [f32], n: usize, inner: usize) {
+    if n == 0 || inner == 0 || data.is_empty() {
         return;
     }
     let group = n * inner;
     let groups_per_task = PAR_GRAIN.div_ceil(group).max(1);
-    out.par_chunks_mut(group * groups_per_task)
-        .zip(x.par_chunks(group * groups_per_task))
-        .for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(group).zip(x.chunks(group)) {
-                for j in 0..inner {
-                    let max = (0..n)
-                        .map(|i| x[i * inner + j])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for i in 0..n {
-                        let e = super::math::exp(x[i * inner + j] - max);
-                        o[i * inner + j] = e;
-                        sum += e;
-                    }
-                    let inv = 1.0 / sum;
-                    for i in 0..n {
-                        o[i * inner + j] *= inv;
-                    }
+    data.par_chunks_mut(group * groups_per_task).for_each(|o| {
+        for o in o.chunks_mut(group) {
+            if inner == 1 {
+                softmax_row(o, n, None);
+                continue;
+            }
+            for j in 0..inner {
+                let max = (0..n)
+                    .map(|i| o[i * inner + j])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for i in 0..n {
+                    let e = super::math::exp(o[i * inner + j] - max);
+                    o[i * inner + j] = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                for i in 0..n {
+                    o[i * inner + j] *= inv;
                 }
             }
-        });
+        }
+    });
 }
 
 /// `(x - mean) / sqrt(var + eps) * gamma + beta` over rows of length `d`.
