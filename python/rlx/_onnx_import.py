@@ -196,7 +196,9 @@ class Importer:
         if v.dtype not in RLX_NP:
             what = f"initializer {v.init!r}" if v.init else "constant"
             raise rlx.DTypeError(f"{what}: dtype {v.dtype} is not supported (rlx computes in float32, int64, int32, bool)")
-        if v.init is not None:
+        # One-element initializers (sqrt(d), 0.5, 1.0 in exported graphs) are arithmetic
+        # constants, not weights: as constants, fusions can read their values.
+        if v.init is not None and v.arr.size > 1:
             out = self.g.param(v.init, tuple(int(d) for d in v.arr.shape), RLX_NP[v.dtype])
             self.params[v.init] = v.arr
         elif v.symbolic:
