@@ -32,15 +32,17 @@ impl Pipeline {
         let passes: Vec<(&'static str, Pass)> = vec![
             ("fold_constants", passes::fold_constants::run),
             ("simplify", passes::simplify::run),
+            ("fuse_gelu", passes::fuse_gelu::run),
             ("cse", passes::cse::run),
             ("dce", passes::dce::run),
-            // Attention first: its scale and mask ops would otherwise be taken by other fusions.
+            // Bias adds join their matmuls first, so q/k/v projections are linears for fuse_qkv.
+            ("fuse_epilogue", passes::fuse_epilogue::run),
+            // Attention before the elementwise fusions that would take its scale and mask ops.
             ("fuse_attention", passes::fuse_attention::run),
             // Drops the unfused attention ops, whose uses would hide single-user producers.
             ("dce", passes::dce::run),
             ("fuse_qkv", passes::fuse_qkv::run),
             ("fuse_softmax", passes::fuse_softmax::run),
-            ("fuse_epilogue", passes::fuse_epilogue::run),
             ("fuse_add_norm", passes::fuse_add_norm::run),
             ("fuse_elementwise", passes::fuse_elementwise::run),
             ("dce", passes::dce::run),

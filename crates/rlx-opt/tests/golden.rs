@@ -257,3 +257,29 @@ fn softmax_takes_its_scale_and_mask() {
         },
     );
 }
+
+#[test]
+fn erf_gelu_becomes_gelu_and_joins_the_linear() {
+    check(
+        "fuse_gelu",
+        "exported",
+        &["fuse_gelu", "dce", "fuse_epilogue", "dce"],
+        |g| {
+            let (b, _) = dims(g);
+            let x = f32_input(g, "x", vec![b, Dim::constant(8)]);
+            let w = g.param("w", DType::F32, Shape::new(&[8, 4])).unwrap();
+            let bias = g.param("bias", DType::F32, Shape::new(&[4])).unwrap();
+            let h = g.matmul(x, w).unwrap();
+            let h = g.add(h, bias).unwrap();
+            let r2 = g.scalar(std::f32::consts::SQRT_2).unwrap();
+            let d = g.binary(BinaryOp::Div, h, r2).unwrap();
+            let e = g.unary(UnaryOp::Erf, d).unwrap();
+            let one = g.scalar(1.0).unwrap();
+            let a = g.add(e, one).unwrap();
+            let p = g.mul(h, a).unwrap();
+            let half = g.scalar(0.5).unwrap();
+            let y = g.mul(p, half).unwrap();
+            g.output("y", y).unwrap();
+        },
+    );
+}

@@ -7,6 +7,7 @@ pub mod fuse_add_norm;
 pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_gelu;
 pub mod fuse_qkv;
 pub mod fuse_softmax;
 pub mod simplify;
