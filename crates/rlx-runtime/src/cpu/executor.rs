@@ -33,6 +33,8 @@ pub struct CpuExecutable {
     places: Vec<Place>,
     arenas: ArenaPool,
     pool: Arc<ThreadPool>,
+    /// The process that owns `pool`: a forked child gets a pool of its own (see `pool.rs`).
+    pool_pid: u32,
     /// `RLX_PROFILE=1` when compiled: print each kernel's time after every run.
     profile: bool,
 }
@@ -94,6 +96,7 @@ impl CpuExecutable {
             places,
             arenas,
             pool,
+            pool_pid: std::process::id(),
             profile: std::env::var("RLX_PROFILE").is_ok_and(|v| v == "1"),
         })
     }
@@ -500,7 +503,12 @@ impl Executable for CpuExecutable {
                 })
                 .collect(),
         );
-        let result = self.pool.install(|| {
+        let pool = if std::process::id() == self.pool_pid {
+            self.pool.clone()
+        } else {
+            super::thread_pool(Some(self.pool.current_num_threads()))?
+        };
+        let result = pool.install(|| {
             if self.profile {
                 return self.run_profiled(&addrs);
             }

@@ -1,4 +1,8 @@
 //! Rayon pools owned by the runtime, one per thread count, shared by every graph.
+//!
+//! A pool's threads do not survive `fork()`: a child that inherited a pool would wait forever
+//! for workers that do not exist. Pools are therefore keyed by process id too, and a child
+//! builds its own on first use (the parent's pool object is leaked there, never dropped).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,7 +13,7 @@ use crate::{Error, Result};
 
 /// The pool with `threads` workers: the argument, else `RLX_NUM_THREADS`, else the core count.
 pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    static POOLS: OnceLock<Mutex<HashMap<usize, (u32, Arc<ThreadPool>)>>> = OnceLock::new();
     let n = match threads {
         Some(n) => n,
         None => match std::env::var("RLX_NUM_THREADS") {
@@ -30,8 +34,15 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&n) {
-        return Ok(p.clone());
+    let pid = std::process::id();
+    match pools.remove(&n) {
+        Some((owner, p)) if owner == pid => {
+            pools.insert(n, (owner, p.clone()));
+            return Ok(p);
+        }
+        // Inherited through fork(): its workers are gone; dropping it could wait on them.
+        Some((_, stale)) => std::mem::forget(stale),
+        None => {}
     }
     let pool = ThreadPoolBuilder::new()
         .num_threads(n)
@@ -39,6 +50,6 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
         .build()
         .map_err(|e| Error::Compile(format!("cannot start {n} CPU threads: {e}")))?;
     let pool = Arc::new(pool);
-    pools.insert(n, pool.clone());
+    pools.insert(n, (pid, pool.clone()));
     Ok(pool)
 }

@@ -1,0 +1,56 @@
+"""os.fork() after a run must not hang the child: rayon's workers do not survive fork, so the
+runtime gives a forked child a thread pool of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import rlx
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _graph() -> rlx.Graph:
+    g = rlx.Graph("forked", dims={"batch": (1, 4096)})
+    x = g.input("x", ("batch", 64))
+    g.output("y", g.linear(x, g.param("w", (64, 256)), activation="gelu"))
+    return g
+
+
+def test_child_runs_after_fork():
+    pipe = rlx.ModelCompilePipeline(_graph())
+    w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    pipe.bind_params({"w": w})
+    exe = pipe.get_or_compile(batch=512)  # large enough to use the pool's workers
+    x = np.ones((512, 64), np.float32)
+    want = exe.run(x=x)["y"]
+    pid = os.fork()
+    if pid == 0:  # child: same graph, a new variant, then report by exit code
+        try:
+            same = np.array_equal(exe.run(x=x)["y"], want)
+            other = pipe.get_or_compile(batch=700).run(x=np.ones((700, 64), np.float32))["y"]
+            os._exit(0 if same and np.allclose(other[:512], want) else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung running a graph")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    # The parent's pool still works.
+    assert np.array_equal(exe.run(x=x)["y"], want)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
