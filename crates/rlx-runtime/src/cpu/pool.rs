@@ -11,9 +11,12 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::{Error, Result};
 
+/// Thread count -> (process that built it, pool).
+type Pools = HashMap<usize, (u32, Arc<ThreadPool>)>;
+
 /// The pool with `threads` workers: the argument, else `RLX_NUM_THREADS`, else the core count.
 pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, (u32, Arc<ThreadPool>)>>> = OnceLock::new();
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let n = match threads {
         Some(n) => n,
         None => match std::env::var("RLX_NUM_THREADS") {
