@@ -130,3 +130,14 @@ def test_every_mistake_is_an_exception_not_a_panic(mlp):
         else:
             pytest.fail(f"mistake {i} raised nothing")
     np.testing.assert_allclose(exe.run(x=X)["probs"], mlp_ref(X, params), rtol=2e-4, atol=2e-5)
+
+
+def test_variant_over_the_memory_budget_is_memory_error():
+    g = rlx.Graph("huge", dims={"n": (1, 1 << 31)})
+    x = g.input("x", ("n", "n"))
+    g.output("y", g.tanh(g.exp(x)))
+    pipe = rlx.ModelCompilePipeline(g)
+    with pytest.raises(MemoryError, match="budget"):
+        pipe.get_or_compile(n=1_000_000)
+    out = pipe.get_or_compile(n=3).run(x=np.zeros((3, 3), np.float32))["y"]
+    assert out.shape == (3, 3)

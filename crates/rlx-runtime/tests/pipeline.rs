@@ -390,3 +390,35 @@ fn scaled_softmax_fusion_matches_the_reference() {
     );
     assert!(err < 1e-6, "max abs diff {err}");
 }
+
+#[test]
+fn a_variant_larger_than_memory_is_an_error_not_an_abort() {
+    let build = || {
+        let mut m = HirModule::new("huge");
+        let mut g = HirMut::new(&mut m);
+        let n = g.dim("n", 1, 1 << 31).unwrap();
+        let x = g.input("x", DType::F32, Shape(vec![n.clone(), n])).unwrap();
+        let y = g.unary(rlx_ir::UnaryOp::Exp, x).unwrap();
+        let y = g.unary(rlx_ir::UnaryOp::Tanh, y).unwrap();
+        g.output("y", y).unwrap();
+        m
+    };
+    let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+    let opts = CompileOptions::new();
+    // 1e6 x 1e6 f32 = 4 TB of temps and outputs: planned fine, refused at compile.
+    let e = pipe
+        .get_or_compile(&DimBinding::new().with("n", 1_000_000), build, &opts)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Memory(m) if m.contains("budget")),
+        "{e}"
+    );
+    // The pipeline still compiles a size that fits.
+    let g = pipe
+        .get_or_compile(&DimBinding::new().with("n", 4), build, &opts)
+        .unwrap();
+    assert_eq!(
+        g.run(&[("x", (&[0.0f32; 16]).into())]).unwrap()[0].shape,
+        vec![4, 4]
+    );
+}

@@ -59,3 +59,34 @@ impl ArenaPool {
         }
     }
 }
+
+/// Bytes one run may allocate: `RLX_MEMORY_LIMIT` (bytes) if set, else the machine's memory.
+/// Checked when a variant is compiled, so a size the machine cannot hold is a `MemoryError`
+/// up front instead of an abort (Rust aborts on a failed allocation) or the OOM killer later.
+pub fn memory_budget() -> Option<usize> {
+    if let Some(v) = std::env::var("RLX_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(v);
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: usize = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+pub fn check_budget(name: &str, arena: usize, outputs: usize) -> Result<()> {
+    let need = arena.saturating_add(outputs);
+    match memory_budget() {
+        Some(limit) if need > limit => Err(Error::Memory(format!(
+            "`{name}` needs {need} bytes per run (arena {arena}, outputs {outputs}), over the {limit}-byte budget (RLX_MEMORY_LIMIT or the machine's memory)"
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -87,7 +87,13 @@ impl CpuExecutable {
                 None => fail!(Compile, "{id}: no memory assigned to its root {root}"),
             }
         }
-        let numel = shapes.iter().map(|s| s.iter().product()).collect();
+        let numel: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let output_bytes = lir.outputs.iter().fold(0usize, |acc, o| {
+            acc.saturating_add(
+                numel[o.buffer.index()].saturating_mul(lir.buffer(o.buffer).ty.dtype.size()),
+            )
+        });
+        super::arena::check_budget(&lir.name, plan.size, output_bytes)?;
         let arenas = ArenaPool::new(plan.size);
         Ok(CpuExecutable {
             lir,
