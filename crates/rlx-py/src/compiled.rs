@@ -1,6 +1,8 @@
 //! `rlx.CompiledGraph`: one variant, run from any number of Python threads with the GIL released.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -14,11 +16,40 @@ use crate::manifest::PyBindingManifest;
 #[pyclass(name = "CompiledGraph", module = "rlx", frozen)]
 pub struct PyCompiledGraph {
     graph: Arc<CompiledGraph>,
+    /// Duration of the last run, to decide whether the next one should stay interruptible.
+    last_run_ns: AtomicU64,
 }
+
+/// Runs at least this long (or this large at first) let Ctrl-C through while they run.
+const LONG_RUN: Duration = Duration::from_millis(20);
+const LARGE_ARENA: usize = 32 << 20;
 
 impl PyCompiledGraph {
     pub fn new(graph: Arc<CompiledGraph>) -> Self {
-        PyCompiledGraph { graph }
+        PyCompiledGraph {
+            graph,
+            last_run_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this run should poll for Ctrl-C: only on Python's main thread (the only one that
+    /// sees signals) and only when the run is expected to be long, as a poll costs a thread.
+    fn interruptible(&self, py: Python<'_>) -> PyResult<bool> {
+        let last = self.last_run_ns.load(Ordering::Relaxed);
+        let long = if last == 0 {
+            self.graph.manifest().arena_bytes.unwrap_or(0) >= LARGE_ARENA
+        } else {
+            last >= LONG_RUN.as_nanos() as u64
+        };
+        if !long {
+            return Ok(false);
+        }
+        let threading = py.import("threading")?;
+        threading
+            .call_method0("current_thread")?
+            .is(&threading.call_method0("main_thread")?)
+            .then_some(true)
+            .map_or(Ok(false), Ok)
     }
 
     /// Views every named array; dict entries and keyword arguments may not name one input twice.
@@ -90,7 +121,32 @@ impl PyCompiledGraph {
             })
             .collect();
         let graph = &self.graph;
-        let outputs = py.detach(|| graph.run(&refs)).map_err(to_py)?;
+        let started = Instant::now();
+        let outputs = if self.interruptible(py)? {
+            // The calling thread polls for signals every 50 ms while a helper thread runs; a
+            // Ctrl-C stops the run at the next kernel boundary and surfaces as KeyboardInterrupt.
+            let mut interrupt: Option<PyErr> = None;
+            let result = py.detach(|| {
+                graph.run_polling(&refs, Duration::from_millis(50), &mut || {
+                    Python::attach(|py| match py.check_signals() {
+                        Ok(()) => false,
+                        Err(e) => {
+                            interrupt = Some(e);
+                            true
+                        }
+                    })
+                })
+            });
+            if let Some(e) = interrupt {
+                return Err(e);
+            }
+            result
+        } else {
+            py.detach(|| graph.run(&refs))
+        }
+        .map_err(to_py)?;
+        self.last_run_ns
+            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let d = PyDict::new(py);
         for t in outputs {
             let name = t.name.clone();

@@ -1,7 +1,9 @@
 //! The Python exception hierarchy and the one place where rlx errors become Python errors.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyIndexError, PyMemoryError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyIndexError, PyKeyboardInterrupt, PyMemoryError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rlx_ir::IrError;
@@ -108,5 +110,7 @@ pub fn to_py(e: impl Into<Error>) -> PyErr {
         Error::Compile(m) => CompileError::new_err(m),
         Error::Memory(m) => PyMemoryError::new_err(m),
         Error::Index(m) => PyIndexError::new_err(m),
+        // Only Ctrl-C cancels runs from Python, and that path raises the KeyboardInterrupt itself.
+        e @ Error::Cancelled => PyKeyboardInterrupt::new_err(e.to_string()),
     }
 }

@@ -6,6 +6,10 @@ use rlx_ir::LirModule;
 
 use crate::{CompileOptions, Device, HostData, ParamData, Result, TensorData};
 
+/// Asked between kernels whether a run should stop early (for example on Ctrl-C); returning
+/// `true` makes the run end with `Error::Cancelled`.
+pub type StopCheck<'a> = &'a (dyn Fn() -> bool + Sync);
+
 /// A compiled, immutable program for one variant. `execute` may run on many threads at once.
 pub trait Executable: Send + Sync {
     /// Runs with inputs and params in manifest order, already checked against the manifest by
@@ -14,6 +18,7 @@ pub trait Executable: Send + Sync {
         &self,
         inputs: &[HostData<'_>],
         params: &[Arc<ParamData>],
+        stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>>;
 }
 

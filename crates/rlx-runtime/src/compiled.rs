@@ -7,7 +7,7 @@ use rlx_ir::{BindingManifest, DimBinding, LirModule};
 
 use crate::error::fail;
 use crate::names::hint;
-use crate::{Device, Executable, HostData, ParamStore, Result, Tensor, TensorRef};
+use crate::{Device, Executable, HostData, ParamStore, Result, StopCheck, Tensor, TensorRef};
 
 pub struct CompiledGraph {
     lir: Arc<LirModule>,
@@ -111,9 +111,19 @@ impl CompiledGraph {
 
     /// Runs on named inputs; returns the outputs in manifest order.
     pub fn run(&self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Vec<Tensor>> {
+        self.run_until(inputs, None)
+    }
+
+    /// As [`Self::run`], asking `stop` between kernels whether to end early
+    /// (`Error::Cancelled`); the graph stays usable after a cancelled run.
+    pub fn run_until(
+        &self,
+        inputs: &[(&str, TensorRef<'_>)],
+        stop: Option<StopCheck<'_>>,
+    ) -> Result<Vec<Tensor>> {
         let ordered = self.order_inputs(inputs)?;
         let params = self.params.snapshot()?;
-        let data = self.exec.execute(&ordered, &params)?;
+        let data = self.exec.execute(&ordered, &params, stop)?;
         Ok(self
             .manifest
             .outputs
@@ -126,6 +136,42 @@ impl CompiledGraph {
                 data,
             })
             .collect())
+    }
+
+    /// As [`Self::run`], but the run happens on a helper thread while the calling thread calls
+    /// `poll` every `every`; when `poll` returns true the run stops at the next kernel boundary
+    /// and this returns `Error::Cancelled`. For callers that must stay responsive (Python's
+    /// Ctrl-C), at the price of one thread start per call.
+    pub fn run_polling(
+        &self,
+        inputs: &[(&str, TensorRef<'_>)],
+        every: std::time::Duration,
+        poll: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Tensor>> {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let check = || stop.load(std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let check = &check;
+            s.spawn(move || {
+                let _ = tx.send(self.run_until(inputs, Some(check)));
+            });
+            loop {
+                match rx.recv_timeout(every) {
+                    Ok(result) => return result,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if poll() {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(crate::Error::Compile(
+                            "the run thread ended without a result".into(),
+                        ));
+                    }
+                }
+            }
+        })
     }
 
     /// Matches inputs to the manifest, checking names, dtypes and shapes; all problems with

@@ -23,6 +23,9 @@ pub enum Error {
     /// An index (gather) outside its axis.
     #[error("index error: {0}")]
     Index(String),
+    /// The caller's stop check asked the run to end (e.g. Ctrl-C).
+    #[error("run cancelled")]
+    Cancelled,
     /// An allocation would exceed what can be had.
     #[error("out of memory: {0}")]
     Memory(String),

@@ -15,7 +15,7 @@ pub mod registry;
 pub mod stages;
 mod tensor;
 
-pub use backend::{Backend, Executable};
+pub use backend::{Backend, Executable, StopCheck};
 pub use compiled::CompiledGraph;
 pub use device::Device;
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@ use super::attention::{AttnSpec, HeadLayout};
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, elementwise, fused, gemm, layout, norm, reduce};
 use crate::error::fail;
-use crate::{Error, Executable, HostData, ParamData, Result, TensorData};
+use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
 
 /// Where a buffer's bytes live during a run.
 #[derive(Debug, Clone, Copy)]
@@ -479,6 +479,7 @@ impl Executable for CpuExecutable {
         &self,
         inputs: &[HostData<'_>],
         params: &[Arc<ParamData>],
+        stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>> {
         let mut outputs = Vec::with_capacity(self.lir.outputs.len());
         for slot in &self.lir.outputs {
@@ -518,10 +519,12 @@ impl Executable for CpuExecutable {
             if self.profile {
                 return self.run_profiled(&addrs);
             }
-            self.lir
-                .kernels
-                .iter()
-                .try_for_each(|k| self.run_kernel(k, &addrs))
+            self.lir.kernels.iter().try_for_each(|k| {
+                if stop.is_some_and(|should_stop| should_stop()) {
+                    return Err(Error::Cancelled);
+                }
+                self.run_kernel(k, &addrs)
+            })
         });
         self.arenas.give_back(arena);
         result.map(|()| outputs)

@@ -1,0 +1,44 @@
+"""Ctrl-C during a long run raises KeyboardInterrupt at the next kernel boundary, and the graph
+stays usable (the run's GIL is released, so the main thread polls for signals while it waits)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import rlx
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="posix signals")
+
+
+def _long_graph(layers: int = 40) -> rlx.Graph:
+    g = rlx.Graph("long", dims={"n": (1, 1 << 16)})
+    h = g.input("x", ("n", 1024))
+    for i in range(layers):
+        h = g.linear(h, g.param(f"w{i}", (1024, 1024)), activation="relu")
+    g.output("y", h)
+    return g
+
+
+def test_ctrl_c_interrupts_a_long_run_and_the_graph_still_works():
+    pipe = rlx.ModelCompilePipeline(_long_graph())
+    w = (np.eye(1024, dtype=np.float32) * 0.5).copy()
+    pipe.bind_params({f"w{i}": w for i in range(40)})
+    exe = pipe.get_or_compile(n=8192)  # 32 MiB buffers, ~0.7 TFLOP: several seconds unless stopped
+    x = np.ones((8192, 1024), np.float32)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        exe.run(x=x)
+    stopped_after = time.monotonic() - started
+    timer.cancel()
+    # It stopped long before 40 layers could finish (each layer is tens of ms or more).
+    assert stopped_after < 0.3 + 2.0, stopped_after
+    small = pipe.get_or_compile(n=4).run(x=np.ones((4, 1024), np.float32))["y"]
+    np.testing.assert_allclose(small, np.full((4, 1024), 0.5**40, np.float32), rtol=1e-6)
