@@ -95,6 +95,8 @@ impl CpuExecutable {
         });
         super::arena::check_budget(&lir.name, plan.size, output_bytes)?;
         let arenas = ArenaPool::new(plan.size);
+        // One arena up front, touched now: the first run pays no allocation or page faults.
+        arenas.give_back(arenas.take()?);
         Ok(CpuExecutable {
             lir,
             shapes,
