@@ -12,7 +12,7 @@ use rlx_ir::{ComputeOp, DType, MaskKind, ReduceOp};
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, elementwise, fused, gemm, layout, norm, reduce};
+use super::{OutPtr, attention, elementwise, fused, gemm, layout, norm, reduce};
 use crate::error::fail;
 use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
 
@@ -329,32 +329,46 @@ impl CpuExecutable {
                     fused::scaled_softmax(f32_in(0), bias, *scale, s, n, inner, f32_out())
                 }
                 ComputeOp::Elementwise { program } => {
+                    // Raw pointers throughout: the output may reuse an f32 operand in place.
                     let inputs: Vec<fused::EwInput> = ins
                         .iter()
-                        .map(|(b, shape, dt)| fused::EwInput {
-                            data: match dt {
-                                DType::F32 => {
-                                    std::borrow::Cow::Borrowed(self.get::<f32>(addrs, *b))
-                                }
-                                _ => std::borrow::Cow::Owned(with_any!(*dt, T => {
+                        .map(|(b, shape, dt)| {
+                            let owned = (*dt != DType::F32).then(|| {
+                                with_any!(*dt, T => {
                                     let x: &[T] = self.get(addrs, *b);
-                                    x.iter().map(|v| CastTo::<f32>::cast(*v)).collect()
-                                })),
-                            },
-                            strides: elementwise::broadcast_strides(shape, out_shape),
+                                    x.iter().map(|v| CastTo::<f32>::cast(*v)).collect::<Vec<f32>>()
+                                })
+                            });
+                            let ptr = owned
+                                .as_ref()
+                                .map_or(addrs.0[b.index()] as *const f32, |v| v.as_ptr());
+                            fused::EwInput {
+                                ptr,
+                                owned,
+                                strides: elementwise::broadcast_strides(shape, out_shape),
+                            }
                         })
                         .collect();
-                    fused::elementwise(program, &inputs, f32_out(), out_shape)
+                    let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
+                    fused::elementwise(
+                        program,
+                        &inputs,
+                        out,
+                        self.numel[k.output.index()],
+                        out_shape,
+                    )
                 }
-                ComputeOp::AddLayerNorm { eps } => fused::add_layer_norm(
-                    f32_in(0),
-                    f32_in(1),
-                    f32_in(2),
-                    f32_in(3),
-                    *eps,
-                    last(ins[0].1),
-                    f32_out(),
-                ),
+                ComputeOp::AddLayerNorm { eps } => {
+                    let d = last(ins[0].1);
+                    let rows = if d == 0 {
+                        0
+                    } else {
+                        self.numel[k.output.index()] / d
+                    };
+                    let ptr = |i: usize| addrs.0[ins[i].0.index()] as *const f32;
+                    let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
+                    fused::add_layer_norm(ptr(0), ptr(1), f32_in(2), f32_in(3), *eps, d, rows, out)
+                }
                 ComputeOp::LinearGroup {
                     parts,
                     has_bias,

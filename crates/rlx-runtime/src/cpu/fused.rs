@@ -4,25 +4,39 @@
 use rayon::prelude::*;
 use rlx_ir::{BinaryOp, EwProgram, EwStep};
 
-use super::PAR_GRAIN;
 use super::math::unary_map;
 use super::types::Num;
+use super::{OutPtr, PAR_GRAIN};
 
-/// One operand of an elementwise program: its values (already f32) and broadcast strides.
-pub struct EwInput<'a> {
-    pub data: std::borrow::Cow<'a, [f32]>,
+/// One operand of an elementwise program: where its f32 values are, and broadcast strides.
+/// A raw pointer, not a slice: the output may reuse an operand's memory (in-place), and a slice
+/// beside the output's would be an aliasing violation. Rows are read before they are written.
+pub struct EwInput {
+    pub ptr: *const f32,
+    /// Keeps converted (non-f32) data alive while `ptr` points into it; never read directly.
+    #[allow(dead_code)]
+    pub owned: Option<Vec<f32>>,
     pub strides: Vec<usize>,
 }
 
-/// Runs `program` for every element of `out` (shape `out_shape`), a row at a time so each
-/// step is a tight loop over the row.
-pub fn elementwise(
+// SAFETY: the pointers are only read, and the executor keeps their memory alive for the run.
+unsafe impl Send for EwInput {}
+unsafe impl Sync for EwInput {}
+
+/// Runs `program` for every element of the `out_len`-element output (shape `out_shape`), a
+/// row at a time so each step is a tight loop over the row.
+///
+/// # Safety
+/// Each input must cover its broadcast shape; an input that shares memory with `out` must have
+/// the output's shape (so row `r` is read only by the task that writes row `r`).
+pub unsafe fn elementwise(
     program: &EwProgram,
-    inputs: &[EwInput<'_>],
-    out: &mut [f32],
+    inputs: &[EwInput],
+    out: OutPtr,
+    out_len: usize,
     out_shape: &[usize],
 ) {
-    if out.is_empty() {
+    if out_len == 0 {
         return;
     }
     let rank = out_shape.len();
@@ -31,16 +45,16 @@ pub fn elementwise(
     } else {
         out_shape[rank - 1].max(1)
     };
+    let rows = out_len / last;
     let rows_per_chunk = PAR_GRAIN.div_ceil(last).max(1);
-    out.par_chunks_mut(rows_per_chunk * last)
-        .enumerate()
-        .for_each(|(ci, chunk)| {
+    (0..rows.div_ceil(rows_per_chunk))
+        .into_par_iter()
+        .for_each(|ci| {
             let mut regs: Vec<Vec<f32>> = vec![vec![0.0; last]; program.steps.len()];
-            for (ri, row) in chunk.chunks_mut(last).enumerate() {
-                let r = ci * rows_per_chunk + ri;
+            for r in ci * rows_per_chunk..((ci + 1) * rows_per_chunk).min(rows) {
                 for (i, step) in program.steps.iter().enumerate() {
                     let (done, rest) = regs.split_at_mut(i);
-                    let dst = &mut rest[0][..row.len()];
+                    let dst = &mut rest[0][..];
                     match *step {
                         EwStep::Load(n) => {
                             let inp = &inputs[n];
@@ -50,12 +64,13 @@ pub fn elementwise(
                                 rem /= out_shape[d];
                             }
                             let step = if rank > 0 { inp.strides[rank - 1] } else { 0 };
+                            // SAFETY: offsets stay inside the operand (broadcast strides).
                             dst.iter_mut()
                                 .enumerate()
-                                .for_each(|(j, x)| *x = inp.data[off + j * step]);
+                                .for_each(|(j, x)| *x = unsafe { *inp.ptr.add(off + j * step) });
                         }
                         EwStep::Const(c) => dst.fill(c),
-                        EwStep::Unary(op, a) => unary_map(op, &done[a][..dst.len()], dst),
+                        EwStep::Unary(op, a) => unary_map(op, &done[a][..], dst),
                         EwStep::Binary(op, a, b) => {
                             let (a, b) = (&done[a], &done[b]);
                             dst.iter_mut()
@@ -64,42 +79,73 @@ pub fn elementwise(
                         }
                     }
                 }
-                row.copy_from_slice(&regs[program.steps.len() - 1][..row.len()]);
+                // SAFETY: row r of the output belongs to this task; its inputs were read above.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        regs[program.steps.len() - 1].as_ptr(),
+                        out.get().add(r * last),
+                        last,
+                    )
+                };
             }
         });
 }
 
-/// `layer_norm(a + b)` over rows of length `d`.
-pub fn add_layer_norm(
-    a: &[f32],
-    b: &[f32],
+/// `layer_norm(a + b)` over `rows` rows of length `d`.
+///
+/// # Safety
+/// `a`, `b` and `out` hold `rows * d` elements; `out` may be `a` or `b` (each row is read
+/// whole before it is written).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn add_layer_norm(
+    a: *const f32,
+    b: *const f32,
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
     d: usize,
-    out: &mut [f32],
+    rows: usize,
+    out: OutPtr,
 ) {
-    if d == 0 || out.is_empty() {
+    if d == 0 || rows == 0 {
         return;
     }
-    let rows = PAR_GRAIN.div_ceil(d).max(1);
-    out.par_chunks_mut(d * rows)
-        .enumerate()
-        .for_each(|(ci, o)| {
-            let base = ci * rows * d;
-            for (ri, o) in o.chunks_mut(d).enumerate() {
-                let s = base + ri * d;
-                for i in 0..d {
-                    o[i] = f32::binary(BinaryOp::Add, a[s + i], b[s + i]);
-                }
-                let mean = o.iter().sum::<f32>() / d as f32;
-                let var = o.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let inv = 1.0 / (var + eps).sqrt();
-                for i in 0..d {
-                    o[i] = (o[i] - mean) * inv * gamma[i] + beta[i];
+    let (a, b) = (SharedIn(a), SharedIn(b));
+    let per_task = PAR_GRAIN.div_ceil(d).max(1);
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let mut row = vec![0.0f32; d];
+        for r in t * per_task..((t + 1) * per_task).min(rows) {
+            // SAFETY: row r of a, b and out lies inside them; it is read before being written.
+            unsafe {
+                let (ar, br) = (a.get().add(r * d), b.get().add(r * d));
+                for (i, x) in row.iter_mut().enumerate() {
+                    *x = f32::binary(BinaryOp::Add, *ar.add(i), *br.add(i));
                 }
             }
-        });
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for i in 0..d {
+                row[i] = (row[i] - mean) * inv * gamma[i] + beta[i];
+            }
+            // SAFETY: as above; this task owns row r of out.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add(r * d), d) };
+        }
+    });
+}
+
+/// A read-only pointer shared by tasks.
+#[derive(Clone, Copy)]
+struct SharedIn(*const f32);
+// SAFETY: only read, and alive for the whole kernel call.
+unsafe impl Send for SharedIn {}
+unsafe impl Sync for SharedIn {}
+
+impl SharedIn {
+    /// Used inside tasks so closures capture the whole wrapper (which is `Send`), not its field.
+    fn get(self) -> *const f32 {
+        self.0
+    }
 }
 
 /// `softmax(x * scale + bias)` over the axis of length `n` of `[outer, n, inner]` data; `bias`
