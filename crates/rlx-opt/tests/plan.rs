@@ -139,3 +139,22 @@ fn chains_fuse_into_capped_elementwise_programs() {
     assert_eq!(t.lir.kernels.len(), 4, "{}", t.report);
     assert!(Pipeline::only(&["nope"]).is_err());
 }
+
+#[test]
+fn elementwise_kernels_write_in_place() {
+    // 100 tanh ops fuse into 4 programs; the 2nd and 3rd overwrite the temp they read last.
+    let t = Pipeline::standard().compile_hir(chain(100)).unwrap();
+    let s = t
+        .specialize(&Pipeline::standard(), &DimBinding::new().with("b", 100))
+        .unwrap();
+    let plan = s.lir.arena.as_ref().unwrap();
+    assert_eq!(plan.in_place.len(), 2, "{}", s.lir);
+    assert_eq!((plan.size, plan.max_live_bytes), (6400, 6400));
+    s.lir.verify().unwrap();
+    // A tampered pair (output not at its input's offset) is caught.
+    let mut bad = s.lir.clone();
+    let (out, _) = bad.arena.as_ref().unwrap().in_place[0];
+    bad.arena.as_mut().unwrap().offsets[out.index()] = Some(6400);
+    bad.arena.as_mut().unwrap().size = 12800;
+    assert!(bad.verify().is_err());
+}

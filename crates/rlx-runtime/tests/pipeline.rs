@@ -422,3 +422,50 @@ fn a_variant_larger_than_memory_is_an_error_not_an_abort() {
         vec![4, 4]
     );
 }
+
+#[test]
+fn in_place_elementwise_chains_compute_the_same() {
+    let build = || {
+        let mut m = HirModule::new("chain");
+        let mut g = HirMut::new(&mut m);
+        let n = g.dim("n", 1, 1 << 20).unwrap();
+        let mut v = g
+            .input("x", DType::F32, Shape(vec![n, rlx_ir::Dim::constant(7)]))
+            .unwrap();
+        for i in 0..100 {
+            let op = if i % 2 == 0 {
+                rlx_ir::UnaryOp::Tanh
+            } else {
+                rlx_ir::UnaryOp::Sigmoid
+            };
+            v = g.unary(op, v).unwrap();
+        }
+        g.output("y", v).unwrap();
+        m
+    };
+    let x = weights(8, 3000 * 7);
+    let mut outs = Vec::new();
+    for optimize in [true, false] {
+        let opts = CompileOptions {
+            optimize,
+            ..CompileOptions::new()
+        };
+        let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+        let g = pipe
+            .get_or_compile(&DimBinding::new().with("n", 3000), build, &opts)
+            .unwrap();
+        assert_eq!(
+            g.lir().arena.as_ref().unwrap().in_place.is_empty(),
+            !optimize
+        );
+        outs.push(g.run(&[("x", (&x).into())]).unwrap().remove(0));
+    }
+    let err = outs[0]
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(outs[1].as_f32().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-6, "{err}");
+}

@@ -98,8 +98,12 @@ pub struct ArenaPlan {
     pub size: usize,
     /// Sum of all temp sizes: the arena size without reuse.
     pub temp_bytes: usize,
-    /// Largest sum of temps live at one kernel: a lower bound on `size`.
+    /// Largest sum of temps live at one kernel: a lower bound on `size`. A temp whose last
+    /// reader writes its result in place hands its bytes over and counts once.
     pub max_live_bytes: usize,
+    /// `(output, input)` pairs where a kernel writes its output over its input, which it reads
+    /// for the last time (elementwise kernels only; same size, same offset).
+    pub in_place: Vec<(BufferId, BufferId)>,
 }
 
 /// Alignment of arena offsets and parameter-block offsets, in bytes.

@@ -68,7 +68,26 @@ fn verify_plan(m: &LirModule, plan: &super::ArenaPlan, problems: &mut Vec<String
         problems.push("arena plan does not cover every buffer".to_string());
         return;
     }
-    let iv = m.temp_intervals();
+    let mut iv = m.temp_intervals();
+    for &(out, inp) in &plan.in_place {
+        let writer = m.kernels.iter().position(|k| k.output == out);
+        let ok = writer.is_some_and(|k| {
+            m.kernels[k].inputs.iter().any(|b| m.root(*b) == inp)
+                && iv[inp.index()].is_some_and(|(_, end)| end == k)
+                && plan.offsets[out.index()].is_some()
+                && plan.offsets[out.index()] == plan.offsets[inp.index()]
+        });
+        if !ok {
+            problems.push(format!(
+                "{out} in place of {inp}: not the last reader's output at the same offset"
+            ));
+            continue;
+        }
+        // The input hands its bytes over at its last reader: it is no longer live there.
+        if let (Some(k), Some(live)) = (writer, iv[inp.index()].as_mut()) {
+            live.1 = k.saturating_sub(1).max(live.0);
+        }
+    }
     let mut placed = Vec::new();
     for (i, b) in m.buffers.iter().enumerate() {
         let id = super::BufferId(i as u32);
