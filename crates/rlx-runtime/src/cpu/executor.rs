@@ -360,11 +360,7 @@ impl CpuExecutable {
                 }
                 ComputeOp::AddLayerNorm { eps } => {
                     let d = last(ins[0].1);
-                    let rows = if d == 0 {
-                        0
-                    } else {
-                        self.numel[k.output.index()] / d
-                    };
+                    let rows = self.numel[k.output.index()].checked_div(d).unwrap_or(0);
                     let ptr = |i: usize| addrs.0[ins[i].0.index()] as *const f32;
                     let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
                     fused::add_layer_norm(ptr(0), ptr(1), f32_in(2), f32_in(3), *eps, d, rows, out)
