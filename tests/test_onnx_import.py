@@ -218,3 +218,42 @@ def test_unsupported_dtype_names_the_input():
                                                 [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])]))
     with pytest.raises(rlx.DTypeError, match="input 'x'.*DOUBLE"):
         rlx.onnx.load(model)
+
+
+def test_range_up_to_a_symbolic_length_matches_onnxruntime():
+    """Position ids as some exporters write them: Range(0, Shape(ids)[1], 1) -> Gather."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    ort = pytest.importorskip("onnxruntime")
+    table = np.random.default_rng(3).standard_normal((64, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], axis=0),
+        helper.make_node("Range", ["zero", "seq", "one"], ["pos"]),
+        helper.make_node("Gather", ["table", "pos"], ["emb"], axis=0),
+        helper.make_node("Cast", ["ids"], ["idsf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["idsf", "two"], ["ids3"]),
+        helper.make_node("Add", ["ids3", "emb"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "range",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        initializer=[
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.array([2], np.int64), "two"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    m = rlx.onnx.load(model, dims={"batch": (1, 4), "seq": (1, 64)})
+    pipe = m.pipeline()
+    for b, s in [(1, 5), (3, 64)]:
+        ids = np.arange(b * s, dtype=np.int64).reshape(b, s)
+        got = pipe.get_or_compile(batch=b, seq=s).run(ids=ids)["y"]
+        np.testing.assert_allclose(got, sess.run(["y"], {"ids": ids})[0], rtol=1e-6)

@@ -256,7 +256,23 @@ def _range(imp: Importer, node: Any) -> Any:
     if all(isinstance(v, Known) and not v.symbolic for v in vals):
         s, l, d = (v.arr.reshape(()) for v in vals)
         return Known(np.arange(s, l, d).astype(vals[0].dtype), vals[0].dtype)
-    raise rlx.UnsupportedOpError("Range with a size known only at run time (rlx has no iota op)")
+    return _symbolic_range(imp, vals)
+
+
+def _symbolic_range(imp: Importer, vals: List[Any]) -> Any:
+    """``Range(start, limit, 1)`` with a symbolic limit (``seq``, as exporters emit for
+    position ids): a constant ``arange`` up to the limit's upper bound, sliced at run time."""
+    known = all(isinstance(v, Known) for v in vals)
+    start, limit, delta = (v.arr.reshape(()).item() for v in vals) if known else (None, None, None)
+    if not (isinstance(start, (int, np.integer)) and isinstance(delta, (int, np.integer)) and delta == 1 and isinstance(limit, Poly)):
+        raise rlx.UnsupportedOpError("Range with a size known only at run time, other than Range(int, symbol, 1)")
+    syms = limit.symbols()
+    offset = (limit - Poly.sym(next(iter(syms)))) if len(syms) == 1 else None
+    if not (isinstance(offset, (int, np.integer)) and limit.terms.get((next(iter(syms)),)) == 1):
+        raise rlx.UnsupportedOpError(f"Range up to {limit}: only a symbol plus a constant is supported")
+    upper = imp.g.dims[next(iter(syms))][1] + int(offset)
+    table = imp.g.constant(np.arange(int(start), max(upper, int(start)), dtype=vals[0].dtype))
+    return imp.g.slice(table, 0, 0, dim_text(limit - int(start)))
 
 
 from rlx import _onnx_ops_nn  # noqa: E402,F401
