@@ -78,7 +78,7 @@ impl<'m> HirMut<'m> {
         Ok(self.m.push_typed(Op::Constant(Arc::new(c)), vec![], ty))
     }
 
-    /// A scalar f32 constant of shape `[]`... stored as `[1]` so it broadcasts everywhere.
+    /// A one-element f32 constant of shape `[1]`, which broadcasts against any operand.
     pub fn scalar(&mut self, value: f32) -> Result<ValueId> {
         self.constant(&[1], TensorData::F32(vec![value]))
     }
