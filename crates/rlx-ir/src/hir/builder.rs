@@ -78,7 +78,7 @@ impl<'m> HirMut<'m> {
         Ok(self.m.push_typed(Op::Constant(Arc::new(c)), vec![], ty))
     }
 
-    /// A one-element f32 constant of shape `[1]`, which broadcasts against any operand.
+    /// A one-element f32 constant of shape `[1]`: it broadcasts against any operand of rank >= 1.
     pub fn scalar(&mut self, value: f32) -> Result<ValueId> {
         self.constant(&[1], TensorData::F32(vec![value]))
     }
