@@ -7,12 +7,12 @@ use rayon::ThreadPool;
 use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 
-use rlx_ir::{ComputeOp, DType, MaskKind, ReduceOp};
+use rlx_ir::{ComputeOp, DType, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
 use super::types::{CastTo, with_any, with_num};
-use super::{OutPtr, attention, elementwise, fused, gemm, layout, norm, reduce};
+use super::{attention, elementwise, gemm, layout, norm, reduce};
 use crate::error::fail;
 use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
 
@@ -27,9 +27,9 @@ enum Place {
 }
 
 pub struct CpuExecutable {
-    lir: Arc<LirModule>,
-    shapes: Vec<Vec<usize>>,
-    numel: Vec<usize>,
+    pub(super) lir: Arc<LirModule>,
+    pub(super) shapes: Vec<Vec<usize>>,
+    pub(super) numel: Vec<usize>,
     places: Vec<Place>,
     arenas: ArenaPool,
     pool: Arc<ThreadPool>,
@@ -40,7 +40,7 @@ pub struct CpuExecutable {
 }
 
 /// Buffer addresses of one run. Raw pointers so kernels can borrow several at once.
-struct Addrs(Vec<*mut u8>);
+pub(super) struct Addrs(pub(super) Vec<*mut u8>);
 // SAFETY: the addresses point into memory that outlives the run (inputs and params borrowed by
 // `execute`, the run's own arena and outputs); the schedule never writes a buffer while a
 // kernel reads it (the verifier and the arena plan guarantee disjointness).
@@ -111,14 +111,14 @@ impl CpuExecutable {
 
     /// # Safety
     /// `b` must hold `numel[b]` elements of type `T` at its address in `addrs`.
-    unsafe fn get<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a [T] {
+    pub(super) unsafe fn get<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a [T] {
         let n = self.numel[b.index()];
         unsafe { std::slice::from_raw_parts(addrs.0[b.index()] as *const T, n) }
     }
 
     /// # Safety
     /// As `get`, and no other live slice may cover `b`'s memory.
-    unsafe fn get_mut<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a mut [T] {
+    pub(super) unsafe fn get_mut<'a, T>(&self, addrs: &Addrs, b: BufferId) -> &'a mut [T] {
         let n = self.numel[b.index()];
         unsafe { std::slice::from_raw_parts_mut(addrs.0[b.index()] as *mut T, n) }
     }
@@ -161,7 +161,8 @@ impl CpuExecutable {
             .collect();
         let out_shape = self.shapes[k.output.index()].as_slice();
         // SAFETY: the schedule was verified; a kernel's output is a fresh Temp/Output whose
-        // memory overlaps nothing it reads (arena plan), and every buffer holds `numel`
+        // memory overlaps nothing it reads (arena plan; the in-place exceptions
+        // are fused kernels, handled through raw pointers in `executor_fused.rs`), and every buffer holds `numel`
         // elements of its dtype, which is the `T` each arm reads it as (shape inference).
         unsafe {
             let f32_in = |i: usize| self.get::<f32>(addrs, ins[i].0);
@@ -320,112 +321,12 @@ impl CpuExecutable {
                         f32_out(),
                     )
                 }
-                ComputeOp::ScaledSoftmax { axis, scale } => {
-                    let s = ins[0].1;
-                    let bias = ins
-                        .get(1)
-                        .map(|(b, bs, _)| (self.get::<f32>(addrs, *b), *bs));
-                    let (n, inner) = (s[*axis], s[axis + 1..].iter().product());
-                    fused::scaled_softmax(f32_in(0), bias, *scale, s, n, inner, f32_out())
-                }
-                ComputeOp::Elementwise { program } => {
-                    // Raw pointers throughout: the output may reuse an f32 operand in place.
-                    let inputs: Vec<fused::EwInput> = ins
-                        .iter()
-                        .map(|(b, shape, dt)| {
-                            let owned = (*dt != DType::F32).then(|| {
-                                with_any!(*dt, T => {
-                                    let x: &[T] = self.get(addrs, *b);
-                                    x.iter().map(|v| CastTo::<f32>::cast(*v)).collect::<Vec<f32>>()
-                                })
-                            });
-                            let ptr = owned
-                                .as_ref()
-                                .map_or(addrs.0[b.index()] as *const f32, |v| v.as_ptr());
-                            fused::EwInput {
-                                ptr,
-                                owned,
-                                strides: elementwise::broadcast_strides(shape, out_shape),
-                            }
-                        })
-                        .collect();
-                    let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
-                    fused::elementwise(
-                        program,
-                        &inputs,
-                        out,
-                        self.numel[k.output.index()],
-                        out_shape,
-                    )
-                }
-                ComputeOp::AddLayerNorm { eps } => {
-                    let d = last(ins[0].1);
-                    let rows = self.numel[k.output.index()].checked_div(d).unwrap_or(0);
-                    let ptr = |i: usize| addrs.0[ins[i].0.index()] as *const f32;
-                    let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
-                    fused::add_layer_norm(ptr(0), ptr(1), f32_in(2), f32_in(3), *eps, d, rows, out)
-                }
-                ComputeOp::LinearGroup {
-                    parts,
-                    has_bias,
-                    transpose_w,
-                } => {
-                    let per = if *has_bias { 2 } else { 1 };
-                    let group: Vec<gemm::LinearPart> = (0..*parts)
-                        .map(|p| {
-                            (
-                                f32_in(1 + p * per),
-                                has_bias.then(|| f32_in(2 + p * per)),
-                                ins[1 + p * per].1[usize::from(!*transpose_w)],
-                            )
-                        })
-                        .collect();
-                    gemm::linear_group(f32_in(0), &group, last(ins[0].1), *transpose_w, f32_out())
-                }
-                ComputeOp::AttentionPacked {
-                    heads,
-                    head_dim,
-                    offsets,
-                    scale,
-                    causal,
-                    mask,
-                } => {
-                    let (q, kk) = (ins[0].1, ins[1].1);
-                    let (sq, sk, d) = (q[1], kk[1], *head_dim);
-                    let src =
-                        |i: usize, seq: usize| HeadLayout::packed(seq, ins[i].1[2], offsets[i], d);
-                    let layout = [
-                        src(0, sq),
-                        src(1, sk),
-                        src(2, sk),
-                        HeadLayout::packed(sq, heads * d, 0, d),
-                    ];
-                    let spec = AttnSpec {
-                        batch: q[0],
-                        heads: *heads,
-                        sq,
-                        sk,
-                        d,
-                        dv: d,
-                        scale: *scale,
-                        causal: *causal,
-                        layout,
-                    };
-                    let m: Option<Vec<f32>> = match (mask, ins.get(3)) {
-                        (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)),
-                        (MaskKind::Bias, Some((b, _, _))) => {
-                            Some(self.get::<f32>(addrs, *b).to_vec())
-                        }
-                        _ => None,
-                    };
-                    attention::attention(
-                        f32_in(0),
-                        f32_in(1),
-                        f32_in(2),
-                        m.as_deref(),
-                        &spec,
-                        f32_out(),
-                    )
+                ComputeOp::ScaledSoftmax { .. }
+                | ComputeOp::Elementwise { .. }
+                | ComputeOp::AddLayerNorm { .. }
+                | ComputeOp::LinearGroup { .. }
+                | ComputeOp::AttentionPacked { .. } => {
+                    self.run_fused(op, k, &ins, out_shape, addrs)?
                 }
             }
         }
@@ -435,7 +336,7 @@ impl CpuExecutable {
 
 impl CpuExecutable {
     /// A padding mask of any dtype as an additive term: 0 where non-zero (attend), -inf where 0.
-    fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Vec<f32> {
+    pub(super) fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Vec<f32> {
         // SAFETY: `b` is a mask buffer of its recorded dtype and size.
         with_any!(self.lir.buffer(b).ty.dtype, T => {
             let m: &[T] = unsafe { self.get(addrs, b) };
@@ -467,7 +368,7 @@ impl CpuExecutable {
     }
 }
 
-fn last(shape: &[usize]) -> usize {
+pub(super) fn last(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1)
 }
 

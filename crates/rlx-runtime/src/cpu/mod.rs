@@ -4,6 +4,7 @@ mod arena;
 mod attention;
 mod elementwise;
 mod executor;
+mod executor_fused;
 mod fused;
 mod gemm;
 mod layout;
