@@ -161,9 +161,9 @@ impl CpuExecutable {
             .collect();
         let out_shape = self.shapes[k.output.index()].as_slice();
         // SAFETY: the schedule was verified; a kernel's output is a fresh Temp/Output whose
-        // memory overlaps nothing it reads (arena plan; the in-place exceptions
-        // are fused kernels, handled through raw pointers in `executor_fused.rs`), and every buffer holds `numel`
-        // elements of its dtype, which is the `T` each arm reads it as (shape inference).
+        // memory overlaps nothing it reads (arena plan; the in-place exceptions are fused
+        // kernels, which `executor_fused.rs` runs through raw pointers), and every buffer holds
+        // `numel` elements of its dtype, which is the `T` each arm reads it as (shape inference).
         unsafe {
             let f32_in = |i: usize| self.get::<f32>(addrs, ins[i].0);
             let f32_out = || self.get_mut::<f32>(addrs, k.output);
