@@ -208,13 +208,14 @@ pub fn linear_group(
         .collect();
     // Tiles are cut for the whole group so the parts share the threads, then clipped per part.
     let whole = tiles(m, total, k);
-    let jobs: Vec<(usize, Tile)> = parts
+    let jobs: Vec<(usize, Tile)> = gemms
         .iter()
+        .zip(parts)
         .enumerate()
-        .flat_map(|(p, (_, _, n))| {
+        .flat_map(|(p, (g, (_, _, n)))| {
             whole
                 .iter()
-                .filter_map(move |t| clip(*t, gemms_col(p, parts), gemms_col(p, parts) + n))
+                .filter_map(move |t| clip(*t, g.c_col, g.c_col + n))
                 .map(move |t| (p, t))
         })
         .collect();
@@ -222,11 +223,6 @@ pub fn linear_group(
     // SAFETY: each job is a disjoint tile of part p's columns inside `out` ([m, total]).
     jobs.into_par_iter()
         .for_each(|(p, t)| unsafe { gemms[p].tile(t, ptr.get()) });
-}
-
-/// First group column of part `p`.
-fn gemms_col(p: usize, parts: &[LinearPart<'_>]) -> usize {
-    parts[..p].iter().map(|q| q.2).sum()
 }
 
 /// The part of tile `t` (in group columns) that falls in `[lo, hi)`, in part-local columns.
