@@ -34,15 +34,38 @@ def misaligned(a):
     return out
 
 
-def test_zero_copy_pointer_and_in_place_changes(setup):
-    pipe, params, x = setup
+def test_zero_copy_pointer_and_in_place_changes(rng):
+    """Without pre-packing, kernels read the bound array itself: an in-place write shows in
+    the next run."""
+    pipe = rlx.ModelCompilePipeline(mlp_graph(), prepack=False)
+    params = weights(rng, MLP_SHAPES)
+    x = rng.standard_normal((3, MLP_IN)).astype(np.float32)
     pipe.bind_params(params)
     exe = pipe.get_or_compile(batch=3)
     for name, arr in params.items():
         assert exe.param_data_ptr(name) == arr.ctypes.data
+    assert pipe.stats["packed_bytes"] == 0
     before = exe.run(x=x)["probs"]
     np.testing.assert_allclose(before, mlp_ref(x, params), **TOL)
     params["w2"] *= 3.0  # in place: the next run sees it
+    after = exe.run(x=x)["probs"]
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, mlp_ref(x, params), **TOL)
+
+
+def test_prepacked_weights_are_a_snapshot_until_rebound(setup):
+    """With pre-packing (the default) linears read panels packed at bind/compile time: an
+    in-place write is not seen until the array is bound again, which repacks it."""
+    pipe, params, x = setup
+    pipe.bind_params(params)
+    exe = pipe.get_or_compile(batch=3)
+    assert exe.param_data_ptr("w1") == params["w1"].ctypes.data  # still borrowed, not copied
+    assert pipe.stats["packed_bytes"] >= (params["w1"].nbytes + params["w2"].nbytes)
+    before = exe.run(x=x)["probs"]
+    np.testing.assert_allclose(before, mlp_ref(x, params), **TOL)
+    params["w2"] *= 3.0
+    np.testing.assert_array_equal(exe.run(x=x)["probs"], before)
+    pipe.set_param("w2", params["w2"])  # rebinding drops the old panels
     after = exe.run(x=x)["probs"]
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, mlp_ref(x, params), **TOL)

@@ -84,33 +84,44 @@ def rss():
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
 
 before = rss()
-enc = bert.SentenceEncoder(bert.default_model_dir(), mode="mmap")
+enc = bert.SentenceEncoder(bert.default_model_dir(), mode="mmap", prepack=sys.argv[2] == "prepack")
 if sys.argv[1] == "copy":
     enc.pipeline.bind_params(dict(enc.weights), copy=True)
 enc.encode(["warm up the pages"])
 for a in enc.weights.values():
     float(a.ravel()[::1024].astype(np.float64).sum())  # touch every page of the map
-print(rss() - before, enc.weights.nbytes)
+print(rss() - before, enc.weights.nbytes, enc.pipeline.stats["packed_bytes"])
 """
 
 
-def _grown_after_binding(copy: bool) -> tuple:
-    """RSS growth, in a fresh process, from opening the file to a run with every page touched."""
+def _grown_after_binding(copy: bool, prepack: bool = False) -> tuple:
+    """RSS growth, in a fresh process, from opening the file to a run with every page touched,
+    the weights' size, and the bytes of packed weight panels."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _MEASURE, "copy" if copy else "zero"], capture_output=True, text=True, check=True)
-    grown, size = map(int, out.stdout.split())
-    return grown, size
+    args = ["copy" if copy else "zero", "prepack" if prepack else "no"]
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True, text=True, check=True)
+    grown, size, packed = map(int, out.stdout.split())
+    return grown, size, packed
 
 
 def test_binding_adds_no_second_copy():
-    grown, size = _grown_after_binding(copy=False)
+    grown, size, packed = _grown_after_binding(copy=False)
+    assert packed == 0
     # The mapped pages count once; a second copy would make it about 2x.
     assert grown < 1.35 * size, f"RSS grew {grown / 2**20:.1f} MiB for {size / 2**20:.1f} MiB of weights"
     # Calibration: the same measurement does see a copy when one is made.
-    grown_copy, _ = _grown_after_binding(copy=True)
+    grown_copy, _, _ = _grown_after_binding(copy=True)
     assert grown_copy > grown + 0.8 * size, (grown_copy, grown, size)
+
+
+def test_prepacking_adds_exactly_the_packed_panels():
+    """Pre-packed GEMM panels are the one extra copy, of the linear weights only (not the
+    embeddings): RSS grows by the map plus the reported packed bytes, not by two maps."""
+    grown, size, packed = _grown_after_binding(copy=False, prepack=True)
+    assert 0.3 * size < packed < 0.7 * size, (packed, size)
+    assert grown < 1.35 * size + packed, f"RSS grew {grown / 2**20:.1f} MiB for {size / 2**20:.1f} MiB + {packed / 2**20:.1f} MiB packed"
 
 
 def test_onnx_import_matches_the_builder_path(encoder, ort_session):

@@ -22,9 +22,13 @@ from rlx._rlx import (
     UnsupportedOpError,
     Value,
     __version__,
+    available_isas,
+    cpu_isa,
 )
 
 __all__ = [
+    "available_isas",
+    "cpu_isa",
     "BindingError",
     "BindingManifest",
     "CacheError",

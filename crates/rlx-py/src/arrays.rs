@@ -6,7 +6,7 @@ use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUnt
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use rlx_ir::DType;
-use rlx_runtime::{HostData, ParamData, ParamStore, Tensor, TensorData};
+use rlx_runtime::{HostData, ParamStorage, ParamStore, Tensor, TensorData};
 
 use crate::dims::numpy_name;
 use crate::errors::{BindingError, DTypeError, ShapeError, to_py};
@@ -91,7 +91,7 @@ pub fn view<'py>(
              in place and never ignores strides; pass np.ascontiguousarray(arr){or_copy}"
         )));
     }
-    if !arr.is_aligned() || (ptr as usize) % dtype.size() != 0 {
+    if !arr.is_aligned() || !(ptr as usize).is_multiple_of(dtype.size()) {
         return Err(BindingError::new_err(format!(
             "{what} is misaligned (data at {ptr:p} is not a multiple of {} bytes); pass an aligned \
              copy made with np.array(arr){or_copy}",
@@ -269,7 +269,7 @@ pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
         return Ok(());
     };
     for (spec, slot) in store.specs().iter().zip(&slots) {
-        let ParamData::Borrowed { owner, .. } = &**slot else {
+        let ParamStorage::Borrowed { owner, .. } = &slot.storage else {
             continue;
         };
         let Some(b) = owner.downcast_ref::<BorrowedArray>() else {

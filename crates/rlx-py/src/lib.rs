@@ -22,6 +22,25 @@ fn _rlx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manifest::PyBindingManifest>()?;
     m.add_class::<manifest::PyManifestEntry>()?;
     m.add_class::<manifest::PyManifestDiff>()?;
+    m.add_function(wrap_pyfunction!(cpu_isa, m)?)?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// The CPU kernel path variants use by default: `RLX_ISA` if set, else the widest this CPU has.
+#[pyfunction]
+fn cpu_isa() -> PyResult<&'static str> {
+    rlx_runtime::cpu::isa::default_isa()
+        .map(|i| i.name())
+        .map_err(errors::to_py)
+}
+
+/// Every kernel path this CPU can run, most portable first.
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    rlx_runtime::cpu::Isa::available()
+        .into_iter()
+        .map(|i| i.name())
+        .collect()
 }

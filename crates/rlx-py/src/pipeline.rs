@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rlx_ir::{BindingManifest, DimBinding, HirModule};
 use rlx_opt::{CompileReport, CompileResult};
+use rlx_runtime::cpu::Isa;
 use rlx_runtime::{CompileOptions, Device, ModelCompilePipeline, ParamStore};
 
 use crate::compiled::PyCompiledGraph;
@@ -131,14 +132,28 @@ fn report_to_py<'py>(py: Python<'py>, r: &CompileReport) -> PyResult<Bound<'py, 
 
 #[pymethods]
 impl PyModelCompilePipeline {
-    /// `optimize=False` lowers without passes (for differential testing).
+    /// `optimize=False` lowers without passes (for differential testing); `prepack=False`
+    /// reads weights where they are bound (no packed copy); `isa` forces a kernel path
+    /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best).
     #[new]
-    #[pyo3(signature = (graph, device = "cpu", capacity = 8, optimize = true))]
-    fn new(graph: &PyGraph, device: &str, capacity: usize, optimize: bool) -> PyResult<Self> {
+    #[pyo3(signature = (graph, device = "cpu", capacity = 8, optimize = true, prepack = true, isa = None))]
+    fn new(
+        graph: &PyGraph,
+        device: &str,
+        capacity: usize,
+        optimize: bool,
+        prepack: bool,
+        isa: Option<&str>,
+    ) -> PyResult<Self> {
         let device: Device = device.parse().map_err(to_py)?;
         let inner = ModelCompilePipeline::with_capacity(device, capacity).map_err(to_py)?;
+        let isa = isa.map(Isa::parse).transpose().map_err(to_py)?;
+        // An ISA this CPU lacks is an error now, not at the first compile.
+        Isa::resolve(isa).map_err(to_py)?;
         let options = CompileOptions {
             optimize,
+            prepack,
+            isa,
             ..CompileOptions::default()
         };
         Ok(PyModelCompilePipeline {
@@ -262,9 +277,10 @@ impl PyModelCompilePipeline {
     /// Counters and accumulated times (seconds).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, len, cap) = py.detach(|| {
+        let (s, len, cap, packed) = py.detach(|| {
             let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            (p.stats().clone(), p.len(), p.capacity())
+            let packed = p.params().map_or(0, |store| store.derived_bytes());
+            (p.stats().clone(), p.len(), p.capacity(), packed)
         });
         let d = PyDict::new(py);
         d.set_item("hits", s.hits)?;
@@ -277,12 +293,21 @@ impl PyModelCompilePipeline {
         d.set_item("compile_time_s", s.compile_time.as_secs_f64())?;
         d.set_item("cached", len)?;
         d.set_item("capacity", cap)?;
+        d.set_item("packed_bytes", packed)?;
+        d.set_item("isa", self.isa())?;
+        d.set_item("prepack", self.options.prepack)?;
         Ok(d)
     }
 
     #[getter]
     fn device(&self) -> &'static str {
         self.device.name()
+    }
+
+    /// The CPU kernel path this pipeline's variants run ("scalar", "avx2", "avx512").
+    #[getter]
+    fn isa(&self) -> &'static str {
+        Isa::resolve(self.options.isa).map_or("invalid", Isa::name)
     }
 
     #[getter]

@@ -20,6 +20,18 @@ pub trait Executable: Send + Sync {
         params: &[Arc<ParamData>],
         stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>>;
+
+    /// Builds what the executable derives from bound params (packed weights) ahead of the
+    /// first run; `params` are in manifest order, `None` where unbound. A no-op by default.
+    fn prepare(&self, params: &[Option<Arc<ParamData>>]) -> Result<()> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// The instruction set the kernels run with, for reports.
+    fn isa(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A device's compiler for specialized LIR.

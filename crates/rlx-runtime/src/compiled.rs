@@ -64,6 +64,7 @@ impl CompiledGraph {
                 names(&manifest.params)
             );
         }
+        exec.prepare(&params.bound_slots())?;
         Ok(CompiledGraph {
             lir,
             manifest,

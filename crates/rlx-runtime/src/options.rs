@@ -1,5 +1,7 @@
 //! Compile options.
 
+use crate::cpu::Isa;
+
 /// Options for the three compile steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileOptions {
@@ -9,6 +11,11 @@ pub struct CompileOptions {
     pub optimize: bool,
     /// Run the IR verifier after every pass and after specialization.
     pub verify: bool,
+    /// The CPU kernels' instruction set; `None` uses `RLX_ISA` or the best the CPU has.
+    pub isa: Option<Isa>,
+    /// Pack weights into GEMM panels once, kept beside the bound param and shared by every
+    /// variant (`false`: kernels read the bound arrays as they are, no extra memory).
+    pub prepack: bool,
 }
 
 impl Default for CompileOptions {
@@ -17,6 +24,8 @@ impl Default for CompileOptions {
             num_threads: None,
             optimize: true,
             verify: cfg!(debug_assertions),
+            isa: None,
+            prepack: true,
         }
     }
 }
@@ -28,6 +37,11 @@ impl CompileOptions {
 
     /// The options that change generated code, as canonical text for cache keys.
     pub fn key_text(&self) -> String {
-        format!("optimize={}", self.optimize)
+        // The resolved path (RLX_ISA or the CPU's best), so keys differ where the code does.
+        let isa = Isa::resolve(self.isa).map_or("invalid", Isa::name);
+        format!(
+            "optimize={} isa={isa} prepack={}",
+            self.optimize, self.prepack
+        )
     }
 }

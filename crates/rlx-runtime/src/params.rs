@@ -5,7 +5,7 @@
 //! replaces an `Arc`, so a run that already took a snapshot keeps the old weights until it ends.
 
 use std::any::Any;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rlx_ir::{BindingManifest, DType};
 
@@ -22,8 +22,23 @@ pub struct ParamSpec {
     pub numel: usize,
 }
 
+/// One bound parameter: its bytes, and data derived from them (packed GEMM panels) that is
+/// built on first use and dropped with the binding, so rebinding invalidates it.
+pub struct ParamData {
+    pub storage: ParamStorage,
+    derived: Mutex<Vec<Derived>>,
+}
+
+/// One piece of derived data: a kind tag and variant (for example panel width), the value
+/// and its size in bytes.
+struct Derived {
+    key: (&'static str, u64),
+    value: Arc<dyn Any + Send + Sync>,
+    bytes: usize,
+}
+
 /// The bytes behind one bound parameter.
-pub enum ParamData {
+pub enum ParamStorage {
     Owned(TensorData),
     /// Memory owned elsewhere; `owner` keeps it alive and is dropped when the slot is replaced.
     Borrowed {
@@ -35,19 +50,65 @@ pub enum ParamData {
 
 // SAFETY: borrowed memory is only read by kernels; `set_borrowed`'s contract makes the caller
 // guarantee it stays valid while `owner` lives. Owned data is plain `Vec`s.
-unsafe impl Send for ParamData {}
-unsafe impl Sync for ParamData {}
+unsafe impl Send for ParamStorage {}
+unsafe impl Sync for ParamStorage {}
 
 impl ParamData {
+    pub fn new(storage: ParamStorage) -> ParamData {
+        ParamData {
+            storage,
+            derived: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
-        match self {
-            ParamData::Owned(d) => d.as_ptr(),
-            ParamData::Borrowed { ptr, .. } => *ptr,
+        match &self.storage {
+            ParamStorage::Owned(d) => d.as_ptr(),
+            ParamStorage::Borrowed { ptr, .. } => *ptr,
         }
     }
 
     pub fn is_borrowed(&self) -> bool {
-        matches!(self, ParamData::Borrowed { .. })
+        matches!(self.storage, ParamStorage::Borrowed { .. })
+    }
+
+    /// The derived value under `key`, built by `build` the first time (concurrent callers wait
+    /// for that one build). `bytes` is its size, for stats.
+    pub fn derived<T: Any + Send + Sync>(
+        &self,
+        key: (&'static str, u64),
+        build: impl FnOnce() -> Result<(T, usize)>,
+    ) -> Result<Arc<T>> {
+        let mut entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = entries.iter().find(|d| d.key == key)
+            && let Ok(v) = d.value.clone().downcast::<T>()
+        {
+            return Ok(v);
+        }
+        let (value, bytes) = build()?;
+        let value = Arc::new(value);
+        entries.retain(|d| d.key != key);
+        entries.push(Derived {
+            key,
+            value: value.clone(),
+            bytes,
+        });
+        Ok(value)
+    }
+
+    /// Bytes held by derived data.
+    pub fn derived_bytes(&self) -> usize {
+        let entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        entries.iter().map(|d| d.bytes).sum()
+    }
+
+    /// Addresses of the derived values (tests check two variants share one).
+    pub fn derived_addrs(&self) -> Vec<usize> {
+        let entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .map(|d| Arc::as_ptr(&d.value) as *const u8 as usize)
+            .collect()
     }
 }
 
@@ -116,7 +177,7 @@ impl ParamStore {
             HostData::I32(d) => TensorData::I32(try_copy(d)?),
             HostData::Bool(d) => TensorData::Bool(try_copy(d)?),
         };
-        self.put(i, ParamData::Owned(owned));
+        self.put(i, ParamData::new(ParamStorage::Owned(owned)));
         Ok(())
     }
 
@@ -137,7 +198,7 @@ impl ParamStore {
         let i = self.index_of(name)?;
         let numel: usize = shape.iter().product();
         self.check(i, dtype, Some(shape), numel)?;
-        if (ptr as usize) % dtype.size() != 0 {
+        if !(ptr as usize).is_multiple_of(dtype.size()) {
             fail!(
                 Binding,
                 "param `{name}`: data at {ptr:p} is not aligned to {} bytes",
@@ -145,7 +206,10 @@ impl ParamStore {
             );
         }
         let nbytes = numel * dtype.size();
-        self.put(i, ParamData::Borrowed { ptr, nbytes, owner });
+        self.put(
+            i,
+            ParamData::new(ParamStorage::Borrowed { ptr, nbytes, owner }),
+        );
         Ok(())
     }
 
@@ -218,6 +282,30 @@ impl ParamStore {
             .filter(|(_, s)| s.is_none())
             .map(|(p, _)| p.name.clone())
             .collect()
+    }
+
+    /// Every slot as it is now, bound or not.
+    pub fn bound_slots(&self) -> Vec<Option<Arc<ParamData>>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Bytes of derived data (packed weights) over every bound param.
+    pub fn derived_bytes(&self) -> usize {
+        self.bound_slots()
+            .iter()
+            .flatten()
+            .map(|d| d.derived_bytes())
+            .sum()
+    }
+
+    /// Addresses of `name`'s derived data (empty when unbound or nothing was derived).
+    pub fn derived_addrs(&self, name: &str) -> Vec<usize> {
+        let Ok(i) = self.index_of(name) else {
+            return Vec::new();
+        };
+        self.bound_slots()[i]
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.derived_addrs())
     }
 
     /// Every slot, for one run; an error names every unbound param.

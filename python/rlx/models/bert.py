@@ -138,6 +138,7 @@ class SentenceEncoder:
     mode: str = "mmap"
     capacity: int = 8
     seq_buckets: Sequence[int] = (16, 32, 64, 128, 256, 512)
+    prepack: bool = True
     config: BertConfig = field(init=False)
     weights: safetensors.SafeTensors = field(init=False)
     pipeline: rlx.ModelCompilePipeline = field(init=False)
@@ -148,7 +149,7 @@ class SentenceEncoder:
         self.config = BertConfig.from_file(os.path.join(self.model_dir, "config.json"))
         self.weights = safetensors.load(os.path.join(self.model_dir, "model.safetensors"), mode=self.mode, rename=_strip_prefix)
         graph = build_graph(self.config)
-        self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity)
+        self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity, prepack=self.prepack)
         self.pipeline.build_template()
         self.pipeline.bind_params(dict(self.weights))
         self.timings["load_s"] = time.perf_counter() - t0

@@ -1,11 +1,16 @@
-//! Scaled dot-product attention: for each (batch, head) pair, `softmax(q k^T * scale + mask) v`
-//! with the two products done by sgemm on a per-task score buffer. Heads are addressed through
-//! strides, so the same kernel reads `[b, h, s, d]` tensors and heads packed side by side in the
-//! columns of `[b, s, width]` sources (the fused `attention_packed`), without copies.
+//! Scaled dot-product attention: `softmax(q k^T * scale + mask) v` per (batch, head, query
+//! block), the two products on the GEMM micro-kernels and a per-thread score buffer. Heads are
+//! addressed through strides, so the same kernel reads `[b, h, s, d]` tensors and heads packed
+//! side by side in the columns of `[b, s, width]` sources (the fused `attention_packed`),
+//! without copies.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::OutPtr;
+use super::gemm::{self, BSource, GemmJob};
+use super::isa::Isa;
 use super::norm::{causal_live, softmax_row};
 
 /// Where head `h` of batch `b` starts in one operand, and the stride between its rows.
@@ -57,10 +62,26 @@ pub struct AttnSpec {
     pub layout: [HeadLayout; 4],
 }
 
+/// Queries per task: a block's scores (`QB x sk`) stay in L1/L2 and batch 1 still has
+/// `heads x seq / QB` tasks to spread over the cores.
+const QB: usize = 32;
+
+thread_local! {
+    /// Per-thread score block, reused by every attention call on this thread.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The keys of every head in GEMM panel layout, built by the calling thread once per call
+    /// and read by every task; kept between calls so runs do not allocate.
+    static KEYS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `out[b, h, i, :] = sum_j p[i, j] v[b, h, j, :]` with `p = softmax(scale q_i . k_j + mask[b, j])`
 /// over the keys `j` allowed by the additive mask (0 keeps a key, -inf drops it) and, if causal,
 /// `j + sq <= i + sk` (aligned to the last keys). A query with no key to attend gets zeros.
+///
+/// One task per (batch, head, block of `QB` queries): `q_blk k^T` and `p v` run on the GEMM
+/// micro-kernel of `isa`, the softmax between them on the block's rows in per-thread scratch.
 pub fn attention(
+    isa: Isa,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -68,67 +89,125 @@ pub fn attention(
     s: &AttnSpec,
     out: &mut [f32],
 ) {
-    let (sq, sk, d, dv) = (s.sq, s.sk, s.d, s.dv);
-    if out.is_empty() || sq * dv == 0 {
+    if out.is_empty() || s.sq * s.dv == 0 {
         return;
     }
-    let [lq, lk, lv, lo] = s.layout;
-    let ptr = OutPtr(out.as_mut_ptr());
-    (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
-        let (b, h) = (bh / s.heads, bh % s.heads);
-        let mut p = vec![0.0f32; sq * sk];
-        // SAFETY: the layouts address heads inside q, k, v and out (shape inference checked
-        // the sizes); p is [sq, sk]; this task writes only head h of batch b of `out`, which
-        // no other task touches.
-        unsafe {
-            if d > 0 && sk > 0 {
-                let (qp, kp) = (q.as_ptr().add(lq.at(b, h)), k.as_ptr().add(lk.at(b, h)));
-                // k is read transposed: its [d, sk] view has row stride 1, column stride row_stride.
-                matrixmultiply::sgemm(
-                    sq,
-                    d,
-                    sk,
-                    s.scale,
-                    qp,
-                    lq.row_stride as isize,
-                    1,
-                    kp,
-                    1,
-                    lk.row_stride as isize,
-                    0.0,
-                    p.as_mut_ptr(),
-                    sk as isize,
-                    1,
-                );
-            }
-            let add = mask.map(|m| &m[b * sk..(b + 1) * sk]);
-            for (i, row) in p.chunks_mut(sk.max(1)).enumerate().take(sq) {
-                softmax_row(row, if s.causal { causal_live(i, sq, sk) } else { sk }, add);
-            }
-            let o = ptr.get().add(lo.at(b, h));
-            if sk == 0 {
-                for i in 0..sq {
-                    std::slice::from_raw_parts_mut(o.add(i * lo.row_stride), dv).fill(0.0);
+    let kern = gemm::kernel(isa);
+    KEYS.with_borrow_mut(|keys| {
+        pack_keys(k, s, kern.nr, keys);
+        let kt = OutPtr(keys.as_mut_ptr());
+        blocks_of_queries(kern, q, v, mask, s, kt, out)
+    })
+}
+
+/// Every head's keys as `k^T` panels: head (b, h) at `(b * heads + h) * head_len`, panel j
+/// holding keys `j * nr ..` as `d` rows of `nr` (zero past `sk`).
+fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
+    let head_len = s.sk.div_ceil(nr) * nr * s.d;
+    keys.clear();
+    keys.resize(s.batch * s.heads * head_len, 0.0);
+    let lk = s.layout[1];
+    keys.par_chunks_mut(head_len.max(1))
+        .enumerate()
+        .for_each(|(bh, dst)| {
+            let base = lk.at(bh / s.heads, bh % s.heads);
+            for j in 0..s.sk {
+                let key = &k[base + j * lk.row_stride..base + j * lk.row_stride + s.d];
+                let panel = &mut dst[(j / nr) * nr * s.d..];
+                for (p, x) in key.iter().enumerate() {
+                    panel[p * nr + j % nr] = *x;
                 }
-            } else {
-                let vp = v.as_ptr().add(lv.at(b, h));
-                matrixmultiply::sgemm(
-                    sq,
-                    sk,
-                    dv,
-                    1.0,
-                    p.as_ptr(),
-                    sk as isize,
-                    1,
-                    vp,
-                    lv.row_stride as isize,
-                    1,
-                    0.0,
-                    o,
-                    lo.row_stride as isize,
-                    1,
-                );
             }
-        }
-    });
+        });
+}
+
+/// The tasks over (batch, head, block of queries), reading keys from `keys` (`pack_keys`).
+fn blocks_of_queries(
+    kern: &gemm::MicroKernel,
+    q: &[f32],
+    v: &[f32],
+    mask: Option<&[f32]>,
+    s: &AttnSpec,
+    keys: OutPtr,
+    out: &mut [f32],
+) {
+    let (sq, sk, d, dv) = (s.sq, s.sk, s.d, s.dv);
+    let [lq, _, lv, lo] = s.layout;
+    let head_len = sk.div_ceil(kern.nr) * kern.nr * d;
+    let ptr = OutPtr(out.as_mut_ptr());
+    let blocks = sq.div_ceil(QB);
+    let task = |t: usize| {
+        let (bh, blk) = (t / blocks, t % blocks);
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let (i0, i1) = (blk * QB, ((blk + 1) * QB).min(sq));
+        // Keys any query of the block may see.
+        let n = if s.causal {
+            causal_live(i1 - 1, sq, sk)
+        } else {
+            sk
+        };
+        SCORES.with_borrow_mut(|p| {
+            p.clear();
+            p.resize((i1 - i0) * n.max(1), 0.0);
+            // SAFETY: the layouts address heads inside q, k, v and out (shape inference
+            // checked the sizes); p holds (i1 - i0) x n scores; this task writes only rows
+            // i0..i1 of head h of batch b of `out`, which no other task touches.
+            unsafe {
+                if n > 0 {
+                    let scores = GemmJob {
+                        m: i1 - i0,
+                        n,
+                        k: d,
+                        a: q.as_ptr().add(lq.at(b, h) + i0 * lq.row_stride),
+                        lda: lq.row_stride,
+                        b: BSource::Panels {
+                            ptr: keys.get().add(bh * head_len),
+                        },
+                        c: p.as_mut_ptr(),
+                        ldc: n,
+                        bias: None,
+                        act: None,
+                    };
+                    gemm::driver::run_serial(kern, &scores);
+                }
+                let add = mask.map(|m| &m[b * sk..b * sk + n]);
+                for (r, row) in p.chunks_mut(n.max(1)).enumerate() {
+                    let i = i0 + r;
+                    let live = if s.causal { causal_live(i, sq, sk) } else { sk };
+                    scale_row(row, s.scale);
+                    softmax_row(kern.isa, row, live.min(n), add);
+                }
+                let o = ptr.get().add(lo.at(b, h) + i0 * lo.row_stride);
+                let mix = GemmJob {
+                    m: i1 - i0,
+                    n: dv,
+                    k: n,
+                    a: p.as_ptr(),
+                    lda: n.max(1),
+                    b: BSource::Rows {
+                        ptr: v.as_ptr().add(lv.at(b, h)),
+                        ld: lv.row_stride,
+                    },
+                    c: o,
+                    ldc: lo.row_stride,
+                    bias: None,
+                    act: None,
+                };
+                gemm::driver::run_serial(kern, &mix);
+            }
+        });
+    };
+    let tasks = s.batch * s.heads * blocks;
+    if tasks * QB * sk * (d + dv) < 1 << 16 {
+        (0..tasks).for_each(task);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// `row *= scale`, vectorized.
+fn scale_row(row: &mut [f32], scale: f32) {
+    if scale != 1.0 {
+        row.iter_mut().for_each(|x| *x *= scale);
+    }
 }

@@ -4,8 +4,8 @@ use rayon::prelude::*;
 use rlx_ir::{BinaryOp, CompareOp, UnaryOp};
 
 use super::PAR_GRAIN;
-use super::math::unary_map;
 use super::types::{CastTo, Num};
+use super::vmath::unary_map_default as unary_map;
 
 /// Row-major strides of `shape` in elements, right-aligned against `out`, with 0 for dims
 /// that broadcast (size 1 in `shape`, larger in `out`).

@@ -11,6 +11,8 @@ use rlx_ir::{ComputeOp, DType, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
+use super::gemm::{PackedB, Weight};
+use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, elementwise, gemm, layout, norm, reduce};
 use crate::error::fail;
@@ -37,10 +39,25 @@ pub struct CpuExecutable {
     pool_pid: u32,
     /// `RLX_PROFILE=1` when compiled: print each kernel's time after every run.
     profile: bool,
+    pub(super) isa: Isa,
+    /// Weights read from panels packed once per bound param (empty with `prepack = false`).
+    packs: Vec<PackEntry>,
+    /// For each buffer, its entry in `packs` when it is a packed weight.
+    packed_index: Vec<Option<usize>>,
 }
 
-/// Buffer addresses of one run. Raw pointers so kernels can borrow several at once.
-pub(super) struct Addrs(pub(super) Vec<*mut u8>);
+/// A param that linears read as a `[k, n]` B operand (stored `[n, k]` when transposed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PackEntry {
+    param: usize,
+    k: usize,
+    n: usize,
+    transposed: bool,
+}
+
+/// Buffer addresses of one run (raw pointers so kernels can borrow several at once), and the
+/// packed panels of its weights, indexed like `CpuExecutable::packs`.
+pub(super) struct Addrs(pub(super) Vec<*mut u8>, Vec<Arc<PackedB>>);
 // SAFETY: the addresses point into memory that outlives the run (inputs and params borrowed by
 // `execute`, the run's own arena and outputs); the schedule never writes a buffer while a
 // kernel reads it (the verifier and the arena plan guarantee disjointness).
@@ -48,7 +65,12 @@ unsafe impl Send for Addrs {}
 unsafe impl Sync for Addrs {}
 
 impl CpuExecutable {
-    pub fn new(lir: Arc<LirModule>, pool: Arc<ThreadPool>) -> Result<CpuExecutable> {
+    pub fn new(
+        lir: Arc<LirModule>,
+        pool: Arc<ThreadPool>,
+        isa: Isa,
+        prepack: bool,
+    ) -> Result<CpuExecutable> {
         let Some(plan) = &lir.arena else {
             fail!(
                 Compile,
@@ -97,6 +119,11 @@ impl CpuExecutable {
         let arenas = ArenaPool::new(plan.size);
         // One arena up front, touched now: the first run pays no allocation or page faults.
         arenas.give_back(arenas.take()?);
+        let (packs, packed_index) = if prepack {
+            weights_to_pack(&lir, &shapes, &places)
+        } else {
+            (Vec::new(), vec![None; lir.buffers.len()])
+        };
         Ok(CpuExecutable {
             lir,
             shapes,
@@ -106,6 +133,43 @@ impl CpuExecutable {
             pool,
             pool_pid: std::process::id(),
             profile: std::env::var("RLX_PROFILE").is_ok_and(|v| v == "1"),
+            isa,
+            packs,
+            packed_index,
+        })
+    }
+
+    /// The weight `b` as a GEMM operand: its packed panels, or the bound array itself.
+    ///
+    /// # Safety
+    /// As `get`.
+    pub(super) unsafe fn weight<'a>(
+        &self,
+        addrs: &'a Addrs,
+        b: BufferId,
+        transposed: bool,
+    ) -> Weight<'a> {
+        match self.packed_index[b.index()] {
+            Some(e) => Weight::Packed(&addrs.1[e]),
+            // SAFETY: forwarded.
+            None => Weight::Raw {
+                w: unsafe { self.get(addrs, b) },
+                transposed,
+            },
+        }
+    }
+
+    /// The packed panels of entry `e`'s weight, built the first time any variant asks.
+    fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Arc<PackedB>> {
+        let nr = super::gemm::kernel(self.isa).nr;
+        let key = ("gemm_b", ((nr as u64) << 1) | u64::from(e.transposed));
+        data.derived(key, || {
+            // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype
+            // and shape against the manifest this LIR was planned with).
+            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+            let p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
+            let bytes = p.bytes();
+            Ok((p, bytes))
         })
     }
 
@@ -169,6 +233,7 @@ impl CpuExecutable {
             let f32_out = || self.get_mut::<f32>(addrs, k.output);
             match op {
                 ComputeOp::MatMul => gemm::matmul(
+                    self.isa,
                     f32_in(0),
                     ins[0].1,
                     f32_in(1),
@@ -190,10 +255,10 @@ impl CpuExecutable {
                     let spec = gemm::LinearSpec {
                         k,
                         n,
-                        transpose_w: *transpose_w,
                         act: *activation,
                     };
-                    gemm::linear(f32_in(0), f32_in(1), bias, &spec, f32_out())
+                    let w = self.weight(addrs, ins[1].0, *transpose_w);
+                    gemm::linear(self.isa, f32_in(0), w, bias, &spec, f32_out())
                 }
                 ComputeOp::Binary(bop) => with_num!(ins[0].2, T => elementwise::binary::<T>(
                     *bop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,
@@ -313,6 +378,7 @@ impl CpuExecutable {
                     };
                     let mask = ins.get(3).map(|(b, _, _)| self.keep_mask(addrs, *b));
                     attention::attention(
+                        self.isa,
                         f32_in(0),
                         f32_in(1),
                         f32_in(2),
@@ -387,7 +453,65 @@ fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
     x.cast()
 }
 
+/// The param buffers that linears read as weights, and each buffer's entry among them.
+fn weights_to_pack(
+    lir: &LirModule,
+    shapes: &[Vec<usize>],
+    places: &[Place],
+) -> (Vec<PackEntry>, Vec<Option<usize>>) {
+    let mut packs: Vec<PackEntry> = Vec::new();
+    let mut index = vec![None; lir.buffers.len()];
+    let mut add = |b: BufferId, transposed: bool| {
+        let (Place::Param(param), [r, c]) = (places[b.index()], shapes[b.index()].as_slice())
+        else {
+            return;
+        };
+        let (k, n) = if transposed { (*c, *r) } else { (*r, *c) };
+        let e = PackEntry {
+            param,
+            k,
+            n,
+            transposed,
+        };
+        let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
+            packs.push(e);
+            packs.len() - 1
+        });
+        index[b.index()] = Some(i);
+    };
+    for k in &lir.kernels {
+        match &k.op {
+            KernelOp::Compute(ComputeOp::Linear { transpose_w, .. }) => {
+                add(k.inputs[1], *transpose_w)
+            }
+            KernelOp::Compute(ComputeOp::LinearGroup {
+                parts,
+                has_bias,
+                transpose_w,
+            }) => {
+                let per = if *has_bias { 2 } else { 1 };
+                (0..*parts).for_each(|p| add(k.inputs[1 + p * per], *transpose_w));
+            }
+            _ => {}
+        }
+    }
+    (packs, index)
+}
+
 impl Executable for CpuExecutable {
+    fn prepare(&self, params: &[Option<Arc<ParamData>>]) -> Result<()> {
+        for e in &self.packs {
+            if let Some(data) = &params[e.param] {
+                self.pack(e, data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn isa(&self) -> Option<&'static str> {
+        Some(self.isa.name())
+    }
+
     fn execute(
         &self,
         inputs: &[HostData<'_>],
@@ -410,6 +534,11 @@ impl Executable for CpuExecutable {
         }
         let mut arena = self.arenas.take()?;
         let base = arena.base();
+        let packed = self
+            .packs
+            .iter()
+            .map(|e| self.pack(e, &params[e.param]))
+            .collect::<Result<Vec<_>>>()?;
         let addrs = Addrs(
             self.places
                 .iter()
@@ -422,6 +551,7 @@ impl Executable for CpuExecutable {
                     Place::Const(i) => self.lir.constants[i].1.data.as_ptr() as *mut u8,
                 })
                 .collect(),
+            packed,
         );
         let pool = if std::process::id() == self.pool_pid {
             self.pool.clone()

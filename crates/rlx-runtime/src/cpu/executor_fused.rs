@@ -80,13 +80,13 @@ impl CpuExecutable {
                     let group: Vec<gemm::LinearPart> = (0..*parts)
                         .map(|p| {
                             (
-                                f32_in(1 + p * per),
+                                self.weight(addrs, ins[1 + p * per].0, *transpose_w),
                                 has_bias.then(|| f32_in(2 + p * per)),
                                 ins[1 + p * per].1[usize::from(!*transpose_w)],
                             )
                         })
                         .collect();
-                    gemm::linear_group(f32_in(0), &group, last(ins[0].1), *transpose_w, f32_out())
+                    gemm::linear_group(self.isa, f32_in(0), &group, last(ins[0].1), f32_out())
                 }
                 ComputeOp::AttentionPacked {
                     heads,
@@ -125,6 +125,7 @@ impl CpuExecutable {
                         _ => None,
                     };
                     attention::attention(
+                        self.isa,
                         f32_in(0),
                         f32_in(1),
                         f32_in(2),

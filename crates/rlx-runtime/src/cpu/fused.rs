@@ -2,10 +2,10 @@
 //! in `gemm.rs`, packed attention in `attention.rs`.)
 
 use rayon::prelude::*;
-use rlx_ir::{BinaryOp, EwProgram, EwStep};
+use rlx_ir::{EwProgram, EwStep};
 
-use super::math::unary_map;
 use super::types::Num;
+use super::vmath::unary_map_default as unary_map;
 use super::{OutPtr, PAR_GRAIN};
 
 /// One operand of an elementwise program: where its f32 values are, and broadcast strides.
@@ -113,23 +113,17 @@ pub unsafe fn add_layer_norm(
     let (a, b) = (SharedIn(a), SharedIn(b));
     let per_task = PAR_GRAIN.div_ceil(d).max(1);
     (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
-        let mut row = vec![0.0f32; d];
         for r in t * per_task..((t + 1) * per_task).min(rows) {
-            // SAFETY: row r of a, b and out lies inside them; it is read before being written.
+            // SAFETY: row r of a, b and out lies inside them; each element of a and b is read
+            // before the same element of out is written (out may be a or b), and this task
+            // alone touches row r; the slice of out is made once the reads are done.
             unsafe {
-                let (ar, br) = (a.get().add(r * d), b.get().add(r * d));
-                for (i, x) in row.iter_mut().enumerate() {
-                    *x = f32::binary(BinaryOp::Add, *ar.add(i), *br.add(i));
+                let (ar, br, or) = (a.get().add(r * d), b.get().add(r * d), out.get().add(r * d));
+                for i in 0..d {
+                    *or.add(i) = *ar.add(i) + *br.add(i);
                 }
+                super::norm::norm_row(std::slice::from_raw_parts_mut(or, d), gamma, beta, eps);
             }
-            let mean = row.iter().sum::<f32>() / d as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                row[i] = (row[i] - mean) * inv * gamma[i] + beta[i];
-            }
-            // SAFETY: as above; this task owns row r of out.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add(r * d), d) };
         }
     });
 }

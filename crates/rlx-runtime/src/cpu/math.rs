@@ -17,25 +17,22 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a rounding instruction.
     const ROUND: f32 = 12_582_912.0;
+    // Adding 1.5 * 2^23 puts round(t) in the low mantissa bits of `r`: the scale 2^n is built
+    // from those bits with integer arithmetic only (no float -> int conversion, so NaN input
+    // is well defined: it propagates through `p`).
     let c = x.clamp(-87.0, 88.0);
-    let t = c * LOG2E;
-    let n = (t + ROUND) - ROUND;
+    let r = c * LOG2E + ROUND;
+    let n = r - ROUND;
     let g = c - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + g * (1.0
             + g * (0.5
                 + g * (1.0 / 6.0 + g * (1.0 / 24.0 + g * (1.0 / 120.0 + g * (1.0 / 720.0))))));
-    // SAFETY: `n` is an integer in [-126, 127] (from the clamp), so the conversion is exact.
-    let n_int: i32 = unsafe { n.to_int_unchecked() };
-    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    // n is in [-126, 127] after the clamp, so 127 + n is a valid biased exponent.
+    let scale = f32::from_bits((r.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
     let y = p * scale;
-    if x < -87.0 {
-        0.0
-    } else if x > 88.0 {
-        f32::INFINITY
-    } else {
-        y
-    }
+    let y = if x < -87.0 { 0.0 } else { y };
+    if x > 88.0 { f32::INFINITY } else { y }
 }
 
 /// erfc(x) with relative error about 1e-7 for all x.

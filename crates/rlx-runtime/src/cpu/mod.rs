@@ -6,18 +6,21 @@ mod elementwise;
 mod executor;
 mod executor_fused;
 mod fused;
-mod gemm;
+pub mod gemm;
+pub mod isa;
 mod layout;
 pub mod math;
 mod norm;
 mod pool;
 mod reduce;
 mod types;
+pub mod vmath;
 
 use std::sync::Arc;
 
 use rlx_ir::LirModule;
 
+pub use isa::Isa;
 pub use pool::thread_pool;
 
 use crate::{Backend, CompileOptions, Device, Executable, Result};
@@ -53,6 +56,12 @@ impl Backend for CpuBackend {
         options: &CompileOptions,
     ) -> Result<Box<dyn Executable>> {
         let pool = thread_pool(options.num_threads)?;
-        Ok(Box::new(executor::CpuExecutable::new(lir, pool)?))
+        let isa = Isa::resolve(options.isa)?;
+        Ok(Box::new(executor::CpuExecutable::new(
+            lir,
+            pool,
+            isa,
+            options.prepack,
+        )?))
     }
 }

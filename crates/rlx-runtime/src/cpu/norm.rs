@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::PAR_GRAIN;
+use super::isa::Isa;
 
 /// Softmax over the axis of length `n` in a tensor viewed as `[outer, n, inner]`.
 pub fn softmax(x: &[f32], n: usize, inner: usize, out: &mut [f32]) {
@@ -16,11 +17,12 @@ pub fn softmax_in_place(data: &mut [f32], n: usize, inner: usize) {
         return;
     }
     let group = n * inner;
+    let isa = super::isa::default_isa().unwrap_or(Isa::Scalar);
     let groups_per_task = PAR_GRAIN.div_ceil(group).max(1);
     data.par_chunks_mut(group * groups_per_task).for_each(|o| {
         for o in o.chunks_mut(group) {
             if inner == 1 {
-                softmax_row(o, n, None);
+                softmax_row(isa, o, n, None);
                 continue;
             }
             for j in 0..inner {
@@ -52,15 +54,49 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, d: usize, ou
         .zip(x.par_chunks(d * rows_per_task))
         .for_each(|(o, x)| {
             for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                let mean = x.iter().sum::<f32>() / d as f32;
-                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let inv = 1.0 / (var + eps).sqrt();
-                for i in 0..d {
-                    o[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
-                }
+                o.copy_from_slice(x);
+                norm_row(o, gamma, beta, eps);
             }
         });
 }
+
+/// Sum and sum of squared deviations from `mean`, with eight independent accumulators so
+/// the loops vectorize. Index loops: see `math::unary_map_generic`.
+#[inline(always)]
+fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let body = x.len() - x.len() % 8;
+    let mut i = 0;
+    while i < body {
+        for j in 0..8 {
+            let v = x[i + j] - mean;
+            acc[j] += v * v;
+        }
+        i += 8;
+    }
+    let mut tail = 0.0;
+    for v in &x[body..] {
+        tail += (v - mean) * (v - mean);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn norm_row_generic(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let d = x.len();
+    let (gamma, beta) = (&gamma[..d], &beta[..d]);
+    let mean = sum(x) / d as f32;
+    let var = sum_sq_dev(x, mean) / d as f32;
+    let inv = 1.0 / (var + eps).sqrt();
+    for i in 0..d {
+        x[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+    }
+}
+
+super::math::avx2_dispatch!(
+    /// Layer norm of one row in place: `(x - mean) / sqrt(var + eps) * gamma + beta`.
+    fn norm_row / norm_row_avx2 => norm_row_generic(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32)
+);
 
 /// `x / sqrt(mean(x^2) + eps) * gamma` over rows of length `d`.
 pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
@@ -86,25 +122,25 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
 #[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x;
+    let body = xs.len() - xs.len() % 8;
+    let mut i = 0;
+    while i < body {
+        for j in 0..8 {
+            acc[j] += xs[i + j];
         }
+        i += 8;
+    }
+    let mut tail = 0.0;
+    for x in &xs[body..] {
+        tail += x;
     }
     acc.iter().sum::<f32>() + tail
 }
 
-super::math::avx2_dispatch!(
-    /// Softmax of one attention row in place: keys `0..live` take part (the rest become 0),
-    /// each shifted by `add[j]` when given (a bias, or -inf for a masked key). A row with no
-    /// key to attend becomes all zeros.
-    fn softmax_row / softmax_row_avx2 => softmax_row_generic(row: &mut [f32], live: usize, add: Option<&[f32]>)
-);
-
-#[inline(always)]
-fn softmax_row_generic(row: &mut [f32], live: usize, add: Option<&[f32]>) {
+/// Softmax of one attention row in place: keys `0..live` take part (the rest become 0),
+/// each shifted by `add[j]` when given (a bias, or -inf for a masked key). A row with no
+/// key to attend becomes all zeros. The exponentials run on the vectors of `isa`.
+pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>) {
     let (row, dead) = row.split_at_mut(live.min(row.len()));
     dead.fill(0.0);
     if let Some(a) = add {
@@ -121,7 +157,8 @@ fn softmax_row_generic(row: &mut [f32], live: usize, add: Option<&[f32]>) {
         row.fill(0.0);
         return;
     }
-    row.iter_mut().for_each(|x| *x = super::math::exp(*x - max));
+    row.iter_mut().for_each(|x| *x -= max);
+    super::vmath::unary_in_place(isa, rlx_ir::UnaryOp::Exp, row);
     let inv = 1.0 / sum(row);
     row.iter_mut().for_each(|x| *x *= inv);
 }

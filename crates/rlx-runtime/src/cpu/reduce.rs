@@ -15,6 +15,11 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     out: &mut [T],
 ) {
     let rank = shape.len();
+    if let Some((outer, count, inner)) = contiguous_axes(shape, axes)
+        && inner > 1
+    {
+        return reduce_rows(op, x, outer, count, inner, out);
+    }
     let mut strides = vec![1usize; rank];
     for i in (0..rank.saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * shape[i + 1];
@@ -52,6 +57,56 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
             *o = acc;
         }
     });
+}
+
+/// `[outer, count, inner]` when `axes` are consecutive (sorted) dims of `shape`.
+fn contiguous_axes(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let (&first, &last) = (axes.first()?, axes.last()?);
+    if axes.windows(2).any(|w| w[1] != w[0] + 1) || last >= shape.len() {
+        return None;
+    }
+    let outer = shape[..first].iter().product();
+    let count = shape[first..=last].iter().product();
+    let inner = shape[last + 1..].iter().product();
+    Some((outer, count, inner))
+}
+
+/// Reduces the middle axis of `[outer, count, inner]` data a whole row at a time: each output
+/// row accumulates `count` input rows with a loop that vectorizes.
+fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
+    op: ReduceOp,
+    x: &[T],
+    outer: usize,
+    count: usize,
+    inner: usize,
+    out: &mut [T],
+) {
+    let init = if op == ReduceOp::Max {
+        T::LOWEST
+    } else {
+        T::default()
+    };
+    let bop = if op == ReduceOp::Max {
+        rlx_ir::BinaryOp::Max
+    } else {
+        rlx_ir::BinaryOp::Add
+    };
+    let per_task = PAR_GRAIN.div_ceil((count * inner).max(1)).max(1);
+    out.par_chunks_mut(inner * per_task)
+        .enumerate()
+        .for_each(|(t, o)| {
+            for (i, o) in o.chunks_mut(inner).enumerate() {
+                let o0 = t * per_task + i;
+                o.fill(init);
+                for r in 0..count {
+                    let row = &x[(o0 * count + r) * inner..(o0 * count + r + 1) * inner];
+                    for j in 0..inner {
+                        o[j] = T::binary(bop, o[j], row[j]);
+                    }
+                }
+            }
+        });
+    debug_assert_eq!(out.len(), outer * inner);
 }
 
 /// Mean is the f32 sum divided by the count.

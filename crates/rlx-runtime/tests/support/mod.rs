@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use rlx_ir::{DimBinding, HirModule, TensorData};
+pub use rlx_runtime::cpu::Isa;
 use rlx_runtime::{
     CompileOptions, Device, HostData, ModelCompilePipeline, Result, Tensor, TensorRef, reference,
 };
@@ -36,7 +37,16 @@ pub fn options(optimize: bool) -> CompileOptions {
         num_threads: Some(2),
         optimize,
         verify: true,
+        ..CompileOptions::default()
     }
+}
+
+/// The kernel paths each check runs: every ISA this CPU has (weights pre-packed), and the
+/// widest one reading weights in place (`prepack = false`).
+pub fn kernel_paths() -> Vec<(Isa, bool)> {
+    let mut paths: Vec<(Isa, bool)> = Isa::available().into_iter().map(|i| (i, true)).collect();
+    paths.push((Isa::best(), false));
+    paths
 }
 
 /// A pipeline for `hir` with `params` bound.
@@ -130,8 +140,9 @@ pub fn compare(got: &[Tensor], want: &[Tensor], exact: &[bool]) -> std::result::
     Ok(())
 }
 
-/// Reference vs compiled (with and without passes) on each binding; returns the reference
-/// outputs of the last binding. Panics with a description on any disagreement.
+/// Reference vs compiled (with and without passes, on every kernel path) on each binding;
+/// returns the reference outputs of the last binding. Panics with a description on any
+/// disagreement.
 pub fn check(
     hir: &HirModule,
     params: &[Named],
@@ -145,11 +156,20 @@ pub fn check(
         for (binding, inputs) in runs {
             let want = reference(hir, binding, inputs, params)
                 .unwrap_or_else(|e| panic!("reference under {binding}: {e}\n{hir}"));
-            let got = run(&mut pipe, hir, optimize, binding, inputs).unwrap_or_else(|e| {
-                panic!("compiled (optimize={optimize}) under {binding}: {e}\n{hir}")
-            });
-            if let Err(e) = compare(&got, &want, exact) {
-                panic!("optimize={optimize} under {binding}: {e}\n{hir}");
+            for (isa, prepack) in kernel_paths() {
+                let opts = CompileOptions {
+                    isa: Some(isa),
+                    prepack,
+                    ..options(optimize)
+                };
+                let path = format!("optimize={optimize} isa={isa} prepack={prepack}");
+                let got = pipe
+                    .get_or_compile(binding, || hir.clone(), &opts)
+                    .and_then(|g| g.run(&refs(inputs)))
+                    .unwrap_or_else(|e| panic!("compiled ({path}) under {binding}: {e}\n{hir}"));
+                if let Err(e) = compare(&got, &want, exact) {
+                    panic!("{path} under {binding}: {e}\n{hir}");
+                }
             }
             last = want;
         }

@@ -1,0 +1,318 @@
+//! The loops around the micro-kernel, written once for every ISA: the split of a product into
+//! tasks (row blocks x groups of B panels, over threads), K blocking, edge panels, and the
+//! epilogue (bias, activation) applied to each finished block while it is in cache.
+//!
+//! A is read in place (row-major, any row stride). B comes as pre-built panels, as row-major
+//! rows read in place, or as `[n, k]` rows copied into a per-thread panel first.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use rlx_ir::UnaryOp;
+
+use super::{MicroKernel, PackedB};
+use crate::cpu::vmath::unary_in_place;
+
+/// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
+const KC: usize = 256;
+/// Rows of one task's block (rounded to the kernel's row count).
+const MC: usize = 64;
+/// Multiply-adds below which a product runs as one task on the calling thread.
+const MIN_PARALLEL_MACS: usize = 1 << 16;
+/// Tasks per thread the split aims for, so work stealing can even out uneven blocks.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Where a product reads its `[k, n]` B operand.
+#[derive(Clone, Copy)]
+pub enum BSource<'a> {
+    /// Panels built ahead of time (a bound weight).
+    Packed(&'a PackedB),
+    /// Panels laid out as `PackedB` does (`[panels][k][nr]`) at `ptr`.
+    Panels { ptr: *const f32 },
+    /// Row-major `[k, n]` rows with row stride `ld`; full panels are read in place.
+    Rows { ptr: *const f32, ld: usize },
+    /// `[n, k]` rows with row stride `ld` (B transposed); each panel is copied before use.
+    Cols { ptr: *const f32, ld: usize },
+}
+
+/// One product `c[m, n] = act(a[m, k] @ b + bias)`, with row strides `lda` and `ldc`.
+#[derive(Clone, Copy)]
+pub struct GemmJob<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub lda: usize,
+    pub b: BSource<'a>,
+    pub c: *mut f32,
+    pub ldc: usize,
+    /// `n` values added to every row.
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+}
+
+// SAFETY: jobs are shared by tasks that read a and b and write disjoint blocks of c; the
+// callers of `run` guarantee the pointers are valid for the whole call.
+unsafe impl Send for GemmJob<'_> {}
+unsafe impl Sync for GemmJob<'_> {}
+
+/// How one job is cut: `mc` rows by `g` panels per task.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Split {
+    mc: usize,
+    g: usize,
+    m_blocks: usize,
+    n_groups: usize,
+}
+
+impl Split {
+    fn new(job: &GemmJob, kern: &MicroKernel, threads: usize) -> Split {
+        let panels = job.n.div_ceil(kern.nr).max(1);
+        let round = |v: usize| v.div_ceil(kern.mr).max(1) * kern.mr;
+        let mut mc = round(MC);
+        let macs = job.m.saturating_mul(job.n).saturating_mul(job.k.max(1));
+        if threads <= 1 || macs < MIN_PARALLEL_MACS {
+            mc = round(job.m.max(1));
+            return Split {
+                mc,
+                g: panels,
+                m_blocks: 1,
+                n_groups: 1,
+            };
+        }
+        let want = threads * TASKS_PER_THREAD;
+        // Few rows: smaller row blocks before splitting B finer than one panel per task.
+        while job.m.div_ceil(mc) * panels < want && mc > kern.mr {
+            mc = round(mc / 2);
+        }
+        let m_blocks = job.m.div_ceil(mc).max(1);
+        let g = (m_blocks * panels).div_ceil(want).clamp(1, panels);
+        Split {
+            mc,
+            g,
+            m_blocks,
+            n_groups: panels.div_ceil(g),
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.m_blocks * self.n_groups
+    }
+}
+
+/// Runs every job, split into tasks over the current rayon pool.
+///
+/// # Safety
+/// For each job: `a` holds `m` rows of `k` elements with stride `lda`; `b` holds `k x n`
+/// (as its variant describes); `c` holds `m` rows of `n` with stride `ldc`; no two jobs write
+/// the same element of `c`, and nothing else reads or writes those elements during the call.
+pub unsafe fn run(kern: &MicroKernel, jobs: &[GemmJob]) {
+    let threads = rayon::current_num_threads().max(1);
+    // Tasks are numbered job by job; within a job, group-major so that consecutive tasks
+    // (which rayon hands to the same thread) share their B panels.
+    let splits: Vec<Split> = jobs.iter().map(|j| Split::new(j, kern, threads)).collect();
+    let total: usize = splits.iter().map(Split::tasks).sum();
+    let task = |mut t: usize| {
+        for (job, s) in jobs.iter().zip(&splits) {
+            if t < s.tasks() {
+                let (grp, mb) = (t / s.m_blocks, t % s.m_blocks);
+                let rows = mb * s.mc..((mb + 1) * s.mc).min(job.m);
+                let panels = grp * s.g..((grp + 1) * s.g).min(job.n.div_ceil(kern.nr));
+                // SAFETY: forwarded contract; tasks cover disjoint blocks of c.
+                unsafe { block(kern, job, rows, panels) };
+                return;
+            }
+            t -= s.tasks();
+        }
+    };
+    if total <= 1 || threads <= 1 {
+        (0..total).for_each(task);
+    } else {
+        (0..total).into_par_iter().for_each(task);
+    }
+}
+
+/// Runs one job on the calling thread (for kernels that are already parallel outside).
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn run_serial(kern: &MicroKernel, job: &GemmJob) {
+    let panels = job.n.div_ceil(kern.nr);
+    // SAFETY: forwarded contract.
+    unsafe { block(kern, job, 0..job.m, 0..panels) }
+}
+
+thread_local! {
+    /// Per-thread panel and edge-tile buffers, reused by every product on this thread.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Computes rows `rows` x panels `panels` of one job, then their epilogue.
+unsafe fn block(
+    kern: &MicroKernel,
+    job: &GemmJob,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+) {
+    let (nr, mr) = (kern.nr, kern.mr);
+    SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
+        for j in panels {
+            let c0 = j * nr;
+            let cols = (job.n - c0).min(nr);
+            // SAFETY (whole block): the job's contract covers every pointer formed here.
+            unsafe {
+                let (bp, ldb) = match job.b {
+                    BSource::Packed(p) => (p.panel(j), nr),
+                    BSource::Panels { ptr } => (ptr.add(j * job.k * nr), nr),
+                    BSource::Rows { ptr, ld } if cols == nr => (ptr.add(c0), ld),
+                    BSource::Rows { ptr, ld } => {
+                        copy_panel(panel_buf, job.k, nr, |p, c| *ptr.add(p * ld + c0 + c), cols)
+                    }
+                    BSource::Cols { ptr, ld } => copy_panel(
+                        panel_buf,
+                        job.k,
+                        nr,
+                        |p, c| *ptr.add((c0 + c) * ld + p),
+                        cols,
+                    ),
+                };
+                if cols == nr {
+                    full_panel(kern, job, rows.clone(), bp, ldb, c0);
+                } else {
+                    tile_buf.resize(mr * nr, 0.0);
+                    for r0 in rows.clone().step_by(mr) {
+                        let h = (rows.end - r0).min(mr);
+                        let a = job.a.add(r0 * job.lda);
+                        (kern.tile)(
+                            h,
+                            job.k,
+                            a,
+                            job.lda,
+                            bp,
+                            ldb,
+                            tile_buf.as_mut_ptr(),
+                            nr,
+                            false,
+                        );
+                        for r in 0..h {
+                            let dst = job.c.add((r0 + r) * job.ldc + c0);
+                            std::ptr::copy_nonoverlapping(tile_buf.as_ptr().add(r * nr), dst, cols);
+                        }
+                    }
+                }
+                epilogue(kern, job, rows.clone(), c0, cols);
+            }
+        }
+    });
+}
+
+/// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1.
+unsafe fn full_panel(
+    kern: &MicroKernel,
+    job: &GemmJob,
+    rows: std::ops::Range<usize>,
+    bp: *const f32,
+    ldb: usize,
+    c0: usize,
+) {
+    let mr = kern.mr;
+    // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
+    let blocks = job.k.div_ceil(KC).max(1);
+    for kb in 0..blocks {
+        let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
+        for r0 in rows.clone().step_by(mr) {
+            let h = (rows.end - r0).min(mr);
+            // SAFETY: inside the job's a, b and c (caller's contract).
+            unsafe {
+                let a = job.a.add(r0 * job.lda + p0);
+                let c = job.c.add(r0 * job.ldc + c0);
+                (kern.tile)(h, kc, a, job.lda, bp.add(p0 * ldb), ldb, c, job.ldc, kb > 0);
+            }
+        }
+    }
+}
+
+/// Copies `cols` columns read by `at(p, c)` into `buf` as `k` rows of `nr` (zero-padded).
+fn copy_panel(
+    buf: &mut Vec<f32>,
+    k: usize,
+    nr: usize,
+    at: impl Fn(usize, usize) -> f32,
+    cols: usize,
+) -> (*const f32, usize) {
+    buf.clear();
+    buf.resize(k * nr, 0.0);
+    for c in 0..cols {
+        for p in 0..k {
+            buf[p * nr + c] = at(p, c);
+        }
+    }
+    (buf.as_ptr(), nr)
+}
+
+/// Bias and activation over `rows` x columns `c0..c0 + cols`, just computed.
+unsafe fn epilogue(
+    kern: &MicroKernel,
+    job: &GemmJob,
+    rows: std::ops::Range<usize>,
+    c0: usize,
+    cols: usize,
+) {
+    if job.bias.is_none() && job.act.is_none() {
+        return;
+    }
+    for r in rows {
+        // SAFETY: row r, columns c0..c0 + cols lie in this task's block of c.
+        let row = unsafe { std::slice::from_raw_parts_mut(job.c.add(r * job.ldc + c0), cols) };
+        if let Some(b) = job.bias {
+            row.iter_mut()
+                .zip(&b[c0..c0 + cols])
+                .for_each(|(y, b)| *y += b);
+        }
+        if let Some(op) = job.act {
+            unary_in_place(kern.isa, op, row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cover_rows_and_panels_with_enough_tasks() {
+        let kern = super::super::portable::KERNEL;
+        for (m, n, k, threads) in [
+            (16, 384, 384, 2),
+            (128, 1152, 384, 2),
+            (4096, 384, 1536, 64),
+            (1, 17, 5, 8),
+        ] {
+            let job = GemmJob {
+                m,
+                n,
+                k,
+                a: std::ptr::null(),
+                lda: k,
+                b: BSource::Rows {
+                    ptr: std::ptr::null(),
+                    ld: n,
+                },
+                c: std::ptr::null_mut(),
+                ldc: n,
+                bias: None,
+                act: None,
+            };
+            let s = Split::new(&job, &kern, threads);
+            assert!(s.m_blocks * s.mc >= m, "{s:?}");
+            assert!(s.n_groups * s.g >= n.div_ceil(kern.nr), "{s:?}");
+            assert_eq!(s.mc % kern.mr, 0);
+            if m * n * k >= MIN_PARALLEL_MACS {
+                assert!(
+                    s.tasks() >= threads.min(m.div_ceil(kern.mr) * n.div_ceil(kern.nr)),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Matrix products on our own packed GEMM: batched matmul with broadcast batch dims, and
+//! linears (single or grouped) with a fused bias + activation epilogue.
+//!
+//! The layout follows BLIS: a driver (`driver.rs`: task split, K blocking, edges, epilogue)
+//! around one register-tiled micro-kernel per ISA (`portable.rs`, `avx2.rs`, `avx512.rs`).
+//! Weights are packed once into panels (`pack.rs`) and kept beside the bound param.
+
+mod avx2;
+mod avx512;
+pub mod driver;
+mod pack;
+mod portable;
+mod simd;
+
+use rlx_ir::UnaryOp;
+
+pub use driver::{BSource, GemmJob};
+pub use pack::PackedB;
+
+use super::elementwise::broadcast_strides;
+use super::isa::Isa;
+
+/// One register tile: `c[r, 0..nr] (+)= sum_p a[r * lda + p] * b[p * ldb + 0..nr]` for
+/// `r < rows` (1 ..= `mr`), adding to `c` when `accumulate`.
+///
+/// # Safety
+/// `a` holds `rows` rows of `k` elements (row stride `lda`), `b` holds `k` rows of `nr`
+/// (stride `ldb`), `c` holds `rows` rows of `nr` (stride `ldc`), and the CPU has the ISA.
+pub type TileFn = unsafe fn(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
+/// An ISA's micro-kernel and its tile size.
+#[derive(Clone, Copy)]
+pub struct MicroKernel {
+    pub isa: Isa,
+    pub mr: usize,
+    pub nr: usize,
+    pub tile: TileFn,
+}
+
+/// The micro-kernel of `isa` (the caller checked the CPU supports it).
+pub fn kernel(isa: Isa) -> &'static MicroKernel {
+    match isa {
+        Isa::Scalar => &portable::KERNEL,
+        Isa::Avx2 => &avx2::KERNEL,
+        Isa::Avx512 => &avx512::KERNEL,
+    }
+}
+
+/// A linear's weight: panels built ahead of time, or the bound array read as it is.
+#[derive(Clone, Copy)]
+pub enum Weight<'a> {
+    Packed(&'a PackedB),
+    /// `[k, n]`, or `[n, k]` when `transposed`.
+    Raw {
+        w: &'a [f32],
+        transposed: bool,
+    },
+}
+
+impl<'a> Weight<'a> {
+    fn source(self, k: usize, n: usize) -> BSource<'a> {
+        match self {
+            Weight::Packed(p) => BSource::Packed(p),
+            Weight::Raw {
+                w,
+                transposed: false,
+            } => BSource::Rows {
+                ptr: w.as_ptr(),
+                ld: n,
+            },
+            Weight::Raw {
+                w,
+                transposed: true,
+            } => BSource::Cols {
+                ptr: w.as_ptr(),
+                ld: k,
+            },
+        }
+    }
+}
+
+/// Sizes of one linear: `x[.., k] @ w -> [.., n]`.
+pub struct LinearSpec {
+    pub k: usize,
+    pub n: usize,
+    pub act: Option<UnaryOp>,
+}
+
+/// `out[r, :] = act(x[r, :] @ w + bias)` over all leading rows of `x`.
+///
+/// The caller guarantees `x` holds `rows x k`, `w` holds `k x n`, `out` holds `rows x n`.
+pub fn linear(
+    isa: Isa,
+    x: &[f32],
+    w: Weight,
+    bias: Option<&[f32]>,
+    spec: &LinearSpec,
+    out: &mut [f32],
+) {
+    if spec.n == 0 || out.is_empty() {
+        return;
+    }
+    let m = out.len() / spec.n;
+    let job = GemmJob {
+        m,
+        n: spec.n,
+        k: spec.k,
+        a: x.as_ptr(),
+        lda: spec.k,
+        b: w.source(spec.k, spec.n),
+        c: out.as_mut_ptr(),
+        ldc: spec.n,
+        bias,
+        act: spec.act,
+    };
+    // SAFETY: x is [m, k], w is [k, n] (in its layout), out is [m, n] and borrowed mutably.
+    unsafe { driver::run(kernel(isa), &[job]) }
+}
+
+/// One part of a linear group: weight, optional bias `[n]`, and `n`.
+pub type LinearPart<'a> = (Weight<'a>, Option<&'a [f32]>, usize);
+
+/// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
+/// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
+pub fn linear_group(isa: Isa, x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f32]) {
+    let total: usize = parts.iter().map(|p| p.2).sum();
+    if total == 0 || out.is_empty() {
+        return;
+    }
+    let m = out.len() / total;
+    let mut col = 0;
+    let jobs: Vec<GemmJob> = parts
+        .iter()
+        .map(|(w, bias, n)| {
+            let job = GemmJob {
+                m,
+                n: *n,
+                k,
+                a: x.as_ptr(),
+                lda: k,
+                b: w.source(k, *n),
+                // SAFETY: col + n <= total, so the part's columns lie inside each out row.
+                c: unsafe { out.as_mut_ptr().add(col) },
+                ldc: total,
+                bias: *bias,
+                act: None,
+            };
+            col += n;
+            job
+        })
+        .collect();
+    // SAFETY: parts write disjoint column ranges of out ([m, total]); x is [m, k].
+    unsafe { driver::run(kernel(isa), &jobs) }
+}
+
+/// Batched `a[..., m, k] @ b[..., k, n]` into `out[..., m, n]`, batch dims broadcast.
+pub fn matmul(
+    isa: Isa,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let r = out_shape.len();
+    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
+    let k = a_shape[a_shape.len() - 1];
+    if m * n == 0 {
+        return;
+    }
+    let batch_shape = &out_shape[..r - 2];
+    let a_batch = broadcast_strides(&a_shape[..a_shape.len() - 2], batch_shape);
+    let b_batch = broadcast_strides(&b_shape[..b_shape.len() - 2], batch_shape);
+    let batches = out.len() / (m * n);
+    let jobs: Vec<GemmJob> = (0..batches)
+        .map(|bi| {
+            // Offsets of this batch in a and b (in matrices), through the broadcast strides.
+            let (mut ao, mut bo, mut rem) = (0, 0, bi);
+            for d in (0..batch_shape.len()).rev() {
+                let idx = rem % batch_shape[d];
+                rem /= batch_shape[d];
+                ao += idx * a_batch[d];
+                bo += idx * b_batch[d];
+            }
+            GemmJob {
+                m,
+                n,
+                k,
+                a: a[ao * m * k..].as_ptr(),
+                lda: k,
+                b: BSource::Rows {
+                    ptr: b[bo * k * n..].as_ptr(),
+                    ld: n,
+                },
+                // SAFETY: batch bi owns out[bi*m*n..(bi+1)*m*n].
+                c: unsafe { out.as_mut_ptr().add(bi * m * n) },
+                ldc: n,
+                bias: None,
+                act: None,
+            }
+        })
+        .collect();
+    // SAFETY: each batch writes its own [m, n] block of out; a and b hold their batches.
+    unsafe { driver::run(kernel(isa), &jobs) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! Portable micro-kernel: up to 4 rows x 16 columns in plain arrays, which the compiler
+//! vectorizes for the build target (SSE2 on x86-64). Runs on every CPU.
+
+use super::MicroKernel;
+
+const NR: usize = 16;
+
+pub(super) const KERNEL: MicroKernel = MicroKernel {
+    isa: crate::cpu::Isa::Scalar,
+    mr: 4,
+    nr: NR,
+    tile,
+};
+
+/// # Safety
+/// See [`super::TileFn`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match rows {
+            1 => rows_n::<1>(k, a, lda, b, ldb, c, ldc, accumulate),
+            2 => rows_n::<2>(k, a, lda, b, ldb, c, ldc, accumulate),
+            3 => rows_n::<3>(k, a, lda, b, ldb, c, ldc, accumulate),
+            4 => rows_n::<4>(k, a, lda, b, ldb, c, ldc, accumulate),
+            _ => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_n<const R: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0.0f32; NR]; R];
+    // SAFETY: R rows of k elements at a (stride lda), k rows of NR at b (stride ldb), R rows
+    // of NR at c (stride ldc), as the caller guarantees.
+    unsafe {
+        for p in 0..k {
+            let brow = &*(b.add(p * ldb) as *const [f32; NR]);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = *a.add(r * lda + p);
+                for (c, b) in acc.iter_mut().zip(brow) {
+                    *c += av * b;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let crow = &mut *(c.add(r * ldc) as *mut [f32; NR]);
+            for (c, v) in crow.iter_mut().zip(acc) {
+                *c = if accumulate { *c + v } else { *v };
+            }
+        }
+    }
+}

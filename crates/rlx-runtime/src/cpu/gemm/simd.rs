@@ -1,0 +1,87 @@
+//! The register-tiled micro-kernel, written once over a SIMD vector type: each ISA file
+//! instantiates it with its intrinsics, lane count and row count.
+//!
+//! A tile is `R` rows x two vectors of columns. Every step broadcasts one element of each A row
+//! (read in place from its row-major rows) and multiplies it into two vectors of the B panel.
+
+/// Defines `KERNEL: MicroKernel` for one ISA. `$feature` is the `target_feature` string, `$v`
+/// the vector type, `$w` its lane count, `$mr` the maximum rows (a `match` arm per row count).
+macro_rules! simd_micro_kernel {
+    (
+        isa: $isa:ident, feature: $feature:literal, vector: $v:ty, lanes: $w:literal,
+        zero: $zero:ident, load: $load:ident, store: $store:ident,
+        splat: $splat:ident, fma: $fma:ident, add: $add:ident,
+        rows: [$($r:literal),+], max_rows: $mr:literal
+    ) => {
+        #[cfg(target_arch = "x86_64")]
+        use std::arch::x86_64::*;
+
+        pub(super) const KERNEL: super::MicroKernel = super::MicroKernel {
+            isa: crate::cpu::Isa::$isa,
+            mr: $mr,
+            nr: 2 * $w,
+            tile,
+        };
+
+        /// # Safety
+        /// The CPU has the ISA; see [`super::TileFn`] for the memory contract.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn tile(
+            rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
+            c: *mut f32, ldc: usize, accumulate: bool,
+        ) {
+            // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
+            unsafe {
+                match rows.min($mr) {
+                    $($r => rows_n::<$r>(k, a, lda, b, ldb, c, ldc, accumulate),)+
+                    _ => {}
+                }
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn rows_n<const R: usize>(
+            k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
+            c: *mut f32, ldc: usize, accumulate: bool,
+        ) {
+            // SAFETY: the caller guarantees R rows of k elements at a (row stride lda), k rows
+            // of 2 * lanes at b (stride ldb) and R rows of 2 * lanes at c (stride ldc).
+            unsafe {
+                let mut lo: [$v; R] = [$zero(); R];
+                let mut hi: [$v; R] = [$zero(); R];
+                let mut bp = b;
+                for p in 0..k {
+                    let b0 = $load(bp);
+                    let b1 = $load(bp.add($w));
+                    for r in 0..R {
+                        let av = $splat(*a.add(r * lda + p));
+                        lo[r] = $fma(av, b0, lo[r]);
+                        hi[r] = $fma(av, b1, hi[r]);
+                    }
+                    bp = bp.add(ldb);
+                }
+                for r in 0..R {
+                    let cr = c.add(r * ldc);
+                    if accumulate {
+                        lo[r] = $add(lo[r], $load(cr));
+                        hi[r] = $add(hi[r], $load(cr.add($w)));
+                    }
+                    $store(cr, lo[r]);
+                    $store(cr.add($w), hi[r]);
+                }
+            }
+        }
+
+        #[cfg(not(target_arch = "x86_64"))]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn rows_n<const R: usize>(
+            _: usize, _: *const f32, _: usize, _: *const f32, _: usize, _: *mut f32, _: usize,
+            _: bool,
+        ) {
+            unreachable!("SIMD paths are only selected on x86-64 CPUs that have them")
+        }
+    };
+}
+pub(super) use simd_micro_kernel;

@@ -1,0 +1,210 @@
+//! Every ISA path this CPU has against a plain f64 product, over edge shapes and every way B
+//! can be given.
+
+use super::*;
+
+fn data(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 - 500.0) / 250.0)
+        .collect()
+}
+
+/// `x[m, k] @ w[k, n] + bias`, in f64.
+fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = bias.map_or(0.0, |b| f64::from(b[j]));
+            for p in 0..k {
+                s += f64::from(x[i * k + p]) * f64::from(w[p * n + j]);
+            }
+            out[i * n + j] = s;
+        }
+    }
+    out
+}
+
+fn close(got: &[f32], want: &[f64], k: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-5 * (k as f64).sqrt().max(1.0) * w.abs().max(4.0);
+        assert!((f64::from(*g) - w).abs() <= tol, "{what}: [{i}] {g} vs {w}");
+    }
+}
+
+fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
+}
+
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (16, 384, 96),
+    (9, 33, 300),
+    (70, 40, 65),
+    (128, 64, 48),
+    (5, 0, 8),
+    (130, 257, 33),
+    (2, 600, 31),
+];
+
+#[test]
+fn linear_matches_f64_for_every_isa_and_weight_form() {
+    let pool = crate::cpu::thread_pool(Some(3)).unwrap();
+    for isa in Isa::available() {
+        let nr = kernel(isa).nr;
+        for (m, k, n) in SHAPES {
+            let (x, w, b) = (data(m * k, 1), data(k * n, 2), data(n, 3));
+            let want = naive(&x, &w, Some(&b), m, k, n);
+            let wt = transpose(&w, k, n);
+            let packed = PackedB::new(&w, k, n, false, nr).unwrap();
+            let packed_t = PackedB::new(&wt, k, n, true, nr).unwrap();
+            let forms = [
+                (
+                    "raw",
+                    Weight::Raw {
+                        w: &w,
+                        transposed: false,
+                    },
+                ),
+                (
+                    "raw^T",
+                    Weight::Raw {
+                        w: &wt,
+                        transposed: true,
+                    },
+                ),
+                ("packed", Weight::Packed(&packed)),
+                ("packed^T", Weight::Packed(&packed_t)),
+            ];
+            for (name, wf) in forms {
+                let mut out = vec![f32::NAN; m * n];
+                let spec = LinearSpec { k, n, act: None };
+                pool.install(|| linear(isa, &x, wf, Some(&b), &spec, &mut out));
+                close(&out, &want, k, &format!("{isa} {name} {m}x{k}x{n}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_epilogue_and_groups_match() {
+    for isa in Isa::available() {
+        let (m, k) = (37, 70);
+        let x = data(m * k, 4);
+        let (w1, w2) = (data(k * 40, 5), data(k * 24, 6));
+        let b1 = data(40, 7);
+        let mut out = vec![0.0; m * 40];
+        let spec = LinearSpec {
+            k,
+            n: 40,
+            act: Some(UnaryOp::Relu),
+        };
+        let w = Weight::Raw {
+            w: &w1,
+            transposed: false,
+        };
+        linear(isa, &x, w, Some(&b1), &spec, &mut out);
+        let want: Vec<f64> = naive(&x, &w1, Some(&b1), m, k, 40)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        close(&out, &want, k, &format!("{isa} relu"));
+
+        let mut grouped = vec![0.0; m * 64];
+        let parts = [
+            (
+                Weight::Raw {
+                    w: &w1,
+                    transposed: false,
+                },
+                Some(&b1[..]),
+                40,
+            ),
+            (
+                Weight::Raw {
+                    w: &w2,
+                    transposed: false,
+                },
+                None,
+                24,
+            ),
+        ];
+        linear_group(isa, &x, &parts, k, &mut grouped);
+        let (p1, p2) = (
+            naive(&x, &w1, Some(&b1), m, k, 40),
+            naive(&x, &w2, None, m, k, 24),
+        );
+        for r in 0..m {
+            close(
+                &grouped[r * 64..r * 64 + 40],
+                &p1[r * 40..(r + 1) * 40],
+                k,
+                "part 1",
+            );
+            close(
+                &grouped[r * 64 + 40..(r + 1) * 64],
+                &p2[r * 24..(r + 1) * 24],
+                k,
+                "part 2",
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_matmul_broadcasts_batches() {
+    for isa in Isa::available() {
+        let (m, k, n) = (5, 19, 35);
+        let a = data(3 * m * k, 8);
+        let b = data(k * n, 9);
+        let mut out = vec![0.0; 3 * m * n];
+        matmul(isa, &a, &[3, m, k], &b, &[1, k, n], &mut out, &[3, m, n]);
+        for i in 0..3 {
+            let want = naive(&a[i * m * k..(i + 1) * m * k], &b, None, m, k, n);
+            close(
+                &out[i * m * n..(i + 1) * m * n],
+                &want,
+                k,
+                &format!("{isa} batch {i}"),
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing probe: cargo test --release -p rlx-runtime --lib gemm -- --ignored --nocapture"]
+fn probe_linear_speed() {
+    let pool = crate::cpu::thread_pool(None).unwrap();
+    for isa in Isa::available() {
+        for (m, k, n) in [
+            (16, 384, 1536),
+            (128, 384, 384),
+            (128, 384, 1536),
+            (128, 1536, 384),
+            (1024, 384, 1152),
+            (1024, 1536, 384),
+            (4096, 384, 1536),
+        ] {
+            let (x, w) = (data(m * k, 1), data(k * n, 2));
+            let packed = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
+            let mut out = vec![0.0f32; m * n];
+            let spec = LinearSpec { k, n, act: None };
+            let reps = (2_000_000_000 / (2 * m * k * n)).clamp(5, 2000);
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                pool.install(|| {
+                    for _ in 0..reps {
+                        linear(isa, &x, Weight::Packed(&packed), None, &spec, &mut out);
+                    }
+                });
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!(
+                "{isa} {m}x{k}x{n}: {:.1} GFLOP/s",
+                2.0 * (m * k * n) as f64 / best / 1e9
+            );
+        }
+    }
+}
