@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use super::OutPtr;
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
-use super::norm::{causal_live, softmax_row};
+use super::norm::causal_live;
+use super::vmath;
 
 /// Where head `h` of batch `b` starts in one operand, and the stride between its rows.
 #[derive(Debug, Clone, Copy)]
@@ -174,8 +175,7 @@ fn blocks_of_queries(
                 for (r, row) in p.chunks_mut(n.max(1)).enumerate() {
                     let i = i0 + r;
                     let live = if s.causal { causal_live(i, sq, sk) } else { sk };
-                    scale_row(row, s.scale);
-                    softmax_row(kern.isa, row, live.min(n), add);
+                    vmath::softmax_row(kern.isa, row, live.min(n), add, s.scale);
                 }
                 let o = ptr.get().add(lo.at(b, h) + i0 * lo.row_stride);
                 let mix = GemmJob {
@@ -202,12 +202,5 @@ fn blocks_of_queries(
         (0..tasks).for_each(task);
     } else {
         (0..tasks).into_par_iter().for_each(task);
-    }
-}
-
-/// `row *= scale`, vectorized.
-fn scale_row(row: &mut [f32], scale: f32) {
-    if scale != 1.0 {
-        row.iter_mut().for_each(|x| *x *= scale);
     }
 }

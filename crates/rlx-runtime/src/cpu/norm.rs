@@ -137,30 +137,9 @@ pub fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Softmax of one attention row in place: keys `0..live` take part (the rest become 0),
-/// each shifted by `add[j]` when given (a bias, or -inf for a masked key). A row with no
-/// key to attend becomes all zeros. The exponentials run on the vectors of `isa`.
+/// Softmax of one attention row in place (see `vmath::softmax_row`, with scale 1).
 pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>) {
-    let (row, dead) = row.split_at_mut(live.min(row.len()));
-    dead.fill(0.0);
-    if let Some(a) = add {
-        row.iter_mut().zip(a).for_each(|(x, a)| *x += a);
-    }
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    // No key to attend (all masked, or none live): zeros. Scores that are all -inf or NaN for
-    // allowed keys fall through and give NaN, as IEEE arithmetic does.
-    let no_key = || {
-        row.is_empty()
-            || add.is_some_and(|a| a[..row.len()].iter().all(|x| *x == f32::NEG_INFINITY))
-    };
-    if max == f32::NEG_INFINITY && no_key() {
-        row.fill(0.0);
-        return;
-    }
-    row.iter_mut().for_each(|x| *x -= max);
-    super::vmath::unary_in_place(isa, rlx_ir::UnaryOp::Exp, row);
-    let inv = 1.0 / sum(row);
-    row.iter_mut().for_each(|x| *x *= inv);
+    super::vmath::softmax_row(isa, row, live, add, 1.0)
 }
 
 /// Keys a causal query `i` of `sq` may see among `sk` (aligned to the last keys): `j + sq <= i + sk`.

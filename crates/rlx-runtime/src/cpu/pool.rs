@@ -14,7 +14,9 @@ use crate::{Error, Result};
 /// Thread count -> (process that built it, pool).
 type Pools = HashMap<usize, (u32, Arc<ThreadPool>)>;
 
-/// The pool with `threads` workers: the argument, else `RLX_NUM_THREADS`, else the core count.
+/// The pool with `threads` workers: the argument, else `RLX_NUM_THREADS`, else the number of
+/// physical cores this process may use (SMT siblings share one core's FMA units, so a second
+/// thread per core only adds contention to GEMM-bound work).
 pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let n = match threads {
@@ -25,7 +27,7 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
                     "RLX_NUM_THREADS must be a positive integer, got `{v}`"
                 ))
             })?,
-            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Err(_) => default_threads(),
         },
     };
     if n == 0 || n > 1024 {
@@ -55,4 +57,41 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     let pool = Arc::new(pool);
     pools.insert(n, (pid, pool.clone()));
     Ok(pool)
+}
+
+/// Physical cores among the CPUs this process may run on (Linux sysfs topology), never more
+/// than `available_parallelism`; the latter where the topology cannot be read.
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().map_or(logical, |p| p.clamp(1, logical))
+}
+
+fn physical_cores() -> Option<usize> {
+    let mut cores = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/sys/devices/system/cpu").ok()? {
+        let path = entry.ok()?.path();
+        let name = path.file_name()?.to_str()?;
+        if !name
+            .strip_prefix("cpu")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(path.join("topology").join(f)).ok();
+        // Offline CPUs have no topology; they are not ours to use anyway.
+        if let (Some(pkg), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((pkg.trim().to_string(), core.trim().to_string()));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_threads_is_at_least_one_and_at_most_the_logical_cpus() {
+        let n = super::default_threads();
+        assert!(n >= 1);
+        assert!(n <= std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
 }

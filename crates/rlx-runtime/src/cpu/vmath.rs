@@ -27,6 +27,234 @@ pub fn unary_in_place(isa: Isa, op: UnaryOp, xs: &mut [f32]) {
     unsafe { map_ptr(isa, op, p, p, xs.len()) }
 }
 
+/// `c[r, j] = act(c[r, j] + bias[j])` over a `rows x cols` block with row stride `ldc`: a GEMM
+/// epilogue, one call per block so the per-row work is a tight vector loop.
+///
+/// # Safety
+/// `c` holds `rows` rows of `cols` elements with stride `ldc`; `bias` (if any) holds `cols`.
+pub unsafe fn bias_act_block(
+    isa: Isa,
+    c: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    let bias = bias.map(|b| &b[..cols]);
+    // SAFETY: forwarded; an ISA is only chosen on a CPU that has it.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => block_avx512(c, rows, cols, ldc, bias, act),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => block_avx2(c, rows, cols, ldc, bias, act),
+            _ => {
+                for r in 0..rows {
+                    let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+                    if let Some(b) = bias {
+                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                    }
+                    if let Some(op) = act {
+                        math::unary_in_place(op, row);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512(
+    c: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    unsafe { block_v::<V512>(c, rows, cols, ldc, bias, act) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(
+    c: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    unsafe { block_v::<V256>(c, rows, cols, ldc, bias, act) }
+}
+
+#[inline(always)]
+unsafe fn block_v<V: F32s>(
+    c: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    // SAFETY: every access is inside the block the caller describes.
+    unsafe {
+        for r in 0..rows {
+            let row = c.add(r * ldc);
+            if let Some(b) = bias {
+                let body = cols - cols % V::N;
+                let mut j = 0;
+                while j < body {
+                    V::load(row.add(j))
+                        .add(V::load(b.as_ptr().add(j)))
+                        .store(row.add(j));
+                    j += V::N;
+                }
+                for j in body..cols {
+                    *row.add(j) += b[j];
+                }
+            }
+            match act {
+                Some(op) if vectorized(op) => map_v::<V>(op, row, row, cols),
+                Some(op) => math::unary_in_place(op, std::slice::from_raw_parts_mut(row, cols)),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Softmax of one attention row in place, on the vectors of `isa`: keys `0..live` take part
+/// (the rest become 0), each score scaled by `scale` and shifted by `add[j]` when given (a
+/// bias, or -inf for a masked key). A row with no key to attend becomes all zeros; NaN scores
+/// give NaN.
+pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>, scale: f32) {
+    let (row, dead) = row.split_at_mut(live.min(row.len()));
+    dead.fill(0.0);
+    let add = add.map(|a| &a[..row.len()]);
+    // SAFETY: an ISA is only chosen on a CPU that has it.
+    let max = unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => scale_max_avx512(row, add, scale),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => scale_max_avx2(row, add, scale),
+            _ => scale_max_v::<Scalar>(row, add, scale),
+        }
+    };
+    let no_key =
+        || row.is_empty() || add.is_some_and(|a| a.iter().all(|x| *x == f32::NEG_INFINITY));
+    if max == f32::NEG_INFINITY && no_key() {
+        row.fill(0.0);
+        return;
+    }
+    row.iter_mut().for_each(|x| *x -= max);
+    unary_in_place(isa, UnaryOp::Exp, row);
+    let inv = 1.0 / super::norm::sum(row);
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scale_max_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
+    unsafe { scale_max_v::<V512>(row, add, scale) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale_max_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
+    unsafe { scale_max_v::<V256>(row, add, scale) }
+}
+
+/// `row[j] = row[j] * scale + add[j]`, returning the row's maximum (vector lanes, then their
+/// maximum); a NaN may be dropped by the max, but it still turns the row into NaN after.
+#[inline(always)]
+unsafe fn scale_max_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
+    let n = row.len();
+    let body = n - n % V::N;
+    let p = row.as_mut_ptr();
+    // SAFETY: indices below n are inside row and add (same length).
+    unsafe {
+        let (sv, mut m) = (V::splat(scale), V::splat(f32::NEG_INFINITY));
+        let mut j = 0;
+        while j < body {
+            let mut v = V::load(p.add(j)).mul(sv);
+            if let Some(a) = add {
+                v = v.add(V::load(a.as_ptr().add(j)));
+            }
+            v.store(p.add(j));
+            m = m.at_least(v);
+            j += V::N;
+        }
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        m.store(lanes.as_mut_ptr());
+        let mut max = lanes[..V::N]
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for j in body..n {
+            let v = *p.add(j) * scale + add.map_or(0.0, |a| a[j]);
+            *p.add(j) = v;
+            max = max.max(v);
+        }
+        max
+    }
+}
+
+/// One-lane stand-in for the portable path of the softmax helpers.
+#[derive(Clone, Copy)]
+struct Scalar(f32);
+
+impl F32s for Scalar {
+    const N: usize = 1;
+    unsafe fn splat(x: f32) -> Self {
+        Scalar(x)
+    }
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { Scalar(*p) }
+    }
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { *p = self.0 }
+    }
+    unsafe fn add(self, o: Self) -> Self {
+        Scalar(self.0 + o.0)
+    }
+    unsafe fn sub(self, o: Self) -> Self {
+        Scalar(self.0 - o.0)
+    }
+    unsafe fn mul(self, o: Self) -> Self {
+        Scalar(self.0 * o.0)
+    }
+    unsafe fn div(self, o: Self) -> Self {
+        Scalar(self.0 / o.0)
+    }
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        Scalar(self.0.mul_add(a.0, b.0))
+    }
+    unsafe fn at_least(self, lo: Self) -> Self {
+        Scalar(if self.0 < lo.0 { lo.0 } else { self.0 })
+    }
+    unsafe fn at_most(self, hi: Self) -> Self {
+        Scalar(if self.0 > hi.0 { hi.0 } else { self.0 })
+    }
+    unsafe fn abs(self) -> Self {
+        Scalar(self.0.abs())
+    }
+    unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self {
+        if self.0 < b.0 { then } else { other }
+    }
+    unsafe fn pow2_of_rounded(self) -> Self {
+        Scalar(f32::from_bits(
+            (self
+                .0
+                .to_bits()
+                .wrapping_sub(12_582_912.0f32.to_bits())
+                .wrapping_add(127))
+                << 23,
+        ))
+    }
+}
+
 /// `dst[i] = op(src[i])` on the vectors of the process's ISA (`RLX_ISA` or the CPU's best),
 /// for elementwise kernels.
 pub fn unary_map_default(op: UnaryOp, src: &[f32], dst: &mut [f32]) {

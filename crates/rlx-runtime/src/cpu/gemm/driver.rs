@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
 use super::{MicroKernel, PackedB};
-use crate::cpu::vmath::unary_in_place;
+use crate::cpu::vmath::bias_act_block;
 
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
 const KC: usize = 256;
@@ -261,17 +261,11 @@ unsafe fn epilogue(
     if job.bias.is_none() && job.act.is_none() {
         return;
     }
-    for r in rows {
-        // SAFETY: row r, columns c0..c0 + cols lie in this task's block of c.
-        let row = unsafe { std::slice::from_raw_parts_mut(job.c.add(r * job.ldc + c0), cols) };
-        if let Some(b) = job.bias {
-            row.iter_mut()
-                .zip(&b[c0..c0 + cols])
-                .for_each(|(y, b)| *y += b);
-        }
-        if let Some(op) = job.act {
-            unary_in_place(kern.isa, op, row);
-        }
+    let bias = job.bias.map(|b| &b[c0..c0 + cols]);
+    // SAFETY: rows x columns c0..c0 + cols lie in this task's block of c.
+    unsafe {
+        let c = job.c.add(rows.start * job.ldc + c0);
+        bias_act_block(kern.isa, c, rows.len(), cols, job.ldc, bias, job.act);
     }
 }
 
