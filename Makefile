@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 WHEEL_DIR := target/wheels
 
-.PHONY: help setup build install test test-rust test-python stubtest demo demo-rust bench lint fmt clean
+.PHONY: help setup build install test test-rust test-python stubtest demo demo-rust bench bench-setup lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,8 +41,12 @@ demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-
 demo-rust: ## the Rust pipeline example (an MLP and a transformer block, three variants each)
 	$(CARGO) run --release --quiet -p rlx-runtime --example pipeline_demo
 
-bench: install ## benchmarks against peers (unsets the OpenBLAS overrides for numpy)
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_pipeline.py
+bench-setup: ## install the benchmark-only peers (OpenVINO); not part of setup, CI never downloads it
+	@$(PIP) openvino || echo "note: could not install openvino; bench_minilm.py will skip OpenVINO"
+
+bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, OpenVINO (OpenBLAS overrides unset)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_gemm.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_minilm.py
 
 lint: ## rustfmt and clippy
 	$(CARGO) fmt --all -- --check

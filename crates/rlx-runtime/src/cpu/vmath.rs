@@ -112,8 +112,8 @@ unsafe fn block_v<V: F32s>(
                         .store(row.add(j));
                     j += V::N;
                 }
-                for j in body..cols {
-                    *row.add(j) += b[j];
+                for (j, bj) in b.iter().enumerate().skip(body) {
+                    *row.add(j) += bj;
                 }
             }
             match act {
