@@ -66,6 +66,8 @@ pub struct AttnSpec {
 /// Queries per task: a block's scores (`QB x sk`) stay in L1/L2 and batch 1 still has
 /// `heads x seq / QB` tasks to spread over the cores.
 const QB: usize = 32;
+/// The widest micro-kernel panel (AVX-512: 32 columns).
+const MAX_NR: usize = 32;
 
 thread_local! {
     /// Per-thread score block, reused by every attention call on this thread.
@@ -102,21 +104,32 @@ pub fn attention(
 }
 
 /// Every head's keys as `k^T` panels: head (b, h) at `(b * heads + h) * head_len`, panel j
-/// holding keys `j * nr ..` as `d` rows of `nr` (zero past `sk`).
+/// holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
+/// as they are: the score GEMM computes them into its edge tile and never stores them.
 fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
     let head_len = s.sk.div_ceil(nr) * nr * s.d;
-    keys.clear();
-    keys.resize(s.batch * s.heads * head_len, 0.0);
+    let len = s.batch * s.heads * head_len;
+    if keys.len() < len {
+        keys.resize(len, 0.0);
+    }
     let lk = s.layout[1];
-    keys.par_chunks_mut(head_len.max(1))
+    keys[..len]
+        .par_chunks_mut(head_len.max(1))
         .enumerate()
         .for_each(|(bh, dst)| {
             let base = lk.at(bh / s.heads, bh % s.heads);
-            for j in 0..s.sk {
-                let key = &k[base + j * lk.row_stride..base + j * lk.row_stride + s.d];
-                let panel = &mut dst[(j / nr) * nr * s.d..];
-                for (p, x) in key.iter().enumerate() {
-                    panel[p * nr + j % nr] = *x;
+            for (jp, panel) in dst.chunks_mut(nr * s.d).enumerate() {
+                let cols = (s.sk - jp * nr).min(nr);
+                // The panel's keys (nr <= MAX_NR), as slices: no allocation per panel.
+                let mut rows: [&[f32]; MAX_NR] = [&[]; MAX_NR];
+                for (c, row) in rows.iter_mut().enumerate().take(cols) {
+                    let at = base + (jp * nr + c) * lk.row_stride;
+                    *row = &k[at..at + s.d];
+                }
+                for (p, out) in panel.chunks_mut(nr).enumerate() {
+                    for (o, row) in out.iter_mut().zip(&rows[..cols]) {
+                        *o = row[p];
+                    }
                 }
             }
         });
@@ -202,5 +215,54 @@ fn blocks_of_queries(
         (0..tasks).for_each(task);
     } else {
         (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing probe: cargo test --release -p rlx-runtime --lib attention -- --ignored --nocapture"]
+    fn probe_attention_speed() {
+        let pool = crate::cpu::thread_pool(None).unwrap();
+        for (batch, seq) in [(1, 128), (8, 128), (1, 512)] {
+            let (heads, d) = (12, 32);
+            let width = heads * d;
+            let x: Vec<f32> = (0..batch * seq * width)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+                .collect();
+            let mut out = vec![0.0f32; x.len()];
+            let l = HeadLayout::packed(seq, width, 0, d);
+            let spec = AttnSpec {
+                batch,
+                heads,
+                sq: seq,
+                sk: seq,
+                d,
+                dv: d,
+                scale: 0.17,
+                causal: false,
+                layout: [l; 4],
+            };
+            let isa = Isa::best();
+            let reps = 50;
+            let t = std::time::Instant::now();
+            pool.install(|| {
+                (0..reps).for_each(|_| attention(isa, &x, &x, &x, None, &spec, &mut out))
+            });
+            let all = t.elapsed().as_secs_f64() / reps as f64;
+            let mut keys = Vec::new();
+            let t = std::time::Instant::now();
+            pool.install(|| (0..reps).for_each(|_| pack_keys(&x, &spec, 32, &mut keys)));
+            let pack = t.elapsed().as_secs_f64() / reps as f64;
+            let flops = 4.0 * (batch * heads * seq * seq * d) as f64;
+            println!(
+                "({batch},{seq}): {:.0} us ({:.0} GFLOP/s), packing keys {:.0} us",
+                all * 1e6,
+                flops / all / 1e9,
+                pack * 1e6
+            );
+        }
     }
 }

@@ -4,7 +4,9 @@
 use rayon::prelude::*;
 use rlx_ir::{EwProgram, EwStep};
 
+use super::isa::{Isa, default_isa};
 use super::types::Num;
+use super::vmath::add_norm_row;
 use super::vmath::unary_map_default as unary_map;
 use super::{OutPtr, PAR_GRAIN};
 
@@ -112,6 +114,7 @@ pub unsafe fn add_layer_norm(
     }
     let (a, b) = (SharedIn(a), SharedIn(b));
     let per_task = PAR_GRAIN.div_ceil(d).max(1);
+    let isa = default_isa().unwrap_or(Isa::Scalar);
     (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
         for r in t * per_task..((t + 1) * per_task).min(rows) {
             // SAFETY: row r of a, b and out lies inside them; each element of a and b is read
@@ -119,10 +122,7 @@ pub unsafe fn add_layer_norm(
             // alone touches row r; the slice of out is made once the reads are done.
             unsafe {
                 let (ar, br, or) = (a.get().add(r * d), b.get().add(r * d), out.get().add(r * d));
-                for i in 0..d {
-                    *or.add(i) = *ar.add(i) + *br.add(i);
-                }
-                super::norm::norm_row(std::slice::from_raw_parts_mut(or, d), gamma, beta, eps);
+                add_norm_row(isa, ar, Some(br), or, gamma, beta, eps, d);
             }
         }
     });

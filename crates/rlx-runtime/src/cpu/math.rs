@@ -125,7 +125,6 @@ macro_rules! avx2_dispatch {
         }
     };
 }
-pub(crate) use avx2_dispatch;
 
 #[inline(always)]
 fn unary_map_generic(op: UnaryOp, src: &[f32], dst: &mut [f32]) {

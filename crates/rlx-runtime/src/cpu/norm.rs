@@ -53,50 +53,24 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, d: usize, ou
     out.par_chunks_mut(d * rows_per_task)
         .zip(x.par_chunks(d * rows_per_task))
         .for_each(|(o, x)| {
+            let isa = super::isa::default_isa().unwrap_or(Isa::Scalar);
             for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                o.copy_from_slice(x);
-                norm_row(o, gamma, beta, eps);
+                // SAFETY: both rows hold d elements, as do gamma and beta (shape inference).
+                unsafe {
+                    super::vmath::add_norm_row(
+                        isa,
+                        x.as_ptr(),
+                        None,
+                        o.as_mut_ptr(),
+                        gamma,
+                        beta,
+                        eps,
+                        d,
+                    )
+                };
             }
         });
 }
-
-/// Sum and sum of squared deviations from `mean`, with eight independent accumulators so
-/// the loops vectorize. Index loops: see `math::unary_map_generic`.
-#[inline(always)]
-fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let body = x.len() - x.len() % 8;
-    let mut i = 0;
-    while i < body {
-        for j in 0..8 {
-            let v = x[i + j] - mean;
-            acc[j] += v * v;
-        }
-        i += 8;
-    }
-    let mut tail = 0.0;
-    for v in &x[body..] {
-        tail += (v - mean) * (v - mean);
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn norm_row_generic(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let d = x.len();
-    let (gamma, beta) = (&gamma[..d], &beta[..d]);
-    let mean = sum(x) / d as f32;
-    let var = sum_sq_dev(x, mean) / d as f32;
-    let inv = 1.0 / (var + eps).sqrt();
-    for i in 0..d {
-        x[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
-    }
-}
-
-super::math::avx2_dispatch!(
-    /// Layer norm of one row in place: `(x - mean) / sqrt(var + eps) * gamma + beta`.
-    fn norm_row / norm_row_avx2 => norm_row_generic(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32)
-);
 
 /// `x / sqrt(mean(x^2) + eps) * gamma` over rows of length `d`.
 pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
