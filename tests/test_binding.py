@@ -178,18 +178,39 @@ def test_unknown_and_missing_param_names(setup):
     np.testing.assert_allclose(exe.run(x=x)["probs"], mlp_ref(x, params), **TOL)
 
 
-def test_resized_array_is_detected_before_the_run(setup):
+def test_a_bound_array_cannot_be_resized_while_bound(setup):
+    """Bound arrays are pinned: numpy refuses to reallocate them, even with refcheck=False,
+    so a run never reads freed memory. Rebinding the slot releases the pin."""
     pipe, params, x = setup
     w1 = params["w1"]
     pipe.bind_params(params)
     exe = pipe.get_or_compile(batch=3)
     good = exe.run(x=x)["probs"]
-    w1.resize((MLP_SHAPES["w1"][0] * 4, MLP_SHAPES["w1"][1]), refcheck=False)  # may move memory
-    with pytest.raises(rlx.BindingError, match="param `w1`.*changed since it was bound"):
-        exe.run(x=x)
-    fresh = np.ascontiguousarray(w1[: MLP_SHAPES["w1"][0]])
-    exe.set_param("w1", fresh)  # binding through a graph reaches the whole pipeline
-    np.testing.assert_allclose(pipe.get_or_compile(batch=3).run(x=x)["probs"], good, rtol=1e-6)
+    with pytest.raises(ValueError, match="cannot resize"):
+        w1.resize((MLP_SHAPES["w1"][0] * 4, MLP_SHAPES["w1"][1]), refcheck=False)
+    np.testing.assert_array_equal(exe.run(x=x)["probs"], good)
+    # A view's owner is pinned too: resizing the base would move the view's memory.
+    base = np.zeros(MLP_SHAPES["w1"][0] * MLP_SHAPES["w1"][1] + 16, np.float32)
+    view = base[: w1.size].reshape(MLP_SHAPES["w1"])
+    view[...] = w1
+    exe.set_param("w1", view)
+    with pytest.raises(ValueError, match="cannot resize"):
+        base.resize(base.size * 4, refcheck=False)
+    np.testing.assert_allclose(exe.run(x=x)["probs"], good, rtol=1e-6)
+    exe.set_param("w1", w1.copy())  # the old bindings' pins go with them
+    del view
+    base.resize(base.size * 4, refcheck=False)
+    w1.resize((MLP_SHAPES["w1"][0] * 4, MLP_SHAPES["w1"][1]), refcheck=False)
+
+
+def test_inputs_are_released_after_a_run(setup):
+    """Inputs are pinned only for the length of a run (read in place with the GIL released):
+    afterwards the caller may resize them again."""
+    pipe, params, x = setup
+    pipe.bind_params(params)
+    exe = pipe.get_or_compile(batch=3)
+    exe.run(x=x)
+    x.resize((6, x.shape[1]), refcheck=False)  # not pinned between runs
 
 
 def test_set_param_from_compiled_graph_serves_other_variants(setup):

@@ -3,10 +3,11 @@
 //! array object); run outputs become new arrays that own their data.
 
 use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyWeakrefReference};
 use rlx_ir::DType;
-use rlx_runtime::{HostData, ParamStorage, ParamStore, Tensor, TensorData};
+use rlx_runtime::{HostData, ParamStore, Tensor, TensorData};
 
 use crate::dims::numpy_name;
 use crate::errors::{BindingError, DTypeError, ShapeError, to_py};
@@ -141,12 +142,37 @@ impl ArrayView<'_> {
     }
 }
 
-/// A bound array kept alive by the parameter store, with how it looked when it was bound.
+/// A bound array kept alive by the parameter store, and pinned in place (see [`pin`]).
 struct BorrowedArray {
+    #[allow(dead_code)] // held for its reference, never read
     obj: Py<PyAny>,
-    ptr: usize,
-    shape: Vec<usize>,
-    dtype: DType,
+    #[allow(dead_code)] // held for its effect on numpy, never read
+    pins: Pins,
+}
+
+/// Weak references that keep arrays where they are (held for their effect on numpy).
+pub struct Pins(#[allow(dead_code)] Vec<Py<PyWeakrefReference>>);
+
+/// Pins the memory `arr` reads: a weak reference to `arr` and to every ndarray it is a view
+/// of. numpy refuses to resize (reallocate) an array that has weak references, even with
+/// `refcheck=False`, so while the pins live a run can read the memory with the GIL released.
+/// (A buffer export would not do: `resize(refcheck=False)` ignores exports.)
+pub fn pin(arr: &Bound<'_, PyAny>) -> PyResult<Pins> {
+    let mut pins = Vec::new();
+    let mut cur = arr.clone();
+    // The chain of bases is short (a view of a view of the owner); bounded all the same.
+    for _ in 0..64 {
+        if cur.cast::<PyUntypedArray>().is_err() {
+            break;
+        }
+        pins.push(PyWeakrefReference::new(&cur)?.unbind());
+        let base = cur.getattr(intern!(cur.py(), "base"))?;
+        if base.is_none() {
+            break;
+        }
+        cur = base;
+    }
+    Ok(Pins(pins))
 }
 
 /// A param checked and ready to go into the store.
@@ -210,13 +236,11 @@ fn commit(store: &ParamStore, p: Prepared<'_>) -> PyResult<()> {
     let v = p.view;
     let owner = BorrowedArray {
         obj: v.arr.clone().into_any().unbind(),
-        ptr: v.ptr as usize,
-        shape: v.shape.clone(),
-        dtype: v.dtype,
+        pins: pin(v.arr.as_any())?,
     };
     // SAFETY: `view` checked dtype, shape, contiguity and alignment; the store keeps `owner` (a
-    // reference to the array) while the slot holds the pointer, and `check_borrowed` catches a
-    // resize before the next run.
+    // reference to the array, and pins that stop numpy from reallocating it) while the slot
+    // holds the pointer.
     unsafe { store.set_borrowed(&p.name, v.dtype, &v.shape, v.ptr, Box::new(owner)) }.map_err(to_py)
 }
 
@@ -261,33 +285,24 @@ pub fn bind_param(
     commit(store, prepare(store, name, obj, copy)?)
 }
 
-/// Before a run: every borrowed array must still have the data pointer, shape and dtype it had
-/// when bound (`arr.resize(..., refcheck=False)` can move or free its memory).
-pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
-    // Unbound params are reported by the run itself, with every missing name.
-    let Ok(slots) = store.snapshot() else {
-        return Ok(());
-    };
-    for (spec, slot) in store.specs().iter().zip(&slots) {
-        let ParamStorage::Borrowed { owner, .. } = &slot.storage else {
+/// Before a run: a bound bool param must still hold only 0 and 1 (a uint8 view of the same
+/// memory can write other bytes, which are not valid Rust bools). Memory cannot move: bound
+/// arrays are pinned (see [`pin`]). Costs nothing for graphs without bool params.
+pub fn check_borrowed(store: &ParamStore) -> PyResult<()> {
+    for (i, spec) in store.specs().iter().enumerate() {
+        if spec.dtype != DType::Bool {
+            continue;
+        }
+        let Some(slot) = store.slot(i) else {
             continue;
         };
-        let Some(b) = owner.downcast_ref::<BorrowedArray>() else {
-            continue;
-        };
-        let arr = b.obj.bind(py).cast::<PyUntypedArray>()?;
-        let same = data_ptr(arr) as usize == b.ptr
-            && arr.shape() == b.shape.as_slice()
-            && rlx_dtype(arr) == Some(b.dtype);
-        if !same {
-            return Err(BindingError::new_err(format!(
-                "param `{}`: the bound numpy array changed since it was bound (now shape {:?}, \
-                 dtype {}; was {:?} {}), e.g. by arr.resize(..., refcheck=False); bind it again",
-                spec.name,
-                arr.shape(),
-                arr.dtype(),
-                b.shape,
-                numpy_name(b.dtype)
+        // SAFETY: the slot holds numel bytes (checked at bind; pinned since).
+        let bytes = unsafe { slice::<u8>(slot.as_ptr(), spec.numel) };
+        if bytes.iter().any(|b| *b > 1) {
+            return Err(DTypeError::new_err(format!(
+                "param `{}`: the bound bool array now holds bytes other than 0 and 1 (written \
+                 through another view); bind a valid bool array again",
+                spec.name
             )));
         }
     }

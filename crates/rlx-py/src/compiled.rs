@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use rlx_runtime::{CompiledGraph, HostData, TensorRef};
 
-use crate::arrays::{ArrayView, bind_param, check_borrowed, output_to_py, view};
+use crate::arrays::{ArrayView, bind_param, check_borrowed, output_to_py, pin, view};
 use crate::dims::binding_to_py;
 use crate::errors::{BindingError, to_py};
 use crate::manifest::PyBindingManifest;
@@ -105,7 +105,14 @@ impl PyCompiledGraph {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let views = self.views(inputs, kwargs)?;
-        check_borrowed(py, self.graph.params())?;
+        check_borrowed(self.graph.params())?;
+        // Inputs are read in place with the GIL released: pinned so that another thread cannot
+        // resize (reallocate) one until this call returns.
+        let _pins = views
+            .iter()
+            .filter_map(|(_, v)| v.as_ref())
+            .map(|v| pin(v.arr.as_any()))
+            .collect::<PyResult<Vec<_>>>()?;
         let unknown = TensorRef {
             data: HostData::F32(&[]),
             shape: None,

@@ -284,6 +284,15 @@ impl ParamStore {
             .collect()
     }
 
+    /// Slot `i` as it is now.
+    pub fn slot(&self, i: usize) -> Option<Arc<ParamData>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)?
+            .clone()
+    }
+
     /// Every slot as it is now, bound or not.
     pub fn bound_slots(&self) -> Vec<Option<Arc<ParamData>>> {
         self.slots.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -16,7 +16,7 @@ use crate::cpu::vmath::bias_act_block;
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
 const KC: usize = 256;
 /// Rows of one task's block (rounded to the kernel's row count).
-const MC: usize = 64;
+const MC: usize = 128;
 /// Multiply-adds below which a product runs as one task on the calling thread.
 const MIN_PARALLEL_MACS: usize = 1 << 16;
 /// Tasks per thread the split aims for, so work stealing can even out uneven blocks.
