@@ -263,6 +263,58 @@ mod probe {
                 flops / all / 1e9,
                 pack * 1e6
             );
+            // The parts of one task, repeated for every task, on this thread.
+            let kern = gemm::kernel(isa);
+            let tasks = batch * heads * seq.div_ceil(QB);
+            let mut p = vec![0.0f32; QB * seq];
+            let time = |f: &mut dyn FnMut()| {
+                let t = std::time::Instant::now();
+                for _ in 0..tasks {
+                    f();
+                }
+                t.elapsed().as_secs_f64() * 1e6
+            };
+            let scores = time(&mut || unsafe {
+                let job = GemmJob {
+                    m: QB,
+                    n: seq,
+                    k: d,
+                    a: x.as_ptr(),
+                    lda: width,
+                    b: BSource::Panels { ptr: keys.as_ptr() },
+                    c: p.as_mut_ptr(),
+                    ldc: seq,
+                    bias: None,
+                    act: None,
+                };
+                gemm::driver::run_serial(kern, &job)
+            });
+            let soft = time(&mut || {
+                for row in p.chunks_mut(seq) {
+                    vmath::softmax_row(isa, row, seq, None, 0.17);
+                }
+            });
+            let mix = time(&mut || unsafe {
+                let job = GemmJob {
+                    m: QB,
+                    n: d,
+                    k: seq,
+                    a: p.as_ptr(),
+                    lda: seq,
+                    b: BSource::Rows {
+                        ptr: x.as_ptr(),
+                        ld: width,
+                    },
+                    c: out.as_mut_ptr(),
+                    ldc: width,
+                    bias: None,
+                    act: None,
+                };
+                gemm::driver::run_serial(kern, &job)
+            });
+            println!(
+                "   one thread, all tasks: scores {scores:.0} us, softmax {soft:.0} us, p.v {mix:.0} us"
+            );
         }
     }
 }

@@ -88,9 +88,31 @@ fn map2<A: Copy + Sync, B: Copy + Sync, O: Send>(
     }
     let (ta, tb) = (broadcast_strides(sa, so), broadcast_strides(sb, so));
     for_rows(out, so, [&ta, &tb], |row, [(ao, ai), (bo, bi)]| {
-        row.iter_mut()
-            .enumerate()
-            .for_each(|(j, o)| *o = f(a[ao + j * ai], b[bo + j * bi]));
+        let n = row.len();
+        // Contiguous or broadcast rows as plain slices, so the loops vectorize.
+        match (ai, bi) {
+            (1, 1) => row
+                .iter_mut()
+                .zip(&a[ao..ao + n])
+                .zip(&b[bo..bo + n])
+                .for_each(|((o, x), y)| *o = f(*x, *y)),
+            (1, 0) => {
+                let y = b[bo];
+                row.iter_mut()
+                    .zip(&a[ao..ao + n])
+                    .for_each(|(o, x)| *o = f(*x, y))
+            }
+            (0, 1) => {
+                let x = a[ao];
+                row.iter_mut()
+                    .zip(&b[bo..bo + n])
+                    .for_each(|(o, y)| *o = f(x, *y))
+            }
+            _ => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, o)| *o = f(a[ao + j * ai], b[bo + j * bi])),
+        }
     });
 }
 
@@ -108,7 +130,16 @@ pub fn binary<T: Num>(
     out: &mut [T],
     so: &[usize],
 ) {
-    map2(a, sa, b, sb, out, so, |x, y| T::binary(op, x, y));
+    // One instance per op, so the op is a constant inside the loop rather than a per-element
+    // match.
+    macro_rules! per_op {
+        ($($op:ident),*) => {
+            match op {
+                $(BinaryOp::$op => map2(a, sa, b, sb, out, so, |x, y| T::binary(BinaryOp::$op, x, y)),)*
+            }
+        };
+    }
+    per_op!(Add, Sub, Mul, Div, Pow, Max, Min);
 }
 
 pub fn compare<T: Num>(

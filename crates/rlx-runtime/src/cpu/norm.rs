@@ -91,26 +91,6 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, d: usize, out: &mut [f32]) {
         });
 }
 
-/// Sum with eight independent accumulators, so the loop vectorizes (a single running sum
-/// forces strict left-to-right order).
-#[inline(always)]
-pub fn sum(xs: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let body = xs.len() - xs.len() % 8;
-    let mut i = 0;
-    while i < body {
-        for j in 0..8 {
-            acc[j] += xs[i + j];
-        }
-        i += 8;
-    }
-    let mut tail = 0.0;
-    for x in &xs[body..] {
-        tail += x;
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Softmax of one attention row in place (see `vmath::softmax_row`, with scale 1).
 pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>) {
     super::vmath::softmax_row(isa, row, live, add, 1.0)

@@ -134,37 +134,67 @@ pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>, 
     dead.fill(0.0);
     let add = add.map(|a| &a[..row.len()]);
     // SAFETY: an ISA is only chosen on a CPU that has it.
-    let max = unsafe {
+    unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => scale_max_avx512(row, add, scale),
+            Isa::Avx512 => softmax_avx512(row, add, scale),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => scale_max_avx2(row, add, scale),
-            _ => scale_max_v::<Scalar>(row, add, scale),
+            Isa::Avx2 => softmax_avx2(row, add, scale),
+            _ => softmax_v::<Scalar>(row, add, scale),
         }
-    };
-    let no_key =
-        || row.is_empty() || add.is_some_and(|a| a.iter().all(|x| *x == f32::NEG_INFINITY));
-    if max == f32::NEG_INFINITY && no_key() {
-        row.fill(0.0);
-        return;
     }
-    row.iter_mut().for_each(|x| *x -= max);
-    unary_in_place(isa, UnaryOp::Exp, row);
-    let inv = 1.0 / super::norm::sum(row);
-    row.iter_mut().for_each(|x| *x *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scale_max_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
-    unsafe { scale_max_v::<V512>(row, add, scale) }
+unsafe fn softmax_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+    unsafe { softmax_v::<V512>(row, add, scale) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scale_max_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
-    unsafe { scale_max_v::<V256>(row, add, scale) }
+unsafe fn softmax_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+    unsafe { softmax_v::<V256>(row, add, scale) }
+}
+
+/// One softmax row, three vector passes: scale + shift + max, exp + sum, normalize.
+#[inline(always)]
+unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+    // SAFETY: every pointer below stays inside `row`.
+    unsafe {
+        let max = scale_max_v::<V>(row, add, scale);
+        let no_key =
+            || row.is_empty() || add.is_some_and(|a| a.iter().all(|x| *x == f32::NEG_INFINITY));
+        if max == f32::NEG_INFINITY && no_key() {
+            row.fill(0.0);
+            return;
+        }
+        let (n, p) = (row.len(), row.as_mut_ptr());
+        let body = n - n % V::N;
+        let (mv, mut acc, mut tail) = (V::splat(max), V::splat(0.0), 0.0f32);
+        let mut j = 0;
+        while j < body {
+            let e = exp_v(V::load(p.add(j)).sub(mv));
+            e.store(p.add(j));
+            acc = acc.add(e);
+            j += V::N;
+        }
+        for j in body..n {
+            let e = math::exp(*p.add(j) - max);
+            *p.add(j) = e;
+            tail += e;
+        }
+        let inv = 1.0 / (hsum(acc) + tail);
+        let iv = V::splat(inv);
+        let mut j = 0;
+        while j < body {
+            V::load(p.add(j)).mul(iv).store(p.add(j));
+            j += V::N;
+        }
+        for j in body..n {
+            *p.add(j) *= inv;
+        }
+    }
 }
 
 /// `row[j] = row[j] * scale + add[j]`, returning the row's maximum (vector lanes, then their
