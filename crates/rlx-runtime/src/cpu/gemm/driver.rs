@@ -156,7 +156,14 @@ unsafe fn block(
 ) {
     let (nr, mr) = (kern.nr, kern.mr);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
+        let last = panels.end;
         for j in panels {
+            // Weights stream from memory once per call: the next panel is prefetched a
+            // piece per row tile while this one is computed, so no tile waits on DRAM.
+            let next = match job.b {
+                BSource::Packed(p) if j + 1 < last => Some(p.panel(j + 1)),
+                _ => None,
+            };
             let c0 = j * nr;
             let cols = (job.n - c0).min(nr);
             // SAFETY (whole block): the job's contract covers every pointer formed here.
@@ -177,7 +184,7 @@ unsafe fn block(
                     ),
                 };
                 if cols == nr {
-                    full_panel(kern, job, rows.clone(), bp, ldb, c0);
+                    full_panel(kern, job, rows.clone(), bp, ldb, c0, next);
                 } else {
                     tile_buf.resize(mr * nr, 0.0);
                     for r0 in rows.clone().step_by(mr) {
@@ -206,6 +213,21 @@ unsafe fn block(
     });
 }
 
+/// Hints the CPU to bring `len` floats at `p` into cache (no effect on correctness).
+fn prefetch(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(16) {
+        // SAFETY: a prefetch never faults; the addresses lie inside the panel anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.add(off) as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1.
 unsafe fn full_panel(
     kern: &MicroKernel,
@@ -214,13 +236,27 @@ unsafe fn full_panel(
     bp: *const f32,
     ldb: usize,
     c0: usize,
+    next: Option<*const f32>,
 ) {
     let mr = kern.mr;
     // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
     let blocks = job.k.div_ceil(KC).max(1);
+    let tiles = blocks * rows.len().div_ceil(mr);
+    let piece = (job.k * kern.nr).div_ceil(tiles.max(1)).div_ceil(16) * 16;
+    let mut fetched = 0;
     for kb in 0..blocks {
         let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
         for r0 in rows.clone().step_by(mr) {
+            if let Some(n) = next
+                && fetched < job.k * kern.nr
+            {
+                // SAFETY: the next panel holds k * nr floats; fetched < that.
+                prefetch(
+                    unsafe { n.add(fetched) },
+                    piece.min(job.k * kern.nr - fetched),
+                );
+                fetched += piece;
+            }
             let h = (rows.end - r0).min(mr);
             // SAFETY: inside the job's a, b and c (caller's contract).
             unsafe {

@@ -208,3 +208,32 @@ fn probe_linear_speed() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing probe"]
+fn probe_cold_weights() {
+    let pool = crate::cpu::thread_pool(None).unwrap();
+    let isa = Isa::best();
+    let (m, k, n) = (128, 384, 1536);
+    let x = data(m * k, 1);
+    let ws: Vec<PackedB> = (0..24)
+        .map(|s| PackedB::new(&data(k * n, s + 2), k, n, false, kernel(isa).nr).unwrap())
+        .collect();
+    let mut out = vec![0.0f32; m * n];
+    let spec = LinearSpec { k, n, act: None };
+    for cold in [false, true] {
+        let t = std::time::Instant::now();
+        let reps = 240;
+        pool.install(|| {
+            for r in 0..reps {
+                let w = if cold { &ws[r % ws.len()] } else { &ws[0] };
+                linear(isa, &x, Weight::Packed(w), None, &spec, &mut out);
+            }
+        });
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "cold={cold}: {:.1} GFLOP/s",
+            2.0 * (m * k * n) as f64 / s / 1e9
+        );
+    }
+}
