@@ -242,7 +242,9 @@ unsafe fn full_panel(
     // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
     let blocks = job.k.div_ceil(KC).max(1);
     let tiles = blocks * rows.len().div_ceil(mr);
-    let piece = (job.k * kern.nr).div_ceil(tiles.max(1)).div_ceil(16) * 16;
+    // At most 32 lines per tile: with few rows the tiles are short, and a bigger burst of
+    // prefetches stalls them (the hardware prefetcher already streams small-M products).
+    let piece = ((job.k * kern.nr).div_ceil(tiles.max(1)).div_ceil(16) * 16).min(512);
     let mut fetched = 0;
     for kb in 0..blocks {
         let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
