@@ -56,6 +56,11 @@ pub struct GemmJob<'a> {
 unsafe impl Send for GemmJob<'_> {}
 unsafe impl Sync for GemmJob<'_> {}
 
+/// Multiply-adds of one job.
+fn macs(job: &GemmJob) -> usize {
+    job.m.saturating_mul(job.n).saturating_mul(job.k.max(1))
+}
+
 /// How one job is cut: `mc` rows by `g` panels per task.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Split {
@@ -69,14 +74,14 @@ impl Split {
     fn new(job: &GemmJob, kern: &MicroKernel, threads: usize) -> Split {
         let panels = job.n.div_ceil(kern.nr).max(1);
         let round = |v: usize| v.div_ceil(kern.mr).max(1) * kern.mr;
-        let mut mc = round(MC);
-        let macs = job.m.saturating_mul(job.n).saturating_mul(job.k.max(1));
-        if threads <= 1 || macs < MIN_PARALLEL_MACS {
-            mc = round(job.m.max(1));
+        // Row blocks even on one thread: a block's A rows stay in L2 while every panel of B
+        // passes over them (one block of 4096 rows would stream A from memory per panel).
+        let mut mc = round(MC).min(round(job.m.max(1)));
+        if threads <= 1 || macs(job) < MIN_PARALLEL_MACS {
             return Split {
                 mc,
                 g: panels,
-                m_blocks: 1,
+                m_blocks: job.m.div_ceil(mc).max(1),
                 n_groups: 1,
             };
         }
@@ -125,7 +130,8 @@ pub unsafe fn run(kern: &MicroKernel, jobs: &[GemmJob]) {
             t -= s.tasks();
         }
     };
-    if total <= 1 || threads <= 1 {
+    let small = jobs.iter().all(|j| macs(j) < MIN_PARALLEL_MACS);
+    if threads <= 1 || total <= 1 || small {
         (0..total).for_each(task);
     } else {
         (0..total).into_par_iter().for_each(task);
