@@ -65,7 +65,7 @@ pub struct AttnSpec {
 
 /// Queries per task: a block's scores (`QB x sk`) stay in L1/L2 and batch 1 still has
 /// `heads x seq / QB` tasks to spread over the cores.
-const QB: usize = 32;
+const QB: usize = 64;
 /// The widest micro-kernel panel (AVX-512: 32 columns).
 const MAX_NR: usize = 32;
 
@@ -103,8 +103,8 @@ pub fn attention(
     })
 }
 
-/// Every head's keys as `k^T` panels: head (b, h) at `(b * heads + h) * head_len`, panel j
-/// holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
+/// Every head's keys, times the softmax scale, as `k^T` panels: head (b, h) at
+/// `(b * heads + h) * head_len`, panel j holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
 /// as they are: the score GEMM computes them into its edge tile and never stores them.
 fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
     let head_len = s.sk.div_ceil(nr) * nr * s.d;
@@ -126,9 +126,10 @@ fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
                     let at = base + (jp * nr + c) * lk.row_stride;
                     *row = &k[at..at + s.d];
                 }
+                // The softmax scale is applied here, once per key, not once per score.
                 for (p, out) in panel.chunks_mut(nr).enumerate() {
                     for (o, row) in out.iter_mut().zip(&rows[..cols]) {
-                        *o = row[p];
+                        *o = row[p] * s.scale;
                     }
                 }
             }
@@ -185,10 +186,11 @@ fn blocks_of_queries(
                     gemm::driver::run_serial(kern, &scores);
                 }
                 let add = mask.map(|m| &m[b * sk..b * sk + n]);
-                for (r, row) in p.chunks_mut(n.max(1)).enumerate() {
+                let mut norm = [0.0f32; QB];
+                for (r, row) in p.chunks_mut(n.max(1)).enumerate().take(i1 - i0) {
                     let i = i0 + r;
                     let live = if s.causal { causal_live(i, sq, sk) } else { sk };
-                    vmath::softmax_row(kern.isa, row, live.min(n), add, s.scale);
+                    norm[r] = vmath::softmax_row_unnormalized(kern.isa, row, live.min(n), add, 1.0);
                 }
                 let o = ptr.get().add(lo.at(b, h) + i0 * lo.row_stride);
                 let mix = GemmJob {
@@ -207,6 +209,11 @@ fn blocks_of_queries(
                     act: None,
                 };
                 gemm::driver::run_serial(kern, &mix);
+                // Softmax's last step on the dv-wide output rows (p holds exp(x - max)).
+                for (r, f) in norm.iter().enumerate().take(i1 - i0) {
+                    let row = std::slice::from_raw_parts_mut(o.add(r * lo.row_stride), dv);
+                    row.iter_mut().for_each(|x| *x *= f);
+                }
             }
         });
     };

@@ -130,6 +130,20 @@ unsafe fn block_v<V: F32s>(
 /// bias, or -inf for a masked key). A row with no key to attend becomes all zeros; NaN scores
 /// give NaN.
 pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>, scale: f32) {
+    let inv = softmax_row_unnormalized(isa, row, live, add, scale);
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// As [`softmax_row`] without the last pass: the row holds `exp(x - max)` and the returned
+/// factor (`1 / sum`, 0 for a row with no key) normalizes it. Attention applies the factor to
+/// its `dv`-wide output row instead of the `sk`-wide score row.
+pub fn softmax_row_unnormalized(
+    isa: Isa,
+    row: &mut [f32],
+    live: usize,
+    add: Option<&[f32]>,
+    scale: f32,
+) -> f32 {
     let (row, dead) = row.split_at_mut(live.min(row.len()));
     dead.fill(0.0);
     let add = add.map(|a| &a[..row.len()]);
@@ -147,19 +161,19 @@ pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>, 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn softmax_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+unsafe fn softmax_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
     unsafe { softmax_v::<V512>(row, add, scale) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+unsafe fn softmax_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
     unsafe { softmax_v::<V256>(row, add, scale) }
 }
 
-/// One softmax row, three vector passes: scale + shift + max, exp + sum, normalize.
+/// One softmax row, two vector passes: scale + shift + max, then exp + sum; returns 1 / sum.
 #[inline(always)]
-unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
+unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
     // SAFETY: every pointer below stays inside `row`.
     unsafe {
         let max = scale_max_v::<V>(row, add, scale);
@@ -167,14 +181,14 @@ unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
             || row.is_empty() || add.is_some_and(|a| a.iter().all(|x| *x == f32::NEG_INFINITY));
         if max == f32::NEG_INFINITY && no_key() {
             row.fill(0.0);
-            return;
+            return 0.0;
         }
         let (n, p) = (row.len(), row.as_mut_ptr());
         let body = n - n % V::N;
         let (mv, mut acc, mut tail) = (V::splat(max), V::splat(0.0), 0.0f32);
         let mut j = 0;
         while j < body {
-            let e = exp_v(V::load(p.add(j)).sub(mv));
+            let e = exp_nonpositive_v(V::load(p.add(j)).sub(mv));
             e.store(p.add(j));
             acc = acc.add(e);
             j += V::N;
@@ -184,16 +198,7 @@ unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) {
             *p.add(j) = e;
             tail += e;
         }
-        let inv = 1.0 / (hsum(acc) + tail);
-        let iv = V::splat(inv);
-        let mut j = 0;
-        while j < body {
-            V::load(p.add(j)).mul(iv).store(p.add(j));
-            j += V::N;
-        }
-        for j in body..n {
-            *p.add(j) *= inv;
-        }
+        1.0 / (hsum(acc) + tail)
     }
 }
 
@@ -549,6 +554,25 @@ unsafe fn exp_v<V: F32s>(x: V) -> V {
     }
 }
 
+/// `exp(x)` for `x <= 0` (softmax after the max is taken): no overflow to handle, and below
+/// -87 the result is flushed to 0 by a clamp. NaN propagates (through the clamp's order).
+#[inline(always)]
+unsafe fn exp_nonpositive_v<V: F32s>(x: V) -> V {
+    unsafe {
+        let c = x.at_least(V::splat(-87.0));
+        let r = c.fma(V::splat(std::f32::consts::LOG2_E), V::splat(12_582_912.0));
+        let n = r.sub(V::splat(12_582_912.0));
+        let g = n.fma(V::splat(-0.693_359_4), c);
+        let g = n.fma(V::splat(2.121_944_4e-4), g);
+        let mut p = V::splat(1.0 / 720.0);
+        for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = p.fma(g, V::splat(k));
+        }
+        // Below -87 (and for -inf) c = -87: e^-87 is 1.6e-38, which the select makes exactly 0.
+        x.select_lt(V::splat(-87.0), V::splat(0.0), p.mul(r.pow2_of_rounded()))
+    }
+}
+
 /// `math::erfc` on a vector.
 #[inline(always)]
 unsafe fn erfc_v<V: F32s>(x: V) -> V {
@@ -765,6 +789,51 @@ impl F32s for V256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_rows_match_f64_on_every_isa() {
+        let n = 75;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 29 % 17) as f32 - 8.0) * 1.7).collect();
+        let mut mask = vec![0.0f32; n];
+        mask[3] = f32::NEG_INFINITY;
+        mask[40] = f32::NEG_INFINITY;
+        for isa in Isa::available() {
+            for (live, add) in [
+                (n, None),
+                (n, Some(&mask[..])),
+                (50, Some(&mask[..])),
+                (1, None),
+            ] {
+                let mut row = x.clone();
+                softmax_row(isa, &mut row, live, add, 0.5);
+                let e: Vec<f64> = (0..live)
+                    .map(|j| f64::from(x[j]) * 0.5 + add.map_or(0.0, |a| f64::from(a[j])))
+                    .collect();
+                let max = e.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = e.iter().map(|v| (v - max).exp()).sum();
+                for j in 0..n {
+                    let want = if j < live {
+                        (e[j] - max).exp() / sum
+                    } else {
+                        0.0
+                    };
+                    assert!(
+                        (f64::from(row[j]) - want).abs() < 1e-6,
+                        "{isa} live={live} [{j}] {} vs {want}",
+                        row[j]
+                    );
+                }
+            }
+            // Every key masked: zeros, not NaN; a NaN score: NaN.
+            let mut row = x.clone();
+            softmax_row(isa, &mut row, n, Some(&vec![f32::NEG_INFINITY; n]), 1.0);
+            assert!(row.iter().all(|v| *v == 0.0), "{isa}");
+            let mut row = x.clone();
+            row[7] = f32::NAN;
+            softmax_row(isa, &mut row, n, None, 1.0);
+            assert!(row.iter().all(|v| v.is_nan()), "{isa}");
+        }
+    }
 
     #[test]
     fn add_norm_rows_match_f64_on_every_isa() {
