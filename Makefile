@@ -47,6 +47,7 @@ bench-setup: ## install the benchmark-only peers (OpenVINO); not part of setup, 
 bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, OpenVINO (OpenBLAS overrides unset)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_gemm.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_minilm.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_overhead.py
 
 lint: ## rustfmt and clippy
 	$(CARGO) fmt --all -- --check

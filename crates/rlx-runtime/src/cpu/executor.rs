@@ -44,7 +44,13 @@ pub struct CpuExecutable {
     packs: Vec<PackEntry>,
     /// For each buffer, its entry in `packs` when it is a packed weight.
     packed_index: Vec<Option<usize>>,
+    /// Little enough work to run on the calling thread (see `INLINE_WORK`).
+    inline: bool,
 }
+
+/// Estimated work (multiply-adds, plus 32 per element other kernels write) below which a
+/// run stays on the calling thread: about 15 us on one core, less than a pool hand-off.
+const INLINE_WORK: usize = 1 << 21;
 
 /// A param that linears read as a `[k, n]` B operand (stored `[n, k]` when transposed).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,6 +125,7 @@ impl CpuExecutable {
         let arenas = ArenaPool::new(plan.size);
         // One arena up front, touched now: the first run pays no allocation or page faults.
         arenas.give_back(arenas.take()?);
+        let inline = work(&lir, &shapes) < INLINE_WORK;
         let (packs, packed_index) = if prepack {
             weights_to_pack(&lir, &shapes, &places)
         } else {
@@ -133,6 +140,7 @@ impl CpuExecutable {
             pool,
             pool_pid: std::process::id(),
             profile: std::env::var("RLX_PROFILE").is_ok_and(|v| v == "1"),
+            inline,
             isa,
             packs,
             packed_index,
@@ -453,6 +461,32 @@ fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
     x.cast()
 }
 
+/// Estimated work of one run: multiply-adds of the products, 32 per element written by the
+/// other kernels (an elementwise op costs about as much as 32 multiply-adds in a GEMM).
+fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
+    let numel = |b: BufferId| shapes[b.index()].iter().product::<usize>();
+    lir.kernels.iter().fold(0usize, |acc, k| {
+        let out = numel(k.output);
+        let inner = match &k.op {
+            KernelOp::Compute(ComputeOp::MatMul | ComputeOp::Linear { .. })
+            | KernelOp::Compute(ComputeOp::LinearGroup { .. }) => {
+                shapes[k.inputs[0].index()].last().copied().unwrap_or(1)
+            }
+            KernelOp::Compute(ComputeOp::Attention { .. } | ComputeOp::AttentionPacked { .. }) => {
+                // Scores and mix: about 2 * keys * head_dim per output element.
+                let kshape = &shapes[k.inputs[1].index()];
+                2 * kshape
+                    .get(kshape.len().wrapping_sub(2))
+                    .copied()
+                    .unwrap_or(1)
+                    * 32
+            }
+            _ => 32,
+        };
+        acc.saturating_add(out.saturating_mul(inner))
+    })
+}
+
 /// The param buffers that linears read as weights, and each buffer's entry among them.
 fn weights_to_pack(
     lir: &LirModule,
@@ -553,12 +587,7 @@ impl Executable for CpuExecutable {
                 .collect(),
             packed,
         );
-        let pool = if std::process::id() == self.pool_pid {
-            self.pool.clone()
-        } else {
-            super::thread_pool(Some(self.pool.current_num_threads()))?
-        };
-        let result = pool.install(|| {
+        let body = || {
             if self.profile {
                 return self.run_profiled(&addrs);
             }
@@ -568,7 +597,19 @@ impl Executable for CpuExecutable {
                 }
                 self.run_kernel(k, &addrs)
             })
-        });
+        };
+        // A small graph runs on the calling thread: handing it to the pool and waking a worker
+        // costs more (~20 us) than the whole run.
+        let local = if self.inline {
+            super::pool::on_caller_thread(body)
+        } else {
+            None
+        };
+        let result = match local {
+            Some(r) => r,
+            None if std::process::id() == self.pool_pid => self.pool.install(body),
+            None => super::thread_pool(Some(self.pool.current_num_threads()))?.install(body),
+        };
         self.arenas.give_back(arena);
         result.map(|()| outputs)
     }

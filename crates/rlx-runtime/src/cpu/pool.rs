@@ -59,6 +59,21 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     Ok(pool)
 }
 
+/// Runs `f` in a one-thread pool whose only worker is the calling thread: `install` runs in
+/// place and every parallel loop inside runs sequentially, with no hand-off to another thread.
+/// One such pool per calling thread, dropped with it. `None` (and `f` not run) where it cannot
+/// be made: the thread already belongs to a rayon pool.
+pub fn on_caller_thread<R: Send>(f: impl FnOnce() -> R + Send) -> Option<R> {
+    thread_local! {
+        static LOCAL: Option<ThreadPool> = ThreadPoolBuilder::new()
+            .num_threads(1)
+            .use_current_thread()
+            .build()
+            .ok();
+    }
+    LOCAL.with(|pool| pool.as_ref().map(|p| p.install(f)))
+}
+
 /// Physical cores among the CPUs this process may run on (Linux sysfs topology), never more
 /// than `available_parallelism`; the latter where the topology cannot be read.
 pub fn default_threads() -> usize {
