@@ -11,7 +11,8 @@ use rlx_ir::{ComputeOp, DType, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
-use super::gemm::{PackedB, Weight};
+use super::executor_plan::{INLINE_WORK, PackEntry, weights_to_pack, work};
+use super::gemm::PackedB;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, elementwise, gemm, layout, norm, reduce};
@@ -20,7 +21,7 @@ use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorDat
 
 /// Where a buffer's bytes live during a run.
 #[derive(Debug, Clone, Copy)]
-enum Place {
+pub(super) enum Place {
     Input(usize),
     Param(usize),
     Arena(usize),
@@ -41,29 +42,16 @@ pub struct CpuExecutable {
     profile: bool,
     pub(super) isa: Isa,
     /// Weights read from panels packed once per bound param (empty with `prepack = false`).
-    packs: Vec<PackEntry>,
+    pub(super) packs: Vec<PackEntry>,
     /// For each buffer, its entry in `packs` when it is a packed weight.
-    packed_index: Vec<Option<usize>>,
+    pub(super) packed_index: Vec<Option<usize>>,
     /// Little enough work to run on the calling thread (see `INLINE_WORK`).
     inline: bool,
 }
 
-/// Estimated work (multiply-adds, plus 32 per element other kernels write) below which a
-/// run stays on the calling thread: about 15 us on one core, less than a pool hand-off.
-const INLINE_WORK: usize = 1 << 21;
-
-/// A param that linears read as a `[k, n]` B operand (stored `[n, k]` when transposed).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct PackEntry {
-    param: usize,
-    k: usize,
-    n: usize,
-    transposed: bool,
-}
-
 /// Buffer addresses of one run (raw pointers so kernels can borrow several at once), and the
 /// packed panels of its weights, indexed like `CpuExecutable::packs`.
-pub(super) struct Addrs(pub(super) Vec<*mut u8>, Vec<Arc<PackedB>>);
+pub(super) struct Addrs(pub(super) Vec<*mut u8>, pub(super) Vec<Arc<PackedB>>);
 // SAFETY: the addresses point into memory that outlives the run (inputs and params borrowed by
 // `execute`, the run's own arena and outputs); the schedule never writes a buffer while a
 // kernel reads it (the verifier and the arena plan guarantee disjointness).
@@ -144,40 +132,6 @@ impl CpuExecutable {
             isa,
             packs,
             packed_index,
-        })
-    }
-
-    /// The weight `b` as a GEMM operand: its packed panels, or the bound array itself.
-    ///
-    /// # Safety
-    /// As `get`.
-    pub(super) unsafe fn weight<'a>(
-        &self,
-        addrs: &'a Addrs,
-        b: BufferId,
-        transposed: bool,
-    ) -> Weight<'a> {
-        match self.packed_index[b.index()] {
-            Some(e) => Weight::Packed(&addrs.1[e]),
-            // SAFETY: forwarded.
-            None => Weight::Raw {
-                w: unsafe { self.get(addrs, b) },
-                transposed,
-            },
-        }
-    }
-
-    /// The packed panels of entry `e`'s weight, built the first time any variant asks.
-    fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Arc<PackedB>> {
-        let nr = super::gemm::kernel(self.isa).nr;
-        let key = ("gemm_b", ((nr as u64) << 1) | u64::from(e.transposed));
-        data.derived(key, || {
-            // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype
-            // and shape against the manifest this LIR was planned with).
-            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
-            let p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
-            let bytes = p.bytes();
-            Ok((p, bytes))
         })
     }
 
@@ -459,77 +413,6 @@ fn dim_value(d: &rlx_ir::Dim) -> Result<usize> {
 /// Non-zero test used for masks of any dtype.
 fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
     x.cast()
-}
-
-/// Estimated work of one run: multiply-adds of the products, 32 per element written by the
-/// other kernels (an elementwise op costs about as much as 32 multiply-adds in a GEMM).
-fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
-    let numel = |b: BufferId| shapes[b.index()].iter().product::<usize>();
-    lir.kernels.iter().fold(0usize, |acc, k| {
-        let out = numel(k.output);
-        let inner = match &k.op {
-            KernelOp::Compute(ComputeOp::MatMul | ComputeOp::Linear { .. })
-            | KernelOp::Compute(ComputeOp::LinearGroup { .. }) => {
-                shapes[k.inputs[0].index()].last().copied().unwrap_or(1)
-            }
-            KernelOp::Compute(ComputeOp::Attention { .. } | ComputeOp::AttentionPacked { .. }) => {
-                // Scores and mix: about 2 * keys * head_dim per output element.
-                let kshape = &shapes[k.inputs[1].index()];
-                2 * kshape
-                    .get(kshape.len().wrapping_sub(2))
-                    .copied()
-                    .unwrap_or(1)
-                    * 32
-            }
-            _ => 32,
-        };
-        acc.saturating_add(out.saturating_mul(inner))
-    })
-}
-
-/// The param buffers that linears read as weights, and each buffer's entry among them.
-fn weights_to_pack(
-    lir: &LirModule,
-    shapes: &[Vec<usize>],
-    places: &[Place],
-) -> (Vec<PackEntry>, Vec<Option<usize>>) {
-    let mut packs: Vec<PackEntry> = Vec::new();
-    let mut index = vec![None; lir.buffers.len()];
-    let mut add = |b: BufferId, transposed: bool| {
-        let (Place::Param(param), [r, c]) = (places[b.index()], shapes[b.index()].as_slice())
-        else {
-            return;
-        };
-        let (k, n) = if transposed { (*c, *r) } else { (*r, *c) };
-        let e = PackEntry {
-            param,
-            k,
-            n,
-            transposed,
-        };
-        let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
-            packs.push(e);
-            packs.len() - 1
-        });
-        index[b.index()] = Some(i);
-    };
-    for k in &lir.kernels {
-        match &k.op {
-            KernelOp::Compute(ComputeOp::Linear { transpose_w, .. }) => {
-                add(k.inputs[1], *transpose_w)
-            }
-            KernelOp::Compute(ComputeOp::LinearGroup {
-                parts,
-                has_bias,
-                transpose_w,
-            }) => {
-                let per = if *has_bias { 2 } else { 1 };
-                (0..*parts).for_each(|p| add(k.inputs[1 + p * per], *transpose_w));
-            }
-            _ => {}
-        }
-    }
-    (packs, index)
 }
 
 impl Executable for CpuExecutable {

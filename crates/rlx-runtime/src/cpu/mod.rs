@@ -5,6 +5,7 @@ mod attention;
 mod elementwise;
 mod executor;
 mod executor_fused;
+mod executor_plan;
 mod fused;
 pub mod gemm;
 pub mod isa;

@@ -1,0 +1,244 @@
+//! The vector types of `vmath`: one trait with the operations the activations need, and its
+//! implementations for AVX-512 (16 lanes), AVX2 + FMA (8 lanes) and one plain `f32` lane.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// The operations the activations need, on one vector of `N` lanes.
+pub(super) trait F32s: Copy {
+    const N: usize;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    unsafe fn div(self, o: Self) -> Self;
+    /// `self * a + b`, rounded once.
+    unsafe fn fma(self, a: Self, b: Self) -> Self;
+    /// Lane-wise `max(lo, self)`, keeping NaN lanes of `self`.
+    unsafe fn at_least(self, lo: Self) -> Self;
+    /// Lane-wise `min(hi, self)`, keeping NaN lanes of `self`.
+    unsafe fn at_most(self, hi: Self) -> Self;
+    unsafe fn abs(self) -> Self;
+    /// `if self < b { then } else { other }` per lane (false for NaN).
+    unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self;
+    /// `2^n` for lanes holding `n + 1.5 * 2^23` (the rounding trick of `exp`).
+    unsafe fn pow2_of_rounded(self) -> Self;
+}
+
+/// One-lane stand-in for the portable path of the softmax helpers.
+#[derive(Clone, Copy)]
+pub(super) struct Scalar(pub(super) f32);
+
+impl F32s for Scalar {
+    const N: usize = 1;
+    unsafe fn splat(x: f32) -> Self {
+        Scalar(x)
+    }
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { Scalar(*p) }
+    }
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { *p = self.0 }
+    }
+    unsafe fn add(self, o: Self) -> Self {
+        Scalar(self.0 + o.0)
+    }
+    unsafe fn sub(self, o: Self) -> Self {
+        Scalar(self.0 - o.0)
+    }
+    unsafe fn mul(self, o: Self) -> Self {
+        Scalar(self.0 * o.0)
+    }
+    unsafe fn div(self, o: Self) -> Self {
+        Scalar(self.0 / o.0)
+    }
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        Scalar(self.0.mul_add(a.0, b.0))
+    }
+    unsafe fn at_least(self, lo: Self) -> Self {
+        Scalar(if self.0 < lo.0 { lo.0 } else { self.0 })
+    }
+    unsafe fn at_most(self, hi: Self) -> Self {
+        Scalar(if self.0 > hi.0 { hi.0 } else { self.0 })
+    }
+    unsafe fn abs(self) -> Self {
+        Scalar(self.0.abs())
+    }
+    unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self {
+        if self.0 < b.0 { then } else { other }
+    }
+    unsafe fn pow2_of_rounded(self) -> Self {
+        Scalar(f32::from_bits(
+            (self
+                .0
+                .to_bits()
+                .wrapping_sub(12_582_912.0f32.to_bits())
+                .wrapping_add(127))
+                << 23,
+        ))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct V512(__m512);
+
+// Each method is one intrinsic; the callers are compiled with the ISA's target features.
+#[cfg(target_arch = "x86_64")]
+impl F32s for V512 {
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe { V512(_mm512_set1_ps(x)) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { V512(_mm512_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        unsafe { V512(_mm512_add_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        unsafe { V512(_mm512_sub_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        unsafe { V512(_mm512_mul_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        unsafe { V512(_mm512_div_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        unsafe { V512(_mm512_fmadd_ps(self.0, a.0, b.0)) }
+    }
+    // max_ps / min_ps return their second operand when either is NaN: NaN goes second.
+    #[inline(always)]
+    unsafe fn at_least(self, lo: Self) -> Self {
+        unsafe { V512(_mm512_max_ps(lo.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn at_most(self, hi: Self) -> Self {
+        unsafe { V512(_mm512_min_ps(hi.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        unsafe {
+            let mask = _mm512_set1_epi32(0x7fff_ffff);
+            V512(_mm512_castsi512_ps(_mm512_and_si512(
+                _mm512_castps_si512(self.0),
+                mask,
+            )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self {
+        unsafe {
+            V512(_mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, b.0),
+                other.0,
+                then.0,
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn pow2_of_rounded(self) -> Self {
+        unsafe {
+            let bits = _mm512_castps_si512(self.0);
+            let bias = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32 - 127);
+            V512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(
+                _mm512_sub_epi32(bits, bias),
+            )))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct V256(__m256);
+
+// Each method is one intrinsic; the callers are compiled with the ISA's target features.
+#[cfg(target_arch = "x86_64")]
+impl F32s for V256 {
+    const N: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe { V256(_mm256_set1_ps(x)) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { V256(_mm256_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        unsafe { V256(_mm256_add_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        unsafe { V256(_mm256_sub_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        unsafe { V256(_mm256_mul_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        unsafe { V256(_mm256_div_ps(self.0, o.0)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        unsafe { V256(_mm256_fmadd_ps(self.0, a.0, b.0)) }
+    }
+    // max_ps / min_ps return their second operand when either is NaN: NaN goes second.
+    #[inline(always)]
+    unsafe fn at_least(self, lo: Self) -> Self {
+        unsafe { V256(_mm256_max_ps(lo.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn at_most(self, hi: Self) -> Self {
+        unsafe { V256(_mm256_min_ps(hi.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        unsafe {
+            let mask = _mm256_set1_epi32(0x7fff_ffff);
+            V256(_mm256_castsi256_ps(_mm256_and_si256(
+                _mm256_castps_si256(self.0),
+                mask,
+            )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self {
+        unsafe {
+            V256(_mm256_blendv_ps(
+                other.0,
+                then.0,
+                _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, b.0),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn pow2_of_rounded(self) -> Self {
+        unsafe {
+            let bits = _mm256_castps_si256(self.0);
+            let bias = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32 - 127);
+            V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
+                _mm256_sub_epi32(bits, bias),
+            )))
+        }
+    }
+}

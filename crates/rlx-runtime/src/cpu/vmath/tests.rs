@@ -1,0 +1,144 @@
+//! The vector functions against the scalar ones and f64 references, on every ISA this CPU has.
+
+use super::*;
+
+#[test]
+fn softmax_rows_match_f64_on_every_isa() {
+    let n = 75;
+    let x: Vec<f32> = (0..n).map(|i| ((i * 29 % 17) as f32 - 8.0) * 1.7).collect();
+    let mut mask = vec![0.0f32; n];
+    mask[3] = f32::NEG_INFINITY;
+    mask[40] = f32::NEG_INFINITY;
+    for isa in Isa::available() {
+        for (live, add) in [
+            (n, None),
+            (n, Some(&mask[..])),
+            (50, Some(&mask[..])),
+            (1, None),
+        ] {
+            let mut row = x.clone();
+            softmax_row(isa, &mut row, live, add, 0.5);
+            let e: Vec<f64> = (0..live)
+                .map(|j| f64::from(x[j]) * 0.5 + add.map_or(0.0, |a| f64::from(a[j])))
+                .collect();
+            let max = e.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = e.iter().map(|v| (v - max).exp()).sum();
+            for j in 0..n {
+                let want = if j < live {
+                    (e[j] - max).exp() / sum
+                } else {
+                    0.0
+                };
+                assert!(
+                    (f64::from(row[j]) - want).abs() < 1e-6,
+                    "{isa} live={live} [{j}] {} vs {want}",
+                    row[j]
+                );
+            }
+        }
+        // Every key masked: zeros, not NaN; a NaN score: NaN.
+        let mut row = x.clone();
+        softmax_row(isa, &mut row, n, Some(&vec![f32::NEG_INFINITY; n]), 1.0);
+        assert!(row.iter().all(|v| *v == 0.0), "{isa}");
+        let mut row = x.clone();
+        row[7] = f32::NAN;
+        softmax_row(isa, &mut row, n, None, 1.0);
+        assert!(row.iter().all(|v| v.is_nan()), "{isa}");
+    }
+}
+
+#[test]
+fn add_norm_rows_match_f64_on_every_isa() {
+    for d in [1usize, 7, 16, 37, 384] {
+        let a: Vec<f32> = (0..d)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3 + 100.0)
+            .collect();
+        let b: Vec<f32> = (0..d).map(|i| (i % 5) as f32 * 0.1).collect();
+        let g: Vec<f32> = (0..d).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let bt: Vec<f32> = (0..d).map(|i| i as f32 * -0.02).collect();
+        let x: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| f64::from(*a) + f64::from(*b))
+            .collect();
+        let mean = x.iter().sum::<f64>() / d as f64;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        for isa in Isa::available() {
+            let mut out = a.clone();
+            // In place over a, as add_layer_norm may run.
+            unsafe {
+                add_norm_row(
+                    isa,
+                    out.as_ptr(),
+                    Some(b.as_ptr()),
+                    out.as_mut_ptr(),
+                    &g,
+                    &bt,
+                    1e-5,
+                    d,
+                )
+            };
+            for i in 0..d {
+                let want = (x[i] - mean) / (var + 1e-5).sqrt() * f64::from(g[i]) + f64::from(bt[i]);
+                assert!(
+                    (f64::from(out[i]) - want).abs() < 2e-4,
+                    "{isa} d={d} [{i}] {} vs {want}",
+                    out[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn vectors_match_the_scalar_functions_on_every_isa() {
+    // Within 2e-5 relative: in gelu's far tail (x < -10) the erfc argument -z^2 is large
+    // and one rounding of it moves the result by a few 1e-6 in either implementation.
+    let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 / 20.0).collect();
+    xs.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        1e-30,
+        -1e-30,
+        87.5,
+        -87.5,
+    ]);
+    for isa in Isa::available() {
+        for op in [
+            UnaryOp::Exp,
+            UnaryOp::Gelu,
+            UnaryOp::Sigmoid,
+            UnaryOp::Silu,
+            UnaryOp::GeluTanh,
+        ] {
+            let mut got = vec![0.0; xs.len()];
+            unary_map(isa, op, &xs, &mut got);
+            for (x, g) in xs.iter().zip(&got) {
+                let want = math::unary(op, *x);
+                let ok = (want.is_nan() && g.is_nan())
+                    || want == *g
+                    || (want - g).abs() <= 2e-5 * want.abs() + 1e-30;
+                assert!(ok, "{isa} {op}({x}) = {g}, scalar {want}");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing probe: cargo test --release -p rlx-runtime --lib vmath -- --ignored --nocapture"]
+fn probe_vector_speed() {
+    let xs: Vec<f32> = (0..1 << 16).map(|i| (i as f32 / 4096.0) - 8.0).collect();
+    let mut out = vec![0.0; xs.len()];
+    for isa in Isa::available() {
+        for op in [UnaryOp::Exp, UnaryOp::Gelu] {
+            let t = std::time::Instant::now();
+            for _ in 0..200 {
+                unary_map(isa, op, &xs, &mut out);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (200.0 * xs.len() as f64);
+            println!("{isa} {op}: {ns:.3} ns/elem");
+        }
+    }
+}
