@@ -48,6 +48,7 @@ bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, Op
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_gemm.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_minilm.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_overhead.py
+	$(PYTHON) benchmarks/bench_variants.py
 
 lint: ## rustfmt and clippy
 	$(CARGO) fmt --all -- --check
