@@ -141,3 +141,54 @@ def test_variant_over_the_memory_budget_is_memory_error():
         pipe.get_or_compile(n=1_000_000)
     out = pipe.get_or_compile(n=3).run(x=np.zeros((3, 3), np.float32))["y"]
     assert out.shape == (3, 3)
+
+
+def _run_with_memory_limit(value: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, rlx\n"
+        "g = rlx.Graph('g', dims={'n': (1, 64)})\n"
+        "g.output('y', g.exp(g.input('x', ('n',))))\n"
+        "try:\n"
+        "    rlx.ModelCompilePipeline(g).get_or_compile(n=4)\n"
+        "    print('compiled')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, RLX_MEMORY_LIMIT=value),
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "1e9", ""])
+def test_a_malformed_memory_limit_is_an_error_not_ignored(value):
+    out = _run_with_memory_limit(value)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("CompileError") and "RLX_MEMORY_LIMIT" in out.stdout, out.stdout
+
+
+def test_a_well_formed_memory_limit_is_applied():
+    assert _run_with_memory_limit("1000000").stdout.strip() == "compiled"
+    # 4 floats of output do not fit in 8 bytes.
+    assert _run_with_memory_limit("8").stdout.startswith("MemoryError")
+
+
+def test_a_specialized_graph_only_compiles_against_its_own_pipeline():
+    """A Specialized planned for one graph's params, compiled by a pipeline whose params have
+    the same names but other shapes, would read the smaller arrays with the bigger sizes."""
+
+    def pipeline(hidden):
+        g = rlx.Graph("p", dims={"batch": (1, 64)})
+        g.output("y", g.linear(g.input("x", ("batch", 8)), g.param("w", (8, hidden))))
+        pipe = rlx.ModelCompilePipeline(g)
+        pipe.bind_params({"w": np.ones((8, hidden), np.float32)})
+        return pipe
+
+    big, small = pipeline(4096), pipeline(4)
+    spec = big.specialize(batch=2)
+    with pytest.raises(rlx.BindingError, match="planned for params"):
+        small.compile_lir(spec)
+    out = small.compile_lir(small.specialize(batch=2)).run(x=np.ones((2, 8), np.float32))["y"]
+    np.testing.assert_array_equal(out, np.full((2, 4), 8.0, np.float32))

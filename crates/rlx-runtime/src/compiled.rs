@@ -54,14 +54,34 @@ impl CompiledGraph {
         };
         let input_shapes = shapes(&manifest.inputs)?;
         let output_shapes = shapes(&manifest.outputs)?;
-        let names =
-            |v: &[rlx_ir::ManifestEntry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
-        let store_names: Vec<String> = params.specs().iter().map(|s| s.name.clone()).collect();
-        if names(&manifest.params) != store_names {
+        // The executable reads params with the sizes and dtypes this LIR was planned for: a
+        // store of another graph (same names, other shapes) would be read out of bounds.
+        let specs = params.specs();
+        let same = manifest.params.len() == specs.len()
+            && manifest.params.iter().zip(specs).all(|(e, s)| {
+                e.name == s.name
+                    && e.dtype == s.dtype
+                    && e.shape.as_static().as_deref() == Some(s.shape.as_slice())
+            });
+        if !same {
+            let show = |v: Vec<String>| v.join(", ");
             fail!(
-                Compile,
-                "param store {store_names:?} does not match the variant's params {:?}",
-                names(&manifest.params)
+                Binding,
+                "this variant was planned for params [{}] but the parameter store holds [{}]: a \
+                 specialized graph only runs against the pipeline it came from",
+                show(
+                    manifest
+                        .params
+                        .iter()
+                        .map(|e| format!("{} {}{}", e.name, e.dtype, e.shape))
+                        .collect()
+                ),
+                show(
+                    specs
+                        .iter()
+                        .map(|s| format!("{} {}{:?}", s.name, s.dtype, s.shape))
+                        .collect()
+                )
             );
         }
         exec.prepare(&params.bound_slots())?;

@@ -63,13 +63,20 @@ impl ArenaPool {
 /// Bytes one run may allocate: `RLX_MEMORY_LIMIT` (bytes) if set, else the machine's memory.
 /// Checked when a variant is compiled, so a size the machine cannot hold is a `MemoryError`
 /// up front instead of an abort (Rust aborts on a failed allocation) or the OOM killer later.
-pub fn memory_budget() -> Option<usize> {
-    if let Some(v) = std::env::var("RLX_MEMORY_LIMIT")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(v);
+/// A malformed value is an error (as a malformed `RLX_NUM_THREADS` is), never ignored.
+pub fn memory_budget() -> Result<Option<usize>> {
+    if let Ok(v) = std::env::var("RLX_MEMORY_LIMIT") {
+        return match v.trim().parse::<usize>() {
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(Error::Compile(format!(
+                "RLX_MEMORY_LIMIT must be a number of bytes (a non-negative integer), got `{v}`"
+            ))),
+        };
     }
+    Ok(machine_memory())
+}
+
+fn machine_memory() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: usize = info
         .lines()
@@ -83,7 +90,7 @@ pub fn memory_budget() -> Option<usize> {
 
 pub fn check_budget(name: &str, arena: usize, outputs: usize) -> Result<()> {
     let need = arena.saturating_add(outputs);
-    match memory_budget() {
+    match memory_budget()? {
         Some(limit) if need > limit => Err(Error::Memory(format!(
             "`{name}` needs {need} bytes per run (arena {arena}, outputs {outputs}), over the {limit}-byte budget (RLX_MEMORY_LIMIT or the machine's memory)"
         ))),
