@@ -1,4 +1,9 @@
-"""Command line: ``python -m rlx embed "text" ...``, ``python -m rlx demo``, ``python -m rlx info model.onnx``."""
+"""Command line: ``python -m rlx embed "text" ...``, ``python -m rlx demo``, ``python -m rlx info model.onnx``.
+
+A mistake in the arguments or the model files (a missing directory, bad JSON, a wrong config
+value, bad ``--dims``) prints one line ``error: <Type>: <message>`` to stderr and exits with
+status 2, like argparse's usage errors; never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -88,7 +93,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         from rlx.cli_info import info_main
     except ImportError:
-        print("rlx info needs the ONNX importer (rlx.onnx), which is not installed", file=sys.stderr)
+        print("error: rlx info needs the ONNX importer (rlx.onnx), which is not installed", file=sys.stderr)
         return 2
     return info_main([args.model] + list(args.rest))
 
@@ -112,9 +117,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return int(args.fn(args))
-    except rlx.RlxError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except (rlx.RlxError, MemoryError) as e:
+        print(f"error: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,10 +4,22 @@ A tensor is either a runtime ``rlx.Value`` or a :class:`Known`: a numpy array kn
 (a Constant, an initializer, or a folded shape computation). Shape values hold ``Poly``
 elements in an object array. A ``Known`` becomes a runtime value only when an op needs it as
 a tensor: an initializer becomes a param (zero-copy), anything else a constant.
+
+A graph input that has the name of an initializer: in ONNX the initializer is the input's
+default value (IR >= 4), or, for IR < 4, the way every initializer had to be declared. rlx keeps
+the initializer as the value (a param, or folded when a shape computation reads it) and records
+the name in ``shadowed``; feeding that input at run time is a ``BindingError``, never ignored.
+Making such inputs run-time inputs instead would turn every weight of an IR 3 model, or of an
+export with ``keep_initializers_as_inputs``, into a required feed and stop shape folding; a
+caller who wants another value passes ``constants={name: array}`` to ``rlx.onnx.load``.
+
+Arrays folded at import (ConstantOfShape, Expand, Range, broadcasts of shape values) are sized
+with Python ints and counted against :func:`memory_budget` before numpy allocates them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -74,6 +86,25 @@ def normalize(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+_MEM_TOTAL: List[int] = []
+
+
+def memory_budget() -> int:
+    """Bytes the importer may fold into arrays: ``RLX_MEMORY_LIMIT`` (bytes) if set, else the
+    machine's memory (the budget the runtime checks a run against)."""
+    raw = os.environ.get("RLX_MEMORY_LIMIT")
+    if raw is not None:
+        if not re.fullmatch(r"\+?[0-9]+", raw.strip()):
+            raise rlx.RlxError(f"RLX_MEMORY_LIMIT={raw!r} is not a byte count (a non-negative integer)")
+        return int(raw.strip())
+    if not _MEM_TOTAL:
+        try:
+            _MEM_TOTAL.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            _MEM_TOTAL.append(2**63 - 1)
+    return _MEM_TOTAL[0]
+
+
 def _sanitize(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return s if s and not s[0].isdigit() else "d_" + s
@@ -110,6 +141,10 @@ class Importer:
         self._zero_vec: Dict[str, Any] = {}
         self._constants = constants
         self._onnx = onnx
+        self._folded = 0  # bytes of arrays folded at import so far (all stay alive in env)
+        self.shadowed: List[str] = []  # graph inputs that are initializers (see the module doc)
+        self.frozen: List[str] = []  # graph inputs given by ``constants``
+        self.dim_names: set = set()  # names looked up in ``dims`` (raw and sanitized)
         self.transpose_w = "transpose_w" in (getattr(rlx.Graph.linear, "__text_signature__", "") or "")
         for n, arr in inits.items():
             self.env[n] = Known(arr, arr.dtype, init=n)
@@ -118,18 +153,26 @@ class Importer:
 
     def symbol(self, raw: str) -> str:
         sym = _sanitize(raw)
+        self.dim_names.update((raw, sym))
         if sym not in self.g.dims:
             lo, hi = self.dims.get(raw, self.dims.get(sym, self.default_bounds(sym)))
             self.g.dim(sym, int(lo), int(hi))
         return sym
 
     def add_inputs(self) -> None:
+        declared = {vi.name for vi in self.graph.input}
+        unknown = [n for n in self._constants if n not in declared]
+        if unknown:
+            raise rlx.BindingError(f"constants names {unknown} are not graph inputs (inputs: {sorted(declared)})")
         for vi in self.graph.input:
-            if vi.name in self._inits:
-                continue  # IR < 4 lists initializers as inputs too
             if vi.name in self._constants:
+                # Frozen by the caller; this also replaces an initializer's default value.
                 arr = np.asarray(self._constants[vi.name])
                 self.env[vi.name] = Known(arr, arr.dtype)
+                self.frozen.append(vi.name)
+                continue
+            if vi.name in self._inits:
+                self.shadowed.append(vi.name)
                 continue
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
@@ -158,6 +201,29 @@ class Importer:
             return self.env[name]
         except KeyError:
             raise rlx.GraphError(f"ONNX value {name!r} is used before it is defined") from None
+
+    def reserve(self, dims: Sequence[Any], itemsize: int, what: str) -> None:
+        """Counts an array about to be made at import (``what``, e.g. "the result") against the
+        memory budget, with Python ints: a negative dim or a shape numpy cannot describe is a
+        ShapeError, a size over the budget a MemoryError, both before numpy allocates."""
+        text = "[" + ", ".join(str(d) for d in dims) + "]"
+        n, span = 1, max(int(itemsize), 1)
+        for d in dims:
+            if isinstance(d, Poly):
+                continue  # a run-time size: not allocated here
+            if int(d) < 0:
+                raise rlx.ShapeError(f"{what} {text} has a negative dim")
+            n, span = n * int(d), span * max(int(d), 1)
+        if span >= 2**63:
+            raise rlx.ShapeError(f"{what} {text} is too large for an array")
+        need = n * max(int(itemsize), 1)
+        budget = memory_budget()
+        if self._folded + need > budget:
+            raise MemoryError(
+                f"{what} {text} needs {need} bytes at import, over the {budget}-byte budget "
+                f"({self._folded} already folded; RLX_MEMORY_LIMIT or the machine's memory)"
+            )
+        self._folded += need
 
     def dtype(self, v: Val) -> np.dtype:
         if isinstance(v, Known):
@@ -237,12 +303,14 @@ class Importer:
     def zeros_vec(self, d: DimLike) -> "rlx.Value":
         """A float32 zero vector of length ``d`` (an int or a single-term polynomial)."""
         if isinstance(d, int):
+            self.reserve([d], 4, "a zero vector")
             return self.g.constant(np.zeros((d,), np.float32))
         if len(d.terms) != 1:
             raise rlx.UnsupportedOpError(f"cannot build a tensor of length {d} (a sum of terms)")
         (mono, coeff), = d.terms.items()
         parts = [self._zeros_for_symbol(s) for s in mono]
         if coeff != 1:
+            self.reserve([coeff], 4, "a zero vector")
             parts.append(self.g.constant(np.zeros((coeff,), np.float32)))
         acc = parts[0]
         for i, p in enumerate(parts[1:], 1):
@@ -278,12 +346,18 @@ class Importer:
         from rlx._onnx_ops import HANDLERS
 
         self.add_inputs()
-        for node in self.graph.node:
+        for i, node in enumerate(self.graph.node):
             handler = HANDLERS[node.op_type]
+            where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
             try:
                 outs = handler(self, node)
             except rlx.RlxError as e:
-                raise type(e)(f"ONNX node {node.name or '?'} ({node.op_type}): {e}") from e
+                raise type(e)(f"{where}: {e}") from e
+            except MemoryError as e:
+                raise MemoryError(f"{where}: {e}") from e
+            except (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError) as e:
+                # A node the structural checks let through but the handler cannot read.
+                raise rlx.ModelFormatError(f"{where}: cannot import: {type(e).__name__}: {e}") from e
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
             for n, o in zip(node.output, outs):
@@ -292,13 +366,16 @@ class Importer:
             for n in node.output[len(outs):]:
                 if n and n in self.used_names():
                     raise rlx.UnsupportedOpError(
-                        f"ONNX node {node.name or '?'} ({node.op_type}): output #{list(node.output).index(n)} "
+                        f"{where}: output #{list(node.output).index(n)} "
                         f"{n!r} is not supported"
                     )
         outs = []
         for vi in self.graph.output:
             v = self.get(vi.name)
-            outs.append((vi.name, self.rt(v)))
+            try:
+                outs.append((vi.name, self.rt(v)))
+            except rlx.RlxError as e:
+                raise type(e)(f"ONNX output {vi.name!r}: {e}") from e
             self.output_names.append(vi.name)
         for n, v in outs:
             self.g.output(n, v)

@@ -41,9 +41,35 @@ def attrs(node: Any) -> Dict[str, Any]:
 
     out = {}
     for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        try:
+            v = helper.get_attribute_value(a)
+        except Exception as e:  # onnx raises ValueError / TypeError on malformed attributes
+            raise rlx.ModelFormatError(f"attribute {a.name!r} cannot be read: {e}") from e
+        out[a.name] = v.decode(errors="replace") if isinstance(v, bytes) else v
     return out
+
+
+def tensor_array(t: Any, what: str) -> np.ndarray:
+    """A TensorProto attribute as numpy; a malformed one is a ModelFormatError naming ``what``."""
+    from onnx import TensorProto, numpy_helper
+
+    if t.data_location == TensorProto.EXTERNAL:
+        # numpy_helper would read it relative to the working directory, not the model's.
+        raise rlx.ModelFormatError(f"{what}: external data in an attribute tensor is not supported")
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # onnx raises ValueError / TypeError / KeyError on bad tensors
+        raise rlx.ModelFormatError(f"{what}: cannot decode the tensor: {e}") from e
+
+
+def fold_shape(imp: Importer, what: str, *vals: Any) -> None:
+    """Checks that folded operands broadcast, and counts the result against the budget."""
+    shapes = [v.arr.shape for v in vals]
+    try:
+        out = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise rlx.ShapeError(f"{what}: shapes {' and '.join(str(list(s)) for s in shapes)} do not broadcast") from None
+    imp.reserve(out, max(v.arr.itemsize for v in vals), "the result")
 
 
 def check_supported(proto: Any) -> None:
@@ -72,6 +98,8 @@ def _k(arr: Any, dtype: Any) -> Known:
 
 
 def _int_div(x: Any, y: Any) -> Any:
+    if not isinstance(y, Poly) and int(y) == 0:
+        raise rlx.ShapeError(f"integer division of {x} by zero")
     if isinstance(x, Poly) or isinstance(y, Poly):
         return Poly.of(x).exact_div(y)
     q = abs(int(x)) // abs(int(y))
@@ -86,6 +114,7 @@ _NP_BIN = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "pow": np.powe
 
 def _binary(imp: Importer, name: str, a: Any, b: Any) -> Any:
     if _foldable(a, b):
+        fold_shape(imp, name, a, b)
         if name == "div":
             return _k(np.frompyfunc(_int_div, 2, 1)(a.arr, b.arr), a.dtype)
         return _k(_NP_BIN[name](a.arr, b.arr), a.dtype)
@@ -128,6 +157,7 @@ def _compare(imp: Importer, node: Any) -> Any:
     a, b = imp.get(node.input[0]), imp.get(node.input[1])
     name = _CMP[node.op_type]
     if _foldable(a, b) and (name == "eq" or not (a.symbolic or b.symbolic)):
+        fold_shape(imp, node.op_type, a, b)
         if name == "eq":
             f = np.frompyfunc(lambda x, y: _sym_eq(imp, x, y), 2, 1)
             return Known(f(a.arr, b.arr).astype(bool), np.bool_)
@@ -147,6 +177,7 @@ def _not(imp: Importer, node: Any) -> Any:
 def _logical(imp: Importer, node: Any) -> Any:
     a, b = imp.get(node.input[0]), imp.get(node.input[1])
     if _foldable(a, b):
+        fold_shape(imp, node.op_type, a, b)
         f = {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}[node.op_type]
         return Known(f(a.arr, b.arr), np.bool_)
     x, y = imp.rt(a), imp.rt(b)
@@ -162,6 +193,7 @@ def _logical(imp: Importer, node: Any) -> Any:
 def _where(imp: Importer, node: Any) -> Any:
     c, a, b = (imp.get(i) for i in node.input)
     if _foldable(c, a, b):
+        fold_shape(imp, "Where", c, a, b)
         return _k(np.where(c.arr, a.arr, b.arr), a.dtype)
     return imp.g.where(imp.rt(c), imp.rt(a), imp.rt(b))
 
@@ -231,6 +263,7 @@ def _cast(imp: Importer, node: Any) -> Any:
         if x.symbolic and to.kind in "iu":
             return Known(x.arr, to)
         if not x.symbolic:
+            imp.reserve(x.arr.shape, to.itemsize, "the result")
             return Known(x.arr.astype(to), to)
     if imp.dtype(x) == to:
         return x
@@ -252,11 +285,11 @@ def _cast_like(imp: Importer, node: Any) -> Any:
 
 @op("Constant")
 def _constant(imp: Importer, node: Any) -> Any:
-    from onnx import numpy_helper
-
     a = attrs(node)
+    if not a:
+        raise rlx.ModelFormatError("Constant has no value attribute")
     if "value" in a:
-        arr = numpy_helper.to_array(a["value"])
+        arr = tensor_array(a["value"], "Constant value")
     elif "value_float" in a:
         arr = np.array(a["value_float"], np.float32)
     elif "value_floats" in a:

@@ -49,6 +49,8 @@ def _gemm(imp: Importer, node: Any) -> Any:
         a = imp.g.transpose(a, [1, 0])
     b = imp.get(node.input[1])
     c = imp.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if imp.rank(a) != 2 or imp.rank(b) != 2:
+        raise rlx.ShapeError(f"Gemm takes rank-2 A and B, got shapes {a.shape} and {imp.shape(b)}")
     trans_b = bool(at.get("transB", 0))
     n = imp.shape(b)[0 if trans_b else 1]
     bias = None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, List
 
 import numpy as np
 
 import rlx
 from rlx._onnx_import import RLX_NP, Importer, Known, normalize, shape_array
-from rlx._onnx_ops import _foldable, _k, attrs, op
+from rlx._onnx_ops import _foldable, _k, attrs, fold_shape, op, tensor_array
 from rlx._onnx_sym import DimLike, Poly, dim_text
 
 INT_BIG = 2**31 - 1
@@ -28,6 +29,13 @@ def _axis(a: int, rank: int, what: str) -> int:
 
 
 def _reshape(imp: Importer, x: Any, shape: List[DimLike]) -> Any:
+    bad = [d for d in shape if isinstance(d, int) and d < 0]
+    if bad:
+        raise rlx.ShapeError(f"cannot reshape {[str(d) for d in imp.shape(x)]} to {[str(d) for d in shape]}: negative dim")
+    if isinstance(x, Known) and not x.symbolic and all(isinstance(d, int) for d in shape):
+        have, want = math.prod(x.arr.shape), math.prod(int(d) for d in shape)
+        if have != want:
+            raise rlx.ShapeError(f"cannot reshape {list(x.arr.shape)} ({have} elements) to {shape} ({want} elements)")
     if isinstance(x, Known) and _foldable(x) or isinstance(x, Known) and all(isinstance(d, int) for d in shape) and x.init is None:
         return Known(x.arr.reshape([int(d) for d in shape]), x.dtype)
     if not isinstance(x, Known) and imp.shape(x) == list(shape):
@@ -56,11 +64,13 @@ def _size(imp: Importer, node: Any) -> Any:
 
 @op("ConstantOfShape")
 def _constant_of_shape(imp: Importer, node: Any) -> Any:
-    from onnx import numpy_helper
-
     a = attrs(node)
-    value = numpy_helper.to_array(a["value"]).reshape(()) if "value" in a else np.zeros((), np.float32)
+    value = tensor_array(a["value"], "ConstantOfShape value") if "value" in a else np.zeros((), np.float32)
+    if value.size != 1:
+        raise rlx.ModelFormatError(f"ConstantOfShape value has {value.size} elements, not 1")
+    value = value.reshape(())
     shape = imp.ints(node.input[0], "ConstantOfShape shape")
+    imp.reserve(shape, value.itemsize, "the result")
     if all(isinstance(d, int) for d in shape):
         return Known(np.full(shape, value, value.dtype), value.dtype)
     return imp.filled(shape, imp.g.constant(value))
@@ -71,6 +81,11 @@ def _gather(imp: Importer, node: Any) -> Any:
     data, idx = imp.get(node.input[0]), imp.get(node.input[1])
     axis = _axis(attrs(node).get("axis", 0), imp.rank(data), "Gather")
     if _foldable(data, idx):
+        n, flat = (data.arr.shape[axis] if data.arr.ndim else 0), idx.arr.reshape(-1)
+        if (idx.symbolic and any(isinstance(i, Poly) for i in flat)) or np.any((flat < -n) | (flat >= n)):
+            shown = ", ".join(str(i) for i in flat[:8])
+            raise rlx.ShapeError(f"Gather indices [{shown}] out of range for axis {axis} of size {n}")
+        imp.reserve(list(data.arr.shape[:axis]) + list(idx.arr.shape) + list(data.arr.shape[axis + 1:]), data.arr.itemsize, "the result")
         return _k(np.take(data.arr, idx.arr.astype(np.int64), axis=axis), data.dtype)
     return imp.g.gather(imp.rt(data), imp.rt(idx), axis)
 
@@ -119,9 +134,13 @@ def _reshape_op(imp: Importer, node: Any) -> Any:
     dims = imp.shape(x)
     target = imp.ints(node.input[1], "Reshape shape")
     allowzero = attrs(node).get("allowzero", 0)
+    if sum(1 for t in target if isinstance(t, int) and t == -1) > 1:
+        raise rlx.ShapeError(f"Reshape target {target} has more than one -1")
     out: List[DimLike] = []
     for i, t in enumerate(target):
         if t == 0 and not allowzero and not isinstance(t, Poly):
+            if i >= len(dims):
+                raise rlx.ShapeError(f"Reshape target {target}: 0 at position {i} copies a dim the input {dims} lacks")
             out.append(dims[i])
         else:
             out.append(t)
@@ -141,6 +160,8 @@ def _flatten(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     dims = imp.shape(x)
     a = attrs(node).get("axis", 1)
+    if not -len(dims) <= a <= len(dims):
+        raise rlx.ShapeError(f"Flatten axis {a} out of range for rank {len(dims)}")
     a = a + len(dims) if a < 0 else a
     return _reshape(imp, x, [_prod(dims[:a]), _prod(dims[a:])])
 
@@ -150,6 +171,8 @@ def _transpose(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     r = imp.rank(x)
     perm = list(attrs(node).get("perm", range(r - 1, -1, -1)))
+    if sorted(perm) != list(range(r)):
+        raise rlx.ShapeError(f"Transpose perm {perm} is not a permutation of the {r} axes")
     if _foldable(x):
         return Known(np.transpose(x.arr, perm), x.dtype)
     if perm == list(range(r)):
@@ -162,6 +185,10 @@ def _concat(imp: Importer, node: Any) -> Any:
     vals = [imp.get(i) for i in node.input if i]
     axis = _axis(attrs(node)["axis"], imp.rank(vals[0]), "Concat")
     if _foldable(*vals):
+        shapes = [list(v.arr.shape) for v in vals]
+        if any(len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
+            raise rlx.ShapeError(f"Concat on axis {axis}: shapes {shapes} differ off the axis")
+        imp.reserve(shapes[0][:axis] + [sum(s[axis] for s in shapes)] + shapes[0][axis + 1:], max(v.arr.itemsize for v in vals), "the result")
         return _k(np.concatenate([v.arr for v in vals], axis=axis), vals[0].dtype)
     return imp.g.concat([imp.rt(v) for v in vals if not _empty(imp, v, axis)] or [imp.rt(vals[0])], axis)
 
@@ -182,6 +209,10 @@ def _slice_args(imp: Importer, node: Any, rank: int) -> List[tuple]:
         ends = imp.ints(ins[2], "Slice ends")
         axes = [int(x) for x in imp.ints(ins[3], "Slice axes")] if ins[3] else list(range(len(starts)))
         steps = imp.ints(ins[4], "Slice steps") if ins[4] else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise rlx.ShapeError(f"Slice starts {starts}, ends {ends}, axes {axes}, steps {steps} differ in length")
+    if any(not isinstance(st, Poly) and st == 0 for st in steps):
+        raise rlx.ShapeError("Slice step 0")
     return [(_axis(int(ax), rank, "Slice"), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
 
 
@@ -241,20 +272,36 @@ def _expand(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     target = _broadcast(imp.shape(x), imp.ints(node.input[1], "Expand shape"))
     if _foldable(x) and all(isinstance(d, int) for d in target):
+        imp.reserve(target, x.arr.itemsize, "the result")
         return Known(np.array(np.broadcast_to(x.arr, target)), x.dtype)
     if not isinstance(x, Known) and imp.shape(x) == target:
         return x
     return imp.filled(target, imp.rt(x))
 
 
+def _range_len(imp: Importer, vals: List[Any]) -> List[Any]:
+    """Range's scalar operands, after checking them and the length against the budget."""
+    for v, what in zip(vals, ("start", "limit", "delta")):
+        if v.arr.size != 1:
+            raise rlx.ShapeError(f"Range {what} must be a scalar, got shape {list(v.arr.shape)}")
+    s, l, d = (v.arr.reshape(()) for v in vals)
+    if d == 0:
+        raise rlx.ShapeError("Range delta is 0: the length is undefined")
+    if not all(np.isfinite(x) for x in (s, l, d)):
+        raise rlx.ShapeError(f"Range({s}, {l}, {d}) has a non-finite operand")
+    n = max(math.ceil((l.item() - s.item()) / d.item()), 0) if vals[0].dtype.kind == "f" else max(-(-(int(l) - int(s)) // int(d)), 0)
+    imp.reserve([n], vals[0].arr.itemsize, "the result")
+    return [s, l, d]
+
+
 @op("Range")
 def _range(imp: Importer, node: Any) -> Any:
     vals = [imp.get(i) for i in node.input]
     if _foldable(*vals) and not any(v.symbolic for v in vals):
-        s, l, d = (v.arr.reshape(()) for v in vals)
+        s, l, d = _range_len(imp, vals)
         return Known(np.arange(s, l, d, dtype=vals[0].dtype), vals[0].dtype)
     if all(isinstance(v, Known) and not v.symbolic for v in vals):
-        s, l, d = (v.arr.reshape(()) for v in vals)
+        s, l, d = _range_len(imp, vals)
         return Known(np.arange(s, l, d).astype(vals[0].dtype), vals[0].dtype)
     return _symbolic_range(imp, vals)
 
@@ -271,6 +318,7 @@ def _symbolic_range(imp: Importer, vals: List[Any]) -> Any:
     if not (isinstance(offset, (int, np.integer)) and limit.terms.get((next(iter(syms)),)) == 1):
         raise rlx.UnsupportedOpError(f"Range up to {limit}: only a symbol plus a constant is supported")
     upper = imp.g.dims[next(iter(syms))][1] + int(offset)
+    imp.reserve([max(upper - int(start), 0)], vals[0].dtype.itemsize, f"the table up to {limit}'s upper bound")
     table = imp.g.constant(np.arange(int(start), max(upper, int(start)), dtype=vals[0].dtype))
     return imp.g.slice(table, 0, 0, dim_text(limit - int(start)))
 

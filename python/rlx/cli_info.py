@@ -1,28 +1,43 @@
-"""``python -m rlx info model.onnx``: what rlx makes of an ONNX model (symbols, params, manifest)."""
+"""``python -m rlx info model.onnx``: what rlx makes of an ONNX model (symbols, params, manifest).
+
+Bad arguments and bad models raise typed rlx errors; ``rlx.__main__.main`` prints them as one
+``error:`` line and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 
 def _pairs(text: Optional[str], what: str) -> Dict[str, str]:
+    import rlx
+
     out: Dict[str, str] = {}
     for item in filter(None, (text or "").split(",")):
         if "=" not in item:
-            raise SystemExit(f"rlx info: {what} entries look like name=value, got {item!r}")
+            raise rlx.BindingError(f"{what} entries look like name=value, got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _int(text: str, what: str) -> int:
+    import rlx
+
+    if not re.fullmatch(r"[0-9]+", text):
+        raise rlx.BindingError(f"{what}: {text!r} is not a non-negative integer")
+    return int(text)
 
 
 def _bounds(text: Optional[str]) -> Dict[str, Tuple[int, int]]:
     out = {}
     for k, v in _pairs(text, "--dims").items():
         lo, _, hi = v.partition(":")
-        out[k] = (int(lo), int(hi or lo))
+        out[k] = (_int(lo, f"--dims {k}"), _int(hi or lo, f"--dims {k}"))
     return out
 
 
@@ -34,25 +49,17 @@ def info_main(argv: Sequence[str]) -> int:
     p.add_argument("--params", type=int, default=10, help="how many params to list (largest first)")
     args = p.parse_args(list(argv))
 
-    import onnx
-
     import rlx
     import rlx.onnx
 
-    try:
-        proto = onnx.load(args.model, load_external_data=False)
-    except Exception as e:
-        print(f"rlx info: cannot read {args.model}: {e}", file=sys.stderr)
-        return 2
+    bounds = _bounds(args.dims)
+    binding = {k: _int(v, f"--variant {k}") for k, v in _pairs(args.variant, "--variant").items()}
+    proto, _ = rlx.onnx._read_model(args.model)
     ops = collections.Counter(n.op_type for n in proto.graph.node)
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
     print(f"model: {args.model}  (producer {proto.producer_name or '?'} {proto.producer_version}, opsets {opsets})")
     print(f"ONNX nodes: {sum(ops.values())}  " + ", ".join(f"{k} {v}" for k, v in ops.most_common()))
-    try:
-        om = rlx.onnx.load(args.model, dims=_bounds(args.dims))
-    except rlx.RlxError as e:
-        print(f"rlx info: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    om = rlx.onnx.load(args.model, dims=bounds)
     g = om.graph
     print(f"imported in {om.import_seconds * 1e3:.1f} ms -> rlx graph of {len(g)} nodes")
     print("symbols: " + (", ".join(f"{k} in [{lo}, {hi}]" for k, (lo, hi) in om.symbols.items()) or "none"))
@@ -68,15 +75,16 @@ def info_main(argv: Sequence[str]) -> int:
     pipe = rlx.ModelCompilePipeline(g)
     print("\ntemplate manifest:")
     print(pipe.manifest)
-    if args.variant:
-        binding = {k: int(v) for k, v in _pairs(args.variant, "--variant").items()}
+    if binding:
         print(f"\nmanifest for {binding}:")
         print(pipe.manifest_for(binding))
     return 0
 
 
 def main() -> None:
-    raise SystemExit(info_main(sys.argv[1:]))
+    from rlx.__main__ import main as rlx_main
+
+    raise SystemExit(rlx_main(["info", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

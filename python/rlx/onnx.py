@@ -18,17 +18,23 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
   node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set.
 - External-data locations that escape the model's directory (absolute paths, ``..``,
   symlinks) raise ``rlx.ModelFormatError``.
+- The graph is checked before the walk (``rlx._onnx_ops_check``): node arity, empty required
+  inputs, required attributes and single assignment of every value name.
+- A graph input that shares its name with an initializer keeps the initializer's value (see
+  ``rlx._onnx_import``); feeding it to :meth:`OnnxModel.run` is a ``BindingError``, as is any
+  name that is not an input. ``constants={name: array}`` gives such an input another value.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 import rlx
-from rlx import _onnx_ops
+from rlx import _onnx_ops, _onnx_ops_check
 from rlx._onnx_ops import SUPPORTED_OPS, Importer
 
 __all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS"]
@@ -50,6 +56,8 @@ class OnnxModel:
         outputs: List[str],
         import_seconds: float,
         notes: List[str],
+        shadowed: Sequence[str] = (),
+        frozen: Sequence[str] = (),
     ) -> None:
         self.graph = graph
         self.params = params
@@ -57,6 +65,10 @@ class OnnxModel:
         self.outputs = outputs
         self.import_seconds = import_seconds
         self.notes = notes
+        #: Graph inputs that are initializers (their values are compiled in, not fed).
+        self.shadowed = list(shadowed)
+        #: Graph inputs frozen at import by ``constants``.
+        self.frozen = list(frozen)
 
     @property
     def symbols(self) -> Dict[str, Tuple[int, int]]:
@@ -72,16 +84,40 @@ class OnnxModel:
         self.bind(pipe)
         return pipe
 
+    def check_feed(self, inputs: Mapping[str, np.ndarray], complete: bool = False) -> None:
+        """A ``BindingError`` listing the names of ``inputs`` that are not run-time inputs of
+        the model (and, if ``complete``, the inputs it lacks)."""
+        if not isinstance(inputs, Mapping):
+            raise rlx.BindingError(f"inputs must be a dict of name -> array, got {type(inputs).__name__}")
+        known = set(self.inputs)
+        bad = [k for k in inputs if k not in known]
+        problems = []
+        shadowed = [k for k in bad if k in self.shadowed]
+        frozen = [k for k in bad if k in self.frozen]
+        unknown = [k for k in bad if k not in shadowed and k not in frozen]
+        if unknown:
+            problems.append(f"unknown input(s) {unknown} (the model's inputs are {self.inputs})" + _hints(unknown, self.inputs))
+        if shadowed:
+            problems.append(f"input(s) {shadowed} are initializers, compiled into the graph: pass "
+                            "constants={name: array} to rlx.onnx.load for another value")
+        if frozen:
+            problems.append(f"input(s) {frozen} were frozen at import by constants=")
+        if complete:
+            missing = [n for n in self.inputs if n not in inputs]
+            if missing:
+                problems.append(f"missing input(s) {missing}")
+        if problems:
+            raise rlx.BindingError("; ".join(problems))
+
     def binding(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, int]:
         """The symbol values implied by the shapes of ``inputs`` (for ``get_or_compile``)."""
         from rlx._onnx_sym import Poly, parse_dim
 
+        self.check_feed(inputs)
         out: Dict[str, int] = {}
         shapes = {}
         pending = []
         for name, arr in inputs.items():
-            if name not in self.graph.inputs:
-                continue
             shapes[name] = np.shape(arr)
         for name, value_shape in self._input_shapes().items():
             got = shapes.get(name)
@@ -114,8 +150,9 @@ class OnnxModel:
         if pipe is None:
             pipe = getattr(self, "_pipe", None) or self.pipeline()
             self._pipe = pipe
+        self.check_feed(inputs, complete=True)
         exe = pipe.get_or_compile(self.binding(inputs))
-        return exe.run({k: v for k, v in inputs.items() if k in self.graph.inputs})
+        return exe.run(dict(inputs))
 
     def __repr__(self) -> str:
         nbytes = sum(a.nbytes for a in self.params.values())
@@ -123,6 +160,13 @@ class OnnxModel:
             f"OnnxModel({self.graph.name!r}: {len(self.graph)} nodes, {len(self.params)} params "
             f"({nbytes / 2**20:.1f} MiB), symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
         )
+
+
+def _hints(names: Sequence[Any], choices: Sequence[str]) -> str:
+    """"; 'xx' -> did you mean 'x'?" for the names with a close match, else ""."""
+    hints = [f"{k!r} -> did you mean {m[0]!r}?" for k in names if isinstance(k, str)
+             for m in [difflib.get_close_matches(k, list(choices), 1)] if m]
+    return f"; {', '.join(hints)}" if hints else ""
 
 
 def _default_bounds(sym: str) -> Tuple[int, int]:
@@ -137,7 +181,9 @@ def _read_model(model: Any) -> Tuple[Any, Optional[str]]:
 
     if isinstance(model, onnx.ModelProto):
         return model, None
-    path = os.fspath(model)
+    if not isinstance(model, (str, bytes, os.PathLike)):
+        raise rlx.ModelFormatError(f"ONNX model must be a path or an onnx.ModelProto, got {type(model).__name__}")
+    path = os.fsdecode(model)
     if not os.path.isfile(path):
         raise rlx.ModelFormatError(f"ONNX model {path!r}: no such file")
     try:
@@ -179,7 +225,11 @@ def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
         raise rlx.ModelFormatError(f"initializer {name!r}: external data file {loc!r} not found")
     dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}")
     shape = tuple(int(d) for d in tensor.dims)
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(d < 0 for d in shape) or _span(shape, dtype.itemsize) >= 2**63:
+        raise rlx.ModelFormatError(f"initializer {name!r}: external data shape {list(shape)} is negative or too large")
+    want = dtype.itemsize
+    for d in shape:
+        want *= d
     try:
         offset = int(info.get("offset", "0"))
         length = int(info["length"]) if "length" in info else want
@@ -203,12 +253,22 @@ def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
     return arr
 
 
+def _span(shape: Sequence[int], itemsize: int) -> int:
+    """Bytes numpy reserves address space for: zero dims do not make a huge shape small."""
+    n = itemsize
+    for d in shape:
+        n *= max(d, 1)
+    return n
+
+
 def _initializers(proto: Any, base_dir: Optional[str]) -> Dict[str, np.ndarray]:
     import onnx
     from onnx import numpy_helper
 
     out: Dict[str, np.ndarray] = {}
     for t in proto.graph.initializer:
+        if t.name in out:
+            raise rlx.ModelFormatError(f"initializer {t.name!r} is defined twice")
         if t.data_location == onnx.TensorProto.EXTERNAL:
             out[t.name] = external_array(t, base_dir)
             continue
@@ -219,6 +279,23 @@ def _initializers(proto: Any, base_dir: Optional[str]) -> Dict[str, np.ndarray]:
             raise rlx.ModelFormatError(f"initializer {t.name!r}: cannot decode: {e}") from e
     for t in proto.graph.sparse_initializer:
         raise rlx.UnsupportedOpError(f"sparse initializer {t.values.name!r} is not supported")
+    return out
+
+
+def _check_dims(dims: Any) -> Dict[str, Tuple[int, int]]:
+    """``dims`` as name -> (lo, hi) ints with 0 <= lo <= hi; else a BindingError naming the symbol."""
+    if dims is None:
+        return {}
+    if not isinstance(dims, Mapping):
+        raise rlx.BindingError(f"dims must be a dict of symbol -> (min, max), got {type(dims).__name__}")
+    out = {}
+    for k, v in dims.items():
+        ok = isinstance(k, str) and isinstance(v, (tuple, list)) and len(v) == 2 and all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) for x in v
+        )
+        if not ok or not 0 <= int(v[0]) <= int(v[1]) < 2**62:
+            raise rlx.BindingError(f"dims[{k!r}] = {v!r}: bounds must be two ints with 0 <= min <= max < 2**62")
+        out[k] = (int(v[0]), int(v[1]))
     return out
 
 
@@ -238,12 +315,22 @@ def load(
     import time
 
     t0 = time.perf_counter()
+    bounds = _check_dims(dims)
+    if constants is not None and not isinstance(constants, Mapping):
+        raise rlx.BindingError(f"constants must be a dict of input name -> array, got {type(constants).__name__}")
     proto, base_dir = _read_model(model)
     _onnx_ops.check_supported(proto)
+    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+    _onnx_ops_check.check_graph(proto.graph, opsets.get("ai.onnx", 1))
     inits = _initializers(proto, base_dir)
-    imp = Importer(proto, inits, dims or {}, dict(constants or {}), _default_bounds, name)
+    imp = Importer(proto, inits, bounds, dict(constants or {}), _default_bounds, name)
     imp.run()
-    m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes)
+    unused = [k for k in bounds if k not in imp.dim_names]
+    if unused:
+        syms = list(imp.g.dims)
+        raise rlx.BindingError(f"dims names unknown symbol(s) {unused} (the model's symbols are {syms})" + _hints(unused, syms))
+    m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes,
+                  shadowed=imp.shadowed, frozen=imp.frozen)
     m._shapes = imp.input_shapes
     return m
 

@@ -1,9 +1,11 @@
 """Read safetensors files with the header checked first, and bind their weights zero-copy.
 
 The header is validated here rather than trusted to a library: the JSON must parse without
-duplicate names, every tensor's span must lie inside the file, match its shape x dtype size,
-and not overlap another span. Any violation is a ``ModelFormatError`` raised before a single
-tensor is mapped.
+duplicate names (or duplicate keys inside an entry) and without deep nesting, every dtype must be
+a known name, every shape a list of non-negative ints numpy can hold (zero dims included), every
+span a pair of ints inside the file that matches the shape x dtype size and overlaps no other
+span. Any violation is a ``ModelFormatError`` naming the tensor, raised before a single tensor is
+mapped; a missing or unreadable file is one too.
 
 Two modes:
 
@@ -30,6 +32,9 @@ __all__ = ["SafeTensors", "load", "MAX_HEADER_BYTES"]
 #: Headers longer than this are rejected (the format's reference reader uses the same bound).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
+#: numpy cannot describe an array whose dims (zeros counted as 1) x itemsize reach this.
+_MAX_SPAN = 2**63
+
 _DTYPES: Dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
@@ -43,11 +48,17 @@ _DTYPES: Dict[str, np.dtype] = {
 }
 
 
+class _Obj(dict):
+    """A JSON object that remembers its first duplicate key (reported with its context)."""
+
+    dup: Optional[str] = None
+
+
 def _no_duplicates(pairs: list) -> dict:
-    seen: dict = {}
+    seen = _Obj()
     for key, value in pairs:
-        if key in seen:
-            raise ModelFormatError(f"safetensors header: duplicate tensor name {key!r}")
+        if key in seen and seen.dup is None:
+            seen.dup = key
         seen[key] = value
     return seen
 
@@ -66,17 +77,19 @@ def parse_header(head: bytes, file_size: int) -> Tuple[int, Dict[str, Tuple[np.d
         raise ModelFormatError(f"safetensors: header of {n} bytes is longer than the file ({file_size} bytes)")
     try:
         raw = json.loads(head[8 : 8 + n].decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except ModelFormatError:
-        raise
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelFormatError(f"safetensors: header is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelFormatError("safetensors: header JSON is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ModelFormatError("safetensors: header must be a JSON object")
+    if getattr(raw, "dup", None) is not None:
+        raise ModelFormatError(f"safetensors header: duplicate tensor name {getattr(raw, 'dup')!r}")
     data_start, data_size = 8 + n, file_size - 8 - n
     entries: Dict[str, Tuple[np.dtype, Tuple[int, ...], int, int]] = {}
     for name, spec in raw.items():
         if name == "__metadata__":
-            if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
+            if not isinstance(spec, dict) or getattr(spec, "dup", None) is not None or not all(isinstance(v, str) for v in spec.values()):
                 raise ModelFormatError("safetensors: __metadata__ must map strings to strings")
             continue
         entries[name] = _entry(name, spec, data_size)
@@ -90,7 +103,10 @@ def parse_header(head: bytes, file_size: int) -> Tuple[int, Dict[str, Tuple[np.d
 def _entry(name: str, spec: object, data_size: int) -> Tuple[np.dtype, Tuple[int, ...], int, int]:
     if not isinstance(spec, dict):
         raise ModelFormatError(f"safetensors: entry {name!r} must be an object")
-    dtype = _DTYPES.get(spec.get("dtype"))  # type: ignore[arg-type]
+    if getattr(spec, "dup", None) is not None:
+        raise ModelFormatError(f"safetensors: tensor {name!r} has duplicate key {getattr(spec, 'dup')!r}")
+    code = spec.get("dtype")
+    dtype = _DTYPES.get(code) if isinstance(code, str) else None
     if dtype is None:
         raise ModelFormatError(f"safetensors: tensor {name!r} has unsupported dtype {spec.get('dtype')!r}")
     shape, offsets = spec.get("shape"), spec.get("data_offsets")
@@ -98,15 +114,18 @@ def _entry(name: str, spec: object, data_size: int) -> Tuple[np.dtype, Tuple[int
         isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v
     )
     if not ints(shape):
-        raise ModelFormatError(f"safetensors: tensor {name!r} has invalid shape {shape!r}")
+        raise ModelFormatError(f"safetensors: tensor {name!r} has invalid shape {shape!r} (a list of non-negative ints)")
     if not ints(offsets, 2) or offsets[0] > offsets[1]:  # type: ignore[index]
-        raise ModelFormatError(f"safetensors: tensor {name!r} has invalid data_offsets {offsets!r}")
+        raise ModelFormatError(f"safetensors: tensor {name!r} has invalid data_offsets {offsets!r} (a pair of ints, begin <= end)")
     begin, end = offsets  # type: ignore[misc]
     if end > data_size:
         raise ModelFormatError(f"safetensors: tensor {name!r} span [{begin}, {end}) is past the data ({data_size} bytes)")
-    numel = 1
+    numel, span = 1, dtype.itemsize
     for d in shape:  # type: ignore[union-attr]
         numel *= d
+        span *= max(d, 1)
+    if span >= _MAX_SPAN:
+        raise ModelFormatError(f"safetensors: tensor {name!r} shape {shape} is too large for an array")
     if numel * dtype.itemsize != end - begin:
         raise ModelFormatError(
             f"safetensors: tensor {name!r} {shape} x {dtype} needs {numel * dtype.itemsize} bytes, span has {end - begin}"
@@ -120,19 +139,13 @@ class SafeTensors(Mapping[str, np.ndarray]):
     def __init__(self, path: str, mode: str = "mmap", rename: Optional[Callable[[str], Optional[str]]] = None):
         if mode not in ("mmap", "copy"):
             raise ValueError(f"mode must be 'mmap' or 'copy', got {mode!r}")
-        self.path, self.mode = os.fspath(path), mode
-        size = os.path.getsize(self.path)
-        with open(self.path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            if len(head) == 8 and 8 + n <= size and n <= MAX_HEADER_BYTES:
-                head += f.read(n)
-            data_start, entries = parse_header(head, size)
-            if mode == "mmap":
-                buf: object = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-            else:
-                f.seek(0)
-                buf = bytearray(f.read())
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise ModelFormatError(f"safetensors: path must be a str or os.PathLike, got {type(path).__name__}")
+        self.path, self.mode = os.fsdecode(path), mode
+        try:
+            buf, data_start, entries = self._read()
+        except OSError as e:
+            raise ModelFormatError(f"safetensors {self.path!r}: cannot read: {e.strerror or e}") from e
         self._buffer = buf
         whole = np.frombuffer(buf, dtype=np.uint8)  # type: ignore[call-overload]
         whole.flags.writeable = False
@@ -145,6 +158,22 @@ class SafeTensors(Mapping[str, np.ndarray]):
                 raise ModelFormatError(f"safetensors: rename maps two tensors to {key!r}")
             raw = whole[data_start + begin : data_start + end]
             self._arrays[key] = raw.view(dtype).reshape(shape)
+
+    def _read(self) -> Tuple[object, int, Dict[str, Tuple[np.dtype, Tuple[int, ...], int, int]]]:
+        """The validated header and the buffer (a map or a copy) its spans index."""
+        size = os.path.getsize(self.path)
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if len(head) == 8 and 8 + n <= size and n <= MAX_HEADER_BYTES:
+                head += f.read(n)
+            data_start, entries = parse_header(head, size)
+            if self.mode == "mmap":
+                buf: object = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            else:
+                f.seek(0)
+                buf = bytearray(f.read())
+        return buf, data_start, entries
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]

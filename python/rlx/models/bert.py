@@ -23,6 +23,12 @@ __all__ = ["BertConfig", "build_graph", "SentenceEncoder", "default_model_dir"]
 
 _MASK_FILL = -10000.0  # additive mask of padded keys, as BertModel (transformers 4.x) builds it
 
+# Integer config fields -> their least valid value (all must also stay below 2**31).
+_INT_FIELDS = {
+    "vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 0, "num_attention_heads": 1,
+    "intermediate_size": 1, "max_position_embeddings": 1, "type_vocab_size": 1,
+}
+
 
 @dataclass(frozen=True)
 class BertConfig:
@@ -38,10 +44,21 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+        if not isinstance(d, Mapping):
+            raise rlx.ModelFormatError(f"BERT config must be a JSON object, got {type(d).__name__}")
         names = cls.__dataclass_fields__.keys()
         missing = [n for n in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if n not in d]
         if missing:
             raise rlx.ModelFormatError(f"BERT config lacks {missing}")
+        for k, lo in _INT_FIELDS.items():
+            v = d.get(k, lo)
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v < 2**31):
+                raise rlx.ModelFormatError(f"BERT config {k} = {v!r}: must be an int in [{lo}, 2**31)")
+        eps = d.get("layer_norm_eps", 1e-12)
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < float("inf")):
+            raise rlx.ModelFormatError(f"BERT config layer_norm_eps = {eps!r}: must be a finite number >= 0")
+        if not isinstance(d.get("hidden_act", "gelu"), str):
+            raise rlx.ModelFormatError(f"BERT config hidden_act = {d['hidden_act']!r}: must be a string")
         cfg = cls(**{k: d[k] for k in names if k in d})
         if cfg.hidden_size % cfg.num_attention_heads:
             raise rlx.ModelFormatError(f"hidden_size {cfg.hidden_size} is not a multiple of {cfg.num_attention_heads} heads")
@@ -51,8 +68,19 @@ class BertConfig:
 
     @classmethod
     def from_file(cls, path: str) -> "BertConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except OSError as e:
+            raise rlx.ModelFormatError(f"BERT config {path!r}: cannot read: {e.strerror or e}") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise rlx.ModelFormatError(f"BERT config {path!r}: not valid JSON: {e}") from None
+        except RecursionError:
+            raise rlx.ModelFormatError(f"BERT config {path!r}: JSON nested too deeply") from None
+        try:
+            return cls.from_dict(raw)
+        except rlx.RlxError as e:
+            raise type(e)(f"{path}: {e}") from None
 
 
 def build_graph(cfg: BertConfig, max_batch: int = 256, max_seq: Optional[int] = None) -> rlx.Graph:
@@ -146,6 +174,13 @@ class SentenceEncoder:
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
+        if not isinstance(self.model_dir, (str, os.PathLike)):
+            raise rlx.ModelFormatError(f"model dir must be a path, got {type(self.model_dir).__name__}")
+        if not os.path.isdir(self.model_dir):
+            raise rlx.ModelFormatError(f"model dir {self.model_dir!r}: no such directory")
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not os.path.isfile(os.path.join(self.model_dir, f)):
+                raise rlx.ModelFormatError(f"model dir {self.model_dir!r} has no {f}")
         self.config = BertConfig.from_file(os.path.join(self.model_dir, "config.json"))
         self.weights = safetensors.load(os.path.join(self.model_dir, "model.safetensors"), mode=self.mode, rename=_strip_prefix)
         graph = build_graph(self.config)
@@ -155,7 +190,11 @@ class SentenceEncoder:
         self.timings["load_s"] = time.perf_counter() - t0
         from tokenizers import Tokenizer  # imported late: only text input needs it
 
-        self.tokenizer = Tokenizer.from_file(os.path.join(self.model_dir, "tokenizer.json"))
+        path = os.path.join(self.model_dir, "tokenizer.json")
+        try:
+            self.tokenizer = Tokenizer.from_file(path)
+        except Exception as e:  # tokenizers raises a bare Exception
+            raise rlx.ModelFormatError(f"tokenizer {path!r}: cannot load: {e}") from None
         # The shipped tokenizer.json pads every text to a fixed length; rlx pads to a bucket.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.seq_buckets[-1])
