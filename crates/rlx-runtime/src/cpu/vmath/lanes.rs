@@ -25,6 +25,10 @@ pub(super) trait F32s: Copy {
     unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self;
     /// `2^n` for lanes holding `n + 1.5 * 2^23` (the rounding trick of `exp`).
     unsafe fn pow2_of_rounded(self) -> Self;
+    /// The sum of the lanes.
+    unsafe fn reduce_add(self) -> f32;
+    /// The largest lane (a NaN lane may be ignored).
+    unsafe fn reduce_max(self) -> f32;
 }
 
 /// One-lane stand-in for the portable path of the softmax helpers.
@@ -78,6 +82,12 @@ impl F32s for Scalar {
                 .wrapping_add(127))
                 << 23,
         ))
+    }
+    unsafe fn reduce_add(self) -> f32 {
+        self.0
+    }
+    unsafe fn reduce_max(self) -> f32 {
+        self.0
     }
 }
 
@@ -160,6 +170,14 @@ impl F32s for V512 {
             )))
         }
     }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        unsafe { _mm512_reduce_add_ps(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        unsafe { _mm512_reduce_max_ps(self.0) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -239,6 +257,28 @@ impl F32s for V256 {
             V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
                 _mm256_sub_epi32(bits, bias),
             )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        unsafe {
+            let h = _mm_add_ps(
+                _mm256_castps256_ps128(self.0),
+                _mm256_extractf128_ps::<1>(self.0),
+            );
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        unsafe {
+            let h = _mm_max_ps(
+                _mm256_castps256_ps128(self.0),
+                _mm256_extractf128_ps::<1>(self.0),
+            );
+            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)))
         }
     }
 }

@@ -105,11 +105,7 @@ unsafe fn scale_max_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32)
             m = m.at_least(v);
             j += V::N;
         }
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        m.store(lanes.as_mut_ptr());
-        let mut max = lanes[..V::N]
-            .iter()
-            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut max = m.reduce_max();
         for j in body..n {
             let v = *p.add(j) * scale + add.map_or(0.0, |a| a[j]);
             *p.add(j) = v;
@@ -180,9 +176,7 @@ unsafe fn add_norm_avx2(
 /// Sum of a vector's lanes.
 #[inline(always)]
 unsafe fn hsum<V: F32s>(v: V) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    unsafe { v.store(lanes.as_mut_ptr()) };
-    lanes[..V::N].iter().sum()
+    unsafe { v.reduce_add() }
 }
 
 #[inline(always)]

@@ -142,3 +142,34 @@ fn probe_vector_speed() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing probe"]
+fn probe_softmax_rows() {
+    for n in [128usize, 512] {
+        let x: Vec<f32> = (0..64 * n)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 100.0)
+            .collect();
+        let mut p = x.clone();
+        let reps = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            p.copy_from_slice(&x);
+            for row in p.chunks_mut(n) {
+                std::hint::black_box(softmax_row_unnormalized(Isa::best(), row, n, None, 1.0));
+            }
+        }
+        let el = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            p.copy_from_slice(&x);
+            std::hint::black_box(&p);
+        }
+        let copy = t.elapsed().as_secs_f64();
+        println!(
+            "n={n}: {:.3} ns/elem ({:.1} ns/row)",
+            (el - copy) * 1e9 / (reps * 64 * n) as f64,
+            (el - copy) * 1e9 / (reps * 64) as f64
+        );
+    }
+}
