@@ -62,9 +62,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kinds[f.split(":")[0]] = kinds.get(f.split(":")[0], 0) + 1
     fused = ", ".join(f"{k} x{n}" for k, n in kinds.items())
     print(f"template: {rep['hir_ops_before']} HIR ops -> {rep['hir_ops_after']} after passes -> {rep['kernels']} kernels ({fused})")
-    print(f"near misses: {len(rep['near_misses'])}  (full report: pipe.report, or RLX_DEBUG=1)\n")
+    print(f"near misses: {len(rep['near_misses'])}  (full report: pipe.report, or RLX_DEBUG=1)")
+    from rlx import available_isas
+
+    print(f"CPU kernels: {pipe.isa} (of {', '.join(available_isas())}); weights are packed into "
+          f"GEMM panels by the first variant and shared by the others\n")
     batches = [DEMO_SENTENCES, DEMO_SENTENCES[:2], DEMO_SENTENCES * 4, [s + " " + s for s in DEMO_SENTENCES]]
     print(f"{'variant':<22}{'specialize+compile':>20}{'first run':>12}{'run (median of 10)':>20}")
+    packed = pipe.stats["packed_bytes"]
     for texts in batches:
         batch = enc.tokenize(texts)
         b, s = batch["input_ids"].shape
@@ -81,6 +86,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             exe.run(batch)
             runs.append(time.perf_counter() - t)
         note = " (cached)" if seen else ""
+        if not note and packed is not None and pipe.stats["packed_bytes"] != packed:
+            note = f" (packs {(pipe.stats['packed_bytes'] - packed) / 2**20:.1f} MiB of weights)"
+        packed = pipe.stats["packed_bytes"]
         print(f"batch={b:<3} seq={s:<10}{t_compile * 1e3:>17.2f} ms{t_first * 1e3:>9.2f} ms{np.median(runs) * 1e3:>17.2f} ms{note}")
     stats = pipe.stats
     print("pipeline stats: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
