@@ -58,8 +58,10 @@ impl F32s for Scalar {
     unsafe fn div(self, o: Self) -> Self {
         Scalar(self.0 / o.0)
     }
+    // Two roundings: `mul_add` is a libm call on targets without FMA, and this lane is the
+    // portable path.
     unsafe fn fma(self, a: Self, b: Self) -> Self {
-        Scalar(self.0.mul_add(a.0, b.0))
+        Scalar(self.0 * a.0 + b.0)
     }
     unsafe fn at_least(self, lo: Self) -> Self {
         Scalar(if self.0 < lo.0 { lo.0 } else { self.0 })

@@ -16,8 +16,42 @@ mod tests;
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;
-#[cfg(target_arch = "x86_64")]
-use lanes::{V256, V512};
+
+/// Defines `unsafe fn $name(isa, args..)` that runs `$generic::<V>(args..)` with `V` the
+/// vector type of `isa`, compiled with that ISA's target features (the scalar ISA: one plain
+/// lane). Each kernel is written once, generic over `F32s`; this is its only dispatch.
+macro_rules! per_isa {
+    ($(#[$doc:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        $vis unsafe fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::cpu::vmath::lanes::V512>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::cpu::vmath::lanes::V256>($($arg),*) }
+            }
+            // SAFETY: an ISA is only chosen on a CPU that has it (`Isa::resolve`); the rest is
+            // the caller's contract.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => avx512($($arg),*),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => avx2($($arg),*),
+                    _ => $generic::<$crate::cpu::vmath::lanes::Scalar>($($arg),*),
+                }
+            }
+        }
+    };
+}
+use per_isa;
 
 /// Whether `op` has a vector implementation here (others use the scalar loop).
 pub fn vectorized(op: UnaryOp) -> bool {
@@ -50,53 +84,11 @@ pub unsafe fn bias_act_block(
     act: Option<UnaryOp>,
 ) {
     let bias = bias.map(|b| &b[..cols]);
-    // SAFETY: forwarded; an ISA is only chosen on a CPU that has it.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => block_avx512(c, rows, cols, ldc, bias, act),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => block_avx2(c, rows, cols, ldc, bias, act),
-            _ => {
-                for r in 0..rows {
-                    let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
-                    if let Some(b) = bias {
-                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                    }
-                    if let Some(op) = act {
-                        math::unary_in_place(op, row);
-                    }
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded.
+    unsafe { bias_act(isa, c, rows, cols, ldc, bias, act) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn block_avx512(
-    c: *mut f32,
-    rows: usize,
-    cols: usize,
-    ldc: usize,
-    bias: Option<&[f32]>,
-    act: Option<UnaryOp>,
-) {
-    unsafe { block_v::<V512>(c, rows, cols, ldc, bias, act) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(
-    c: *mut f32,
-    rows: usize,
-    cols: usize,
-    ldc: usize,
-    bias: Option<&[f32]>,
-    act: Option<UnaryOp>,
-) {
-    unsafe { block_v::<V256>(c, rows, cols, ldc, bias, act) }
-}
+per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, act: Option<UnaryOp>) => block_v);
 
 #[inline(always)]
 unsafe fn block_v<V: F32s>(
@@ -154,13 +146,10 @@ pub fn unary_map(isa: Isa, op: UnaryOp, src: &[f32], dst: &mut [f32]) {
 /// # Safety
 /// `src` and `dst` hold `n` elements; they may be equal, but must not partly overlap.
 unsafe fn map_ptr(isa: Isa, op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) {
-    // SAFETY: an ISA is only chosen on a CPU that has it (`Isa::resolve`).
+    // SAFETY: forwarded.
     unsafe {
         match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if vectorized(op) => map_avx512(op, src, dst, n),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 if vectorized(op) => map_avx2(op, src, dst, n),
+            Isa::Avx512 | Isa::Avx2 if vectorized(op) => map(isa, op, src, dst, n),
             _ if std::ptr::eq(src, dst) => {
                 math::unary_in_place(op, std::slice::from_raw_parts_mut(dst, n))
             }
@@ -173,17 +162,7 @@ unsafe fn map_ptr(isa: Isa, op: UnaryOp, src: *const f32, dst: *mut f32, n: usiz
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn map_avx512(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) {
-    unsafe { map_v::<V512>(op, src, dst, n) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn map_avx2(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) {
-    unsafe { map_v::<V256>(op, src, dst, n) }
-}
+per_isa!(unsafe fn map(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) => map_v);
 
 /// Applies `op` to `n` elements, vector by vector; the tail goes through the scalar function.
 #[inline(always)]
@@ -229,11 +208,11 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
     }
 }
 
-/// `math::exp` on a vector.
+/// `e^c` for `c` already clamped to [-87, 88]: range reduction to `2^n e^g` (Cody-Waite) and
+/// the degree-6 polynomial of `math::exp`, with 2^n built from the bits of the rounding sum.
 #[inline(always)]
-unsafe fn exp_v<V: F32s>(x: V) -> V {
+unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
     unsafe {
-        let c = x.at_least(V::splat(-87.0)).at_most(V::splat(88.0));
         let r = c.fma(V::splat(std::f32::consts::LOG2_E), V::splat(12_582_912.0));
         let n = r.sub(V::splat(12_582_912.0));
         let g = n.fma(V::splat(-0.693_359_4), c);
@@ -242,28 +221,28 @@ unsafe fn exp_v<V: F32s>(x: V) -> V {
         for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = p.fma(g, V::splat(k));
         }
-        let y = p.mul(r.pow2_of_rounded());
+        p.mul(r.pow2_of_rounded())
+    }
+}
+
+/// `math::exp` on a vector.
+#[inline(always)]
+unsafe fn exp_v<V: F32s>(x: V) -> V {
+    unsafe {
+        let y = exp_clamped_v(x.at_least(V::splat(-87.0)).at_most(V::splat(88.0)));
         let y = x.select_lt(V::splat(-87.0), V::splat(0.0), y);
         V::splat(88.0).select_lt(x, V::splat(f32::INFINITY), y)
     }
 }
 
-/// `exp(x)` for `x <= 0` (softmax after the max is taken): no overflow to handle, and below
-/// -87 the result is flushed to 0 by a clamp. NaN propagates (through the clamp's order).
+/// `exp(x)` for `x <= 0` (softmax after the max is taken): no overflow to handle. NaN
+/// propagates (through the clamp's operand order).
 #[inline(always)]
 unsafe fn exp_nonpositive_v<V: F32s>(x: V) -> V {
     unsafe {
-        let c = x.at_least(V::splat(-87.0));
-        let r = c.fma(V::splat(std::f32::consts::LOG2_E), V::splat(12_582_912.0));
-        let n = r.sub(V::splat(12_582_912.0));
-        let g = n.fma(V::splat(-0.693_359_4), c);
-        let g = n.fma(V::splat(2.121_944_4e-4), g);
-        let mut p = V::splat(1.0 / 720.0);
-        for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = p.fma(g, V::splat(k));
-        }
-        // Below -87 (and for -inf) c = -87: e^-87 is 1.6e-38, which the select makes exactly 0.
-        x.select_lt(V::splat(-87.0), V::splat(0.0), p.mul(r.pow2_of_rounded()))
+        // Below -87 (and for -inf) the clamp gives e^-87 = 1.6e-38, which the select makes 0.
+        let y = exp_clamped_v(x.at_least(V::splat(-87.0)));
+        x.select_lt(V::splat(-87.0), V::splat(0.0), y)
     }
 }
 

@@ -1,10 +1,8 @@
 //! Row kernels on vectors: attention softmax rows and layer-norm rows, each one
 //! target-feature call per row with all its passes inside.
 
-use super::exp_nonpositive_v;
-use super::lanes::{F32s, Scalar};
-#[cfg(target_arch = "x86_64")]
-use super::lanes::{V256, V512};
+use super::lanes::F32s;
+use super::{exp_nonpositive_v, per_isa};
 use crate::cpu::isa::Isa;
 use crate::cpu::math;
 
@@ -30,29 +28,11 @@ pub fn softmax_row_unnormalized(
     let (row, dead) = row.split_at_mut(live.min(row.len()));
     dead.fill(0.0);
     let add = add.map(|a| &a[..row.len()]);
-    // SAFETY: an ISA is only chosen on a CPU that has it.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => softmax_avx512(row, add, scale),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => softmax_avx2(row, add, scale),
-            _ => softmax_v::<Scalar>(row, add, scale),
-        }
-    }
+    // SAFETY: the slices bound every access.
+    unsafe { softmax(isa, row, add, scale) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_avx512(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
-    unsafe { softmax_v::<V512>(row, add, scale) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
-    unsafe { softmax_v::<V256>(row, add, scale) }
-}
+per_isa!(unsafe fn softmax(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 => softmax_v);
 
 /// One softmax row, two vector passes: scale + shift + max, then exp + sum; returns 1 / sum.
 #[inline(always)]
@@ -131,47 +111,11 @@ pub unsafe fn add_norm_row(
     eps: f32,
     d: usize,
 ) {
-    // SAFETY: forwarded; an ISA is only chosen on a CPU that has it.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => add_norm_avx512(a, b, out, gamma, beta, eps, d),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => add_norm_avx2(a, b, out, gamma, beta, eps, d),
-            _ => add_norm_v::<Scalar>(a, b, out, gamma, beta, eps, d),
-        }
-    }
+    // SAFETY: forwarded.
+    unsafe { add_norm(isa, a, b, out, gamma, beta, eps, d) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn add_norm_avx512(
-    a: *const f32,
-    b: Option<*const f32>,
-    out: *mut f32,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-    d: usize,
-) {
-    unsafe { add_norm_v::<V512>(a, b, out, gamma, beta, eps, d) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn add_norm_avx2(
-    a: *const f32,
-    b: Option<*const f32>,
-    out: *mut f32,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-    d: usize,
-) {
-    unsafe { add_norm_v::<V256>(a, b, out, gamma, beta, eps, d) }
-}
+per_isa!(unsafe fn add_norm(a: *const f32, b: Option<*const f32>, out: *mut f32, gamma: &[f32], beta: &[f32], eps: f32, d: usize) => add_norm_v);
 
 /// Sum of a vector's lanes.
 #[inline(always)]
