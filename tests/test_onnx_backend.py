@@ -15,10 +15,9 @@ import sys
 import warnings
 from typing import Dict, List, Optional, Tuple
 
-import onnx
 import pytest
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
 import onnx.backend.test  # noqa: E402
 from onnx.backend.test.loader import load_model_tests  # noqa: E402

@@ -121,6 +121,12 @@ impl Pipeline {
         if self.verify_each {
             lir.verify()?;
         }
+        if debug >= 1 {
+            eprintln!("[rlx] {report}");
+        }
+        if debug >= 3 {
+            eprintln!("[rlx] LIR template:\n{lir}");
+        }
         let text = hir.to_string();
         let fingerprint = stable_key(&["rlx-template/1", &self.pass_names().join(","), &text]);
         Ok(CompileResult {
