@@ -192,3 +192,35 @@ def test_a_specialized_graph_only_compiles_against_its_own_pipeline():
         small.compile_lir(spec)
     out = small.compile_lir(small.specialize(batch=2)).run(x=np.ones((2, 8), np.float32))["y"]
     np.testing.assert_array_equal(out, np.full((2, 4), 8.0, np.float32))
+
+
+def test_user_mistakes_are_not_reported_as_rlx_bugs(tmp_path):
+    """Each used to surface as 'HIR verifier ... an rlx bug', NaN, or an empty graph."""
+    g = rlx.Graph("empty")
+    g.input("x", (2,))
+    with pytest.raises(rlx.GraphError, match="`empty` has no outputs") as e:
+        rlx.ModelCompilePipeline(g).get_or_compile()
+    assert "rlx bug" not in str(e.value)
+
+    g = rlx.Graph("s", dims={"n": (1, 8)})
+    x = g.input("x", ("n",))
+    with pytest.raises(rlx.GraphError, match="symbol `m`, which the graph does not declare"):
+        g.slice(x, 0, 0, "m")
+    g.output("y", g.slice(x, 0, 0, "n"))  # the graph is still usable
+    np.testing.assert_array_equal(rlx.ModelCompilePipeline(g).get_or_compile(n=3).run(x=np.arange(3, dtype=np.float32))["y"], [0, 1, 2])
+
+    for bad in (None, [1.0, None], "abc", {"a": 1}):
+        with pytest.raises(rlx.DTypeError, match="constant: expected numbers"):
+            rlx.Graph("c").constant(bad)
+    assert rlx.Graph("c").constant([1.0, 2.0]).shape == (2,)
+
+    from rlx import onnx as rlx_onnx
+
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(rlx.ModelFormatError, match="the file is empty"):
+        rlx_onnx.load(str(empty))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x00\x00")
+    with pytest.raises(rlx.ModelFormatError):
+        rlx_onnx.load(str(junk))

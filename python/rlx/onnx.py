@@ -186,10 +186,15 @@ def _read_model(model: Any) -> Tuple[Any, Optional[str]]:
     path = os.fsdecode(model)
     if not os.path.isfile(path):
         raise rlx.ModelFormatError(f"ONNX model {path!r}: no such file")
+    if os.path.getsize(path) == 0:
+        raise rlx.ModelFormatError(f"ONNX model {path!r}: the file is empty")
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf decode errors have no common base class
         raise rlx.ModelFormatError(f"ONNX model {path!r}: cannot parse: {e}") from e
+    # Protobuf parses many non-ONNX byte strings into an empty message: no graph, no outputs.
+    if not proto.graph.output:
+        raise rlx.ModelFormatError(f"ONNX model {path!r}: no graph outputs (not an ONNX model, or an empty graph)")
     return proto, os.path.dirname(os.path.abspath(path))
 
 

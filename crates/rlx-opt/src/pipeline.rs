@@ -86,6 +86,13 @@ impl Pipeline {
 
     /// **Step 1**: verify, run every pass, lower to a (symbolic) LIR template.
     pub fn compile_hir(&self, hir: HirModule) -> Result<CompileResult> {
+        // A user mistake, reported as one (the verifier would call it an rlx bug).
+        if hir.outputs.is_empty() {
+            return Err(IrError::Graph(format!(
+                "graph `{}` has no outputs: mark at least one value with output(name, value)",
+                hir.name
+            )));
+        }
         hir.verify()?;
         let mut report = CompileReport {
             hir_ops_before: hir.len(),

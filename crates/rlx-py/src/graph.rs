@@ -148,6 +148,20 @@ fn constant_from_py(
         None if typed => None,
         None => Some(DType::F32),
     };
+    // None and other objects would become NaN under a float dtype: only numbers are constants.
+    if !typed {
+        let kind: String = np
+            .call_method1("asarray", (value,))
+            .and_then(|a| a.getattr("dtype")?.getattr("kind")?.extract())
+            .unwrap_or_else(|_| "O".to_string());
+        if !matches!(kind.as_str(), "b" | "i" | "u" | "f") {
+            return Err(DTypeError::new_err(format!(
+                "constant: expected numbers (a number, a nested list of numbers, or an array), \
+                 got {}",
+                value.repr().map(|r| r.to_string()).unwrap_or_default()
+            )));
+        }
+    }
     // A fresh C-ordered copy (0-d stays 0-d); the constant owns its data anyway.
     let kw = PyDict::new(py);
     kw.set_item("order", "C")?;

@@ -316,6 +316,15 @@ impl<'m> HirMut<'m> {
         end: Option<Dim>,
     ) -> Result<ValueId> {
         let axis = self.axis(x, axis, "slice")?;
+        for b in std::iter::once(&start).chain(end.as_ref()) {
+            if let Some(sym) = b.symbols().into_iter().find(|s| self.m.symbol(s).is_none()) {
+                crate::bail!(
+                    Graph,
+                    "slice bound `{b}` uses symbol `{sym}`, which the graph does not declare; \
+                     declare it with its bounds first (dims={{\"{sym}\": (min, max)}})"
+                );
+            }
+        }
         let d = self.ty(x)?.shape.0[axis].clone();
         let norm = |b: Dim| match b.as_const() {
             Some(c) if c < 0 => &d + &b,
