@@ -224,3 +224,19 @@ def test_user_mistakes_are_not_reported_as_rlx_bugs(tmp_path):
     junk.write_bytes(b"\x00\x00\x00")
     with pytest.raises(rlx.ModelFormatError):
         rlx_onnx.load(str(junk))
+
+
+def test_size_arithmetic_that_overflows_is_a_shape_error_not_a_panic_or_a_wrap():
+    g = rlx.Graph("h", dims={"n": (1, 2**62)})
+    x = g.input("x", ("n", 4))
+    with pytest.raises(rlx.ShapeError, match="overflow"):
+        g.input("y", ("4611686018427387904*4",))
+    with pytest.raises(rlx.ShapeError, match="overflow"):
+        g.reshape(x, (2**40, 2**40))
+    flat = g.reshape(x, (-1,))  # 4*n is fine symbolically...
+    g.output("y", flat)
+    pipe = rlx.ModelCompilePipeline(g)
+    with pytest.raises(rlx.RlxError, match="overflow|budget|bound"):
+        pipe.get_or_compile(n=2**62)  # ...but not for this n
+    out = pipe.get_or_compile(n=2).run(x=np.ones((2, 4), np.float32))["y"]
+    np.testing.assert_array_equal(out, np.ones(8, np.float32))

@@ -41,9 +41,14 @@ struct Term {
 }
 
 /// A dimension: a constant, a symbol, or a normalized polynomial of symbols.
+///
+/// Arithmetic is checked: a coefficient that would overflow i64 makes the result an
+/// *overflowed* dim, which is never a constant, never evaluates, and prints as `<overflow>`;
+/// shape inference reports it as a `ShapeError` where it appears.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Dim {
     terms: Vec<Term>,
+    overflow: bool,
 }
 
 impl Dim {
@@ -66,12 +71,31 @@ impl Dim {
         let mut out: Vec<Term> = Vec::with_capacity(terms.len());
         for t in terms {
             match out.last_mut() {
-                Some(last) if last.syms == t.syms => last.coeff = last.coeff.wrapping_add(t.coeff),
+                Some(last) if last.syms == t.syms => match last.coeff.checked_add(t.coeff) {
+                    Some(c) => last.coeff = c,
+                    None => return Dim::overflowed(),
+                },
                 _ => out.push(t),
             }
         }
         out.retain(|t| t.coeff != 0);
-        Dim { terms: out }
+        Dim {
+            terms: out,
+            overflow: false,
+        }
+    }
+
+    /// The result of arithmetic whose coefficients do not fit in i64.
+    fn overflowed() -> Dim {
+        Dim {
+            terms: Vec::new(),
+            overflow: true,
+        }
+    }
+
+    /// Whether arithmetic that made this dim overflowed i64.
+    pub fn is_overflow(&self) -> bool {
+        self.overflow
     }
 
     /// Parses the text form: integers, symbol names, `*`, `+`, `-` (e.g. `b*s`, `12*s + 1`).
@@ -122,6 +146,9 @@ impl Dim {
 
     /// The value when the dim has no symbols.
     pub fn as_const(&self) -> Option<i64> {
+        if self.overflow {
+            return None;
+        }
         match self.terms.as_slice() {
             [] => Some(0),
             [t] if t.syms.is_empty() => Some(t.coeff),
@@ -148,6 +175,11 @@ impl Dim {
     /// Evaluates with checked arithmetic; unbound symbols and overflow are errors.
     pub fn eval(&self, binding: &DimBinding) -> Result<i64> {
         let overflow = || IrError::Shape(format!("dim `{self}` overflows i64 under {binding}"));
+        if self.overflow {
+            return Err(IrError::Shape(
+                "a size overflows i64 (checked when it was built)".into(),
+            ));
+        }
         let mut total: i64 = 0;
         for t in &self.terms {
             let mut v = t.coeff;
@@ -165,6 +197,9 @@ impl Dim {
     /// `self / divisor` when it is exact for every binding: a constant or a single-term divisor
     /// that divides every term, or a divisor equal to `self`.
     pub fn div_exact(&self, divisor: &Dim) -> Option<Dim> {
+        if self.overflow || divisor.overflow {
+            return None;
+        }
         if self == divisor && !self.terms.is_empty() {
             return Some(Dim::constant(1));
         }
@@ -176,7 +211,8 @@ impl Dim {
         }
         let mut terms = Vec::with_capacity(self.terms.len());
         for t in &self.terms {
-            if t.coeff % d.coeff != 0 {
+            // checked_rem: i64::MIN % -1 overflows.
+            if t.coeff.checked_rem(d.coeff)? != 0 {
                 return None;
             }
             let mut syms = t.syms.clone();
@@ -186,7 +222,7 @@ impl Dim {
             }
             terms.push(Term {
                 syms,
-                coeff: t.coeff / d.coeff,
+                coeff: t.coeff.checked_div(d.coeff)?,
             });
         }
         Some(Dim::from_terms(terms))
@@ -213,6 +249,9 @@ impl From<&str> for Dim {
 impl Add for &Dim {
     type Output = Dim;
     fn add(self, rhs: &Dim) -> Dim {
+        if self.overflow || rhs.overflow {
+            return Dim::overflowed();
+        }
         Dim::from_terms(self.terms.iter().chain(&rhs.terms).cloned().collect())
     }
 }
@@ -220,10 +259,19 @@ impl Add for &Dim {
 impl Sub for &Dim {
     type Output = Dim;
     fn sub(self, rhs: &Dim) -> Dim {
-        let neg = rhs.terms.iter().map(|t| Term {
-            syms: t.syms.clone(),
-            coeff: -t.coeff,
-        });
+        if self.overflow || rhs.overflow {
+            return Dim::overflowed();
+        }
+        let mut neg = Vec::with_capacity(rhs.terms.len());
+        for t in &rhs.terms {
+            let Some(coeff) = t.coeff.checked_neg() else {
+                return Dim::overflowed();
+            };
+            neg.push(Term {
+                syms: t.syms.clone(),
+                coeff,
+            });
+        }
         Dim::from_terms(self.terms.iter().cloned().chain(neg).collect())
     }
 }
@@ -231,15 +279,18 @@ impl Sub for &Dim {
 impl Mul for &Dim {
     type Output = Dim;
     fn mul(self, rhs: &Dim) -> Dim {
+        if self.overflow || rhs.overflow {
+            return Dim::overflowed();
+        }
         let mut terms = Vec::with_capacity(self.terms.len() * rhs.terms.len());
         for a in &self.terms {
             for b in &rhs.terms {
                 let mut syms: Vec<String> = a.syms.iter().chain(&b.syms).cloned().collect();
                 syms.sort_unstable();
-                terms.push(Term {
-                    syms,
-                    coeff: a.coeff.wrapping_mul(b.coeff),
-                });
+                let Some(coeff) = a.coeff.checked_mul(b.coeff) else {
+                    return Dim::overflowed();
+                };
+                terms.push(Term { syms, coeff });
             }
         }
         Dim::from_terms(terms)
@@ -258,6 +309,9 @@ owned_ops!(Add add, Sub sub, Mul mul);
 
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.overflow {
+            return f.write_str("<overflow>");
+        }
         if self.terms.is_empty() {
             return f.write_str("0");
         }
@@ -265,7 +319,7 @@ impl fmt::Display for Dim {
         let mut terms: Vec<&Term> = self.terms.iter().collect();
         terms.sort_by(|a, b| b.syms.len().cmp(&a.syms.len()).then(a.syms.cmp(&b.syms)));
         for (i, t) in terms.iter().enumerate() {
-            let mut coeff = t.coeff;
+            let mut coeff = i128::from(t.coeff);
             if i > 0 {
                 f.write_str(if coeff < 0 { " - " } else { " + " })?;
                 coeff = coeff.abs();
@@ -330,6 +384,22 @@ mod tests {
         for bad in ["", "b*", "*b", "b s", "b/2", "1x"] {
             assert!(Dim::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn arithmetic_that_overflows_is_marked_not_wrapped() {
+        let big = Dim::constant(1 << 40);
+        let prod = &(&big * &big) * &b();
+        assert!(prod.is_overflow() && prod.as_const().is_none());
+        assert_eq!(prod.to_string(), "<overflow>");
+        assert!(prod.eval(&DimBinding::new().with("b", 1)).is_err());
+        assert!((&prod + &b()).is_overflow() && (&b() - &prod).is_overflow());
+        let min = Dim::constant(i64::MIN);
+        assert!((&Dim::constant(0) - &min).is_overflow());
+        assert!((&min + &Dim::constant(-1)).is_overflow());
+        // i64::MIN % -1 would panic.
+        assert_eq!(min.div_exact(&Dim::constant(-1)), None);
+        assert_eq!((&big * &Dim::constant(3)).as_const(), Some(3 << 40));
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl<'m> HirMut<'m> {
             unreachable!("named leaf op")
         };
         crate::ensure!(
+            !shape.0.iter().any(Dim::is_overflow),
+            Shape,
+            "{} `{name}`: a size overflows 64-bit arithmetic (shape {shape})",
+            op.name()
+        );
+        crate::ensure!(
             !name.is_empty(),
             Graph,
             "{} name must not be empty",

@@ -169,9 +169,11 @@ impl HirModule {
     /// Appends a node after inferring its type (leaf ops must use `push_leaf`).
     pub fn push(&mut self, op: Op, inputs: Vec<ValueId>) -> Result<ValueId> {
         let ty = infer_type(self, &op, &inputs)?;
+        check_no_overflow(&op, &ty)?;
         Ok(self.push_typed(op, inputs, ty))
     }
 
+    /// Appends a node whose type the caller computed (leaves, constants, passes).
     pub(crate) fn push_typed(&mut self, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
         let id = ValueId(self.nodes.len() as u32);
         self.nodes.push(Node { op, inputs, ty });
@@ -221,4 +223,17 @@ impl HirModule {
     pub fn verify(&self) -> Result<()> {
         verify::verify(self)
     }
+}
+
+/// A size whose arithmetic overflowed i64 (see `Dim`) is a shape error where it first appears.
+pub(crate) fn check_no_overflow(op: &Op, ty: &TensorType) -> Result<()> {
+    if ty.shape.0.iter().any(Dim::is_overflow) {
+        crate::bail!(
+            Shape,
+            "{}: a size of the result overflows 64-bit arithmetic (shape {})",
+            op.name(),
+            ty.shape
+        );
+    }
+    Ok(())
 }
