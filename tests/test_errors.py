@@ -240,3 +240,33 @@ def test_size_arithmetic_that_overflows_is_a_shape_error_not_a_panic_or_a_wrap()
         pipe.get_or_compile(n=2**62)  # ...but not for this n
     out = pipe.get_or_compile(n=2).run(x=np.ones((2, 4), np.float32))["y"]
     np.testing.assert_array_equal(out, np.ones(8, np.float32))
+
+
+def test_kernel_scratch_counts_in_the_memory_budget():
+    """Attention's score blocks and packed keys are per-run memory beside the arena: a variant
+    whose arena fits the budget but whose scratch does not is refused at compile."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, rlx\n"
+        "g = rlx.Graph('att', dims={'s': (1, 1 << 17)})\n"
+        "q = g.input('q', (1, 1, 's', 8))\n"
+        "g.output('y', g.attention(q, q, q))\n"
+        "pipe = rlx.ModelCompilePipeline(g)\n"
+        "try:\n"
+        "    pipe.get_or_compile(s=1 << 16)\n"
+        "    print('compiled')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError', e)\n"
+        "x = np.ones((1, 1, 64, 8), np.float32)\n"
+        "print('small', float(pipe.get_or_compile(s=64).run(q=x)['y'].sum()))\n"
+    )
+    env = dict(os.environ, RLX_MEMORY_LIMIT=str(24 << 20))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    # arena + output: ~8 MiB; scores: 64 x 65536 floats per thread = 16 MiB each.
+    assert first.startswith("MemoryError") and "kernel scratch" in first, first
+    assert second == f"small {64 * 8:.1f}", second

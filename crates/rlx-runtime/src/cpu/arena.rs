@@ -88,11 +88,11 @@ fn machine_memory() -> Option<usize> {
     kib.checked_mul(1024)
 }
 
-pub fn check_budget(name: &str, arena: usize, outputs: usize) -> Result<()> {
-    let need = arena.saturating_add(outputs);
+pub fn check_budget(name: &str, arena: usize, outputs: usize, scratch: usize) -> Result<()> {
+    let need = arena.saturating_add(outputs).saturating_add(scratch);
     match memory_budget()? {
         Some(limit) if need > limit => Err(Error::Memory(format!(
-            "`{name}` needs {need} bytes per run (arena {arena}, outputs {outputs}), over the {limit}-byte budget (RLX_MEMORY_LIMIT or the machine's memory)"
+            "`{name}` needs {need} bytes per run (arena {arena}, outputs {outputs}, kernel scratch {scratch}), over the {limit}-byte budget (RLX_MEMORY_LIMIT or the machine's memory)"
         ))),
         _ => Ok(()),
     }

@@ -13,6 +13,7 @@ use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
 use super::norm::causal_live;
 use super::vmath;
+use crate::{Error, Result};
 
 /// Where head `h` of batch `b` starts in one operand, and the stride between its rows.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +66,7 @@ pub struct AttnSpec {
 
 /// Queries per task: a block's scores (`QB x sk`) stay in L1/L2 and batch 1 still has
 /// `heads x seq / QB` tasks to spread over the cores.
-const QB: usize = 64;
+pub(super) const QB: usize = 64;
 /// The widest micro-kernel panel (AVX-512: 32 columns).
 const MAX_NR: usize = 32;
 
@@ -91,27 +92,40 @@ pub fn attention(
     mask: Option<&[f32]>,
     s: &AttnSpec,
     out: &mut [f32],
-) {
+) -> Result<()> {
     if out.is_empty() || s.sq * s.dv == 0 {
-        return;
+        return Ok(());
     }
     let kern = gemm::kernel(isa);
     KEYS.with_borrow_mut(|keys| {
-        pack_keys(k, s, kern.nr, keys);
+        pack_keys(k, s, kern.nr, keys)?;
         let kt = OutPtr(keys.as_mut_ptr());
         blocks_of_queries(kern, q, v, mask, s, kt, out)
     })
 }
 
+/// Grows a scratch buffer to `len` floats, fallibly: a failed allocation is a memory error,
+/// not an abort. (The compile-time budget already counted this scratch.)
+fn grow(buf: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
+    if buf.len() < len {
+        buf.try_reserve(len - buf.len()).map_err(|_| {
+            Error::Memory(format!(
+                "cannot allocate {} bytes of attention {what}",
+                len * 4
+            ))
+        })?;
+        buf.resize(len, 0.0);
+    }
+    Ok(())
+}
+
 /// Every head's keys, times the softmax scale, as `k^T` panels: head (b, h) at
 /// `(b * heads + h) * head_len`, panel j holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
 /// as they are: the score GEMM computes them into its edge tile and never stores them.
-fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
+fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) -> Result<()> {
     let head_len = s.sk.div_ceil(nr) * nr * s.d;
     let len = s.batch * s.heads * head_len;
-    if keys.len() < len {
-        keys.resize(len, 0.0);
-    }
+    grow(keys, len, "keys")?;
     let lk = s.layout[1];
     keys[..len]
         .par_chunks_mut(head_len.max(1))
@@ -134,6 +148,7 @@ fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) {
                 }
             }
         });
+    Ok(())
 }
 
 /// The tasks over (batch, head, block of queries), reading keys from `keys` (`pack_keys`).
@@ -145,7 +160,7 @@ fn blocks_of_queries(
     s: &AttnSpec,
     keys: OutPtr,
     out: &mut [f32],
-) {
+) -> Result<()> {
     let (sq, sk, d, dv) = (s.sq, s.sk, s.d, s.dv);
     let [lq, _, lv, lo] = s.layout;
     let head_len = sk.div_ceil(kern.nr) * kern.nr * d;
@@ -161,9 +176,8 @@ fn blocks_of_queries(
         } else {
             sk
         };
-        SCORES.with_borrow_mut(|p| {
-            p.clear();
-            p.resize((i1 - i0) * n.max(1), 0.0);
+        SCORES.with_borrow_mut(|p| -> Result<()> {
+            grow(p, (i1 - i0) * n.max(1), "scores")?;
             // SAFETY: the layouts address heads inside q, k, v and out (shape inference
             // checked the sizes); p holds (i1 - i0) x n scores; this task writes only rows
             // i0..i1 of head h of batch b of `out`, which no other task touches.
@@ -215,13 +229,14 @@ fn blocks_of_queries(
                     row.iter_mut().for_each(|x| *x *= f);
                 }
             }
-        });
+            Ok(())
+        })
     };
     let tasks = s.batch * s.heads * blocks;
     if tasks * QB * sk * (d + dv) < 1 << 16 {
-        (0..tasks).for_each(task);
+        (0..tasks).try_for_each(task)
     } else {
-        (0..tasks).into_par_iter().for_each(task);
+        (0..tasks).into_par_iter().try_for_each(task)
     }
 }
 
@@ -256,12 +271,12 @@ mod probe {
             let reps = 50;
             let t = std::time::Instant::now();
             pool.install(|| {
-                (0..reps).for_each(|_| attention(isa, &x, &x, &x, None, &spec, &mut out))
+                (0..reps).for_each(|_| attention(isa, &x, &x, &x, None, &spec, &mut out).unwrap())
             });
             let all = t.elapsed().as_secs_f64() / reps as f64;
             let mut keys = Vec::new();
             let t = std::time::Instant::now();
-            pool.install(|| (0..reps).for_each(|_| pack_keys(&x, &spec, 32, &mut keys)));
+            pool.install(|| (0..reps).for_each(|_| pack_keys(&x, &spec, 32, &mut keys).unwrap()));
             let pack = t.elapsed().as_secs_f64() / reps as f64;
             let flops = 4.0 * (batch * heads * seq * seq * d) as f64;
             println!(

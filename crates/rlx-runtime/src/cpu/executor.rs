@@ -11,7 +11,7 @@ use rlx_ir::{ComputeOp, DType, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
-use super::executor_plan::{INLINE_WORK, PackEntry, weights_to_pack, work};
+use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pack, work};
 use super::gemm::PackedB;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
@@ -109,7 +109,13 @@ impl CpuExecutable {
                 numel[o.buffer.index()].saturating_mul(lir.buffer(o.buffer).ty.dtype.size()),
             )
         });
-        super::arena::check_budget(&lir.name, plan.size, output_bytes)?;
+        let scratch = scratch_bytes(
+            &lir,
+            &shapes,
+            pool.current_num_threads(),
+            super::gemm::kernel(isa).nr,
+        );
+        super::arena::check_budget(&lir.name, plan.size, output_bytes, scratch)?;
         let arenas = ArenaPool::new(plan.size);
         // One arena up front, touched now: the first run pays no allocation or page faults.
         arenas.give_back(arenas.take()?);
@@ -347,7 +353,7 @@ impl CpuExecutable {
                         mask.as_deref(),
                         &spec,
                         f32_out(),
-                    )
+                    )?
                 }
                 ComputeOp::ScaledSoftmax { .. }
                 | ComputeOp::Elementwise { .. }

@@ -132,7 +132,7 @@ impl CpuExecutable {
                         m.as_deref(),
                         &spec,
                         f32_out(),
-                    )
+                    )?
                 }
                 _ => unreachable!("run_kernel sends only fused ops here"),
             }

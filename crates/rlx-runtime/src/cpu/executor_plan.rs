@@ -131,3 +131,63 @@ pub(super) fn weights_to_pack(
     }
     (packs, index)
 }
+
+/// Bytes a run may allocate beside its arena and outputs, for the largest kernel: attention's
+/// packed keys, score blocks and mask; GEMM panel copies; elementwise programs' row registers
+/// and converted operands; gather's widened indices. Per-thread buffers count once per thread.
+/// Counted in the memory budget so a variant that cannot run is refused at compile.
+pub(super) fn scratch_bytes(
+    lir: &LirModule,
+    shapes: &[Vec<usize>],
+    threads: usize,
+    nr: usize,
+) -> usize {
+    let numel = |b: BufferId| shapes[b.index()].iter().product::<usize>();
+    let f32s = |n: usize| n.saturating_mul(4);
+    let per_kernel = |k: &rlx_ir::lir::Kernel| -> usize {
+        let KernelOp::Compute(op) = &k.op else {
+            return 0;
+        };
+        let shape = |i: usize| shapes[k.inputs[i].index()].as_slice();
+        let last = |s: &[usize]| s.last().copied().unwrap_or(1);
+        match op {
+            ComputeOp::Attention { .. } | ComputeOp::AttentionPacked { .. } => {
+                let (q, kk) = (shape(0), shape(1));
+                let (batch, sk) = (q[0], kk[kk.len() - 2]);
+                let heads_x_d = if matches!(op, ComputeOp::Attention { .. }) {
+                    q[1] * q[3]
+                } else {
+                    last(shape(0))
+                };
+                let keys = batch
+                    .saturating_mul(sk.div_ceil(nr).saturating_mul(nr))
+                    .saturating_mul(heads_x_d);
+                let scores = threads
+                    .saturating_mul(super::attention::QB)
+                    .saturating_mul(sk);
+                f32s(
+                    keys.saturating_add(scores)
+                        .saturating_add(batch.saturating_mul(sk)),
+                )
+            }
+            ComputeOp::Linear { .. } | ComputeOp::LinearGroup { .. } | ComputeOp::MatMul => {
+                f32s(threads.saturating_mul(last(shape(0)).saturating_add(16).saturating_mul(nr)))
+            }
+            ComputeOp::Elementwise { program } => {
+                let regs = threads
+                    .saturating_mul(program.steps.len())
+                    .saturating_mul(last(&shapes[k.output.index()]));
+                let converted: usize = k
+                    .inputs
+                    .iter()
+                    .filter(|b| lir.buffer(**b).ty.dtype != rlx_ir::DType::F32)
+                    .map(|b| numel(*b))
+                    .fold(0, usize::saturating_add);
+                f32s(regs.saturating_add(converted))
+            }
+            ComputeOp::Gather { .. } => numel(k.inputs[1]).saturating_mul(8),
+            _ => 0,
+        }
+    };
+    lir.kernels.iter().map(per_kernel).max().unwrap_or(0)
+}
