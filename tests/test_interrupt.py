@@ -46,3 +46,29 @@ def test_ctrl_c_interrupts_a_long_run_and_the_graph_still_works():
     assert stopped_after < full * 0.75, (stopped_after, full)
     small = pipe.get_or_compile(n=4).run(x=np.ones((4, 1024), np.float32))["y"]
     np.testing.assert_allclose(small, np.full((4, 1024), 0.5**40, np.float32), rtol=1e-6)
+
+
+def test_ctrl_c_interrupts_the_first_run_of_a_variant_with_a_small_arena():
+    """The first run's length is unknown, so it is always interruptible (it used to be only
+    when its arena was 32 MiB or more)."""
+
+    def first_run_of_a_new_pipeline():
+        pipe = rlx.ModelCompilePipeline(_long_graph())
+        w = (np.eye(1024, dtype=np.float32) * 0.5).copy()
+        pipe.bind_params({f"w{i}": w for i in range(40)})
+        exe = pipe.get_or_compile(n=2048)  # 8 MiB buffers: an arena well under 32 MiB
+        return exe, np.ones((2048, 1024), np.float32)
+
+    exe, x = first_run_of_a_new_pipeline()
+    started = time.monotonic()
+    exe.run(x=x)
+    full = time.monotonic() - started
+    exe, x = first_run_of_a_new_pipeline()
+    timer = threading.Timer(full / 4, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        exe.run(x=x)
+    stopped_after = time.monotonic() - started
+    timer.cancel()
+    assert stopped_after < full * 0.75, (stopped_after, full)

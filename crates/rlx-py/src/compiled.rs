@@ -20,9 +20,10 @@ pub struct PyCompiledGraph {
     last_run_ns: AtomicU64,
 }
 
-/// Runs at least this long (or this large at first) let Ctrl-C through while they run.
+/// Runs at least this long let Ctrl-C through while they run. A variant's first run always
+/// does (its length is unknown; a small arena can still mean minutes of compute), at the price
+/// of one helper thread for that run.
 const LONG_RUN: Duration = Duration::from_millis(20);
-const LARGE_ARENA: usize = 32 << 20;
 
 impl PyCompiledGraph {
     pub fn new(graph: Arc<CompiledGraph>) -> Self {
@@ -36,11 +37,7 @@ impl PyCompiledGraph {
     /// sees signals) and only when the run is expected to be long, as a poll costs a thread.
     fn interruptible(&self, py: Python<'_>) -> PyResult<bool> {
         let last = self.last_run_ns.load(Ordering::Relaxed);
-        let long = if last == 0 {
-            self.graph.manifest().arena_bytes.unwrap_or(0) >= LARGE_ARENA
-        } else {
-            last >= LONG_RUN.as_nanos() as u64
-        };
+        let long = last == 0 || last >= LONG_RUN.as_nanos() as u64;
         if !long {
             return Ok(false);
         }
