@@ -54,3 +54,39 @@ def test_child_runs_after_fork():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_fork_while_another_thread_compiles_does_not_hang_the_child():
+    """The pipeline's lock is held while a variant compiles (here: a 512 MiB arena being
+    touched); a fork at that moment used to leave the child's copy locked forever."""
+    import threading
+
+    g = rlx.Graph("wide", dims={"n": (1, 1 << 17)})
+    h = g.input("x", ("n", 1024))
+    for i in range(3):
+        h = g.linear(h, g.param(f"w{i}", (1024, 1024)))
+    g.output("y", h)
+    pipe = rlx.ModelCompilePipeline(g)
+    pipe.bind_params({f"w{i}": np.eye(1024, dtype=np.float32) for i in range(3)})
+    compiling = threading.Thread(target=lambda: pipe.get_or_compile(n=1 << 16))
+    compiling.start()
+    time.sleep(0.02)  # inside the compile (it takes a few hundred ms)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            out = pipe.get_or_compile(n=2).run(x=np.ones((2, 1024), np.float32))["y"]
+            os._exit(0 if np.array_equal(out, np.ones((2, 1024), np.float32)) else 1)
+        except BaseException:
+            os._exit(2)
+    compiling.join()
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child forked during a compile hung on the pipeline's lock")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

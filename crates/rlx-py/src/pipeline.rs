@@ -2,14 +2,14 @@
 //! pipeline sits behind a mutex that is only taken with the GIL released, so a long compile
 //! never blocks other Python threads.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rlx_ir::{BindingManifest, DimBinding, HirModule};
 use rlx_opt::{CompileReport, CompileResult};
 use rlx_runtime::cpu::Isa;
-use rlx_runtime::{CompileOptions, Device, ModelCompilePipeline, ParamStore};
+use rlx_runtime::{CompileOptions, Device, ForkLock, ModelCompilePipeline, ParamStore};
 
 use crate::compiled::PyCompiledGraph;
 use crate::dims::{binding_from_py, binding_to_py};
@@ -23,7 +23,8 @@ pub struct PyModelCompilePipeline {
     hir: Arc<HirModule>,
     options: CompileOptions,
     device: Device,
-    inner: Mutex<ModelCompilePipeline>,
+    /// A fork-safe lock: a child forked while another thread compiled can still use it.
+    inner: ForkLock<ModelCompilePipeline>,
 }
 
 /// A template specialized for one binding (step 2), ready for `compile_lir`.
@@ -90,7 +91,7 @@ impl PyModelCompilePipeline {
         f: impl FnOnce(&mut ModelCompilePipeline) -> rlx_runtime::Result<R> + Send,
     ) -> PyResult<R> {
         py.detach(|| {
-            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self.inner.lock();
             p.build_template(|| (*self.hir).clone(), &self.options)?;
             f(&mut p)
         })
@@ -160,7 +161,7 @@ impl PyModelCompilePipeline {
             hir: Arc::new(graph.snapshot()),
             options,
             device,
-            inner: Mutex::new(inner),
+            inner: ForkLock::new(inner),
         })
     }
 
@@ -278,7 +279,7 @@ impl PyModelCompilePipeline {
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (s, len, cap, packed) = py.detach(|| {
-            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.inner.lock();
             let packed = p.params().map_or(0, |store| store.derived_bytes());
             (p.stats().clone(), p.len(), p.capacity(), packed)
         });
@@ -312,24 +313,19 @@ impl PyModelCompilePipeline {
 
     #[getter]
     fn capacity(&self, py: Python<'_>) -> usize {
-        py.detach(|| {
-            self.inner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .capacity()
-        })
+        py.detach(|| self.inner.lock().capacity())
     }
 
     /// Cached variants.
     fn __len__(&self, py: Python<'_>) -> usize {
-        py.detach(|| self.inner.lock().unwrap_or_else(|e| e.into_inner()).len())
+        py.detach(|| self.inner.lock().len())
     }
 
     /// Whether the variant for a binding dict is cached (`{"batch": 8} in pipe`).
     fn __contains__(&self, py: Python<'_>, binding: &Bound<'_, PyAny>) -> PyResult<bool> {
         let b = binding_from_py(Some(binding), None)?;
         py.detach(|| {
-            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.inner.lock();
             // Without a template nothing is cached.
             Ok::<_, rlx_runtime::Error>(
                 p.has_template() && p.contains(p.key_for(&b, &self.options)?),
@@ -340,7 +336,7 @@ impl PyModelCompilePipeline {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let (len, cap) = py.detach(|| {
-            let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.inner.lock();
             (p.len(), p.capacity())
         });
         format!(

@@ -6,6 +6,7 @@ mod compiled;
 pub mod cpu;
 mod device;
 mod error;
+pub mod fork_lock;
 mod model_pipeline;
 mod names;
 mod options;
@@ -19,6 +20,7 @@ pub use backend::{Backend, Executable, StopCheck};
 pub use compiled::CompiledGraph;
 pub use device::Device;
 pub use error::{Error, Result};
+pub use fork_lock::ForkLock;
 
 pub use model_pipeline::{ModelCompilePipeline, PipelineStats};
 pub use options::CompileOptions;

@@ -5,11 +5,11 @@
 //! builds its own on first use (the parent's pool object is leaked there, never dropped).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-use crate::{Error, Result};
+use crate::{Error, ForkLock, Result};
 
 /// Thread count -> (process that built it, pool).
 type Pools = HashMap<usize, (u32, Arc<ThreadPool>)>;
@@ -18,7 +18,8 @@ type Pools = HashMap<usize, (u32, Arc<ThreadPool>)>;
 /// physical cores this process may use (SMT siblings share one core's FMA units, so a second
 /// thread per core only adds contention to GEMM-bound work).
 pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
-    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+    // Fork-safe: a child forked while another thread built a pool can still take the lock.
+    static POOLS: OnceLock<ForkLock<Pools>> = OnceLock::new();
     let n = match threads {
         Some(n) => n,
         None => match std::env::var("RLX_NUM_THREADS") {
@@ -35,10 +36,7 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
             "thread count must be in 1..=1024, got {n}"
         )));
     }
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS.get_or_init(|| ForkLock::new(Pools::new())).lock();
     let pid = std::process::id();
     match pools.remove(&n) {
         Some((owner, p)) if owner == pid => {
