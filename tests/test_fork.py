@@ -22,6 +22,22 @@ def _graph() -> rlx.Graph:
     return g
 
 
+def _expect_clean_exit(pid: int, hang: str, timeout: float = 60.0) -> None:
+    """Waits for the child; a child still running after `timeout` is killed and `hang` fails
+    the test; any exit status other than 0 fails it too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(hang)
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
 def test_child_runs_after_fork():
     pipe = rlx.ModelCompilePipeline(_graph())
     w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
@@ -37,17 +53,7 @@ def test_child_runs_after_fork():
             os._exit(0 if same and np.allclose(other[:512], want) else 1)
         except BaseException:
             os._exit(2)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung running a graph")
-        time.sleep(0.05)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    _expect_clean_exit(pid, "the forked child hung running a graph")
     # The parent's pool still works.
     assert np.array_equal(exe.run(x=x)["y"], want)
 
@@ -79,14 +85,4 @@ def test_fork_while_another_thread_compiles_does_not_hang_the_child():
         except BaseException:
             os._exit(2)
     compiling.join()
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the child forked during a compile hung on the pipeline's lock")
-        time.sleep(0.05)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    _expect_clean_exit(pid, "the child forked during a compile hung on the pipeline's lock")
