@@ -23,7 +23,7 @@ of range, from a run); never `PanicException`, a raw `TypeError` / `ValueError` 
 Budget: the hypothesis profile "rlx-fuzz" (registered here) runs, by default (CI), 300 valid and
 1000 mutated safetensors files, 200 seed, 1000 mutated and 500 corrupted ONNX models (about 7 s
 on 2 cores; with tests/test_fuzz_graph.py about 20 s). `RLX_FUZZ_EXAMPLES=N` runs N examples in
-every test. `RLX_FUZZ_TIMEOUT` (seconds, default 300) bounds the whole module;
+every test. `RLX_FUZZ_TIMEOUT` (seconds, default 60) bounds one example;
 `RLX_FUZZ_VERBOSE=1` puts error messages in the statistics. The seed is random each run
 (derandomize=False); a failure prints the seed and a `@reproduce_failure` blob. No example
 database is written. Count the examples with::
@@ -85,16 +85,34 @@ def budget(share: float) -> settings:
     return settings(FUZZ, max_examples=n)
 
 
+_TIMEOUT = float(os.environ.get("RLX_FUZZ_TIMEOUT", "60"))
+_watchdog_fd = None
+
+
+def watchdog() -> None:
+    """(Re)arms the hang watchdog for one example: past RLX_FUZZ_TIMEOUT seconds every thread's
+    stack goes to the real stderr (not pytest's capture) and the process exits."""
+    if _watchdog_fd is not None:
+        faulthandler.dump_traceback_later(_TIMEOUT, exit=True, file=_watchdog_fd)
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _bounded_memory_and_time():
-    """A 256 MiB budget per run and per import (so nothing allocates much) and a hang watchdog."""
+def _bounded_memory_and_time(request):
+    """A 256 MiB budget per run (so no variant allocates much) and the watchdog's stderr."""
+    global _watchdog_fd
+    try:  # the copy of stderr pytest's faulthandler plugin made before capturing began
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        _watchdog_fd = request.config.stash[fault_handler_stderr_fd_key]
+    except (ImportError, KeyError):
+        _watchdog_fd = sys.__stderr__.fileno()
     old = os.environ.get("RLX_MEMORY_LIMIT")
     os.environ["RLX_MEMORY_LIMIT"] = str(256 << 20)
-    faulthandler.dump_traceback_later(float(os.environ.get("RLX_FUZZ_TIMEOUT", "300")), exit=True, file=sys.stderr)
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        _watchdog_fd = None
         if old is None:
             os.environ.pop("RLX_MEMORY_LIMIT", None)
         else:
@@ -337,6 +355,7 @@ def load_and_check(path: str) -> None:
 @budget(0.3)
 @given(st.data())
 def test_valid_safetensors_files_round_trip(workdir, data):
+    watchdog()
     pairs, blob, arrays = valid_file(data.draw(tensor_specs, label="tensors"), rng_from(data))
     path = fresh(workdir, ".safetensors")
     with open(path, "wb") as f:
@@ -353,6 +372,7 @@ def test_valid_safetensors_files_round_trip(workdir, data):
 @budget(1.0)
 @given(st.data())
 def test_mutated_safetensors_files_are_model_format_errors(workdir, data):
+    watchdog()
     rng = rng_from(data)
     pairs, blob, _ = valid_file(data.draw(tensor_specs, label="tensors"), rng)
     how = data.draw(st.sampled_from(["header", "header", "bytes", "both", "random header"]), label="mutate")
@@ -629,6 +649,7 @@ def run_imported(data, om) -> None:
 @budget(0.2)
 @given(name=st.sampled_from(sorted(SEEDS)), data=st.data())
 def test_seed_onnx_models_import_and_run(name, data):
+    watchdog()
     om = rlx.onnx.load(SEEDS[name])
     run_imported(data, om)
 
@@ -637,6 +658,7 @@ def test_seed_onnx_models_import_and_run(name, data):
 @budget(1.0)
 @given(name=st.sampled_from(sorted(SEEDS)), data=st.data())
 def test_mutated_onnx_models_fail_only_with_rlx_errors(workdir, name, data):
+    watchdog()
     m = onnx.ModelProto()
     m.CopyFrom(SEEDS[name])
     mutate_model(data, m, workdir)
@@ -665,6 +687,7 @@ def test_mutated_onnx_models_fail_only_with_rlx_errors(workdir, name, data):
 @budget(0.5)
 @given(name=st.sampled_from(sorted(SEEDS)), data=st.data())
 def test_corrupted_onnx_bytes_fail_only_with_rlx_errors(workdir, name, data):
+    watchdog()
     blob = bytearray(SEEDS[name].SerializeToString())
     kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "zero run"]), label="corruption")
     event(f"onnx byte corruption: {kind}")

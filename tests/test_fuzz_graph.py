@@ -8,7 +8,7 @@ builtin `IndexError` (documented in RELIABILITY.md, C), accepted from `run` only
 fails: pyo3's `PanicException` (a Rust panic; it derives from `BaseException`), `SystemError`,
 a raw `TypeError` / `ValueError` / `IndexError` / `KeyError` / `OverflowError`. A crash kills the
 process (pytest's faulthandler prints the stack); a hang is stopped by a watchdog after
-`RLX_FUZZ_TIMEOUT` seconds (default 300) that dumps every thread's stack and exits.
+`RLX_FUZZ_TIMEOUT` seconds (default 60) in one example, which dumps every thread's stack and exits.
 
 Strategies draw the dims (declared symbols with valid, empty, negative, huge and ill-typed bounds;
 shapes with ints, 0, huge, negative, bools, floats, symbols, expressions and junk), dtypes (rlx,
@@ -25,8 +25,8 @@ give bit-identical outputs, and elementwise chains match a float64 numpy referen
 Budget: the hypothesis profile "rlx-fuzz" (registered here) runs, by default (CI), 1000 random
 programs, 400 determinism and 400 numpy-reference examples (about 12 s on 2 cores; with
 tests/test_fuzz_formats.py about 20 s). `RLX_FUZZ_EXAMPLES=N` runs N examples in every test
-(e.g. `RLX_FUZZ_EXAMPLES=2000`, about a minute for this file). `RLX_FUZZ_TIMEOUT` (seconds,
-default 300) bounds the whole module; `RLX_FUZZ_VERBOSE=1` puts error messages in the statistics.
+(e.g. `RLX_FUZZ_EXAMPLES=2000`, about 40 s for this file). `RLX_FUZZ_TIMEOUT` (seconds,
+default 60) bounds one example; `RLX_FUZZ_VERBOSE=1` puts error messages in the statistics.
 The seed is random each run (derandomize=False); a failure prints the seed and a
 `@reproduce_failure` blob. No example database is written. Count the examples with::
 
@@ -90,16 +90,34 @@ def budget(share: float) -> settings:
     return settings(FUZZ, max_examples=n)
 
 
+_TIMEOUT = float(os.environ.get("RLX_FUZZ_TIMEOUT", "60"))
+_watchdog_fd = None
+
+
+def watchdog() -> None:
+    """(Re)arms the hang watchdog for one example: past RLX_FUZZ_TIMEOUT seconds every thread's
+    stack goes to the real stderr (not pytest's capture) and the process exits."""
+    if _watchdog_fd is not None:
+        faulthandler.dump_traceback_later(_TIMEOUT, exit=True, file=_watchdog_fd)
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _bounded_memory_and_time():
-    """A 256 MiB budget per run (so no variant allocates much) and a watchdog for hangs."""
+def _bounded_memory_and_time(request):
+    """A 256 MiB budget per run (so no variant allocates much) and the watchdog's stderr."""
+    global _watchdog_fd
+    try:  # the copy of stderr pytest's faulthandler plugin made before capturing began
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        _watchdog_fd = request.config.stash[fault_handler_stderr_fd_key]
+    except (ImportError, KeyError):
+        _watchdog_fd = sys.__stderr__.fileno()
     old = os.environ.get("RLX_MEMORY_LIMIT")
     os.environ["RLX_MEMORY_LIMIT"] = str(256 << 20)
-    faulthandler.dump_traceback_later(float(os.environ.get("RLX_FUZZ_TIMEOUT", "300")), exit=True, file=sys.stderr)
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        _watchdog_fd = None
         if old is None:
             os.environ.pop("RLX_MEMORY_LIMIT", None)
         else:
@@ -680,6 +698,7 @@ def check_run_twice(exe, feed, gather: bool, step="run"):
 @budget(1.0)
 @given(st.data())
 def test_random_graph_programs_fail_only_with_rlx_errors(data):
+    watchdog()
     fz = GraphFuzzer(data)
     g = fz.build()
     if g is None:
@@ -735,6 +754,7 @@ def test_random_graph_programs_fail_only_with_rlx_errors(data):
 @budget(0.4)
 @given(st.data())
 def test_random_valid_graphs_are_deterministic_across_pipelines(data):
+    watchdog()
     fz = GraphFuzzer(data, tame=True)
     g = fz.build()
     if g is None or not g.outputs:
@@ -791,6 +811,7 @@ _REF_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum":
 @budget(0.4)
 @given(st.data())
 def test_elementwise_chains_match_numpy(data):
+    watchdog()
     n, k = data.draw(st.integers(0, 5), label="n"), data.draw(st.integers(1, 9), label="k")
     g = rlx.Graph("chain", dims={"n": (0, 8)})
     x = g.input("x", ("n", k))
