@@ -7,7 +7,8 @@
 
 use rlx_ir::UnaryOp;
 
-/// e^x for f32, NaN-propagating, 0 below the normal range and +inf above it.
+/// e^x for f32, NaN-propagating, over the whole f32 range: finite up to ln(f32::MAX) = 88.72,
+/// subnormal down to about -103.97, then 0.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -20,7 +21,7 @@ pub fn exp(x: f32) -> f32 {
     // Adding 1.5 * 2^23 puts round(t) in the low mantissa bits of `r`: the scale 2^n is built
     // from those bits with integer arithmetic only (no float -> int conversion, so NaN input
     // is well defined: it propagates through `p`).
-    let c = x.clamp(-87.0, 88.0);
+    let c = x.clamp(EXP_LO, EXP_HI);
     let r = c * LOG2E + ROUND;
     let n = r - ROUND;
     let g = c - n * LN2_HI - n * LN2_LO;
@@ -28,11 +29,25 @@ pub fn exp(x: f32) -> f32 {
         + g * (1.0
             + g * (0.5
                 + g * (1.0 / 6.0 + g * (1.0 / 24.0 + g * (1.0 / 120.0 + g * (1.0 / 720.0))))));
-    // n is in [-126, 127] after the clamp, so 127 + n is a valid biased exponent.
-    let scale = f32::from_bits((r.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
-    let y = p * scale;
-    let y = if x < -87.0 { 0.0 } else { y };
-    if x > 88.0 { f32::INFINITY } else { y }
+    let n = (r.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let (s1, s2) = split_pow2(n);
+    p * s1 * s2
+}
+
+/// The clamp of `exp`'s argument: e^EXP_LO rounds to 0 and e^EXP_HI overflows to +inf, so the
+/// clamp changes no result.
+pub(crate) const EXP_LO: f32 = -104.0;
+pub(crate) const EXP_HI: f32 = 88.75;
+
+/// 2^n as two normal factors (n in [-150, 128] after `exp`'s clamp, each half in [-75, 64]):
+/// their product with the polynomial rounds once, into the subnormal range or to +inf as f32
+/// does.
+#[inline(always)]
+fn split_pow2(n: i32) -> (f32, f32) {
+    let n1 = n >> 1;
+    let n2 = n.wrapping_sub(n1);
+    let pow2 = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
+    (pow2(n1), pow2(n2))
 }
 
 /// erfc(x) with relative error about 1e-7 for all x.
@@ -174,8 +189,8 @@ mod tests {
 
     #[test]
     fn exp_is_accurate_and_saturates() {
-        // Down to e^-80: below that results approach the subnormal range and lose digits.
-        for i in -800..=880 {
+        // Down to e^-87: below that results are subnormal and lose digits.
+        for i in -870..=887 {
             let x = i as f32 / 10.0;
             let want = f64::from(x).exp();
             assert!(
@@ -184,9 +199,20 @@ mod tests {
                 exp(x)
             );
         }
-        assert_eq!(exp(-100.0), 0.0);
+        // The range ends as f32 has it: e^88.72 is finite, e^88.73 is not; subnormal
+        // results keep their leading digits; e^-104 rounds to 0.
+        assert!(exp(88.72).is_finite() && rel(exp(88.72), f64::from(88.72f32).exp()) < 3e-7);
+        assert_eq!(exp(88.73), f32::INFINITY);
+        // Subnormal results: within one unit of the last place (2^-149) of the true value.
+        for x in [-88.0f32, -95.0, -100.0, -103.0] {
+            let err = (f64::from(exp(x)) - f64::from(x).exp()).abs();
+            assert!(err <= 2f64.powi(-149), "exp({x}) = {}", exp(x));
+            assert!(exp(x) > 0.0);
+        }
+        assert_eq!(exp(-104.0), 0.0);
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
     }
 

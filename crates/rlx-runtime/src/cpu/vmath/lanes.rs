@@ -23,8 +23,9 @@ pub(super) trait F32s: Copy {
     unsafe fn abs(self) -> Self;
     /// `if self < b { then } else { other }` per lane (false for NaN).
     unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self;
-    /// `2^n` for lanes holding `n + 1.5 * 2^23` (the rounding trick of `exp`).
-    unsafe fn pow2_of_rounded(self) -> Self;
+    /// `2^n` as two normal factors `2^(n >> 1)` and `2^(n - (n >> 1))` for lanes holding
+    /// `n + 1.5 * 2^23` (the rounding trick of `exp`, n in [-150, 128]).
+    unsafe fn pow2_halves_of_rounded(self) -> (Self, Self);
     /// The sum of the lanes.
     unsafe fn reduce_add(self) -> f32;
     /// The largest lane (a NaN lane may be ignored).
@@ -75,15 +76,11 @@ impl F32s for Scalar {
     unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self {
         if self.0 < b.0 { then } else { other }
     }
-    unsafe fn pow2_of_rounded(self) -> Self {
-        Scalar(f32::from_bits(
-            (self
-                .0
-                .to_bits()
-                .wrapping_sub(12_582_912.0f32.to_bits())
-                .wrapping_add(127))
-                << 23,
-        ))
+    unsafe fn pow2_halves_of_rounded(self) -> (Self, Self) {
+        let n = (self.0.to_bits() as i32).wrapping_sub(12_582_912.0f32.to_bits() as i32);
+        let n1 = n >> 1;
+        let pow2 = |k: i32| Scalar(f32::from_bits((k.wrapping_add(127) as u32) << 23));
+        (pow2(n1), pow2(n.wrapping_sub(n1)))
     }
     unsafe fn reduce_add(self) -> f32 {
         self.0
@@ -163,13 +160,15 @@ impl F32s for V512 {
         }
     }
     #[inline(always)]
-    unsafe fn pow2_of_rounded(self) -> Self {
+    unsafe fn pow2_halves_of_rounded(self) -> (Self, Self) {
         unsafe {
-            let bits = _mm512_castps_si512(self.0);
-            let bias = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32 - 127);
-            V512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(
-                _mm512_sub_epi32(bits, bias),
-            )))
+            let round = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32);
+            let n = _mm512_sub_epi32(_mm512_castps_si512(self.0), round);
+            let n1 = _mm512_srai_epi32::<1>(n);
+            let n2 = _mm512_sub_epi32(n, n1);
+            let bias = _mm512_set1_epi32(127);
+            let pow2 = |k| V512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(k, bias))));
+            (pow2(n1), pow2(n2))
         }
     }
     #[inline(always)]
@@ -252,13 +251,15 @@ impl F32s for V256 {
         }
     }
     #[inline(always)]
-    unsafe fn pow2_of_rounded(self) -> Self {
+    unsafe fn pow2_halves_of_rounded(self) -> (Self, Self) {
         unsafe {
-            let bits = _mm256_castps_si256(self.0);
-            let bias = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32 - 127);
-            V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
-                _mm256_sub_epi32(bits, bias),
-            )))
+            let round = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32);
+            let n = _mm256_sub_epi32(_mm256_castps_si256(self.0), round);
+            let n1 = _mm256_srai_epi32::<1>(n);
+            let n2 = _mm256_sub_epi32(n, n1);
+            let bias = _mm256_set1_epi32(127);
+            let pow2 = |k| V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(k, bias))));
+            (pow2(n1), pow2(n2))
         }
     }
     #[inline(always)]

@@ -208,8 +208,10 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
     }
 }
 
-/// `e^c` for `c` already clamped to [-87, 88]: range reduction to `2^n e^g` (Cody-Waite) and
-/// the degree-6 polynomial of `math::exp`, with 2^n built from the bits of the rounding sum.
+/// `e^c` for `c` already clamped to `[math::EXP_LO, math::EXP_HI]`: range reduction to
+/// `2^n e^g` (Cody-Waite) and the degree-6 polynomial of `math::exp`, with 2^n built from the
+/// bits of the rounding sum as two normal factors (one rounding into the subnormal range or to
+/// +inf).
 #[inline(always)]
 unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
     unsafe {
@@ -221,7 +223,8 @@ unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
         for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = p.fma(g, V::splat(k));
         }
-        p.mul(r.pow2_of_rounded())
+        let (s1, s2) = r.pow2_halves_of_rounded();
+        p.mul(s1).mul(s2)
     }
 }
 
@@ -229,9 +232,10 @@ unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
 #[inline(always)]
 unsafe fn exp_v<V: F32s>(x: V) -> V {
     unsafe {
-        let y = exp_clamped_v(x.at_least(V::splat(-87.0)).at_most(V::splat(88.0)));
-        let y = x.select_lt(V::splat(-87.0), V::splat(0.0), y);
-        V::splat(88.0).select_lt(x, V::splat(f32::INFINITY), y)
+        exp_clamped_v(
+            x.at_least(V::splat(math::EXP_LO))
+                .at_most(V::splat(math::EXP_HI)),
+        )
     }
 }
 
@@ -240,9 +244,8 @@ unsafe fn exp_v<V: F32s>(x: V) -> V {
 #[inline(always)]
 unsafe fn exp_nonpositive_v<V: F32s>(x: V) -> V {
     unsafe {
-        // Below -87 (and for -inf) the clamp gives e^-87 = 1.6e-38, which the select makes 0.
-        let y = exp_clamped_v(x.at_least(V::splat(-87.0)));
-        x.select_lt(V::splat(-87.0), V::splat(0.0), y)
+        // Below the clamp (and for -inf) the result rounds to 0 as e^x does.
+        exp_clamped_v(x.at_least(V::splat(math::EXP_LO)))
     }
 }
 

@@ -104,6 +104,12 @@ fn vectors_match_the_scalar_functions_on_every_isa() {
         -1e-30,
         87.5,
         -87.5,
+        88.5,
+        88.72,
+        88.73,
+        -95.0,
+        -103.9,
+        -104.5,
     ]);
     for isa in Isa::available() {
         for op in [
