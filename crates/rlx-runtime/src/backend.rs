@@ -11,9 +11,14 @@ use crate::{CompileOptions, Device, HostData, ParamData, Result, TensorData};
 pub type StopCheck<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// A compiled, immutable program for one variant. `execute` may run on many threads at once.
+///
+/// The interface is safe: an implementation checks whatever it trusts. `compile_lir` verifies
+/// the module it is given (schedule, arena plan, every kernel's types) and `execute` checks the
+/// count, dtype and size of every input and param against that module before a kernel reads
+/// them.
 pub trait Executable: Send + Sync {
-    /// Runs with inputs and params in manifest order, already checked against the manifest by
-    /// the caller (`CompiledGraph`); returns the outputs in manifest order.
+    /// Runs with inputs and params in manifest order (`CompiledGraph` checks names and shapes
+    /// first, for better messages); returns the outputs in manifest order.
     fn execute(
         &self,
         inputs: &[HostData<'_>],
@@ -27,6 +32,9 @@ pub trait Executable: Send + Sync {
         let _ = params;
         Ok(())
     }
+
+    /// The module this was compiled from.
+    fn module(&self) -> &LirModule;
 
     /// The instruction set the kernels run with, for reports.
     fn isa(&self) -> Option<&'static str> {

@@ -37,6 +37,13 @@ impl CompiledGraph {
         params: Arc<ParamStore>,
         device: Device,
     ) -> Result<Self> {
+        if !std::ptr::eq(exec.module(), &*lir) && *exec.module() != *lir {
+            fail!(
+                Binding,
+                "the executable was compiled from another module than `{}`",
+                lir.name
+            );
+        }
         let manifest = BindingManifest::from_lir(&lir)?;
         let shapes = |entries: &[rlx_ir::ManifestEntry]| -> Result<Vec<Vec<usize>>> {
             entries

@@ -23,9 +23,12 @@ pub struct ParamSpec {
 }
 
 /// One bound parameter: its bytes, and data derived from them (packed GEMM panels) that is
-/// built on first use and dropped with the binding, so rebinding invalidates it.
+/// built on first use and dropped with the binding, so rebinding invalidates it. Only a
+/// `ParamStore` makes one (after checking dtype, size and alignment), so kernels may trust
+/// `as_ptr` for `nbytes` bytes of `dtype`.
 pub struct ParamData {
-    pub storage: ParamStorage,
+    storage: ParamStorage,
+    dtype: DType,
     derived: Mutex<Vec<Derived>>,
 }
 
@@ -38,13 +41,14 @@ struct Derived {
 }
 
 /// The bytes behind one bound parameter.
-pub enum ParamStorage {
+enum ParamStorage {
     Owned(TensorData),
-    /// Memory owned elsewhere; `owner` keeps it alive and is dropped when the slot is replaced.
+    /// Memory owned elsewhere; `_owner` is never read: holding it keeps the memory alive, and
+    /// it is dropped when the slot is replaced.
     Borrowed {
         ptr: *const u8,
         nbytes: usize,
-        owner: Box<dyn Any + Send + Sync>,
+        _owner: Box<dyn Any + Send + Sync>,
     },
 }
 
@@ -54,10 +58,23 @@ unsafe impl Send for ParamStorage {}
 unsafe impl Sync for ParamStorage {}
 
 impl ParamData {
-    pub fn new(storage: ParamStorage) -> ParamData {
+    fn new(storage: ParamStorage, dtype: DType) -> ParamData {
         ParamData {
             storage,
+            dtype,
             derived: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The size of the bound data in bytes.
+    pub fn nbytes(&self) -> usize {
+        match &self.storage {
+            ParamStorage::Owned(d) => d.len() * self.dtype.size(),
+            ParamStorage::Borrowed { nbytes, .. } => *nbytes,
         }
     }
 
@@ -171,13 +188,14 @@ impl ParamStore {
     pub fn set(&self, name: &str, data: HostData<'_>) -> Result<()> {
         let i = self.index_of(name)?;
         self.check(i, data.dtype(), None, data.len())?;
+        let dtype = data.dtype();
         let owned = match data {
             HostData::F32(d) => TensorData::F32(try_copy(d)?),
             HostData::I64(d) => TensorData::I64(try_copy(d)?),
             HostData::I32(d) => TensorData::I32(try_copy(d)?),
             HostData::Bool(d) => TensorData::Bool(try_copy(d)?),
         };
-        self.put(i, ParamData::new(ParamStorage::Owned(owned)));
+        self.put(i, ParamData::new(ParamStorage::Owned(owned), dtype));
         Ok(())
     }
 
@@ -208,7 +226,14 @@ impl ParamStore {
         let nbytes = numel * dtype.size();
         self.put(
             i,
-            ParamData::new(ParamStorage::Borrowed { ptr, nbytes, owner }),
+            ParamData::new(
+                ParamStorage::Borrowed {
+                    ptr,
+                    nbytes,
+                    _owner: owner,
+                },
+                dtype,
+            ),
         );
         Ok(())
     }

@@ -34,7 +34,8 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
     }
 }
 
-fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
+/// The result type of a compute op from its operands' types.
+pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
     let name = op.name();
     let f32_out = |shape: Shape| Ok(TensorType::new(DType::F32, shape));
     match op {

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use builder::HirMut;
-pub use infer::infer_type;
+pub use infer::{infer_compute, infer_type};
 
 use crate::ops::{ComputeOp, Constant};
 use crate::{Dim, IrError, Result, Shape, Symbol, TensorType};

@@ -1,7 +1,7 @@
 //! The LIR verifier: schedule order, buffer kinds, and (when planned) arena placement.
 
-use super::{BufferKind, LirModule};
-use crate::{IrError, Result};
+use super::{BufferId, BufferKind, KernelOp, LirModule};
+use crate::{IrError, Result, TensorType};
 
 pub(super) fn verify(m: &LirModule) -> Result<()> {
     let mut problems = Vec::new();
@@ -50,8 +50,12 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
             ));
         }
     }
-    if let Some(plan) = &m.arena {
-        verify_plan(m, plan, &mut problems);
+    // Types and placement index buffers freely: only checked once every id is known.
+    if problems.is_empty() {
+        verify_types(m, &mut problems);
+        if let Some(plan) = &m.arena {
+            verify_plan(m, plan, &mut problems);
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -60,6 +64,97 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
             what: "LIR",
             problems,
         })
+    }
+}
+
+/// Every kernel's output has the type its op infers from its inputs, copies and views keep
+/// element count and dtype, constants hold as many elements as their buffer, I/O slots name
+/// buffers of their kind. Shapes are compared where both are static (a specialized module: the
+/// kernels trust exactly these sizes); templates are checked for dtypes only.
+fn verify_types(m: &LirModule, problems: &mut Vec<String>) {
+    use crate::hir::infer_compute;
+    let numel = |b: BufferId| -> Option<usize> {
+        m.buffer(b)
+            .ty
+            .shape
+            .as_static()?
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+    };
+    let specialized = m.arena.is_some();
+    for (i, b) in m.buffers.iter().enumerate() {
+        let id = BufferId(i as u32);
+        if specialized && m.static_bytes(id).is_none() {
+            problems.push(format!("{id}: shape {} has no byte size", b.ty.shape));
+        }
+        if let BufferKind::View { of } = b.kind {
+            let same_count = match (numel(id), numel(of)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if b.ty.dtype != m.buffer(of).ty.dtype || !same_count {
+                problems.push(format!("{id}: view of {of} with another dtype or size"));
+            }
+        }
+    }
+    for (k, kernel) in m.kernels.iter().enumerate() {
+        let at = format!("kernel {k} ({})", kernel.op.name());
+        let out = &m.buffer(kernel.output).ty;
+        let ins: Vec<&TensorType> = kernel.inputs.iter().map(|b| &m.buffer(*b).ty).collect();
+        match &kernel.op {
+            KernelOp::Copy => {
+                let ok = ins.len() == 1
+                    && ins[0].dtype == out.dtype
+                    && match (numel(kernel.inputs[0]), numel(kernel.output)) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    };
+                if !ok {
+                    problems.push(format!("{at}: copies {ins:?} into {out:?}"));
+                }
+            }
+            KernelOp::Compute(op) => match infer_compute(op, &ins) {
+                Err(e) => problems.push(format!("{at}: {e}")),
+                Ok(ty) => {
+                    let shapes_differ = match (ty.shape.as_static(), out.shape.as_static()) {
+                        (Some(a), Some(b)) => a != b,
+                        _ => specialized,
+                    };
+                    if ty.dtype != out.dtype || shapes_differ {
+                        problems.push(format!(
+                            "{at}: computes {} {} but writes {} {}",
+                            ty.dtype, ty.shape, out.dtype, out.shape
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    for (b, c) in &m.constants {
+        let buf = m.buffer(*b);
+        let ok = buf.kind == BufferKind::Const
+            && c.data.dtype() == buf.ty.dtype
+            && numel(*b).is_none_or(|n| n == c.data.len());
+        if !ok {
+            problems.push(format!("{b}: constant does not fill its buffer"));
+        }
+    }
+    let slots = [
+        (&m.inputs, BufferKind::Input),
+        (&m.params, BufferKind::Param),
+        (&m.outputs, BufferKind::Output),
+    ];
+    for (list, kind) in slots {
+        for slot in list.iter() {
+            if slot.buffer.index() >= m.buffers.len() {
+                problems.push(format!("`{}`: unknown buffer {}", slot.name, slot.buffer));
+                continue;
+            }
+            let root = m.root(slot.buffer);
+            if m.buffer(root).kind != kind {
+                problems.push(format!("`{}`: {root} is not of kind {kind:?}", slot.name));
+            }
+        }
     }
 }
 

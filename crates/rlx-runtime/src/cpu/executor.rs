@@ -65,6 +65,9 @@ impl CpuExecutable {
         isa: Isa,
         prepack: bool,
     ) -> Result<CpuExecutable> {
+        // Kernels index memory with the module's offsets and shapes: a module that is not
+        // consistent (hand-built, or edited after planning) is refused, never run.
+        lir.verify()?;
         let Some(plan) = &lir.arena else {
             fail!(
                 Compile,
@@ -421,6 +424,54 @@ fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
     x.cast()
 }
 
+impl CpuExecutable {
+    /// Kernels read inputs and params with this module's sizes: anything else is refused here,
+    /// whoever the caller is.
+    fn check_args(&self, inputs: &[HostData<'_>], params: &[Arc<ParamData>]) -> Result<()> {
+        let lir = &self.lir;
+        if inputs.len() != lir.inputs.len() || params.len() != lir.params.len() {
+            fail!(
+                Binding,
+                "`{}` takes {} inputs and {} params, got {} and {}",
+                lir.name,
+                lir.inputs.len(),
+                lir.params.len(),
+                inputs.len(),
+                params.len()
+            );
+        }
+        for (slot, x) in lir.inputs.iter().zip(inputs) {
+            let (dtype, n) = (
+                lir.buffer(slot.buffer).ty.dtype,
+                self.numel[slot.buffer.index()],
+            );
+            if x.dtype() != dtype || x.len() != n {
+                fail!(
+                    Binding,
+                    "input `{}`: got {} {} elements, this variant reads {n} {dtype}",
+                    slot.name,
+                    x.len(),
+                    x.dtype()
+                );
+            }
+        }
+        for (slot, p) in lir.params.iter().zip(params) {
+            let dtype = lir.buffer(slot.buffer).ty.dtype;
+            let bytes = self.numel[slot.buffer.index()] * dtype.size();
+            if p.dtype() != dtype || p.nbytes() != bytes {
+                fail!(
+                    Binding,
+                    "param `{}`: bound {} bytes of {}, this variant reads {bytes} bytes of {dtype}",
+                    slot.name,
+                    p.nbytes(),
+                    p.dtype()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Executable for CpuExecutable {
     fn prepare(&self, params: &[Option<Arc<ParamData>>]) -> Result<()> {
         for e in &self.packs {
@@ -435,12 +486,17 @@ impl Executable for CpuExecutable {
         Some(self.isa.name())
     }
 
+    fn module(&self) -> &LirModule {
+        &self.lir
+    }
+
     fn execute(
         &self,
         inputs: &[HostData<'_>],
         params: &[Arc<ParamData>],
         stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>> {
+        self.check_args(inputs, params)?;
         let mut outputs = Vec::with_capacity(self.lir.outputs.len());
         for slot in &self.lir.outputs {
             let (dtype, n) = (

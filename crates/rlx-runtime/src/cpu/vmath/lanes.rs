@@ -167,7 +167,11 @@ impl F32s for V512 {
             let n1 = _mm512_srai_epi32::<1>(n);
             let n2 = _mm512_sub_epi32(n, n1);
             let bias = _mm512_set1_epi32(127);
-            let pow2 = |k| V512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(k, bias))));
+            let pow2 = |k| {
+                V512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(
+                    _mm512_add_epi32(k, bias),
+                )))
+            };
             (pow2(n1), pow2(n2))
         }
     }
@@ -258,7 +262,11 @@ impl F32s for V256 {
             let n1 = _mm256_srai_epi32::<1>(n);
             let n2 = _mm256_sub_epi32(n, n1);
             let bias = _mm256_set1_epi32(127);
-            let pow2 = |k| V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(k, bias))));
+            let pow2 = |k| {
+                V256(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
+                    _mm256_add_epi32(k, bias),
+                )))
+            };
             (pow2(n1), pow2(n2))
         }
     }

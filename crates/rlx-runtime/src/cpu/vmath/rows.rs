@@ -156,19 +156,29 @@ unsafe fn add_norm_v<V: F32s>(
             tail += v;
         }
         let mean = (hsum(acc) + tail) / d as f32;
-        // Variance from deviations (two passes: no cancellation for rows far from 0).
-        let (mv, mut sq, mut tail) = (V::splat(mean), V::splat(0.0), 0.0f32);
+        // Variance from deviations (two passes: no cancellation for rows far from 0), with the
+        // sum of the deviations correcting the rounded mean (the corrected two-pass form): a
+        // row of equal values normalizes to exactly 0 instead of rounding error / sqrt(eps).
+        let mv = V::splat(mean);
+        let (mut sq, mut dev) = (V::splat(0.0), V::splat(0.0));
+        let (mut sq_tail, mut dev_tail) = (0.0f32, 0.0f32);
         let mut j = 0;
         while j < body {
             let dv = V::load(out.add(j)).sub(mv);
             sq = dv.fma(dv, sq);
+            dev = dev.add(dv);
             j += V::N;
         }
         for j in body..d {
             let dv = *out.add(j) - mean;
-            tail += dv * dv;
+            sq_tail += dv * dv;
+            dev_tail += dv;
         }
-        let inv = 1.0 / ((hsum(sq) + tail) / d as f32 + eps).sqrt();
+        let (sq, dev) = (hsum(sq) + sq_tail, hsum(dev) + dev_tail);
+        let mean = mean + dev / d as f32;
+        let mv = V::splat(mean);
+        let var = ((sq - dev * dev / d as f32) / d as f32).max(0.0);
+        let inv = 1.0 / (var + eps).sqrt();
         let iv = V::splat(inv);
         let mut j = 0;
         while j < body {
