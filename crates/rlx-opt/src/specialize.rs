@@ -23,6 +23,22 @@ impl CompileResult {
         let mut lir = self.lir.clone();
         for buf in &mut lir.buffers {
             let dims = buf.ty.shape.eval(binding)?;
+            // An empty tensor may have huge other dims, but an array library (numpy) must
+            // still be able to describe it: their product in bytes stays within isize.
+            let extent = dims
+                .iter()
+                .filter(|&&d| d != 0)
+                .try_fold(buf.ty.dtype.size(), |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= isize::MAX as usize);
+            if extent.is_none() {
+                rlx_ir::bail!(
+                    Shape,
+                    "shape {} is {dims:?} under {binding}: its nonzero dims span more than \
+                     isize::MAX bytes of {}, which no array can describe",
+                    buf.ty.shape,
+                    buf.ty.dtype
+                );
+            }
             buf.ty.shape = Shape::new(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>());
         }
         for c in &lir.checks {

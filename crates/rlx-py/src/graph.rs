@@ -12,6 +12,7 @@ use rlx_ir::{
 };
 use rlx_runtime::HostData;
 
+use crate::args::{F32, Int};
 use crate::dims::{dtype_from_py, numpy_name, shape_from_py, shape_to_py};
 use crate::errors::{DTypeError, GraphError, ShapeError, UnsupportedOpError, to_py};
 
@@ -275,15 +276,15 @@ impl PyGraph {
                     "dim `{sym}`: bounds must be a (min, max) tuple of ints, got {v}"
                 ))
             })?;
-            g.dim(&sym, min, max)?;
+            g.dim(&sym, Int(min), Int(max))?;
         }
         Ok(g)
     }
 
     /// Declares symbol `name` with inclusive bounds.
-    fn dim(&self, name: &str, min: i64, max: i64) -> PyResult<()> {
+    fn dim(&self, name: &str, min: Int, max: Int) -> PyResult<()> {
         HirMut::new(&mut self.lock())
-            .dim(name, min, max)
+            .dim(name, min.0, max.0)
             .map(|_| ())
             .map_err(to_py)
     }
@@ -399,23 +400,23 @@ impl PyGraph {
         self.unary("neg", x)
     }
 
-    #[pyo3(signature = (x, axis = -1))]
-    fn softmax(&self, x: &PyValue, axis: i64) -> PyResult<PyValue> {
+    #[pyo3(signature = (x, axis = Int(-1)), text_signature = "(self, x, axis=-1)")]
+    fn softmax(&self, x: &PyValue, axis: Int) -> PyResult<PyValue> {
         let x = self.id_of(x)?;
-        self.build(|g| g.softmax(x, axis))
+        self.build(|g| g.softmax(x, axis.0))
     }
 
     /// Layer norm over the last axis.
-    #[pyo3(signature = (x, gamma, beta, eps = 1e-5))]
+    #[pyo3(signature = (x, gamma, beta, eps = F32(1e-5)), text_signature = "(self, x, gamma, beta, eps=1e-05)")]
     fn layer_norm(
         &self,
         x: &PyValue,
         gamma: &PyValue,
         beta: &PyValue,
-        eps: f32,
+        eps: F32,
     ) -> PyResult<PyValue> {
         let (x, gamma, beta) = (self.id_of(x)?, self.id_of(gamma)?, self.id_of(beta)?);
-        self.build(|g| g.layer_norm(x, gamma, beta, eps))
+        self.build(|g| g.layer_norm(x, gamma, beta, eps.0))
     }
 
     /// Reshape; one dim may be -1 (inferred, symbolically).
@@ -426,7 +427,8 @@ impl PyGraph {
     }
 
     /// Permutes the axes; negative axes count from the end.
-    fn transpose(&self, x: &PyValue, perm: Vec<i64>) -> PyResult<PyValue> {
+    fn transpose(&self, x: &PyValue, perm: Vec<Int>) -> PyResult<PyValue> {
+        let perm: Vec<i64> = perm.iter().map(|p| p.0).collect();
         let rank = x.ty.shape.rank() as i64;
         let perm = perm
             .iter()
@@ -480,8 +482,8 @@ impl PyGraph {
     }
 
     /// A float32 constant of shape `(1,)`, which broadcasts against anything.
-    fn scalar(&self, value: f32) -> PyResult<PyValue> {
-        self.build(|g| g.scalar(value))
+    fn scalar(&self, value: F32) -> PyResult<PyValue> {
+        self.build(|g| g.scalar(value.0))
     }
 
     /// An elementwise comparison by name ("eq", "ne", "lt", "le", "gt", "ge"); the result is bool.
@@ -517,10 +519,10 @@ impl PyGraph {
     }
 
     /// RMS norm over the last axis: `x / sqrt(mean(x**2) + eps) * gamma`.
-    #[pyo3(signature = (x, gamma, eps = 1e-6))]
-    fn rms_norm(&self, x: &PyValue, gamma: &PyValue, eps: f32) -> PyResult<PyValue> {
+    #[pyo3(signature = (x, gamma, eps = F32(1e-6)), text_signature = "(self, x, gamma, eps=1e-06)")]
+    fn rms_norm(&self, x: &PyValue, gamma: &PyValue, eps: F32) -> PyResult<PyValue> {
         let (x, gamma) = (self.id_of(x)?, self.id_of(gamma)?);
-        self.build(|g| g.rms_norm(x, gamma, eps))
+        self.build(|g| g.rms_norm(x, gamma, eps.0))
     }
 
     /// A reduction by name ("reduce_sum", "reduce_mean", "reduce_max") over `axes` (an int, a
@@ -573,13 +575,13 @@ impl PyGraph {
     }
 
     /// Joins values along `axis`; the other dims must match.
-    #[pyo3(signature = (values, axis = 0))]
-    fn concat(&self, values: Vec<PyRef<'_, PyValue>>, axis: i64) -> PyResult<PyValue> {
+    #[pyo3(signature = (values, axis = Int(0)), text_signature = "(self, values, axis=0)")]
+    fn concat(&self, values: Vec<PyRef<'_, PyValue>>, axis: Int) -> PyResult<PyValue> {
         let ids = values
             .iter()
             .map(|v| self.id_of(v))
             .collect::<PyResult<Vec<_>>>()?;
-        self.build(|g| g.concat(&ids, axis))
+        self.build(|g| g.concat(&ids, axis.0))
     }
 
     /// `x[start:end]` along `axis`; bounds are ints (negative counts from the end) or dim
@@ -588,22 +590,22 @@ impl PyGraph {
     fn slice(
         &self,
         x: &PyValue,
-        axis: i64,
+        axis: Int,
         start: &Bound<'_, PyAny>,
         end: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyValue> {
         let start = bound_from_py("slice start", start)?;
         let end = end.map(|e| bound_from_py("slice end", e)).transpose()?;
         let x = self.id_of(x)?;
-        self.build(|g| g.slice(x, axis, start, end))
+        self.build(|g| g.slice(x, axis.0, start, end))
     }
 
     /// `numpy.take(data, indices, axis)`; indices are int64 or int32, checked when run
     /// (out of range raises IndexError).
-    #[pyo3(signature = (data, indices, axis = 0))]
-    fn gather(&self, data: &PyValue, indices: &PyValue, axis: i64) -> PyResult<PyValue> {
+    #[pyo3(signature = (data, indices, axis = Int(0)), text_signature = "(self, data, indices, axis=0)")]
+    fn gather(&self, data: &PyValue, indices: &PyValue, axis: Int) -> PyResult<PyValue> {
         let (d, i) = (self.id_of(data)?, self.id_of(indices)?);
-        self.build(|g| g.gather(d, i, axis))
+        self.build(|g| g.gather(d, i, axis.0))
     }
 
     /// Converts to `dtype` (the one place rlx converts dtypes: when asked).

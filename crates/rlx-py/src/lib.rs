@@ -1,6 +1,7 @@
 //! `rlx._rlx`: the thin pyo3 layer over rlx. One module per core concept; every logic that a
 //! Rust user would also need lives in the core crates, not here.
 
+mod args;
 mod arrays;
 mod compiled;
 mod dims;

@@ -11,6 +11,7 @@ use rlx_opt::{CompileReport, CompileResult};
 use rlx_runtime::cpu::Isa;
 use rlx_runtime::{CompileOptions, Device, ForkLock, ModelCompilePipeline, ParamStore};
 
+use crate::args::Capacity;
 use crate::compiled::PyCompiledGraph;
 use crate::dims::{binding_from_py, binding_to_py};
 use crate::errors::{CompileError, to_py};
@@ -137,17 +138,20 @@ impl PyModelCompilePipeline {
     /// reads weights where they are bound (no packed copy); `isa` forces a kernel path
     /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best).
     #[new]
-    #[pyo3(signature = (graph, device = "cpu", capacity = 8, optimize = true, prepack = true, isa = None))]
+    #[pyo3(
+        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None),
+        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None)"
+    )]
     fn new(
         graph: &PyGraph,
         device: &str,
-        capacity: usize,
+        capacity: Capacity,
         optimize: bool,
         prepack: bool,
         isa: Option<&str>,
     ) -> PyResult<Self> {
         let device: Device = device.parse().map_err(to_py)?;
-        let inner = ModelCompilePipeline::with_capacity(device, capacity).map_err(to_py)?;
+        let inner = ModelCompilePipeline::with_capacity(device, capacity.0).map_err(to_py)?;
         let isa = isa.map(Isa::parse).transpose().map_err(to_py)?;
         // An ISA this CPU lacks is an error now, not at the first compile.
         Isa::resolve(isa).map_err(to_py)?;

@@ -199,6 +199,17 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
                     "slice [{a}, {b}) out of range for dim {d} of {s}"
                 );
             }
+            // Symbolic bounds: what the dim algebra can prove wrong is an error now
+            // (x[n:n-1] has length -1 under every binding); the rest is checked at specialize.
+            let provably_negative = |x: &Dim| x.as_const().is_some_and(|v| v < 0);
+            crate::ensure!(
+                !provably_negative(start)
+                    && !provably_negative(&len)
+                    && !provably_negative(&(&s.0[*axis] - end)),
+                Shape,
+                "slice [{start}, {end}) out of range for dim {} of {s}",
+                s.0[*axis]
+            );
             let mut dims = s.0.clone();
             dims[*axis] = len;
             Ok(TensorType::new(tys[0].dtype, Shape(dims)))
