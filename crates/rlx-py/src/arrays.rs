@@ -7,7 +7,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyWeakrefReference};
 use rlx_ir::DType;
-use rlx_runtime::{HostData, ParamStore, Tensor, TensorData};
+use rlx_runtime::{HostData, ParamStore, PreparedParam, Tensor, TensorData};
 
 use crate::dims::numpy_name;
 use crate::errors::{BindingError, DTypeError, ShapeError, to_py};
@@ -229,9 +229,12 @@ fn prepare<'py>(
     })
 }
 
-fn commit(store: &ParamStore, p: Prepared<'_>) -> PyResult<()> {
+/// The store's checked binding for `p`: a copy, or the array itself (pinned, kept alive).
+fn to_store(store: &ParamStore, p: Prepared<'_>) -> PyResult<PreparedParam> {
     if p.copy_bytes {
-        return store.set(&p.name, p.view.host_data()).map_err(to_py);
+        return store
+            .prepare_copy(&p.name, p.view.host_data())
+            .map_err(to_py);
     }
     let v = p.view;
     let owner = BorrowedArray {
@@ -241,11 +244,13 @@ fn commit(store: &ParamStore, p: Prepared<'_>) -> PyResult<()> {
     // SAFETY: `view` checked dtype, shape, contiguity and alignment; the store keeps `owner` (a
     // reference to the array, and pins that stop numpy from reallocating it) while the slot
     // holds the pointer.
-    unsafe { store.set_borrowed(&p.name, v.dtype, &v.shape, v.ptr, Box::new(owner)) }.map_err(to_py)
+    unsafe { store.prepare_borrowed(&p.name, v.dtype, &v.shape, v.ptr, Box::new(owner)) }
+        .map_err(to_py)
 }
 
 /// Binds every `name -> array` of `params`. All names and arrays are checked before any slot
-/// changes, so a failed call leaves the store as it was.
+/// changes, so a failed call leaves the store as it was; the new set becomes visible at once
+/// (a concurrent run sees the old set or the new one, never a mix).
 pub fn bind_params(store: &ParamStore, params: &Bound<'_, PyDict>, copy: bool) -> PyResult<()> {
     let mut unknown = Vec::new();
     let mut items = Vec::with_capacity(params.len());
@@ -271,9 +276,9 @@ pub fn bind_params(store: &ParamStore, params: &Bound<'_, PyDict>, copy: bool) -
     }
     let prepared = items
         .iter()
-        .map(|(n, v)| prepare(store, n, v, copy))
+        .map(|(n, v)| to_store(store, prepare(store, n, v, copy)?))
         .collect::<PyResult<Vec<_>>>()?;
-    prepared.into_iter().try_for_each(|p| commit(store, p))
+    store.commit(prepared).map_err(to_py)
 }
 
 pub fn bind_param(
@@ -282,7 +287,8 @@ pub fn bind_param(
     obj: &Bound<'_, PyAny>,
     copy: bool,
 ) -> PyResult<()> {
-    commit(store, prepare(store, name, obj, copy)?)
+    let p = to_store(store, prepare(store, name, obj, copy)?)?;
+    store.commit(vec![p]).map_err(to_py)
 }
 
 /// Before a run: a bound bool param must still hold only 0 and 1 (a uint8 view of the same

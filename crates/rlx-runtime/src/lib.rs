@@ -24,7 +24,7 @@ pub use fork_lock::ForkLock;
 
 pub use model_pipeline::{ModelCompilePipeline, PipelineStats};
 pub use options::CompileOptions;
-pub use params::{ParamData, ParamStore};
+pub use params::{ParamData, ParamStore, PreparedParam};
 pub use registry::{backend_for, register_backend};
 pub use rlx_ir::TensorData;
 pub use tensor::{HostData, Tensor, TensorRef};

@@ -5,10 +5,12 @@
 //! replaces an `Arc`, so a run that already took a snapshot keeps the old weights until it ends.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rlx_ir::{BindingManifest, DType};
 
+use crate::ForkLock;
 use crate::error::fail;
 use crate::names::hint;
 use crate::{HostData, Result, TensorData};
@@ -29,7 +31,9 @@ pub struct ParamSpec {
 pub struct ParamData {
     storage: ParamStorage,
     dtype: DType,
-    derived: Mutex<Vec<Derived>>,
+    /// A `ForkLock`: packing a big weight holds it for milliseconds, and a child forked
+    /// meanwhile must still be able to pack.
+    derived: ForkLock<Vec<Derived>>,
 }
 
 /// One piece of derived data: a kind tag and variant (for example panel width), the value
@@ -62,7 +66,7 @@ impl ParamData {
         ParamData {
             storage,
             dtype,
-            derived: Mutex::new(Vec::new()),
+            derived: ForkLock::new(Vec::new()),
         }
     }
 
@@ -96,7 +100,7 @@ impl ParamData {
         key: (&'static str, u64),
         build: impl FnOnce() -> Result<(T, usize)>,
     ) -> Result<Arc<T>> {
-        let mut entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.derived.lock();
         if let Some(d) = entries.iter().find(|d| d.key == key)
             && let Ok(v) = d.value.clone().downcast::<T>()
         {
@@ -115,13 +119,13 @@ impl ParamData {
 
     /// Bytes held by derived data.
     pub fn derived_bytes(&self) -> usize {
-        let entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.derived.lock();
         entries.iter().map(|d| d.bytes).sum()
     }
 
     /// Addresses of the derived values (tests check two variants share one).
     pub fn derived_addrs(&self) -> Vec<usize> {
-        let entries = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.derived.lock();
         entries
             .iter()
             .map(|d| Arc::as_ptr(&d.value) as *const u8 as usize)
@@ -129,10 +133,21 @@ impl ParamData {
     }
 }
 
+/// A checked binding of one param, made visible by [`ParamStore::commit`].
+pub struct PreparedParam {
+    store: u64,
+    index: usize,
+    data: ParamData,
+}
+
 /// All parameter slots of one pipeline, in manifest order.
 pub struct ParamStore {
     specs: Vec<ParamSpec>,
-    slots: RwLock<Vec<Option<Arc<ParamData>>>>,
+    /// Replaced all at once by `commit` (a run's snapshot sees one whole binding); a
+    /// `ForkLock`, so a child forked while another thread binds can still bind and run.
+    slots: ForkLock<Vec<Option<Arc<ParamData>>>>,
+    /// Tells this store's prepared bindings from another's.
+    id: u64,
 }
 
 impl std::fmt::Debug for ParamStore {
@@ -160,8 +175,13 @@ impl ParamStore {
                 numel,
             });
         }
-        let slots = RwLock::new(vec![None; specs.len()]);
-        Ok(ParamStore { specs, slots })
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let slots = ForkLock::new(vec![None; specs.len()]);
+        Ok(ParamStore {
+            specs,
+            slots,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
@@ -186,6 +206,11 @@ impl ParamStore {
 
     /// Binds `name` to a copy of `data`.
     pub fn set(&self, name: &str, data: HostData<'_>) -> Result<()> {
+        self.commit(vec![self.prepare_copy(name, data)?])
+    }
+
+    /// A checked copy of `data` for `name`, not yet visible to runs (see [`Self::commit`]).
+    pub fn prepare_copy(&self, name: &str, data: HostData<'_>) -> Result<PreparedParam> {
         let i = self.index_of(name)?;
         self.check(i, data.dtype(), None, data.len())?;
         let dtype = data.dtype();
@@ -195,16 +220,13 @@ impl ParamStore {
             HostData::I32(d) => TensorData::I32(try_copy(d)?),
             HostData::Bool(d) => TensorData::Bool(try_copy(d)?),
         };
-        self.put(i, ParamData::new(ParamStorage::Owned(owned), dtype));
-        Ok(())
+        Ok(self.prepared(i, ParamStorage::Owned(owned), dtype))
     }
 
     /// Binds `name` to memory owned elsewhere, without copying.
     ///
     /// # Safety
-    /// `ptr` must point to `numel(shape)` initialized, aligned elements of `dtype` that stay valid
-    /// and are not freed while `owner` is alive (the store drops `owner` when the slot is
-    /// replaced or the store is dropped).
+    /// As [`Self::prepare_borrowed`].
     pub unsafe fn set_borrowed(
         &self,
         name: &str,
@@ -213,6 +235,25 @@ impl ParamStore {
         ptr: *const u8,
         owner: Box<dyn Any + Send + Sync>,
     ) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        let p = unsafe { self.prepare_borrowed(name, dtype, shape, ptr, owner)? };
+        self.commit(vec![p])
+    }
+
+    /// A checked binding of `name` to memory owned elsewhere, not yet visible to runs.
+    ///
+    /// # Safety
+    /// `ptr` must point to `numel(shape)` initialized, aligned elements of `dtype` that stay valid
+    /// and are not freed while `owner` is alive (the store drops `owner` when the slot is
+    /// replaced or the store is dropped).
+    pub unsafe fn prepare_borrowed(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        ptr: *const u8,
+        owner: Box<dyn Any + Send + Sync>,
+    ) -> Result<PreparedParam> {
         let i = self.index_of(name)?;
         let numel: usize = shape.iter().product();
         self.check(i, dtype, Some(shape), numel)?;
@@ -224,17 +265,37 @@ impl ParamStore {
             );
         }
         let nbytes = numel * dtype.size();
-        self.put(
-            i,
-            ParamData::new(
-                ParamStorage::Borrowed {
-                    ptr,
-                    nbytes,
-                    _owner: owner,
-                },
-                dtype,
-            ),
-        );
+        let storage = ParamStorage::Borrowed {
+            ptr,
+            nbytes,
+            _owner: owner,
+        };
+        Ok(self.prepared(i, storage, dtype))
+    }
+
+    fn prepared(&self, index: usize, storage: ParamStorage, dtype: DType) -> PreparedParam {
+        PreparedParam {
+            store: self.id,
+            index,
+            data: ParamData::new(storage, dtype),
+        }
+    }
+
+    /// Makes prepared bindings visible, all at once: a run that starts meanwhile sees every
+    /// old binding or every new one, never a mix. The replaced data (maybe Python objects) is
+    /// dropped after the lock is released.
+    pub fn commit(&self, items: Vec<PreparedParam>) -> Result<()> {
+        if items.iter().any(|p| p.store != self.id) {
+            fail!(Binding, "a prepared param of another parameter store");
+        }
+        let old: Vec<_> = {
+            let mut slots = self.slots.lock();
+            items
+                .into_iter()
+                .map(|p| slots[p.index].replace(Arc::new(p.data)))
+                .collect()
+        };
+        drop(old);
         Ok(())
     }
 
@@ -270,19 +331,10 @@ impl ParamStore {
         Ok(())
     }
 
-    fn put(&self, i: usize, data: ParamData) {
-        let old = {
-            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-            slots[i].replace(Arc::new(data))
-        };
-        // The old owner (maybe a Python object) is dropped outside the lock.
-        drop(old);
-    }
-
     /// Unbinds `name`.
     pub fn clear(&self, name: &str) -> Result<()> {
         let i = self.index_of(name)?;
-        let old = self.slots.write().unwrap_or_else(|e| e.into_inner())[i].take();
+        let old = self.slots.lock()[i].take();
         drop(old);
         Ok(())
     }
@@ -290,7 +342,7 @@ impl ParamStore {
     /// Address of the bytes kernels read for `name`, if bound.
     pub fn data_ptr(&self, name: &str) -> Option<usize> {
         let i = self.specs.iter().position(|s| s.name == name)?;
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.lock();
         slots[i].as_ref().map(|d| d.as_ptr() as usize)
     }
 
@@ -300,7 +352,7 @@ impl ParamStore {
 
     /// Names of params not bound yet.
     pub fn missing(&self) -> Vec<String> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.lock();
         self.specs
             .iter()
             .zip(slots.iter())
@@ -311,16 +363,12 @@ impl ParamStore {
 
     /// Slot `i` as it is now.
     pub fn slot(&self, i: usize) -> Option<Arc<ParamData>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(i)?
-            .clone()
+        self.slots.lock().get(i)?.clone()
     }
 
     /// Every slot as it is now, bound or not.
     pub fn bound_slots(&self) -> Vec<Option<Arc<ParamData>>> {
-        self.slots.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.slots.lock().clone()
     }
 
     /// Bytes of derived data (packed weights) over every bound param.
@@ -344,7 +392,7 @@ impl ParamStore {
 
     /// Every slot, for one run; an error names every unbound param.
     pub fn snapshot(&self) -> Result<Vec<Arc<ParamData>>> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.lock();
         if slots.iter().any(Option::is_none) {
             drop(slots);
             fail!(Binding, "params not bound: {:?}", self.missing());
