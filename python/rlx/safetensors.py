@@ -173,6 +173,13 @@ class SafeTensors(Mapping[str, np.ndarray]):
             else:
                 f.seek(0)
                 buf = bytearray(f.read())
+        # The spans were checked against the size seen first; a file that changed size since
+        # (another process writing or truncating it) no longer matches its header.
+        if len(buf) != size:  # type: ignore[arg-type]
+            raise ModelFormatError(
+                f"safetensors {self.path!r}: the file changed size while it was read "
+                f"({size} bytes, then {len(buf)}); is another process writing it?"  # type: ignore[arg-type]
+            )
         return buf, data_start, entries
 
     def __getitem__(self, name: str) -> np.ndarray:

@@ -144,7 +144,6 @@ impl ArrayView<'_> {
 
 /// A bound array kept alive by the parameter store, and pinned in place (see [`pin`]).
 struct BorrowedArray {
-    #[allow(dead_code)] // held for its reference, never read
     obj: Py<PyAny>,
     #[allow(dead_code)] // held for its effect on numpy, never read
     pins: Pins,
@@ -291,25 +290,44 @@ pub fn bind_param(
     store.commit(vec![p]).map_err(to_py)
 }
 
-/// Before a run: a bound bool param must still hold only 0 and 1 (a uint8 view of the same
-/// memory can write other bytes, which are not valid Rust bools). Memory cannot move: bound
-/// arrays are pinned (see [`pin`]). Costs nothing for graphs without bool params.
-pub fn check_borrowed(store: &ParamStore) -> PyResult<()> {
-    for (i, spec) in store.specs().iter().enumerate() {
-        if spec.dtype != DType::Bool {
-            continue;
-        }
-        let Some(slot) = store.slot(i) else {
+/// Before a run: a bound array must still be what was bound. Its memory cannot move (bound
+/// arrays are pinned, see [`pin`]), but `arr.shape = ...` or `arr.dtype = ...` reinterpret it
+/// in place, and a bool param must still hold only 0 and 1 (a uint8 view of the same memory
+/// can write other bytes, which are not valid Rust bools).
+pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
+    for (spec, slot) in store.specs().iter().zip(store.bound_slots()) {
+        let Some(slot) = slot else {
             continue;
         };
-        // SAFETY: the slot holds numel bytes (checked at bind; pinned since).
-        let bytes = unsafe { slice::<u8>(slot.as_ptr(), spec.numel) };
-        if bytes.iter().any(|b| *b > 1) {
-            return Err(DTypeError::new_err(format!(
-                "param `{}`: the bound bool array now holds bytes other than 0 and 1 (written \
-                 through another view); bind a valid bool array again",
-                spec.name
-            )));
+        let owner = slot.owner().and_then(|o| o.downcast_ref::<BorrowedArray>());
+        if let Some(owner) = owner {
+            let arr = owner.obj.bind(py).cast::<PyUntypedArray>()?;
+            let same = arr.shape() == spec.shape.as_slice()
+                && data_ptr(arr) == slot.as_ptr()
+                && arr.is_c_contiguous()
+                && rlx_dtype(arr) == Some(spec.dtype);
+            if !same {
+                return Err(BindingError::new_err(format!(
+                    "param `{}`: the bound array was changed in place after binding (now shape \
+                     {:?}, dtype {}; bound as {:?} {}); bind it again",
+                    spec.name,
+                    arr.shape(),
+                    arr.dtype(),
+                    spec.shape,
+                    numpy_name(spec.dtype)
+                )));
+            }
+        }
+        if spec.dtype == DType::Bool {
+            // SAFETY: the slot holds numel bytes (checked at bind; pinned since).
+            let bytes = unsafe { slice::<u8>(slot.as_ptr(), spec.numel) };
+            if bytes.iter().any(|b| *b > 1) {
+                return Err(DTypeError::new_err(format!(
+                    "param `{}`: the bound bool array now holds bytes other than 0 and 1 \
+                     (written through another view); bind a valid bool array again",
+                    spec.name
+                )));
+            }
         }
     }
     Ok(())

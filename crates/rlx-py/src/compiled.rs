@@ -102,7 +102,7 @@ impl PyCompiledGraph {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let views = self.views(inputs, kwargs)?;
-        check_borrowed(self.graph.params())?;
+        check_borrowed(py, self.graph.params())?;
         // Inputs are read in place with the GIL released: pinned so that another thread cannot
         // resize (reallocate) one until this call returns.
         let _pins = views

@@ -150,6 +150,18 @@ impl ModelCompilePipeline {
         specialized: CompileResult,
         options: &CompileOptions,
     ) -> Result<CompiledGraph> {
+        let t = self.template()?;
+        let ours = Arc::ptr_eq(&specialized.hir, &t.hir)
+            || (specialized.fingerprint == t.fingerprint && *specialized.hir == *t.hir);
+        if !ours {
+            fail!(
+                Binding,
+                "`{}` was specialized from another template than this pipeline's `{}`: a \
+                 specialized graph only compiles in the pipeline it came from",
+                specialized.lir.name,
+                t.lir.name
+            );
+        }
         let params = self.params()?.clone();
         let backend = crate::registry::backend_for(self.device)?;
         let lir = Arc::new(specialized.lir);

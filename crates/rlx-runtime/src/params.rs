@@ -47,12 +47,12 @@ struct Derived {
 /// The bytes behind one bound parameter.
 enum ParamStorage {
     Owned(TensorData),
-    /// Memory owned elsewhere; `_owner` is never read: holding it keeps the memory alive, and
-    /// it is dropped when the slot is replaced.
+    /// Memory owned elsewhere; holding `owner` keeps the memory alive, and it is dropped when
+    /// the slot is replaced.
     Borrowed {
         ptr: *const u8,
         nbytes: usize,
-        _owner: Box<dyn Any + Send + Sync>,
+        owner: Box<dyn Any + Send + Sync>,
     },
 }
 
@@ -86,6 +86,14 @@ impl ParamData {
         match &self.storage {
             ParamStorage::Owned(d) => d.as_ptr(),
             ParamStorage::Borrowed { ptr, .. } => *ptr,
+        }
+    }
+
+    /// What keeps borrowed memory alive (for its binder to re-check), `None` for a copy.
+    pub fn owner(&self) -> Option<&(dyn Any + Send + Sync)> {
+        match &self.storage {
+            ParamStorage::Owned(_) => None,
+            ParamStorage::Borrowed { owner, .. } => Some(owner.as_ref()),
         }
     }
 
@@ -265,11 +273,7 @@ impl ParamStore {
             );
         }
         let nbytes = numel * dtype.size();
-        let storage = ParamStorage::Borrowed {
-            ptr,
-            nbytes,
-            _owner: owner,
-        };
+        let storage = ParamStorage::Borrowed { ptr, nbytes, owner };
         Ok(self.prepared(i, storage, dtype))
     }
 
