@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rlx
+from concurrency_support import expect_clean_exit
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -20,22 +21,6 @@ def _graph() -> rlx.Graph:
     x = g.input("x", ("batch", 64))
     g.output("y", g.linear(x, g.param("w", (64, 256)), activation="gelu"))
     return g
-
-
-def _expect_clean_exit(pid: int, hang: str, timeout: float = 60.0) -> None:
-    """Waits for the child; a child still running after `timeout` is killed and `hang` fails
-    the test; any exit status other than 0 fails it too."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail(hang)
-        time.sleep(0.05)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
 def test_child_runs_after_fork():
@@ -53,7 +38,7 @@ def test_child_runs_after_fork():
             os._exit(0 if same and np.allclose(other[:512], want) else 1)
         except BaseException:
             os._exit(2)
-    _expect_clean_exit(pid, "the forked child hung running a graph")
+    expect_clean_exit(pid, "the forked child hung running a graph")
     # The parent's pool still works.
     assert np.array_equal(exe.run(x=x)["y"], want)
 
@@ -85,4 +70,4 @@ def test_fork_while_another_thread_compiles_does_not_hang_the_child():
         except BaseException:
             os._exit(2)
     compiling.join()
-    _expect_clean_exit(pid, "the child forked during a compile hung on the pipeline's lock")
+    expect_clean_exit(pid, "the child forked during a compile hung on the pipeline's lock")

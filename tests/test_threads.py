@@ -1,32 +1,13 @@
 """Many Python threads on one CompiledGraph (the GIL is released during runs) give results
 bit-identical to serial runs; concurrent get_or_compile compiles each variant once."""
 
-import threading
-
 import numpy as np
 
 import rlx
+from concurrency_support import parallel
 from conftest import MODEL, block_graph, block_params
 
 THREADS, RUNS = 8, 200
-
-
-def _parallel(fn, n):
-    errors, barrier = [], threading.Barrier(n)
-
-    def body(i):
-        try:
-            barrier.wait()
-            fn(i)
-        except BaseException as e:  # noqa: BLE001 - reported by the test below
-            errors.append(e)
-
-    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors
 
 
 def test_threads_bit_identical_to_serial(rng):
@@ -43,7 +24,7 @@ def test_threads_bit_identical_to_serial(rng):
             if not np.array_equal(exe.run(x=inputs[j])["y"], serial[j]):
                 mismatches[i] += 1
 
-    _parallel(worker, THREADS)
+    parallel(worker, THREADS)
     assert mismatches == [0] * THREADS
 
 
@@ -66,7 +47,7 @@ def test_threads_on_several_variants_and_concurrent_compiles(rng):
             assert np.array_equal(out, serial[(b, s)])
         results[i] = True
 
-    _parallel(worker, THREADS)
+    parallel(worker, THREADS)
     assert len(results) == THREADS
     stats = pipe.stats
     assert stats["misses"] == 3 and stats["hits"] == THREADS - 3  # one compile per variant

@@ -1,6 +1,5 @@
 //! Per-run scratch memory: 64-byte aligned, allocated without aborting, pooled for reuse.
 
-use std::sync::Mutex;
 
 use crate::{Error, Result};
 
@@ -29,22 +28,24 @@ impl Arena {
     }
 }
 
-/// Arenas of one size, so concurrent runs each get their own and later runs reuse them.
+/// Arenas of one size, so concurrent runs each get their own and later runs reuse them. The
+/// free list is a `ForkLock`: a child forked while another thread takes or returns an arena
+/// can still run.
 pub struct ArenaPool {
     size: usize,
-    free: Mutex<Vec<Arena>>,
+    free: crate::ForkLock<Vec<Arena>>,
 }
 
 impl ArenaPool {
     pub fn new(size: usize) -> ArenaPool {
         ArenaPool {
             size,
-            free: Mutex::new(Vec::new()),
+            free: crate::ForkLock::new(Vec::new()),
         }
     }
 
     pub fn take(&self) -> Result<Arena> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reused = self.free.lock().pop();
         match reused {
             Some(a) => Ok(a),
             None => Arena::new(self.size),
@@ -52,7 +53,7 @@ impl ArenaPool {
     }
 
     pub fn give_back(&self, arena: Arena) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.free.lock();
         // Keep a few for concurrent runs; more would only hold memory.
         if free.len() < 4 {
             free.push(arena);
