@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 WHEEL_DIR := target/wheels
 
-.PHONY: help setup build install test test-rust test-python stubtest demo demo-rust bench bench-setup lint fmt clean
+.PHONY: help setup build install test test-rust test-python stubtest demo demo-rust bench bench-setup lint fmt clean fuzz memcheck
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,25 @@ bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, Op
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_minilm.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_overhead.py
 	$(PYTHON) benchmarks/bench_variants.py
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := dims graph lir
+
+fuzz: ## native fuzzing with cargo-fuzz (nightly only; skipped without it): each target FUZZ_SECONDS
+	@if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then \
+		echo "make fuzz: no nightly toolchain on this machine (rustup toolchain list); skipped"; exit 0; fi; \
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked; \
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz target $$t: $(FUZZ_SECONDS) s"; \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 2>&1 \
+			| grep -E '^Done|ERROR|panicked|SUMMARY|crash-|Test unit written' ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+MEMCHECK_TESTS ?= tests
+
+memcheck: install ## the pytest suite under valgrind memcheck; fails on any error in rlx's code
+	$(PYTHON) tools/memcheck.py $(MEMCHECK_TESTS)
 
 lint: ## rustfmt and clippy
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,8 @@ watchdog, and waiting for a forked child under one."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -79,6 +81,18 @@ def parallel(
     return result
 
 
+def _stacks(pid: int) -> str:
+    """The native stacks of a hung process (gdb, when installed), to tell where it waits."""
+    if shutil.which("gdb") is None:
+        return "(no gdb to show the hung child's stacks)"
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 25"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(gdb failed: {e})"
+    return "\n".join(line for line in out.splitlines() if line.startswith(("#", "Thread")))
+
+
 def expect_clean_exit(pid: int, hang: str, timeout: float = 60.0) -> None:
     """Waits for the forked child `pid`; a child still running after `timeout` is killed and
     `hang` fails the test; any exit status other than 0 fails it too."""
@@ -88,8 +102,9 @@ def expect_clean_exit(pid: int, hang: str, timeout: float = 60.0) -> None:
         if done:
             break
         if time.monotonic() > deadline:
+            stacks = _stacks(pid)
             os.kill(pid, 9)
             os.waitpid(pid, 0)
-            pytest.fail(hang)
+            pytest.fail(f"{hang}\n{stacks}")
         time.sleep(0.005)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

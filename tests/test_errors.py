@@ -188,7 +188,7 @@ def test_a_specialized_graph_only_compiles_against_its_own_pipeline():
 
     big, small = pipeline(4096), pipeline(4)
     spec = big.specialize(batch=2)
-    with pytest.raises(rlx.BindingError, match="planned for params"):
+    with pytest.raises(rlx.BindingError, match="another template|planned for params"):
         small.compile_lir(spec)
     out = small.compile_lir(small.specialize(batch=2)).run(x=np.ones((2, 8), np.float32))["y"]
     np.testing.assert_array_equal(out, np.full((2, 4), 8.0, np.float32))

@@ -11,6 +11,7 @@ use rlx_runtime::{HostData, ParamStore, PreparedParam, Tensor, TensorData};
 
 use crate::dims::numpy_name;
 use crate::errors::{BindingError, DTypeError, ShapeError, to_py};
+use crate::held::{HeldRef, release_pending};
 
 /// The rlx dtype of `arr`, if rlx can read its memory as is (native byte order, plain dtype).
 fn rlx_dtype(arr: &Bound<'_, PyUntypedArray>) -> Option<DType> {
@@ -144,13 +145,13 @@ impl ArrayView<'_> {
 
 /// A bound array kept alive by the parameter store, and pinned in place (see [`pin`]).
 struct BorrowedArray {
-    obj: Py<PyAny>,
+    obj: HeldRef,
     #[allow(dead_code)] // held for its effect on numpy, never read
     pins: Pins,
 }
 
 /// Weak references that keep arrays where they are (held for their effect on numpy).
-pub struct Pins(#[allow(dead_code)] Vec<Py<PyWeakrefReference>>);
+pub struct Pins(#[allow(dead_code)] Vec<HeldRef>);
 
 /// Pins the memory `arr` reads: a weak reference to `arr` and to every ndarray it is a view
 /// of. numpy refuses to resize (reallocate) an array that has weak references, even with
@@ -164,7 +165,7 @@ pub fn pin(arr: &Bound<'_, PyAny>) -> PyResult<Pins> {
         if cur.cast::<PyUntypedArray>().is_err() {
             break;
         }
-        pins.push(PyWeakrefReference::new(&cur)?.unbind());
+        pins.push(HeldRef::new(PyWeakrefReference::new(&cur)?.into_any()));
         let base = cur.getattr(intern!(cur.py(), "base"))?;
         if base.is_none() {
             break;
@@ -237,7 +238,7 @@ fn to_store(store: &ParamStore, p: Prepared<'_>) -> PyResult<PreparedParam> {
     }
     let v = p.view;
     let owner = BorrowedArray {
-        obj: v.arr.clone().into_any().unbind(),
+        obj: HeldRef::new(v.arr.clone().into_any()),
         pins: pin(v.arr.as_any())?,
     };
     // SAFETY: `view` checked dtype, shape, contiguity and alignment; the store keeps `owner` (a
@@ -251,6 +252,7 @@ fn to_store(store: &ParamStore, p: Prepared<'_>) -> PyResult<PreparedParam> {
 /// changes, so a failed call leaves the store as it was; the new set becomes visible at once
 /// (a concurrent run sees the old set or the new one, never a mix).
 pub fn bind_params(store: &ParamStore, params: &Bound<'_, PyDict>, copy: bool) -> PyResult<()> {
+    release_pending(params.py());
     let mut unknown = Vec::new();
     let mut items = Vec::with_capacity(params.len());
     for (k, v) in params.iter() {
@@ -295,13 +297,15 @@ pub fn bind_param(
 /// in place, and a bool param must still hold only 0 and 1 (a uint8 view of the same memory
 /// can write other bytes, which are not valid Rust bools).
 pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
+    release_pending(py);
     for (spec, slot) in store.specs().iter().zip(store.bound_slots()) {
         let Some(slot) = slot else {
             continue;
         };
         let owner = slot.owner().and_then(|o| o.downcast_ref::<BorrowedArray>());
         if let Some(owner) = owner {
-            let arr = owner.obj.bind(py).cast::<PyUntypedArray>()?;
+            let obj = owner.obj.bind(py);
+            let arr = &*obj.cast::<PyUntypedArray>()?;
             let same = arr.shape() == spec.shape.as_slice()
                 && data_ptr(arr) == slot.as_ptr()
                 && arr.is_c_contiguous()

@@ -7,6 +7,7 @@ mod compiled;
 mod dims;
 mod errors;
 mod graph;
+mod held;
 mod manifest;
 mod pipeline;
 

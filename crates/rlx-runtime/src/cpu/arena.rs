@@ -1,6 +1,5 @@
 //! Per-run scratch memory: 64-byte aligned, allocated without aborting, pooled for reuse.
 
-
 use crate::{Error, Result};
 
 #[derive(Clone, Copy)]
