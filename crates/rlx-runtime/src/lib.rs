@@ -6,6 +6,7 @@ mod compiled;
 pub mod cpu;
 mod device;
 mod error;
+mod fallible;
 pub mod fork_lock;
 mod model_pipeline;
 mod names;

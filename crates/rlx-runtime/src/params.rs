@@ -12,6 +12,7 @@ use rlx_ir::{BindingManifest, DType};
 
 use crate::ForkLock;
 use crate::error::fail;
+use crate::fallible::try_copy;
 use crate::names::hint;
 use crate::{HostData, Result, TensorData};
 
@@ -223,10 +224,10 @@ impl ParamStore {
         self.check(i, data.dtype(), None, data.len())?;
         let dtype = data.dtype();
         let owned = match data {
-            HostData::F32(d) => TensorData::F32(try_copy(d)?),
-            HostData::I64(d) => TensorData::I64(try_copy(d)?),
-            HostData::I32(d) => TensorData::I32(try_copy(d)?),
-            HostData::Bool(d) => TensorData::Bool(try_copy(d)?),
+            HostData::F32(d) => TensorData::F32(try_copy("a param copy", d)?),
+            HostData::I64(d) => TensorData::I64(try_copy("a param copy", d)?),
+            HostData::I32(d) => TensorData::I32(try_copy("a param copy", d)?),
+            HostData::Bool(d) => TensorData::Bool(try_copy("a param copy", d)?),
         };
         Ok(self.prepared(i, ParamStorage::Owned(owned), dtype))
     }
@@ -406,16 +407,4 @@ impl ParamStore {
             .map(|s| s.clone().expect("checked above"))
             .collect())
     }
-}
-
-fn try_copy<T: Copy>(d: &[T]) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(d.len()).map_err(|_| {
-        crate::Error::Memory(format!(
-            "cannot allocate {} bytes for a param copy",
-            std::mem::size_of_val(d)
-        ))
-    })?;
-    v.extend_from_slice(d);
-    Ok(v)
 }

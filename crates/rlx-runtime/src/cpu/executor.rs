@@ -17,6 +17,7 @@ use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, elementwise, gemm, layout, norm, reduce};
 use crate::error::fail;
+use crate::fallible::{try_copy, try_map};
 use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
 
 /// Where a buffer's bytes live during a run.
@@ -308,12 +309,12 @@ impl CpuExecutable {
                 ComputeOp::Gather { axis } => {
                     let s = ins[0].1;
                     let idx: Vec<i64> = match ins[1].2 {
-                        DType::I64 => self.get::<i64>(addrs, ins[1].0).to_vec(),
-                        DType::I32 => self
-                            .get::<i32>(addrs, ins[1].0)
-                            .iter()
-                            .map(|&i| i64::from(i))
-                            .collect(),
+                        DType::I64 => try_copy("gather indices", self.get::<i64>(addrs, ins[1].0))?,
+                        DType::I32 => {
+                            try_map("gather indices", self.get::<i32>(addrs, ins[1].0), |&i| {
+                                i64::from(i)
+                            })?
+                        }
                         dt => fail!(DType, "gather indices must be i64 or i32, got {dt}"),
                     };
                     let inner = s[axis + 1..].iter().product::<usize>() * ins[0].2.size();
@@ -347,7 +348,10 @@ impl CpuExecutable {
                         causal: *causal,
                         layout,
                     };
-                    let mask = ins.get(3).map(|(b, _, _)| self.keep_mask(addrs, *b));
+                    let mask = ins
+                        .get(3)
+                        .map(|(b, _, _)| self.keep_mask(addrs, *b))
+                        .transpose()?;
                     attention::attention(
                         self.isa,
                         f32_in(0),
@@ -373,11 +377,11 @@ impl CpuExecutable {
 
 impl CpuExecutable {
     /// A padding mask of any dtype as an additive term: 0 where non-zero (attend), -inf where 0.
-    pub(super) fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Vec<f32> {
+    pub(super) fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Result<Vec<f32>> {
         // SAFETY: `b` is a mask buffer of its recorded dtype and size.
         with_any!(self.lir.buffer(b).ty.dtype, T => {
             let m: &[T] = unsafe { self.get(addrs, b) };
-            m.iter().map(|x| if elementwise_nonzero(*x) { 0.0 } else { f32::NEG_INFINITY }).collect()
+            try_map("an attention mask", m, |x| if elementwise_nonzero(*x) { 0.0 } else { f32::NEG_INFINITY })
         })
     }
 

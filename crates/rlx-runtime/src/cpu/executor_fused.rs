@@ -9,6 +9,7 @@ use super::executor::{Addrs, CpuExecutable, last};
 use super::types::{CastTo, with_any};
 use super::{OutPtr, elementwise, fused, gemm};
 use crate::Result;
+use crate::fallible::{try_copy, try_map};
 
 impl CpuExecutable {
     /// Runs one fused kernel; `ins` are its operands with shapes and dtypes.
@@ -39,22 +40,24 @@ impl CpuExecutable {
                     let inputs: Vec<fused::EwInput> = ins
                         .iter()
                         .map(|(b, shape, dt)| {
-                            let owned = (*dt != DType::F32).then(|| {
-                                with_any!(*dt, T => {
-                                    let x: &[T] = self.get(addrs, *b);
-                                    x.iter().map(|v| CastTo::<f32>::cast(*v)).collect::<Vec<f32>>()
+                            let owned = (*dt != DType::F32)
+                                .then(|| {
+                                    with_any!(*dt, T => {
+                                        let x: &[T] = self.get(addrs, *b);
+                                        try_map("a converted operand", x, |v| CastTo::<f32>::cast(*v))
+                                    })
                                 })
-                            });
+                                .transpose()?;
                             let ptr = owned
                                 .as_ref()
                                 .map_or(addrs.0[b.index()] as *const f32, |v| v.as_ptr());
-                            fused::EwInput {
+                            Ok(fused::EwInput {
                                 ptr,
                                 owned,
                                 strides: elementwise::broadcast_strides(shape, out_shape),
-                            }
+                            })
                         })
-                        .collect();
+                        .collect::<Result<_>>()?;
                     let out = OutPtr(addrs.0[k.output.index()] as *mut f32);
                     fused::elementwise(
                         program,
@@ -118,9 +121,9 @@ impl CpuExecutable {
                         layout,
                     };
                     let m: Option<Vec<f32>> = match (mask, ins.get(3)) {
-                        (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)),
+                        (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)?),
                         (MaskKind::Bias, Some((b, _, _))) => {
-                            Some(self.get::<f32>(addrs, *b).to_vec())
+                            Some(try_copy("an attention mask", self.get::<f32>(addrs, *b))?)
                         }
                         _ => None,
                     };

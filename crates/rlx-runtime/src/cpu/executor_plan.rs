@@ -176,7 +176,7 @@ pub(super) fn scratch_bytes(
             ComputeOp::Elementwise { program } => {
                 let regs = threads
                     .saturating_mul(program.steps.len())
-                    .saturating_mul(last(&shapes[k.output.index()]));
+                    .saturating_mul(last(&shapes[k.output.index()]).min(super::fused::EW_COLS));
                 let converted: usize = k
                     .inputs
                     .iter()

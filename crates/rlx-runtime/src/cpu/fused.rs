@@ -26,7 +26,7 @@ unsafe impl Send for EwInput {}
 unsafe impl Sync for EwInput {}
 
 /// Runs `program` for every element of the `out_len`-element output (shape `out_shape`), a
-/// row at a time so each step is a tight loop over the row.
+/// block of a row at a time so each step is a tight loop.
 ///
 /// # Safety
 /// Each input must cover its broadcast shape; an input that shares memory with `out` must have
@@ -48,15 +48,22 @@ pub unsafe fn elementwise(
         out_shape[rank - 1].max(1)
     };
     let rows = out_len / last;
-    let rows_per_chunk = PAR_GRAIN.div_ceil(last).max(1);
-    (0..rows.div_ceil(rows_per_chunk))
+    // Work in blocks of up to EW_COLS columns of one row: the registers stay small (L1-sized,
+    // whatever the row length) and a single long row still splits across threads.
+    let width = last.min(EW_COLS);
+    let blocks_per_row = last.div_ceil(width);
+    let units = rows * blocks_per_row;
+    let units_per_task = (PAR_GRAIN / width).max(1);
+    (0..units.div_ceil(units_per_task))
         .into_par_iter()
-        .for_each(|ci| {
-            let mut regs: Vec<Vec<f32>> = vec![vec![0.0; last]; program.steps.len()];
-            for r in ci * rows_per_chunk..((ci + 1) * rows_per_chunk).min(rows) {
+        .for_each(|t| {
+            let mut regs: Vec<Vec<f32>> = vec![vec![0.0; width]; program.steps.len()];
+            for u in t * units_per_task..((t + 1) * units_per_task).min(units) {
+                let (r, col0) = (u / blocks_per_row, (u % blocks_per_row) * width);
+                let w = width.min(last - col0);
                 for (i, step) in program.steps.iter().enumerate() {
                     let (done, rest) = regs.split_at_mut(i);
-                    let dst = &mut rest[0][..];
+                    let dst = &mut rest[0][..w];
                     match *step {
                         EwStep::Load(n) => {
                             let inp = &inputs[n];
@@ -66,32 +73,37 @@ pub unsafe fn elementwise(
                                 rem /= out_shape[d];
                             }
                             let step = if rank > 0 { inp.strides[rank - 1] } else { 0 };
+                            let off = off + col0 * step;
                             // SAFETY: offsets stay inside the operand (broadcast strides).
                             dst.iter_mut()
                                 .enumerate()
                                 .for_each(|(j, x)| *x = unsafe { *inp.ptr.add(off + j * step) });
                         }
                         EwStep::Const(c) => dst.fill(c),
-                        EwStep::Unary(op, a) => unary_map(op, &done[a][..], dst),
+                        EwStep::Unary(op, a) => unary_map(op, &done[a][..w], dst),
                         EwStep::Binary(op, a, b) => {
-                            let (a, b) = (&done[a], &done[b]);
+                            let (a, b) = (&done[a][..w], &done[b][..w]);
                             dst.iter_mut()
                                 .enumerate()
                                 .for_each(|(j, x)| *x = f32::binary(op, a[j], b[j]));
                         }
                     }
                 }
-                // SAFETY: row r of the output belongs to this task; its inputs were read above.
+                // SAFETY: this block of row r belongs to this task; its inputs (the same
+                // elements, where an input shares the output's memory) were read above.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         regs[program.steps.len() - 1].as_ptr(),
-                        out.get().add(r * last),
-                        last,
+                        out.get().add(r * last + col0),
+                        w,
                     )
                 };
             }
         });
 }
+
+/// Columns per register block of an elementwise program (16 KiB of f32 per step).
+pub const EW_COLS: usize = 4096;
 
 /// `layer_norm(a + b)` over `rows` rows of length `d`.
 ///
