@@ -270,3 +270,13 @@ def test_kernel_scratch_counts_in_the_memory_budget():
     # arena + output: ~8 MiB; scores: 64 x 65536 floats per thread = 16 MiB each.
     assert first.startswith("MemoryError") and "kernel scratch" in first, first
     assert second == f"small {64 * 8:.1f}", second
+
+
+def test_verify_of_a_graph_without_outputs_is_a_user_mistake():
+    g = rlx.Graph("empty")
+    g.input("x", (2,))
+    with pytest.raises(rlx.GraphError, match="`empty` has no outputs") as e:
+        g.verify()
+    assert "rlx bug" not in str(e.value)
+    g.output("y", g.relu(g.input("z", (2,))))
+    g.verify()

@@ -316,7 +316,21 @@ impl ComputeOp {
             ComputeOp::Elementwise { .. } => OpKind::Broadcast,
             ComputeOp::Binary(_) | ComputeOp::Compare(_) | ComputeOp::Where => OpKind::Broadcast,
             ComputeOp::Reduce { .. } => OpKind::Reduce,
-            _ => OpKind::Opaque,
+            // Listed, not `_`: a new op must choose its fusion class.
+            ComputeOp::MatMul
+            | ComputeOp::Linear { .. }
+            | ComputeOp::Softmax { .. }
+            | ComputeOp::LayerNorm { .. }
+            | ComputeOp::RmsNorm { .. }
+            | ComputeOp::Transpose { .. }
+            | ComputeOp::Concat { .. }
+            | ComputeOp::Slice { .. }
+            | ComputeOp::Gather { .. }
+            | ComputeOp::Attention { .. }
+            | ComputeOp::AddLayerNorm { .. }
+            | ComputeOp::ScaledSoftmax { .. }
+            | ComputeOp::LinearGroup { .. }
+            | ComputeOp::AttentionPacked { .. } => OpKind::Opaque,
         }
     }
 
@@ -368,7 +382,13 @@ impl ComputeOp {
                     " heads={heads} head_dim={head_dim} offsets={offsets:?} scale={scale:e} causal={causal} mask={mask:?}"
                 )
             }
-            _ => String::new(),
+            // Listed, not `_`: attributes are part of the printed IR and so of the template
+            // fingerprint, and a new op must not leave its own out by default.
+            ComputeOp::MatMul
+            | ComputeOp::Binary(_)
+            | ComputeOp::Unary(_)
+            | ComputeOp::Compare(_)
+            | ComputeOp::Where => String::new(),
         }
     }
 }

@@ -641,7 +641,14 @@ impl PyGraph {
 
     /// Checks the whole graph (the builder already checks every op as it is added).
     fn verify(&self) -> PyResult<()> {
-        self.lock().verify().map_err(to_py)
+        let m = self.lock();
+        if m.outputs.is_empty() {
+            return Err(GraphError::new_err(format!(
+                "graph `{}` has no outputs: mark at least one with g.output(name, value)",
+                m.name
+            )));
+        }
+        m.verify().map_err(to_py)
     }
 
     #[getter]
