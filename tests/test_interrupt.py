@@ -35,6 +35,8 @@ def _ctrl_c_stops_it_early(exe, x, full: float) -> None:
         exe.run(x=x)
     stopped_after = time.monotonic() - started
     timer.cancel()
+    print(f"\n[interrupt] a {full * 1e3:.0f} ms run, Ctrl-C at {full / 4 * 1e3:.0f} ms: KeyboardInterrupt "
+          f"after {stopped_after * 1e3:.0f} ms (latency {(stopped_after - full / 4) * 1e3:.0f} ms)")
     assert stopped_after < full * 0.75, (stopped_after, full)
 
 
