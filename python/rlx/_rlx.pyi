@@ -1,5 +1,6 @@
 """Typed stubs of the compiled extension `rlx._rlx` (checked by `make stubtest`)."""
 
+import os
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
@@ -198,6 +199,10 @@ class ModelCompilePipeline:
         optimize: bool = True,
         prepack: bool = True,
         isa: Optional[str] = None,
+        aot_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        aot_max_bytes: Optional[int] = None,
+        eviction: str = "fifo",
+        max_bytes: Optional[int] = None,
     ) -> ModelCompilePipeline: ...
     @property
     def isa(self) -> str: ...

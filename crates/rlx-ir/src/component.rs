@@ -5,7 +5,7 @@ use crate::DimBinding;
 use crate::key::stable_key;
 
 /// One concrete size of a model, such as `b8_s128`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ModelVariant {
     pub name: String,
     pub binding: DimBinding,
@@ -21,7 +21,7 @@ impl ModelVariant {
 }
 
 /// A part of a model (an encoder, a head) at one variant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ModelComponent {
     pub model: String,
     pub component: String,

@@ -10,7 +10,7 @@ use std::ops::{Add, Mul, Sub};
 use crate::{DimBinding, IrError, Result};
 
 /// A named symbol with inclusive bounds on the values it may be bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Symbol {
     pub name: String,
     pub min: i64,
@@ -34,7 +34,7 @@ impl Symbol {
 }
 
 /// One monomial: `coeff * syms[0] * syms[1] ...`, `syms` sorted (repeats are powers).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct Term {
     syms: Vec<String>,
     coeff: i64,
@@ -45,7 +45,7 @@ struct Term {
 /// Arithmetic is checked: a coefficient that would overflow i64 makes the result an
 /// *overflowed* dim, which is never a constant, never evaluates, and prints as `<overflow>`;
 /// shape inference reports it as a `ShapeError` where it appears.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub struct Dim {
     terms: Vec<Term>,
     overflow: bool,

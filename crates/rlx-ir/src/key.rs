@@ -18,6 +18,19 @@ pub fn stable_digest(parts: &[&str]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// blake3 over the compact binary form (postcard) of `value`: a structural hash that sees
+/// everything, constants included (the printed IR abbreviates them). `None` if `value` cannot
+/// be encoded.
+pub fn structural_digest<T: serde::Serialize>(value: &T) -> Option<[u8; 32]> {
+    let bytes = postcard::to_allocvec(value).ok()?;
+    Some(*blake3::hash(&bytes).as_bytes())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::{DType, Dim};
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name { $($(#[$vm])* $v),* }
 
         impl $name {
@@ -81,7 +81,7 @@ pub enum OpKind {
 }
 
 /// Owned tensor data of one dtype.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TensorData {
     F32(Vec<f32>),
     I64(Vec<i64>),
@@ -161,14 +161,14 @@ impl TensorData {
 }
 
 /// A constant tensor baked into the graph (small: shape tables, scales, masks).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Constant {
     pub shape: Vec<usize>,
     pub data: TensorData,
 }
 
 /// Every op that computes a new tensor from its operands. Operand lists are in the comments.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ComputeOp {
     /// `a @ b` over the last two axes, leading axes broadcast. `[a, b]`
     MatMul,
@@ -243,7 +243,7 @@ pub enum ComputeOp {
 }
 
 /// How an attention mask operand is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MaskKind {
     None,
     /// Non-zero = attend (a padding mask).
@@ -253,7 +253,7 @@ pub enum MaskKind {
 }
 
 /// One step of an elementwise program; step `i` defines register `i`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EwStep {
     /// Operand `n` of the op, converted to f32.
     Load(usize),
@@ -263,7 +263,7 @@ pub enum EwStep {
 }
 
 /// A straight-line program; the last register is the result.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EwProgram {
     pub steps: Vec<EwStep>,
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use crate::{DType, Dim, DimBinding, IrError, Result};
 
 /// A list of dims, each constant or symbolic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {
@@ -88,7 +88,7 @@ impl fmt::Display for Shape {
 }
 
 /// The type of a value: dtype and shape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TensorType {
     pub dtype: DType,
     pub shape: Shape,

@@ -134,8 +134,15 @@ impl Pipeline {
         if debug >= 3 {
             eprintln!("[rlx] LIR template:\n{lir}");
         }
-        let text = hir.to_string();
-        let fingerprint = stable_key(&["rlx-template/1", &self.pass_names().join(","), &text]);
+        // The whole IR (constants included), not its abbreviated text.
+        let structure = rlx_ir::key::structural_digest(&hir)
+            .map(|d| rlx_ir::key::hex(&d))
+            .unwrap_or_else(|| hir.to_string());
+        let fingerprint = stable_key(&[
+            "rlx-template/2",
+            &self.pass_names().join(","),
+            &structure,
+        ]);
         Ok(CompileResult {
             hir: Arc::new(hir),
             lir,

@@ -92,3 +92,22 @@ impl<'a, 'py> FromPyObject<'a, 'py> for F32 {
         Ok(F32(f))
     }
 }
+
+/// A byte count or similar size: an int >= 0; otherwise `CompileError`.
+#[derive(Debug, Clone, Copy)]
+pub struct Count(pub usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let bad = || {
+            CompileError::new_err(format!(
+                "expected a size (an int >= 0), got {}",
+                repr(&obj)
+            ))
+        };
+        let Int(n) = obj.extract::<Int>().map_err(|_| bad())?;
+        usize::try_from(n).map(Count).map_err(|_| bad())
+    }
+}

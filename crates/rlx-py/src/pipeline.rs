@@ -9,9 +9,11 @@ use pyo3::types::PyDict;
 use rlx_ir::{BindingManifest, DimBinding, HirModule};
 use rlx_opt::{CompileReport, CompileResult};
 use rlx_runtime::cpu::Isa;
-use rlx_runtime::{CompileOptions, Device, ForkLock, ModelCompilePipeline, ParamStore};
+use rlx_runtime::{
+    AotCache, CompileOptions, Device, Eviction, ForkLock, ModelCompilePipeline, ParamStore,
+};
 
-use crate::args::Capacity;
+use crate::args::{Capacity, Count};
 use crate::compiled::PyCompiledGraph;
 use crate::dims::{binding_from_py, binding_to_py};
 use crate::errors::{CompileError, to_py};
@@ -139,9 +141,10 @@ impl PyModelCompilePipeline {
     /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best).
     #[new]
     #[pyo3(
-        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None),
-        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None)"
+        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None, aot_dir = None, aot_max_bytes = None, eviction = "fifo", max_bytes = None),
+        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None, aot_dir=None, aot_max_bytes=None, eviction='fifo', max_bytes=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         graph: &PyGraph,
         device: &str,
@@ -149,12 +152,30 @@ impl PyModelCompilePipeline {
         optimize: bool,
         prepack: bool,
         isa: Option<&str>,
+        aot_dir: Option<std::path::PathBuf>,
+        aot_max_bytes: Option<Count>,
+        eviction: &str,
+        max_bytes: Option<Count>,
     ) -> PyResult<Self> {
         let device: Device = device.parse().map_err(to_py)?;
-        let inner = ModelCompilePipeline::with_capacity(device, capacity.0).map_err(to_py)?;
+        let mut inner = ModelCompilePipeline::with_capacity(device, capacity.0).map_err(to_py)?;
         let isa = isa.map(Isa::parse).transpose().map_err(to_py)?;
         // An ISA this CPU lacks is an error now, not at the first compile.
         Isa::resolve(isa).map_err(to_py)?;
+        let eviction = match eviction {
+            "fifo" => Eviction::Fifo,
+            "lru" => Eviction::Lru,
+            other => {
+                return Err(CompileError::new_err(format!(
+                    "eviction must be \"fifo\" or \"lru\", got {other:?}"
+                )));
+            }
+        };
+        inner.set_eviction(eviction, max_bytes.map(|c| c.0));
+        if let Some(dir) = aot_dir {
+            let max = aot_max_bytes.map(|c| c.0 as u64);
+            inner.set_aot(Some(Arc::new(AotCache::open(dir, max))));
+        }
         let options = CompileOptions {
             optimize,
             prepack,
@@ -282,10 +303,11 @@ impl PyModelCompilePipeline {
     /// Counters and accumulated times (seconds).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, len, cap, packed) = py.detach(|| {
+        let (s, len, cap, packed, disk) = py.detach(|| {
             let p = self.inner.lock();
             let packed = p.params().map_or(0, |store| store.derived_bytes());
-            (p.stats().clone(), p.len(), p.capacity(), packed)
+            let disk = p.aot().map(|a| (a.stats(), a.disk_bytes(), a.dir().map(|d| d.to_path_buf())));
+            (p.stats().clone(), p.len(), p.capacity(), packed, disk)
         });
         let d = PyDict::new(py);
         d.set_item("hits", s.hits)?;
@@ -301,6 +323,18 @@ impl PyModelCompilePipeline {
         d.set_item("packed_bytes", packed)?;
         d.set_item("isa", self.isa())?;
         d.set_item("prepack", self.options.prepack)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("template_from_disk", s.template_from_disk)?;
+        d.set_item("variants_from_disk", s.variants_from_disk)?;
+        let (a, disk_bytes, dir) = disk.unwrap_or_default();
+        d.set_item("aot_dir", dir)?;
+        d.set_item("disk_hits", a.hits)?;
+        d.set_item("disk_misses", a.misses)?;
+        d.set_item("disk_recovered", a.recovered)?;
+        d.set_item("disk_writes", a.writes)?;
+        d.set_item("disk_errors", a.errors)?;
+        d.set_item("disk_evictions", a.evictions)?;
+        d.set_item("disk_bytes", disk_bytes)?;
         Ok(d)
     }
 

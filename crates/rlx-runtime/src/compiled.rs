@@ -111,6 +111,14 @@ impl CompiledGraph {
         &self.lir
     }
 
+    /// Bytes this variant holds of its own: its arena and constants (params are shared).
+    pub fn memory_bytes(&self) -> usize {
+        let arena = self.lir.arena.as_ref().map_or(0, |p| p.size);
+        self.lir.constants.iter().fold(arena, |acc, (b, _)| {
+            acc.saturating_add(self.lir.static_bytes(*b).unwrap_or(0))
+        })
+    }
+
     pub fn binding(&self) -> Option<&DimBinding> {
         self.lir.binding.as_ref()
     }

@@ -3,12 +3,14 @@
 
 mod backend;
 mod compiled;
+pub mod aot;
 pub mod cpu;
 mod device;
 mod error;
 mod fallible;
 pub mod fork_lock;
 mod model_pipeline;
+mod model_pipeline_aot;
 mod names;
 mod options;
 mod params;
@@ -23,7 +25,8 @@ pub use device::Device;
 pub use error::{Error, Result};
 pub use fork_lock::ForkLock;
 
-pub use model_pipeline::{ModelCompilePipeline, PipelineStats};
+pub use aot::{AotCache, AotStats};
+pub use model_pipeline::{Eviction, ModelCompilePipeline, PipelineStats};
 pub use options::CompileOptions;
 pub use params::{ParamData, ParamStore, PreparedParam};
 pub use registry::{backend_for, register_backend};

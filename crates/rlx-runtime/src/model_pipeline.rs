@@ -1,6 +1,8 @@
 //! `ModelCompilePipeline`: compile a symbolic graph once into a template (step 1), specialize it
-//! per dim binding (step 2), compile each variant for a device (step 3), and keep a bounded FIFO
-//! cache of compiled variants. One `ParamStore` serves every variant.
+//! per dim binding (step 2), compile each variant for a device (step 3), and keep a bounded
+//! cache of compiled variants (by count and optionally bytes; FIFO or LRU). One `ParamStore`
+//! serves every variant. With an [`AotCache`] the template and the variants also persist on
+//! disk (`model_pipeline_aot.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use rlx_ir::key::stable_key;
 use rlx_ir::{BindingManifest, DimBinding, HirModule, ModelComponent};
 use rlx_opt::CompileResult;
 
+use crate::aot::AotCache;
 use crate::error::fail;
 use crate::{CompileOptions, CompiledGraph, Device, ParamStore, Result, TensorRef, stages};
 
@@ -24,16 +27,36 @@ pub struct PipelineStats {
     pub specialize_time: Duration,
     pub compiles: u64,
     pub compile_time: Duration,
+    /// The template came from the disk cache (no passes ran).
+    pub template_from_disk: bool,
+    /// Variants specialized from the disk cache instead of from the template.
+    pub variants_from_disk: u64,
+    /// Bytes the cached variants hold (arenas and constants; packed weights are shared and
+    /// counted by the parameter store).
+    pub bytes: usize,
+}
+
+/// Which cached variant leaves first when the cache is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Eviction {
+    /// The oldest compiled (the seed's policy).
+    #[default]
+    Fifo,
+    /// The least recently used.
+    Lru,
 }
 
 pub struct ModelCompilePipeline {
     device: Device,
     capacity: usize,
+    max_bytes: Option<usize>,
+    eviction: Eviction,
     template: Option<CompileResult>,
     params: Option<Arc<ParamStore>>,
-    entries: HashMap<u64, Arc<CompiledGraph>>,
+    entries: HashMap<u64, (Arc<CompiledGraph>, usize)>,
     order: VecDeque<u64>,
     stats: PipelineStats,
+    pub(crate) aot: Option<Arc<AotCache>>,
 }
 
 impl ModelCompilePipeline {
@@ -50,12 +73,31 @@ impl ModelCompilePipeline {
         Ok(ModelCompilePipeline {
             device,
             capacity,
+            max_bytes: None,
+            eviction: Eviction::Fifo,
             template: None,
             params: None,
             entries: HashMap::new(),
             order: VecDeque::new(),
             stats: PipelineStats::default(),
+            aot: None,
         })
+    }
+
+    /// Also bound the cache by the bytes its variants hold (at least one variant stays), and
+    /// choose what leaves first.
+    pub fn set_eviction(&mut self, eviction: Eviction, max_bytes: Option<usize>) {
+        self.eviction = eviction;
+        self.max_bytes = max_bytes;
+    }
+
+    /// Persist the template and variants in `aot` (or stop, with `None`).
+    pub fn set_aot(&mut self, aot: Option<Arc<AotCache>>) {
+        self.aot = aot;
+    }
+
+    pub fn aot(&self) -> Option<&Arc<AotCache>> {
+        self.aot.as_ref()
     }
 
     pub fn device(&self) -> Device {
@@ -86,7 +128,18 @@ impl ModelCompilePipeline {
     {
         if self.template.is_none() {
             let t = Instant::now();
-            let template = stages::pipeline_for(self.device, options).compile_hir(build_hir())?;
+            let hir = build_hir();
+            let template = match self.load_template(&hir, options) {
+                Some(t) => {
+                    self.stats.template_from_disk = true;
+                    t
+                }
+                None => {
+                    let t = stages::pipeline_for(self.device, options).compile_hir(hir.clone())?;
+                    self.store_template(&hir, options, &t);
+                    t
+                }
+            };
             let manifest = BindingManifest::from_lir(&template.lir)?;
             self.params = Some(Arc::new(ParamStore::from_manifest(&manifest)?));
             self.template = Some(template);
@@ -197,13 +250,30 @@ impl ModelCompilePipeline {
     {
         self.build_template(build_hir, options)?;
         let key = self.key_for(binding, options)?;
-        if let Some(g) = self.entries.get(&key) {
+        if let Some((g, _)) = self.entries.get(&key) {
+            let g = g.clone();
             self.stats.hits += 1;
-            return Ok(g.clone());
+            if self.eviction == Eviction::Lru
+                && let Some(i) = self.order.iter().position(|k| *k == key)
+            {
+                self.order.remove(i);
+                self.order.push_back(key);
+            }
+            return Ok(g);
         }
         self.stats.misses += 1;
         let t = Instant::now();
-        let specialized = self.specialize_template(binding, options)?;
+        let specialized = match self.load_variant(binding, options) {
+            Some(s) => {
+                self.stats.variants_from_disk += 1;
+                s
+            }
+            None => {
+                let s = self.specialize_template(binding, options)?;
+                self.store_variant(binding, options, &s);
+                s
+            }
+        };
         self.stats.specializations += 1;
         self.stats.specialize_time += t.elapsed();
         let t = Instant::now();
@@ -214,17 +284,26 @@ impl ModelCompilePipeline {
         Ok(compiled)
     }
 
-    /// FIFO: the oldest variant leaves when the cache is full. A graph still in use elsewhere
-    /// lives on through its `Arc`.
+    /// The oldest (FIFO) or least recently used (LRU) variant leaves while the cache is full
+    /// by count or over its byte bound. A graph still in use elsewhere lives on through its
+    /// `Arc`.
     fn insert(&mut self, key: u64, graph: Arc<CompiledGraph>) {
-        while self.entries.len() >= self.capacity {
+        let bytes = graph.memory_bytes();
+        let over = |p: &Self| {
+            p.entries.len() >= p.capacity
+                || p.max_bytes.is_some_and(|m| p.stats.bytes.saturating_add(bytes) > m)
+        };
+        while !self.entries.is_empty() && over(self) {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            self.entries.remove(&old);
+            if let Some((_, b)) = self.entries.remove(&old) {
+                self.stats.bytes = self.stats.bytes.saturating_sub(b);
+            }
             self.stats.evictions += 1;
         }
-        self.entries.insert(key, graph);
+        self.entries.insert(key, (graph, bytes));
+        self.stats.bytes = self.stats.bytes.saturating_add(bytes);
         self.order.push_back(key);
     }
 

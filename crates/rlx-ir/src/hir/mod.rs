@@ -19,7 +19,7 @@ use crate::ops::{ComputeOp, Constant};
 use crate::{Dim, IrError, Result, Shape, Symbol, TensorType};
 
 /// A value of the HIR: the index of the node that defines it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ValueId(pub u32);
 
 impl ValueId {
@@ -35,7 +35,7 @@ impl fmt::Display for ValueId {
 }
 
 /// HIR operations: leaves (whose type is given), views, and compute ops.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Input {
         name: String,
@@ -79,7 +79,7 @@ impl Op {
 }
 
 /// One node: an op, its operands and the type of the value it defines.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub op: Op,
     pub inputs: Vec<ValueId>,
@@ -87,14 +87,14 @@ pub struct Node {
 }
 
 /// A named graph output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub name: String,
     pub value: ValueId,
 }
 
 /// A model graph whose dims may be symbolic.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct HirModule {
     pub name: String,
     pub symbols: Vec<Symbol>,

@@ -13,7 +13,7 @@ use crate::ops::{ComputeOp, Constant};
 use crate::{Dim, DimBinding, Symbol, TensorType};
 
 /// A buffer of the LIR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct BufferId(pub u32);
 
 impl BufferId {
@@ -29,7 +29,7 @@ impl fmt::Display for BufferId {
 }
 
 /// Where a buffer's memory comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BufferKind {
     /// Read in place from the caller.
     Input,
@@ -45,14 +45,14 @@ pub enum BufferKind {
     View { of: BufferId },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Buffer {
     pub kind: BufferKind,
     pub ty: TensorType,
 }
 
 /// What a kernel computes: one compute op of the IR, or a copy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum KernelOp {
     Compute(ComputeOp),
     Copy,
@@ -68,14 +68,14 @@ impl KernelOp {
 }
 
 /// A size relation the specializer must check: `lhs <= rhs` (e.g. a slice end within its dim).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DimCheck {
     pub lhs: Dim,
     pub rhs: Dim,
     pub what: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Kernel {
     pub op: KernelOp,
     pub inputs: Vec<BufferId>,
@@ -83,14 +83,14 @@ pub struct Kernel {
 }
 
 /// A named input, param or output and the buffer that holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IoSlot {
     pub name: String,
     pub buffer: BufferId,
 }
 
 /// Byte offsets of temp buffers in one arena.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArenaPlan {
     /// Per buffer: the offset of a temp, `None` for every other kind.
     pub offsets: Vec<Option<usize>>,
@@ -113,7 +113,7 @@ pub fn align_up(n: usize) -> Option<usize> {
     n.checked_add(ALIGN - 1).map(|x| x / ALIGN * ALIGN)
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LirModule {
     pub name: String,
     pub symbols: Vec<Symbol>,
