@@ -25,9 +25,18 @@ from rlx._rlx import (
     available_isas,
     cpu_isa,
 )
+from rlx import bucketing as _bucketing
+from rlx.bucketing import Bucketed, bucketed
+
+try:  # `pipe.bucketed(seq=...)`: the extension class takes new attributes from Python
+    ModelCompilePipeline.bucketed = _bucketing._pipeline_bucketed  # type: ignore[attr-defined]
+except (AttributeError, TypeError):  # an immutable type: rlx.bucketed(pipe, ...) still works
+    pass
 
 __all__ = [
     "available_isas",
+    "bucketed",
+    "Bucketed",
     "cpu_isa",
     "BindingError",
     "BindingManifest",

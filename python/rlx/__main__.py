@@ -72,6 +72,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     packed = pipe.stats["packed_bytes"]
     for texts in batches:
         batch = enc.tokenize(texts)
+        if enc.bucketing is not None:
+            batch = enc.bucketing.pad(batch)  # to the seq bucket, as enc.encode runs it
         b, s = batch["input_ids"].shape
         seen = {"batch": b, "seq": s} in pipe
         t = time.perf_counter()

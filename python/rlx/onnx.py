@@ -69,6 +69,8 @@ class OnnxModel:
         self.shadowed = list(shadowed)
         #: Graph inputs frozen at import by ``constants``.
         self.frozen = list(frozen)
+        #: True when read back from an ``aot_dir`` instead of imported.
+        self.from_cache = False
 
     @property
     def symbols(self) -> Dict[str, Tuple[int, int]]:
@@ -153,6 +155,24 @@ class OnnxModel:
         self.check_feed(inputs, complete=True)
         exe = pipe.get_or_compile(self.binding(inputs))
         return exe.run(dict(inputs))
+
+    def bucketed(
+        self,
+        buckets: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        pipe: Optional["rlx.ModelCompilePipeline"] = None,
+        pad_values: Optional[Mapping[str, Any]] = None,
+        overflow: str = "exact",
+        **symbol_buckets: Any,
+    ) -> "rlx.Bucketed":
+        """``rlx.bucketed`` over ``pipe`` (default: the pipeline :meth:`run` uses), e.g.
+        ``model.bucketed(seq="pow2").run(feeds)``; see ``rlx.bucketing``. The same as
+        ``model.pipeline().bucketed(...)`` on a pipeline of your own."""
+        if pipe is None:
+            pipe = getattr(self, "_pipe", None) or self.pipeline()
+            self._pipe = pipe
+        return rlx.bucketed(pipe, buckets, pad_values=pad_values, overflow=overflow, _stacklevel=4, **symbol_buckets)
 
     def __repr__(self) -> str:
         nbytes = sum(a.nbytes for a in self.params.values())
@@ -341,12 +361,16 @@ def load(
     *,
     constants: Optional[Mapping[str, np.ndarray]] = None,
     name: Optional[str] = None,
+    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
 ) -> OnnxModel:
     """Imports an ONNX model (a path or a ``ModelProto``) as an :class:`OnnxModel`.
 
     ``dims`` overrides symbol bounds. ``constants`` freezes graph inputs to known values
     (they are folded like initializers that feed shapes; the ONNX backend tests use it for
-    ``Reshape``'s ``shape`` input and the like).
+    ``Reshape``'s ``shape`` input and the like). ``aot_dir`` saves the import there (graph and
+    params) and reads it back in later processes instead of parsing the file again (a path
+    model without ``constants``; see ``rlx._onnx_cache``); pass the same directory as
+    ``pipeline(aot_dir=...)`` to persist compiled variants too.
     """
     import time
 
@@ -354,6 +378,15 @@ def load(
     bounds = _check_dims(dims)
     if constants is not None and not isinstance(constants, Mapping):
         raise rlx.BindingError(f"constants must be a dict of input name -> array, got {type(constants).__name__}")
+    cache_key = None
+    if aot_dir is not None and constants is None and isinstance(model, (str, bytes, os.PathLike)) \
+            and os.path.isfile(os.fsdecode(model)):
+        from rlx import _onnx_cache
+
+        cache_key = _onnx_cache.key_text(os.fsdecode(model), bounds, name)
+        cached = _onnx_cache.load(os.fsdecode(aot_dir), cache_key)
+        if cached is not None:
+            return cached
     proto, base_dir = _read_model(model)
     _check_text(proto)
     _onnx_ops.check_supported(proto)
@@ -369,6 +402,10 @@ def load(
     m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes,
                   shadowed=imp.shadowed, frozen=imp.frozen)
     m._shapes = imp.input_shapes
+    if cache_key is not None and aot_dir is not None:
+        from rlx import _onnx_cache
+
+        _onnx_cache.store(os.fsdecode(aot_dir), cache_key, m)
     return m
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from rlx._rlx import ModelFormatError
 
-__all__ = ["SafeTensors", "load", "MAX_HEADER_BYTES"]
+__all__ = ["SafeTensors", "load", "save", "MAX_HEADER_BYTES"]
 
 #: Headers longer than this are rejected (the format's reference reader uses the same bound).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -203,3 +203,36 @@ def load(path: str, mode: str = "mmap", rename: Optional[Callable[[str], Optiona
     """Opens ``path`` after validating its header. ``rename`` maps file names to the names the
     graph uses (return None to skip a tensor)."""
     return SafeTensors(path, mode=mode, rename=rename)
+
+
+def save(path: str, tensors: Mapping[str, np.ndarray]) -> None:
+    """Writes ``tensors`` (name -> array of a safetensors dtype) to ``path`` in the safetensors
+    layout (8-byte little-endian header length, JSON header, 8-byte-aligned data), through a
+    temp file in the same directory renamed into place."""
+    codes = {v: k for k, v in _DTYPES.items()}
+    header: Dict[str, object] = {}
+    arrays = []
+    offset = 0
+    for name, arr in tensors.items():
+        a = np.ascontiguousarray(arr)
+        code = codes.get(a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype)
+        if code is None or a.dtype.byteorder == ">":
+            raise ModelFormatError(f"safetensors.save: {name!r} has dtype {a.dtype}, which safetensors has no code for")
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        arrays.append(a)
+        offset += a.nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(head).to_bytes(8, "little"))
+            f.write(head)
+            for a in arrays:
+                f.write(a.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -109,6 +109,7 @@ pub fn to_py(e: impl Into<Error>) -> PyErr {
         Error::DType(m) => DTypeError::new_err(m),
         Error::Compile(m) => CompileError::new_err(m),
         Error::Memory(m) => PyMemoryError::new_err(m),
+        Error::ModelFormat(m) => ModelFormatError::new_err(m),
         Error::Index(m) => PyIndexError::new_err(m),
         // Only Ctrl-C cancels runs from Python, and that path raises the KeyboardInterrupt itself.
         e @ Error::Cancelled => PyKeyboardInterrupt::new_err(e.to_string()),

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use numpy::PyUntypedArray;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyString, PyTuple};
 use rlx_ir::{
     BinaryOp, CompareOp, DType, Dim, HirModule, HirMut, ReduceOp, Shape, TensorData, TensorType,
     UnaryOp, ValueId,
@@ -637,6 +637,23 @@ impl PyGraph {
     fn output(&self, name: &str, value: &PyValue) -> PyResult<()> {
         let v = self.id_of(value)?;
         HirMut::new(&mut self.lock()).output(name, v).map_err(to_py)
+    }
+
+    /// The graph as bytes (checksummed; read back by `Graph.from_bytes` of the same rlx
+    /// version), for caching an import.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = rlx_runtime::aot::graph_to_bytes(&self.lock()).map_err(to_py)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// A graph saved by `to_bytes`; `ModelFormatError` for anything else.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        let hir = rlx_runtime::aot::graph_from_bytes(data).map_err(to_py)?;
+        Ok(PyGraph {
+            id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+            module: Mutex::new(hir),
+        })
     }
 
     /// Checks the whole graph (the builder already checks every op as it is added).

@@ -29,6 +29,9 @@ pub enum Error {
     /// An allocation would exceed what can be had.
     #[error("out of memory: {0}")]
     Memory(String),
+    /// Bytes that are not a valid file of the kind expected (a saved graph).
+    #[error("model format error: {0}")]
+    ModelFormat(String),
 }
 
 /// `fail!(Binding, "...")` returns early with the given variant.

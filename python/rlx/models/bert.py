@@ -160,16 +160,26 @@ def _strip_prefix(name: str) -> Optional[str]:
 
 @dataclass
 class SentenceEncoder:
-    """Tokenizer + compiled BERT graph: ``encode(texts)`` gives normalised embeddings."""
+    """Tokenizer + compiled BERT graph: ``encode(texts)`` gives normalised embeddings.
+
+    ``buckets`` buckets the sequence length (``rlx.bucketing``): the default ``"pow2"`` runs a
+    batch of longest sentence ``n`` tokens on the variant for the next power of two from 8
+    (8, 16, ..., 512: seven variants per batch size serve every length), padded with
+    ``attention_mask = 0``, which the attention and the mean pooling ignore, so embeddings equal
+    the unpadded ones up to float rounding (~1e-7). A list of ints gives other buckets;
+    ``None`` compiles one variant per length. ``bucketing`` holds the ``rlx.Bucketed`` runner
+    (its ``report()`` counts calls per bucket and padding), or ``None``.
+    """
 
     model_dir: str
     mode: str = "mmap"
     capacity: int = 8
-    seq_buckets: Sequence[int] = (16, 32, 64, 128, 256, 512)
+    buckets: Union[str, Sequence[int], None] = "pow2"
     prepack: bool = True
     config: BertConfig = field(init=False)
     weights: safetensors.SafeTensors = field(init=False)
     pipeline: rlx.ModelCompilePipeline = field(init=False)
+    bucketing: Optional[rlx.Bucketed] = field(init=False, default=None)
     timings: Dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -187,6 +197,9 @@ class SentenceEncoder:
         self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity, prepack=self.prepack)
         self.pipeline.build_template()
         self.pipeline.bind_params(dict(self.weights))
+        if self.buckets is not None:
+            zero = {n: 0 for n in ("input_ids", "attention_mask", "token_type_ids")}
+            self.bucketing = rlx.bucketed(self.pipeline, seq=self.buckets, pad_values=zero)
         self.timings["load_s"] = time.perf_counter() - t0
         from tokenizers import Tokenizer  # imported late: only text input needs it
 
@@ -195,15 +208,15 @@ class SentenceEncoder:
             self.tokenizer = Tokenizer.from_file(path)
         except Exception as e:  # tokenizers raises a bare Exception
             raise rlx.ModelFormatError(f"tokenizer {path!r}: cannot load: {e}") from None
-        # The shipped tokenizer.json pads every text to a fixed length; rlx pads to a bucket.
+        # The shipped tokenizer.json pads every text to a fixed length; rlx pads to the longest
+        # text of a batch here, and `run` pads further to the bucket.
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.seq_buckets[-1])
+        self.tokenizer.enable_truncation(max_length=self.config.max_position_embeddings)
 
     def tokenize(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
-        """Token ids padded to the smallest bucket that fits, so few variants get compiled."""
+        """Token ids of a batch, padded (``attention_mask`` 0) to its longest text."""
         enc = self.tokenizer.encode_batch(list(texts))
-        longest = max(len(e.ids) for e in enc)
-        seq = next((b for b in self.seq_buckets if b >= longest), longest)
+        seq = max(len(e.ids) for e in enc)
         out = {k: np.zeros((len(enc), seq), np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
         for i, e in enumerate(enc):
             n = len(e.ids)
@@ -213,6 +226,10 @@ class SentenceEncoder:
         return out
 
     def run(self, batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Runs tokenized inputs: through the seq buckets (outputs sliced back to the batch's
+        length), or on the variant of the exact shape when ``buckets`` is None."""
+        if self.bucketing is not None:
+            return self.bucketing.run(batch)
         b, s = batch["input_ids"].shape
         exe = self.pipeline.get_or_compile(batch=b, seq=s)
         return exe.run(dict(batch))

@@ -16,6 +16,7 @@
 //! - with `max_bytes`, the least recently used entries are removed after a write.
 
 pub mod format;
+mod graph_file;
 mod stored;
 
 use std::fs::{self, File, OpenOptions};
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use rlx_ir::key::{hex, stable_digest};
 
+pub use graph_file::{graph_from_bytes, graph_to_bytes};
 pub use stored::{StoredResult, decode_result, encode_result};
 
 /// Entry file extension.
