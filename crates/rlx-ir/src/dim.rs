@@ -34,7 +34,9 @@ impl Symbol {
 }
 
 /// One monomial: `coeff * syms[0] * syms[1] ...`, `syms` sorted (repeats are powers).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 struct Term {
     syms: Vec<String>,
     coeff: i64,
@@ -45,7 +47,18 @@ struct Term {
 /// Arithmetic is checked: a coefficient that would overflow i64 makes the result an
 /// *overflowed* dim, which is never a constant, never evaluates, and prints as `<overflow>`;
 /// shape inference reports it as a `ShapeError` where it appears.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Dim {
     terms: Vec<Term>,
     overflow: bool,

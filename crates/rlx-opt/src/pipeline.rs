@@ -138,11 +138,7 @@ impl Pipeline {
         let structure = rlx_ir::key::structural_digest(&hir)
             .map(|d| rlx_ir::key::hex(&d))
             .unwrap_or_else(|| hir.to_string());
-        let fingerprint = stable_key(&[
-            "rlx-template/2",
-            &self.pass_names().join(","),
-            &structure,
-        ]);
+        let fingerprint = stable_key(&["rlx-template/2", &self.pass_names().join(","), &structure]);
         Ok(CompileResult {
             hir: Arc::new(hir),
             lir,

@@ -101,12 +101,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let bad = || {
-            CompileError::new_err(format!(
-                "expected a size (an int >= 0), got {}",
-                repr(&obj)
-            ))
-        };
+        let bad =
+            || CompileError::new_err(format!("expected a size (an int >= 0), got {}", repr(&obj)));
         let Int(n) = obj.extract::<Int>().map_err(|_| bad())?;
         usize::try_from(n).map(Count).map_err(|_| bad())
     }

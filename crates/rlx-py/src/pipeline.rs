@@ -306,7 +306,9 @@ impl PyModelCompilePipeline {
         let (s, len, cap, packed, disk) = py.detach(|| {
             let p = self.inner.lock();
             let packed = p.params().map_or(0, |store| store.derived_bytes());
-            let disk = p.aot().map(|a| (a.stats(), a.disk_bytes(), a.dir().map(|d| d.to_path_buf())));
+            let disk = p
+                .aot()
+                .map(|a| (a.stats(), a.disk_bytes(), a.dir().map(|d| d.to_path_buf())));
             (p.stats().clone(), p.len(), p.capacity(), packed, disk)
         });
         let d = PyDict::new(py);

@@ -1,9 +1,9 @@
 //! rlx-runtime: devices, backends, the CPU executor and kernels, compiled graphs, the shared
 //! parameter store and the three-step `ModelCompilePipeline`.
 
+pub mod aot;
 mod backend;
 mod compiled;
-pub mod aot;
 pub mod cpu;
 mod device;
 mod error;

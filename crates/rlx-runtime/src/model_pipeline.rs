@@ -291,7 +291,8 @@ impl ModelCompilePipeline {
         let bytes = graph.memory_bytes();
         let over = |p: &Self| {
             p.entries.len() >= p.capacity
-                || p.max_bytes.is_some_and(|m| p.stats.bytes.saturating_add(bytes) > m)
+                || p.max_bytes
+                    .is_some_and(|m| p.stats.bytes.saturating_add(bytes) > m)
         };
         while !self.entries.is_empty() && over(self) {
             let Some(old) = self.order.pop_front() else {

@@ -19,7 +19,9 @@ use crate::ops::{ComputeOp, Constant};
 use crate::{Dim, IrError, Result, Shape, Symbol, TensorType};
 
 /// A value of the HIR: the index of the node that defines it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ValueId(pub u32);
 
 impl ValueId {

@@ -13,7 +13,9 @@ use crate::ops::{ComputeOp, Constant};
 use crate::{Dim, DimBinding, Symbol, TensorType};
 
 /// A buffer of the LIR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BufferId(pub u32);
 
 impl BufferId {

@@ -33,6 +33,9 @@ pub fn graph_from_bytes(bytes: &[u8]) -> Result<HirModule> {
     });
     match decoded {
         Ok(Some(hir)) => Ok(hir),
-        _ => fail!(ModelFormat, "the graph file does not decode to a valid graph"),
+        _ => fail!(
+            ModelFormat,
+            "the graph file does not decode to a valid graph"
+        ),
     }
 }

@@ -134,7 +134,11 @@ impl AotCache {
 
     fn path_for(&self, key: &str) -> Option<PathBuf> {
         let digest = stable_digest(&["rlx-aot-entry", key]);
-        Some(self.root.as_ref()?.join(format!("{}.{EXT}", &hex(&digest)[..32])))
+        Some(
+            self.root
+                .as_ref()?
+                .join(format!("{}.{EXT}", &hex(&digest)[..32])),
+        )
     }
 
     /// The payload stored under `key`, if an intact entry for exactly that key exists.

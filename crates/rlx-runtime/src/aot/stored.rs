@@ -35,7 +35,10 @@ pub fn encode_result(result: &CompileResult, with_hir: bool) -> Option<Vec<u8>> 
 /// The compile result in `payload`, verified; `None` if it does not decode or verify (the
 /// checksums passed, so that is a crafted or incompatible entry). A variant takes
 /// `template_hir`; a template must carry its own.
-pub fn decode_result(payload: &[u8], template_hir: Option<&Arc<HirModule>>) -> Option<CompileResult> {
+pub fn decode_result(
+    payload: &[u8],
+    template_hir: Option<&Arc<HirModule>>,
+) -> Option<CompileResult> {
     // Decoding and verifying touch every dim and shape of untrusted data: a panic anywhere in
     // there is a bad entry, not a crash.
     std::panic::catch_unwind(|| {

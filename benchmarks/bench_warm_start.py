@@ -1,0 +1,95 @@
+"""Warm starts: the first call of a fresh process, without a cache, with an empty ``aot_dir``
+and with the ``aot_dir`` a previous process filled — for MiniLM as ONNX (``rlx.onnx.load``) and
+as ``SentenceEncoder``. Each measurement is its own process; times run from just before
+``import rlx`` to the end of the first call (batch 1, 16 tokens).
+
+    python benchmarks/bench_warm_start.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cpu_model, rlx_isa  # noqa: E402
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import rlx
+kind, path, aot = sys.argv[1], sys.argv[2], (sys.argv[3] or None)
+ids = np.ones((1, 16), np.int64)
+feed = dict(input_ids=ids, attention_mask=ids, token_type_ids=np.zeros_like(ids))
+if kind == "onnx":
+    import rlx.onnx
+    m = rlx.onnx.load(path, aot_dir=aot)
+    pipe = m.pipeline(aot_dir=aot)
+    out = pipe.get_or_compile(batch=1, seq=16).run(**feed)
+    skipped = {"import_from_cache": m.from_cache}
+else:
+    from rlx.models.bert import SentenceEncoder
+    enc = SentenceEncoder(aot_dir=aot) if aot else SentenceEncoder()
+    out = enc.encode(["a warm start"])
+    pipe = enc.pipeline
+    skipped = {}
+t1 = time.perf_counter()
+s = pipe.stats
+skipped.update(template_from_disk=s["template_from_disk"], variants_from_disk=s["variants_from_disk"])
+print(json.dumps({"ms": 1e3 * (t1 - t0), "compile_ms": 1e3 * s["compile_time_s"], **skipped}))
+"""
+
+
+def run(kind: str, path: str, aot: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, kind, path, aot], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def onnx_model_path(tmp: str) -> str:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import onnx
+    from onnx_bert import bert_onnx
+
+    from rlx import safetensors
+    from rlx.models import bert
+
+    d = bert.default_model_dir()
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    w = dict(safetensors.load(os.path.join(d, "model.safetensors"), rename=bert._strip_prefix))
+    path = os.path.join(tmp, "minilm.onnx")
+    onnx.save(bert_onnx(cfg, w), path)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    print(f"CPU: {cpu_model()}  rlx ISA: {rlx_isa()}  rounds: {args.rounds} (medians)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_model_path(tmp)
+        for kind in ("onnx", "encoder"):
+            cold, first, warm = [], [], []
+            detail = {}
+            for r in range(args.rounds):
+                cold.append(run(kind, path, "")["ms"])
+                aot = os.path.join(tmp, f"aot-{kind}-{r}")
+                first.append(run(kind, path, aot)["ms"])
+                w = run(kind, path, aot)
+                warm.append(w["ms"])
+                detail = w
+            med = statistics.median
+            print(f"{kind:8s} first call of a process: no cache {med(cold):6.1f} ms | empty aot_dir {med(first):6.1f} ms | "
+                  f"warm aot_dir {med(warm):6.1f} ms ({med(cold) / med(warm):.1f}x faster than no cache); "
+                  f"warm process skipped: {detail}")
+
+
+if __name__ == "__main__":
+    main()
