@@ -1,6 +1,7 @@
 """rlx: compile a symbolic model graph once, specialize it per shape, run it fast on the CPU.
 
-The classes live in the compiled extension ``rlx._rlx``; this package re-exports them.
+The classes live in the compiled extension ``rlx._rlx``; this package re-exports them and adds
+shape bucketing (``rlx.bucketing``): ``pipe.bucketed(seq="pow2")`` or ``rlx.bucketed(pipe, ...)``.
 """
 
 from rlx._rlx import (

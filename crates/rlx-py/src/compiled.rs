@@ -1,8 +1,7 @@
 //! `rlx.CompiledGraph`: one variant, run from any number of Python threads with the GIL released.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -16,28 +15,23 @@ use crate::manifest::PyBindingManifest;
 #[pyclass(name = "CompiledGraph", module = "rlx", frozen)]
 pub struct PyCompiledGraph {
     graph: Arc<CompiledGraph>,
-    /// Duration of the last run, to decide whether the next one should stay interruptible.
-    last_run_ns: AtomicU64,
 }
 
 /// Runs at least this long let Ctrl-C through while they run. A variant's first run always
 /// does (its length is unknown; a small arena can still mean minutes of compute), at the price
-/// of one helper thread for that run.
+/// of one helper thread for that run. The last run's length is the variant's (kept by the core
+/// graph), so a new handle to a cached variant is not a "first run" again.
 const LONG_RUN: Duration = Duration::from_millis(20);
 
 impl PyCompiledGraph {
     pub fn new(graph: Arc<CompiledGraph>) -> Self {
-        PyCompiledGraph {
-            graph,
-            last_run_ns: AtomicU64::new(0),
-        }
+        PyCompiledGraph { graph }
     }
 
     /// Whether this run should poll for Ctrl-C: only on Python's main thread (the only one that
     /// sees signals) and only when the run is expected to be long, as a poll costs a thread.
     fn interruptible(&self, py: Python<'_>) -> PyResult<bool> {
-        let last = self.last_run_ns.load(Ordering::Relaxed);
-        let long = last == 0 || last >= LONG_RUN.as_nanos() as u64;
+        let long = self.graph.last_run_time().is_none_or(|t| t >= LONG_RUN);
         if !long {
             return Ok(false);
         }
@@ -125,7 +119,6 @@ impl PyCompiledGraph {
             })
             .collect();
         let graph = &self.graph;
-        let started = Instant::now();
         let outputs = if self.interruptible(py)? {
             // The calling thread polls for signals every 50 ms while a helper thread runs; a
             // Ctrl-C stops the run at the next kernel boundary and surfaces as KeyboardInterrupt.
@@ -149,8 +142,6 @@ impl PyCompiledGraph {
             py.detach(|| graph.run(&refs))
         }
         .map_err(to_py)?;
-        self.last_run_ns
-            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let d = PyDict::new(py);
         for t in outputs {
             let name = t.name.clone();

@@ -300,6 +300,16 @@ impl PyModelCompilePipeline {
         report_to_py(py, &self.template_report(py)?)
     }
 
+    /// The graph's symbols and their inclusive bounds: name -> (min, max).
+    #[getter]
+    fn dims<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for s in &self.hir.symbols {
+            d.set_item(&s.name, (s.min, s.max))?;
+        }
+        Ok(d)
+    }
+
     /// Counters and accumulated times (seconds).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -18,6 +18,8 @@ pub struct CompiledGraph {
     exec: Box<dyn Executable>,
     params: Arc<ParamStore>,
     device: Device,
+    /// Nanoseconds of the last completed run (0: none yet), shared by every handle.
+    last_run_ns: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CompiledGraph {
@@ -100,6 +102,7 @@ impl CompiledGraph {
             exec,
             params,
             device,
+            last_run_ns: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -109,6 +112,14 @@ impl CompiledGraph {
 
     pub fn lir(&self) -> &LirModule {
         &self.lir
+    }
+
+    /// How long the last completed run took (`None` before the first), on any thread.
+    pub fn last_run_time(&self) -> Option<std::time::Duration> {
+        match self.last_run_ns.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        }
     }
 
     /// Bytes this variant holds of its own: its arena and constants (params are shared).
@@ -159,7 +170,11 @@ impl CompiledGraph {
     ) -> Result<Vec<Tensor>> {
         let ordered = self.order_inputs(inputs)?;
         let params = self.params.snapshot()?;
+        let started = std::time::Instant::now();
         let data = self.exec.execute(&ordered, &params, stop)?;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_ns
+            .store(took.max(1), std::sync::atomic::Ordering::Relaxed);
         Ok(self
             .manifest
             .outputs
