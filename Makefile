@@ -35,8 +35,10 @@ test-python: ## pytest suites against the installed package
 stubtest: ## check python/rlx/_rlx.pyi against the built module
 	$(PYTHON) -m mypy.stubtest rlx._rlx --ignore-missing-stub
 
-demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-L6-v2)
-	$(PYTHON) -m rlx demo
+AOT_DIR ?= target/aot-cache
+
+demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-L6-v2); a second run starts warm from AOT_DIR
+	$(PYTHON) -m rlx demo --aot-dir $(AOT_DIR)
 
 demo-rust: ## the Rust pipeline example (an MLP and a transformer block, three variants each)
 	$(CARGO) run --release --quiet -p rlx-runtime --example pipeline_demo

@@ -23,10 +23,10 @@ DEMO_SENTENCES = [
 ]
 
 
-def _encoder(model_dir: Optional[str], mode: str):
+def _encoder(model_dir: Optional[str], mode: str, aot_dir: Optional[str] = None):
     from rlx.models.bert import SentenceEncoder, default_model_dir
 
-    return SentenceEncoder(model_dir or default_model_dir(), mode=mode)
+    return SentenceEncoder(model_dir or default_model_dir(), mode=mode, aot_dir=aot_dir)
 
 
 def _print_similarity(texts: Sequence[str], emb: np.ndarray) -> None:
@@ -39,7 +39,7 @@ def _print_similarity(texts: Sequence[str], emb: np.ndarray) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    enc = _encoder(args.model_dir, args.mode)
+    enc = _encoder(args.model_dir, args.mode, args.aot_dir)
     emb = enc.encode(args.texts)
     for t, e in zip(args.texts, emb):
         head = ", ".join(f"{v:+.4f}" for v in e[:6])
@@ -51,7 +51,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    enc = _encoder(args.model_dir, args.mode)
+    enc = _encoder(args.model_dir, args.mode, args.aot_dir)
     pipe = enc.pipeline
     print(f"model: {enc.model_dir}")
     print(f"loaded + template compiled in {time.perf_counter() - t0:.3f} s "
@@ -63,6 +63,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     fused = ", ".join(f"{k} x{n}" for k, n in kinds.items())
     print(f"template: {rep['hir_ops_before']} HIR ops -> {rep['hir_ops_after']} after passes -> {rep['kernels']} kernels ({fused})")
     print(f"near misses: {len(rep['near_misses'])}  (full report: pipe.report, or RLX_DEBUG=1)")
+    if args.aot_dir:
+        st = pipe.stats
+        where = "read from the AOT cache (no passes ran)" if st["template_from_disk"] else "compiled and saved"
+        print(f"AOT cache {st['aot_dir']}: template {where}; variants are read from there when present")
     from rlx import available_isas
 
     print(f"CPU kernels: {pipe.isa} (of {', '.join(available_isas())}); weights are packed into "
@@ -95,6 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stats = pipe.stats
     print("pipeline stats: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
     emb = enc.encode(DEMO_SENTENCES)
+    if enc.bucketing is not None:
+        print(f"sequence buckets: {enc.bucketing!r}")
     _print_similarity(DEMO_SENTENCES, emb)
     return 0
 
@@ -115,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--model-dir", default=None, help="directory with config.json, model.safetensors, tokenizer.json")
         p.add_argument("--mode", choices=["mmap", "copy"], default="mmap", help="how weights are loaded (see rlx.safetensors)")
+        p.add_argument("--aot-dir", default=None, help="persist compiled variants here; a later run reads them back")
         if name == "embed":
             p.add_argument("texts", nargs="+")
         p.set_defaults(fn=fn)

@@ -169,7 +169,9 @@ class SentenceEncoder:
     ``attention_mask = 0``, which the attention and the mean pooling ignore, so embeddings equal
     the unpadded ones up to float rounding (~1e-7). A list of ints gives other buckets;
     ``None`` compiles one variant per length. ``bucketing`` holds the ``rlx.Bucketed`` runner
-    (its ``report()`` counts calls per bucket and padding), or ``None``.
+    (its ``report()`` counts calls per bucket and padding), or ``None``. ``aot_dir`` persists
+    the compiled template and variants there (see ``ModelCompilePipeline(aot_dir=)``), so a
+    later process skips compiling them.
     """
 
     model_dir: str
@@ -177,6 +179,7 @@ class SentenceEncoder:
     capacity: int = 8
     buckets: Union[str, Sequence[int], None] = "pow2"
     prepack: bool = True
+    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None
     config: BertConfig = field(init=False)
     weights: safetensors.SafeTensors = field(init=False)
     pipeline: rlx.ModelCompilePipeline = field(init=False)
@@ -195,7 +198,8 @@ class SentenceEncoder:
         self.config = BertConfig.from_file(os.path.join(self.model_dir, "config.json"))
         self.weights = safetensors.load(os.path.join(self.model_dir, "model.safetensors"), mode=self.mode, rename=_strip_prefix)
         graph = build_graph(self.config)
-        self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity, prepack=self.prepack)
+        self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity, prepack=self.prepack,
+                                                 aot_dir=self.aot_dir)
         self.pipeline.build_template()
         self.pipeline.bind_params(dict(self.weights))
         self._handles = _Handles(self.pipeline)
