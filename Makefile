@@ -51,6 +51,8 @@ bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, Op
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_minilm.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_overhead.py
 	$(PYTHON) benchmarks/bench_variants.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_warm_start.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_bucketing.py
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := dims graph lir
