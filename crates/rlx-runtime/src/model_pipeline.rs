@@ -263,11 +263,10 @@ impl ModelCompilePipeline {
         }
         self.stats.misses += 1;
         let t = Instant::now();
-        let specialized = match self.load_variant(binding, options) {
-            Some(s) => {
-                self.stats.variants_from_disk += 1;
-                s
-            }
+        let loaded = self.load_variant(binding, options);
+        let from_disk = loaded.is_some();
+        let specialized = match loaded {
+            Some(s) => s,
             None => {
                 let s = self.specialize_template(binding, options)?;
                 self.store_variant(binding, options, &s);
@@ -277,7 +276,21 @@ impl ModelCompilePipeline {
         self.stats.specializations += 1;
         self.stats.specialize_time += t.elapsed();
         let t = Instant::now();
-        let compiled = Arc::new(self.compile_lir(specialized, options)?);
+        let compiled = match self.compile_lir(specialized, options) {
+            Ok(c) => {
+                self.stats.variants_from_disk += u64::from(from_disk);
+                c
+            }
+            // A variant from disk that does not compile here: discard it, specialize anew.
+            Err(_) if from_disk => {
+                self.discard_variant(binding, options);
+                let s = self.specialize_template(binding, options)?;
+                self.store_variant(binding, options, &s);
+                self.compile_lir(s, options)?
+            }
+            Err(e) => return Err(e),
+        };
+        let compiled = Arc::new(compiled);
         self.stats.compiles += 1;
         self.stats.compile_time += t.elapsed();
         self.insert(key, compiled.clone());

@@ -107,7 +107,9 @@ impl ModelCompilePipeline {
         let key = self.variant_key(binding, options)?;
         let payload = aot.load(&key)?;
         let v = decode_result(&payload, Some(&template.hir)).filter(|v| {
-            v.fingerprint == template.fingerprint && v.lir.binding.as_ref() == Some(binding)
+            v.fingerprint == template.fingerprint
+                && v.lir.binding.as_ref() == Some(binding)
+                && same_interface(&v.lir, &template.lir)
         });
         if v.is_none() {
             aot.discard_key(&key);
@@ -126,6 +128,34 @@ impl ModelCompilePipeline {
         };
         if let Some(payload) = encode_result(v, false) {
             aot.store(&key, &payload);
+        }
+    }
+}
+
+/// The variant reads and writes what its template declares: the same input, param and output
+/// names and dtypes, in order (a crafted entry could rename them and still verify).
+fn same_interface(variant: &rlx_ir::LirModule, template: &rlx_ir::LirModule) -> bool {
+    let io = |m: &rlx_ir::LirModule| {
+        [&m.inputs, &m.params, &m.outputs].map(|slots| {
+            slots
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        m.buffers.get(s.buffer.index()).map(|b| b.ty.dtype),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    io(variant) == io(template)
+}
+
+impl ModelCompilePipeline {
+    /// A loaded variant that does not compile is discarded; the caller specializes it anew.
+    pub(crate) fn discard_variant(&self, binding: &DimBinding, options: &CompileOptions) {
+        if let (Some(aot), Some(key)) = (self.aot.as_ref(), self.variant_key(binding, options)) {
+            aot.discard_key(&key);
         }
     }
 }

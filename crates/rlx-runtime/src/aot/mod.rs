@@ -21,7 +21,6 @@ mod stored;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -144,13 +143,9 @@ impl AotCache {
     /// The payload stored under `key`, if an intact entry for exactly that key exists.
     pub fn load(&self, key: &str) -> Option<Vec<u8>> {
         let path = self.path_for(key)?;
-        match self.read_entry(&path, key) {
+        match read_entry(&path, key) {
             Ok(Some(payload)) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                // Recently used: pruning removes the oldest modification times first.
-                if let Ok(f) = File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
-                }
                 Some(payload)
             }
             Ok(None) => {
@@ -165,38 +160,13 @@ impl AotCache {
         }
     }
 
-    /// `Ok(None)`: no entry. `Err`: an entry that is not usable.
-    fn read_entry(&self, path: &Path, key: &str) -> Result<Option<Vec<u8>>, ()> {
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(_) => return Ok(None),
-        };
-        if !meta.file_type().is_file() || meta.len() > MAX_ENTRY {
-            return Err(());
-        }
-        let mut f = File::open(path).map_err(|_| ())?;
-        // The file opened must be the one inspected (not swapped for a link in between).
-        let opened = f.metadata().map_err(|_| ())?;
-        if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
-            return Err(());
-        }
-        let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(meta.len() as usize)
-            .map_err(|_| ())?;
-        f.read_to_end(&mut bytes).map_err(|_| ())?;
-        match format::decode(&bytes, key) {
-            Ok(payload) => Ok(Some(payload.to_vec())),
-            Err(_) => Err(()),
-        }
-    }
-
-    /// Counts and removes an unusable entry (a symlink is removed itself, never followed).
+    /// Counts and removes an unusable entry (a symlink is removed itself, never followed; a
+    /// directory only when empty).
     pub(crate) fn discard(&self, path: &Path) {
         self.counters.recovered.fetch_add(1, Ordering::Relaxed);
         if let Ok(m) = fs::symlink_metadata(path) {
             let _ = if m.is_dir() {
-                Ok(())
+                fs::remove_dir(path)
             } else {
                 fs::remove_file(path)
             };
@@ -244,9 +214,11 @@ impl AotCache {
                 && !m.file_type().is_file()
             {
                 if m.is_dir() {
-                    return Err(std::io::Error::other("a directory has the entry's name"));
+                    fs::remove_dir(path)
+                        .map_err(|_| std::io::Error::other("a directory has the entry's name"))?;
+                } else {
+                    fs::remove_file(path)?;
                 }
-                fs::remove_file(path)?;
             }
             fs::rename(&temp, path)?;
             File::open(root)?.sync_all()
@@ -318,6 +290,36 @@ impl AotCache {
             }
         }
     }
+}
+
+/// `Ok(None)`: no entry. `Err`: an entry that is not usable. The file is opened without
+/// following a symlink and without blocking (a FIFO), checked through the open descriptor (a
+/// concurrent writer's rename in between is fine: this reads the whole file it opened), and
+/// marked recently used through the same descriptor.
+fn read_entry(path: &Path, key: &str) -> Result<Option<Vec<u8>>, ()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let meta = f.metadata().map_err(|_| ())?;
+    if !meta.file_type().is_file() || meta.len() > MAX_ENTRY {
+        return Err(());
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(meta.len() as usize)
+        .map_err(|_| ())?;
+    f.read_to_end(&mut bytes).map_err(|_| ())?;
+    let payload = format::decode(&bytes, key).map_err(|_| ())?.to_vec();
+    // Recently used: pruning removes the oldest modification times first.
+    let _ = f.set_modified(SystemTime::now());
+    Ok(Some(payload))
 }
 
 /// A name no other writer (thread or process) uses at the same time.
