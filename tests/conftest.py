@@ -1,6 +1,7 @@
 """Shared model builders and float64 numpy references for the rlx test suites."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -143,3 +144,16 @@ def mlp(rng):
     params = weights(rng, MLP_SHAPES)
     pipe.bind_params(params)
     return pipe, params
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "heavy: tens of GFLOP per test; skipped under valgrind (tools/memcheck.py sets RLX_MEMCHECK=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RLX_MEMCHECK") == "1":
+        skip = pytest.mark.skip(reason="heavy: too slow under valgrind")
+        for item in items:
+            if "heavy" in item.keywords:
+                item.add_marker(skip)

@@ -608,6 +608,7 @@ def test_outputs_are_private_to_their_run(prepack, optimize):
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.heavy
 def test_borrowed_arrays_cannot_be_resized_during_a_run():
     """While a run reads its input and params with the GIL released, the main thread still runs
     Python signal handlers (it polls for them every few tens of ms); a handler that resizes the

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         print("memcheck: valgrind is not installed (apt-get install valgrind)")
         return 2
     args = argv or ["tests"]
-    env = dict(os.environ, PYTHONMALLOC="malloc", RLX_FUZZ_EXAMPLES=os.environ.get("RLX_FUZZ_EXAMPLES", "10"))
+    env = dict(os.environ, PYTHONMALLOC="malloc", RLX_MEMCHECK="1", RLX_FUZZ_EXAMPLES=os.environ.get("RLX_FUZZ_EXAMPLES", "10"))
     env.pop("RLX_ISA", None)
     with tempfile.TemporaryDirectory() as tmp:
         log_path = os.path.join(tmp, "valgrind.log")
