@@ -35,7 +35,8 @@ if kind == "onnx":
     skipped = {"import_from_cache": m.from_cache}
 else:
     from rlx.models.bert import SentenceEncoder
-    enc = SentenceEncoder(aot_dir=aot) if aot else SentenceEncoder()
+    from rlx.models.bert import default_model_dir
+    enc = SentenceEncoder(default_model_dir(), aot_dir=aot)
     out = enc.encode(["a warm start"])
     pipe = enc.pipeline
     skipped = {}

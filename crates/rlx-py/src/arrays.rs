@@ -37,6 +37,11 @@ pub struct ArrayView<'py> {
     numel: usize,
 }
 
+fn descr_ptr(arr: &Bound<'_, PyUntypedArray>) -> usize {
+    // SAFETY: `arr` is a live ndarray; reading its `descr` field is what PyArray_DESCR does.
+    unsafe { (*arr.as_array_ptr()).fields.descr as usize }
+}
+
 fn data_ptr(arr: &Bound<'_, PyUntypedArray>) -> *const u8 {
     // SAFETY: `arr` is a live ndarray; reading its `data` field is what numpy's PyArray_DATA does.
     unsafe { (*arr.as_array_ptr()).fields.data as *const u8 }
@@ -146,6 +151,8 @@ impl ArrayView<'_> {
 /// A bound array kept alive by the parameter store, and pinned in place (see [`pin`]).
 struct BorrowedArray {
     obj: HeldRef,
+    /// The array's dtype descriptor when bound (a fast first check that it is unchanged).
+    descr: usize,
     #[allow(dead_code)] // held for its effect on numpy, never read
     pins: Pins,
 }
@@ -239,6 +246,7 @@ fn to_store(store: &ParamStore, p: Prepared<'_>) -> PyResult<PreparedParam> {
     let v = p.view;
     let owner = BorrowedArray {
         obj: HeldRef::new(v.arr.clone().into_any()),
+        descr: descr_ptr(&v.arr),
         pins: pin(v.arr.as_any())?,
     };
     // SAFETY: `view` checked dtype, shape, contiguity and alignment; the store keeps `owner` (a
@@ -298,43 +306,63 @@ pub fn bind_param(
 /// can write other bytes, which are not valid Rust bools).
 pub fn check_borrowed(py: Python<'_>, store: &ParamStore) -> PyResult<()> {
     release_pending(py);
-    for (spec, slot) in store.specs().iter().zip(store.bound_slots()) {
-        let Some(slot) = slot else {
-            continue;
-        };
-        let owner = slot.owner().and_then(|o| o.downcast_ref::<BorrowedArray>());
-        if let Some(owner) = owner {
-            let obj = owner.obj.bind(py);
-            let arr = &*obj.cast::<PyUntypedArray>()?;
-            let same = arr.shape() == spec.shape.as_slice()
-                && data_ptr(arr) == slot.as_ptr()
-                && arr.is_c_contiguous()
-                && rlx_dtype(arr) == Some(spec.dtype);
-            if !same {
-                return Err(BindingError::new_err(format!(
-                    "param `{}`: the bound array was changed in place after binding (now shape \
-                     {:?}, dtype {}; bound as {:?} {}); bind it again",
-                    spec.name,
-                    arr.shape(),
-                    arr.dtype(),
-                    spec.shape,
-                    numpy_name(spec.dtype)
-                )));
+    // Under the slot lock: only reads of ndarray fields (no Python code runs); the error, if
+    // any, is made after.
+    let bad = store.with_slots(|slots| {
+        for (i, (spec, slot)) in store.specs().iter().zip(slots).enumerate() {
+            let Some(slot) = slot else {
+                continue;
+            };
+            let owner = slot.owner().and_then(|o| o.downcast_ref::<BorrowedArray>());
+            if let Some(owner) = owner {
+                let obj = owner.obj.bind(py);
+                let Ok(arr) = obj.cast::<PyUntypedArray>() else {
+                    return Some((i, false));
+                };
+                let same = arr.shape() == spec.shape.as_slice()
+                    && data_ptr(&arr) == slot.as_ptr()
+                    && arr.is_c_contiguous()
+                    && (descr_ptr(&arr) == owner.descr || rlx_dtype(&arr) == Some(spec.dtype));
+                if !same {
+                    return Some((i, false));
+                }
+            }
+            if spec.dtype == DType::Bool {
+                // SAFETY: the slot holds numel bytes (checked at bind; pinned since).
+                let bytes = unsafe { slice::<u8>(slot.as_ptr(), spec.numel) };
+                if bytes.iter().any(|b| *b > 1) {
+                    return Some((i, true));
+                }
             }
         }
-        if spec.dtype == DType::Bool {
-            // SAFETY: the slot holds numel bytes (checked at bind; pinned since).
-            let bytes = unsafe { slice::<u8>(slot.as_ptr(), spec.numel) };
-            if bytes.iter().any(|b| *b > 1) {
-                return Err(DTypeError::new_err(format!(
-                    "param `{}`: the bound bool array now holds bytes other than 0 and 1 \
-                     (written through another view); bind a valid bool array again",
-                    spec.name
-                )));
-            }
-        }
+        None
+    });
+    let Some((i, bool_bytes)) = bad else {
+        return Ok(());
+    };
+    let spec = &store.specs()[i];
+    if bool_bytes {
+        return Err(DTypeError::new_err(format!(
+            "param `{}`: the bound bool array now holds bytes other than 0 and 1 (written \
+             through another view); bind a valid bool array again",
+            spec.name
+        )));
     }
-    Ok(())
+    let now = store
+        .slot(i)
+        .and_then(|slot| {
+            let owner = slot.owner()?.downcast_ref::<BorrowedArray>()?;
+            let arr = owner.obj.bind(py).cast::<PyUntypedArray>().ok()?.to_owned();
+            Some(format!("shape {:?}, dtype {}", arr.shape(), arr.dtype()))
+        })
+        .unwrap_or_else(|| "not an ndarray".to_string());
+    Err(BindingError::new_err(format!(
+        "param `{}`: the bound array was changed in place after binding (now {now}; bound as \
+         {:?} {}); bind it again",
+        spec.name,
+        spec.shape,
+        numpy_name(spec.dtype)
+    )))
 }
 
 /// A run output as a new numpy array that owns the output's memory (no copy).

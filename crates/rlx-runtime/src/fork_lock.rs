@@ -9,7 +9,25 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
+use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// This process's id, cached: `getpid` is a system call (glibc stopped caching it), and locks
+/// taken on every run would pay it each time. A fork handler refreshes it in the child.
+pub fn current_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HOOK: Once = Once::new();
+    extern "C" fn refresh_in_child() {
+        PID.store(std::process::id(), Ordering::Relaxed);
+    }
+    HOOK.call_once(|| {
+        PID.store(std::process::id(), Ordering::Relaxed);
+        // SAFETY: registers a handler that only stores an atomic (async-signal-safe enough
+        // for the child side of fork, which runs before any other code of the child).
+        unsafe { libc::pthread_atfork(None, None, Some(refresh_in_child)) };
+    });
+    PID.load(Ordering::Relaxed)
+}
 
 pub struct ForkLock<T> {
     holder: AtomicU32,
@@ -31,7 +49,7 @@ impl<T> ForkLock<T> {
 
     /// Waits for the lock (spinning, then yielding, then sleeping up to 1 ms at a time).
     pub fn lock(&self) -> ForkLockGuard<'_, T> {
-        let me = std::process::id();
+        let me = current_pid();
         let mut spins = 0u32;
         loop {
             let held = self.holder.load(Ordering::Relaxed);

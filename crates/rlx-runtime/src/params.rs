@@ -371,6 +371,12 @@ impl ParamStore {
         self.slots.lock().get(i)?.clone()
     }
 
+    /// Calls `f` with every slot as it is now, under the store's lock (no copies of the slot
+    /// table: for checks before each run). `f` must not bind params of this store.
+    pub fn with_slots<R>(&self, f: impl FnOnce(&[Option<Arc<ParamData>>]) -> R) -> R {
+        f(&self.slots.lock())
+    }
+
     /// Every slot as it is now, bound or not.
     pub fn bound_slots(&self) -> Vec<Option<Arc<ParamData>>> {
         self.slots.lock().clone()

@@ -136,7 +136,7 @@ impl CpuExecutable {
             places,
             arenas,
             pool,
-            pool_pid: std::process::id(),
+            pool_pid: crate::fork_lock::current_pid(),
             profile: std::env::var("RLX_PROFILE").is_ok_and(|v| v == "1"),
             inline,
             isa,
@@ -556,7 +556,7 @@ impl Executable for CpuExecutable {
         };
         let result = match local {
             Some(r) => r,
-            None if std::process::id() == self.pool_pid => self.pool.install(body),
+            None if crate::fork_lock::current_pid() == self.pool_pid => self.pool.install(body),
             None => super::thread_pool(Some(self.pool.current_num_threads()))?.install(body),
         };
         self.arenas.give_back(arena);

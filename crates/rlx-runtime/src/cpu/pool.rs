@@ -37,7 +37,7 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
         )));
     }
     let mut pools = POOLS.get_or_init(|| ForkLock::new(Pools::new())).lock();
-    let pid = std::process::id();
+    let pid = crate::fork_lock::current_pid();
     match pools.remove(&n) {
         Some((owner, p)) if owner == pid => {
             pools.insert(n, (owner, p.clone()));
