@@ -89,10 +89,15 @@ impl ModelCompilePipeline {
         options: &CompileOptions,
         t: &CompileResult,
     ) {
-        let (Some(aot), Some(key)) = (self.aot.as_ref(), self.template_key(hir, options)) else {
+        self.store(self.template_key(hir, options), t, true);
+    }
+
+    /// Writes `result` under `key` (a template with its HIR, a variant without).
+    fn store(&self, key: Option<String>, result: &CompileResult, with_hir: bool) {
+        let (Some(aot), Some(key)) = (self.aot.as_ref(), key) else {
             return;
         };
-        if let Some(payload) = encode_result(t, true) {
+        if let Some(payload) = encode_result(result, with_hir) {
             aot.store(&key, &payload);
         }
     }
@@ -123,11 +128,13 @@ impl ModelCompilePipeline {
         options: &CompileOptions,
         v: &CompileResult,
     ) {
-        let (Some(aot), Some(key)) = (self.aot.as_ref(), self.variant_key(binding, options)) else {
-            return;
-        };
-        if let Some(payload) = encode_result(v, false) {
-            aot.store(&key, &payload);
+        self.store(self.variant_key(binding, options), v, false);
+    }
+
+    /// A loaded variant that does not compile is discarded; the caller specializes it anew.
+    pub(crate) fn discard_variant(&self, binding: &DimBinding, options: &CompileOptions) {
+        if let (Some(aot), Some(key)) = (self.aot.as_ref(), self.variant_key(binding, options)) {
+            aot.discard_key(&key);
         }
     }
 }
@@ -149,13 +156,4 @@ fn same_interface(variant: &rlx_ir::LirModule, template: &rlx_ir::LirModule) -> 
         })
     };
     io(variant) == io(template)
-}
-
-impl ModelCompilePipeline {
-    /// A loaded variant that does not compile is discarded; the caller specializes it anew.
-    pub(crate) fn discard_variant(&self, binding: &DimBinding, options: &CompileOptions) {
-        if let (Some(aot), Some(key)) = (self.aot.as_ref(), self.variant_key(binding, options)) {
-            aot.discard_key(&key);
-        }
-    }
 }
