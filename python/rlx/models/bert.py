@@ -18,7 +18,6 @@ import numpy as np
 
 import rlx
 from rlx import safetensors
-from rlx.bucketing import _Handles
 
 __all__ = ["BertConfig", "build_graph", "SentenceEncoder", "default_model_dir"]
 
@@ -202,7 +201,6 @@ class SentenceEncoder:
                                                  aot_dir=self.aot_dir)
         self.pipeline.build_template()
         self.pipeline.bind_params(dict(self.weights))
-        self._handles = _Handles(self.pipeline)
         if self.buckets is not None:
             zero = {n: 0 for n in ("input_ids", "attention_mask", "token_type_ids")}
             self.bucketing = rlx.bucketed(self.pipeline, seq=self.buckets, pad_values=zero)
@@ -237,8 +235,7 @@ class SentenceEncoder:
         if self.bucketing is not None:
             return self.bucketing.run(batch)
         b, s = batch["input_ids"].shape
-        exe, _ = self._handles.get({"batch": b, "seq": s})
-        return exe.run(dict(batch))
+        return self.pipeline.get_or_compile(batch=b, seq=s).run(dict(batch))
 
     def encode(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else list(texts)
