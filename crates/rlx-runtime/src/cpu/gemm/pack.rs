@@ -74,11 +74,22 @@ pub fn pack_panel(
 ) {
     let cols = n.saturating_sub(c0).min(nr);
     if transposed {
-        // Column c of B is row c of the stored [n, k] matrix: read it sequentially.
+        // Column c of B is row c of the stored [n, k] matrix. Whole 8 x 8 blocks go through
+        // AVX2 registers (8 row loads, a transpose, 8 row stores); the rest, one element at a
+        // time (a stride-nr store per element is what made packing slow).
+        let (cols8, k8) = if cols == nr && nr.is_multiple_of(8) && avx2() {
+            // SAFETY: the CPU has AVX2; the blocks lie inside `b` (rows c0..c0+nr of k floats)
+            // and `out` (k rows of nr floats).
+            unsafe { transpose_blocks_avx2(b, k, c0, nr, out) };
+            (nr, k - k % 8)
+        } else {
+            (0, 0)
+        };
         for j in 0..cols {
-            let src = &b[(c0 + j) * k..(c0 + j + 1) * k];
+            let first = if j < cols8 { k8 } else { 0 };
+            let src = &b[(c0 + j) * k + first..(c0 + j + 1) * k];
             for (p, v) in src.iter().enumerate() {
-                out[p * nr + j] = *v;
+                out[(first + p) * nr + j] = *v;
             }
         }
         for p in 0..k {
@@ -93,9 +104,100 @@ pub fn pack_panel(
     }
 }
 
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[p][j] = b[(c0 + j) * k + p]` for every whole 8 x 8 block (p < k - k % 8, j < nr).
+///
+/// # Safety
+/// AVX2; `b` holds rows `c0..c0 + nr` of `k` floats, `out` holds `k` rows of `nr` floats, and
+/// `nr` is a multiple of 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_blocks_avx2(b: &[f32], k: usize, c0: usize, nr: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(b.len() >= (c0 + nr) * k && out.len() >= k * nr && nr.is_multiple_of(8));
+    let (src, dst) = (b.as_ptr(), out.as_mut_ptr());
+    for j0 in (0..nr).step_by(8) {
+        for p0 in (0..k - k % 8).step_by(8) {
+            // SAFETY: rows c0 + j0 .. + 8 and columns p0 .. + 8 lie inside b; rows p0 .. + 8 and
+            // columns j0 .. + 8 inside out (the assert above).
+            unsafe {
+                let row = |i: usize| _mm256_loadu_ps(src.add((c0 + j0 + i) * k + p0));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+                let t0 = _mm256_unpacklo_ps(r0, r1);
+                let t1 = _mm256_unpackhi_ps(r0, r1);
+                let t2 = _mm256_unpacklo_ps(r2, r3);
+                let t3 = _mm256_unpackhi_ps(r2, r3);
+                let t4 = _mm256_unpacklo_ps(r4, r5);
+                let t5 = _mm256_unpackhi_ps(r4, r5);
+                let t6 = _mm256_unpacklo_ps(r6, r7);
+                let t7 = _mm256_unpackhi_ps(r6, r7);
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (i, v) in cols.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p0 + i) * nr + j0), v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_blocks_avx2(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposed_panels_agree_with_a_plain_transpose_at_every_size() {
+        // Sizes around the 8 x 8 blocks: whole panels and an edge panel, k with and without a
+        // remainder, k = 0.
+        for (k, n, nr) in [
+            (0, 8, 8),
+            (8, 8, 8),
+            (13, 37, 16),
+            (64, 64, 32),
+            (385, 70, 32),
+            (7, 32, 32),
+        ] {
+            let bt: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 3.0).collect(); // [n, k]
+            let p = PackedB::new(&bt, k, n, true, nr).unwrap();
+            for c in 0..p.panels() * nr {
+                for r in 0..k {
+                    let got = unsafe { *p.panel(c / nr).add(r * nr + c % nr) };
+                    let want = if c < n { bt[c * k + r] } else { 0.0 };
+                    assert_eq!(got, want, "k={k} n={n} nr={nr} col {c} row {r}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn panels_hold_the_columns_in_either_layout() {
