@@ -824,3 +824,56 @@ def test_a_numpy_scalar_input_is_named_as_such():
     with pytest.raises(rlx.DTypeError, match=r"got numpy\.float32; convert with np\.asarray"):
         exe.run(x=np.float32(2.0))
     np.testing.assert_array_equal(exe.run(x=np.asarray(np.float32(2.0)))["y"], np.array(-2.0, F32))
+
+
+def _rotary_ref(x, offsets, theta):
+    """Hugging Face's Llama formula: rotate_half with cos/sin of position x inv_freq."""
+    b, h, s, d = x.shape
+    inv_freq = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    pos = np.asarray(offsets, np.float64).reshape(-1, 1) + np.arange(s)  # [b or 1, s]
+    ang = pos[..., None] * inv_freq  # [b or 1, s, d/2]
+    cos = np.concatenate([np.cos(ang)] * 2, -1)[:, None]
+    sin = np.concatenate([np.sin(ang)] * 2, -1)[:, None]
+    rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], -1)
+    return x * cos + rot * sin
+
+
+@pytest.mark.parametrize("offsets,dtype", [([0, 5], "int64"), ([7], "int32"), ([4096, 0], "int64")])
+def test_rotary_matches_the_llama_formula(offsets, dtype):
+    g = rlx.Graph("rope", dims={"s": (1, 64)})
+    x = g.input("x", (2, 4, "s", 16))
+    off = g.input("off", (len(offsets),), dtype)
+    g.output("y", g.rotary(x, off, theta=10000.0))
+    xs = np.random.default_rng(len(offsets)).standard_normal((2, 4, 9, 16)).astype(np.float32)
+    got = rlx.ModelCompilePipeline(g).get_or_compile(s=9).run(x=xs, off=np.array(offsets, dtype))["y"]
+    np.testing.assert_allclose(got, _rotary_ref(xs.astype(np.float64), offsets, 10000.0), rtol=1e-5, atol=1e-5)
+
+
+def test_rotary_decode_steps_reuse_one_variant():
+    """The position comes from the offset input, not from a compiled dim: one variant serves
+    every decode step."""
+    g = rlx.Graph("rope1")
+    x = g.input("x", (1, 2, 1, 8))
+    off = g.input("off", (1,), "int64")
+    g.output("y", g.rotary(x, off))
+    pipe = rlx.ModelCompilePipeline(g)
+    xs = np.random.default_rng(0).standard_normal((1, 2, 1, 8)).astype(np.float32)
+    for step in (0, 1, 100, 2047):
+        got = pipe.get_or_compile().run(x=xs, off=np.array([step]))["y"]
+        np.testing.assert_allclose(got, _rotary_ref(xs.astype(np.float64), [step], 10000.0), rtol=1e-5, atol=1e-5)
+    assert pipe.stats["compiles"] == 1
+
+
+def test_rotary_mistakes_are_typed_errors():
+    g = rlx.Graph("bad")
+    x5 = g.input("x5", (1, 2, 3, 5))
+    x = g.input("x", (2, 2, 3, 4))
+    off = g.input("off", (1,), "int64")
+    with pytest.raises(rlx.ShapeError, match="even"):
+        g.rotary(x5, off)
+    with pytest.raises(rlx.DTypeError, match="offset"):
+        g.rotary(x, g.input("f", (1,)))
+    with pytest.raises(rlx.ShapeError, match="3 values for a batch of 2"):
+        g.rotary(x, g.input("o3", (3,), "int64"))
+    with pytest.raises(rlx.GraphError, match="theta"):
+        g.rotary(x, off, theta=0.5)

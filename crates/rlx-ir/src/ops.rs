@@ -192,6 +192,12 @@ pub enum ComputeOp {
     LayerNorm { eps: f32 },
     /// `x / sqrt(mean(x^2) + eps) * gamma` over the last axis. `[x, gamma]`
     RmsNorm { eps: f32 },
+    /// Rotary position embedding, half rotation (Llama, Qwen2): over `x = [batch, heads, seq,
+    /// dim]`, position `offset[b] + s` and frequency `theta^(-2i/dim)`, the pair
+    /// `(x[i], x[i + dim/2])` is rotated by position x frequency. `offset` is an i64 or i32
+    /// tensor of `batch` (or 1) values read at run time, so decode steps at any past length run
+    /// the same variant. `[x, offset]`
+    Rotary { theta: f32 },
     /// `[x]`; `axes` sorted and unique.
     Reduce {
         op: ReduceOp,
@@ -295,6 +301,7 @@ impl ComputeOp {
             ComputeOp::Softmax { .. } => "softmax",
             ComputeOp::LayerNorm { .. } => "layer_norm",
             ComputeOp::RmsNorm { .. } => "rms_norm",
+            ComputeOp::Rotary { .. } => "rotary",
             ComputeOp::Reduce { op, .. } => op.name(),
             ComputeOp::Transpose { .. } => "transpose",
             ComputeOp::Concat { .. } => "concat",
@@ -322,6 +329,7 @@ impl ComputeOp {
             | ComputeOp::Softmax { .. }
             | ComputeOp::LayerNorm { .. }
             | ComputeOp::RmsNorm { .. }
+            | ComputeOp::Rotary { .. }
             | ComputeOp::Transpose { .. }
             | ComputeOp::Concat { .. }
             | ComputeOp::Slice { .. }
@@ -350,6 +358,7 @@ impl ComputeOp {
                 format!(" axis={axis}")
             }
             ComputeOp::LayerNorm { eps } | ComputeOp::RmsNorm { eps } => format!(" eps={eps:e}"),
+            ComputeOp::Rotary { theta } => format!(" theta={theta:e}"),
             ComputeOp::Reduce { axes, keep_dim, .. } => {
                 format!(" axes={axes:?} keep_dim={keep_dim}")
             }

@@ -525,6 +525,15 @@ impl PyGraph {
         self.build(|g| g.rms_norm(x, gamma, eps.0))
     }
 
+    /// Rotary position embedding (half rotation, as Llama / Qwen2) of `x` (`[batch, heads,
+    /// seq, dim]`, dim even) at positions `offset[b] + s`; `offset` is an int64 or int32 value
+    /// of `batch` (or 1) entries read at run time.
+    #[pyo3(signature = (x, offset, theta = F32(10_000.0)), text_signature = "(self, x, offset, theta=10000.0)")]
+    fn rotary(&self, x: &PyValue, offset: &PyValue, theta: F32) -> PyResult<PyValue> {
+        let (x, offset) = (self.id_of(x)?, self.id_of(offset)?);
+        self.build(|g| g.rotary(x, offset, theta.0))
+    }
+
     /// A reduction by name ("reduce_sum", "reduce_mean", "reduce_max") over `axes` (an int, a
     /// sequence of ints, or None for every axis).
     #[pyo3(signature = (op, x, axes = None, keep_dim = false))]

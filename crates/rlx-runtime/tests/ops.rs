@@ -229,6 +229,49 @@ fn layer_norm_and_rms_norm() {
 }
 
 #[test]
+fn rotary_at_offsets_per_batch_shared_and_large() {
+    // Per-batch offsets (i64), one shared offset (i32) deep into a long context, an empty seq.
+    check(
+        |g| {
+            let x = g.input("x", DType::F32, s(&[2, 3, 5, 8])).unwrap();
+            let off = g.input("off", DType::I64, s(&[2])).unwrap();
+            let one = g.input("one", DType::I32, s(&[1])).unwrap();
+            let e = g.input("e", DType::F32, s(&[1, 2, 0, 4])).unwrap();
+            vec![
+                g.rotary(x, off, 10_000.0).unwrap(),
+                g.rotary(x, one, 1_000_000.0).unwrap(),
+                g.rotary(e, one, 10_000.0).unwrap(),
+            ]
+        },
+        vec![
+            f32s("x", 2 * 3 * 5 * 8, 4),
+            ("off".to_string(), TensorData::I64(vec![0, 17])),
+            ("one".to_string(), TensorData::I32(vec![100_000])),
+            f32s("e", 0, 0),
+        ],
+    );
+}
+
+#[test]
+fn rotary_refuses_odd_dims_and_bad_offsets() {
+    let mut hir = HirModule::new("rope");
+    let mut g = HirMut::new(&mut hir);
+    let x = g.input("x", DType::F32, s(&[1, 2, 3, 5])).unwrap();
+    let x4 = g.input("x4", DType::F32, s(&[2, 2, 3, 4])).unwrap();
+    let off = g.input("off", DType::I64, s(&[1])).unwrap();
+    let off3 = g.input("off3", DType::I64, s(&[3])).unwrap();
+    let fl = g.input("fl", DType::F32, s(&[1])).unwrap();
+    assert!(g.rotary(x, off, 10_000.0).is_err(), "odd head dim");
+    assert!(
+        g.rotary(x4, off3, 10_000.0).is_err(),
+        "3 offsets for a batch of 2"
+    );
+    assert!(g.rotary(x4, fl, 10_000.0).is_err(), "float offsets");
+    assert!(g.rotary(x4, off, f32::NAN).is_err(), "theta NaN");
+    assert!(g.rotary(x4, off, 10_000.0).is_ok());
+}
+
+#[test]
 fn reductions_with_and_without_keep_dim() {
     for op in ReduceOp::ALL.iter().copied() {
         for (axes, keep) in [(vec![1], true), (vec![0, 2], false), (vec![], false)] {

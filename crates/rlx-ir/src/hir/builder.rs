@@ -225,6 +225,12 @@ impl<'m> HirMut<'m> {
         self.compute(ComputeOp::RmsNorm { eps }, vec![x, gamma])
     }
 
+    /// Rotary position embedding of `x` (`[batch, heads, seq, dim]`) at positions
+    /// `offset[b] + s` (see [`ComputeOp::Rotary`]).
+    pub fn rotary(&mut self, x: ValueId, offset: ValueId, theta: f32) -> Result<ValueId> {
+        self.compute(ComputeOp::Rotary { theta }, vec![x, offset])
+    }
+
     /// Reduces over `axes` (all axes when empty).
     pub fn reduce(
         &mut self,

@@ -15,7 +15,7 @@ use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pac
 use super::gemm::PackedB;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, elementwise, gemm, layout, norm, reduce};
+use super::{attention, elementwise, gemm, layout, norm, reduce, rotary};
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
 use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
@@ -267,6 +267,18 @@ impl CpuExecutable {
                 ),
                 ComputeOp::RmsNorm { eps } => {
                     norm::rms_norm(f32_in(0), f32_in(1), *eps, last(ins[0].1), f32_out())
+                }
+                ComputeOp::Rotary { theta } => {
+                    let offsets: Vec<i64> = match ins[1].2 {
+                        DType::I64 => try_copy("rotary offsets", self.get::<i64>(addrs, ins[1].0))?,
+                        DType::I32 => {
+                            try_map("rotary offsets", self.get::<i32>(addrs, ins[1].0), |&i| {
+                                i64::from(i)
+                            })?
+                        }
+                        dt => fail!(DType, "rotary offsets must be i64 or i32, got {dt}"),
+                    };
+                    rotary::rotary(f32_in(0), ins[0].1, &offsets, *theta, f32_out())?
                 }
                 ComputeOp::Reduce { op: rop, axes, .. } => match (rop, ins[0].2) {
                     (ReduceOp::Mean, _) => reduce::mean(f32_in(0), ins[0].1, axes, f32_out()),

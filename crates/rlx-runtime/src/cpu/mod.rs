@@ -14,6 +14,7 @@ pub mod math;
 mod norm;
 mod pool;
 mod reduce;
+mod rotary;
 mod types;
 pub mod vmath;
 

@@ -68,6 +68,9 @@ pub(super) fn compute(
                     .collect()
             }))
         }
+        ComputeOp::Rotary { theta } => {
+            Value::F32(rotary(f32s(args, 0)?, args[1], f64::from(*theta))?)
+        }
         ComputeOp::Reduce { op: r, axes, .. } => reduce(*r, args[0], axes)?.reshaped(shape)?,
         ComputeOp::Transpose { perm } => {
             each!(args[0], a => a.view().permuted_axes(IxDyn(perm)).to_owned())
@@ -423,6 +426,44 @@ fn gather(data: &Value, indices: &Value, axis: usize, shape: &[usize]) -> Result
         rows.push(j as usize);
     }
     each!(data, a => a.select(Axis(axis), &rows)).reshaped(shape)
+}
+
+/// Half rotation in f64, straight from the definition.
+fn rotary(x: &ArrayD<f32>, offset: &Value, theta: f64) -> Result<ArrayD<f32>> {
+    let offsets: Vec<i64> = match offset {
+        Value::I64(a) => a.iter().copied().collect(),
+        Value::I32(a) => a.iter().map(|&i| i64::from(i)).collect(),
+        v => fail!(DType, "rotary offset must be i64 or i32, got {}", v.dtype()),
+    };
+    let s = x.shape();
+    let (batch, heads, seq, dim) = (s[0], s[1], s[2], s[3]);
+    if offsets.len() != 1 && offsets.len() != batch {
+        fail!(
+            Shape,
+            "rotary offset has {} values for a batch of {batch}",
+            offsets.len()
+        );
+    }
+    let half = dim / 2;
+    let mut out = x.clone();
+    for b in 0..batch {
+        let start = offsets[if offsets.len() == 1 { 0 } else { b }];
+        for h in 0..heads {
+            for t in 0..seq {
+                let pos = (start + t as i64) as f64;
+                for i in 0..half {
+                    let angle = pos * theta.powf(-2.0 * i as f64 / dim as f64);
+                    let (x0, x1) = (
+                        f64::from(x[[b, h, t, i]]),
+                        f64::from(x[[b, h, t, i + half]]),
+                    );
+                    out[[b, h, t, i]] = round(x0 * angle.cos() - x1 * angle.sin());
+                    out[[b, h, t, i + half]] = round(x1 * angle.cos() + x0 * angle.sin());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn cast(x: &Value, to: DType) -> Value {
