@@ -877,3 +877,33 @@ def test_rotary_mistakes_are_typed_errors():
         g.rotary(x, g.input("o3", (3,), "int64"))
     with pytest.raises(rlx.GraphError, match="theta"):
         g.rotary(x, off, theta=0.5)
+
+
+def _gqa_ref(q, k, v, causal):
+    """Grouped-query attention as Hugging Face's Llama does it: repeat each kv head for its
+    group of query heads; a causal query i (of sq) sees keys j <= i + sk - sq (the past)."""
+    h, kvh = q.shape[1], k.shape[1]
+    k, v = np.repeat(k, h // kvh, axis=1), np.repeat(v, h // kvh, axis=1)
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    sq, sk = q.shape[2], k.shape[2]
+    if causal:
+        s = np.where(np.arange(sk)[None, :] <= np.arange(sq)[:, None] + sk - sq, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("kv_heads,past,new", [(2, 5, 3), (1, 0, 4), (4, 11, 1)])
+def test_grouped_query_attention_over_a_past_matches_numpy(kv_heads, past, new):
+    g = rlx.Graph("gqa")
+    q = g.input("q", (2, 4, new, 8))
+    k = g.input("k", (2, kv_heads, past + new, 8))
+    v = g.input("v", (2, kv_heads, past + new, 6))
+    g.output("y", g.attention(q, k, v, causal=True))
+    rng = np.random.default_rng(past)
+    qs, ks, vs = (rng.standard_normal(s).astype(np.float32) for s in
+                  [(2, 4, new, 8), (2, kv_heads, past + new, 8), (2, kv_heads, past + new, 6)])
+    got = rlx.ModelCompilePipeline(g).get_or_compile().run(q=qs, k=ks, v=vs)["y"]
+    want = _gqa_ref(qs.astype(np.float64), ks.astype(np.float64), vs.astype(np.float64), True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(rlx.ShapeError, match="do not divide"):
+        g.attention(q, g.input("k3", (2, 3, past + new, 8)), g.input("v3", (2, 3, past + new, 6)))

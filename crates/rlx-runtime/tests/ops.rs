@@ -419,6 +419,44 @@ fn attention_with_mask_causal_and_no_keys() {
     }
 }
 
+#[test]
+fn grouped_query_attention_over_a_past() {
+    // 4 query heads over 2 kv heads (and over 1), 3 new queries against 7 keys (4 past): causal
+    // lines the queries up with the last keys; with a padding mask; and 70 keys across panels.
+    for (kv, sk, causal, masked) in [
+        (2i64, 7i64, true, false),
+        (1, 7, true, true),
+        (2, 70, false, true),
+        (4, 3, true, false),
+    ] {
+        let mut inputs = vec![
+            f32s("q", 2 * 4 * 3 * 8, 1),
+            f32s("k", (2 * kv * sk * 8) as usize, 2),
+            f32s("v", (2 * kv * sk * 5) as usize, 3),
+        ];
+        if masked {
+            let m: Vec<i64> = (0..2 * sk).map(|j| i64::from(j % 4 != 0)).collect();
+            inputs.push(("m".into(), TensorData::I64(m)));
+        }
+        check(
+            |g| {
+                let q = g.input("q", DType::F32, s(&[2, 4, 3, 8])).unwrap();
+                let k = g.input("k", DType::F32, s(&[2, kv, sk, 8])).unwrap();
+                let v = g.input("v", DType::F32, s(&[2, kv, sk, 5])).unwrap();
+                let m = masked.then(|| g.input("m", DType::I64, s(&[2, sk])).unwrap());
+                vec![g.attention(q, k, v, m, None, causal).unwrap()]
+            },
+            inputs,
+        );
+    }
+    // 3 kv heads cannot serve 4 query heads.
+    let mut hir = HirModule::new("gqa");
+    let mut g = HirMut::new(&mut hir);
+    let q = g.input("q", DType::F32, s(&[1, 4, 2, 8])).unwrap();
+    let k = g.input("k", DType::F32, s(&[1, 3, 2, 8])).unwrap();
+    assert!(g.attention(q, k, k, None, None, true).is_err());
+}
+
 // ---- errors ----
 
 fn gather_graph() -> HirModule {

@@ -452,14 +452,25 @@ fn attention_shape(tys: &[&TensorType]) -> Result<Shape> {
         && v.rank() == 4
         && q.0[0] == k.0[0]
         && k.0[0] == v.0[0]
-        && q.0[1] == k.0[1]
         && k.0[1] == v.0[1]
         && q.0[3] == k.0[3]
         && k.0[2] == v.0[2];
     crate::ensure!(
         ok,
         Shape,
-        "attention needs q [b, h, sq, d], k [b, h, sk, d], v [b, h, sk, dv]; got {q}, {k}, {v}"
+        "attention needs q [b, h, sq, d], k [b, kv_h, sk, d], v [b, kv_h, sk, dv]; got {q}, {k}, {v}"
+    );
+    // Grouped-query attention: kv_h divides h (each kv head serves h / kv_h query heads).
+    let grouped = match (q.0[1].as_const(), k.0[1].as_const()) {
+        (Some(h), Some(kv)) => (kv > 0 && h % kv == 0) || (h == 0 && kv == 0),
+        _ => q.0[1] == k.0[1],
+    };
+    crate::ensure!(
+        grouped,
+        Shape,
+        "attention: {} kv heads do not divide {} query heads (q {q}, k {k})",
+        k.0[1],
+        q.0[1]
     );
     if let Some(mask) = tys.get(3) {
         let want = Shape(vec![q.0[0].clone(), k.0[2].clone()]);

@@ -54,6 +54,9 @@ impl HeadLayout {
 pub struct AttnSpec {
     pub batch: usize,
     pub heads: usize,
+    /// Heads of k and v (grouped-query attention): query head `h` reads kv head
+    /// `h / (heads / kv_heads)`. Equal to `heads` for plain multi-head attention.
+    pub kv_heads: usize,
     pub sq: usize,
     pub sk: usize,
     pub d: usize,
@@ -119,19 +122,19 @@ fn grow(buf: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every head's keys, times the softmax scale, as `k^T` panels: head (b, h) at
-/// `(b * heads + h) * head_len`, panel j holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
+/// Every kv head's keys, times the softmax scale, as `k^T` panels: kv head (b, h) at
+/// `(b * kv_heads + h) * head_len`, panel j holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
 /// as they are: the score GEMM computes them into its edge tile and never stores them.
 fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) -> Result<()> {
     let head_len = s.sk.div_ceil(nr) * nr * s.d;
-    let len = s.batch * s.heads * head_len;
+    let len = s.batch * s.kv_heads * head_len;
     grow(keys, len, "keys")?;
     let lk = s.layout[1];
     keys[..len]
         .par_chunks_mut(head_len.max(1))
         .enumerate()
         .for_each(|(bh, dst)| {
-            let base = lk.at(bh / s.heads, bh % s.heads);
+            let base = lk.at(bh / s.kv_heads, bh % s.kv_heads);
             for (jp, panel) in dst.chunks_mut(nr * s.d).enumerate() {
                 let cols = (s.sk - jp * nr).min(nr);
                 // The panel's keys (nr <= MAX_NR), as slices: no allocation per panel.
@@ -169,6 +172,8 @@ fn blocks_of_queries(
     let task = |t: usize| {
         let (bh, blk) = (t / blocks, t % blocks);
         let (b, h) = (bh / s.heads, bh % s.heads);
+        // The kv head this query head reads (grouped-query attention).
+        let kvh = h / (s.heads / s.kv_heads.max(1)).max(1);
         let (i0, i1) = (blk * QB, ((blk + 1) * QB).min(sq));
         // Keys any query of the block may see.
         let n = if s.causal {
@@ -190,7 +195,7 @@ fn blocks_of_queries(
                         a: q.as_ptr().add(lq.at(b, h) + i0 * lq.row_stride),
                         lda: lq.row_stride,
                         b: BSource::Panels {
-                            ptr: keys.get().add(bh * head_len),
+                            ptr: keys.get().add((b * s.kv_heads + kvh) * head_len),
                         },
                         c: p.as_mut_ptr(),
                         ldc: n,
@@ -214,7 +219,7 @@ fn blocks_of_queries(
                     a: p.as_ptr(),
                     lda: n.max(1),
                     b: BSource::Rows {
-                        ptr: v.as_ptr().add(lv.at(b, h)),
+                        ptr: v.as_ptr().add(lv.at(b, kvh)),
                         ld: lv.row_stride,
                     },
                     c: o,
@@ -259,6 +264,7 @@ mod probe {
             let spec = AttnSpec {
                 batch,
                 heads,
+                kv_heads: heads,
                 sq: seq,
                 sk: seq,
                 d,

@@ -342,16 +342,18 @@ impl CpuExecutable {
                 }
                 ComputeOp::Attention { scale, causal } => {
                     let (q, kk, v) = (ins[0].1, ins[1].1, ins[2].1);
-                    let (heads, sq, sk, d, dv) = (q[1], q[2], kk[2], q[3], v[3]);
+                    let (heads, kv_heads) = (q[1], kk[1]);
+                    let (sq, sk, d, dv) = (q[2], kk[2], q[3], v[3]);
                     let layout = [
                         HeadLayout::bhsd(heads, sq, d),
-                        HeadLayout::bhsd(heads, sk, d),
-                        HeadLayout::bhsd(heads, sk, dv),
+                        HeadLayout::bhsd(kv_heads, sk, d),
+                        HeadLayout::bhsd(kv_heads, sk, dv),
                         HeadLayout::bhsd(heads, sq, dv),
                     ];
                     let spec = AttnSpec {
                         batch: q[0],
                         heads,
+                        kv_heads,
                         sq,
                         sk,
                         d,

@@ -112,6 +112,7 @@ impl CpuExecutable {
                     let spec = AttnSpec {
                         batch: q[0],
                         heads: *heads,
+                        kv_heads: *heads,
                         sq,
                         sk,
                         d,

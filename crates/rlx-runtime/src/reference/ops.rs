@@ -557,18 +557,21 @@ fn attention(
 ) -> Result<ArrayD<f32>> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let (batch, heads, sq, d, sk, dv) = (qs[0], qs[1], qs[2], qs[3], ks[2], vs[3]);
+    let kv_heads = ks[1];
     let (qv, kv, vv) = (to_f64(q), to_f64(k), to_f64(v));
     let mut out = Vec::with_capacity(batch * heads * sq * dv);
     for b in 0..batch {
         for h in 0..heads {
             let bh = b * heads + h;
+            // The kv head of query head h (grouped-query attention).
+            let bkv = b * kv_heads + h / (heads / kv_heads.max(1)).max(1);
             for i in 0..sq {
                 let visible =
                     |j: usize| mask.is_none_or(|m| m[b * sk + j]) && (!causal || j + sq <= i + sk);
                 let scores: Vec<f64> = (0..sk)
                     .map(|j| {
                         (0..d)
-                            .map(|x| qv[(bh * sq + i) * d + x] * kv[(bh * sk + j) * d + x])
+                            .map(|x| qv[(bh * sq + i) * d + x] * kv[(bkv * sk + j) * d + x])
                             .sum::<f64>()
                             * scale
                     })
@@ -589,7 +592,7 @@ fn attention(
                 let sum: f64 = p.iter().sum();
                 let any = (0..sk).any(visible);
                 for x in 0..dv {
-                    let acc: f64 = (0..sk).map(|j| p[j] * vv[(bh * sk + j) * dv + x]).sum();
+                    let acc: f64 = (0..sk).map(|j| p[j] * vv[(bkv * sk + j) * dv + x]).sum();
                     out.push(if any { round(acc / sum) } else { 0.0 });
                 }
             }
