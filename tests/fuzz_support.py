@@ -1,15 +1,19 @@
 """The harness both fuzz files share: the example budget (RLX_FUZZ_EXAMPLES), the hang
-watchdog (RLX_FUZZ_TIMEOUT) and a module fixture that bounds each run's memory. Import it only
-after `pytest.importorskip("hypothesis")`."""
+watchdog (RLX_FUZZ_TIMEOUT), a module fixture that bounds each run's memory, and the property
+itself (`attempt`: only rlx errors may escape). Import it only after
+`pytest.importorskip("hypothesis")`."""
 
 from __future__ import annotations
 
 import faulthandler
 import os
 import sys
+import traceback
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
+
+import rlx
 
 # -- budget ------------------------------------------------------------------------------------
 
@@ -74,3 +78,42 @@ def _bounded_memory_and_time(request):
             os.environ.pop("RLX_MEMORY_LIMIT", None)
         else:
             os.environ["RLX_MEMORY_LIMIT"] = old
+
+
+# -- the property ------------------------------------------------------------------------------
+
+VERBOSE = os.environ.get("RLX_FUZZ_VERBOSE") == "1"  # error messages in the statistics' events
+
+#: Known rlx bugs the fuzzers may hit, by name: predicate(step, exception) -> tolerated. Empty:
+#: every bug found is fixed and kept as a regression test.
+KNOWN: dict = {}
+
+
+class Violation(AssertionError):
+    pass
+
+
+def attempt(step: str, fn, *args, allow: tuple = (), **kwargs):
+    """(True, result) or (False, the rlx error); fails on any other exception."""
+    try:
+        return True, fn(*args, **kwargs)
+    except (rlx.RlxError, MemoryError) as e:
+        event(f"{step}: {type(e).__name__}" + (f": {str(e)[:70]}" if VERBOSE else ""))
+        return False, e
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # PanicException derives from BaseException
+        if allow and isinstance(e, allow):
+            event(f"{step}: {type(e).__name__} (documented)")
+            return False, e
+        for name, matches in KNOWN.items():
+            if matches(step, e):
+                event(f"known bug tolerated: {name}")
+                return False, e
+        raise violation(step, e) from None
+
+
+def violation(what: str, e: BaseException) -> Violation:
+    """The failure for `what` raising `e`, which is not an rlx error, with its traceback."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return Violation(f"{what} raised {type(e).__module__}.{type(e).__qualname__} (not an rlx error): {e}\n{tb}")

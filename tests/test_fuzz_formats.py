@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import struct
-import traceback
 
 import numpy as np
 import pytest
@@ -48,7 +47,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import rlx  # noqa: E402
 from rlx import safetensors as rst  # noqa: E402
-from fuzz_support import _bounded_memory_and_time, budget, watchdog  # noqa: E402,F401 (fixture)
+from fuzz_support import VERBOSE, _bounded_memory_and_time, attempt, budget, violation, watchdog  # noqa: E402,F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -65,38 +64,6 @@ def fresh(workdir, suffix: str) -> str:
     """A new file name per example: a file mapped by an earlier example is never rewritten
     (truncating a mapped file kills the process with SIGBUS; that is documented, not fuzzed)."""
     return str(workdir / f"f{next(_counter)}{suffix}")
-
-
-# -- the property ------------------------------------------------------------------------------
-
-_VERBOSE = os.environ.get("RLX_FUZZ_VERBOSE") == "1"  # error messages in the statistics' events
-
-KNOWN: dict = {}  # name -> predicate(step, exc) for known bugs tolerated here (none so far)
-
-
-class Violation(AssertionError):
-    pass
-
-
-def attempt(step: str, fn, *args, allow: tuple = (), **kwargs):
-    """(True, result) or (False, the rlx error); fails on any other exception."""
-    try:
-        return True, fn(*args, **kwargs)
-    except (rlx.RlxError, MemoryError) as e:
-        event(f"{step}: {type(e).__name__}" + (f": {str(e)[:70]}" if _VERBOSE else ""))
-        return False, e
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # PanicException derives from BaseException
-        if allow and isinstance(e, allow):
-            event(f"{step}: {type(e).__name__} (documented)")
-            return False, e
-        for name, matches in KNOWN.items():
-            if matches(step, e):
-                event(f"known bug tolerated: {name}")
-                return False, e
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        raise Violation(f"{step} raised {type(e).__module__}.{type(e).__qualname__} (not an rlx error): {e}\n{tb}") from None
 
 
 def rng_from(data) -> np.random.Generator:
@@ -257,14 +224,13 @@ def load_and_check(path: str) -> None:
         try:
             t = rst.load(path, mode=mode)
         except rlx.ModelFormatError as e:
-            event("safetensors load: ModelFormatError" + (f": {str(e)[:60]}" if _VERBOSE else ""))
+            event("safetensors load: ModelFormatError" + (f": {str(e)[:60]}" if VERBOSE else ""))
             loaded[mode] = e
             continue
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-            raise Violation(f"safetensors.load(mode={mode!r}) raised {type(e).__module__}.{type(e).__qualname__}: {e}\n{tb}") from None
+            raise violation(f"safetensors.load(mode={mode!r})", e) from None
         size = os.path.getsize(path)
         arrays = {}
         for name in t:

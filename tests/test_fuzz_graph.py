@@ -32,15 +32,13 @@ The seed is random each run (derandomize=False); a failure prints the seed and a
 
     pytest tests/test_fuzz_graph.py --hypothesis-show-statistics
 
-Known rlx bugs the fuzzer hits are tolerated by name in `KNOWN` (each documented by a strict
-xfail regression test at the end of this file); any other raw exception fails.
+Known rlx bugs could be tolerated by name in `fuzz_support.KNOWN` (empty: the bugs this fuzzer
+found are fixed, with regression tests at the end of this file); any other raw exception fails.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import traceback
 
 import numpy as np
 import pytest
@@ -50,48 +48,13 @@ from hypothesis import event, given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import rlx  # noqa: E402
-from fuzz_support import _bounded_memory_and_time, budget, watchdog  # noqa: E402,F401 (fixture)
+from fuzz_support import _bounded_memory_and_time, attempt, budget, watchdog  # noqa: E402,F401 (fixture)
 
 # numpy warns when rlx converts on request (constant(dtype=...), set_param(copy=True)) and when
 # the harness makes wrong-dtype arrays from NaN / Inf; both are meant.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning",
                                         "ignore:Casting complex values to real:Warning")
-
-# -- the property ------------------------------------------------------------------------------
-
-# Known rlx bugs the fuzzer may hit, by name: (step, exception) -> tolerated. Empty: every bug
-# it found is fixed and kept as a regression test at the end of this file.
-KNOWN: dict = {}
-
-
-_VERBOSE = os.environ.get("RLX_FUZZ_VERBOSE") == "1"  # error messages in the statistics' events
-
-
-class Violation(AssertionError):
-    pass
-
-
-def attempt(step: str, fn, *args, allow: tuple = (), **kwargs):
-    """(True, result) or (False, the rlx error); fails on any other exception."""
-    try:
-        return True, fn(*args, **kwargs)
-    except (rlx.RlxError, MemoryError) as e:
-        event(f"{step}: {type(e).__name__}" + (f": {str(e)[:70]}" if _VERBOSE else ""))
-        return False, e
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # PanicException derives from BaseException
-        if allow and isinstance(e, allow):
-            event(f"{step}: {type(e).__name__} (documented)")
-            return False, e
-        for name, matches in KNOWN.items():
-            if matches(step, e):
-                event(f"known bug tolerated: {name}")
-                return False, e
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        raise Violation(f"{step} raised {type(e).__module__}.{type(e).__qualname__} (not an rlx error): {e}\n{tb}") from None
-
 
 # -- strategies: names, dims, shapes, dtypes ---------------------------------------------------
 

@@ -314,12 +314,20 @@ impl PyModelCompilePipeline {
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (s, len, cap, packed, disk) = py.detach(|| {
-            let p = self.inner.lock();
-            let packed = p.params().map_or(0, |store| store.derived_bytes());
-            let disk = p
-                .aot()
-                .map(|a| (a.stats(), a.disk_bytes(), a.dir().map(|d| d.to_path_buf())));
-            (p.stats().clone(), p.len(), p.capacity(), packed, disk)
+            let (s, len, cap, packed, aot) = {
+                let p = self.inner.lock();
+                let packed = p.params().map_or(0, |store| store.derived_bytes());
+                (
+                    p.stats().clone(),
+                    p.len(),
+                    p.capacity(),
+                    packed,
+                    p.aot().cloned(),
+                )
+            };
+            // The directory is listed after the pipeline lock is released.
+            let disk = aot.map(|a| (a.stats(), a.disk_bytes(), a.dir().map(|d| d.to_path_buf())));
+            (s, len, cap, packed, disk)
         });
         let d = PyDict::new(py);
         d.set_item("hits", s.hits)?;

@@ -269,15 +269,7 @@ impl CpuExecutable {
                     norm::rms_norm(f32_in(0), f32_in(1), *eps, last(ins[0].1), f32_out())
                 }
                 ComputeOp::Rotary { theta } => {
-                    let offsets: Vec<i64> = match ins[1].2 {
-                        DType::I64 => try_copy("rotary offsets", self.get::<i64>(addrs, ins[1].0))?,
-                        DType::I32 => {
-                            try_map("rotary offsets", self.get::<i32>(addrs, ins[1].0), |&i| {
-                                i64::from(i)
-                            })?
-                        }
-                        dt => fail!(DType, "rotary offsets must be i64 or i32, got {dt}"),
-                    };
+                    let offsets = self.int_operand(addrs, ins[1].0, "rotary offsets")?;
                     rotary::rotary(f32_in(0), ins[0].1, &offsets, *theta, f32_out())?
                 }
                 ComputeOp::Reduce { op: rop, axes, .. } => match (rop, ins[0].2) {
@@ -320,15 +312,7 @@ impl CpuExecutable {
                 }
                 ComputeOp::Gather { axis } => {
                     let s = ins[0].1;
-                    let idx: Vec<i64> = match ins[1].2 {
-                        DType::I64 => try_copy("gather indices", self.get::<i64>(addrs, ins[1].0))?,
-                        DType::I32 => {
-                            try_map("gather indices", self.get::<i32>(addrs, ins[1].0), |&i| {
-                                i64::from(i)
-                            })?
-                        }
-                        dt => fail!(DType, "gather indices must be i64 or i32, got {dt}"),
-                    };
+                    let idx = self.int_operand(addrs, ins[1].0, "gather indices")?;
                     let inner = s[axis + 1..].iter().product::<usize>() * ins[0].2.size();
                     let outer = s[..*axis].iter().product();
                     layout::gather(
@@ -391,6 +375,18 @@ impl CpuExecutable {
 
 impl CpuExecutable {
     /// A padding mask of any dtype as an additive term: 0 where non-zero (attend), -inf where 0.
+    /// An integer operand (gather indices, rotary offsets) as i64s, copied fallibly.
+    fn int_operand(&self, addrs: &Addrs, b: BufferId, what: &str) -> Result<Vec<i64>> {
+        // SAFETY: `b` holds its recorded dtype and size.
+        match self.lir.buffer(b).ty.dtype {
+            DType::I64 => try_copy(what, unsafe { self.get::<i64>(addrs, b) }),
+            DType::I32 => try_map(what, unsafe { self.get::<i32>(addrs, b) }, |&i| {
+                i64::from(i)
+            }),
+            dt => fail!(DType, "{what} must be i64 or i32, got {dt}"),
+        }
+    }
+
     pub(super) fn keep_mask(&self, addrs: &Addrs, b: BufferId) -> Result<Vec<f32>> {
         // SAFETY: `b` is a mask buffer of its recorded dtype and size.
         with_any!(self.lir.buffer(b).ty.dtype, T => {
