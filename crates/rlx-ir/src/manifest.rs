@@ -25,6 +25,8 @@ pub struct BindingManifest {
     pub inputs: Vec<ManifestEntry>,
     pub params: Vec<ManifestEntry>,
     pub outputs: Vec<ManifestEntry>,
+    /// Run-spanning state the caller's session holds (KV caches), updated in place.
+    pub states: Vec<ManifestEntry>,
     /// Size of the parameter block when every param is laid out at its aligned offset.
     pub param_block_bytes: usize,
     /// Arena bytes of a specialized variant; `None` for a template.
@@ -68,6 +70,7 @@ impl BindingManifest {
             inputs: lir.inputs.iter().map(entry).collect(),
             params,
             outputs: lir.outputs.iter().map(entry).collect(),
+            states: lir.states.iter().map(entry).collect(),
             param_block_bytes: offset,
             arena_bytes: lir.arena.as_ref().map(|a| a.size),
         })
@@ -88,6 +91,7 @@ impl BindingManifest {
             ("input", &self.inputs, &other.inputs),
             ("param", &self.params, &other.params),
             ("output", &self.outputs, &other.outputs),
+            ("state", &self.states, &other.states),
         ] {
             for e in a {
                 match b.iter().find(|x| x.name == e.name) {
@@ -177,6 +181,9 @@ impl fmt::Display for BindingManifest {
         }
         for e in &self.outputs {
             fmt_entry(f, "output", e)?;
+        }
+        for e in &self.states {
+            fmt_entry(f, "state", e)?;
         }
         write!(f, "  param block {} bytes", self.param_block_bytes)?;
         match self.arena_bytes {

@@ -219,6 +219,20 @@ pub enum ComputeOp {
     /// padding mask `[batch, key_len]` (non-zero = attend) or a causal mask.
     /// `[q, k, v]` or `[q, k, v, mask]`
     Attention { scale: f32, causal: bool },
+    /// Writes new keys (or values) into a cache in place: rows `pos[b] .. pos[b] + seq` of each
+    /// head of `cache = [batch, heads, ctx, dim]` take `new = [batch, heads, seq, dim]`; the
+    /// result is the updated cache. `cache` must be a state leaf used only here, so the write
+    /// can happen in the state's own memory. A row past `ctx` is an error at run time.
+    /// `[cache, new, pos]` with `pos` i64 or i32 of `batch` (or 1) values.
+    CacheWrite,
+    /// Causal attention over a cache: query `i` of row `b` sits at position `pos[b] + i` and
+    /// attends to keys `0 ..= pos[b] + i` of `k, v = [batch, kv_heads, ctx, dim]` (the valid
+    /// prefix; the rest of the cache is never read). `q = [batch, heads, seq, dim]`,
+    /// `kv_heads` divides `heads`. `[q, k, v, pos]`
+    KvAttention { scale: f32 },
+    /// SwiGLU's gate: `silu(x[..., :n]) * x[..., n:]` over a last axis of `2n`
+    /// (the gate and up projections side by side, as one `linear_group` writes them). `[x]`
+    SwiGlu,
 
     // ---- fused ops, produced by passes (or built directly) ----
     /// An elementwise program over broadcast inputs of any dtype (loaded as f32); f32 result.
@@ -309,6 +323,9 @@ impl ComputeOp {
             ComputeOp::Gather { .. } => "gather",
             ComputeOp::Cast { .. } => "cast",
             ComputeOp::Attention { .. } => "attention",
+            ComputeOp::CacheWrite => "cache_write",
+            ComputeOp::KvAttention { .. } => "kv_attention",
+            ComputeOp::SwiGlu => "swiglu",
             ComputeOp::Elementwise { .. } => "elementwise",
             ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
             ComputeOp::ScaledSoftmax { .. } => "scaled_softmax",
@@ -335,6 +352,9 @@ impl ComputeOp {
             | ComputeOp::Slice { .. }
             | ComputeOp::Gather { .. }
             | ComputeOp::Attention { .. }
+            | ComputeOp::CacheWrite
+            | ComputeOp::KvAttention { .. }
+            | ComputeOp::SwiGlu
             | ComputeOp::AddLayerNorm { .. }
             | ComputeOp::ScaledSoftmax { .. }
             | ComputeOp::LinearGroup { .. }
@@ -366,6 +386,7 @@ impl ComputeOp {
             ComputeOp::Slice { axis, start, end } => format!(" axis={axis} range=[{start}, {end})"),
             ComputeOp::Cast { to } => format!(" to={to}"),
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
+            ComputeOp::KvAttention { scale } => format!(" scale={scale:e}"),
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
             ComputeOp::ScaledSoftmax { axis, scale } => format!(" axis={axis} scale={scale:e}"),
@@ -397,7 +418,9 @@ impl ComputeOp {
             | ComputeOp::Binary(_)
             | ComputeOp::Unary(_)
             | ComputeOp::Compare(_)
-            | ComputeOp::Where => String::new(),
+            | ComputeOp::Where
+            | ComputeOp::CacheWrite
+            | ComputeOp::SwiGlu => String::new(),
         }
     }
 }

@@ -33,6 +33,14 @@ pub fn lower(hir: &HirModule) -> Result<LirModule> {
                 });
                 b
             }
+            Op::State { name } => {
+                let b = new(&mut lir, BufferKind::State);
+                lir.states.push(IoSlot {
+                    name: name.clone(),
+                    buffer: b,
+                });
+                b
+            }
             Op::Constant(c) => {
                 let b = new(&mut lir, BufferKind::Const);
                 lir.constants.push((b, c.clone()));
@@ -59,7 +67,12 @@ pub fn lower(hir: &HirModule) -> Result<LirModule> {
                         what,
                     });
                 }
-                let out = new(&mut lir, BufferKind::Temp);
+                // The cache write updates its state in place: its result is the state buffer.
+                let out = if *op == ComputeOp::CacheWrite {
+                    ins[0]
+                } else {
+                    new(&mut lir, BufferKind::Temp)
+                };
                 lir.kernels.push(Kernel {
                     op: KernelOp::Compute(op.clone()),
                     inputs: ins,

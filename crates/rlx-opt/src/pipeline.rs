@@ -42,6 +42,8 @@ impl Pipeline {
             // Drops the unfused attention ops, whose uses would hide single-user producers.
             ("dce", passes::dce::run),
             ("fuse_qkv", passes::fuse_qkv::run),
+            // Gate and up projections of a SwiGLU MLP: after fuse_epilogue folded the silu.
+            ("fuse_swiglu", passes::fuse_swiglu::run),
             ("fuse_softmax", passes::fuse_softmax::run),
             ("fuse_add_norm", passes::fuse_add_norm::run),
             ("fuse_elementwise", passes::fuse_elementwise::run),

@@ -283,3 +283,30 @@ fn erf_gelu_becomes_gelu_and_joins_the_linear() {
         },
     );
 }
+
+/// A Llama MLP: `down(silu(gate(x)) * up(x))`, weights in PyTorch's `[out, in]` layout.
+fn swiglu_mlp(g: &mut HirMut) {
+    let (b, s) = dims(g);
+    let x = f32_input(g, "x", vec![b, s, Dim::constant(8)]);
+    let wg = g.param("wg", DType::F32, Shape::new(&[12, 8])).unwrap();
+    let wu = g.param("wu", DType::F32, Shape::new(&[12, 8])).unwrap();
+    let wd = g.param("wd", DType::F32, Shape::new(&[8, 12])).unwrap();
+    let gate = g.linear_t(x, wg, None, None).unwrap();
+    let gate = g.unary(UnaryOp::Silu, gate).unwrap();
+    let up = g.linear_t(x, wu, None, None).unwrap();
+    let h = g.binary(BinaryOp::Mul, up, gate).unwrap();
+    let y = g.linear_t(h, wd, None, None).unwrap();
+    g.output("y", y).unwrap();
+}
+
+#[test]
+fn swiglu_gate_and_up_group() {
+    check("fuse_swiglu", "mlp", &["fuse_swiglu", "dce"], swiglu_mlp);
+    // After fuse_epilogue took the silu into the gate linear.
+    check(
+        "fuse_swiglu",
+        "mlp_epilogue",
+        &["fuse_epilogue", "fuse_swiglu", "dce"],
+        swiglu_mlp,
+    );
+}

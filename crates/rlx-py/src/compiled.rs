@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rlx_runtime::{CompiledGraph, HostData, TensorRef};
+use rlx_runtime::{CompiledGraph, HostData, StateMut, TensorRef};
 
 use crate::arrays::{ArrayView, bind_param, check_borrowed, output_to_py, pin, view};
 use crate::dims::binding_to_py;
@@ -41,6 +42,78 @@ impl PyCompiledGraph {
             .is(&threading.call_method0("main_thread")?)
             .then_some(true)
             .map_or(Ok(false), Ok)
+    }
+
+    /// Runs with the inputs viewed and the states borrowed for writing; the GIL is released
+    /// for the run, with Ctrl-C polled on long runs.
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        views: Vec<(String, Option<ArrayView<'py>>)>,
+        mut states: Vec<(String, PyReadwriteArrayDyn<'py, f32>)>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        check_borrowed(py, self.graph.params())?;
+        // Inputs are read in place with the GIL released: pinned so that another thread cannot
+        // resize (reallocate) one until this call returns. States are borrowed for writing
+        // through numpy's borrow checker, which also refuses read-only and aliased arrays.
+        let _pins = views
+            .iter()
+            .filter_map(|(_, v)| v.as_ref())
+            .map(|v| pin(v.arr.as_any()))
+            .chain(states.iter().map(|(_, a)| pin(a.as_any())))
+            .collect::<PyResult<Vec<_>>>()?;
+        let unknown = TensorRef {
+            data: HostData::F32(&[]),
+            shape: None,
+        };
+        let refs: Vec<(&str, TensorRef<'_>)> = views
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str(),
+                    v.as_ref()
+                        .map_or(unknown, |v| TensorRef::new(v.host_data(), &v.shape)),
+                )
+            })
+            .collect();
+        let mut slots: Vec<(&str, StateMut<'_>)> = Vec::with_capacity(states.len());
+        for (name, arr) in states.iter_mut() {
+            let data = arr.as_slice_mut().map_err(|_| {
+                BindingError::new_err(format!("state `{name}` must be C-contiguous"))
+            })?;
+            slots.push((name.as_str(), StateMut::F32(data)));
+        }
+        check_disjoint(&refs, &slots)?;
+        let graph = &self.graph;
+        let outputs = if self.interruptible(py)? {
+            // The calling thread polls for signals every 50 ms while a helper thread runs; a
+            // Ctrl-C stops the run at the next kernel boundary and surfaces as KeyboardInterrupt.
+            let mut interrupt: Option<PyErr> = None;
+            let result = py.detach(|| {
+                graph.run_polling(&refs, &mut slots, Duration::from_millis(50), &mut || {
+                    Python::attach(|py| match py.check_signals() {
+                        Ok(()) => false,
+                        Err(e) => {
+                            interrupt = Some(e);
+                            true
+                        }
+                    })
+                })
+            });
+            if let Some(e) = interrupt {
+                return Err(e);
+            }
+            result
+        } else {
+            py.detach(|| graph.run_stateful(&refs, &mut slots, None))
+        }
+        .map_err(to_py)?;
+        let d = PyDict::new(py);
+        for t in outputs {
+            let name = t.name.clone();
+            d.set_item(name, output_to_py(py, t)?)?;
+        }
+        Ok(d)
     }
 
     /// Views every named array; dict entries and keyword arguments may not name one input twice.
@@ -96,60 +169,29 @@ impl PyCompiledGraph {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let views = self.views(inputs, kwargs)?;
-        check_borrowed(py, self.graph.params())?;
-        // Inputs are read in place with the GIL released: pinned so that another thread cannot
-        // resize (reallocate) one until this call returns.
-        let _pins = views
-            .iter()
-            .filter_map(|(_, v)| v.as_ref())
-            .map(|v| pin(v.arr.as_any()))
-            .collect::<PyResult<Vec<_>>>()?;
-        let unknown = TensorRef {
-            data: HostData::F32(&[]),
-            shape: None,
-        };
-        let refs: Vec<(&str, TensorRef<'_>)> = views
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str(),
-                    v.as_ref()
-                        .map_or(unknown, |v| TensorRef::new(v.host_data(), &v.shape)),
-                )
-            })
-            .collect();
-        let graph = &self.graph;
-        let outputs = if self.interruptible(py)? {
-            // The calling thread polls for signals every 50 ms while a helper thread runs; a
-            // Ctrl-C stops the run at the next kernel boundary and surfaces as KeyboardInterrupt.
-            let mut interrupt: Option<PyErr> = None;
-            let result = py.detach(|| {
-                graph.run_polling(&refs, Duration::from_millis(50), &mut || {
-                    Python::attach(|py| match py.check_signals() {
-                        Ok(()) => false,
-                        Err(e) => {
-                            interrupt = Some(e);
-                            true
-                        }
-                    })
-                })
-            });
-            if let Some(e) = interrupt {
-                return Err(e);
-            }
-            result
-        } else {
-            py.detach(|| graph.run(&refs))
-        }
-        .map_err(to_py)?;
-        let d = PyDict::new(py);
-        for t in outputs {
-            let name = t.name.clone();
-            d.set_item(name, output_to_py(py, t)?)?;
-        }
-        Ok(d)
+        self.execute(py, views, Vec::new())
     }
 
+    /// Runs a graph with states (KV caches): `states` maps each state name to a writeable,
+    /// C-contiguous float32 array of its manifest shape, read and updated in place.
+    fn run_stateful<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: &Bound<'py, PyAny>,
+        states: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let views = self.views(Some(inputs), None)?;
+        let mut held = Vec::with_capacity(states.len());
+        for (k, v) in states.iter() {
+            let name: String = k
+                .cast::<PyString>()
+                .map_err(|_| BindingError::new_err("state names must be str"))?
+                .to_str()?
+                .to_string();
+            held.push((name.clone(), state_view(&name, &v)?));
+        }
+        self.execute(py, views, held)
+    }
     /// Binds one weight for every variant of the pipeline (see `ModelCompilePipeline.bind_params`).
     #[pyo3(signature = (name, array, copy = false))]
     fn set_param(&self, name: &str, array: &Bound<'_, PyAny>, copy: bool) -> PyResult<()> {
@@ -198,4 +240,54 @@ impl PyCompiledGraph {
             self.graph.device()
         )
     }
+}
+
+/// A state array borrowed for writing (numpy refuses a read-only array or one already
+/// borrowed by another run).
+fn state_view<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadwriteArrayDyn<'py, f32>> {
+    let arr = obj.cast::<PyArrayDyn<f32>>().map_err(|_| {
+        crate::errors::DTypeError::new_err(format!(
+            "state `{name}`: expected a float32 numpy.ndarray, got {}",
+            obj.get_type()
+        ))
+    })?;
+    arr.try_readwrite().map_err(|e| {
+        BindingError::new_err(format!(
+            "state `{name}` cannot be written: {e} (a read-only array, or one in use by another run)"
+        ))
+    })
+}
+
+/// States are written while inputs and other states are read: no two may share bytes.
+fn check_disjoint(
+    inputs: &[(&str, TensorRef<'_>)],
+    states: &[(&str, StateMut<'_>)],
+) -> PyResult<()> {
+    let span = |p: *const u8, bytes: usize| (p as usize, p as usize + bytes);
+    let mut spans: Vec<(&str, (usize, usize))> = inputs
+        .iter()
+        .map(|(n, t)| {
+            (
+                *n,
+                span(t.data.as_ptr(), t.data.len() * t.data.dtype().size()),
+            )
+        })
+        .collect();
+    for (name, s) in states {
+        let mine = match s {
+            StateMut::F32(d) => span(d.as_ptr().cast(), std::mem::size_of_val(*d)),
+            _ => continue,
+        };
+        if mine.0 == mine.1 {
+            continue;
+        }
+        if let Some((other, _)) = spans.iter().find(|(_, o)| o.0 < mine.1 && mine.0 < o.1) {
+            return Err(BindingError::new_err(format!(
+                "state `{name}` shares memory with `{other}`: a state is written in place and \
+                 must not overlap any input or other state"
+            )));
+        }
+        spans.push((name, mine));
+    }
+    Ok(())
 }

@@ -242,17 +242,15 @@ impl PyGraph {
         name: &str,
         shape: &Bound<'_, PyAny>,
         dtype: &Bound<'_, PyAny>,
-        param: bool,
+        kind: Leaf,
     ) -> PyResult<PyValue> {
-        let what = format!("{} `{name}`", if param { "param" } else { "input" });
+        let what = format!("{} `{name}`", kind.name());
         let shape: Shape = shape_from_py(&what, shape)?;
         let dtype: DType = dtype_from_py(dtype)?;
-        self.build(|b| {
-            if param {
-                b.param(name, dtype, shape)
-            } else {
-                b.input(name, dtype, shape)
-            }
+        self.build(|b| match kind {
+            Leaf::Input => b.input(name, dtype, shape),
+            Leaf::Param => b.param(name, dtype, shape),
+            Leaf::State => b.state(name, dtype, shape),
         })
     }
 }
@@ -298,7 +296,7 @@ impl PyGraph {
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyValue> {
         let f32 = "float32".into_pyobject(py)?.into_any();
-        self.leaf(name, shape, dtype.unwrap_or(&f32), false)
+        self.leaf(name, shape, dtype.unwrap_or(&f32), Leaf::Input)
     }
 
     /// A weight; its shape must be static.
@@ -311,7 +309,56 @@ impl PyGraph {
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyValue> {
         let f32 = "float32".into_pyobject(py)?.into_any();
-        self.leaf(name, shape, dtype.unwrap_or(&f32), true)
+        self.leaf(name, shape, dtype.unwrap_or(&f32), Leaf::Param)
+    }
+
+    /// State that outlives a run (a KV cache `[batch, kv_heads, ctx, head_dim]`): held by the
+    /// caller (`CompiledGraph.run_stateful`), updated in place by the one `cache_write` that
+    /// must take it.
+    #[pyo3(signature = (name, shape, dtype = None))]
+    fn state(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        shape: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyValue> {
+        let f32 = "float32".into_pyobject(py)?.into_any();
+        self.leaf(name, shape, dtype.unwrap_or(&f32), Leaf::State)
+    }
+
+    /// Writes `new` (`[batch, kv_heads, seq, head_dim]`) into the state `cache` at rows
+    /// `pos[b] ..` of each row `b` (`pos`: int64/int32 of batch or 1 values, read at run time);
+    /// returns the updated cache.
+    fn cache_write(&self, cache: &PyValue, new: &PyValue, pos: &PyValue) -> PyResult<PyValue> {
+        let (c, n, p) = (self.id_of(cache)?, self.id_of(new)?, self.id_of(pos)?);
+        self.build(|g| g.cache_write(c, n, p))
+    }
+
+    /// Causal attention of `q` (`[batch, heads, seq, head_dim]`) over the caches `k`, `v`:
+    /// query `i` of row `b` sits at position `pos[b] + i` and sees keys `0 ..= pos[b] + i`.
+    #[pyo3(signature = (q, k, v, pos, scale = None))]
+    fn kv_attention(
+        &self,
+        q: &PyValue,
+        k: &PyValue,
+        v: &PyValue,
+        pos: &PyValue,
+        scale: Option<F32>,
+    ) -> PyResult<PyValue> {
+        let (q, k, v, p) = (
+            self.id_of(q)?,
+            self.id_of(k)?,
+            self.id_of(v)?,
+            self.id_of(pos)?,
+        );
+        self.build(|g| g.kv_attention(q, k, v, p, scale.map(|s| s.0)))
+    }
+
+    /// `silu(x[..., :n]) * x[..., n:]` over a last axis of `2n` (SwiGLU's gate).
+    fn swiglu(&self, x: &PyValue) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        self.build(|g| g.swiglu(x))
     }
 
     /// `x @ w (+ b)` with an optional activation ("gelu", "relu", ...); `w` is `[in, out]`, or
@@ -693,6 +740,11 @@ impl PyGraph {
     }
 
     #[getter]
+    fn states(&self) -> Vec<String> {
+        self.lock().states().map(|(n, _)| n.to_string()).collect()
+    }
+
+    #[getter]
     fn outputs(&self) -> Vec<String> {
         self.lock().outputs.iter().map(|o| o.name.clone()).collect()
     }
@@ -724,5 +776,23 @@ impl PyGraph {
             m.len(),
             m.outputs.len()
         )
+    }
+}
+
+/// The kinds of named leaf a Python graph declares.
+#[derive(Clone, Copy)]
+enum Leaf {
+    Input,
+    Param,
+    State,
+}
+
+impl Leaf {
+    fn name(self) -> &'static str {
+        match self {
+            Leaf::Input => "input",
+            Leaf::Param => "param",
+            Leaf::State => "state",
+        }
     }
 }

@@ -95,6 +95,12 @@ impl PyBindingManifest {
         entries(py, &self.inner.outputs)
     }
 
+    /// Run-spanning state (KV caches) a session holds and each run updates in place.
+    #[getter]
+    fn states<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        entries(py, &self.inner.states)
+    }
+
     /// Bytes of the parameter block with every param at its aligned offset.
     #[getter]
     fn param_block_bytes(&self) -> usize {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rlx_ir::LirModule;
 
-use crate::{CompileOptions, Device, HostData, ParamData, Result, TensorData};
+use crate::{CompileOptions, Device, HostData, ParamData, Result, StateMut, TensorData};
 
 /// Asked between kernels whether a run should stop early (for example on Ctrl-C); returning
 /// `true` makes the run end with `Error::Cancelled`.
@@ -17,12 +17,14 @@ pub type StopCheck<'a> = &'a (dyn Fn() -> bool + Sync);
 /// count, dtype and size of every input and param against that module before a kernel reads
 /// them.
 pub trait Executable: Send + Sync {
-    /// Runs with inputs and params in manifest order (`CompiledGraph` checks names and shapes
-    /// first, for better messages); returns the outputs in manifest order.
+    /// Runs with inputs, params and states in manifest order (`CompiledGraph` checks names and
+    /// shapes first, for better messages); returns the outputs in manifest order. States (KV
+    /// caches) are read and updated in place.
     fn execute(
         &self,
         inputs: &[HostData<'_>],
         params: &[Arc<ParamData>],
+        states: &mut [StateMut<'_>],
         stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>>;
 

@@ -7,7 +7,9 @@ use rlx_ir::{BindingManifest, DimBinding, LirModule};
 
 use crate::error::fail;
 use crate::names::hint;
-use crate::{Device, Executable, HostData, ParamStore, Result, StopCheck, Tensor, TensorRef};
+use crate::{
+    Device, Executable, HostData, ParamStore, Result, StateMut, StopCheck, Tensor, TensorRef,
+};
 
 pub struct CompiledGraph {
     lir: Arc<LirModule>,
@@ -168,10 +170,22 @@ impl CompiledGraph {
         inputs: &[(&str, TensorRef<'_>)],
         stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<Tensor>> {
+        self.run_stateful(inputs, &mut [], stop)
+    }
+
+    /// Runs a graph with states (KV caches): `states` are read and updated in place, one per
+    /// manifest state, by name. Stateless graphs take an empty list.
+    pub fn run_stateful(
+        &self,
+        inputs: &[(&str, TensorRef<'_>)],
+        states: &mut [(&str, StateMut<'_>)],
+        stop: Option<StopCheck<'_>>,
+    ) -> Result<Vec<Tensor>> {
         let ordered = self.order_inputs(inputs)?;
+        let mut states = self.order_states(states)?;
         let params = self.params.snapshot()?;
         let started = std::time::Instant::now();
-        let data = self.exec.execute(&ordered, &params, stop)?;
+        let data = self.exec.execute(&ordered, &params, &mut states, stop)?;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_run_ns
             .store(took.max(1), std::sync::atomic::Ordering::Relaxed);
@@ -189,13 +203,14 @@ impl CompiledGraph {
             .collect())
     }
 
-    /// As [`Self::run`], but the run happens on a helper thread while the calling thread calls
-    /// `poll` every `every`; when `poll` returns true the run stops at the next kernel boundary
-    /// and this returns `Error::Cancelled`. For callers that must stay responsive (Python's
-    /// Ctrl-C), at the price of one thread start per call.
+    /// As [`Self::run_stateful`], but the run happens on a helper thread while the calling
+    /// thread calls `poll` every `every`; when `poll` returns true the run stops at the next
+    /// kernel boundary and this returns `Error::Cancelled`. For callers that must stay
+    /// responsive (Python's Ctrl-C), at the price of one thread start per call.
     pub fn run_polling(
         &self,
         inputs: &[(&str, TensorRef<'_>)],
+        states: &mut [(&str, StateMut<'_>)],
         every: std::time::Duration,
         poll: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Tensor>> {
@@ -205,7 +220,7 @@ impl CompiledGraph {
         std::thread::scope(|s| {
             let check = &check;
             s.spawn(move || {
-                let _ = tx.send(self.run_until(inputs, Some(check)));
+                let _ = tx.send(self.run_stateful(inputs, states, Some(check)));
             });
             loop {
                 match rx.recv_timeout(every) {
@@ -223,6 +238,60 @@ impl CompiledGraph {
                 }
             }
         })
+    }
+
+    /// Matches states to the manifest by name, checking dtype and size.
+    fn order_states<'a>(&self, given: &'a mut [(&str, StateMut<'_>)]) -> Result<Vec<StateMut<'a>>> {
+        let expected = &self.manifest.states;
+        let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+        if let Some((n, _)) = given.iter().find(|(n, _)| !names.contains(n)) {
+            fail!(
+                Binding,
+                "unknown state `{n}`{}; this graph's states are {names:?}",
+                hint(n, names.iter().copied())
+            );
+        }
+        let mut slots: Vec<Option<StateMut<'a>>> = (0..expected.len()).map(|_| None).collect();
+        for (name, data) in given.iter_mut() {
+            let i = names.iter().position(|n| n == name).expect("checked above");
+            let e = &expected[i];
+            let numel = e
+                .shape
+                .as_static()
+                .map_or(0, |s| s.iter().product::<usize>());
+            if data.dtype() != e.dtype || data.len() != numel {
+                fail!(
+                    Shape,
+                    "state `{name}`: this variant reads {numel} {} elements {}, got {} {}",
+                    e.dtype,
+                    e.shape,
+                    data.len(),
+                    data.dtype()
+                );
+            }
+            let view: StateMut<'a> = match data {
+                StateMut::F32(d) => StateMut::F32(d),
+                StateMut::I64(d) => StateMut::I64(d),
+                StateMut::I32(d) => StateMut::I32(d),
+                StateMut::Bool(d) => StateMut::Bool(d),
+            };
+            if slots[i].replace(view).is_some() {
+                fail!(Binding, "state `{name}` given more than once");
+            }
+        }
+        let missing: Vec<&str> = names
+            .iter()
+            .zip(&slots)
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            fail!(
+                Binding,
+                "missing state(s) {missing:?}: a graph with KV caches runs with its session's states"
+            );
+        }
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// Matches inputs to the manifest, checking names, dtypes and shapes; all problems with

@@ -31,7 +31,7 @@ pub use options::CompileOptions;
 pub use params::{ParamData, ParamStore, PreparedParam};
 pub use registry::{backend_for, register_backend};
 pub use rlx_ir::TensorData;
-pub use tensor::{HostData, Tensor, TensorRef};
+pub use tensor::{HostData, StateMut, Tensor, TensorRef};
 
 pub use rlx_ir as ir;
 pub use rlx_opt as opt;

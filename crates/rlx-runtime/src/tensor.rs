@@ -44,6 +44,59 @@ impl HostData<'_> {
     }
 }
 
+/// Element data of one state (a KV cache), read and updated in place by a run.
+#[derive(Debug)]
+pub enum StateMut<'a> {
+    F32(&'a mut [f32]),
+    I64(&'a mut [i64]),
+    I32(&'a mut [i32]),
+    Bool(&'a mut [bool]),
+}
+
+impl StateMut<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            StateMut::F32(_) => DType::F32,
+            StateMut::I64(_) => DType::I64,
+            StateMut::I32(_) => DType::I32,
+            StateMut::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            StateMut::F32(d) => d.len(),
+            StateMut::I64(d) => d.len(),
+            StateMut::I32(d) => d.len(),
+            StateMut::Bool(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        match self {
+            StateMut::F32(d) => d.as_mut_ptr().cast(),
+            StateMut::I64(d) => d.as_mut_ptr().cast(),
+            StateMut::I32(d) => d.as_mut_ptr().cast(),
+            StateMut::Bool(d) => d.as_mut_ptr().cast(),
+        }
+    }
+}
+
+impl<'a> From<&'a mut TensorData> for StateMut<'a> {
+    fn from(d: &'a mut TensorData) -> Self {
+        match d {
+            TensorData::F32(v) => StateMut::F32(v),
+            TensorData::I64(v) => StateMut::I64(v),
+            TensorData::I32(v) => StateMut::I32(v),
+            TensorData::Bool(v) => StateMut::Bool(v),
+        }
+    }
+}
+
 /// An input read in place: data plus, optionally, the shape the caller claims for it.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorRef<'a> {

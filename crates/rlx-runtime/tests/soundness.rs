@@ -94,7 +94,7 @@ fn an_executable_refuses_arguments_of_other_sizes_or_dtypes() {
     let exec = compile(specialized(&pipe, 4)).unwrap();
     let params = pipe.params().unwrap().snapshot().unwrap();
     let x = weights(5, 4 * 16);
-    exec.execute(&[HostData::F32(&x)], &params, None)
+    exec.execute(&[HostData::F32(&x)], &params, &mut [], None)
         .expect("matching arguments run");
 
     let short = &x[..16];
@@ -120,7 +120,7 @@ fn an_executable_refuses_arguments_of_other_sizes_or_dtypes() {
         ),
     ];
     for (what, inputs, params) in cases {
-        match exec.execute(&inputs, &params, None) {
+        match exec.execute(&inputs, &params, &mut [], None) {
             Err(Error::Binding(msg)) => assert!(!msg.is_empty(), "{what}"),
             other => panic!("{what}: {:?}", other.map(|_| "ran")),
         }

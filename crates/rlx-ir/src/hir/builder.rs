@@ -60,6 +60,18 @@ impl<'m> HirMut<'m> {
         )
     }
 
+    /// State that outlives a run (a KV cache), held by the caller's session and updated in
+    /// place by the one [`Self::cache_write`] that must take it.
+    pub fn state(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
+        self.leaf(
+            Op::State {
+                name: name.to_string(),
+            },
+            dtype,
+            shape,
+        )
+    }
+
     /// A constant tensor of static `shape`.
     pub fn constant(&mut self, shape: &[usize], data: TensorData) -> Result<ValueId> {
         let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
@@ -84,7 +96,7 @@ impl<'m> HirMut<'m> {
     }
 
     fn leaf(&mut self, op: Op, dtype: DType, shape: Shape) -> Result<ValueId> {
-        let (Op::Input { name } | Op::Param { name }) = &op else {
+        let (Op::Input { name } | Op::Param { name } | Op::State { name }) = &op else {
             unreachable!("named leaf op")
         };
         crate::ensure!(
@@ -103,6 +115,7 @@ impl<'m> HirMut<'m> {
             .m
             .inputs()
             .chain(self.m.params())
+            .chain(self.m.states())
             .find(|(n, _)| n == name)
         {
             crate::bail!(Graph, "name `{name}` is already used by {v}");
@@ -229,6 +242,34 @@ impl<'m> HirMut<'m> {
     /// `offset[b] + s` (see [`ComputeOp::Rotary`]).
     pub fn rotary(&mut self, x: ValueId, offset: ValueId, theta: f32) -> Result<ValueId> {
         self.compute(ComputeOp::Rotary { theta }, vec![x, offset])
+    }
+
+    /// Writes `new` into the KV cache `cache` (a state) at rows `pos[b] ..`; returns the
+    /// updated cache (see [`ComputeOp::CacheWrite`]).
+    pub fn cache_write(&mut self, cache: ValueId, new: ValueId, pos: ValueId) -> Result<ValueId> {
+        self.compute(ComputeOp::CacheWrite, vec![cache, new, pos])
+    }
+
+    /// Causal attention of `q` over the valid prefix of the caches `k`, `v` at run-time
+    /// positions `pos` (see [`ComputeOp::KvAttention`]); scale `1/sqrt(dim)` by default.
+    pub fn kv_attention(
+        &mut self,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        pos: ValueId,
+        scale: Option<f32>,
+    ) -> Result<ValueId> {
+        let scale = match scale {
+            Some(s) => s,
+            None => default_scale(&self.ty(q)?.shape),
+        };
+        self.compute(ComputeOp::KvAttention { scale }, vec![q, k, v, pos])
+    }
+
+    /// `silu(x[..., :n]) * x[..., n:]` (see [`ComputeOp::SwiGlu`]).
+    pub fn swiglu(&mut self, x: ValueId) -> Result<ValueId> {
+        self.compute(ComputeOp::SwiGlu, vec![x])
     }
 
     /// Reduces over `axes` (all axes when empty).
@@ -369,17 +410,7 @@ impl<'m> HirMut<'m> {
     ) -> Result<ValueId> {
         let scale = match scale {
             Some(s) => s,
-            None => {
-                let d = self
-                    .ty(q)?
-                    .shape
-                    .0
-                    .get(3)
-                    .and_then(Dim::as_const)
-                    .unwrap_or(1)
-                    .max(1);
-                1.0 / (d as f32).sqrt()
-            }
+            None => default_scale(&self.ty(q)?.shape),
         };
         let mut ins = vec![q, k, v];
         ins.extend(mask);
@@ -402,4 +433,10 @@ impl<'m> HirMut<'m> {
     pub fn set_outputs(&mut self, outputs: Vec<(String, ValueId)>) -> Result<()> {
         self.m.set_outputs(outputs)
     }
+}
+
+/// Attention's default scale, `1/sqrt(head dim)`, from `q = [batch, heads, seq, dim]`.
+fn default_scale(q: &Shape) -> f32 {
+    let d = q.0.get(3).and_then(Dim::as_const).unwrap_or(1).max(1);
+    1.0 / (d as f32).sqrt()
 }

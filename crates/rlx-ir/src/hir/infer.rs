@@ -12,7 +12,7 @@ pub fn infer_type(m: &HirModule, op: &Op, inputs: &[ValueId]) -> Result<TensorTy
         .map(|v| m.ty(*v))
         .collect::<Result<Vec<_>>>()?;
     match op {
-        Op::Input { .. } | Op::Param { .. } | Op::Constant(_) => {
+        Op::Input { .. } | Op::Param { .. } | Op::State { .. } | Op::Constant(_) => {
             crate::bail!(
                 Graph,
                 "{} is a leaf: its type is given, not inferred",
@@ -113,43 +113,6 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
             );
             norm_check(name, &tys[0].shape, &tys[1..])?;
             Ok(tys[0].clone())
-        }
-        ComputeOp::Rotary { theta } => {
-            arity(name, tys, 2, 2)?;
-            let (x, offset) = (tys[0], tys[1]);
-            crate::ensure!(
-                x.dtype == DType::F32 && x.shape.rank() == 4,
-                Shape,
-                "{name}: x must be f32 [batch, heads, seq, dim], got {} {}",
-                x.dtype,
-                x.shape
-            );
-            crate::ensure!(
-                x.shape.0[3].as_const().is_none_or(|d| d % 2 == 0),
-                Shape,
-                "{name}: the head dim {} must be even",
-                x.shape.0[3]
-            );
-            crate::ensure!(
-                matches!(offset.dtype, DType::I64 | DType::I32) && offset.shape.rank() == 1,
-                DType,
-                "{name}: offset must be a 1-D i64 or i32 tensor of batch or 1 values, got {} {}",
-                offset.dtype,
-                offset.shape
-            );
-            let n = &offset.shape.0[0];
-            crate::ensure!(
-                n.as_const() == Some(1) || *n == x.shape.0[0] || !n.is_const(),
-                Shape,
-                "{name}: offset has {n} values for a batch of {}",
-                x.shape.0[0]
-            );
-            crate::ensure!(
-                theta.is_finite() && *theta > 1.0,
-                Graph,
-                "{name}: theta {theta} must be finite and > 1"
-            );
-            Ok(x.clone())
         }
         ComputeOp::Reduce {
             op: r,
@@ -279,6 +242,10 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
             );
             attention_shape(tys).map(|s| TensorType::new(DType::F32, s))
         }
+        ComputeOp::Rotary { .. }
+        | ComputeOp::CacheWrite
+        | ComputeOp::KvAttention { .. }
+        | ComputeOp::SwiGlu => super::infer_decoder::infer(op, tys),
         ComputeOp::Elementwise { .. }
         | ComputeOp::AddLayerNorm { .. }
         | ComputeOp::ScaledSoftmax { .. }
@@ -287,7 +254,7 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
     }
 }
 
-fn arity(name: &str, tys: &[&TensorType], lo: usize, hi: usize) -> Result<()> {
+pub(super) fn arity(name: &str, tys: &[&TensorType], lo: usize, hi: usize) -> Result<()> {
     crate::ensure!(
         (lo..=hi).contains(&tys.len()),
         Graph,

@@ -5,6 +5,7 @@
 
 mod builder;
 mod infer;
+mod infer_decoder;
 mod infer_fused;
 mod print;
 mod verify;
@@ -46,6 +47,11 @@ pub enum Op {
     Param {
         name: String,
     },
+    /// Memory that outlives a run (a decoder's KV cache): owned by the caller's session, read
+    /// and updated in place by the one `cache_write` that takes it. Never folded or merged.
+    State {
+        name: String,
+    },
     /// A small tensor baked into the graph.
     Constant(Arc<Constant>),
     /// Same elements, another shape: free at run time.
@@ -61,6 +67,7 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Param { .. } => "param",
+            Op::State { .. } => "state",
             Op::Constant(_) => "constant",
             Op::Reshape { .. } => "reshape",
             Op::Compute(c) => c.name(),
@@ -69,7 +76,10 @@ impl Op {
 
     /// Leaves carry their type; everything else has it inferred.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Param { .. } | Op::Constant(_))
+        matches!(
+            self,
+            Op::Input { .. } | Op::Param { .. } | Op::State { .. } | Op::Constant(_)
+        )
     }
 
     pub fn compute(&self) -> Option<&ComputeOp> {
@@ -210,13 +220,20 @@ impl HirModule {
         self.leaves(|op| matches!(op, Op::Param { .. }))
     }
 
+    /// States in definition order: `(name, value)`.
+    pub fn states(&self) -> impl Iterator<Item = (&str, ValueId)> {
+        self.leaves(|op| matches!(op, Op::State { .. }))
+    }
+
     fn leaves(&self, keep: fn(&Op) -> bool) -> impl Iterator<Item = (&str, ValueId)> {
         self.nodes
             .iter()
             .enumerate()
             .filter(move |(_, n)| keep(&n.op))
             .filter_map(|(i, n)| match &n.op {
-                Op::Input { name } | Op::Param { name } => Some((name.as_str(), ValueId(i as u32))),
+                Op::Input { name } | Op::Param { name } | Op::State { name } => {
+                    Some((name.as_str(), ValueId(i as u32)))
+                }
                 _ => None,
             })
     }

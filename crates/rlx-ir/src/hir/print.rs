@@ -19,7 +19,9 @@ impl fmt::Display for HirModule {
         for (i, n) in self.nodes.iter().enumerate() {
             write!(f, "  %{i} = {}", n.op.name())?;
             match &n.op {
-                Op::Input { name } | Op::Param { name } => write!(f, " \"{name}\"")?,
+                Op::Input { name } | Op::Param { name } | Op::State { name } => {
+                    write!(f, " \"{name}\"")?
+                }
                 Op::Constant(c) => {
                     let shown: Vec<String> = (0..c.data.len().min(8))
                         .map(|i| c.data.fmt_elem(i))

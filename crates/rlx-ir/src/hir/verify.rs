@@ -25,7 +25,7 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
             }
         }
         match &node.op {
-            Op::Input { name } | Op::Param { name } => {
+            Op::Input { name } | Op::Param { name } | Op::State { name } => {
                 if !leaf_names.insert(name.as_str()) {
                     problems.push(format!(
                         "{at}: name `{name}` is used by more than one input/param"
@@ -63,6 +63,7 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
             },
         }
     }
+    verify_states(m, &mut problems);
     if m.outputs.is_empty() {
         problems.push("module has no outputs".to_string());
     }
@@ -85,5 +86,45 @@ pub(super) fn verify(m: &HirModule) -> Result<()> {
             what: "HIR",
             problems,
         })
+    }
+}
+
+/// A state is updated in place, so its old contents must have exactly one reader, the
+/// `cache_write` that overwrites part of it; and a `cache_write` only writes into a state.
+fn verify_states(m: &HirModule, problems: &mut Vec<String>) {
+    use crate::ComputeOp;
+    let mut users = vec![0usize; m.nodes.len()];
+    for (i, node) in m.nodes.iter().enumerate() {
+        for (k, v) in node.inputs.iter().enumerate() {
+            if v.index() >= m.nodes.len() {
+                continue;
+            }
+            let is_state = matches!(m.nodes[v.index()].op, Op::State { .. });
+            let writes = matches!(node.op, Op::Compute(ComputeOp::CacheWrite)) && k == 0;
+            if is_state {
+                users[v.index()] += 1;
+                if !writes {
+                    problems.push(format!(
+                        "%{i} ({}): reads state {v} directly; only a cache_write may take a \
+                         state (as its first operand)",
+                        node.op.name()
+                    ));
+                }
+            } else if writes {
+                problems.push(format!(
+                    "%{i} (cache_write): writes into {v}, which is not a state"
+                ));
+            }
+        }
+    }
+    for (i, node) in m.nodes.iter().enumerate() {
+        if let Op::State { name } = &node.op
+            && users[i] > 1
+        {
+            problems.push(format!(
+                "state `{name}` is written by {} cache_writes; one per run is allowed",
+                users[i]
+            ));
+        }
     }
 }

@@ -43,6 +43,9 @@ pub enum BufferKind {
     Output,
     /// Baked-in data of the module (`LirModule::constants`).
     Const,
+    /// Memory of the caller's session that outlives the run (a KV cache): holds its previous
+    /// contents on entry, updated in place by the one `cache_write` kernel that writes it.
+    State,
     /// Same bytes as another buffer, another shape (reshape costs nothing).
     View { of: BufferId },
 }
@@ -126,6 +129,8 @@ pub struct LirModule {
     pub inputs: Vec<IoSlot>,
     pub params: Vec<IoSlot>,
     pub outputs: Vec<IoSlot>,
+    /// Run-spanning state (KV caches), read and written in place.
+    pub states: Vec<IoSlot>,
     pub constants: Vec<(BufferId, Arc<Constant>)>,
     /// Relations between sizes that only a binding can decide.
     pub checks: Vec<DimCheck>,

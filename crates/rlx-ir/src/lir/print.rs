@@ -25,6 +25,7 @@ impl fmt::Display for LirModule {
                 BufferKind::Input => write!(f, " input \"{}\"", slot_name(&self.inputs))?,
                 BufferKind::Param => write!(f, " param \"{}\"", slot_name(&self.params))?,
                 BufferKind::Output => write!(f, " output \"{}\"", slot_name(&self.outputs))?,
+                BufferKind::State => write!(f, " state \"{}\"", slot_name(&self.states))?,
                 BufferKind::Temp => f.write_str(" temp")?,
                 BufferKind::Const => f.write_str(" const")?,
                 BufferKind::View { of } => write!(f, " view {of}")?,

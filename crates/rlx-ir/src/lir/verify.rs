@@ -7,9 +7,13 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
     let mut problems = Vec::new();
     let n = m.buffers.len();
     let mut written = vec![false; n];
+    // The kernel that updates each state buffer in place.
+    let mut state_writer: Vec<Option<usize>> = vec![None; n];
     for (i, b) in m.buffers.iter().enumerate() {
         match b.kind {
-            BufferKind::Input | BufferKind::Param | BufferKind::Const => written[i] = true,
+            BufferKind::Input | BufferKind::Param | BufferKind::Const | BufferKind::State => {
+                written[i] = true
+            }
             BufferKind::View { of } if of.index() >= i => problems.push(format!(
                 "b{i}: view of {of}, which is not an earlier buffer"
             )),
@@ -39,7 +43,17 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
                     problems.push(format!("{at}: {out} is written twice"));
                 }
             }
+            BufferKind::State => check_state_write(m, k, &mut state_writer, &mut problems),
             kind => problems.push(format!("{at}: writes {out} of kind {kind:?}")),
+        }
+        // A state's old contents are read only by the kernel that updates it in place.
+        for b in &kernel.inputs {
+            let r = m.root(*b);
+            if m.buffer(r).kind == BufferKind::State
+                && state_writer[r.index()].is_none_or(|w| w > k)
+            {
+                problems.push(format!("{at}: reads state {b} before its cache_write"));
+            }
         }
     }
     for slot in &m.outputs {
@@ -64,6 +78,30 @@ pub(super) fn verify(m: &LirModule) -> Result<()> {
             what: "LIR",
             problems,
         })
+    }
+}
+
+/// Kernel `k` writes a state buffer: only a `cache_write` whose first operand is that same
+/// buffer may, once per run.
+fn check_state_write(
+    m: &LirModule,
+    k: usize,
+    state_writer: &mut [Option<usize>],
+    problems: &mut Vec<String>,
+) {
+    let kernel = &m.kernels[k];
+    let out = kernel.output;
+    let in_place = matches!(kernel.op, KernelOp::Compute(crate::ComputeOp::CacheWrite))
+        && kernel.inputs.first() == Some(&out);
+    if !in_place {
+        problems.push(format!(
+            "kernel {k} ({}): writes state {out}, which only a cache_write of that state may",
+            kernel.op.name()
+        ));
+    } else if state_writer[out.index()].replace(k).is_some() {
+        problems.push(format!(
+            "kernel {k} (cache_write): state {out} is written twice"
+        ));
     }
 }
 
@@ -143,6 +181,7 @@ fn verify_types(m: &LirModule, problems: &mut Vec<String>) {
         (&m.inputs, BufferKind::Input),
         (&m.params, BufferKind::Param),
         (&m.outputs, BufferKind::Output),
+        (&m.states, BufferKind::State),
     ];
     for (list, kind) in slots {
         for slot in list.iter() {

@@ -1,5 +1,5 @@
 //! Common subexpression elimination: two compute ops (or reshapes, or constants) with the same
-//! op, attributes and operands become one. Inputs and params are never merged.
+//! op, attributes and operands become one. Inputs, params, states and cache writes are never merged.
 
 use std::collections::HashMap;
 
@@ -18,7 +18,13 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             *v = alias.resolve(*v);
         }
         let node = &m.nodes[i];
-        if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+        if matches!(
+            node.op,
+            Op::Input { .. }
+                | Op::Param { .. }
+                | Op::State { .. }
+                | Op::Compute(rlx_ir::ComputeOp::CacheWrite)
+        ) {
             continue;
         }
         // The Debug form spells out op, attributes (constants included), operands and type.

@@ -1,5 +1,6 @@
-//! Dead code elimination: drops ops whose values reach no output. Inputs and params stay, since
-//! they are the module's interface (the manifest must not change with the optimizer).
+//! Dead code elimination: drops ops whose values reach no output. Inputs, params and states
+//! stay, since they are the module's interface (the manifest must not change with the
+//! optimizer), and so do cache writes, whose effect is on their state.
 
 use rlx_ir::hir::{Node, Op, Output, ValueId};
 use rlx_ir::{HirModule, Result};
@@ -11,7 +12,14 @@ pub fn run(m: HirModule, _log: &mut super::PassLog) -> Result<HirModule> {
     }
     // Operands are always earlier nodes, so one reverse sweep finds every live node.
     for i in (0..m.nodes.len()).rev() {
-        if live[i] || matches!(m.nodes[i].op, Op::Input { .. } | Op::Param { .. }) {
+        let kept = matches!(
+            m.nodes[i].op,
+            Op::Input { .. }
+                | Op::Param { .. }
+                | Op::State { .. }
+                | Op::Compute(rlx_ir::ComputeOp::CacheWrite)
+        );
+        if live[i] || kept {
             live[i] = true;
             for v in &m.nodes[i].inputs {
                 live[v.index()] = true;

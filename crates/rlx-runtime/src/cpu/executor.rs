@@ -15,10 +15,10 @@ use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pac
 use super::gemm::PackedB;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, elementwise, gemm, layout, norm, reduce, rotary};
+use super::{attention, decoder, elementwise, gemm, layout, norm, reduce, rotary};
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
-use crate::{Error, Executable, HostData, ParamData, Result, StopCheck, TensorData};
+use crate::{Error, Executable, HostData, ParamData, Result, StateMut, StopCheck, TensorData};
 
 /// Where a buffer's bytes live during a run.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,7 @@ pub(super) enum Place {
     Arena(usize),
     Output(usize),
     Const(usize),
+    State(usize),
 }
 
 pub struct CpuExecutable {
@@ -94,6 +95,7 @@ impl CpuExecutable {
                 BufferKind::Input => slot(&lir.inputs).map(Place::Input),
                 BufferKind::Param => slot(&lir.params).map(Place::Param),
                 BufferKind::Output => slot(&lir.outputs).map(Place::Output),
+                BufferKind::State => slot(&lir.states).map(Place::State),
                 BufferKind::Temp => plan.offsets[root.index()].map(Place::Arena),
                 BufferKind::Const => lir
                     .constants
@@ -196,7 +198,8 @@ impl CpuExecutable {
             })
             .collect();
         let out_shape = self.shapes[k.output.index()].as_slice();
-        // SAFETY: the schedule was verified; a kernel's output is a fresh Temp/Output whose
+        // SAFETY: the schedule was verified; a kernel's output is a fresh Temp/Output (or, for a
+        // cache write, its state, of which it reads nothing else) whose
         // memory overlaps nothing it reads (arena plan; the in-place exceptions are fused
         // kernels, which `executor_fused.rs` runs through raw pointers), and every buffer holds
         // `numel` elements of its dtype, which is the `T` each arm reads it as (shape inference).
@@ -360,6 +363,37 @@ impl CpuExecutable {
                         f32_out(),
                     )?
                 }
+                ComputeOp::CacheWrite => {
+                    // The output is the state itself (input 0): only the new rows are read.
+                    let pos = self.int_operand(addrs, ins[2].0, "cache positions")?;
+                    decoder::cache_write(f32_out(), out_shape[2], f32_in(1), ins[1].1, &pos)?
+                }
+                ComputeOp::KvAttention { scale } => {
+                    let (q, kk, v) = (ins[0].1, ins[1].1, ins[2].1);
+                    let spec = decoder::KvSpec {
+                        batch: q[0],
+                        heads: q[1],
+                        kv_heads: kk[1],
+                        seq: q[2],
+                        ctx: kk[2],
+                        d: q[3],
+                        dv: v[3],
+                        scale: *scale,
+                    };
+                    let pos = self.int_operand(addrs, ins[3].0, "attention positions")?;
+                    decoder::kv_attention(
+                        self.isa,
+                        f32_in(0),
+                        f32_in(1),
+                        f32_in(2),
+                        &pos,
+                        &spec,
+                        f32_out(),
+                    )?
+                }
+                ComputeOp::SwiGlu => {
+                    decoder::swiglu(self.isa, f32_in(0), last(out_shape), f32_out())
+                }
                 ComputeOp::ScaledSoftmax { .. }
                 | ComputeOp::Elementwise { .. }
                 | ComputeOp::AddLayerNorm { .. }
@@ -441,8 +475,37 @@ fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
 impl CpuExecutable {
     /// Kernels read inputs and params with this module's sizes: anything else is refused here,
     /// whoever the caller is.
-    fn check_args(&self, inputs: &[HostData<'_>], params: &[Arc<ParamData>]) -> Result<()> {
+    fn check_args(
+        &self,
+        inputs: &[HostData<'_>],
+        params: &[Arc<ParamData>],
+        states: &[StateMut<'_>],
+    ) -> Result<()> {
         let lir = &self.lir;
+        if states.len() != lir.states.len() {
+            fail!(
+                Binding,
+                "`{}` takes {} states, got {}",
+                lir.name,
+                lir.states.len(),
+                states.len()
+            );
+        }
+        for (slot, x) in lir.states.iter().zip(states) {
+            let (dtype, n) = (
+                lir.buffer(slot.buffer).ty.dtype,
+                self.numel[slot.buffer.index()],
+            );
+            if x.dtype() != dtype || x.len() != n {
+                fail!(
+                    Binding,
+                    "state `{}`: got {} {} elements, this variant reads {n} {dtype}",
+                    slot.name,
+                    x.len(),
+                    x.dtype()
+                );
+            }
+        }
         if inputs.len() != lir.inputs.len() || params.len() != lir.params.len() {
             fail!(
                 Binding,
@@ -508,9 +571,10 @@ impl Executable for CpuExecutable {
         &self,
         inputs: &[HostData<'_>],
         params: &[Arc<ParamData>],
+        states: &mut [StateMut<'_>],
         stop: Option<StopCheck<'_>>,
     ) -> Result<Vec<TensorData>> {
-        self.check_args(inputs, params)?;
+        self.check_args(inputs, params, states)?;
         let mut outputs = Vec::with_capacity(self.lir.outputs.len());
         for slot in &self.lir.outputs {
             let (dtype, n) = (
@@ -532,6 +596,7 @@ impl Executable for CpuExecutable {
             .iter()
             .map(|e| self.pack(e, &params[e.param]))
             .collect::<Result<Vec<_>>>()?;
+        let state_ptrs: Vec<*mut u8> = states.iter_mut().map(|s| s.as_mut_ptr()).collect();
         let addrs = Addrs(
             self.places
                 .iter()
@@ -542,6 +607,7 @@ impl Executable for CpuExecutable {
                     Place::Arena(off) => unsafe { base.add(off) },
                     Place::Output(i) => outputs[i].as_mut_ptr(),
                     Place::Const(i) => self.lir.constants[i].1.data.as_ptr() as *mut u8,
+                    Place::State(i) => state_ptrs[i],
                 })
                 .collect(),
             packed,

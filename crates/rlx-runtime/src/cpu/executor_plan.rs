@@ -72,7 +72,11 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
             | KernelOp::Compute(ComputeOp::LinearGroup { .. }) => {
                 shapes[k.inputs[0].index()].last().copied().unwrap_or(1)
             }
-            KernelOp::Compute(ComputeOp::Attention { .. } | ComputeOp::AttentionPacked { .. }) => {
+            KernelOp::Compute(
+                ComputeOp::Attention { .. }
+                | ComputeOp::AttentionPacked { .. }
+                | ComputeOp::KvAttention { .. },
+            ) => {
                 // Scores and mix: about 2 * keys * head_dim per output element.
                 let kshape = &shapes[k.inputs[1].index()];
                 2 * kshape
@@ -151,10 +155,12 @@ pub(super) fn scratch_bytes(
         let shape = |i: usize| shapes[k.inputs[i].index()].as_slice();
         let last = |s: &[usize]| s.last().copied().unwrap_or(1);
         match op {
-            ComputeOp::Attention { .. } | ComputeOp::AttentionPacked { .. } => {
+            ComputeOp::Attention { .. }
+            | ComputeOp::AttentionPacked { .. }
+            | ComputeOp::KvAttention { .. } => {
                 let (q, kk) = (shape(0), shape(1));
                 let (batch, sk) = (q[0], kk[kk.len() - 2]);
-                let heads_x_d = if matches!(op, ComputeOp::Attention { .. }) {
+                let heads_x_d = if !matches!(op, ComputeOp::AttentionPacked { .. }) {
                     q[1] * q[3]
                 } else {
                     last(shape(0))

@@ -2,6 +2,7 @@
 
 mod arena;
 mod attention;
+mod decoder;
 mod elementwise;
 mod executor;
 mod executor_fused;

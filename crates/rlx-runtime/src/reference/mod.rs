@@ -86,6 +86,18 @@ pub fn evaluate(
     inputs: &[(&str, TensorRef<'_>)],
     params: &[(&str, TensorRef<'_>)],
 ) -> Result<Vec<Tensor>> {
+    evaluate_stateful(hir, binding, inputs, params, &[]).map(|(outputs, _)| outputs)
+}
+
+/// As [`evaluate`], for a graph with states (KV caches): takes their contents before the run
+/// and returns `(outputs, states after the run)`, states in `hir.states()` order.
+pub fn evaluate_stateful(
+    hir: &HirModule,
+    binding: &DimBinding,
+    inputs: &[(&str, TensorRef<'_>)],
+    params: &[(&str, TensorRef<'_>)],
+    states: &[(&str, TensorRef<'_>)],
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
     check_binding(hir, binding)?;
     let mut values: Vec<Value> = Vec::with_capacity(hir.nodes.len());
     for (i, node) in hir.nodes.iter().enumerate() {
@@ -93,6 +105,7 @@ pub fn evaluate(
         let value = match &node.op {
             Op::Input { name } => leaf("input", name, inputs, node.ty.dtype, &shape)?,
             Op::Param { name } => leaf("param", name, params, node.ty.dtype, &shape)?,
+            Op::State { name } => leaf("state", name, states, node.ty.dtype, &shape)?,
             Op::Constant(c) => from_data(&c.data, &c.shape)?,
             Op::Reshape { .. } => values[node.inputs[0].index()].reshaped(&shape)?,
             Op::Compute(op) => {
@@ -113,18 +126,27 @@ pub fn evaluate(
         }
         values.push(value);
     }
-    Ok(hir
+    let tensor = |name: &str, v: Value| Tensor {
+        name: name.to_string(),
+        shape: v.shape().to_vec(),
+        data: v.into_data(),
+    };
+    let outputs = hir
         .outputs
         .iter()
-        .map(|o| {
-            let v = values[o.value.index()].clone();
-            Tensor {
-                name: o.name.clone(),
-                shape: v.shape().to_vec(),
-                data: v.into_data(),
-            }
+        .map(|o| tensor(&o.name, values[o.value.index()].clone()))
+        .collect();
+    // A state after the run is the result of the cache write that takes it, if any.
+    let after = hir
+        .states()
+        .map(|(name, leaf)| {
+            let writer = hir.nodes.iter().position(|n| {
+                matches!(n.op, Op::Compute(rlx_ir::ComputeOp::CacheWrite)) && n.inputs[0] == leaf
+            });
+            tensor(name, values[writer.unwrap_or(leaf.index())].clone())
         })
-        .collect())
+        .collect();
+    Ok((outputs, after))
 }
 
 /// Every symbol bound and inside its bounds, as specializing requires.

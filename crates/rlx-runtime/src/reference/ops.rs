@@ -96,14 +96,47 @@ pub(super) fn compute(
         ComputeOp::Attention { scale, causal } => {
             let mask = args.get(3).map(|m| nonzero(m));
             let (q, k, v) = (f32s(args, 0)?, f32s(args, 1)?, f32s(args, 2)?);
-            Value::F32(attention(
-                q,
-                k,
-                v,
-                mask.as_deref(),
-                f64::from(*scale),
-                *causal,
-            )?)
+            let (sq, sk) = (q.shape()[2], k.shape()[2]);
+            let visible = |b: usize, i: usize, j: usize| {
+                mask.as_deref().is_none_or(|m| m[b * sk + j]) && (!causal || j + sq <= i + sk)
+            };
+            Value::F32(attention(q, k, v, f64::from(*scale), &visible)?)
+        }
+        ComputeOp::CacheWrite => {
+            let (cache, new) = (f32s(args, 0)?, f32s(args, 1)?);
+            let (ctx, seq) = (cache.shape()[2], new.shape()[2]);
+            let pos = positions(name, args[2], cache.shape()[0], ctx, seq)?;
+            let mut out = cache.clone();
+            for ((b, h, t, x), val) in new
+                .indexed_iter()
+                .map(|(i, v)| ((i[0], i[1], i[2], i[3]), v))
+            {
+                out[[b, h, pos[b] + t, x]] = *val;
+            }
+            Value::F32(out)
+        }
+        ComputeOp::KvAttention { scale } => {
+            let (q, k, v) = (f32s(args, 0)?, f32s(args, 1)?, f32s(args, 2)?);
+            let pos = positions(name, args[3], q.shape()[0], k.shape()[2], q.shape()[2])?;
+            let visible = |b: usize, i: usize, j: usize| j <= pos[b] + i;
+            Value::F32(attention(q, k, v, f64::from(*scale), &visible)?)
+        }
+        ComputeOp::SwiGlu => {
+            let x = f32s(args, 0)?;
+            let n = x.shape()[x.ndim() - 1] / 2;
+            let rows: Vec<f32> = x
+                .as_standard_layout()
+                .as_slice()
+                .unwrap_or_default()
+                .chunks(2 * n.max(1))
+                .flat_map(|row| {
+                    (0..n).map(|i| {
+                        let (g, u) = (f64::from(row[i]), f64::from(row[n + i]));
+                        round(g / (1.0 + (-g).exp()) * u)
+                    })
+                })
+                .collect();
+            Value::F32(relayout(rows, shape)?)
         }
         _ => fail!(Compile, "reference interpreter does not evaluate {name}"),
     })
@@ -466,6 +499,39 @@ fn rotary(x: &ArrayD<f32>, offset: &Value, theta: f64) -> Result<ArrayD<f32>> {
     Ok(out)
 }
 
+/// Per-row positions of a cache op (one value broadcasts), each with `seq` rows from it
+/// inside a cache of `ctx`.
+fn positions(name: &str, pos: &Value, batch: usize, ctx: usize, seq: usize) -> Result<Vec<usize>> {
+    let raw: Vec<i64> = match pos {
+        Value::I64(a) => a.iter().copied().collect(),
+        Value::I32(a) => a.iter().map(|&i| i64::from(i)).collect(),
+        v => fail!(
+            DType,
+            "{name} positions must be i64 or i32, got {}",
+            v.dtype()
+        ),
+    };
+    if raw.len() != 1 && raw.len() != batch {
+        fail!(
+            Shape,
+            "{name}: {} positions for a batch of {batch}",
+            raw.len()
+        );
+    }
+    (0..batch)
+        .map(|b| {
+            let p = raw[if raw.len() == 1 { 0 } else { b }];
+            match usize::try_from(p) {
+                Ok(p) if p.checked_add(seq).is_some_and(|e| e <= ctx) => Ok(p),
+                _ => fail!(
+                    Shape,
+                    "{name}: row {b} at position {p} with {seq} new does not fit a context of {ctx}"
+                ),
+            }
+        })
+        .collect()
+}
+
 fn cast(x: &Value, to: DType) -> Value {
     macro_rules! from {
         ($a:expr, $zero:expr) => {
@@ -545,15 +611,14 @@ fn linear(
     relayout(out, shape)
 }
 
-/// Scaled dot-product attention over `[batch, heads, seq, dim]`; key `j` is visible to query
-/// `i` when the mask keeps it and, if causal, `j + sq <= i + sk`. No visible key: zeros.
+/// Scaled dot-product attention over `[batch, heads, seq, dim]`; key `j` is seen by query `i`
+/// of row `b` when `visible(b, i, j)`. No visible key: zeros.
 fn attention(
     q: &ArrayD<f32>,
     k: &ArrayD<f32>,
     v: &ArrayD<f32>,
-    mask: Option<&[bool]>,
     scale: f64,
-    causal: bool,
+    visible: &dyn Fn(usize, usize, usize) -> bool,
 ) -> Result<ArrayD<f32>> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let (batch, heads, sq, d, sk, dv) = (qs[0], qs[1], qs[2], qs[3], ks[2], vs[3]);
@@ -566,8 +631,7 @@ fn attention(
             // The kv head of query head h (grouped-query attention).
             let bkv = b * kv_heads + h / (heads / kv_heads.max(1)).max(1);
             for i in 0..sq {
-                let visible =
-                    |j: usize| mask.is_none_or(|m| m[b * sk + j]) && (!causal || j + sq <= i + sk);
+                let visible = |j: usize| visible(b, i, j);
                 let scores: Vec<f64> = (0..sk)
                     .map(|j| {
                         (0..d)

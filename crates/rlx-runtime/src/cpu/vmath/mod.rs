@@ -8,11 +8,13 @@ use rlx_ir::UnaryOp;
 use super::isa::Isa;
 use super::math;
 
+mod kv;
 mod lanes;
 mod rows;
 #[cfg(test)]
 mod tests;
 
+pub use kv::attend_rows;
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;
