@@ -37,8 +37,11 @@ stubtest: ## check python/rlx/_rlx.pyi against the built module
 
 AOT_DIR ?= target/aot-cache
 
-demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-L6-v2); a second run starts warm from AOT_DIR
+demo: install ## build, install and run the sentence-embedding demo (all-MiniLM-L6-v2); a second run starts warm from AOT_DIR; with LLAMA_DIR=<HF Llama/Qwen2 dir>, text generation too
 	$(PYTHON) -m rlx demo --aot-dir $(AOT_DIR)
+ifneq ($(LLAMA_DIR),)
+	$(PYTHON) -m rlx generate --model-dir $(LLAMA_DIR) --max-new-tokens 48 --aot-dir $(AOT_DIR) "$(or $(PROMPT),The capital of France is)"
+endif
 
 demo-rust: ## the Rust pipeline example (an MLP and a transformer block, three variants each)
 	$(CARGO) run --release --quiet -p rlx-runtime --example pipeline_demo
@@ -53,6 +56,7 @@ bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, Op
 	$(PYTHON) benchmarks/bench_variants.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_warm_start.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_bucketing.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_decoder.py --threads 1,2
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := dims graph lir

@@ -60,6 +60,7 @@ GRAPH, PARAMS, feed, compile_run = _model["GRAPH"], _model["PARAMS"], _model["fe
 
 MAGIC = b"RLXAOT\0\n"
 FIXED = 8 + 4 + 4 + 8 + 32 + 32
+FORMAT = 2  # crates/rlx-runtime/src/aot/format.rs
 
 
 def split_entry(data: bytes) -> Tuple[str, bytes]:
@@ -69,7 +70,7 @@ def split_entry(data: bytes) -> Tuple[str, bytes]:
     return data[FIXED : FIXED + key_len].decode(), data[FIXED + key_len :]
 
 
-def encode_entry(key: str, payload: bytes, version: int = 1) -> bytes:
+def encode_entry(key: str, payload: bytes, version: int = FORMAT) -> bytes:
     """An entry with valid lengths and checksums (what format::encode writes)."""
     k = key.encode()
     fields = MAGIC + struct.pack("<IIQ", version, len(k), len(payload)) + blake3(payload)

@@ -48,6 +48,7 @@ from aot_support import (
     BLAKE3_VECTORS,
     CHILD_REPORT,
     FIXED,
+    FORMAT,
     GRAPH,
     MAGIC,
     MODEL_SRC,
@@ -154,7 +155,7 @@ def test_round_trip_in_process_and_across_processes(tmp_path):
     assert len(names) == 2 and all(re.fullmatch(r"[0-9a-f]{32}\.rlx", n) for n in names), names
     for p in d.iterdir():  # the header as documented, the key echoing every field
         data = p.read_bytes()
-        assert data[:8] == MAGIC and int.from_bytes(data[8:12], "little") == 1
+        assert data[:8] == MAGIC and int.from_bytes(data[8:12], "little") == FORMAT
         key, payload = split_entry(data)
         assert len(data) == FIXED + len(key.encode()) + len(payload)
         assert int.from_bytes(data[16:24], "little") == len(payload) and data[24:56] == blake3(payload)
@@ -220,7 +221,8 @@ def test_random_bit_flips(tmp_path):
 # -- 4. malformed files ------------------------------------------------------------------------------
 
 MALFORMED = {
-    "format version 2": lambda b: b[:8] + (2).to_bytes(4, "little") + b[12:],
+    "format version + 1": lambda b: b[:8] + (FORMAT + 1).to_bytes(4, "little") + b[12:],
+    "format version - 1": lambda b: b[:8] + (FORMAT - 1).to_bytes(4, "little") + b[12:],
     "format version 0": lambda b: b[:8] + (0).to_bytes(4, "little") + b[12:],
     "format version 2**32-1": lambda b: b[:8] + b"\xff\xff\xff\xff" + b[12:],
     "magic": lambda b: b"RLXAOT\0\r" + b[8:],

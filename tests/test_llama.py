@@ -387,8 +387,9 @@ def test_onnx_decoder_imports_and_matches_onnxruntime(tmp_path):
     d = random_llama_dir(tmp_path / "model", heads=4, kv_heads=2, qkv_bias=True, seed=21)
     path = write_onnx_decoder(d, str(tmp_path / "decoder.onnx"))
     try:
-        # "past" is 0 on the first call: its lower bound must allow that.
-        model = rlx.onnx.load(path, dims={"batch": (1, 4), "seq": (1, 64), "past": (0, 64)})
+        # "past" is 0 on the first call: its default bounds allow that.
+        model = rlx.onnx.load(path, dims={"batch": (1, 4), "seq": (1, 64)})
+        assert model.symbols["past"][0] == 0
     except rlx.UnsupportedOpError as e:
         pytest.skip(f"rlx.onnx.load cannot import the decoder yet: {e}")
     ort_run = ort_decoder(path)
@@ -407,3 +408,27 @@ def test_onnx_decoder_imports_and_matches_onnxruntime(tmp_path):
         for k in want:
             assert_close(got[k], want[k], f"step {step} {k}")
         assert_close(got["logits"], want_logits[:, lo : n + step], f"step {step} logits vs numpy")
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_generate_prints_the_greedy_tokens(model, capsys):
+    from rlx.__main__ import main
+
+    d, lm = model("gqa")
+    want = lm.generate(PROMPT, 6)
+    assert main(["generate", "--model-dir", d, " ".join(map(str, PROMPT)), "--max-new-tokens", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert [int(t) for t in out.split()] == want
+    assert "tokens/s" in err and "variants compiled" in err
+
+
+def test_cli_generate_errors_exit_2(tmp_path, capsys):
+    from rlx.__main__ import main
+
+    assert main(["generate", "--model-dir", str(tmp_path / "missing"), "1 2"]) == 2
+    d = random_llama_dir(tmp_path / "m")
+    assert main(["generate", "--model-dir", d, "not ids"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ModelFormatError") == 2

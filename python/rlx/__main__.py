@@ -1,4 +1,5 @@
-"""Command line: ``python -m rlx embed "text" ...``, ``python -m rlx demo``, ``python -m rlx info model.onnx``.
+"""Command line: ``python -m rlx embed "text" ...``, ``python -m rlx demo``, ``python -m rlx info model.onnx``,
+``python -m rlx generate --model-dir DIR "prompt"``.
 
 A mistake in the arguments or the model files (a missing directory, bad JSON, a wrong config
 value, bad ``--dims``) prints one line ``error: <Type>: <message>`` to stderr and exits with
@@ -125,6 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name == "embed":
             p.add_argument("texts", nargs="+")
         p.set_defaults(fn=fn)
+    from rlx.cli_generate import add_parser as add_generate
+
+    add_generate(sub)
     p = sub.add_parser("info", help="symbols, params and manifest of an ONNX model")
     p.add_argument("model")
     p.add_argument("rest", nargs=argparse.REMAINDER)

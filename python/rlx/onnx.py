@@ -3,8 +3,10 @@
 ``rlx.onnx.load(path_or_model, dims=None)`` returns an :class:`OnnxModel`: the ``rlx.Graph``
 plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline()`` helpers.
 
-- ``dim_param``s become rlx symbols with bounds (1, 4096), or (1, 512) for sequence-like names
-  (``seq``, ``sequence_length``, ...); ``dims={"batch": (1, 64)}`` overrides them. A dim with
+- ``dim_param``s become rlx symbols with bounds (1, 4096), (1, 512) for sequence-like names
+  (``seq``, ``sequence_length``, ...) or (0, 4096) for a decoder's past length (``past``,
+  ``past_sequence_length``, ``cache``...: empty on the first call); ``dims={"batch": (1, 64)}``
+  overrides them. A dim with
   neither a value nor a name gets a symbol named ``<input>_<axis>``.
 - Initializers become params, never constants: the numpy arrays from
   ``onnx.numpy_helper.to_array`` (or a read-only ``numpy.memmap`` of an external-data file)
@@ -191,6 +193,9 @@ def _hints(names: Sequence[Any], choices: Sequence[str]) -> str:
 
 def _default_bounds(sym: str) -> Tuple[int, int]:
     s = sym.lower()
+    if "past" in s or "cache" in s:
+        # A decoder's past length is 0 on its first call (empty past_key_values).
+        return (0, DEFAULT_BOUNDS[1])
     if "seq" in s or "len" in s or "token" in s or s in ("s", "t", "time"):
         return SEQ_BOUNDS
     return DEFAULT_BOUNDS

@@ -9,7 +9,7 @@
 
 pub const MAGIC: &[u8; 8] = b"RLXAOT\0\n";
 /// Bumped whenever the layout or the payload encoding changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const FIXED: usize = 8 + 4 + 4 + 8 + 32 + 32;
 /// Keys are short text; anything longer is not ours.
 const MAX_KEY: usize = 1 << 16;

@@ -7,7 +7,7 @@ use crate::error::fail;
 use crate::{Error, Result};
 
 fn key() -> String {
-    format!("rlx-graph/1 rlx={}", env!("CARGO_PKG_VERSION"))
+    format!("rlx-graph/2 rlx={}", env!("CARGO_PKG_VERSION"))
 }
 
 pub fn graph_to_bytes(hir: &HirModule) -> Result<Vec<u8>> {
