@@ -141,3 +141,91 @@ fn a_compiled_graph_refuses_an_executable_of_another_module() {
     let exec = compile((*small).clone()).unwrap();
     CompiledGraph::new(small, exec, store, Device::Cpu).expect("its own module is accepted");
 }
+
+/// `o = kv_attention(q, cache_write(kc, k, pos), cache_write(vc, k, pos), pos)` at batch 1.
+fn cached_attention() -> rlx_ir::LirModule {
+    use rlx_ir::{DType, HirModule, HirMut};
+    let mut m = HirModule::new("kv");
+    let mut g = HirMut::new(&mut m);
+    let q = g.input("q", DType::F32, Shape::new(&[1, 2, 3, 4])).unwrap();
+    let k = g.input("k", DType::F32, Shape::new(&[1, 1, 3, 4])).unwrap();
+    let pos = g.input("pos", DType::I64, Shape::new(&[1])).unwrap();
+    let kc = g
+        .state("kc", DType::F32, Shape::new(&[1, 1, 8, 4]))
+        .unwrap();
+    let vc = g
+        .state("vc", DType::F32, Shape::new(&[1, 1, 8, 4]))
+        .unwrap();
+    let kc = g.cache_write(kc, k, pos).unwrap();
+    let vc = g.cache_write(vc, k, pos).unwrap();
+    let o = g.kv_attention(q, kc, vc, pos, None).unwrap();
+    g.output("o", o).unwrap();
+    let mut pipe = ModelCompilePipeline::new(Device::Cpu);
+    pipe.build_template(|| m.clone(), &CompileOptions::new())
+        .unwrap();
+    pipe.specialize_template(&DimBinding::new(), &CompileOptions::new())
+        .unwrap()
+        .lir
+}
+
+#[test]
+fn the_backend_refuses_edited_state_writes() {
+    let good = cached_attention();
+    compile(good.clone()).expect("the specialized module compiles");
+    let writes: Vec<usize> = (0..good.kernels.len())
+        .filter(|&k| good.kernels[k].op.name() == "cache_write")
+        .collect();
+    assert_eq!(writes.len(), 2);
+    let (kc, vc) = (good.states[0].buffer, good.states[1].buffer);
+
+    // The new rows read from the state being written (an overlapping copy).
+    let mut lir = good.clone();
+    lir.kernels[writes[0]].inputs[1] = kc;
+    expect_refused(lir, "cache_write reads its own state");
+
+    // A state written by a kernel that is not its cache write.
+    let mut lir = good.clone();
+    let att = lir
+        .kernels
+        .iter()
+        .position(|k| k.op.name() == "kv_attention")
+        .unwrap();
+    lir.kernels[att].output = vc;
+    expect_refused(lir, "attention writes a state");
+
+    // A state read before it is written.
+    let mut lir = good.clone();
+    lir.kernels.swap(writes[1], writes[1] + 1);
+    expect_refused(lir, "attention before the cache write of its values");
+
+    // One cache write pointed at the other state: written twice, the other never.
+    let mut lir = good.clone();
+    lir.kernels[writes[1]].inputs[0] = kc;
+    lir.kernels[writes[1]].output = kc;
+    expect_refused(lir, "a state written twice");
+
+    // A state slot naming a buffer of another kind.
+    let mut lir = good.clone();
+    lir.states[0].buffer = lir.inputs[0].buffer;
+    expect_refused(lir, "a state slot on an input");
+
+    // The arguments: a state of the wrong size, or missing.
+    let exec = compile(good.clone()).unwrap();
+    let (q, k, pos) = (vec![0.5f32; 24], vec![0.25f32; 12], vec![0i64]);
+    let inputs = [HostData::F32(&q), HostData::F32(&k), HostData::I64(&pos)];
+    let (mut a, mut b, mut small) = (vec![0f32; 32], vec![0f32; 32], vec![0f32; 31]);
+    use rlx_runtime::StateMut;
+    let mut states = [StateMut::F32(&mut a), StateMut::F32(&mut small)];
+    assert!(
+        exec.execute(&inputs, &[], &mut states, None).is_err(),
+        "short state"
+    );
+    assert!(
+        exec.execute(&inputs, &[], &mut [], None).is_err(),
+        "no states"
+    );
+    let mut states = [StateMut::F32(&mut a), StateMut::F32(&mut b)];
+    exec.execute(&inputs, &[], &mut states, None)
+        .expect("good arguments run");
+    assert_eq!(&a[..12], &k[..], "the keys went into the cache");
+}

@@ -98,6 +98,10 @@ fn check_state_write(
             "kernel {k} ({}): writes state {out}, which only a cache_write of that state may",
             kernel.op.name()
         ));
+    } else if kernel.inputs[1..].iter().any(|b| m.root(*b) == out) {
+        problems.push(format!(
+            "kernel {k} (cache_write): reads its own state {out} as new rows"
+        ));
     } else if state_writer[out.index()].replace(k).is_some() {
         problems.push(format!(
             "kernel {k} (cache_write): state {out} is written twice"
