@@ -24,10 +24,10 @@ DEMO_SENTENCES = [
 ]
 
 
-def _encoder(model_dir: Optional[str], mode: str, aot_dir: Optional[str] = None):
+def _encoder(model_dir: Optional[str], mode: str, aot_dir: Optional[str] = None, precision: str = "f32"):
     from rlx.models.bert import SentenceEncoder, default_model_dir
 
-    return SentenceEncoder(model_dir or default_model_dir(), mode=mode, aot_dir=aot_dir)
+    return SentenceEncoder(model_dir or default_model_dir(), mode=mode, aot_dir=aot_dir, precision=precision)
 
 
 def _print_similarity(texts: Sequence[str], emb: np.ndarray) -> None:
@@ -40,7 +40,7 @@ def _print_similarity(texts: Sequence[str], emb: np.ndarray) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    enc = _encoder(args.model_dir, args.mode, args.aot_dir)
+    enc = _encoder(args.model_dir, args.mode, args.aot_dir, args.precision)
     emb = enc.encode(args.texts)
     for t, e in zip(args.texts, emb):
         head = ", ".join(f"{v:+.4f}" for v in e[:6])
@@ -52,7 +52,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    enc = _encoder(args.model_dir, args.mode, args.aot_dir)
+    enc = _encoder(args.model_dir, args.mode, args.aot_dir, args.precision)
     pipe = enc.pipeline
     print(f"model: {enc.model_dir}")
     print(f"loaded + template compiled in {time.perf_counter() - t0:.3f} s "
@@ -97,6 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             note = f" (packs {(pipe.stats['packed_bytes'] - packed) / 2**20:.1f} MiB of weights)"
         packed = pipe.stats["packed_bytes"]
         print(f"batch={b:<3} seq={s:<10}{t_compile * 1e3:>17.2f} ms{t_first * 1e3:>9.2f} ms{np.median(runs) * 1e3:>17.2f} ms{note}")
+    print(f"linears: precision {args.precision}: {exe.kernels[1]}")
     stats = pipe.stats
     print("pipeline stats: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
     emb = enc.encode(DEMO_SENTENCES)
@@ -123,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--model-dir", default=None, help="directory with config.json, model.safetensors, tokenizer.json")
         p.add_argument("--mode", choices=["mmap", "copy"], default="mmap", help="how weights are loaded (see rlx.safetensors)")
         p.add_argument("--aot-dir", default=None, help="persist compiled variants here; a later run reads them back")
+        p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="the linears' number format")
         if name == "embed":
             p.add_argument("texts", nargs="+")
         p.set_defaults(fn=fn)

@@ -202,6 +202,8 @@ class CompiledGraph:
     @property
     def manifest(self) -> BindingManifest: ...
     @property
+    def kernels(self) -> Tuple[Optional[str], Optional[str]]: ...
+    @property
     def binding(self) -> dict[str, int]: ...
 
 @final
@@ -218,6 +220,7 @@ class ModelCompilePipeline:
         aot_max_bytes: Optional[int] = None,
         eviction: str = "fifo",
         max_bytes: Optional[int] = None,
+        precision: str = "f32",
     ) -> ModelCompilePipeline: ...
     @property
     def isa(self) -> str: ...

@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--aot-dir", default=None, help="persist compiled variants here; a later run reads them back")
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="the linears' number format")
     p.set_defaults(fn=cmd_generate)
 
 
@@ -44,7 +45,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rlx.models.llama import CausalLM
 
     t0 = time.perf_counter()
-    lm = CausalLM(args.model_dir, aot_dir=args.aot_dir)
+    lm = CausalLM(args.model_dir, aot_dir=args.aot_dir, precision=args.precision)
     tok = _tokenizer(args.model_dir)
     cfg = lm.config
     print(f"model: {args.model_dir} ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "

@@ -217,6 +217,13 @@ impl PyCompiledGraph {
         PyBindingManifest::new(self.graph.manifest().clone())
     }
 
+    /// The kernel path (`"avx512"`, ...) and how its packed linears compute (precision and
+    /// instructions, e.g. "bf16 x bf16 -> f32 (avx512_bf16 vdpbf16ps)").
+    #[getter]
+    fn kernels(&self) -> (Option<&'static str>, Option<&'static str>) {
+        self.graph.kernel_paths()
+    }
+
     /// The dim values this variant was specialized for.
     #[getter]
     fn binding<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -11,6 +11,7 @@ use rlx_opt::{CompileReport, CompileResult};
 use rlx_runtime::cpu::Isa;
 use rlx_runtime::{
     AotCache, CompileOptions, Device, Eviction, ForkLock, ModelCompilePipeline, ParamStore,
+    Precision,
 };
 
 use crate::args::{Capacity, Count};
@@ -141,8 +142,8 @@ impl PyModelCompilePipeline {
     /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best).
     #[new]
     #[pyo3(
-        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None, aot_dir = None, aot_max_bytes = None, eviction = "fifo", max_bytes = None),
-        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None, aot_dir=None, aot_max_bytes=None, eviction='fifo', max_bytes=None)"
+        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None, aot_dir = None, aot_max_bytes = None, eviction = "fifo", max_bytes = None, precision = "f32"),
+        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None, aot_dir=None, aot_max_bytes=None, eviction='fifo', max_bytes=None, precision='f32')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -156,7 +157,15 @@ impl PyModelCompilePipeline {
         aot_max_bytes: Option<Count>,
         eviction: &str,
         max_bytes: Option<Count>,
+        precision: &str,
     ) -> PyResult<Self> {
+        let precision = Precision::parse(precision).map_err(to_py)?;
+        if precision != Precision::F32 && !prepack {
+            return Err(CompileError::new_err(format!(
+                "precision {:?} converts weights once into packed panels: it needs prepack=True",
+                precision.name()
+            )));
+        }
         let device: Device = device.parse().map_err(to_py)?;
         let mut inner = ModelCompilePipeline::with_capacity(device, capacity.0).map_err(to_py)?;
         let isa = isa.map(Isa::parse).transpose().map_err(to_py)?;
@@ -180,6 +189,7 @@ impl PyModelCompilePipeline {
             optimize,
             prepack,
             isa,
+            precision,
             ..CompileOptions::default()
         };
         Ok(PyModelCompilePipeline {
@@ -342,6 +352,7 @@ impl PyModelCompilePipeline {
         d.set_item("capacity", cap)?;
         d.set_item("packed_bytes", packed)?;
         d.set_item("isa", self.isa())?;
+        d.set_item("precision", self.options.precision.name())?;
         d.set_item("prepack", self.options.prepack)?;
         d.set_item("bytes", s.bytes)?;
         d.set_item("template_from_disk", s.template_from_disk)?;

@@ -42,6 +42,11 @@ pub trait Executable: Send + Sync {
     fn isa(&self) -> Option<&'static str> {
         None
     }
+
+    /// How the packed linears compute (precision and instructions), for reports.
+    fn gemm_precision(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A device's compiler for specialized LIR.

@@ -140,6 +140,11 @@ impl CompiledGraph {
         self.device
     }
 
+    /// The kernels' instruction set and how packed linears compute, for reports.
+    pub fn kernel_paths(&self) -> (Option<&'static str>, Option<&'static str>) {
+        (self.exec.isa(), self.exec.gemm_precision())
+    }
+
     /// The parameter store this graph reads (shared with its pipeline's other variants).
     pub fn params(&self) -> &Arc<ParamStore> {
         &self.params

@@ -27,7 +27,7 @@ pub use fork_lock::ForkLock;
 
 pub use aot::{AotCache, AotStats};
 pub use model_pipeline::{Eviction, ModelCompilePipeline, PipelineStats};
-pub use options::CompileOptions;
+pub use options::{CompileOptions, Precision};
 pub use params::{ParamData, ParamStore, PreparedParam};
 pub use registry::{backend_for, register_backend};
 pub use rlx_ir::TensorData;

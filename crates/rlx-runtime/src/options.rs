@@ -2,6 +2,39 @@
 
 use crate::cpu::Isa;
 
+/// The number format linears compute in. Norms, softmax, attention and accumulations stay f32
+/// whatever the precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Weights and GEMM inputs rounded to bf16, products accumulated in f32: `vdpbf16ps` on
+    /// CPUs with AVX512-BF16; elsewhere bf16-rounded weights on the f32 kernels.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> crate::Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Err(crate::Error::Compile(
+                "precision \"int8\" is not implemented yet (f32, bf16)".into(),
+            )),
+            _ => Err(crate::Error::Compile(format!(
+                "unknown precision {s:?}: expected \"f32\" or \"bf16\""
+            ))),
+        }
+    }
+}
+
 /// Options for the three compile steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileOptions {
@@ -16,6 +49,9 @@ pub struct CompileOptions {
     /// Pack weights into GEMM panels once, kept beside the bound param and shared by every
     /// variant (`false`: kernels read the bound arrays as they are, no extra memory).
     pub prepack: bool,
+    /// The linears' number format (packed weights of another precision are built once per
+    /// param, beside the f32 ones).
+    pub precision: Precision,
 }
 
 impl Default for CompileOptions {
@@ -26,6 +62,7 @@ impl Default for CompileOptions {
             verify: cfg!(debug_assertions),
             isa: None,
             prepack: true,
+            precision: Precision::F32,
         }
     }
 }
@@ -40,8 +77,10 @@ impl CompileOptions {
         // The resolved path (RLX_ISA or the CPU's best), so keys differ where the code does.
         let isa = Isa::resolve(self.isa).map_or("invalid", Isa::name);
         format!(
-            "optimize={} isa={isa} prepack={}",
-            self.optimize, self.prepack
+            "optimize={} isa={isa} prepack={} precision={}",
+            self.optimize,
+            self.prepack,
+            self.precision.name()
         )
     }
 }

@@ -170,7 +170,8 @@ class SentenceEncoder:
     ``None`` compiles one variant per length. ``bucketing`` holds the ``rlx.Bucketed`` runner
     (its ``report()`` counts calls per bucket and padding), or ``None``. ``aot_dir`` persists
     the compiled template and variants there (see ``ModelCompilePipeline(aot_dir=)``), so a
-    later process skips compiling them.
+    later process skips compiling them. ``precision="bf16"`` runs the linears on bf16 weights
+    and inputs with f32 accumulation (see ``ModelCompilePipeline``).
     """
 
     model_dir: str
@@ -179,6 +180,7 @@ class SentenceEncoder:
     buckets: Union[str, Sequence[int], None] = "pow2"
     prepack: bool = True
     aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None
+    precision: str = "f32"
     config: BertConfig = field(init=False)
     weights: safetensors.SafeTensors = field(init=False)
     pipeline: rlx.ModelCompilePipeline = field(init=False)
@@ -198,7 +200,7 @@ class SentenceEncoder:
         self.weights = safetensors.load(os.path.join(self.model_dir, "model.safetensors"), mode=self.mode, rename=_strip_prefix)
         graph = build_graph(self.config)
         self.pipeline = rlx.ModelCompilePipeline(graph, device="cpu", capacity=self.capacity, prepack=self.prepack,
-                                                 aot_dir=self.aot_dir)
+                                                 aot_dir=self.aot_dir, precision=self.precision)
         self.pipeline.build_template()
         self.pipeline.bind_params(dict(self.weights))
         if self.buckets is not None:

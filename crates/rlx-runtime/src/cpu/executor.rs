@@ -12,13 +12,15 @@ use rlx_ir::{ComputeOp, DType, ReduceOp};
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
 use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pack, work};
-use super::gemm::PackedB;
+use super::gemm::Packed;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{attention, decoder, elementwise, gemm, layout, norm, reduce, rotary};
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
-use crate::{Error, Executable, HostData, ParamData, Result, StateMut, StopCheck, TensorData};
+use crate::{
+    Error, Executable, HostData, ParamData, Precision, Result, StateMut, StopCheck, TensorData,
+};
 
 /// Where a buffer's bytes live during a run.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +49,15 @@ pub struct CpuExecutable {
     pub(super) packs: Vec<PackEntry>,
     /// For each buffer, its entry in `packs` when it is a packed weight.
     pub(super) packed_index: Vec<Option<usize>>,
+    /// The linears' number format (applies to packed weights).
+    pub(super) precision: Precision,
     /// Little enough work to run on the calling thread (see `INLINE_WORK`).
     inline: bool,
 }
 
 /// Buffer addresses of one run (raw pointers so kernels can borrow several at once), and the
 /// packed panels of its weights, indexed like `CpuExecutable::packs`.
-pub(super) struct Addrs(pub(super) Vec<*mut u8>, pub(super) Vec<Arc<PackedB>>);
+pub(super) struct Addrs(pub(super) Vec<*mut u8>, pub(super) Vec<Packed>);
 // SAFETY: the addresses point into memory that outlives the run (inputs and params borrowed by
 // `execute`, the run's own arena and outputs); the schedule never writes a buffer while a
 // kernel reads it (the verifier and the arena plan guarantee disjointness).
@@ -66,10 +70,18 @@ impl CpuExecutable {
         pool: Arc<ThreadPool>,
         isa: Isa,
         prepack: bool,
+        precision: Precision,
     ) -> Result<CpuExecutable> {
         // Kernels index memory with the module's offsets and shapes: a module that is not
         // consistent (hand-built, or edited after planning) is refused, never run.
         lir.verify()?;
+        if precision != Precision::F32 && !prepack {
+            fail!(
+                Compile,
+                "precision {} converts weights once into packed panels: it needs prepack=True",
+                precision.name()
+            );
+        }
         let Some(plan) = &lir.arena else {
             fail!(
                 Compile,
@@ -144,6 +156,7 @@ impl CpuExecutable {
             isa,
             packs,
             packed_index,
+            precision,
         })
     }
 
@@ -561,6 +574,10 @@ impl Executable for CpuExecutable {
 
     fn isa(&self) -> Option<&'static str> {
         Some(self.isa.name())
+    }
+
+    fn gemm_precision(&self) -> Option<&'static str> {
+        Some(self.gemm_precision().describe())
     }
 
     fn module(&self) -> &LirModule {

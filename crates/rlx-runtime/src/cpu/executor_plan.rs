@@ -2,15 +2,14 @@
 //! reads as packed GEMM weights (and fetching those panels per run), and whether a run is small
 //! enough to stay on the calling thread.
 
-use std::sync::Arc;
-
 use rlx_ir::ComputeOp;
 use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, KernelOp};
 
 use super::executor::{Addrs, CpuExecutable, Place};
-use super::gemm::{PackedB, Weight};
-use crate::{ParamData, Result};
+use super::gemm::{Packed, PackedB, PackedBf16, Weight, bf16};
+use super::isa::Isa;
+use crate::{ParamData, Precision, Result};
 
 /// Estimated work (multiply-adds, plus 32 per element other kernels write) below which a
 /// run stays on the calling thread: about 15 us on one core, less than a pool hand-off.
@@ -37,7 +36,7 @@ impl CpuExecutable {
         transposed: bool,
     ) -> Weight<'a> {
         match self.packed_index[b.index()] {
-            Some(e) => Weight::Packed(&addrs.1[e]),
+            Some(e) => addrs.1[e].weight(),
             // SAFETY: forwarded.
             None => Weight::Raw {
                 w: unsafe { self.get(addrs, b) },
@@ -46,18 +45,67 @@ impl CpuExecutable {
         }
     }
 
-    /// The packed panels of entry `e`'s weight, built the first time any variant asks.
-    pub(super) fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Arc<PackedB>> {
+    /// The packed panels of entry `e`'s weight in this executable's precision, built the first
+    /// time any variant asks.
+    pub(super) fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Packed> {
         let nr = super::gemm::kernel(self.isa).nr;
-        let key = ("gemm_b", ((nr as u64) << 1) | u64::from(e.transposed));
-        data.derived(key, || {
-            // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype
-            // and shape against the manifest this LIR was planned with).
-            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
-            let p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
-            let bytes = p.bytes();
-            Ok((p, bytes))
-        })
+        let variant = ((nr as u64) << 1) | u64::from(e.transposed);
+        // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype and
+        // shape against the manifest this LIR was planned with).
+        let w = || unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+        match self.gemm_precision() {
+            GemmPrecision::F32 => data
+                .derived(("gemm_b", variant), || {
+                    let p = PackedB::new(w(), e.k, e.n, e.transposed, nr)?;
+                    let bytes = p.bytes();
+                    Ok((p, bytes))
+                })
+                .map(Packed::F32),
+            GemmPrecision::Bf16 => data
+                .derived(("gemm_b_bf16", u64::from(e.transposed)), || {
+                    let p = PackedBf16::new(w(), e.k, e.n, e.transposed)?;
+                    let bytes = p.bytes();
+                    Ok((p, bytes))
+                })
+                .map(Packed::Bf16),
+            GemmPrecision::Bf16Weights => data
+                .derived(("gemm_b_bf16_in_f32", variant), || {
+                    let mut p = PackedB::new(w(), e.k, e.n, e.transposed, nr)?;
+                    p.map_in_place(bf16::round_bf16);
+                    let bytes = p.bytes();
+                    Ok((p, bytes))
+                })
+                .map(Packed::F32),
+        }
+    }
+
+    /// How this executable's packed linears compute.
+    pub(super) fn gemm_precision(&self) -> GemmPrecision {
+        match self.precision {
+            Precision::F32 => GemmPrecision::F32,
+            Precision::Bf16 if self.isa == Isa::Avx512 && bf16::supported() => GemmPrecision::Bf16,
+            Precision::Bf16 => GemmPrecision::Bf16Weights,
+        }
+    }
+}
+
+/// What a packed linear runs as, for the report: the precision asked for, on this CPU and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPrecision {
+    F32,
+    /// bf16 inputs and weights, f32 accumulation (AVX512-BF16).
+    Bf16,
+    /// bf16-rounded weights on the f32 kernels: the CPU or the chosen path has no bf16 dot.
+    Bf16Weights,
+}
+
+impl GemmPrecision {
+    pub fn describe(self) -> &'static str {
+        match self {
+            GemmPrecision::F32 => "f32",
+            GemmPrecision::Bf16 => "bf16 x bf16 -> f32 (avx512_bf16 vdpbf16ps)",
+            GemmPrecision::Bf16Weights => "bf16 weights, f32 compute (no avx512_bf16 on this path)",
+        }
     }
 }
 

@@ -65,6 +65,7 @@ impl Backend for CpuBackend {
             pool,
             isa,
             options.prepack,
+            options.precision,
         )?))
     }
 }

@@ -33,6 +33,8 @@ pub enum BSource<'a> {
     Rows { ptr: *const f32, ld: usize },
     /// `[n, k]` rows with row stride `ld` (B transposed); each panel is copied before use.
     Cols { ptr: *const f32, ld: usize },
+    /// bf16 panels of a bound weight (`bf16.rs`), for the AVX512-BF16 kernel.
+    PackedBf16(&'a super::bf16::PackedBf16),
 }
 
 /// One product `c[m, n] = act(a[m, k] @ b + bias)`, with row strides `lda` and `ldc`.
@@ -160,6 +162,11 @@ unsafe fn block(
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
 ) {
+    if let BSource::PackedBf16(b) = job.b {
+        // SAFETY: forwarded; a bf16 operand is only formed where the CPU has AVX512-BF16.
+        unsafe { super::bf16::block(kern, job, b, rows, panels) };
+        return;
+    }
     let (nr, mr) = (kern.nr, kern.mr);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
         let last = panels.end;
@@ -181,6 +188,7 @@ unsafe fn block(
                     BSource::Rows { ptr, ld } => {
                         copy_panel(panel_buf, job.k, nr, |p, c| *ptr.add(p * ld + c0 + c), cols)
                     }
+                    BSource::PackedBf16(_) => unreachable!("handled above"),
                     BSource::Cols { ptr, ld } => copy_panel(
                         panel_buf,
                         job.k,
@@ -295,7 +303,7 @@ fn copy_panel(
 }
 
 /// Bias and activation over `rows` x columns `c0..c0 + cols`, just computed.
-unsafe fn epilogue(
+pub(super) unsafe fn epilogue(
     kern: &MicroKernel,
     job: &GemmJob,
     rows: std::ops::Range<usize>,

@@ -7,6 +7,7 @@
 
 mod avx2;
 mod avx512;
+pub mod bf16;
 pub mod driver;
 mod pack;
 mod portable;
@@ -14,6 +15,7 @@ mod simd;
 
 use rlx_ir::UnaryOp;
 
+pub use bf16::PackedBf16;
 pub use driver::{BSource, GemmJob};
 pub use pack::PackedB;
 
@@ -47,6 +49,30 @@ pub struct MicroKernel {
     pub tile: TileFn,
 }
 
+/// The kernel that runs products with `w`: bf16 panels have the AVX-512 tile shape.
+fn kernel_for(isa: Isa, w: Weight) -> &'static MicroKernel {
+    match w {
+        Weight::Bf16(_) => &avx512::KERNEL,
+        _ => kernel(isa),
+    }
+}
+
+/// A weight packed once per bound param, as the precision asks.
+#[derive(Clone)]
+pub enum Packed {
+    F32(std::sync::Arc<PackedB>),
+    Bf16(std::sync::Arc<PackedBf16>),
+}
+
+impl Packed {
+    pub fn weight(&self) -> Weight<'_> {
+        match self {
+            Packed::F32(p) => Weight::Packed(p),
+            Packed::Bf16(p) => Weight::Bf16(p),
+        }
+    }
+}
+
 /// The micro-kernel of `isa` (the caller checked the CPU supports it).
 pub fn kernel(isa: Isa) -> &'static MicroKernel {
     match isa {
@@ -60,6 +86,8 @@ pub fn kernel(isa: Isa) -> &'static MicroKernel {
 #[derive(Clone, Copy)]
 pub enum Weight<'a> {
     Packed(&'a PackedB),
+    /// bf16 panels, for the AVX512-BF16 kernel.
+    Bf16(&'a PackedBf16),
     /// `[k, n]`, or `[n, k]` when `transposed`.
     Raw {
         w: &'a [f32],
@@ -71,6 +99,7 @@ impl<'a> Weight<'a> {
     fn source(self, k: usize, n: usize) -> BSource<'a> {
         match self {
             Weight::Packed(p) => BSource::Packed(p),
+            Weight::Bf16(p) => BSource::PackedBf16(p),
             Weight::Raw {
                 w,
                 transposed: false,
@@ -124,7 +153,7 @@ pub fn linear(
         act: spec.act,
     };
     // SAFETY: x is [m, k], w is [k, n] (in its layout), out is [m, n] and borrowed mutably.
-    unsafe { driver::run(kernel(isa), &[job]) }
+    unsafe { driver::run(kernel_for(isa, w), &[job]) }
 }
 
 /// One part of a linear group: weight, optional bias `[n]`, and `n`.
@@ -159,8 +188,10 @@ pub fn linear_group(isa: Isa, x: &[f32], parts: &[LinearPart<'_>], k: usize, out
             job
         })
         .collect();
-    // SAFETY: parts write disjoint column ranges of out ([m, total]); x is [m, k].
-    unsafe { driver::run(kernel(isa), &jobs) }
+    // SAFETY: parts write disjoint column ranges of out ([m, total]); x is [m, k]. Parts of
+    // one precision share a kernel (a group is packed as one precision).
+    let kern = parts.first().map_or(kernel(isa), |p| kernel_for(isa, p.0));
+    unsafe { driver::run(kern, &jobs) }
 }
 
 /// Batched `a[..., m, k] @ b[..., k, n]` into `out[..., m, n]`, batch dims broadcast.

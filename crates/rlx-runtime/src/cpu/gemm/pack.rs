@@ -60,6 +60,11 @@ impl PackedB {
     pub fn as_ptr(&self) -> *const f32 {
         self.data.as_ptr()
     }
+
+    /// Applies `f` to every element (the padding stays 0 for an `f` that keeps 0).
+    pub fn map_in_place(&mut self, f: impl Fn(f32) -> f32) {
+        self.data.iter_mut().for_each(|x| *x = f(*x));
+    }
 }
 
 /// Writes columns `c0..c0 + nr` of B (zero past `n`) as `k` rows of `nr` into `out`.

@@ -1,0 +1,281 @@
+//! bf16 products with f32 accumulation on AVX512-BF16 (`vdpbf16ps`).
+//!
+//! Weights are packed once into panels of `nr = 32` columns, where each 32-bit element holds
+//! the bf16 pair of rows `(2p, 2p + 1)` of one column (`[panels][k / 2][32]`, zero-padded).
+//! Each task rounds its block of A rows to bf16 pairs once. The micro-kernel then broadcasts one
+//! A pair per row and does one `vdpbf16ps` per 16 columns: 8 rows x 32 columns, 16
+//! accumulators. Rounding is to nearest even, with subnormals flushed to zero, which is what the
+//! instructions do. Bias and activation run in f32 in the shared epilogue.
+
+use std::cell::RefCell;
+
+use super::MicroKernel;
+use super::driver::{GemmJob, epilogue};
+use crate::{Error, Result};
+
+/// Panel width in columns (two 16-lane vectors).
+pub const NR: usize = 32;
+/// Rows of one register tile.
+const MR: usize = 8;
+/// K pairs per block: a `KCP x 32` slice of a panel (16 KiB) stays in L1.
+const KCP: usize = 128;
+
+/// `x` rounded to bf16 (to nearest even; NaN stays NaN, subnormals become zero).
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    if b & 0x7f80_0000 == 0 {
+        return ((b >> 16) & 0x8000) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// `x` rounded to the nearest bf16, as f32.
+pub fn round_bf16(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Whether this CPU runs the bf16 kernel.
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A `[k, n]` weight as bf16 pairs in panels of 32 columns.
+#[derive(Debug)]
+pub struct PackedBf16 {
+    pub k: usize,
+    pub n: usize,
+    data: Vec<u32>,
+}
+
+impl PackedBf16 {
+    /// Packs `b` (`[k, n]`, or `[n, k]` when `transposed`), rounding each weight to bf16.
+    pub fn new(b: &[f32], k: usize, n: usize, transposed: bool) -> Result<PackedBf16> {
+        let kp = k.div_ceil(2);
+        let len = n
+            .div_ceil(NR)
+            .checked_mul(kp)
+            .and_then(|v| v.checked_mul(NR))
+            .ok_or_else(|| Error::Memory(format!("packed weight {k}x{n} overflows")))?;
+        if b.len() < k * n {
+            return Err(Error::Compile(format!(
+                "packing a {k}x{n} weight from {} elements",
+                b.len()
+            )));
+        }
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| {
+            Error::Memory(format!(
+                "cannot allocate {} bytes for a bf16 weight",
+                len * 4
+            ))
+        })?;
+        data.resize(len, 0);
+        let at = |p: usize, c: usize| -> u32 {
+            if p >= k {
+                return 0;
+            }
+            let x = if transposed {
+                b[c * k + p]
+            } else {
+                b[p * n + c]
+            };
+            u32::from(to_bf16(x))
+        };
+        for (j, panel) in data.chunks_mut((kp * NR).max(1)).enumerate() {
+            let cols = (n - j * NR).min(NR);
+            for p in 0..kp {
+                for c in 0..cols {
+                    let col = j * NR + c;
+                    panel[p * NR + c] = at(2 * p, col) | (at(2 * p + 1, col) << 16);
+                }
+            }
+        }
+        Ok(PackedBf16 { k, n, data })
+    }
+
+    fn panel(&self, j: usize) -> *const u32 {
+        self.data[j * self.k.div_ceil(2) * NR..].as_ptr()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+thread_local! {
+    /// Per-thread A block in bf16 pairs, and an edge tile.
+    static SCRATCH: RefCell<(Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Rows `rows` x panels `panels` of one job whose B is `b`, then their epilogue.
+///
+/// # Safety
+/// As `driver::run`: the job's pointers cover `m x k` of A and `m x n` of C, and the CPU has
+/// AVX512-BF16 (`supported()`).
+pub(super) unsafe fn block(
+    kern: &MicroKernel,
+    job: &GemmJob,
+    b: &PackedBf16,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+) {
+    let kp = job.k.div_ceil(2);
+    SCRATCH.with_borrow_mut(|(a16, tile_buf)| {
+        a16.clear();
+        a16.resize(rows.len() * kp, 0);
+        // SAFETY (whole block): the job's contract covers every pointer formed here.
+        unsafe {
+            for (i, r) in rows.clone().enumerate() {
+                let src = std::slice::from_raw_parts(job.a.add(r * job.lda), job.k);
+                round_pairs(src, &mut a16[i * kp..(i + 1) * kp]);
+            }
+            for j in panels {
+                let (c0, bp) = (j * NR, b.panel(j));
+                let cols = (job.n - c0).min(NR);
+                for r0 in rows.clone().step_by(MR) {
+                    let h = (rows.end - r0).min(MR);
+                    let a = a16.as_ptr().add((r0 - rows.start) * kp);
+                    if cols == NR {
+                        let c = job.c.add(r0 * job.ldc + c0);
+                        for kb in 0..kp.div_ceil(KCP).max(1) {
+                            let (p0, n) = (kb * KCP, (kp - (kb * KCP).min(kp)).min(KCP));
+                            tile(h, n, a.add(p0), kp, bp.add(p0 * NR), c, job.ldc, kb > 0);
+                        }
+                    } else {
+                        tile_buf.resize(MR * NR, 0.0);
+                        tile(h, kp, a, kp, bp, tile_buf.as_mut_ptr(), NR, false);
+                        for r in 0..h {
+                            let dst = job.c.add((r0 + r) * job.ldc + c0);
+                            std::ptr::copy_nonoverlapping(tile_buf.as_ptr().add(r * NR), dst, cols);
+                        }
+                    }
+                }
+                epilogue(kern, job, rows.clone(), c0, cols);
+            }
+        }
+    });
+}
+
+/// `out[p]` = the bf16 pair of `src[2p], src[2p + 1]` (0 past the end).
+fn round_pairs(src: &[f32], out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if supported() {
+        // SAFETY: the CPU has the feature; the vector loop stays inside both slices.
+        unsafe { round_pairs_avx512(src, out) };
+        return;
+    }
+    round_pairs_scalar(src, out, 0);
+}
+
+fn round_pairs_scalar(src: &[f32], out: &mut [u32], from: usize) {
+    for (p, o) in out.iter_mut().enumerate().skip(from) {
+        let lo = src.get(2 * p).map_or(0, |x| u32::from(to_bf16(*x)));
+        let hi = src.get(2 * p + 1).map_or(0, |x| u32::from(to_bf16(*x)));
+        *o = lo | (hi << 16);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_pairs_avx512(src: &[f32], out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let whole = src.len() / 32;
+    for i in 0..whole {
+        // SAFETY: 32 floats from 32 * i lie in src; 16 pairs from 16 * i lie in out.
+        unsafe {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(32 * i));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(32 * i + 16));
+            // Lanes 0..16 from `lo`, 16..32 from `hi`: as 32-bit lanes, pairs (2p, 2p + 1).
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * i).cast(), v);
+        }
+    }
+    round_pairs_scalar(src, out, 16 * whole);
+}
+
+/// `c[r, 0..32] (+)= sum_p a[r * lda + p] . b[p * 32 + 0..32]` over `kp` pairs, for `h` rows.
+///
+/// # Safety
+/// `a` holds `h` rows of `kp` pairs (stride `lda`), `b` `kp` rows of 32 pairs, `c` `h` rows of
+/// 32 floats (stride `ldc`); the CPU has AVX512-BF16.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    h: usize,
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded.
+    unsafe {
+        match h {
+            1 => rows_n::<1>(kp, a, lda, b, c, ldc, accumulate),
+            2 => rows_n::<2>(kp, a, lda, b, c, ldc, accumulate),
+            3 => rows_n::<3>(kp, a, lda, b, c, ldc, accumulate),
+            4 => rows_n::<4>(kp, a, lda, b, c, ldc, accumulate),
+            5 => rows_n::<5>(kp, a, lda, b, c, ldc, accumulate),
+            6 => rows_n::<6>(kp, a, lda, b, c, ldc, accumulate),
+            7 => rows_n::<7>(kp, a, lda, b, c, ldc, accumulate),
+            8 => rows_n::<8>(kp, a, lda, b, c, ldc, accumulate),
+            _ => {}
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (h, kp, a, lda, b, c, ldc, accumulate);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn rows_n<const R: usize>(
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract bounds every pointer below.
+    unsafe {
+        let mut lo: [__m512; R] = [_mm512_setzero_ps(); R];
+        let mut hi: [__m512; R] = [_mm512_setzero_ps(); R];
+        for p in 0..kp {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16).cast()));
+            for r in 0..R {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + p) as i32));
+                lo[r] = _mm512_dpbf16_ps(lo[r], av, b0);
+                hi[r] = _mm512_dpbf16_ps(hi[r], av, b1);
+            }
+        }
+        for r in 0..R {
+            let (c0, c1) = (c.add(r * ldc), c.add(r * ldc + 16));
+            if accumulate {
+                lo[r] = _mm512_add_ps(lo[r], _mm512_loadu_ps(c0));
+                hi[r] = _mm512_add_ps(hi[r], _mm512_loadu_ps(c1));
+            }
+            _mm512_storeu_ps(c0, lo[r]);
+            _mm512_storeu_ps(c1, hi[r]);
+        }
+    }
+}
