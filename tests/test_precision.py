@@ -79,8 +79,26 @@ def test_precision_argument_errors():
     for bad in ("fp16", "BF16", ""):
         with pytest.raises(rlx.CompileError, match="precision"):
             rlx.ModelCompilePipeline(g, precision=bad)
-    with pytest.raises(rlx.CompileError, match="not implemented"):
-        rlx.ModelCompilePipeline(g, precision="int8")
-    with pytest.raises(rlx.CompileError, match="prepack"):
-        rlx.ModelCompilePipeline(g, precision="bf16", prepack=False)
-    assert rlx.ModelCompilePipeline(g, precision="bf16").stats["precision"] == "bf16"
+    for p in ("bf16", "int8"):
+        with pytest.raises(rlx.CompileError, match="prepack"):
+            rlx.ModelCompilePipeline(g, precision=p, prepack=False)
+        assert rlx.ModelCompilePipeline(g, precision=p).stats["precision"] == p
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("isa", rlx.available_isas())
+def test_int8_embeddings_match_f32(f32, isa):
+    enc = bert.SentenceEncoder(MODEL_DIR, precision="int8")
+    enc.pipeline = rlx.ModelCompilePipeline(bert.build_graph(enc.config), precision="int8", isa=isa)
+    enc.pipeline.bind_params(dict(enc.weights))
+    enc.bucketing = rlx.bucketed(enc.pipeline, seq="pow2", pad_values={n: 0 for n in
+                                 ("input_ids", "attention_mask", "token_type_ids")})
+    n = 1000 if isa == "avx512" else 200  # the portable int8 loop is slow
+    cos = np.concatenate([cosines(enc.run(b)["embedding"], f32.run(b)["embedding"])
+                          for b in random_batches(enc.config.vocab_size, n)])
+    demo = cosines(enc.encode(DEMO_SENTENCES), f32.encode(DEMO_SENTENCES))
+    print(f"\n[int8 {isa}] cosine to f32 over {len(cos)} random sentences: min {cos.min():.5f} "
+          f"mean {cos.mean():.5f}; demo sentences min {demo.min():.5f}")
+    assert cos.min() >= 0.99 and demo.min() >= 0.99
+    exe = enc.pipeline.get_or_compile(batch=1, seq=8)
+    assert ("vpdpbusd" in exe.kernels[1]) or ("portable" in exe.kernels[1]), exe.kernels

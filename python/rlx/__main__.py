@@ -124,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--model-dir", default=None, help="directory with config.json, model.safetensors, tokenizer.json")
         p.add_argument("--mode", choices=["mmap", "copy"], default="mmap", help="how weights are loaded (see rlx.safetensors)")
         p.add_argument("--aot-dir", default=None, help="persist compiled variants here; a later run reads them back")
-        p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="the linears' number format")
+        p.add_argument("--precision", choices=["f32", "bf16", "int8"], default="f32", help="the linears' number format")
         if name == "embed":
             p.add_argument("texts", nargs="+")
         p.set_defaults(fn=fn)

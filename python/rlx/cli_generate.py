@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--aot-dir", default=None, help="persist compiled variants here; a later run reads them back")
-    p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="the linears' number format")
+    p.add_argument("--precision", choices=["f32", "bf16", "int8"], default="f32", help="the linears' number format")
     p.set_defaults(fn=cmd_generate)
 
 

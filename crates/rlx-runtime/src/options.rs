@@ -11,6 +11,10 @@ pub enum Precision {
     /// Weights and GEMM inputs rounded to bf16, products accumulated in f32: `vdpbf16ps` on
     /// CPUs with AVX512-BF16; elsewhere bf16-rounded weights on the f32 kernels.
     Bf16,
+    /// Weights quantized per output channel to s8 (symmetric, f32 scales), activations per
+    /// row to u8 when the product runs; i32 accumulation (`vpdpbusd` on AVX512-VNNI), f32
+    /// dequantized epilogue.
+    Int8,
 }
 
 impl Precision {
@@ -18,6 +22,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -25,11 +30,9 @@ impl Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            "int8" => Err(crate::Error::Compile(
-                "precision \"int8\" is not implemented yet (f32, bf16)".into(),
-            )),
+            "int8" => Ok(Precision::Int8),
             _ => Err(crate::Error::Compile(format!(
-                "unknown precision {s:?}: expected \"f32\" or \"bf16\""
+                "unknown precision {s:?}: expected \"f32\", \"bf16\" or \"int8\""
             ))),
         }
     }

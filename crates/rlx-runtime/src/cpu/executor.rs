@@ -246,7 +246,7 @@ impl CpuExecutable {
                         act: *activation,
                     };
                     let w = self.weight(addrs, ins[1].0, *transpose_w);
-                    gemm::linear(self.isa, f32_in(0), w, bias, &spec, f32_out())
+                    gemm::linear(self.isa, f32_in(0), w, bias, &spec, f32_out())?
                 }
                 ComputeOp::Binary(bop) => with_num!(ins[0].2, T => elementwise::binary::<T>(
                     *bop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,

@@ -89,7 +89,7 @@ impl CpuExecutable {
                             )
                         })
                         .collect();
-                    gemm::linear_group(self.isa, f32_in(0), &group, last(ins[0].1), f32_out())
+                    gemm::linear_group(self.isa, f32_in(0), &group, last(ins[0].1), f32_out())?
                 }
                 ComputeOp::AttentionPacked {
                     heads,

@@ -7,7 +7,7 @@ use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, KernelOp};
 
 use super::executor::{Addrs, CpuExecutable, Place};
-use super::gemm::{Packed, PackedB, PackedBf16, Weight, bf16};
+use super::gemm::{Packed, PackedB, PackedBf16, PackedI8, Weight, bf16, int8};
 use super::isa::Isa;
 use crate::{ParamData, Precision, Result};
 
@@ -76,6 +76,13 @@ impl CpuExecutable {
                     Ok((p, bytes))
                 })
                 .map(Packed::F32),
+            GemmPrecision::Int8Vnni | GemmPrecision::Int8Portable => data
+                .derived(("gemm_b_int8", u64::from(e.transposed)), || {
+                    let p = PackedI8::new(w(), e.k, e.n, e.transposed)?;
+                    let bytes = p.bytes();
+                    Ok((p, bytes))
+                })
+                .map(Packed::Int8),
         }
     }
 
@@ -85,6 +92,8 @@ impl CpuExecutable {
             Precision::F32 => GemmPrecision::F32,
             Precision::Bf16 if self.isa == Isa::Avx512 && bf16::supported() => GemmPrecision::Bf16,
             Precision::Bf16 => GemmPrecision::Bf16Weights,
+            Precision::Int8 if self.isa == Isa::Avx512 && int8::vnni() => GemmPrecision::Int8Vnni,
+            Precision::Int8 => GemmPrecision::Int8Portable,
         }
     }
 }
@@ -97,6 +106,10 @@ pub enum GemmPrecision {
     Bf16,
     /// bf16-rounded weights on the f32 kernels: the CPU or the chosen path has no bf16 dot.
     Bf16Weights,
+    /// u8 x s8 -> i32 on AVX512-VNNI.
+    Int8Vnni,
+    /// The same integers from a portable loop (no VNNI on this path): slow, for correctness.
+    Int8Portable,
 }
 
 impl GemmPrecision {
@@ -105,6 +118,10 @@ impl GemmPrecision {
             GemmPrecision::F32 => "f32",
             GemmPrecision::Bf16 => "bf16 x bf16 -> f32 (avx512_bf16 vdpbf16ps)",
             GemmPrecision::Bf16Weights => "bf16 weights, f32 compute (no avx512_bf16 on this path)",
+            GemmPrecision::Int8Vnni => "u8 x s8 -> i32, dequantized to f32 (avx512_vnni vpdpbusd)",
+            GemmPrecision::Int8Portable => {
+                "u8 x s8 -> i32, dequantized to f32 (portable loop: no avx512_vnni on this path)"
+            }
         }
     }
 }

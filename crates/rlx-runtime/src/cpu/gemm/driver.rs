@@ -35,6 +35,11 @@ pub enum BSource<'a> {
     Cols { ptr: *const f32, ld: usize },
     /// bf16 panels of a bound weight (`bf16.rs`), for the AVX512-BF16 kernel.
     PackedBf16(&'a super::bf16::PackedBf16),
+    /// int8 panels of a bound weight (`int8.rs`), with the job's A quantized once.
+    Int8 {
+        b: &'a super::int8::PackedI8,
+        a: &'a super::int8::QuantA,
+    },
 }
 
 /// One product `c[m, n] = act(a[m, k] @ b + bias)`, with row strides `lda` and `ldc`.
@@ -167,6 +172,11 @@ unsafe fn block(
         unsafe { super::bf16::block(kern, job, b, rows, panels) };
         return;
     }
+    if let BSource::Int8 { b, a } = job.b {
+        // SAFETY: forwarded.
+        unsafe { super::int8::block(kern, job, b, a, rows, panels) };
+        return;
+    }
     let (nr, mr) = (kern.nr, kern.mr);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
         let last = panels.end;
@@ -188,7 +198,7 @@ unsafe fn block(
                     BSource::Rows { ptr, ld } => {
                         copy_panel(panel_buf, job.k, nr, |p, c| *ptr.add(p * ld + c0 + c), cols)
                     }
-                    BSource::PackedBf16(_) => unreachable!("handled above"),
+                    BSource::PackedBf16(_) | BSource::Int8 { .. } => unreachable!("handled above"),
                     BSource::Cols { ptr, ld } => copy_panel(
                         panel_buf,
                         job.k,

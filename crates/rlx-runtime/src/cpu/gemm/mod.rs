@@ -9,6 +9,7 @@ mod avx2;
 mod avx512;
 pub mod bf16;
 pub mod driver;
+pub mod int8;
 mod pack;
 mod portable;
 mod simd;
@@ -17,6 +18,7 @@ use rlx_ir::UnaryOp;
 
 pub use bf16::PackedBf16;
 pub use driver::{BSource, GemmJob};
+pub use int8::{PackedI8, QuantA};
 pub use pack::PackedB;
 
 use super::elementwise::broadcast_strides;
@@ -49,10 +51,23 @@ pub struct MicroKernel {
     pub tile: TileFn,
 }
 
-/// The kernel that runs products with `w`: bf16 panels have the AVX-512 tile shape.
+/// The tile shape of the bf16 and int8 kernels (8 x 32, their own tile functions), with the
+/// ISA their shared epilogue runs on. `tile` is never called through these.
+const fn wide(isa: Isa) -> MicroKernel {
+    MicroKernel {
+        isa,
+        mr: 8,
+        nr: 32,
+        tile: portable::KERNEL.tile,
+    }
+}
+static WIDE: [MicroKernel; 3] = [wide(Isa::Scalar), wide(Isa::Avx2), wide(Isa::Avx512)];
+
+/// The kernel that runs products with `w`: bf16 and int8 panels have the 8 x 32 tile shape.
 fn kernel_for(isa: Isa, w: Weight) -> &'static MicroKernel {
     match w {
         Weight::Bf16(_) => &avx512::KERNEL,
+        Weight::Int8(_) => &WIDE[Isa::ALL.iter().position(|i| *i == isa).unwrap_or(0)],
         _ => kernel(isa),
     }
 }
@@ -62,6 +77,7 @@ fn kernel_for(isa: Isa, w: Weight) -> &'static MicroKernel {
 pub enum Packed {
     F32(std::sync::Arc<PackedB>),
     Bf16(std::sync::Arc<PackedBf16>),
+    Int8(std::sync::Arc<PackedI8>),
 }
 
 impl Packed {
@@ -69,6 +85,7 @@ impl Packed {
         match self {
             Packed::F32(p) => Weight::Packed(p),
             Packed::Bf16(p) => Weight::Bf16(p),
+            Packed::Int8(p) => Weight::Int8(p),
         }
     }
 }
@@ -88,6 +105,8 @@ pub enum Weight<'a> {
     Packed(&'a PackedB),
     /// bf16 panels, for the AVX512-BF16 kernel.
     Bf16(&'a PackedBf16),
+    /// Per-column int8 panels (u8 x s8 products, dequantized).
+    Int8(&'a PackedI8),
     /// `[k, n]`, or `[n, k]` when `transposed`.
     Raw {
         w: &'a [f32],
@@ -96,10 +115,15 @@ pub enum Weight<'a> {
 }
 
 impl<'a> Weight<'a> {
-    fn source(self, k: usize, n: usize) -> BSource<'a> {
+    /// The B operand; an int8 weight pairs with the product's quantized A, `qa`.
+    fn source(self, k: usize, n: usize, qa: Option<&'a QuantA>) -> BSource<'a> {
         match self {
             Weight::Packed(p) => BSource::Packed(p),
             Weight::Bf16(p) => BSource::PackedBf16(p),
+            Weight::Int8(b) => match qa {
+                Some(a) => BSource::Int8 { b, a },
+                None => unreachable!("int8 weights come with their quantized A"),
+            },
             Weight::Raw {
                 w,
                 transposed: false,
@@ -125,6 +149,15 @@ pub struct LinearSpec {
     pub act: Option<UnaryOp>,
 }
 
+/// `x` (`m` rows of `k`) quantized once when any of `weights` is int8.
+fn quantized_a(x: &[f32], m: usize, k: usize, weights: &[Weight]) -> crate::Result<Option<QuantA>> {
+    if !weights.iter().any(|w| matches!(w, Weight::Int8(_))) {
+        return Ok(None);
+    }
+    // SAFETY: x holds m rows of k (the callers' contract).
+    unsafe { QuantA::new(x.as_ptr(), m, k, k) }.map(Some)
+}
+
 /// `out[r, :] = act(x[r, :] @ w + bias)` over all leading rows of `x`.
 ///
 /// The caller guarantees `x` holds `rows x k`, `w` holds `k x n`, `out` holds `rows x n`.
@@ -135,25 +168,27 @@ pub fn linear(
     bias: Option<&[f32]>,
     spec: &LinearSpec,
     out: &mut [f32],
-) {
+) -> crate::Result<()> {
     if spec.n == 0 || out.is_empty() {
-        return;
+        return Ok(());
     }
     let m = out.len() / spec.n;
+    let qa = quantized_a(x, m, spec.k, &[w])?;
     let job = GemmJob {
         m,
         n: spec.n,
         k: spec.k,
         a: x.as_ptr(),
         lda: spec.k,
-        b: w.source(spec.k, spec.n),
+        b: w.source(spec.k, spec.n, qa.as_ref()),
         c: out.as_mut_ptr(),
         ldc: spec.n,
         bias,
         act: spec.act,
     };
     // SAFETY: x is [m, k], w is [k, n] (in its layout), out is [m, n] and borrowed mutably.
-    unsafe { driver::run(kernel_for(isa, w), &[job]) }
+    unsafe { driver::run(kernel_for(isa, w), &[job]) };
+    Ok(())
 }
 
 /// One part of a linear group: weight, optional bias `[n]`, and `n`.
@@ -161,12 +196,20 @@ pub type LinearPart<'a> = (Weight<'a>, Option<&'a [f32]>, usize);
 
 /// `out[:, cols_p] = x @ w_p + b_p` for each part p, written side by side (row stride = the
 /// sum of the parts' widths). The weights stay where they are bound: no concatenated copy.
-pub fn linear_group(isa: Isa, x: &[f32], parts: &[LinearPart<'_>], k: usize, out: &mut [f32]) {
+pub fn linear_group(
+    isa: Isa,
+    x: &[f32],
+    parts: &[LinearPart<'_>],
+    k: usize,
+    out: &mut [f32],
+) -> crate::Result<()> {
     let total: usize = parts.iter().map(|p| p.2).sum();
     if total == 0 || out.is_empty() {
-        return;
+        return Ok(());
     }
     let m = out.len() / total;
+    let weights: Vec<Weight> = parts.iter().map(|p| p.0).collect();
+    let qa = quantized_a(x, m, k, &weights)?;
     let mut col = 0;
     let jobs: Vec<GemmJob> = parts
         .iter()
@@ -177,7 +220,7 @@ pub fn linear_group(isa: Isa, x: &[f32], parts: &[LinearPart<'_>], k: usize, out
                 k,
                 a: x.as_ptr(),
                 lda: k,
-                b: w.source(k, *n),
+                b: w.source(k, *n, qa.as_ref()),
                 // SAFETY: col + n <= total, so the part's columns lie inside each out row.
                 c: unsafe { out.as_mut_ptr().add(col) },
                 ldc: total,
@@ -191,7 +234,8 @@ pub fn linear_group(isa: Isa, x: &[f32], parts: &[LinearPart<'_>], k: usize, out
     // SAFETY: parts write disjoint column ranges of out ([m, total]); x is [m, k]. Parts of
     // one precision share a kernel (a group is packed as one precision).
     let kern = parts.first().map_or(kernel(isa), |p| kernel_for(isa, p.0));
-    unsafe { driver::run(kern, &jobs) }
+    unsafe { driver::run(kern, &jobs) };
+    Ok(())
 }
 
 /// Batched `a[..., m, k] @ b[..., k, n]` into `out[..., m, n]`, batch dims broadcast.

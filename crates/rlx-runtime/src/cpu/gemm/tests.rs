@@ -80,7 +80,8 @@ fn linear_matches_f64_for_every_isa_and_weight_form() {
             for (name, wf) in forms {
                 let mut out = vec![f32::NAN; m * n];
                 let spec = LinearSpec { k, n, act: None };
-                pool.install(|| linear(isa, &x, wf, Some(&b), &spec, &mut out));
+                pool.install(|| linear(isa, &x, wf, Some(&b), &spec, &mut out))
+                    .unwrap();
                 close(&out, &want, k, &format!("{isa} {name} {m}x{k}x{n}"));
             }
         }
@@ -104,7 +105,7 @@ fn activation_epilogue_and_groups_match() {
             w: &w1,
             transposed: false,
         };
-        linear(isa, &x, w, Some(&b1), &spec, &mut out);
+        linear(isa, &x, w, Some(&b1), &spec, &mut out).unwrap();
         let want: Vec<f64> = naive(&x, &w1, Some(&b1), m, k, 40)
             .iter()
             .map(|v| v.max(0.0))
@@ -130,7 +131,7 @@ fn activation_epilogue_and_groups_match() {
                 24,
             ),
         ];
-        linear_group(isa, &x, &parts, k, &mut grouped);
+        linear_group(isa, &x, &parts, k, &mut grouped).unwrap();
         let (p1, p2) = (
             naive(&x, &w1, Some(&b1), m, k, 40),
             naive(&x, &w2, None, m, k, 24),
@@ -196,7 +197,7 @@ fn probe_linear_speed() {
                 let t = std::time::Instant::now();
                 pool.install(|| {
                     for _ in 0..reps {
-                        linear(isa, &x, Weight::Packed(&packed), None, &spec, &mut out);
+                        linear(isa, &x, Weight::Packed(&packed), None, &spec, &mut out).unwrap();
                     }
                 });
                 best = best.min(t.elapsed().as_secs_f64() / reps as f64);
@@ -227,7 +228,7 @@ fn probe_cold_weights() {
         pool.install(|| {
             for r in 0..reps {
                 let w = if cold { &ws[r % ws.len()] } else { &ws[0] };
-                linear(isa, &x, Weight::Packed(w), None, &spec, &mut out);
+                linear(isa, &x, Weight::Packed(w), None, &spec, &mut out).unwrap();
             }
         });
         let s = t.elapsed().as_secs_f64() / reps as f64;
