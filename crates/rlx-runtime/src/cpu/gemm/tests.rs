@@ -238,3 +238,52 @@ fn probe_cold_weights() {
         );
     }
 }
+
+#[test]
+#[ignore = "timing probe: cargo test --release -p rlx-runtime --lib probe_precisions -- --ignored --nocapture"]
+fn probe_precisions() {
+    let pool = crate::cpu::thread_pool(Some(1)).unwrap();
+    let isa = Isa::Avx512;
+    if !isa.supported() {
+        return;
+    }
+    for (m, k, n) in [
+        (128, 384, 1536),
+        (1024, 384, 1536),
+        (1024, 1536, 384),
+        (1, 576, 1536),
+    ] {
+        let (x, w) = (data(m * k, 1), data(k * n, 2));
+        let f32w = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
+        let bf = PackedBf16::new(&w, k, n, false).unwrap();
+        let i8w = PackedI8::new(&w, k, n, false).unwrap();
+        let mut out = vec![0.0f32; m * n];
+        let spec = LinearSpec { k, n, act: None };
+        let reps = (2_000_000_000 / (2 * m * k * n)).clamp(5, 2000);
+        let ws: [(&str, Weight); 3] = [
+            ("f32", Weight::Packed(&f32w)),
+            ("bf16", Weight::Bf16(&bf)),
+            ("int8", Weight::Int8(&i8w)),
+        ];
+        for (name, w) in ws {
+            if name == "bf16" && !bf16::supported() || name == "int8" && !int8::vnni() {
+                continue;
+            }
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                pool.install(|| {
+                    for _ in 0..reps {
+                        linear(isa, &x, w, None, &spec, &mut out).unwrap();
+                    }
+                });
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!(
+                "{name} {m}x{k}x{n}, 1 thread: {:.1} GFLOP/s ({:.1} us)",
+                2.0 * (m * k * n) as f64 / best / 1e9,
+                best * 1e6
+            );
+        }
+    }
+}
