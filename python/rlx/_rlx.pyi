@@ -42,6 +42,35 @@ class Graph:
     def cache_write(self, cache: Value, new: Value, pos: Value) -> Value: ...
     def kv_attention(self, q: Value, k: Value, v: Value, pos: Value, scale: Optional[float] = None) -> Value: ...
     def swiglu(self, x: Value) -> Value: ...
+    def conv(
+        self,
+        x: Value,
+        w: Value,
+        b: Optional[Value] = None,
+        strides: Optional[Sequence[int]] = None,
+        pads: Optional[Sequence[int]] = None,
+        dilations: Optional[Sequence[int]] = None,
+        groups: int = 1,
+    ) -> Value: ...
+    def max_pool(
+        self,
+        x: Value,
+        kernel: Sequence[int],
+        strides: Optional[Sequence[int]] = None,
+        pads: Optional[Sequence[int]] = None,
+        dilations: Optional[Sequence[int]] = None,
+        ceil_mode: bool = False,
+    ) -> Value: ...
+    def avg_pool(
+        self,
+        x: Value,
+        kernel: Sequence[int],
+        strides: Optional[Sequence[int]] = None,
+        pads: Optional[Sequence[int]] = None,
+        ceil_mode: bool = False,
+        count_include_pad: bool = False,
+    ) -> Value: ...
+    def lrn(self, x: Value, size: int, alpha: float = 0.0001, beta: float = 0.75, bias: float = 1.0) -> Value: ...
     def linear(
         self,
         x: Value,

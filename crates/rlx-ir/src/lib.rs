@@ -22,7 +22,7 @@ pub use hir::{HirModule, HirMut, ValueId};
 pub use lir::LirModule;
 pub use manifest::{BindingManifest, ManifestDiff, ManifestEntry};
 pub use ops::{
-    BinaryOp, CompareOp, ComputeOp, Constant, EwProgram, EwStep, MaskKind, OpKind, ReduceOp,
-    TensorData, UnaryOp,
+    BinaryOp, CompareOp, ComputeOp, Constant, ConvAttrs, EwProgram, EwStep, MaskKind, OpKind,
+    PoolAttrs, PoolKind, ReduceOp, TensorData, UnaryOp, Window,
 };
 pub use shape::{Shape, TensorType};

@@ -233,6 +233,21 @@ pub enum ComputeOp {
     /// SwiGLU's gate: `silu(x[..., :n]) * x[..., n:]` over a last axis of `2n`
     /// (the gate and up projections side by side, as one `linear_group` writes them). `[x]`
     SwiGlu,
+    /// N-d convolution (cross-correlation, as ONNX Conv) of `x = [batch, c, spatial..]` with
+    /// `w = [m, c / groups, kernel..]`, plus `bias = [m]`. `pads` holds the begin pads of each
+    /// spatial axis, then the end pads. Spatial sizes are static. `[x, w]` or `[x, w, bias]`
+    Conv(ConvAttrs),
+    /// Max or average pooling over the spatial axes of `x = [batch, c, spatial..]`, ONNX
+    /// semantics (`ceil_mode`; average pooling counts pads only with `count_include_pad`). `[x]`
+    Pool(PoolAttrs),
+    /// Local response normalization across channels (ONNX LRN):
+    /// `x / (bias + alpha / size * sum of x^2 over the size channels around)^beta`. `[x]`
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
 
     // ---- fused ops, produced by passes (or built directly) ----
     /// An elementwise program over broadcast inputs of any dtype (loaded as f32); f32 result.
@@ -260,6 +275,67 @@ pub enum ComputeOp {
         causal: bool,
         mask: MaskKind,
     },
+}
+
+/// Window geometry shared by convolution and pooling: per spatial axis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Begin pads of every spatial axis, then end pads.
+    pub pads: Vec<usize>,
+}
+
+impl Window {
+    /// Output size of spatial axis `i` over an input of `n` (None: the window does not fit).
+    pub fn out_size(&self, i: usize, n: usize, ceil: bool) -> Option<usize> {
+        let rank = self.kernel.len();
+        let span = self.dilations[i]
+            .checked_mul(self.kernel[i].checked_sub(1)?)?
+            .checked_add(1)?;
+        let padded = n
+            .checked_add(self.pads[i])?
+            .checked_add(self.pads[rank + i])?;
+        let room = padded.checked_sub(span)?;
+        let s = self.strides[i];
+        let mut out = if ceil { room.div_ceil(s) } else { room / s } + 1;
+        // A last window that would start in the end padding is dropped (ONNX's ceil_mode rule).
+        if ceil && (out - 1) * s >= n + self.pads[i] {
+            out -= 1;
+        }
+        Some(out)
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel={:?} strides={:?} dilations={:?} pads={:?}",
+            self.kernel, self.strides, self.dilations, self.pads
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ConvAttrs {
+    /// The kernel sizes come from the weight's shape; `window.kernel` repeats them.
+    pub window: Window,
+    pub groups: usize,
+}
+
+named_enum!(
+    /// The reduction of a pooling window.
+    PoolKind { Max => "max_pool", Avg => "avg_pool" }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PoolAttrs {
+    pub kind: PoolKind,
+    pub window: Window,
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
 }
 
 /// How an attention mask operand is read.
@@ -326,6 +402,9 @@ impl ComputeOp {
             ComputeOp::CacheWrite => "cache_write",
             ComputeOp::KvAttention { .. } => "kv_attention",
             ComputeOp::SwiGlu => "swiglu",
+            ComputeOp::Conv(_) => "conv",
+            ComputeOp::Pool(p) => p.kind.name(),
+            ComputeOp::Lrn { .. } => "lrn",
             ComputeOp::Elementwise { .. } => "elementwise",
             ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
             ComputeOp::ScaledSoftmax { .. } => "scaled_softmax",
@@ -355,6 +434,9 @@ impl ComputeOp {
             | ComputeOp::CacheWrite
             | ComputeOp::KvAttention { .. }
             | ComputeOp::SwiGlu
+            | ComputeOp::Conv(_)
+            | ComputeOp::Pool(_)
+            | ComputeOp::Lrn { .. }
             | ComputeOp::AddLayerNorm { .. }
             | ComputeOp::ScaledSoftmax { .. }
             | ComputeOp::LinearGroup { .. }
@@ -387,6 +469,17 @@ impl ComputeOp {
             ComputeOp::Cast { to } => format!(" to={to}"),
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
             ComputeOp::KvAttention { scale } => format!(" scale={scale:e}"),
+            ComputeOp::Conv(c) => format!(" {} groups={}", c.window, c.groups),
+            ComputeOp::Pool(p) => format!(
+                " {} ceil_mode={} count_include_pad={}",
+                p.window, p.ceil_mode, p.count_include_pad
+            ),
+            ComputeOp::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => format!(" size={size} alpha={alpha:e} beta={beta:e} bias={bias:e}"),
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
             ComputeOp::ScaledSoftmax { axis, scale } => format!(" axis={axis} scale={scale:e}"),

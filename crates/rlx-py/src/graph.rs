@@ -7,8 +7,8 @@ use numpy::PyUntypedArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyString, PyTuple};
 use rlx_ir::{
-    BinaryOp, CompareOp, DType, Dim, HirModule, HirMut, ReduceOp, Shape, TensorData, TensorType,
-    UnaryOp, ValueId,
+    BinaryOp, CompareOp, DType, Dim, HirModule, HirMut, PoolKind, ReduceOp, Shape, TensorData,
+    TensorType, UnaryOp, ValueId,
 };
 use rlx_runtime::HostData;
 
@@ -581,6 +581,96 @@ impl PyGraph {
         self.build(|g| g.rotary(x, offset, theta.0))
     }
 
+    /// Convolution (ONNX Conv) of `x = [batch, c, spatial..]` with `w = [m, c / groups,
+    /// kernel..]` and an optional bias `[m]`. `strides` / `dilations` default to 1 per spatial
+    /// axis, `pads` (begins, then ends) to 0.
+    #[pyo3(
+        signature = (x, w, b = None, strides = None, pads = None, dilations = None, groups = Int(1)),
+        text_signature = "(self, x, w, b=None, strides=None, pads=None, dilations=None, groups=1)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        x: &PyValue,
+        w: &PyValue,
+        b: Option<&PyValue>,
+        strides: Option<Vec<Int>>,
+        pads: Option<Vec<Int>>,
+        dilations: Option<Vec<Int>>,
+        groups: Int,
+    ) -> PyResult<PyValue> {
+        let (x, w) = (self.id_of(x)?, self.id_of(w)?);
+        let b = b.map(|b| self.id_of(b)).transpose()?;
+        let (st, pa, di) = (
+            sizes("strides", strides)?,
+            sizes("pads", pads)?,
+            sizes("dilations", dilations)?,
+        );
+        let groups = sizes("groups", Some(vec![groups]))?[0];
+        self.build(|g| g.conv(x, w, b, &st, &pa, &di, groups))
+    }
+
+    /// Max pooling (ONNX MaxPool) over `kernel`, defaults as for `conv`.
+    #[pyo3(signature = (x, kernel, strides = None, pads = None, dilations = None, ceil_mode = false))]
+    fn max_pool(
+        &self,
+        x: &PyValue,
+        kernel: Vec<Int>,
+        strides: Option<Vec<Int>>,
+        pads: Option<Vec<Int>>,
+        dilations: Option<Vec<Int>>,
+        ceil_mode: bool,
+    ) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        let k = sizes("kernel", Some(kernel))?;
+        let (st, pa, di) = (
+            sizes("strides", strides)?,
+            sizes("pads", pads)?,
+            sizes("dilations", dilations)?,
+        );
+        self.build(|g| g.pool(PoolKind::Max, x, &k, &st, &pa, &di, ceil_mode, false))
+    }
+
+    /// Average pooling (ONNX AveragePool); pads count toward the divisor only with
+    /// `count_include_pad`.
+    #[pyo3(signature = (x, kernel, strides = None, pads = None, ceil_mode = false, count_include_pad = false))]
+    fn avg_pool(
+        &self,
+        x: &PyValue,
+        kernel: Vec<Int>,
+        strides: Option<Vec<Int>>,
+        pads: Option<Vec<Int>>,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        let k = sizes("kernel", Some(kernel))?;
+        let (st, pa) = (sizes("strides", strides)?, sizes("pads", pads)?);
+        self.build(|g| {
+            g.pool(
+                PoolKind::Avg,
+                x,
+                &k,
+                &st,
+                &pa,
+                &[],
+                ceil_mode,
+                count_include_pad,
+            )
+        })
+    }
+
+    /// Local response normalization across channels (ONNX LRN).
+    #[pyo3(
+        signature = (x, size, alpha = F32(1e-4), beta = F32(0.75), bias = F32(1.0)),
+        text_signature = "(self, x, size, alpha=0.0001, beta=0.75, bias=1.0)"
+    )]
+    fn lrn(&self, x: &PyValue, size: Int, alpha: F32, beta: F32, bias: F32) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        let size = sizes("size", Some(vec![size]))?[0];
+        self.build(|g| g.lrn(x, size, alpha.0, beta.0, bias.0))
+    }
+
     /// A reduction by name ("reduce_sum", "reduce_mean", "reduce_max") over `axes` (an int, a
     /// sequence of ints, or None for every axis).
     #[pyo3(signature = (op, x, axes = None, keep_dim = false))]
@@ -795,4 +885,19 @@ impl Leaf {
             Leaf::State => "state",
         }
     }
+}
+
+/// Non-negative window sizes (empty when not given).
+fn sizes(what: &str, v: Option<Vec<Int>>) -> PyResult<Vec<usize>> {
+    v.unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            usize::try_from(i.0)
+                .ok()
+                .filter(|n| *n < (1 << 31))
+                .ok_or_else(|| {
+                    ShapeError::new_err(format!("{what}: {} is not a size in [0, 2**31)", i.0))
+                })
+        })
+        .collect()
 }

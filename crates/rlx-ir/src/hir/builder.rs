@@ -272,6 +272,70 @@ impl<'m> HirMut<'m> {
         self.compute(ComputeOp::SwiGlu, vec![x])
     }
 
+    /// Convolution of `x = [batch, c, spatial..]` with `w = [m, c / groups, kernel..]` (see
+    /// [`ComputeOp::Conv`]). Empty `strides` / `dilations` mean 1, empty `pads` 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        bias: Option<ValueId>,
+        strides: &[usize],
+        pads: &[usize],
+        dilations: &[usize],
+        groups: usize,
+    ) -> Result<ValueId> {
+        let ws = self.ty(w)?.shape.as_static().unwrap_or_default();
+        let kernel = ws.get(2..).map(<[usize]>::to_vec).unwrap_or_default();
+        let window = default_window(kernel, strides, pads, dilations);
+        let mut ins = vec![x, w];
+        ins.extend(bias);
+        self.compute(ComputeOp::Conv(crate::ConvAttrs { window, groups }), ins)
+    }
+
+    /// Max or average pooling (see [`ComputeOp::Pool`]); defaults as for [`Self::conv`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool(
+        &mut self,
+        kind: crate::PoolKind,
+        x: ValueId,
+        kernel: &[usize],
+        strides: &[usize],
+        pads: &[usize],
+        dilations: &[usize],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Result<ValueId> {
+        let window = default_window(kernel.to_vec(), strides, pads, dilations);
+        let attrs = crate::PoolAttrs {
+            kind,
+            window,
+            ceil_mode,
+            count_include_pad,
+        };
+        self.compute(ComputeOp::Pool(attrs), vec![x])
+    }
+
+    /// Local response normalization across channels (see [`ComputeOp::Lrn`]).
+    pub fn lrn(
+        &mut self,
+        x: ValueId,
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    ) -> Result<ValueId> {
+        self.compute(
+            ComputeOp::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            },
+            vec![x],
+        )
+    }
+
     /// Reduces over `axes` (all axes when empty).
     pub fn reduce(
         &mut self,
@@ -439,4 +503,27 @@ impl<'m> HirMut<'m> {
 fn default_scale(q: &Shape) -> f32 {
     let d = q.0.get(3).and_then(Dim::as_const).unwrap_or(1).max(1);
     1.0 / (d as f32).sqrt()
+}
+
+/// A window over `kernel`, with strides and dilations 1 and pads 0 where not given.
+fn default_window(
+    kernel: Vec<usize>,
+    strides: &[usize],
+    pads: &[usize],
+    dilations: &[usize],
+) -> crate::Window {
+    let rank = kernel.len();
+    let or = |v: &[usize], n: usize, fill: usize| {
+        if v.is_empty() {
+            vec![fill; n]
+        } else {
+            v.to_vec()
+        }
+    };
+    crate::Window {
+        strides: or(strides, rank, 1),
+        dilations: or(dilations, rank, 1),
+        pads: or(pads, 2 * rank, 0),
+        kernel,
+    }
 }

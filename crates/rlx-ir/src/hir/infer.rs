@@ -246,6 +246,9 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
         | ComputeOp::CacheWrite
         | ComputeOp::KvAttention { .. }
         | ComputeOp::SwiGlu => super::infer_decoder::infer(op, tys),
+        ComputeOp::Conv(_) | ComputeOp::Pool(_) | ComputeOp::Lrn { .. } => {
+            super::infer_vision::infer(op, tys)
+        }
         ComputeOp::Elementwise { .. }
         | ComputeOp::AddLayerNorm { .. }
         | ComputeOp::ScaledSoftmax { .. }

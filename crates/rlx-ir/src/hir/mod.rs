@@ -7,6 +7,7 @@ mod builder;
 mod infer;
 mod infer_decoder;
 mod infer_fused;
+mod infer_vision;
 mod print;
 mod verify;
 

@@ -15,7 +15,7 @@ use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pac
 use super::gemm::Packed;
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, decoder, elementwise, gemm, layout, norm, reduce, rotary};
+use super::{attention, decoder, elementwise, gemm, layout, norm, reduce, rotary, vision};
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
 use crate::{
@@ -404,6 +404,27 @@ impl CpuExecutable {
                         f32_out(),
                     )?
                 }
+                ComputeOp::Conv(c) => {
+                    let bias = (ins.len() > 2).then(|| f32_in(2));
+                    vision::conv(
+                        self.isa,
+                        f32_in(0),
+                        ins[0].1,
+                        f32_in(1),
+                        ins[1].1,
+                        bias,
+                        c,
+                        f32_out(),
+                        out_shape,
+                    )?
+                }
+                ComputeOp::Pool(p) => vision::pool(f32_in(0), ins[0].1, p, f32_out(), out_shape),
+                ComputeOp::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                } => vision::lrn(f32_in(0), ins[0].1, *size, *alpha, *beta, *bias, f32_out()),
                 ComputeOp::SwiGlu => {
                     decoder::swiglu(self.isa, f32_in(0), last(out_shape), f32_out())
                 }

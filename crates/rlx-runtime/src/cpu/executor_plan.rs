@@ -241,6 +241,16 @@ pub(super) fn scratch_bytes(
                         .saturating_add(batch.saturating_mul(sk)),
                 )
             }
+            ComputeOp::Conv(_) => {
+                // The patch matrix of one image: c * kernel rows of the output positions.
+                let (x, w, o) = (shape(0), shape(1), &shapes[k.output.index()]);
+                let patches = x[1]
+                    .saturating_mul(w[2..].iter().product::<usize>())
+                    .saturating_mul(o[2..].iter().product::<usize>());
+                f32s(patches.saturating_add(
+                    threads.saturating_mul(x[1].saturating_add(16).saturating_mul(nr)),
+                ))
+            }
             ComputeOp::Linear { .. } | ComputeOp::LinearGroup { .. } | ComputeOp::MatMul => {
                 f32s(threads.saturating_mul(last(shape(0)).saturating_add(16).saturating_mul(nr)))
             }

@@ -17,6 +17,7 @@ mod pool;
 mod reduce;
 mod rotary;
 mod types;
+mod vision;
 pub mod vmath;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! type shape inference gave the node, so it also catches inference that disagrees with data.
 
 mod ops;
+mod vision;
 
 use ndarray::{ArrayD, IxDyn};
 use rlx_ir::hir::Op;

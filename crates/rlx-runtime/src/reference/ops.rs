@@ -121,6 +121,33 @@ pub(super) fn compute(
             let visible = |b: usize, i: usize, j: usize| j <= pos[b] + i;
             Value::F32(attention(q, k, v, f64::from(*scale), &visible)?)
         }
+        ComputeOp::Conv(c) => {
+            let bias = if args.len() > 2 {
+                Some(f32s(args, 2)?)
+            } else {
+                None
+            };
+            Value::F32(super::vision::conv(
+                f32s(args, 0)?,
+                f32s(args, 1)?,
+                bias,
+                c,
+                shape,
+            )?)
+        }
+        ComputeOp::Pool(p) => Value::F32(super::vision::pool(f32s(args, 0)?, p, shape)?),
+        ComputeOp::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => Value::F32(super::vision::lrn(
+            f32s(args, 0)?,
+            *size,
+            *alpha,
+            *beta,
+            *bias,
+        )?),
         ComputeOp::SwiGlu => {
             let x = f32s(args, 0)?;
             let n = x.shape()[x.ndim() - 1] / 2;

@@ -1,0 +1,306 @@
+//! Convolution, pooling and LRN over `[batch, c, spatial..]` tensors.
+//!
+//! A convolution lowers each image onto the packed GEMM: its patches are laid out as the rows
+//! of a `[c / groups * kernel, out positions]` matrix (im2col, or the image itself for a 1x1
+//! stride-1 unpadded kernel), and each group's weights `[m / groups, c / groups * kernel]`,
+//! read in place, multiply it into the NCHW output. Depthwise convolutions (one input channel per
+//! group) run directly, one channel per task. Pooling and LRN are direct loops, one
+//! `(image, channel)` plane per task.
+
+use rayon::prelude::*;
+use rlx_ir::{ConvAttrs, PoolAttrs, PoolKind, Window};
+
+use super::OutPtr;
+use super::gemm::{self, BSource, GemmJob};
+use super::isa::Isa;
+use crate::{Error, Result};
+
+/// For each spatial axis, the input coordinate of (output position, kernel offset), or None
+/// in the padding: `table[i][o * kernel[i] + k]`.
+fn source_tables(w: &Window, input: &[usize], output: &[usize]) -> Vec<Vec<Option<usize>>> {
+    (0..input.len())
+        .map(|i| {
+            (0..output[i] * w.kernel[i])
+                .map(|ok| {
+                    let (o, k) = (ok / w.kernel[i], ok % w.kernel[i]);
+                    let at = (o * w.strides[i] + k * w.dilations[i]).checked_sub(w.pads[i])?;
+                    (at < input[i]).then_some(at)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Splits flat index `f` of `shape` into `idx`.
+fn unflatten(mut f: usize, shape: &[usize], idx: &mut [usize]) {
+    for i in (0..shape.len()).rev() {
+        idx[i] = f % shape[i];
+        f /= shape[i];
+    }
+}
+
+/// Calls `each(o, src)` for every output position `o` with the flat input offset of kernel
+/// offset `kidx` (None in the padding).
+fn for_each_source(
+    tables: &[Vec<Option<usize>>],
+    kernel: &[usize],
+    kidx: &[usize],
+    out_sp: &[usize],
+    in_strides: &[usize],
+    mut each: impl FnMut(usize, Option<usize>),
+) {
+    let r = out_sp.len();
+    let mut o = vec![0usize; r];
+    let p: usize = out_sp.iter().product();
+    for flat in 0..p {
+        let mut off = Some(0usize);
+        for i in 0..r {
+            off = match (off, tables[i][o[i] * kernel[i] + kidx[i]]) {
+                (Some(a), Some(c)) => Some(a + c * in_strides[i]),
+                _ => None,
+            };
+        }
+        each(flat, off);
+        // Odometer over the output positions.
+        for i in (0..r).rev() {
+            o[i] += 1;
+            if o[i] < out_sp[i] {
+                break;
+            }
+            o[i] = 0;
+        }
+    }
+}
+
+/// `out = conv(x, w) + bias`; shapes as inference gave them.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let (batch, cin, m, cg) = (xs[0], xs[1], ws[0], ws[1]);
+    let (groups, mg) = (c.groups, ws[0] / c.groups.max(1));
+    let (in_sp, out_sp, kernel) = (&xs[2..], &os[2..], &ws[2..]);
+    let (p, ksize): (usize, usize) = (out_sp.iter().product(), kernel.iter().product());
+    let plane: usize = in_sp.iter().product();
+    if out.is_empty() {
+        return Ok(());
+    }
+    let tables = source_tables(&c.window, in_sp, out_sp);
+    let in_strides = strides(in_sp);
+    if cg == 1 && mg == 1 {
+        depthwise(
+            x,
+            w,
+            &tables,
+            &in_strides,
+            (cin, plane, ksize, p),
+            kernel,
+            out_sp,
+            out,
+        );
+    } else {
+        let ck = cg * ksize;
+        let direct = ksize == 1
+            && c.window.strides.iter().all(|s| *s == 1)
+            && c.window.pads.iter().all(|p| *p == 0);
+        let mut col: Vec<f32> = Vec::new();
+        if !direct {
+            col.try_reserve_exact(groups * ck * p).map_err(|_| {
+                Error::Memory(format!(
+                    "cannot allocate {} bytes of convolution patches",
+                    groups * ck * p * 4
+                ))
+            })?;
+            col.resize(groups * ck * p, 0.0);
+        }
+        for img in 0..batch {
+            let xi = &x[img * cin * plane..(img + 1) * cin * plane];
+            let b: &[f32] = if direct {
+                xi
+            } else {
+                // Row (channel, kernel offset) of the patch matrix, one task per row.
+                col.par_chunks_mut(p.max(1))
+                    .enumerate()
+                    .for_each(|(row, dst)| {
+                        let (ch, kk) = (row / ksize, row % ksize);
+                        let mut kidx = vec![0usize; kernel.len()];
+                        unflatten(kk, kernel, &mut kidx);
+                        let src = &xi[ch * plane..(ch + 1) * plane];
+                        for_each_source(&tables, kernel, &kidx, out_sp, &in_strides, |o, at| {
+                            dst[o] = at.map_or(0.0, |a| src[a]);
+                        });
+                    });
+                &col
+            };
+            let o = out[img * m * p..(img + 1) * m * p].as_mut_ptr();
+            let jobs: Vec<GemmJob> = (0..groups)
+                .map(|g| GemmJob {
+                    m: mg,
+                    n: p,
+                    k: ck,
+                    a: w[g * mg * ck..].as_ptr(),
+                    lda: ck,
+                    b: BSource::Rows {
+                        ptr: b[g * ck * p..].as_ptr(),
+                        ld: p,
+                    },
+                    // SAFETY: group g writes rows g * mg .. (g + 1) * mg of this image.
+                    c: unsafe { o.add(g * mg * p) },
+                    ldc: p,
+                    bias: None,
+                    act: None,
+                })
+                .collect();
+            // SAFETY: w is [m, ck]; b holds groups x [ck, p]; each job writes its own rows.
+            unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
+        }
+    }
+    if let Some(bias) = bias {
+        out.par_chunks_mut(p.max(1))
+            .enumerate()
+            .for_each(|(row, dst)| dst.iter_mut().for_each(|v| *v += bias[row % m]));
+    }
+    Ok(())
+}
+
+/// One input channel per output channel: each output plane is a weighted sum of shifted
+/// copies of its input plane.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    x: &[f32],
+    w: &[f32],
+    tables: &[Vec<Option<usize>>],
+    in_strides: &[usize],
+    (channels, plane, ksize, p): (usize, usize, usize, usize),
+    kernel: &[usize],
+    out_sp: &[usize],
+    out: &mut [f32],
+) {
+    out.par_chunks_mut(p.max(1))
+        .enumerate()
+        .for_each(|(nc, dst)| {
+            let ch = nc % channels;
+            let src = &x[nc * plane..(nc + 1) * plane];
+            dst.fill(0.0);
+            let mut kidx = vec![0usize; kernel.len()];
+            for kk in 0..ksize {
+                unflatten(kk, kernel, &mut kidx);
+                let wk = w[ch * ksize + kk];
+                for_each_source(tables, kernel, &kidx, out_sp, in_strides, |o, at| {
+                    if let Some(a) = at {
+                        dst[o] += wk * src[a];
+                    }
+                });
+            }
+        });
+}
+
+/// Max or average pooling; shapes as inference gave them.
+pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize]) {
+    let (in_sp, out_sp, w) = (&xs[2..], &os[2..], &a.window);
+    let (plane, p): (usize, usize) = (in_sp.iter().product(), out_sp.iter().product());
+    if out.is_empty() {
+        return;
+    }
+    let tables = source_tables(w, in_sp, out_sp);
+    let in_strides = strides(in_sp);
+    let ksize: usize = w.kernel.iter().product();
+    // Average pooling with count_include_pad divides by the window's positions inside the
+    // padded input; without, by the real ones.
+    let inside_pads = |o_flat: usize, kidx: &[usize], o: &mut [usize]| {
+        unflatten(o_flat, out_sp, o);
+        (0..o.len()).all(|i| {
+            o[i] * w.strides[i] + kidx[i] * w.dilations[i]
+                < in_sp[i] + w.pads[i] + w.pads[o.len() + i]
+        })
+    };
+    out.par_chunks_mut(p.max(1))
+        .enumerate()
+        .for_each(|(nc, dst)| {
+            let src = &x[nc * plane..(nc + 1) * plane];
+            let mut count = vec![0u32; p];
+            match a.kind {
+                PoolKind::Max => dst.fill(f32::NEG_INFINITY),
+                PoolKind::Avg => dst.fill(0.0),
+            }
+            let (mut kidx, mut o) = (vec![0usize; w.kernel.len()], vec![0usize; out_sp.len()]);
+            for kk in 0..ksize {
+                unflatten(kk, &w.kernel, &mut kidx);
+                for_each_source(
+                    &tables,
+                    &w.kernel,
+                    &kidx,
+                    out_sp,
+                    &in_strides,
+                    |i, at| match (a.kind, at) {
+                        (PoolKind::Max, Some(at)) => {
+                            let v = src[at];
+                            if v > dst[i] || v.is_nan() {
+                                dst[i] = v;
+                            }
+                        }
+                        (PoolKind::Avg, Some(at)) => {
+                            dst[i] += src[at];
+                            count[i] += 1;
+                        }
+                        (PoolKind::Avg, None) if a.count_include_pad => {
+                            count[i] += u32::from(inside_pads(i, &kidx, &mut o));
+                        }
+                        _ => {}
+                    },
+                );
+            }
+            if a.kind == PoolKind::Avg {
+                dst.iter_mut()
+                    .zip(&count)
+                    .for_each(|(v, n)| *v /= (*n).max(1) as f32);
+            }
+        });
+}
+
+/// Local response normalization across channels.
+pub fn lrn(
+    x: &[f32],
+    xs: &[usize],
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+    out: &mut [f32],
+) {
+    let (c, inner) = (xs[1], xs[2..].iter().product::<usize>());
+    if out.is_empty() || inner == 0 {
+        return;
+    }
+    let (lo, hi) = ((size - 1) / 2, size / 2);
+    let ptr = OutPtr(out.as_mut_ptr());
+    (0..xs[0] * c).into_par_iter().for_each(|nc| {
+        let (n, ch) = (nc / c, nc % c);
+        let base = n * c * inner;
+        // SAFETY: this task writes plane nc alone.
+        let dst = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(nc * inner), inner) };
+        for (r, d) in dst.iter_mut().enumerate() {
+            let sq: f32 = (ch.saturating_sub(lo)..(ch + hi + 1).min(c))
+                .map(|j| x[base + j * inner + r] * x[base + j * inner + r])
+                .sum();
+            *d = x[base + ch * inner + r] / (bias + alpha / size as f32 * sq).powf(beta);
+        }
+    });
+}

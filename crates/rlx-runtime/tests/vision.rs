@@ -1,0 +1,293 @@
+//! Convolution, pooling and LRN against the reference interpreter on every kernel path:
+//! 1-D / 2-D / 3-D, groups (depthwise and not), strides, dilations, asymmetric pads, bias,
+//! the 1x1 direct case, ceil mode and count_include_pad; and the shape errors a model can
+//! carry (channel mismatch, window larger than the padded input, groups not dividing).
+
+mod support;
+
+use rlx_ir::{DType, Dim, DimBinding, HirModule, HirMut, PoolKind, Shape, TensorData};
+use support::Named;
+
+fn data(n: usize, seed: u32) -> TensorData {
+    TensorData::F32(
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 41) as f32 / 20.0 - 1.0)
+            .collect(),
+    )
+}
+
+fn numel(s: &[usize]) -> usize {
+    s.iter().product()
+}
+
+/// Checks `conv(x, w (+ b))` with a symbolic batch, at batch 1 and 2.
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    xs: &[usize],
+    ws: &[usize],
+    bias: bool,
+    strides: &[usize],
+    pads: &[usize],
+    dil: &[usize],
+    groups: usize,
+) {
+    let mut m = HirModule::new("conv");
+    let mut g = HirMut::new(&mut m);
+    let b = g.dim("batch", 1, 4).unwrap();
+    let mut dims = vec![b];
+    dims.extend(xs[1..].iter().map(|&d| Dim::constant(d as i64)));
+    let x = g.input("x", DType::F32, Shape(dims)).unwrap();
+    let w = g
+        .param(
+            "w",
+            DType::F32,
+            Shape::new(&ws.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+        )
+        .unwrap();
+    let bv = bias.then(|| {
+        g.param("b", DType::F32, Shape::new(&[ws[0] as i64]))
+            .unwrap()
+    });
+    let y = g.conv(x, w, bv, strides, pads, dil, groups).unwrap();
+    let r = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
+    g.output("y", r).unwrap();
+    let mut params: Vec<Named> = vec![("w".into(), data(numel(ws), 7))];
+    if bias {
+        params.push(("b".into(), data(ws[0], 9)));
+    }
+    let runs: Vec<_> = [1usize, 2]
+        .into_iter()
+        .map(|n| {
+            let mut s = xs.to_vec();
+            s[0] = n;
+            (
+                DimBinding::new().with("batch", n as i64),
+                vec![("x".into(), data(numel(&s), 3))],
+            )
+        })
+        .collect();
+    support::check(&m, &params, &runs, &[false]);
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    check_conv(&[1, 3, 9, 9], &[4, 3, 3, 3], true, &[], &[], &[], 1);
+    check_conv(
+        &[1, 3, 10, 11],
+        &[5, 3, 3, 2],
+        false,
+        &[2, 1],
+        &[1, 0, 2, 1],
+        &[1, 2],
+        1,
+    );
+    check_conv(
+        &[1, 4, 8, 8],
+        &[6, 2, 3, 3],
+        true,
+        &[1, 1],
+        &[1, 1, 1, 1],
+        &[],
+        2,
+    ); // groups
+    check_conv(
+        &[1, 6, 7, 7],
+        &[6, 1, 3, 3],
+        true,
+        &[2, 2],
+        &[1, 1, 1, 1],
+        &[],
+        6,
+    ); // depthwise
+    check_conv(
+        &[1, 4, 5, 5],
+        &[8, 1, 3, 3],
+        false,
+        &[],
+        &[1, 1, 1, 1],
+        &[],
+        4,
+    ); // multiplier 2
+    check_conv(&[1, 16, 6, 6], &[40, 16, 1, 1], true, &[], &[], &[], 1); // 1x1, read in place
+    check_conv(&[1, 2, 17], &[3, 2, 4], true, &[3], &[2, 1], &[2], 1); // 1-D
+    check_conv(
+        &[1, 2, 5, 4, 6],
+        &[3, 2, 2, 3, 2],
+        true,
+        &[1, 2, 1],
+        &[0, 1, 1, 1, 0, 0],
+        &[],
+        1,
+    ); // 3-D
+    check_conv(
+        &[1, 64, 14, 14],
+        &[70, 64, 3, 3],
+        true,
+        &[1, 1],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    ); // panels
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_pool(
+    kind: PoolKind,
+    xs: &[usize],
+    k: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dil: &[usize],
+    ceil: bool,
+    include_pad: bool,
+) {
+    let mut m = HirModule::new("pool");
+    let mut g = HirMut::new(&mut m);
+    let x = g
+        .input(
+            "x",
+            DType::F32,
+            Shape::new(&xs.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+        )
+        .unwrap();
+    let y = g
+        .pool(kind, x, k, strides, pads, dil, ceil, include_pad)
+        .unwrap();
+    g.output("y", y).unwrap();
+    let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
+    support::check(&m, &[], &runs, &[false]);
+}
+
+#[test]
+fn pools_match_the_reference() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        check_pool(
+            kind,
+            &[2, 3, 9, 9],
+            &[3, 3],
+            &[2, 2],
+            &[],
+            &[],
+            false,
+            false,
+        );
+        check_pool(
+            kind,
+            &[1, 2, 10, 7],
+            &[3, 2],
+            &[2, 2],
+            &[1, 0, 1, 1],
+            &[],
+            true,
+            false,
+        );
+        check_pool(
+            kind,
+            &[1, 2, 10, 7],
+            &[3, 2],
+            &[2, 2],
+            &[1, 0, 1, 1],
+            &[],
+            true,
+            true,
+        );
+        check_pool(
+            kind,
+            &[1, 2, 8, 8],
+            &[2, 2],
+            &[1, 1],
+            &[1, 1, 1, 1],
+            &[],
+            false,
+            true,
+        );
+        check_pool(kind, &[1, 1, 11], &[3], &[2], &[1, 1], &[], true, false);
+        check_pool(
+            kind,
+            &[1, 2, 4, 5, 6],
+            &[2, 2, 3],
+            &[2, 1, 2],
+            &[0, 1, 0, 1, 0, 1],
+            &[],
+            false,
+            false,
+        );
+    }
+    check_pool(
+        PoolKind::Max,
+        &[1, 2, 12, 12],
+        &[3, 3],
+        &[1, 1],
+        &[2, 2, 2, 2],
+        &[2, 2],
+        false,
+        false,
+    );
+}
+
+#[test]
+fn lrn_matches_the_reference() {
+    for size in [1usize, 3, 4, 5] {
+        let mut m = HirModule::new("lrn");
+        let mut g = HirMut::new(&mut m);
+        let x = g.input("x", DType::F32, Shape::new(&[2, 7, 3, 3])).unwrap();
+        let y = g.lrn(x, size, 1e-4, 0.75, 2.0).unwrap();
+        g.output("y", y).unwrap();
+        let runs = vec![(DimBinding::new(), vec![("x".into(), data(126, 1))])];
+        support::check(&m, &[], &runs, &[false]);
+    }
+}
+
+#[test]
+fn bad_vision_shapes_are_errors() {
+    let mut m = HirModule::new("bad");
+    let mut g = HirMut::new(&mut m);
+    let x = g.input("x", DType::F32, Shape::new(&[1, 3, 5, 5])).unwrap();
+    let w4 = g
+        .param("w4", DType::F32, Shape::new(&[8, 4, 3, 3]))
+        .unwrap();
+    assert!(
+        g.conv(x, w4, None, &[], &[], &[], 1).is_err(),
+        "channel mismatch"
+    );
+    let w7 = g
+        .param("w7", DType::F32, Shape::new(&[8, 3, 7, 7]))
+        .unwrap();
+    assert!(
+        g.conv(x, w7, None, &[], &[], &[], 1).is_err(),
+        "kernel larger than the input"
+    );
+    assert!(
+        g.conv(x, w7, None, &[], &[1, 1, 1, 1], &[], 1).is_ok(),
+        "fits with pads"
+    );
+    let wg = g
+        .param("wg", DType::F32, Shape::new(&[8, 1, 3, 3]))
+        .unwrap();
+    assert!(
+        g.conv(x, wg, None, &[], &[], &[], 2).is_err(),
+        "groups do not divide 3 channels"
+    );
+    let w3 = g
+        .param("w3", DType::F32, Shape::new(&[8, 3, 3, 3]))
+        .unwrap();
+    assert!(
+        g.conv(x, w3, None, &[0, 1], &[], &[], 1).is_err(),
+        "zero stride"
+    );
+    assert!(
+        g.conv(x, w3, None, &[], &[1, 1], &[], 1).is_err(),
+        "two pads for two axes"
+    );
+    assert!(
+        g.pool(PoolKind::Max, x, &[6, 6], &[], &[], &[], false, false)
+            .is_err(),
+        "pool window"
+    );
+    let v = g.input("v", DType::F32, Shape::new(&[1, 3])).unwrap();
+    assert!(
+        g.pool(PoolKind::Avg, v, &[1], &[], &[], &[], false, false)
+            .is_err(),
+        "no spatial axis"
+    );
+}
