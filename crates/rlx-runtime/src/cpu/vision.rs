@@ -143,9 +143,20 @@ pub fn conv(
                         let mut kidx = vec![0usize; kernel.len()];
                         unflatten(kk, kernel, &mut kidx);
                         let src = &xi[ch * plane..(ch + 1) * plane];
-                        for_each_source(&tables, kernel, &kidx, out_sp, &in_strides, |o, at| {
-                            dst[o] = at.map_or(0.0, |a| src[a]);
-                        });
+                        if kernel.len() == 2 {
+                            patch_row_2d(src, in_sp, out_sp, &c.window, &kidx, dst);
+                        } else {
+                            for_each_source(
+                                &tables,
+                                kernel,
+                                &kidx,
+                                out_sp,
+                                &in_strides,
+                                |o, at| {
+                                    dst[o] = at.map_or(0.0, |a| src[a]);
+                                },
+                            );
+                        }
                     });
                 &col
             };
@@ -178,6 +189,44 @@ pub fn conv(
             .for_each(|(row, dst)| dst.iter_mut().for_each(|v| *v += bias[row % m]));
     }
     Ok(())
+}
+
+/// Row `(kh, kw)` of one channel's 2-D patch matrix: for each output row, the input row it
+/// reads (or zeros in the padding), copied whole where the stride is 1.
+fn patch_row_2d(
+    src: &[f32],
+    input: &[usize],
+    output: &[usize],
+    w: &Window,
+    k: &[usize],
+    dst: &mut [f32],
+) {
+    let (ih, iw, oh, ow) = (input[0], input[1], output[0], output[1]);
+    let (sh, sw) = (w.strides[0], w.strides[1]);
+    let (dh, dw) = (w.dilations[0], w.dilations[1]);
+    let (ph, pw) = (w.pads[0], w.pads[1]);
+    // Output columns whose input column `o * sw + k * dw - pw` lies in [0, iw).
+    let shift = k[1] * dw;
+    let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
+    let last = (iw + pw).saturating_sub(shift).div_ceil(sw).min(ow);
+    for (o, out) in dst.chunks_mut(ow.max(1)).enumerate().take(oh) {
+        let y = (o * sh + k[0] * dh).checked_sub(ph).filter(|y| *y < ih);
+        let Some(y) = y.filter(|_| first < last) else {
+            out.fill(0.0);
+            continue;
+        };
+        out[..first].fill(0.0);
+        out[last..].fill(0.0);
+        let row = &src[y * iw..(y + 1) * iw];
+        let x0 = first * sw + shift - pw;
+        if sw == 1 {
+            out[first..last].copy_from_slice(&row[x0..x0 + last - first]);
+        } else {
+            for (i, v) in out[first..last].iter_mut().enumerate() {
+                *v = row[x0 + i * sw];
+            }
+        }
+    }
 }
 
 /// One input channel per output channel: each output plane is a weighted sum of shifted
