@@ -49,7 +49,7 @@ def _plain_file(path: str) -> bool:
 
 def load(aot_dir: str, key: str) -> Optional[Any]:
     """The cached import for ``key``, or None (a bad entry is removed)."""
-    from rlx.onnx import OnnxModel
+    from rlx.onnx import OnnxModel, QuantFold
 
     d = _entry(aot_dir, key)
     if not os.path.lexists(d):
@@ -71,7 +71,8 @@ def load(aot_dir: str, key: str) -> Optional[Any]:
         if sorted(params) != sorted(meta["params"]):
             raise ValueError("params differ from the meta")
         m = OnnxModel(graph, params, list(meta["inputs"]), list(meta["outputs"]), time.perf_counter() - t0,
-                      list(meta["notes"]), shadowed=meta["shadowed"], frozen=meta["frozen"])
+                      list(meta["notes"]), shadowed=meta["shadowed"], frozen=meta["frozen"],
+                      quantized=[QuantFold.from_json(f) for f in meta.get("quantized", [])])
         m._shapes = {k: tuple(v) for k, v in meta["shapes"].items()}
         m.from_cache = True
         return m
@@ -94,7 +95,8 @@ def store(aot_dir: str, key: str, m: Any) -> None:
             f.write(m.graph.to_bytes())
         safetensors.save(os.path.join(tmp, "params.safetensors"), m.params)
         meta = {"key": key, "params": sorted(m.params), "inputs": m.inputs, "outputs": m.outputs, "notes": m.notes,
-                "shadowed": m.shadowed, "frozen": m.frozen, "shapes": {k: list(v) for k, v in m._shapes.items()}}
+                "shadowed": m.shadowed, "frozen": m.frozen, "shapes": {k: list(v) for k, v in m._shapes.items()},
+                "quantized": [list(f) for f in m.quantized]}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f)
             f.flush()

@@ -72,12 +72,15 @@ def fold_shape(imp: Importer, what: str, *vals: Any) -> None:
     imp.reserve(out, max(v.arr.itemsize for v in vals), "the result")
 
 
-def check_supported(proto: Any) -> None:
-    """One UnsupportedOpError listing every node rlx cannot import."""
+def check_supported(proto: Any, rewritten: Any = frozenset()) -> None:
+    """One UnsupportedOpError listing every node rlx cannot import. ``rewritten`` holds the
+    (domain, op type) pairs a rewrite before the walk handles (``rlx._onnx_quant.OPS``)."""
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     bad = []
     for i, n in enumerate(proto.graph.node):
         dom = n.domain or "ai.onnx"
+        if (dom, n.op_type) in rewritten:
+            continue
         if dom != "ai.onnx" or n.op_type not in HANDLERS:
             bad.append(f"{n.op_type} (domain {dom}, opset {opsets.get(dom, '?')}, node {n.name or '#' + str(i)!r})")
     if bad:

@@ -25,6 +25,11 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
 - A graph input that shares its name with an initializer keeps the initializer's value (see
   ``rlx._onnx_import``); feeding it to :meth:`OnnxModel.run` is a ``BindingError``, as is any
   name that is not an input. ``constants={name: array}`` gives such an input another value.
+- Quantized graphs (``onnxruntime.quantization``: ``quantize_dynamic``, ``quantize_static`` in
+  QDQ or QOperator format) are rewritten before the walk into float matmuls against weights
+  dequantized once at import (``rlx._onnx_quant``); ``OnnxModel.quantized`` lists what was
+  folded and ``pipeline()`` then defaults to ``precision="int8"``. A quantized construct
+  outside the supported patterns raises ``rlx.UnsupportedOpError`` naming the node.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import rlx
-from rlx import _onnx_ops, _onnx_ops_check
+from rlx import _onnx_ops, _onnx_ops_check, _onnx_quant
 from rlx._onnx_ops import SUPPORTED_OPS, Importer
+from rlx._onnx_quant import QuantFold
 
-__all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS"]
+__all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS", "QuantFold"]
 
 DEFAULT_BOUNDS = (1, 4096)
 SEQ_BOUNDS = (1, 512)
@@ -48,7 +54,8 @@ SEQ_BOUNDS = (1, 512)
 class OnnxModel:
     """An imported model: ``graph`` (an ``rlx.Graph``), ``params`` (name -> numpy array, bound
     zero-copy by :meth:`bind`), ``symbols`` (name -> bounds), ``inputs`` / ``outputs`` (ONNX
-    names, in the model's order) and ``import_seconds``."""
+    names, in the model's order), ``import_seconds`` and ``quantized`` (the :class:`QuantFold`
+    records of a quantized graph's rewrite, empty for a float model)."""
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class OnnxModel:
         notes: List[str],
         shadowed: Sequence[str] = (),
         frozen: Sequence[str] = (),
+        quantized: Sequence[QuantFold] = (),
     ) -> None:
         self.graph = graph
         self.params = params
@@ -73,6 +81,9 @@ class OnnxModel:
         self.frozen = list(frozen)
         #: True when read back from an ``aot_dir`` instead of imported.
         self.from_cache = False
+        #: What the quantized-graph rewrite folded (weights dequantized into params, activations
+        #: run in float); non-empty makes ``precision="int8"`` the pipeline default.
+        self.quantized = list(quantized)
 
     @property
     def symbols(self) -> Dict[str, Tuple[int, int]]:
@@ -83,7 +94,11 @@ class OnnxModel:
         pipe.bind_params(self.params, copy=copy)
 
     def pipeline(self, **kwargs: Any) -> "rlx.ModelCompilePipeline":
-        """A ``ModelCompilePipeline`` over the graph with the params bound."""
+        """A ``ModelCompilePipeline`` over the graph with the params bound. A quantized model
+        (``quantized`` not empty) defaults to ``precision="int8"``, unless ``prepack=False``
+        (int8 packs the weights: f32 then); ``precision=...`` overrides."""
+        if self.quantized and kwargs.get("prepack", True):
+            kwargs.setdefault("precision", "int8")
         pipe = rlx.ModelCompilePipeline(self.graph, **kwargs)
         self.bind(pipe)
         return pipe
@@ -178,9 +193,11 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         nbytes = sum(a.nbytes for a in self.params.values())
+        weights = sum(f.kind == "weight" for f in self.quantized)
+        quant = f", {weights} quantized weight(s) dequantized" if self.quantized else ""
         return (
             f"OnnxModel({self.graph.name!r}: {len(self.graph)} nodes, {len(self.params)} params "
-            f"({nbytes / 2**20:.1f} MiB), symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
+            f"({nbytes / 2**20:.1f} MiB){quant}, symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
         )
 
 
@@ -394,10 +411,11 @@ def load(
             return cached
     proto, base_dir = _read_model(model)
     _check_text(proto)
-    _onnx_ops.check_supported(proto)
+    _onnx_ops.check_supported(proto, rewritten=_onnx_quant.OPS)
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     _onnx_ops_check.check_graph(proto.graph, opsets.get("ai.onnx", 1))
     inits = _initializers(proto, base_dir)
+    proto, quantized = _onnx_quant.rewrite(proto, inits)
     imp = Importer(proto, inits, bounds, dict(constants or {}), _default_bounds, name)
     imp.run()
     unused = [k for k in bounds if k not in imp.dim_names]
@@ -405,7 +423,7 @@ def load(
         syms = list(imp.g.dims)
         raise rlx.BindingError(f"dims names unknown symbol(s) {unused} (the model's symbols are {syms})" + _hints(unused, syms))
     m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes,
-                  shadowed=imp.shadowed, frozen=imp.frozen)
+                  shadowed=imp.shadowed, frozen=imp.frozen, quantized=quantized)
     m._shapes = imp.input_shapes
     if cache_key is not None and aot_dir is not None:
         from rlx import _onnx_cache
