@@ -9,9 +9,9 @@ mod support;
 
 use rlx_ir::{DType, Dim, DimBinding, HirModule, HirMut, Shape, TensorData, UnaryOp};
 use rlx_runtime::cpu::gemm::PackedI8;
-use rlx_runtime::cpu::gemm::int8::{quantize_row, vnni};
+use rlx_runtime::cpu::gemm::int8::{Int8Kernel, quantize_row};
 use rlx_runtime::{CompileOptions, Precision};
-use support::{Isa, Named, compare, options, pipeline, reference, tref};
+use support::{Named, compare, options, pipeline, reference, tref};
 
 fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
     (0..n as u32)
@@ -127,8 +127,11 @@ fn int8_linears_match_the_reference_on_dequantized_operands() {
                     let path = format!("k={k} n={n} rows={rows} isa={isa} optimize={optimize}");
                     compare(&got, &want, &[false, false]).unwrap_or_else(|e| panic!("{path}: {e}"));
                     let (_, gemm) = g.kernel_paths();
-                    let fast = isa == Isa::Avx512 && vnni();
-                    let expect = if fast { "vpdpbusd" } else { "portable" };
+                    let expect = match Int8Kernel::for_isa(isa) {
+                        Int8Kernel::Avx512Vnni => "avx512_vnni",
+                        Int8Kernel::AvxVnni => "avx_vnni",
+                        Int8Kernel::Portable => "portable",
+                    };
                     assert!(gemm.is_some_and(|s| s.contains(expect)), "{path}: {gemm:?}");
                 }
             }

@@ -76,13 +76,14 @@ impl CpuExecutable {
                     Ok((p, bytes))
                 })
                 .map(Packed::F32),
-            GemmPrecision::Int8Vnni | GemmPrecision::Int8Portable => data
-                .derived(("gemm_b_int8", u64::from(e.transposed)), || {
+            GemmPrecision::Int8Vnni | GemmPrecision::Int8AvxVnni | GemmPrecision::Int8Portable => {
+                data.derived(("gemm_b_int8", u64::from(e.transposed)), || {
                     let p = PackedI8::new(w(), e.k, e.n, e.transposed)?;
                     let bytes = p.bytes();
                     Ok((p, bytes))
                 })
-                .map(Packed::Int8),
+                .map(Packed::Int8)
+            }
         }
     }
 
@@ -92,8 +93,11 @@ impl CpuExecutable {
             Precision::F32 => GemmPrecision::F32,
             Precision::Bf16 if self.isa == Isa::Avx512 && bf16::supported() => GemmPrecision::Bf16,
             Precision::Bf16 => GemmPrecision::Bf16Weights,
-            Precision::Int8 if self.isa == Isa::Avx512 && int8::vnni() => GemmPrecision::Int8Vnni,
-            Precision::Int8 => GemmPrecision::Int8Portable,
+            Precision::Int8 => match int8::Int8Kernel::for_isa(self.isa) {
+                int8::Int8Kernel::Avx512Vnni => GemmPrecision::Int8Vnni,
+                int8::Int8Kernel::AvxVnni => GemmPrecision::Int8AvxVnni,
+                int8::Int8Kernel::Portable => GemmPrecision::Int8Portable,
+            },
         }
     }
 }
@@ -108,6 +112,8 @@ pub enum GemmPrecision {
     Bf16Weights,
     /// u8 x s8 -> i32 on AVX512-VNNI.
     Int8Vnni,
+    /// u8 x s8 -> i32 on AVX-VNNI (256-bit, the `avx2` path).
+    Int8AvxVnni,
     /// The same integers from a portable loop (no VNNI on this path): slow, for correctness.
     Int8Portable,
 }
@@ -119,8 +125,9 @@ impl GemmPrecision {
             GemmPrecision::Bf16 => "bf16 x bf16 -> f32 (avx512_bf16 vdpbf16ps)",
             GemmPrecision::Bf16Weights => "bf16 weights, f32 compute (no avx512_bf16 on this path)",
             GemmPrecision::Int8Vnni => "u8 x s8 -> i32, dequantized to f32 (avx512_vnni vpdpbusd)",
+            GemmPrecision::Int8AvxVnni => "u8 x s8 -> i32, dequantized to f32 (avx_vnni vpdpbusd)",
             GemmPrecision::Int8Portable => {
-                "u8 x s8 -> i32, dequantized to f32 (portable loop: no avx512_vnni on this path)"
+                "u8 x s8 -> i32, dequantized to f32 (portable loop: no vnni on this path)"
             }
         }
     }

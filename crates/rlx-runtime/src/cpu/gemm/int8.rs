@@ -24,6 +24,38 @@ pub const NR: usize = 32;
 /// Rows of one register tile.
 const MR: usize = 8;
 
+/// Whether this CPU has the 256-bit VNNI of AVX-VNNI (the `avx2` path's int8 kernel).
+pub fn avx_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The int8 tile an ISA path runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX512-VNNI, 512-bit `vpdpbusd`.
+    Avx512Vnni,
+    /// AVX-VNNI, 256-bit `vpdpbusd` (on the `avx2` path).
+    AvxVnni,
+    /// Plain integer loops.
+    Portable,
+}
+
+impl Int8Kernel {
+    pub fn for_isa(isa: Isa) -> Int8Kernel {
+        match isa {
+            Isa::Avx512 if vnni() => Int8Kernel::Avx512Vnni,
+            Isa::Avx2 | Isa::Avx512 if avx_vnni() => Int8Kernel::AvxVnni,
+            _ => Int8Kernel::Portable,
+        }
+    }
+}
+
 /// Whether this CPU has the VNNI kernel.
 pub fn vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -288,7 +320,7 @@ pub(super) unsafe fn block(
     panels: std::ops::Range<usize>,
 ) {
     let kq = qa.kq;
-    let fast = kern.isa == Isa::Avx512 && vnni();
+    let which = Int8Kernel::for_isa(kern.isa);
     SCRATCH.with_borrow_mut(|tile_buf| {
         tile_buf.resize(MR * NR, 0.0);
         // SAFETY (whole block): the job's contract covers every pointer formed here.
@@ -317,10 +349,10 @@ pub(super) unsafe fn block(
                         c,
                         ldc,
                     };
-                    if fast {
-                        tile_vnni(&tile);
-                    } else {
-                        tile_portable(&tile);
+                    match which {
+                        Int8Kernel::Avx512Vnni => tile_vnni(&tile),
+                        Int8Kernel::AvxVnni => tile_avx_vnni(&tile),
+                        Int8Kernel::Portable => tile_portable(&tile),
                     }
                     if cols < NR {
                         for r in 0..h {
@@ -436,6 +468,60 @@ unsafe fn vnni_rows<const R: usize>(t: &Tile) {
                 t.c.add(r * t.ldc + 16),
                 _mm512_mul_ps(y1, _mm512_mul_ps(rs, s1)),
             );
+        }
+    }
+}
+
+/// # Safety
+/// As `tile_portable`, on a CPU with AVX-VNNI. Two rows at a time: 8 accumulators of 8 lanes
+/// plus 4 panel vectors stay within the 16 ymm registers.
+unsafe fn tile_avx_vnni(t: &Tile) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded.
+    unsafe {
+        for r0 in (0..t.rows.len()).step_by(2) {
+            if t.rows.len() - r0 >= 2 {
+                avx_vnni_rows::<2>(t, r0);
+            } else {
+                avx_vnni_rows::<1>(t, r0);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe {
+        tile_portable(t)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn avx_vnni_rows<const R: usize>(t: &Tile, r0: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the tile's contract bounds every pointer below.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); 4]; R];
+        for q in 0..t.kq {
+            let b: [__m256i; 4] =
+                std::array::from_fn(|v| _mm256_loadu_si256(t.b.add(q * NR + 8 * v).cast()));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*t.a.add((r0 + r) * t.kq + q) as i32);
+                for (a, bv) in row.iter_mut().zip(&b) {
+                    *a = _mm256_dpbusd_avx_epi32(*a, av, *bv);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let q = t.rows[r0 + r];
+            let (zp, rs) = (_mm256_set1_epi32(q.zp), _mm256_set1_ps(q.scale));
+            for (v, a) in row.iter().enumerate() {
+                let sums = _mm256_loadu_si256(t.sums.as_ptr().add(8 * v).cast());
+                let scales = _mm256_loadu_ps(t.scales.as_ptr().add(8 * v));
+                let y = _mm256_cvtepi32_ps(_mm256_sub_epi32(*a, _mm256_mullo_epi32(zp, sums)));
+                _mm256_storeu_ps(
+                    t.c.add((r0 + r) * t.ldc + 8 * v),
+                    _mm256_mul_ps(y, _mm256_mul_ps(rs, scales)),
+                );
+            }
         }
     }
 }
