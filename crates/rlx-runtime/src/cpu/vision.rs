@@ -15,6 +15,11 @@ use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
 use crate::{Error, Result};
 
+thread_local! {
+    /// One row of the patch matrix before it is split into panels.
+    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// For each spatial axis, the input coordinate of (output position, kernel offset), or None
 /// in the padding: `table[i][o * kernel[i] + k]`.
 fn source_tables(w: &Window, input: &[usize], output: &[usize]) -> Vec<Vec<Option<usize>>> {
@@ -120,31 +125,35 @@ pub fn conv(
         let direct = ksize == 1
             && c.window.strides.iter().all(|s| *s == 1)
             && c.window.pads.iter().all(|p| *p == 0);
+        // The patch matrix is written straight in the GEMM's panel layout: per group,
+        // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it.
+        let nr = gemm::kernel(isa).nr;
+        let per_group = p.div_ceil(nr) * ck * nr;
         let mut col: Vec<f32> = Vec::new();
         if !direct {
-            col.try_reserve_exact(groups * ck * p).map_err(|_| {
+            let len = groups * per_group;
+            col.try_reserve_exact(len).map_err(|_| {
                 Error::Memory(format!(
                     "cannot allocate {} bytes of convolution patches",
-                    groups * ck * p * 4
+                    len * 4
                 ))
             })?;
-            col.resize(groups * ck * p, 0.0);
+            col.resize(len, 0.0);
         }
         for img in 0..batch {
             let xi = &x[img * cin * plane..(img + 1) * cin * plane];
-            let b: &[f32] = if direct {
-                xi
-            } else {
-                // Row (channel, kernel offset) of the patch matrix, one task per row.
-                col.par_chunks_mut(p.max(1))
-                    .enumerate()
-                    .for_each(|(row, dst)| {
+            if !direct {
+                let dst = OutPtr(col.as_mut_ptr());
+                // Row (group, channel, kernel offset) of the patch matrix, one task per row.
+                (0..groups * ck).into_par_iter().for_each(|row| {
+                    ROW.with_borrow_mut(|buf| {
+                        buf.resize(p, 0.0);
                         let (ch, kk) = (row / ksize, row % ksize);
                         let mut kidx = vec![0usize; kernel.len()];
                         unflatten(kk, kernel, &mut kidx);
                         let src = &xi[ch * plane..(ch + 1) * plane];
                         if kernel.len() == 2 {
-                            patch_row_2d(src, in_sp, out_sp, &c.window, &kidx, dst);
+                            patch_row_2d(src, in_sp, out_sp, &c.window, &kidx, buf);
                         } else {
                             for_each_source(
                                 &tables,
@@ -153,13 +162,21 @@ pub fn conv(
                                 out_sp,
                                 &in_strides,
                                 |o, at| {
-                                    dst[o] = at.map_or(0.0, |a| src[a]);
+                                    buf[o] = at.map_or(0.0, |a| src[a]);
                                 },
                             );
                         }
-                    });
-                &col
-            };
+                        let base = (row / ck) * per_group + (row % ck) * nr;
+                        for (j, piece) in buf.chunks(nr).enumerate() {
+                            // SAFETY: row r owns element r % ck of every panel of its group.
+                            unsafe {
+                                let at = dst.get().add(base + j * ck * nr);
+                                std::ptr::copy_nonoverlapping(piece.as_ptr(), at, piece.len());
+                            }
+                        }
+                    })
+                });
+            }
             let o = out[img * m * p..(img + 1) * m * p].as_mut_ptr();
             let jobs: Vec<GemmJob> = (0..groups)
                 .map(|g| GemmJob {
@@ -168,9 +185,15 @@ pub fn conv(
                     k: ck,
                     a: w[g * mg * ck..].as_ptr(),
                     lda: ck,
-                    b: BSource::Rows {
-                        ptr: b[g * ck * p..].as_ptr(),
-                        ld: p,
+                    b: if direct {
+                        BSource::Rows {
+                            ptr: xi[g * ck * p..].as_ptr(),
+                            ld: p,
+                        }
+                    } else {
+                        BSource::Panels {
+                            ptr: col[g * per_group..].as_ptr(),
+                        }
                     },
                     // SAFETY: group g writes rows g * mg .. (g + 1) * mg of this image.
                     c: unsafe { o.add(g * mg * p) },
