@@ -91,9 +91,18 @@ impl ModelCompilePipeline {
         self.max_bytes = max_bytes;
     }
 
-    /// Persist the template and variants in `aot` (or stop, with `None`).
+    /// Persist the template and variants in `aot` (or stop, with `None`). Packed weight
+    /// panels of params bound from now on are shared through `<aot dir>/packed` as well (one
+    /// copy per machine for every process using the directory).
     pub fn set_aot(&mut self, aot: Option<Arc<AotCache>>) {
         self.aot = aot;
+        if let Some(store) = &self.params {
+            store.set_shared_dir(self.shared_panel_dir());
+        }
+    }
+
+    fn shared_panel_dir(&self) -> Option<std::path::PathBuf> {
+        self.aot.as_ref()?.dir().map(|d| d.join("packed"))
     }
 
     pub fn aot(&self) -> Option<&Arc<AotCache>> {
@@ -141,7 +150,9 @@ impl ModelCompilePipeline {
                 }
             };
             let manifest = BindingManifest::from_lir(&template.lir)?;
-            self.params = Some(Arc::new(ParamStore::from_manifest(&manifest)?));
+            let store = ParamStore::from_manifest(&manifest)?;
+            store.set_shared_dir(self.shared_panel_dir());
+            self.params = Some(Arc::new(store));
             self.template = Some(template);
             self.stats.template_time += t.elapsed();
         }

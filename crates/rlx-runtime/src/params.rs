@@ -35,6 +35,9 @@ pub struct ParamData {
     /// A `ForkLock`: packing a big weight holds it for milliseconds, and a child forked
     /// meanwhile must still be able to pack.
     derived: ForkLock<Vec<Derived>>,
+    /// Where packed panels of this param are shared with other processes (see
+    /// `ParamStore::set_shared_dir`), if anywhere.
+    shared_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 /// One piece of derived data: a kind tag and variant (for example panel width), the value
@@ -68,7 +71,24 @@ impl ParamData {
             storage,
             dtype,
             derived: ForkLock::new(Vec::new()),
+            shared_dir: None,
         }
+    }
+
+    /// The directory where this param's packed panels are shared between processes.
+    pub fn shared_dir(&self) -> Option<&std::path::Path> {
+        self.shared_dir.as_deref().map(|p| p.as_path())
+    }
+
+    /// A hash of the bound bytes (computed once): packed copies shared on disk are named by it.
+    /// Not to be called from inside a `derived` builder (the same lock).
+    pub fn content_hash(&self) -> Result<[u8; 32]> {
+        let h = self.derived(("content_hash", 0), || {
+            // SAFETY: the store checked the binding holds nbytes readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(self.as_ptr(), self.nbytes()) };
+            Ok((*blake3::hash(bytes).as_bytes(), 0))
+        })?;
+        Ok(*h)
     }
 
     pub fn dtype(&self) -> DType {
@@ -157,6 +177,8 @@ pub struct ParamStore {
     slots: ForkLock<Vec<Option<Arc<ParamData>>>>,
     /// Tells this store's prepared bindings from another's.
     id: u64,
+    /// Where params bound from now on share their packed panels with other processes.
+    shared_dir: ForkLock<Option<Arc<std::path::PathBuf>>>,
 }
 
 impl std::fmt::Debug for ParamStore {
@@ -190,7 +212,16 @@ impl ParamStore {
             specs,
             slots,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shared_dir: ForkLock::new(None),
         })
+    }
+
+    /// Shares the packed panels of params bound from now on through files in `dir` (named by
+    /// a hash of the weight and the layout, memory-mapped read-only): processes that load the
+    /// same weights hold one copy between them, and a new one skips packing. `None` keeps
+    /// packed panels in each process's memory.
+    pub fn set_shared_dir(&self, dir: Option<std::path::PathBuf>) {
+        *self.shared_dir.lock() = dir.map(Arc::new);
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
@@ -282,7 +313,10 @@ impl ParamStore {
         PreparedParam {
             store: self.id,
             index,
-            data: ParamData::new(storage, dtype),
+            data: ParamData {
+                shared_dir: self.shared_dir.lock().clone(),
+                ..ParamData::new(storage, dtype)
+            },
         }
     }
 

@@ -157,7 +157,20 @@ pub(super) unsafe fn block(
                         }
                     } else {
                         tile_buf.resize(MR * NR, 0.0);
-                        tile(h, kp, a, kp, bp, tile_buf.as_mut_ptr(), NR, false);
+                        // K blocked as full panels are: equal columns give equal results.
+                        for kb in 0..kp.div_ceil(KCP).max(1) {
+                            let (p0, n) = (kb * KCP, (kp - (kb * KCP).min(kp)).min(KCP));
+                            tile(
+                                h,
+                                n,
+                                a.add(p0),
+                                kp,
+                                bp.add(p0 * NR),
+                                tile_buf.as_mut_ptr(),
+                                NR,
+                                kb > 0,
+                            );
+                        }
                         for r in 0..h {
                             let dst = job.c.add((r0 + r) * job.ldc + c0);
                             std::ptr::copy_nonoverlapping(tile_buf.as_ptr().add(r * NR), dst, cols);

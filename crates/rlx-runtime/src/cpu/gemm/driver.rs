@@ -214,17 +214,22 @@ unsafe fn block(
                     for r0 in rows.clone().step_by(mr) {
                         let h = (rows.end - r0).min(mr);
                         let a = job.a.add(r0 * job.lda);
-                        (kern.tile)(
-                            h,
-                            job.k,
-                            a,
-                            job.lda,
-                            bp,
-                            ldb,
-                            tile_buf.as_mut_ptr(),
-                            nr,
-                            false,
-                        );
+                        // K blocked as full panels are, so an edge column sums in the same
+                        // order as a full one (equal columns give equal results).
+                        for kb in 0..job.k.div_ceil(KC).max(1) {
+                            let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
+                            (kern.tile)(
+                                h,
+                                kc,
+                                a.add(p0),
+                                job.lda,
+                                bp.add(p0 * ldb),
+                                ldb,
+                                tile_buf.as_mut_ptr(),
+                                nr,
+                                kb > 0,
+                            );
+                        }
                         for r in 0..h {
                             let dst = job.c.add((r0 + r) * job.ldc + c0);
                             std::ptr::copy_nonoverlapping(tile_buf.as_ptr().add(r * nr), dst, cols);

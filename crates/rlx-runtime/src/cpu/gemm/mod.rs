@@ -12,6 +12,7 @@ pub mod driver;
 pub mod int8;
 mod pack;
 mod portable;
+mod shared_panels;
 mod simd;
 
 use rlx_ir::UnaryOp;

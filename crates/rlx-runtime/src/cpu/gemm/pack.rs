@@ -11,7 +11,14 @@ pub struct PackedB {
     pub k: usize,
     pub n: usize,
     pub nr: usize,
-    data: Vec<f32>,
+    data: Panels,
+}
+
+/// Where the panels live: this process's memory, or a file mapping shared with others.
+#[derive(Debug)]
+enum Panels {
+    Owned(Vec<f32>),
+    Shared(super::shared_panels::Mapped),
 }
 
 impl PackedB {
@@ -41,12 +48,71 @@ impl PackedB {
         for (j, panel) in data.chunks_mut((k * nr).max(1)).enumerate() {
             pack_panel(b, k, n, transposed, j * nr, nr, panel);
         }
+        Ok(PackedB {
+            k,
+            n,
+            nr,
+            data: Panels::Owned(data),
+        })
+    }
+
+    /// As [`Self::new`] (then `map` applied to every element), the panels shared through a
+    /// file in `dir` named by `key` (a hash of the weight's bytes and everything that shapes
+    /// the layout): mapped from there when another process (or an earlier run) wrote it,
+    /// else built, written and mapped. Kept in memory when the directory is unusable.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shared(
+        b: &[f32],
+        k: usize,
+        n: usize,
+        transposed: bool,
+        nr: usize,
+        map: Option<fn(f32) -> f32>,
+        dir: &std::path::Path,
+        key: &[u8; 32],
+    ) -> Result<PackedB> {
+        let floats = n.div_ceil(nr).saturating_mul(k).saturating_mul(nr);
+        let mut failed = None;
+        let build = || match PackedB::new(b, k, n, transposed, nr) {
+            Ok(mut p) => {
+                if let Some(f) = map {
+                    p.map_in_place(f);
+                }
+                match p.data {
+                    Panels::Owned(v) => Some(v),
+                    Panels::Shared(_) => None,
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        };
+        let data = match super::shared_panels::load_or_store(dir, key, floats, build) {
+            Ok(m) => Panels::Shared(m),
+            Err(Some(v)) => Panels::Owned(v),
+            Err(None) => {
+                return Err(failed.unwrap_or_else(|| Error::Compile("packing failed".into())));
+            }
+        };
         Ok(PackedB { k, n, nr, data })
+    }
+
+    fn floats(&self) -> &[f32] {
+        match &self.data {
+            Panels::Owned(v) => v,
+            Panels::Shared(m) => m.floats(),
+        }
+    }
+
+    /// Whether the panels are a file mapping shared with other processes.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.data, Panels::Shared(_))
     }
 
     /// Panel `j`: `k` rows of `nr` floats.
     pub fn panel(&self, j: usize) -> *const f32 {
-        self.data[j * self.k * self.nr..].as_ptr()
+        self.floats()[j * self.k * self.nr..].as_ptr()
     }
 
     pub fn panels(&self) -> usize {
@@ -54,16 +120,19 @@ impl PackedB {
     }
 
     pub fn bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<f32>()
+        self.floats().len() * std::mem::size_of::<f32>()
     }
 
     pub fn as_ptr(&self) -> *const f32 {
-        self.data.as_ptr()
+        self.floats().as_ptr()
     }
 
-    /// Applies `f` to every element (the padding stays 0 for an `f` that keeps 0).
+    /// Applies `f` to every element of in-memory panels (the padding stays 0 for an `f` that
+    /// keeps 0); shared panels are read-only and stay as they are.
     pub fn map_in_place(&mut self, f: impl Fn(f32) -> f32) {
-        self.data.iter_mut().for_each(|x| *x = f(*x));
+        if let Panels::Owned(v) = &mut self.data {
+            v.iter_mut().for_each(|x| *x = f(*x));
+        }
     }
 }
 
