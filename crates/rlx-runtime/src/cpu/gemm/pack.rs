@@ -120,7 +120,7 @@ impl PackedB {
     }
 
     pub fn bytes(&self) -> usize {
-        self.floats().len() * std::mem::size_of::<f32>()
+        std::mem::size_of_val(self.floats())
     }
 
     pub fn as_ptr(&self) -> *const f32 {
