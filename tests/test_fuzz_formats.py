@@ -356,7 +356,7 @@ def _seed_models():
 
 SEEDS = _seed_models() if onnx is not None else {"none": None}
 
-_OPS = sorted(rlx.onnx.SUPPORTED_OPS) + ["Conv", "LSTM", "Foo", "", "relu", "Loop", "If"]
+_OPS = sorted(rlx.onnx.SUPPORTED_OPS) + ["DeformConv", "LSTM", "Foo", "", "relu", "Loop", "If"]
 _ATTR_NAMES = ["axis", "axes", "perm", "to", "transA", "transB", "alpha", "beta", "epsilon", "keepdims", "value", "mode",
                "noop_with_empty_axes", "approximate", "stash_type", "zz"]
 _ATTR_VALUES = st.one_of(

@@ -140,7 +140,7 @@ def test_unsupported_ops_listed_together():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok"),
-             helper.make_node("Conv", ["a", "a"], ["b"], name="conv0"),
+             helper.make_node("DeformConv", ["a", "a", "a"], ["b"], name="deform0"),
              helper.make_node("TopK", ["b", "k"], ["y", "i"], name="topk0"),
              helper.make_node("Frob", ["x"], ["z"], name="custom0", domain="com.example")]
     model = helper.make_model(helper.make_graph(nodes, "bad", [x], [y]),
@@ -149,7 +149,7 @@ def test_unsupported_ops_listed_together():
         rlx.onnx.load(model)
     msg = str(e.value)
     assert "3 unsupported" in msg
-    for frag in ("Conv (domain ai.onnx, opset 17, node 'conv0')", "TopK", "topk0", "Frob (domain com.example, opset 1, node 'custom0')"):
+    for frag in ("DeformConv (domain ai.onnx, opset 17, node 'deform0')", "TopK", "topk0", "Frob (domain com.example, opset 1, node 'custom0')"):
         assert frag in msg
     assert "'ok'" not in msg
 

@@ -15,6 +15,11 @@ caller who wants another value passes ``constants={name: array}`` to ``rlx.onnx.
 
 Arrays folded at import (ConstantOfShape, Expand, Range, broadcasts of shape values) are sized
 with Python ints and counted against :func:`memory_budget` before numpy allocates them.
+
+A float32 array of at least ``WEIGHT_MIN_ELEMENTS`` that a node makes at import (a weight in a
+``Constant`` node, or a ``ConstantOfShape`` as in the ONNX backend's light models) is treated
+like an initializer named after its value: a param bound zero-copy, and a weight to MatMul /
+Gemm, instead of a graph constant the compiler would copy and fold through.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ def normalize(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+WEIGHT_MIN_ELEMENTS = 4096
+
 _MEM_TOTAL: List[int] = []
 
 
@@ -103,6 +110,15 @@ def memory_budget() -> int:
         except (ValueError, OSError, AttributeError):
             _MEM_TOTAL.append(2**63 - 1)
     return _MEM_TOTAL[0]
+
+
+def _weight_like(name: str, v: Any) -> Any:
+    """``v``, or for a large float32 array made at import, the same array as an initializer
+    named ``name`` (see the module doc)."""
+    if (isinstance(v, Known) and v.init is None and v.dtype == np.float32 and not v.symbolic
+            and v.arr.size >= WEIGHT_MIN_ELEMENTS):
+        return Known(v.arr, v.dtype, init=name)
+    return v
 
 
 def _sanitize(name: str) -> str:
@@ -362,7 +378,7 @@ class Importer:
                 outs = [outs]
             for n, o in zip(node.output, outs):
                 if n:
-                    self.env[n] = o
+                    self.env[n] = _weight_like(n, o)
             for n in node.output[len(outs):]:
                 if n and n in self.used_names():
                     raise rlx.UnsupportedOpError(

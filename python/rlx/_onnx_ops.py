@@ -23,7 +23,8 @@ HANDLERS: Dict[str, Handler] = {}
 STATIC_OPERANDS = {
     "Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Slice": {1, 2, 3, 4}, "Expand": {1},
     "ConstantOfShape": {0}, "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1},
-    "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2},
+    "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2}, "Pad": {1, 3},
+    "ConvTranspose": {1},
 }
 
 
@@ -306,6 +307,15 @@ def _constant(imp: Importer, node: Any) -> Any:
     return Known(arr, arr.dtype)
 
 
-from rlx import _onnx_ops_shape  # noqa: E402,F401  (registers the shape and tensor ops)
+# The other handler modules register their ops on import. _onnx_ops_shape imports
+# _onnx_ops_nn (which reads shape helpers) at its end; _onnx_ops_vision reads only this module,
+# so either may be imported first.
+from rlx import _onnx_ops_shape, _onnx_ops_vision  # noqa: E402,F401
 
-SUPPORTED_OPS = sorted(HANDLERS)
+
+def __getattr__(name: str) -> Any:
+    # SUPPORTED_OPS is read from HANDLERS on access: a handler module imported before this one
+    # registers its ops after this module's body has run.
+    if name == "SUPPORTED_OPS":
+        return sorted(HANDLERS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

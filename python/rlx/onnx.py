@@ -42,7 +42,7 @@ import numpy as np
 
 import rlx
 from rlx import _onnx_ops, _onnx_ops_check, _onnx_quant
-from rlx._onnx_ops import SUPPORTED_OPS, Importer
+from rlx._onnx_ops import Importer
 from rlx._onnx_quant import QuantFold
 
 __all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS", "QuantFold"]
@@ -430,6 +430,12 @@ def load(
 
         _onnx_cache.store(os.fsdecode(aot_dir), cache_key, m)
     return m
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUPPORTED_OPS":  # every registered op, whatever order the modules were imported in
+        return _onnx_ops.SUPPORTED_OPS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ += ["external_array"]
