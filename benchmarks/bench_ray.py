@@ -68,21 +68,21 @@ def memory_kb() -> dict:
             k = line.split(":", 1)[0]
             if k in ("VmRSS", "RssAnon", "RssFile"):
                 out[k] = int(line.split()[1])
-    rss = pss = 0
-    mapped = False
+    sums = {"Weights": [0, 0], "Panels": [0, 0]}  # Rss, Pss of model.safetensors / *.pack maps
+    kind = None
     with open("/proc/self/smaps") as f:
         for line in f:
             if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                mapped = line.rstrip().endswith("model.safetensors")
-            elif mapped and line.startswith("Rss:"):
-                rss += int(line.split()[1])
-            elif mapped and line.startswith("Pss:"):
-                pss += int(line.split()[1])
-    out["WeightsRss"], out["WeightsPss"] = rss, pss
+                name = line.rstrip()
+                kind = "Weights" if name.endswith("model.safetensors") else "Panels" if name.endswith(".pack") else None
+            elif kind and line.startswith(("Rss:", "Pss:")):
+                sums[kind][line.startswith("Pss:")] += int(line.split()[1])
+    for k, (rss, pss) in sums.items():
+        out[k + "Rss"], out[k + "Pss"] = rss, pss
     return out
 
 
-MEM_KEYS = ("VmRSS", "RssAnon", "AnonAdded", "RssFile", "WeightsRss", "WeightsPss")
+MEM_KEYS = ("VmRSS", "RssAnon", "AnonAdded", "RssFile", "WeightsRss", "WeightsPss", "PanelsRss", "PanelsPss")
 
 
 def _tag(out: dict, base_anon: int) -> dict:
@@ -172,9 +172,11 @@ def run_data(ray, texts, cls, kwargs, workers, threads, batch=256):
                 m[k] = max(m[k], int(b[k][j]))
             # Pss depends on who else maps the file at that moment (a worker may outlive the
             # other): keep the least, i.e. the sample taken while the most processes shared it.
-            m["PssMin"] = min(m.get("PssMin", 1 << 62), int(b["WeightsPss"][j]))
+            for k in ("WeightsPss", "PanelsPss"):
+                m[k + "Min"] = min(m.get(k + "Min", 1 << 62), int(b[k][j]))
     for m in mem.values():
-        m["WeightsPss"] = m.pop("PssMin")
+        for k in ("WeightsPss", "PanelsPss"):
+            m[k] = m.pop(k + "Min")
     assert (seen == 1).all(), "every row exactly once"
     return wall, emb, dict(mem)
 
@@ -243,6 +245,8 @@ def main() -> None:
 
     for name in ("ray", "ray.data", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The workers' default AOT dir: compiled variants and packed panels shared between them.
+    os.environ["RLX_CACHE_DIR"] = os.path.join(tmp, "rlx-cache")
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=512 * 2**20, log_to_driver=False, logging_level="ERROR")
     ctx = ray.data.DataContext.get_current()
@@ -252,6 +256,7 @@ def main() -> None:
     configs = [
         ("Ray Data, rlx", 1, 2, RlxActor, {"threads": 2}),
         ("Ray Data, rlx", 2, 1, RlxActor, {"threads": 1}),
+        ("Ray Data, rlx aot_dir=None (private panels)", 2, 1, RlxActor, {"threads": 1, "aot_dir": None}),
         ("Ray Data, rlx prepack=False", 2, 1, RlxActor, {"threads": 1, "prepack": False}),
     ]
     if not a.no_ort:
@@ -272,16 +277,18 @@ def main() -> None:
     print(rows_table(["configuration", "workers x threads", "time", "sentences/s", "max |diff| vs plain"], rows))
 
     print()
-    print("Resident memory per worker, peak (MiB). Weights = the model.safetensors mapping (page cache,")
-    print("one copy per node); its Pss divides each shared page among the processes mapping it (least")
-    print("sample). 'anon added by model' = RssAnon minus the worker's RssAnon before it loaded the model:")
+    print("Resident memory per worker, peak (MiB). Weights = the model.safetensors mapping, panels = the")
+    print("packed GEMM panels mapped from the AOT dir (page cache, one copy per node); Pss divides each")
+    print("shared page among the processes mapping it (least sample). 'anon added by model' = RssAnon")
+    print("minus the worker's RssAnon before it loaded the model:")
     rows = []
     for label, mem in mems:
         for pid, m in sorted(mem.items()):
             rows.append([label, str(pid)] + [f"{m[k] / MiB:.1f}" for k in MEM_KEYS])
         tot = {k: sum(m[k] for m in mem.values()) for k in MEM_KEYS}
         rows.append([label, "total"] + [f"{tot[k] / MiB:.1f}" for k in MEM_KEYS])
-    print(rows_table(["configuration", "worker pid", "VmRSS", "RssAnon", "anon added by model", "RssFile", "weights Rss", "weights Pss"], rows))
+    print(rows_table(["configuration", "worker pid", "VmRSS", "RssAnon", "anon added by model", "RssFile",
+                      "weights Rss", "weights Pss", "panels Rss", "panels Pss"], rows))
 
     # -- Ray Serve ---------------------------------------------------------------------------
     port = free_port()

@@ -69,6 +69,8 @@ def corpus(encoder):
 def cluster(model_dir, tmp_path_factory):
     """A local Ray with 2 CPUs, no dashboard, bound to loopback; shut down after the module."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Workers inherit it: their default AOT dir (shared packed weights) stays in the test's tmp.
+    os.environ["RLX_CACHE_DIR"] = str(tmp_path_factory.mktemp("rlx-cache"))
     if ray.is_initialized():
         ray.shutdown()
     # Classes defined here (the _Tagged embedder) travel to the workers by value: they cannot

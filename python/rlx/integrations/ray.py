@@ -31,16 +31,17 @@ What each worker does, and why it scales on one node:
   is (``embed_dataset`` passes ``num_cpus=threads``).
 - **Shared weights.** ``SentenceEncoder`` memory-maps ``model.safetensors`` (``mode="mmap"``)
   and binds the weights without a copy, so every worker process on a node maps the same page
-  cache pages (for MiniLM the 45 MiB embedding tables always stay shared). With ``prepack=True``
-  (the default, ~1.5x faster GEMMs) each worker also holds its own packed copy of the linear
-  weights (~40 MiB for MiniLM); ``prepack=False`` keeps every weight byte shared.
+  cache pages. The packed GEMM panels of the linear weights (``prepack=True``, ~1.5x faster
+  GEMMs, ~40 MiB for MiniLM) are shared too: they are written once to the AOT directory
+  (``aot_dir``, by default :func:`default_aot_dir`, a directory on the node) and memory-mapped
+  by every worker. ``aot_dir=None`` keeps each worker's packed copy private.
 - **Few variants.** A batch is tokenized once, sorted by token count and cut into micro-batches
   of ``batch_size`` sentences of similar length, each run through the encoder's sequence-length
   buckets (powers of two from 8 by default): a stream of varied lengths compiles a handful of
   variants and pads little. Rows are returned in their input order.
-- **Warm starts.** ``aot_dir`` is the encoder's disk AOT cache (``SentenceEncoder(aot_dir=)``):
-  a directory on the node's disk shared by its workers lets a new or restarted worker load the
-  compiled variants instead of compiling them.
+- **Warm starts.** ``aot_dir`` is also the encoder's disk AOT cache (``SentenceEncoder(aot_dir=)``):
+  a new or restarted worker loads the compiled variants and packed panels instead of making
+  them.
 
 Mistakes are typed rlx errors: an unknown column is an ``rlx.BindingError`` (naming the columns
 there are), a text that is not a string an ``rlx.DTypeError``, a bad argument an
@@ -59,7 +60,16 @@ import numpy as np
 
 import rlx
 
-__all__ = ["SentenceEmbedder", "embed_dataset", "serve_app", "default_threads"]
+__all__ = ["SentenceEmbedder", "embed_dataset", "serve_app", "default_threads", "default_aot_dir"]
+
+#: ``aot_dir`` default of the workers: :func:`default_aot_dir`.
+AUTO = "auto"
+
+
+def default_aot_dir() -> str:
+    """The node-local directory workers share compiled variants and packed weights through:
+    ``$RLX_CACHE_DIR`` if set, else ``~/.cache/rlx``."""
+    return os.environ.get("RLX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "rlx")
 
 _FEEDS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -143,7 +153,7 @@ class SentenceEmbedder:
         column: str = "text",
         output_column: str = "embedding",
         batch_size: int = 32,
-        aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+        aot_dir: Optional[Union[str, "os.PathLike[str]"]] = AUTO,
         threads: Optional[int] = None,
         buckets: Union[str, Sequence[int], None] = "pow2",
         capacity: int = 32,
@@ -160,7 +170,8 @@ class SentenceEmbedder:
         os.environ["RLX_NUM_THREADS"] = str(self.threads)
         self.encoder = SentenceEncoder(
             str(model_dir) if model_dir is not None else default_model_dir(),
-            capacity=_positive_int("capacity", capacity), buckets=buckets, aot_dir=aot_dir,
+            capacity=_positive_int("capacity", capacity), buckets=buckets,
+            aot_dir=default_aot_dir() if aot_dir == AUTO else aot_dir,
             prepack=bool(prepack),
         )
         self.hidden = self.encoder.config.hidden_size
@@ -249,7 +260,7 @@ def embed_dataset(
     threads: int = 1,
     batch_size: int = 256,
     encode_batch_size: int = 32,
-    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = AUTO,
     batch_format: str = "pandas",
     prepack: bool = True,
     **map_batches_kwargs: Any,
@@ -314,7 +325,7 @@ def serve_app(
     threads: Optional[int] = None,
     num_replicas: int = 1,
     encode_batch_size: int = 32,
-    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    aot_dir: Optional[Union[str, "os.PathLike[str]"]] = AUTO,
     prepack: bool = True,
     name: str = "RlxEmbedder",
 ) -> Any:
