@@ -76,6 +76,11 @@ OLD = 11 * 60  # seconds: older than the 10 minutes after which temp files count
 _refs: dict = {}
 
 
+
+def listing(d):
+    """The AOT entries in ``d``: its files but the ``packed/`` directory of shared weight panels."""
+    return [n for n in os.listdir(d) if n != "packed"]
+
 def ref(batch=3, **options):
     """Output bytes of a pipeline without a disk cache."""
     key = (batch, tuple(sorted(options.items())))
@@ -151,9 +156,9 @@ def test_round_trip_in_process_and_across_processes(tmp_path):
     assert s1["template_from_disk"] is False and s1["variants_from_disk"] == 0
     assert (s1["disk_misses"], s1["disk_writes"], s1["disk_hits"], s1["disk_recovered"]) == (2, 2, 0, 0), disk(s1)
     assert s1["aot_dir"] == d.resolve() and s1["disk_bytes"] == sum(p.stat().st_size for p in d.glob("*.rlx"))
-    names = sorted(p.name for p in d.iterdir())
+    names = sorted(listing(d))
     assert len(names) == 2 and all(re.fullmatch(r"[0-9a-f]{32}\.rlx", n) for n in names), names
-    for p in d.iterdir():  # the header as documented, the key echoing every field
+    for p in d.glob("*.rlx"):  # the header as documented, the key echoing every field
         data = p.read_bytes()
         assert data[:8] == MAGIC and int.from_bytes(data[8:12], "little") == FORMAT
         key, payload = split_entry(data)
@@ -176,7 +181,7 @@ def test_round_trip_in_process_and_across_processes(tmp_path):
     s3 = out["stats"]
     assert s3["template_from_disk"] is True and s3["variants_from_disk"] == 1
     assert (s3["disk_hits"], s3["disk_writes"], s3["disk_recovered"]) == (2, 0, 0), disk(s3)
-    assert sorted(p.name for p in d.iterdir()) == names
+    assert sorted(listing(d)) == names
 
 
 # -- 2, 3. truncation at every offset, random bit flips ---------------------------------------------
@@ -485,7 +490,7 @@ def test_leftover_temp_files(tmp_path):
     paths["variant"].unlink()  # only a fresh temp file holds bytes of it: must not be read
     y, s = compile_run(d)
     assert y == ref() and s["disk_recovered"] == 0 and s["variants_from_disk"] == 0 and s["disk_writes"] == 1
-    left = set(os.listdir(d))
+    left = set(listing(d))
     removed = {".tmp-123-0-0", ".tmp-999999-17-3", ".tmp-link-0-0"}
     assert not (removed & left), f"stale temp files left: {removed & left}"
     for name, (data, is_old) in planted.items():
@@ -516,7 +521,7 @@ def test_writer_killed_mid_write_leaves_only_an_ignored_temp_file(tmp_path):
     d = tmp_path / "cache"
     r = run_child(tmp_path, KILLED_WRITER, d, "kill")
     assert r.returncode == -signal.SIGXFSZ, (r.returncode, r.stderr[-2000:])
-    left = os.listdir(d)
+    left = listing(d)
     assert len(left) == 1 and left[0].startswith(".tmp-"), left
     partial = (d / left[0]).read_bytes()
     assert len(partial) == 100 and partial.startswith(MAGIC)
@@ -536,7 +541,7 @@ def test_full_disk_warns_once_and_runs_from_memory(tmp_path):
     assert out["sha"] == sha(ref())
     assert out["stats"]["disk_errors"] == 2 and out["stats"]["disk_writes"] == 0, out["stats"]
     assert r.stderr.count(WARNING) == 3, r.stderr  # once in each of the child's three pipelines
-    assert os.listdir(d) == [], "a failed write left a file"
+    assert listing(d) == [], "a failed write left a file"
 
 
 # -- 7. unusable directory ---------------------------------------------------------------------------
@@ -652,7 +657,9 @@ def test_dotdot_and_symlinked_cache_dirs_resolve(tmp_path, monkeypatch):
     assert pipe.stats["aot_dir"] == (work / "real").resolve()
 
     roots = [(work / "dd"), (work / "real"), (work / "real" / "sub2"), (work / "x" / "rel2")]
-    files = _files_under(work)
+    # AOT entries in the resolved roots, and shared weight panels in their packed/ directories.
+    files = [f for f in _files_under(work) if not (f.suffix == ".pack" and f.parent.name == "packed"
+                                                    and f.parent.parent in roots)]
     assert files and all(f.suffix == ".rlx" and f.parent in roots for f in files), sorted(map(str, files))
     assert len(list((work / "real").glob("*.rlx"))) == 3  # template, batch=3, batch=9
 
@@ -741,7 +748,7 @@ def test_many_processes_compile_the_same_key_at_once(tmp_path):
                     errors += failed
                     hits += hit
                     writes += wr
-            assert temps(d) == [] and sorted(os.listdir(d)) == sorted(genuine), os.listdir(d)
+            assert temps(d) == [] and sorted(listing(d)) == sorted(genuine), listing(d)
             assert all((d / n).read_bytes() == b for n, b in genuine.items())
         elapsed = time.perf_counter() - t1
         for p in procs:
@@ -783,7 +790,7 @@ def test_failed_rename_or_fsync_warns_and_runs_from_memory(tmp_path, fault):
     assert y == ref()
     assert s["disk_errors"] == 2 and s["disk_writes"] == 0, disk(s)
     assert err.count(WARNING) == 1, err
-    assert os.listdir(d) == [], "a failed write left a file behind"
+    assert listing(d) == [], "a failed write left a file behind"
     y, s = compile_run(d)  # and the directory works again afterwards
     assert y == ref() and s["disk_writes"] == 2 and s["disk_recovered"] == 0
 
@@ -883,7 +890,7 @@ def test_aot_max_bytes_prunes_least_recently_used(tmp_path):
         assert (s["disk_hits"] > before) == expect_hit, (b, disk(s))
         (hit if expect_hit else write)(vname[b])
         assert s["disk_bytes"] <= limit, (b, s["disk_bytes"], limit)
-        assert set(os.listdir(d)) == set(model), (b, sorted(os.listdir(d)), list(model))
+        assert set(listing(d)) == set(model), (b, sorted(listing(d)), list(model))
 
     p = open_pipe()
     for b in batches[:8]:
@@ -895,9 +902,9 @@ def test_aot_max_bytes_prunes_least_recently_used(tmp_path):
     use(p, oldest)
     for b in batches[8:10]:
         use(p, b)
-    listing = os.listdir(d)
-    assert vname[oldest] in listing, "the entry hit last was pruned"
-    assert any(vname[b] not in listing for b in younger), "pruning went by write time, not by use"
+    names_now = listing(d)
+    assert vname[oldest] in names_now, "the entry hit last was pruned"
+    assert any(vname[b] not in names_now for b in younger), "pruning went by write time, not by use"
     assert p.stats["disk_evictions"] > 0 and evicted > 0
     print(f"\n[aot] aot_max_bytes={limit}: {evicted} pruned, disk_bytes <= limit after every compile, "
           f"LRU order matched the model ({len(model)} left)")

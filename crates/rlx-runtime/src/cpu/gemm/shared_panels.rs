@@ -109,14 +109,18 @@ fn write(dir: &Path, path: &Path, key: &[u8; 32], data: &[f32]) -> std::io::Resu
         std::process::id(),
         blake3::Hash::from(*key).to_hex()
     ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(MAGIC)?;
-    f.write_all(key)?;
-    f.write_all(&(payload.len() as u64).to_le_bytes())?;
-    f.write_all(blake3::hash(&payload).as_bytes())?;
-    f.write_all(&payload)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let publish = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(key)?;
+        f.write_all(&(payload.len() as u64).to_le_bytes())?;
+        f.write_all(blake3::hash(&payload).as_bytes())?;
+        f.write_all(&payload)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    // A failed write leaves nothing behind.
+    publish().inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
 }
