@@ -295,15 +295,26 @@ fn equal_columns_give_equal_results_in_edge_panels() {
     let (m, k, n) = (3, 600, 1000);
     let x = data(m * k, 1);
     let col = data(k, 2);
-    let w: Vec<f32> = (0..k).flat_map(|p| std::iter::repeat_n(col[p], n)).collect();
+    let w: Vec<f32> = (0..k)
+        .flat_map(|p| std::iter::repeat_n(col[p], n))
+        .collect();
     for isa in Isa::available() {
         let packed = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
         let spec = LinearSpec { k, n, act: None };
-        for weight in [Weight::Packed(&packed), Weight::Raw { w: &w, transposed: false }] {
+        for weight in [
+            Weight::Packed(&packed),
+            Weight::Raw {
+                w: &w,
+                transposed: false,
+            },
+        ] {
             let mut out = vec![0.0f32; m * n];
             linear(isa, &x, weight, None, &spec, &mut out).unwrap();
             for row in out.chunks(n) {
-                assert!(row.iter().all(|v| v.to_bits() == row[0].to_bits()), "{isa}: {row:?}");
+                assert!(
+                    row.iter().all(|v| v.to_bits() == row[0].to_bits()),
+                    "{isa}: {row:?}"
+                );
             }
         }
     }
