@@ -13,6 +13,10 @@ Making such inputs run-time inputs instead would turn every weight of an IR 3 mo
 export with ``keep_initializers_as_inputs``, into a required feed and stop shape folding; a
 caller who wants another value passes ``constants={name: array}`` to ``rlx.onnx.load``.
 
+float16 / float64 initializers are converted once to float32 (a copy, listed in ``notes``); a
+finite float64 value float32 cannot hold is a ``DTypeError``. Graph inputs of those types are
+a ``DTypeError`` naming the input: run-time data is never converted.
+
 Arrays folded at import (ConstantOfShape, Expand, Range, broadcasts of shape values) are sized
 with Python ints and counted against :func:`memory_budget` before numpy allocates them.
 
@@ -40,6 +44,10 @@ _ANY_DTYPES = {
     9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
 }
 RLX_NP = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32", np.dtype(np.bool_): "bool"}
+# Initializer dtypes converted once to float32 at import (noted), and their ONNX element types;
+# graph inputs of these types are a DTypeError, never converted.
+TO_FLOAT32 = (np.dtype(np.float16), np.dtype(np.float64))
+TO_FLOAT32_ELEM = {10: "FLOAT16", 11: "DOUBLE"}
 
 
 def np_dtype(elem_type: int, what: str, allow_any: bool = False) -> np.dtype:
@@ -121,6 +129,16 @@ def _weight_like(name: str, v: Any) -> Any:
     return v
 
 
+def _as_float32(name: str, arr: np.ndarray) -> np.ndarray:
+    """A float16 / float64 initializer as float32; a finite value float32 cannot hold is a
+    DTypeError naming the initializer (it would become inf)."""
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if arr.dtype == np.float64 and np.count_nonzero(np.isfinite(out)) != np.count_nonzero(np.isfinite(arr)):
+        raise rlx.DTypeError(f"initializer {name!r}: float64 values outside float32's range (rlx computes in float32)")
+    return out
+
+
 def _sanitize(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return s if s and not s[0].isdigit() else "d_" + s
@@ -162,8 +180,15 @@ class Importer:
         self.frozen: List[str] = []  # graph inputs given by ``constants``
         self.dim_names: set = set()  # names looked up in ``dims`` (raw and sanitized)
         self.transpose_w = "transpose_w" in (getattr(rlx.Graph.linear, "__text_signature__", "") or "")
+        converted: Dict[str, List[str]] = {}
         for n, arr in inits.items():
+            if arr.dtype in TO_FLOAT32:
+                converted.setdefault(str(arr.dtype), []).append(n)
+                arr = _as_float32(n, arr)
             self.env[n] = Known(arr, arr.dtype, init=n)
+        for dt, names in converted.items():
+            shown = ", ".join(repr(n) for n in names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+            self.notes.append(f"{len(names)} {dt} initializer(s) converted to float32 at import (a copy each): {shown}")
 
     # -- symbols and inputs ------------------------------------------------------------------
 
@@ -193,6 +218,12 @@ class Importer:
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
                 raise rlx.UnsupportedOpError(f"input {vi.name!r}: only tensor inputs are supported")
+            if tt.elem_type in TO_FLOAT32_ELEM:
+                raise rlx.DTypeError(
+                    f"input {vi.name!r}: ONNX type {TO_FLOAT32_ELEM[tt.elem_type]} is not supported: rlx computes "
+                    "in float32 and does not convert inputs (only initializers of that type, at import); "
+                    "export the model with a float32 input"
+                )
             dt = np_dtype(tt.elem_type, f"input {vi.name!r}")
             shape: List[Union[int, str]] = []
             for axis, d in enumerate(tt.shape.dim):

@@ -24,7 +24,7 @@ STATIC_OPERANDS = {
     "Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Slice": {1, 2, 3, 4}, "Expand": {1},
     "ConstantOfShape": {0}, "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1},
     "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2}, "Pad": {1, 3},
-    "ConvTranspose": {1},
+    "ConvTranspose": {1}, "Split": {1}, "Tile": {1},
 }
 
 

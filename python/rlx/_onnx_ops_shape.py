@@ -323,4 +323,99 @@ def _symbolic_range(imp: Importer, vals: List[Any]) -> Any:
     return imp.g.slice(table, 0, 0, dim_text(limit - int(start)))
 
 
+def _known_data(x: Any) -> bool:
+    """Sliced or copied with numpy at import: a shape value, or a constant that is not an
+    initializer (an initializer stays a param, sliced at run time)."""
+    return isinstance(x, Known) and (x.init is None or _foldable(x))
+
+
+def _split_sizes(imp: Importer, node: Any, d: DimLike) -> List[DimLike]:
+    """The chunk sizes of a Split along an axis of size ``d``: the ``split`` attribute (opset
+    < 13) or input (13+), else ``num_outputs`` chunks of ceil(d / n) with a smaller last one
+    (opset 18), else as many equal chunks as the node has outputs."""
+    a = attrs(node)
+    n = len(node.output)
+    if "split" in a:
+        sizes: List[DimLike] = [int(s) for s in a["split"]]
+    elif len(node.input) > 1 and node.input[1]:
+        sizes = imp.ints(node.input[1], "Split split")
+    elif "num_outputs" in a:
+        k = int(a["num_outputs"])
+        if k != n:
+            raise rlx.ModelFormatError(f"Split num_outputs {k} but the node has {n} output(s)")
+        if isinstance(d, Poly):
+            try:
+                return [d.exact_div(k)] * k
+            except ValueError:
+                raise rlx.UnsupportedOpError(f"Split of a dim {d} into {k} uneven chunks (their sizes are known only at run time)") from None
+        chunk = -(-d // k)
+        last = d - chunk * (k - 1)
+        if last < 0:
+            raise rlx.ShapeError(f"Split of a dim of size {d} into {k} chunks of {chunk}: the last chunk would be {last}")
+        return [chunk] * (k - 1) + [last]
+    else:
+        if isinstance(d, int) and d % n:
+            raise rlx.ShapeError(f"Split of a dim of size {d} into {n} equal chunks: {n} does not divide it")
+        try:
+            return [Poly.of(d).exact_div(n)] * n
+        except ValueError:
+            raise rlx.UnsupportedOpError(f"Split of a dim {d} into {n} equal chunks (their size is known only at run time)") from None
+    if len(sizes) != n:
+        raise rlx.ShapeError(f"Split split {[str(s) for s in sizes]} has {len(sizes)} entries for {n} output(s)")
+    if any(isinstance(s, int) and s < 0 for s in sizes):
+        raise rlx.ShapeError(f"Split split {sizes} has a negative entry")
+    total: DimLike = 0
+    for s in sizes:
+        total = total + s
+    if total != d:
+        raise rlx.ShapeError(f"Split split {[str(s) for s in sizes]} sums to {total}, not the axis size {d}")
+    return sizes
+
+
+@op("Split")
+def _split(imp: Importer, node: Any) -> Any:
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    axis = _axis(attrs(node).get("axis", 0), len(dims), "Split")
+    sizes = _split_sizes(imp, node, dims[axis])
+    outs, start = [], 0
+    for s in sizes:
+        end = start + s
+        if _known_data(x):
+            idx = [slice(None)] * len(dims)
+            idx[axis] = slice(int(start), int(end))
+            outs.append(Known(x.arr[tuple(idx)], x.dtype))
+        elif start == 0 and end == dims[axis]:
+            outs.append(x)
+        else:
+            outs.append(imp.g.slice(imp.rt(x), axis, dim_text(start), dim_text(end)))
+        start = end
+    return outs
+
+
+@op("Tile")
+def _tile(imp: Importer, node: Any) -> Any:
+    """Tile with repeats known at import: at run time, ``r`` copies concatenated along each
+    axis repeated ``r`` times (a slice to size 0 for ``r == 0``)."""
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    reps = imp.ints(node.input[1], "Tile repeats")
+    if len(reps) != len(dims):
+        raise rlx.ShapeError(f"Tile repeats {[str(r) for r in reps]} has {len(reps)} entries for an input of rank {len(dims)}")
+    if any(isinstance(r, Poly) for r in reps):
+        raise rlx.UnsupportedOpError(f"Tile repeats {[str(r) for r in reps]} depend on a run-time dim")
+    if any(r < 0 for r in reps):
+        raise rlx.ShapeError(f"Tile repeats {reps} has a negative entry")
+    if _known_data(x):
+        imp.reserve([d * r for d, r in zip(dims, reps)], x.arr.itemsize, "the result")
+        return _k(np.tile(x.arr, [int(r) for r in reps]), x.dtype)
+    out = imp.rt(x)
+    for ax, r in enumerate(reps):
+        if r == 0:
+            out = imp.g.slice(out, ax, 0, 0)
+        elif r > 1:
+            out = imp.g.concat([out] * int(r), ax)
+    return out
+
+
 from rlx import _onnx_ops_nn  # noqa: E402,F401

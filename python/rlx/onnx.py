@@ -10,7 +10,9 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
   neither a value nor a name gets a symbol named ``<input>_<axis>``.
 - Initializers become params, never constants: the numpy arrays from
   ``onnx.numpy_helper.to_array`` (or a read-only ``numpy.memmap`` of an external-data file)
-  are bound without a copy. Small integer initializers that only feed shape computations
+  are bound without a copy; float16 / float64 initializers are converted to float32 once (a
+  copy, listed in ``OnnxModel.notes``), while graph inputs of those types raise
+  ``rlx.DTypeError``. Small integer initializers that only feed shape computations
   (Reshape targets, Unsqueeze axes, Slice bounds, ...) are read at import and never become
   params.
 - Shape subgraphs as exporters emit them (Shape -> Gather -> Unsqueeze -> Concat -> Reshape,
@@ -42,6 +44,7 @@ import numpy as np
 
 import rlx
 from rlx import _onnx_ops, _onnx_ops_check, _onnx_quant
+from rlx._onnx_import import TO_FLOAT32_ELEM
 from rlx._onnx_ops import Importer
 from rlx._onnx_quant import QuantFold
 
@@ -301,7 +304,8 @@ def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
         )
     if not os.path.isfile(path):
         raise rlx.ModelFormatError(f"initializer {name!r}: external data file {loc!r} not found")
-    dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}")
+    # float16 / float64 are mapped as stored, then converted to float32 by the importer.
+    dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}", allow_any=tensor.data_type in TO_FLOAT32_ELEM)
     shape = tuple(int(d) for d in tensor.dims)
     if any(d < 0 for d in shape) or _span(shape, dtype.itemsize) >= 2**63:
         raise rlx.ModelFormatError(f"initializer {name!r}: external data shape {list(shape)} is negative or too large")
