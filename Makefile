@@ -59,6 +59,7 @@ bench: install bench-setup ## GEMM and MiniLM-L6 against numpy, ONNX Runtime, Op
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_warm_start.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_bucketing.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_decoder.py --threads 1,2
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_vision.py --threads 1,2
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := dims graph lir

@@ -110,14 +110,15 @@ pub fn conv(
     let tables = source_tables(&c.window, in_sp, out_sp);
     let in_strides = strides(in_sp);
     if cg == 1 && mg == 1 {
+        let sizes = (cin, plane, ksize, p);
         depthwise(
             x,
             w,
+            &c.window,
             &tables,
             &in_strides,
-            (cin, plane, ksize, p),
-            kernel,
-            out_sp,
+            sizes,
+            (in_sp, kernel, out_sp),
             out,
         );
     } else {
@@ -253,16 +254,16 @@ fn patch_row_2d(
 }
 
 /// One input channel per output channel: each output plane is a weighted sum of shifted
-/// copies of its input plane.
+/// copies of its input plane (2-D: whole runs of each output row at once).
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
     x: &[f32],
     w: &[f32],
+    window: &Window,
     tables: &[Vec<Option<usize>>],
     in_strides: &[usize],
     (channels, plane, ksize, p): (usize, usize, usize, usize),
-    kernel: &[usize],
-    out_sp: &[usize],
+    (in_sp, kernel, out_sp): (&[usize], &[usize], &[usize]),
     out: &mut [f32],
 ) {
     out.par_chunks_mut(p.max(1))
@@ -275,6 +276,10 @@ fn depthwise(
             for kk in 0..ksize {
                 unflatten(kk, kernel, &mut kidx);
                 let wk = w[ch * ksize + kk];
+                if kernel.len() == 2 {
+                    accumulate_2d(src, in_sp, out_sp, window, &kidx, wk, dst);
+                    continue;
+                }
                 for_each_source(tables, kernel, &kidx, out_sp, in_strides, |o, at| {
                     if let Some(a) = at {
                         dst[o] += wk * src[a];
@@ -282,6 +287,47 @@ fn depthwise(
                 });
             }
         });
+}
+
+/// `dst += wk * (the input plane shifted by kernel offset k)` over a 2-D output plane.
+fn accumulate_2d(
+    src: &[f32],
+    input: &[usize],
+    output: &[usize],
+    w: &Window,
+    k: &[usize],
+    wk: f32,
+    dst: &mut [f32],
+) {
+    let (ih, iw, ow) = (input[0], input[1], output[1]);
+    let (sh, sw) = (w.strides[0], w.strides[1]);
+    let (ph, pw) = (w.pads[0], w.pads[1]);
+    let shift = k[1] * w.dilations[1];
+    let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
+    let last = (iw + pw).saturating_sub(shift).div_ceil(sw).min(ow);
+    if first >= last {
+        return;
+    }
+    let x0 = first * sw + shift - pw;
+    for (o, out) in dst.chunks_mut(ow.max(1)).enumerate() {
+        let Some(y) = (o * sh + k[0] * w.dilations[0])
+            .checked_sub(ph)
+            .filter(|y| *y < ih)
+        else {
+            continue;
+        };
+        let row = &src[y * iw..(y + 1) * iw];
+        let seg = &mut out[first..last];
+        if sw == 1 {
+            seg.iter_mut()
+                .zip(&row[x0..])
+                .for_each(|(d, s)| *d += wk * s);
+        } else {
+            seg.iter_mut()
+                .enumerate()
+                .for_each(|(i, d)| *d += wk * row[x0 + i * sw]);
+        }
+    }
 }
 
 /// Max or average pooling; shapes as inference gave them.

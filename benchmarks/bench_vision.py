@@ -1,0 +1,181 @@
+"""Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights)
+and a MobileNet-like depthwise-separable net, batch 1 and 8 at 224 x 224, 1 and 2 threads.
+
+Each system runs in a process of its own (ORT's spinning threads would steal the cores of
+whatever runs next); the ratio is rlx time / ORT time (below 1: rlx faster).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _common import fmt_ratio, header, rows_table  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(HERE), "target", "bench-models", "vision")
+
+
+def resnet50(path: str) -> None:
+    """The light ResNet-50 with its constant weights replaced by random ones (He-scaled)."""
+    import onnx
+    from onnx import numpy_helper
+
+    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
+    m = onnx.load(src)
+    rng = np.random.default_rng(0)
+    for i, init in enumerate(m.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if a.dtype != np.float32:
+            continue
+        fan_in = int(np.prod(a.shape[1:])) if a.ndim > 1 else 1
+        r = rng.standard_normal(a.shape) * (np.sqrt(2.0 / fan_in) if a.ndim > 1 else 0.1)
+        if "var" in init.name or "scale" in init.name:  # keep BN variances / scales positive
+            r = 1.0 + 0.1 * np.abs(r)
+        m.graph.initializer[i].CopyFrom(numpy_helper.from_array(r.astype(np.float32), init.name))
+    _batch_symbolic(m)
+    onnx.save(m, path)
+
+
+def mobilenet(path: str, width: int = 32, blocks: int = 6) -> None:
+    """Conv 3x3 / 2 then depthwise-separable blocks (depthwise 3x3 + pointwise 1x1, Relu),
+    global average pooling and a classifier."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits, nodes = [], []
+
+    def weight(name: str, shape: tuple) -> str:
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        return name
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1) -> str:
+        w = weight(name + ".w", (cout, cin // groups, k, k))
+        b = weight(name + ".b", (cout, 1))
+        inits[-1] = numpy_helper.from_array(np.zeros(cout, np.float32), name + ".b")
+        p = k // 2
+        nodes.append(helper.make_node("Conv", [x, w, b], [name], kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[p] * 4, group=groups))
+        nodes.append(helper.make_node("Relu", [name], [name + ".r"]))
+        return name + ".r"
+
+    x, c = conv("input", "stem", 3, width, 3, 2), width
+    for i in range(blocks):
+        stride = 2 if i % 2 == 0 else 1
+        x = conv(x, f"dw{i}", c, c, 3, stride, groups=c)
+        x = conv(x, f"pw{i}", c, 2 * c if stride == 2 else c, 1, 1)
+        c = 2 * c if stride == 2 else c
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    nodes.append(helper.make_node("Gemm", ["flat", weight("fc.w", (1000, c)), weight("fc.b", (1000, 1))], ["logits"], transB=1))
+    inits[-1] = numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")
+    g = helper.make_graph(nodes, "mobilenet_like", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _batch_symbolic(m: Any) -> None:
+    """A symbolic batch, and the classifier's Reshape to [-1, features] instead of [1, ...]."""
+    from onnx import numpy_helper
+
+    inits = {i.name: n for n, i in enumerate(m.graph.initializer)}
+    for node in m.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in inits:
+            init = m.graph.initializer[inits[node.input[1]]]
+            shape = numpy_helper.to_array(init).copy()
+            if shape.size and shape[0] == 1:
+                shape[0] = -1
+                init.CopyFrom(numpy_helper.from_array(shape, init.name))
+    for v in list(m.graph.input) + list(m.graph.output):
+        d = v.type.tensor_type.shape.dim
+        if len(d):
+            d[0].ClearField("dim_value")
+            d[0].dim_param = "batch"
+
+
+def models() -> Dict[str, str]:
+    os.makedirs(ROOT, exist_ok=True)
+    out = {"resnet50": os.path.join(ROOT, "resnet50_random.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx")}
+    if not os.path.isfile(out["resnet50"]):
+        resnet50(out["resnet50"])
+    if not os.path.isfile(out["mobilenet-like"]):
+        mobilenet(out["mobilenet-like"])
+    return out
+
+
+def phase(system: str, path: str, batch: int, threads: int) -> Dict[str, Any]:
+    x = np.random.default_rng(2).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    if system == "rlx":
+        import rlx
+        import rlx.onnx
+
+        m = rlx.onnx.load(path, dims={"batch": (1, 64)})
+        exe = m.pipeline().get_or_compile(batch=batch)
+        name = m.inputs[0]
+        run = lambda: exe.run({name: x})  # noqa: E731
+        what = f"rlx {exe.kernels[0]}"
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        run = lambda: sess.run(None, {name: x})  # noqa: E731
+        what = f"onnxruntime {ort.__version__}"
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(10 if batch == 1 else 5):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"ms": statistics.median(times) * 1e3, "what": what}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--phase", nargs=4, metavar=("SYSTEM", "MODEL", "BATCH", "THREADS"))
+    a = ap.parse_args()
+    paths = models()
+    if a.phase:
+        system, model, batch, threads = a.phase
+        print(json.dumps(phase(system, paths[model], int(batch), int(threads))))
+        return
+    header("Vision models vs ONNX Runtime (224 x 224, random weights)", ["onnxruntime", "onnx"])
+    rows: List[List[str]] = []
+    for threads in [int(t) for t in a.threads.split(",")]:
+        for model in paths:
+            for batch in [int(b) for b in a.batches.split(",")]:
+                got = {}
+                for system in ("rlx", "ort"):
+                    env = dict(os.environ, RLX_NUM_THREADS=str(threads))
+                    res = subprocess.run([sys.executable, __file__, "--phase", system, model, str(batch), str(threads)],
+                                         env=env, capture_output=True, text=True, check=False)
+                    got[system] = json.loads(res.stdout.strip().splitlines()[-1])["ms"] if res.returncode == 0 else None
+                    if res.returncode != 0:
+                        print(res.stderr[-1500:], file=sys.stderr)
+                ms = lambda v: "failed" if v is None else f"{v:.1f}"  # noqa: E731
+                rows.append([model, str(batch), str(threads), ms(got["rlx"]), ms(got["ort"]), fmt_ratio(got["rlx"], got["ort"])])
+                print(f"  {model} batch {batch}, {threads} thread(s): rlx {ms(got['rlx'])} ms, ORT {ms(got['ort'])} ms", flush=True)
+    print(rows_table(["model", "batch", "threads", "rlx ms", "ORT ms", "rlx / ORT"], rows))
+
+
+if __name__ == "__main__":
+    main()
