@@ -138,8 +138,10 @@ pub fn kv_attention(
     Ok(())
 }
 
-/// Few queries per kv head (decode): each (row, kv head) task takes its group's query rows,
-/// consecutive in `[batch, heads, seq, d]`, straight against the cache's valid prefix.
+/// Few queries per kv head (decode): each task takes query heads of one kv head's group (rows
+/// consecutive in `[batch, heads, seq, d]`) straight against the cache's valid prefix. A
+/// group is split into single heads when there are too few (row, kv head) pairs to keep every
+/// thread busy (batch 1, 3 kv heads on 2 threads): the extra reads of the keys hit the cache.
 fn direct(
     isa: Isa,
     q: &[f32],
@@ -150,10 +152,18 @@ fn direct(
     out: &mut [f32],
 ) -> Result<()> {
     let group = s.heads / s.kv_heads;
-    let rows = group * s.seq;
+    let pairs = s.batch * s.kv_heads;
+    let split = if pairs < 2 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
+    let heads_per_task = group / split;
+    let rows = heads_per_task * s.seq;
     let ptr = OutPtr(out.as_mut_ptr());
     let task = |t: usize| -> Result<()> {
-        let (b, kvh) = (t / s.kv_heads, t % s.kv_heads);
+        let (pair, part) = (t / split, t % split);
+        let (b, kvh) = (pair / s.kv_heads, pair % s.kv_heads);
         let live: Vec<usize> = (0..rows).map(|r| at[b] + r % s.seq + 1).collect();
         let n = at[b] + s.seq;
         SCORES.with_borrow_mut(|scores| -> Result<()> {
@@ -163,10 +173,10 @@ fn direct(
                     .map_err(|_| Error::Memory("cannot allocate attention scores".into()))?;
                 scores.resize(rows * n, 0.0);
             }
-            let first = (b * s.heads + kvh * group) * s.seq;
+            let first = (b * s.heads + kvh * group + part * heads_per_task) * s.seq;
             let cache = (b * s.kv_heads + kvh) * s.ctx;
             // SAFETY: shape inference sized q, k, v and out; `row_positions` keeps every row
-            // inside the cache; this task alone writes its group's output rows.
+            // inside the cache; this task alone writes its heads' output rows.
             unsafe {
                 vmath::attend_rows(
                     isa,
@@ -185,7 +195,7 @@ fn direct(
             Ok(())
         })
     };
-    let tasks = s.batch * s.kv_heads;
+    let tasks = pairs * split;
     let work = tasks * rows * (at.iter().max().copied().unwrap_or(0) + s.seq) * (s.d + s.dv);
     if work < 1 << 15 {
         (0..tasks).try_for_each(task)
