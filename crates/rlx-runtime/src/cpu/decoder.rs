@@ -14,6 +14,8 @@ use crate::{Error, Result};
 /// Query rows per kv head up to which attention reads the cache directly (decode); above,
 /// it runs on the GEMM micro-kernels like any attention (prefill).
 const DIRECT_ROWS: usize = 16;
+/// (row, kv head) pairs below which decode attention splits each group into single heads.
+const MIN_TASKS: usize = 8;
 
 thread_local! {
     /// Per-thread score rows of the direct path.
@@ -140,8 +142,9 @@ pub fn kv_attention(
 
 /// Few queries per kv head (decode): each task takes query heads of one kv head's group (rows
 /// consecutive in `[batch, heads, seq, d]`) straight against the cache's valid prefix. A
-/// group is split into single heads when there are too few (row, kv head) pairs to keep every
-/// thread busy (batch 1, 3 kv heads on 2 threads): the extra reads of the keys hit the cache.
+/// group is split into single heads when there are fewer than `MIN_TASKS` (row, kv head) pairs,
+/// too few to spread evenly over threads (batch 1, 3 kv heads on 2 threads): the extra reads of
+/// the keys hit the cache.
 fn direct(
     isa: Isa,
     q: &[f32],
@@ -153,11 +156,7 @@ fn direct(
 ) -> Result<()> {
     let group = s.heads / s.kv_heads;
     let pairs = s.batch * s.kv_heads;
-    let split = if pairs < 2 * rayon::current_num_threads() {
-        group
-    } else {
-        1
-    };
+    let split = if pairs < MIN_TASKS { group } else { 1 };
     let heads_per_task = group / split;
     let rows = heads_per_task * s.seq;
     let ptr = OutPtr(out.as_mut_ptr());
