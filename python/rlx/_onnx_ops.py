@@ -203,7 +203,8 @@ def _where(imp: Importer, node: Any) -> Any:
 
 
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
-          "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Erf": "erf"}
+          "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
+          "Round": "round", "Sign": "sign"}
 
 
 @op(*_UNARY)

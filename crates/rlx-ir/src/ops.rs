@@ -55,6 +55,12 @@ named_enum!(
         Neg => "neg",
         Abs => "abs",
         Erf => "erf",
+        Floor => "floor",
+        Ceil => "ceil",
+        /// To the nearest integer, ties to even (ONNX Round).
+        Round => "round",
+        /// -1, 0 or 1 (0 keeps its sign; NaN stays NaN).
+        Sign => "sign",
     }
 );
 

@@ -542,3 +542,53 @@ fn chain_of_100k_ops_builds_verifies_specializes_and_runs() {
         assert_eq!(out[0].as_f32().unwrap(), &[1.5, 2.0, 0.0]);
     }
 }
+
+#[test]
+fn rounding_ops_and_sign_on_ties_and_negatives() {
+    let xs = vec![
+        0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 2.49999, -2.7, 3.0, -0.0, 1e30, -1e-30, 8388609.0,
+    ];
+    let want: [(UnaryOp, [f32; 13]); 4] = [
+        (
+            UnaryOp::Round,
+            [
+                0.0, 2.0, 2.0, -0.0, -2.0, -2.0, 2.0, -3.0, 3.0, -0.0, 1e30, -0.0, 8388609.0,
+            ],
+        ),
+        (
+            UnaryOp::Floor,
+            [
+                0.0, 1.0, 2.0, -1.0, -2.0, -3.0, 2.0, -3.0, 3.0, -0.0, 1e30, -1.0, 8388609.0,
+            ],
+        ),
+        (
+            UnaryOp::Ceil,
+            [
+                1.0, 2.0, 3.0, -0.0, -1.0, -2.0, 3.0, -2.0, 3.0, -0.0, 1e30, -0.0, 8388609.0,
+            ],
+        ),
+        (
+            UnaryOp::Sign,
+            [
+                1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0, 1.0, -0.0, 1.0, -1.0, 1.0,
+            ],
+        ),
+    ];
+    for (op, w) in want {
+        let got = check(
+            |g| {
+                let x = g.input("x", DType::F32, s(&[13])).unwrap();
+                vec![g.unary(op, x).unwrap()]
+            },
+            vec![("x".into(), TensorData::F32(xs.clone()))],
+        );
+        let got = got[0].as_f32().unwrap();
+        for (i, (a, b)) in got.iter().zip(w).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits(),
+                "{op}({}) = {a}, expected {b}",
+                xs[i]
+            );
+        }
+    }
+}

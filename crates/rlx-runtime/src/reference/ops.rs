@@ -260,6 +260,28 @@ pub fn unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
         UnaryOp::Erf => erf(x),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        // Ties to even, from the definition: the nearer integer, else the even one.
+        UnaryOp::Round => {
+            let (lo, hi) = (x.floor(), x.ceil());
+            match (x - lo).partial_cmp(&(hi - x)) {
+                Some(std::cmp::Ordering::Less) => lo,
+                Some(std::cmp::Ordering::Greater) => hi,
+                Some(std::cmp::Ordering::Equal) if lo % 2.0 == 0.0 => lo,
+                Some(std::cmp::Ordering::Equal) => hi,
+                None => x,
+            }
+        }
+        UnaryOp::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
     }
 }
 
