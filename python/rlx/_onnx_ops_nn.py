@@ -163,3 +163,13 @@ def _reduce(imp: Importer, node: Any) -> Any:
             raise rlx.UnsupportedOpError(f"ReduceMin on {x.dtype} (float32 only)")
         return imp.g.neg(imp.g.reduce_max(imp.g.neg(x), axes, keep_dim=keep))
     return imp.g.reduce(_REDUCE[node.op_type], x, axes, keep_dim=keep)
+
+
+@op("ArgMax", "ArgMin")
+def _arg_reduce(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    x = imp.rt(imp.get(node.input[0]))
+    axis, keep = int(at.get("axis", 0)), bool(at.get("keepdims", 1))
+    last = bool(at.get("select_last_index", 0))
+    fn = imp.g.argmax if node.op_type == "ArgMax" else imp.g.argmin
+    return fn(x, axis, keep, last)

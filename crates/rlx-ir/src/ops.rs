@@ -246,6 +246,14 @@ pub enum ComputeOp {
     /// Max or average pooling over the spatial axes of `x = [batch, c, spatial..]`, ONNX
     /// semantics (`ceil_mode`; average pooling counts pads only with `count_include_pad`). `[x]`
     Pool(PoolAttrs),
+    /// The index (i64) of the largest (`max`) or smallest element along `axis`, the first of
+    /// equal ones or the last with `last`; a NaN counts as the extreme (as numpy). `[x]`
+    ArgReduce {
+        max: bool,
+        axis: usize,
+        keep_dim: bool,
+        last: bool,
+    },
     /// Local response normalization across channels (ONNX LRN):
     /// `x / (bias + alpha / size * sum of x^2 over the size channels around)^beta`. `[x]`
     Lrn {
@@ -411,6 +419,8 @@ impl ComputeOp {
             ComputeOp::Conv(_) => "conv",
             ComputeOp::Pool(p) => p.kind.name(),
             ComputeOp::Lrn { .. } => "lrn",
+            ComputeOp::ArgReduce { max: true, .. } => "argmax",
+            ComputeOp::ArgReduce { max: false, .. } => "argmin",
             ComputeOp::Elementwise { .. } => "elementwise",
             ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
             ComputeOp::ScaledSoftmax { .. } => "scaled_softmax",
@@ -443,6 +453,7 @@ impl ComputeOp {
             | ComputeOp::Conv(_)
             | ComputeOp::Pool(_)
             | ComputeOp::Lrn { .. }
+            | ComputeOp::ArgReduce { .. }
             | ComputeOp::AddLayerNorm { .. }
             | ComputeOp::ScaledSoftmax { .. }
             | ComputeOp::LinearGroup { .. }
@@ -486,6 +497,12 @@ impl ComputeOp {
                 beta,
                 bias,
             } => format!(" size={size} alpha={alpha:e} beta={beta:e} bias={bias:e}"),
+            ComputeOp::ArgReduce {
+                axis,
+                keep_dim,
+                last,
+                ..
+            } => format!(" axis={axis} keep_dim={keep_dim} last={last}"),
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
             ComputeOp::ScaledSoftmax { axis, scale } => format!(" axis={axis} scale={scale:e}"),

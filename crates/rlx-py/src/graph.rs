@@ -660,6 +660,39 @@ impl PyGraph {
         })
     }
 
+    /// The int64 index of the largest element along `axis` (ONNX ArgMax): the first of equal
+    /// ones, or the last with `select_last_index`; a NaN counts as the largest.
+    #[pyo3(
+        signature = (x, axis = Int(0), keep_dim = true, select_last_index = false),
+        text_signature = "(self, x, axis=0, keep_dim=True, select_last_index=False)"
+    )]
+    fn argmax(
+        &self,
+        x: &PyValue,
+        axis: Int,
+        keep_dim: bool,
+        select_last_index: bool,
+    ) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        self.build(|g| g.arg_reduce(x, true, axis.0, keep_dim, select_last_index))
+    }
+
+    /// As `argmax`, for the smallest element (a NaN counts as the smallest).
+    #[pyo3(
+        signature = (x, axis = Int(0), keep_dim = true, select_last_index = false),
+        text_signature = "(self, x, axis=0, keep_dim=True, select_last_index=False)"
+    )]
+    fn argmin(
+        &self,
+        x: &PyValue,
+        axis: Int,
+        keep_dim: bool,
+        select_last_index: bool,
+    ) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        self.build(|g| g.arg_reduce(x, false, axis.0, keep_dim, select_last_index))
+    }
+
     /// Local response normalization across channels (ONNX LRN).
     #[pyo3(
         signature = (x, size, alpha = F32(1e-4), beta = F32(0.75), bias = F32(1.0)),

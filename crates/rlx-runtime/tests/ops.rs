@@ -592,3 +592,55 @@ fn rounding_ops_and_sign_on_ties_and_negatives() {
         }
     }
 }
+
+#[test]
+fn argmax_and_argmin_with_ties_nan_and_every_axis() {
+    let v: Vec<f32> = vec![
+        3.0,
+        1.0,
+        3.0,
+        -2.0,
+        5.0,
+        5.0,
+        f32::NAN,
+        0.0,
+        7.0,
+        -7.0,
+        1.0,
+        1.0,
+    ];
+    for max in [true, false] {
+        for last in [false, true] {
+            for keep in [true, false] {
+                for axis in [0i64, 1, -1] {
+                    let got = check(
+                        |g| {
+                            let x = g.input("x", DType::F32, s(&[3, 4])).unwrap();
+                            let i = g.input("i", DType::I32, s(&[3, 4])).unwrap();
+                            vec![
+                                g.arg_reduce(x, max, axis, keep, last).unwrap(),
+                                g.arg_reduce(i, max, axis, keep, last).unwrap(),
+                            ]
+                        },
+                        vec![
+                            ("x".into(), TensorData::F32(v.clone())),
+                            (
+                                "i".into(),
+                                TensorData::I32(vec![2, 2, 1, 0, 4, 9, 9, 4, 0, 0, 0, 0]),
+                            ),
+                        ],
+                    );
+                    if (max, last, keep, axis) == (true, false, false, 1) {
+                        // Row maxima: the first 3.0, the NaN, the 7.0.
+                        assert_eq!(got[0].data, TensorData::I64(vec![0, 2, 0]));
+                        assert_eq!(got[1].data, TensorData::I64(vec![0, 1, 0]));
+                    }
+                    if (max, last, keep, axis) == (false, true, true, -1) {
+                        assert_eq!(got[0].data, TensorData::I64(vec![3, 2, 1]));
+                        assert_eq!(got[1].data, TensorData::I64(vec![3, 3, 3]));
+                    }
+                }
+            }
+        }
+    }
+}

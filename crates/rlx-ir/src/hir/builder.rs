@@ -316,6 +316,28 @@ impl<'m> HirMut<'m> {
         self.compute(ComputeOp::Pool(attrs), vec![x])
     }
 
+    /// The index of the largest (`max`) or smallest element along `axis` (see
+    /// [`ComputeOp::ArgReduce`]).
+    pub fn arg_reduce(
+        &mut self,
+        x: ValueId,
+        max: bool,
+        axis: i64,
+        keep_dim: bool,
+        last: bool,
+    ) -> Result<ValueId> {
+        let axis = self.axis(x, axis, if max { "argmax" } else { "argmin" })?;
+        self.compute(
+            ComputeOp::ArgReduce {
+                max,
+                axis,
+                keep_dim,
+                last,
+            },
+            vec![x],
+        )
+    }
+
     /// Local response normalization across channels (see [`ComputeOp::Lrn`]).
     pub fn lrn(
         &mut self,

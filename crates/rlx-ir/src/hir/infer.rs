@@ -249,6 +249,19 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
         ComputeOp::Conv(_) | ComputeOp::Pool(_) | ComputeOp::Lrn { .. } => {
             super::infer_vision::infer(op, tys)
         }
+        ComputeOp::ArgReduce { axis, keep_dim, .. } => {
+            arity(name, tys, 1, 1)?;
+            let (dt, s) = (tys[0].dtype, &tys[0].shape);
+            crate::ensure!(dt != DType::Bool, DType, "{name} does not take {dt}");
+            check_axis(name, *axis, s)?;
+            let mut dims = s.0.clone();
+            if *keep_dim {
+                dims[*axis] = Dim::constant(1);
+            } else {
+                dims.remove(*axis);
+            }
+            Ok(TensorType::new(DType::I64, Shape(dims)))
+        }
         ComputeOp::Elementwise { .. }
         | ComputeOp::AddLayerNorm { .. }
         | ComputeOp::ScaledSoftmax { .. }

@@ -418,6 +418,13 @@ impl CpuExecutable {
                         out_shape,
                     )?
                 }
+                ComputeOp::ArgReduce {
+                    max, axis, last, ..
+                } => {
+                    let out = self.get_mut::<i64>(addrs, k.output);
+                    with_num!(ins[0].2, T => reduce::arg_reduce::<T>(self.get(addrs, ins[0].0),
+                        ins[0].1, *axis, *max, *last, out), bool => fail!(DType, "{} on bool", op.name()))
+                }
                 ComputeOp::Pool(p) => vision::pool(f32_in(0), ins[0].1, p, f32_out(), out_shape),
                 ComputeOp::Lrn {
                     size,

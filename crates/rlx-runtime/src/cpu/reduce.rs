@@ -116,3 +116,40 @@ pub fn mean(x: &[f32], shape: &[usize], axes: &[usize], out: &mut [f32]) {
     let inv = 1.0 / count as f32;
     out.iter_mut().for_each(|v| *v *= inv);
 }
+
+/// `out[o, i]` = the index along the middle axis (of `n`) of the extreme element of
+/// `x[o, :, i]` (`[outer, n, inner]`): the largest with `max`, else the smallest; a NaN is the
+/// extreme (the first one); among equals the first, or the last with `last`.
+pub fn arg_reduce<T: Copy + PartialOrd>(
+    x: &[T],
+    shape: &[usize],
+    axis: usize,
+    max: bool,
+    last: bool,
+    out: &mut [i64],
+) {
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    if n == 0 {
+        out.fill(0);
+        return;
+    }
+    #[allow(clippy::eq_op)] // `v != v` is the NaN test of any PartialOrd type
+    let is_nan = |v: T| v != v;
+    for (r, o) in out.iter_mut().enumerate() {
+        let (outer, i) = (r / inner.max(1), r % inner.max(1));
+        let at = |j: usize| x[(outer * n + j) * inner + i];
+        let mut best = (0usize, at(0));
+        for j in 1..n {
+            let v = at(j);
+            if is_nan(best.1) {
+                break;
+            }
+            let strictly = if max { v > best.1 } else { v < best.1 };
+            if is_nan(v) || strictly || (last && v == best.1) {
+                best = (j, v);
+            }
+        }
+        *o = best.0 as i64;
+    }
+}

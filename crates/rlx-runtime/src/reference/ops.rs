@@ -148,6 +148,17 @@ pub(super) fn compute(
             *beta,
             *bias,
         )?),
+        ComputeOp::ArgReduce {
+            max, axis, last, ..
+        } => {
+            let idx = match args[0] {
+                Value::F32(a) => arg_reduce(a, *axis, *max, *last, |x| x.is_nan()),
+                Value::I64(a) => arg_reduce(a, *axis, *max, *last, |_| false),
+                Value::I32(a) => arg_reduce(a, *axis, *max, *last, |_| false),
+                Value::Bool(_) => fail!(DType, "{name} does not take bool"),
+            };
+            Value::I64(relayout(idx, shape)?)
+        }
         ComputeOp::SwiGlu => {
             let x = f32s(args, 0)?;
             let n = x.shape()[x.ndim() - 1] / 2;
@@ -577,6 +588,38 @@ fn positions(name: &str, pos: &Value, batch: usize, ctx: usize, seq: usize) -> R
                     "{name}: row {b} at position {p} with {seq} new does not fit a context of {ctx}"
                 ),
             }
+        })
+        .collect()
+}
+
+/// For every position off `axis`, the index along it of the extreme element: a NaN is the
+/// extreme (the first one); among equals the first, or the last with `last`.
+fn arg_reduce<T: Copy + PartialOrd>(
+    a: &ArrayD<T>,
+    axis: usize,
+    max: bool,
+    last: bool,
+    nan: impl Fn(T) -> bool,
+) -> Vec<i64> {
+    a.lanes(Axis(axis))
+        .into_iter()
+        .map(|lane| {
+            let mut best: Option<(usize, T)> = None;
+            for (i, &v) in lane.iter().enumerate() {
+                let better = match best {
+                    None => true,
+                    Some((_, b)) if nan(b) => false,
+                    Some(_) if nan(v) => true,
+                    Some((_, b)) => {
+                        let strictly = if max { v > b } else { v < b };
+                        strictly || (last && v == b)
+                    }
+                };
+                if better {
+                    best = Some((i, v));
+                }
+            }
+            best.map_or(0, |(i, _)| i as i64)
         })
         .collect()
 }
