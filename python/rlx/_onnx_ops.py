@@ -24,7 +24,8 @@ STATIC_OPERANDS = {
     "Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Slice": {1, 2, 3, 4}, "Expand": {1},
     "ConstantOfShape": {0}, "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1},
     "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2}, "Pad": {1, 3},
-    "ConvTranspose": {1}, "Split": {1}, "Tile": {1},
+    "ConvTranspose": {1}, "Split": {1}, "Tile": {1}, "ReduceL1": {1}, "ReduceL2": {1},
+    "ReduceSumSquare": {1}, "ReduceLogSum": {1}, "ReduceLogSumExp": {1},
 }
 
 
@@ -204,7 +205,9 @@ def _where(imp: Importer, node: Any) -> Any:
 
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
           "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
-          "Round": "round", "Sign": "sign"}
+          "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin",
+          "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh",
+          "Acosh": "acosh", "Atanh": "atanh"}
 
 
 @op(*_UNARY)

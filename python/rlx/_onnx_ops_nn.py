@@ -165,6 +165,61 @@ def _reduce(imp: Importer, node: Any) -> Any:
     return imp.g.reduce(_REDUCE[node.op_type], x, axes, keep_dim=keep)
 
 
+# Reductions composed of the ones above: (pre-map, reduction, post-map).
+_COMPOSED = {
+    "ReduceL1": ("abs", "reduce_sum", None),
+    "ReduceL2": ("square", "reduce_sum", "sqrt"),
+    "ReduceSumSquare": ("square", "reduce_sum", None),
+    "ReduceLogSum": (None, "reduce_sum", "log"),
+}
+
+
+@op(*_COMPOSED, "ReduceLogSumExp")
+def _composed_reduce(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    x = imp.rt(imp.get(node.input[0]))
+    if np.dtype(x.dtype) != np.float32:
+        raise rlx.UnsupportedOpError(f"{node.op_type} on {x.dtype} (float32 only)")
+    axes = _axes(imp, node, node.op_type)
+    keep = bool(at.get("keepdims", 1))
+    if not axes:
+        if at.get("noop_with_empty_axes", 0):
+            return x
+        axes = None
+    if node.op_type == "ReduceLogSumExp":
+        # log(sum(exp(x - m))) + m with m the max: no overflow for large x.
+        m = imp.g.reduce_max(x, axes, keep_dim=True)
+        s = imp.g.reduce_sum(imp.g.exp(imp.g.sub(x, m)), axes, keep_dim=keep)
+        m = m if keep else imp.g.reduce_max(x, axes, keep_dim=False)
+        return imp.g.add(imp.g.log(s), m)
+    pre, red, post = _COMPOSED[node.op_type]
+    if pre == "square":
+        x = imp.g.mul(x, x)
+    elif pre:
+        x = imp.g.unary(pre, x)
+    y = imp.g.reduce(red, x, axes, keep_dim=keep)
+    return imp.g.unary(post, y) if post else y
+
+
+@op("IsNaN", "IsInf")
+def _is_special(imp: Importer, node: Any) -> Any:
+    x = imp.rt(imp.get(node.input[0]))
+    if np.dtype(x.dtype) != np.float32:
+        raise rlx.UnsupportedOpError(f"{node.op_type} on {x.dtype} (float32 only)")
+    if node.op_type == "IsNaN":
+        return imp.g.ne(x, x)
+    at = attrs(node)
+    pos, neg = int(at.get("detect_positive", 1)), int(at.get("detect_negative", 1))
+    inf = imp.g.constant(np.array(np.inf, np.float32))
+    if pos and neg:
+        return imp.g.eq(imp.g.abs(x), inf)
+    if pos:
+        return imp.g.eq(x, inf)
+    if neg:
+        return imp.g.eq(x, imp.g.neg(inf))
+    return imp.g.lt(x, imp.g.neg(inf))  # nothing to detect: all false
+
+
 @op("ArgMax", "ArgMin")
 def _arg_reduce(imp: Importer, node: Any) -> Any:
     at = attrs(node)

@@ -61,6 +61,17 @@ named_enum!(
         Round => "round",
         /// -1, 0 or 1 (0 keeps its sign; NaN stays NaN).
         Sign => "sign",
+        Sin => "sin",
+        Cos => "cos",
+        Tan => "tan",
+        Asin => "asin",
+        Acos => "acos",
+        Atan => "atan",
+        Sinh => "sinh",
+        Cosh => "cosh",
+        Asinh => "asinh",
+        Acosh => "acosh",
+        Atanh => "atanh",
     }
 );
 
