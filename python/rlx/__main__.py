@@ -67,7 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.aot_dir:
         st = pipe.stats
         where = "read from the AOT cache (no passes ran)" if st["template_from_disk"] else "compiled and saved"
-        print(f"AOT cache {st['aot_dir']}: template {where}; variants are read from there when present")
+        print(f"AOT cache {st['aot_dir']}: template {where}; variants are read from there when present, "
+              f"and packed weight panels are memory-mapped from its packed/ directory (one copy for "
+              f"every process using it; not counted in packed_bytes)")
     from rlx import available_isas
 
     print(f"CPU kernels: {pipe.isa} (of {', '.join(available_isas())}); weights are packed into "
