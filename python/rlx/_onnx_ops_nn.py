@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -138,16 +138,21 @@ def _layer_norm(imp: Importer, node: Any) -> Any:
 _REDUCE = {"ReduceSum": "reduce_sum", "ReduceMean": "reduce_mean", "ReduceMax": "reduce_max", "ReduceMin": "min"}
 
 
-@op(*_REDUCE)
-def _reduce(imp: Importer, node: Any) -> Any:
+def _reduce_args(imp: Importer, node: Any) -> Tuple[Any, Any, bool, bool]:
+    """(x, axes or None for all, keepdims, whether the node is a no-op: empty axes with
+    noop_with_empty_axes) of a Reduce* node."""
     at = attrs(node)
     x = imp.rt(imp.get(node.input[0]))
     axes = _axes(imp, node, node.op_type)
-    keep = bool(at.get("keepdims", 1))
-    if not axes:
-        if at.get("noop_with_empty_axes", 0):
-            return x
-        axes = None
+    noop = not axes and bool(at.get("noop_with_empty_axes", 0))
+    return x, axes or None, bool(at.get("keepdims", 1)), noop
+
+
+@op(*_REDUCE)
+def _reduce(imp: Importer, node: Any) -> Any:
+    x, axes, keep, noop = _reduce_args(imp, node)
+    if noop:
+        return x
     if np.dtype(x.dtype) == np.bool_ and node.op_type in ("ReduceMax", "ReduceMin"):
         # any / all over bools, through int32 (rlx reduces numbers only).
         # max(.., 0) makes an empty reduction any() = False, all() = True.
@@ -176,16 +181,11 @@ _COMPOSED = {
 
 @op(*_COMPOSED, "ReduceLogSumExp")
 def _composed_reduce(imp: Importer, node: Any) -> Any:
-    at = attrs(node)
-    x = imp.rt(imp.get(node.input[0]))
+    x, axes, keep, noop = _reduce_args(imp, node)
     if np.dtype(x.dtype) != np.float32:
         raise rlx.UnsupportedOpError(f"{node.op_type} on {x.dtype} (float32 only)")
-    axes = _axes(imp, node, node.op_type)
-    keep = bool(at.get("keepdims", 1))
-    if not axes:
-        if at.get("noop_with_empty_axes", 0):
-            return x
-        axes = None
+    if noop:
+        return x
     if node.op_type == "ReduceLogSumExp":
         # log(sum(exp(x - m))) + m with m the max: no overflow for large x.
         m = imp.g.reduce_max(x, axes, keep_dim=True)

@@ -21,3 +21,16 @@ pub fn try_map<T, U>(what: &str, xs: &[T], f: impl Fn(&T) -> U) -> Result<Vec<U>
 pub fn try_copy<T: Copy>(what: &str, xs: &[T]) -> Result<Vec<T>> {
     try_map(what, xs, |x| *x)
 }
+
+/// `len` default (zero) values, or `Error::Memory` naming `what`.
+pub fn try_zeroed<T: Clone + Default>(what: &str, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::Memory(format!(
+            "cannot allocate {} bytes for {what}",
+            len.saturating_mul(std::mem::size_of::<T>())
+        ))
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}

@@ -48,6 +48,12 @@ struct Derived {
     bytes: usize,
 }
 
+/// The entry under `key`, as a `T`.
+fn find<T: Any + Send + Sync>(entries: &[Derived], key: (&'static str, u64)) -> Option<Arc<T>> {
+    let d = entries.iter().find(|d| d.key == key)?;
+    d.value.clone().downcast::<T>().ok()
+}
+
 /// The bytes behind one bound parameter.
 enum ParamStorage {
     Owned(TensorData),
@@ -130,9 +136,7 @@ impl ParamData {
         build: impl FnOnce() -> Result<(T, usize)>,
     ) -> Result<Arc<T>> {
         let mut entries = self.derived.lock();
-        if let Some(d) = entries.iter().find(|d| d.key == key)
-            && let Ok(v) = d.value.clone().downcast::<T>()
-        {
+        if let Some(v) = find(&entries, key) {
             return Ok(v);
         }
         let (value, bytes) = build()?;
@@ -144,6 +148,11 @@ impl ParamData {
             bytes,
         });
         Ok(value)
+    }
+
+    /// The derived value under `key` if it was built already.
+    pub fn derived_cached<T: Any + Send + Sync>(&self, key: (&'static str, u64)) -> Option<Arc<T>> {
+        find(&self.derived.lock(), key)
     }
 
     /// Bytes held by derived data.

@@ -5,38 +5,12 @@
 
 mod support;
 
-use rlx_ir::{DType, Dim, DimBinding, HirModule, HirMut, Shape, TensorData, UnaryOp};
+use rlx_ir::{DimBinding, TensorData};
 use rlx_runtime::cpu::gemm::bf16::{round_bf16, supported};
 use rlx_runtime::{CompileOptions, Precision, Tensor};
 use support::{Isa, Named, compare, options, pipeline, reference, tref};
 
-fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-    (0..n as u32)
-        .map(|i| (((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0) * scale)
-        .collect()
-}
-
-/// `y0 = gelu(x @ w0^T + b0)`, and `y1 = silu(x @ wg^T) * (x @ wu^T)` (a linear group).
-fn graph(k: usize, n: usize) -> HirModule {
-    let mut m = HirModule::new("bf16");
-    let mut g = HirMut::new(&mut m);
-    let rows = g.dim("rows", 1, 512).unwrap();
-    let x = g
-        .input("x", DType::F32, Shape(vec![rows, Dim::constant(k as i64)]))
-        .unwrap();
-    let (k, n) = (k as i64, n as i64);
-    let w0 = g.param("w0", DType::F32, Shape::new(&[n, k])).unwrap();
-    let b0 = g.param("b0", DType::F32, Shape::new(&[n])).unwrap();
-    let wg = g.param("wg", DType::F32, Shape::new(&[n, k])).unwrap();
-    let wu = g.param("wu", DType::F32, Shape::new(&[n, k])).unwrap();
-    let y0 = g.linear_t(x, w0, Some(b0), Some(UnaryOp::Gelu)).unwrap();
-    let gate = g.linear_t(x, wg, None, Some(UnaryOp::Silu)).unwrap();
-    let up = g.linear_t(x, wu, None, None).unwrap();
-    let y1 = g.binary(rlx_ir::BinaryOp::Mul, gate, up).unwrap();
-    g.output("y0", y0).unwrap();
-    g.output("y1", y1).unwrap();
-    m
-}
+use support::{linears as graph, spread as data};
 
 fn rounded(named: &[Named], which: &[&str]) -> Vec<Named> {
     named

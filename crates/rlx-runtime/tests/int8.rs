@@ -7,38 +7,13 @@
 
 mod support;
 
-use rlx_ir::{DType, Dim, DimBinding, HirModule, HirMut, Shape, TensorData, UnaryOp};
+use rlx_ir::{DimBinding, TensorData};
 use rlx_runtime::cpu::gemm::PackedI8;
 use rlx_runtime::cpu::gemm::int8::{Int8Kernel, quantize_row};
 use rlx_runtime::{CompileOptions, Precision};
 use support::{Named, compare, options, pipeline, reference, tref};
 
-fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-    (0..n as u32)
-        .map(|i| (((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0) * scale)
-        .collect()
-}
-
-fn graph(k: usize, n: usize) -> HirModule {
-    let mut m = HirModule::new("int8");
-    let mut g = HirMut::new(&mut m);
-    let rows = g.dim("rows", 1, 512).unwrap();
-    let x = g
-        .input("x", DType::F32, Shape(vec![rows, Dim::constant(k as i64)]))
-        .unwrap();
-    let (k, n) = (k as i64, n as i64);
-    let w0 = g.param("w0", DType::F32, Shape::new(&[n, k])).unwrap();
-    let b0 = g.param("b0", DType::F32, Shape::new(&[n])).unwrap();
-    let wg = g.param("wg", DType::F32, Shape::new(&[n, k])).unwrap();
-    let wu = g.param("wu", DType::F32, Shape::new(&[n, k])).unwrap();
-    let y0 = g.linear_t(x, w0, Some(b0), Some(UnaryOp::Gelu)).unwrap();
-    let gate = g.linear_t(x, wg, None, Some(UnaryOp::Silu)).unwrap();
-    let up = g.linear_t(x, wu, None, None).unwrap();
-    let y1 = g.binary(rlx_ir::BinaryOp::Mul, gate, up).unwrap();
-    g.output("y0", y0).unwrap();
-    g.output("y1", y1).unwrap();
-    m
-}
+use support::{linears as graph, spread as data};
 
 /// Each `[n, k]` weight as its dequantized int8 values.
 fn dequantized_weight(w: &[f32], k: usize, n: usize) -> Vec<f32> {

@@ -8,7 +8,6 @@ attention mask and L2 normalisation. Linear weights are used in their stored ``[
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 import rlx
 from rlx import safetensors
+from rlx.models._config import load_json
 
 __all__ = ["BertConfig", "build_graph", "SentenceEncoder", "default_model_dir"]
 
@@ -68,15 +68,7 @@ class BertConfig:
 
     @classmethod
     def from_file(cls, path: str) -> "BertConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except OSError as e:
-            raise rlx.ModelFormatError(f"BERT config {path!r}: cannot read: {e.strerror or e}") from None
-        except (UnicodeDecodeError, ValueError) as e:
-            raise rlx.ModelFormatError(f"BERT config {path!r}: not valid JSON: {e}") from None
-        except RecursionError:
-            raise rlx.ModelFormatError(f"BERT config {path!r}: JSON nested too deeply") from None
+        raw = load_json(path, "BERT config")
         try:
             return cls.from_dict(raw)
         except rlx.RlxError as e:

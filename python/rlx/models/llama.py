@@ -19,7 +19,6 @@ every weight binds without a copy (tied embeddings: the head reads the embedding
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -28,6 +27,7 @@ import numpy as np
 
 import rlx
 from rlx import safetensors
+from rlx.models._config import load_json
 from rlx.models.sampling import pick_tokens
 
 __all__ = ["LlamaConfig", "build_graph", "CausalLM", "Session"]
@@ -106,13 +106,7 @@ class LlamaConfig:
 
     @classmethod
     def from_file(cls, path: str) -> "LlamaConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except OSError as e:
-            raise _bad(f"{path!r}: cannot read: {e.strerror or e}") from None
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise _bad(f"{path!r}: not valid JSON: {e}") from None
+        raw = load_json(path, "Llama config")
         try:
             return cls.from_dict(raw)
         except rlx.RlxError as e:

@@ -516,6 +516,29 @@ fn elementwise_nonzero<T: CastTo<bool>>(x: T) -> bool {
 impl CpuExecutable {
     /// Kernels read inputs and params with this module's sizes: anything else is refused here,
     /// whoever the caller is.
+    /// Each given `(dtype, elements)` against its slot's buffer.
+    fn check_elements(
+        &self,
+        what: &str,
+        slots: &[rlx_ir::lir::IoSlot],
+        given: impl Iterator<Item = (DType, usize)>,
+    ) -> Result<()> {
+        for (slot, (dt, len)) in slots.iter().zip(given) {
+            let (dtype, n) = (
+                self.lir.buffer(slot.buffer).ty.dtype,
+                self.numel[slot.buffer.index()],
+            );
+            if dt != dtype || len != n {
+                fail!(
+                    Binding,
+                    "{what} `{}`: got {len} {dt} elements, this variant reads {n} {dtype}",
+                    slot.name
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_args(
         &self,
         inputs: &[HostData<'_>],
@@ -532,21 +555,11 @@ impl CpuExecutable {
                 states.len()
             );
         }
-        for (slot, x) in lir.states.iter().zip(states) {
-            let (dtype, n) = (
-                lir.buffer(slot.buffer).ty.dtype,
-                self.numel[slot.buffer.index()],
-            );
-            if x.dtype() != dtype || x.len() != n {
-                fail!(
-                    Binding,
-                    "state `{}`: got {} {} elements, this variant reads {n} {dtype}",
-                    slot.name,
-                    x.len(),
-                    x.dtype()
-                );
-            }
-        }
+        self.check_elements(
+            "state",
+            &lir.states,
+            states.iter().map(|x| (x.dtype(), x.len())),
+        )?;
         if inputs.len() != lir.inputs.len() || params.len() != lir.params.len() {
             fail!(
                 Binding,
@@ -558,21 +571,11 @@ impl CpuExecutable {
                 params.len()
             );
         }
-        for (slot, x) in lir.inputs.iter().zip(inputs) {
-            let (dtype, n) = (
-                lir.buffer(slot.buffer).ty.dtype,
-                self.numel[slot.buffer.index()],
-            );
-            if x.dtype() != dtype || x.len() != n {
-                fail!(
-                    Binding,
-                    "input `{}`: got {} {} elements, this variant reads {n} {dtype}",
-                    slot.name,
-                    x.len(),
-                    x.dtype()
-                );
-            }
-        }
+        self.check_elements(
+            "input",
+            &lir.inputs,
+            inputs.iter().map(|x| (x.dtype(), x.len())),
+        )?;
         for (slot, p) in lir.params.iter().zip(params) {
             let dtype = lir.buffer(slot.buffer).ty.dtype;
             let bytes = self.numel[slot.buffer.index()] * dtype.size();

@@ -53,18 +53,17 @@ impl CpuExecutable {
         // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype and
         // shape against the manifest this LIR was planned with).
         let w = || unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
-        // Hashed before the derived-data lock is taken (the hash is derived data too).
-        let shared = match data.shared_dir() {
-            Some(dir) => Some((dir, data.content_hash()?)),
-            None => None,
-        };
         match self.gemm_precision() {
-            GemmPrecision::F32 => data
-                .derived(("gemm_b", variant), || {
-                    let p = self.pack_f32(data, e, nr, None, shared)?;
-                    let bytes = if p.is_shared() { 0 } else { p.bytes() };
-                    Ok((p, bytes))
-                })
+            GemmPrecision::F32 => self
+                .pack_f32(data, e, ("gemm_b", variant), None)
+                .map(Packed::F32),
+            GemmPrecision::Bf16Weights => self
+                .pack_f32(
+                    data,
+                    e,
+                    ("gemm_b_bf16_in_f32", variant),
+                    Some(bf16::round_bf16),
+                )
                 .map(Packed::F32),
             GemmPrecision::Bf16 => data
                 .derived(("gemm_b_bf16", u64::from(e.transposed)), || {
@@ -73,13 +72,6 @@ impl CpuExecutable {
                     Ok((p, bytes))
                 })
                 .map(Packed::Bf16),
-            GemmPrecision::Bf16Weights => data
-                .derived(("gemm_b_bf16_in_f32", variant), || {
-                    let p = self.pack_f32(data, e, nr, Some(bf16::round_bf16), shared)?;
-                    let bytes = if p.is_shared() { 0 } else { p.bytes() };
-                    Ok((p, bytes))
-                })
-                .map(Packed::F32),
             GemmPrecision::Int8Vnni | GemmPrecision::Int8AvxVnni | GemmPrecision::Int8Portable => {
                 data.derived(("gemm_b_int8", u64::from(e.transposed)), || {
                     let p = PackedI8::new(w(), e.k, e.n, e.transposed)?;
@@ -91,47 +83,56 @@ impl CpuExecutable {
         }
     }
 
-    /// f32 panels of entry `e` (each element through `map` when given): shared through the
-    /// param's shared directory when it has one, else built in this process's memory.
+    /// f32 panels of entry `e` under `key` (each element through `map` when given): shared
+    /// through the param's shared directory when it has one, else built in this process's
+    /// memory. Built once; every later run finds them with one lookup.
     fn pack_f32(
         &self,
         data: &ParamData,
         e: &PackEntry,
-        nr: usize,
+        key: (&'static str, u64),
         map: Option<fn(f32) -> f32>,
-        shared: Option<(&std::path::Path, [u8; 32])>,
-    ) -> Result<PackedB> {
-        // SAFETY: the param is bound with k * n f32 elements (checked by the store).
-        let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
-        let Some((dir, hash)) = shared else {
-            let mut p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
-            if let Some(f) = map {
-                p.map_in_place(f);
-            }
+    ) -> Result<std::sync::Arc<PackedB>> {
+        if let Some(p) = data.derived_cached::<PackedB>(key) {
             return Ok(p);
-        };
-        let mut key = blake3::Hasher::new();
-        key.update(b"rlx packed f32 panels v1\0");
-        key.update(&hash);
-        for v in [
-            e.k,
-            e.n,
-            nr,
-            usize::from(e.transposed),
-            usize::from(map.is_some()),
-        ] {
-            key.update(&(v as u64).to_le_bytes());
         }
-        PackedB::shared(
-            w,
-            e.k,
-            e.n,
-            e.transposed,
-            nr,
-            map,
-            dir,
-            key.finalize().as_bytes(),
-        )
+        let nr = super::gemm::kernel(self.isa).nr;
+        // Hashed before the derived-data lock is taken (the hash is derived data too).
+        let shared = match data.shared_dir() {
+            Some(dir) => Some((dir, data.content_hash()?)),
+            None => None,
+        };
+        data.derived(key, || {
+            // SAFETY: the param is bound with k * n f32 elements (checked by the store).
+            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+            let p = match shared {
+                None => {
+                    let mut p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
+                    if let Some(f) = map {
+                        p.map_in_place(f);
+                    }
+                    p
+                }
+                Some((dir, hash)) => {
+                    let mut id = blake3::Hasher::new();
+                    id.update(b"rlx packed f32 panels v1\0");
+                    id.update(&hash);
+                    for v in [
+                        e.k,
+                        e.n,
+                        nr,
+                        usize::from(e.transposed),
+                        usize::from(map.is_some()),
+                    ] {
+                        id.update(&(v as u64).to_le_bytes());
+                    }
+                    let id = id.finalize();
+                    PackedB::shared(w, e.k, e.n, e.transposed, nr, map, dir, id.as_bytes())?
+                }
+            };
+            let bytes = if p.is_shared() { 0 } else { p.bytes() };
+            Ok((p, bytes))
+        })
     }
 
     /// How this executable's packed linears compute.

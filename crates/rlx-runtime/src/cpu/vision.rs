@@ -13,7 +13,8 @@ use rlx_ir::{ConvAttrs, PoolAttrs, PoolKind, Window};
 use super::OutPtr;
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
-use crate::{Error, Result};
+use crate::Result;
+use crate::fallible::try_zeroed;
 
 thread_local! {
     /// One row of the patch matrix before it is split into panels.
@@ -130,17 +131,11 @@ pub fn conv(
         // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it.
         let nr = gemm::kernel(isa).nr;
         let per_group = p.div_ceil(nr) * ck * nr;
-        let mut col: Vec<f32> = Vec::new();
-        if !direct {
-            let len = groups * per_group;
-            col.try_reserve_exact(len).map_err(|_| {
-                Error::Memory(format!(
-                    "cannot allocate {} bytes of convolution patches",
-                    len * 4
-                ))
-            })?;
-            col.resize(len, 0.0);
-        }
+        let mut col: Vec<f32> = if direct {
+            Vec::new()
+        } else {
+            try_zeroed("convolution patches", groups * per_group)?
+        };
         for img in 0..batch {
             let xi = &x[img * cin * plane..(img + 1) * cin * plane];
             if !direct {

@@ -11,7 +11,9 @@ use std::cell::RefCell;
 
 use super::MicroKernel;
 use super::driver::{GemmJob, epilogue};
-use crate::{Error, Result};
+use super::pack::{panel_len, weight_at};
+use crate::Result;
+use crate::fallible::try_zeroed;
 
 /// Panel width in columns (two 16-lane vectors).
 pub const NR: usize = 32;
@@ -65,35 +67,12 @@ impl PackedBf16 {
     /// Packs `b` (`[k, n]`, or `[n, k]` when `transposed`), rounding each weight to bf16.
     pub fn new(b: &[f32], k: usize, n: usize, transposed: bool) -> Result<PackedBf16> {
         let kp = k.div_ceil(2);
-        let len = n
-            .div_ceil(NR)
-            .checked_mul(kp)
-            .and_then(|v| v.checked_mul(NR))
-            .ok_or_else(|| Error::Memory(format!("packed weight {k}x{n} overflows")))?;
-        if b.len() < k * n {
-            return Err(Error::Compile(format!(
-                "packing a {k}x{n} weight from {} elements",
-                b.len()
-            )));
-        }
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes for a bf16 weight",
-                len * 4
-            ))
-        })?;
-        data.resize(len, 0);
+        let mut data = try_zeroed("a bf16 weight", panel_len(b, k, n, NR, 2)?)?;
         let at = |p: usize, c: usize| -> u32 {
             if p >= k {
                 return 0;
             }
-            let x = if transposed {
-                b[c * k + p]
-            } else {
-                b[p * n + c]
-            };
-            u32::from(to_bf16(x))
+            u32::from(to_bf16(weight_at(b, k, n, transposed, p, c)))
         };
         for (j, panel) in data.chunks_mut((kp * NR).max(1)).enumerate() {
             let cols = (n - j * NR).min(NR);

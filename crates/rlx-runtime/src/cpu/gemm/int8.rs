@@ -16,7 +16,9 @@ use std::cell::RefCell;
 
 use super::MicroKernel;
 use super::driver::{GemmJob, epilogue};
+use super::pack::{panel_len, weight_at};
 use crate::cpu::isa::Isa;
+use crate::fallible::try_zeroed;
 use crate::{Error, Result};
 
 /// Panel width in columns.
@@ -88,30 +90,8 @@ impl PackedI8 {
     /// Quantizes and packs `b` (`[k, n]`, or `[n, k]` when `transposed`).
     pub fn new(b: &[f32], k: usize, n: usize, transposed: bool) -> Result<PackedI8> {
         let (kq, padded) = (k.div_ceil(4), n.div_ceil(NR) * NR);
-        let len = padded
-            .checked_mul(kq)
-            .ok_or_else(|| Error::Memory(format!("packed weight {k}x{n} overflows")))?;
-        if b.len() < k * n {
-            return Err(Error::Compile(format!(
-                "packing a {k}x{n} weight from {} elements",
-                b.len()
-            )));
-        }
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes for an int8 weight",
-                len * 4
-            ))
-        })?;
-        data.resize(len, 0);
-        let at = |p: usize, c: usize| {
-            if transposed {
-                b[c * k + p]
-            } else {
-                b[p * n + c]
-            }
-        };
+        let mut data = try_zeroed("an int8 weight", panel_len(b, k, n, NR, 4)?)?;
+        let at = |p: usize, c: usize| weight_at(b, k, n, transposed, p, c);
         let (mut scales, mut colsum) = (vec![0.0f32; padded], vec![0i32; padded]);
         for c in 0..n {
             let max = (0..k).fold(0.0f32, |m, p| m.max(at(p, c).abs()));
@@ -157,7 +137,7 @@ impl PackedI8 {
 
 /// Per-row quantization of activations: the `u8` codes (as 4-byte words along k), the scale and
 /// the zero point.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RowQuant {
     pub scale: f32,
     pub zp: i32,
@@ -268,19 +248,8 @@ impl QuantA {
         let len = m
             .checked_mul(kq)
             .ok_or_else(|| Error::Memory("quantized rows overflow".into()))?;
-        let mut words = Vec::new();
-        let mut rows = Vec::new();
-        words
-            .try_reserve_exact(len)
-            .and_then(|()| rows.try_reserve_exact(m))
-            .map_err(|_| {
-                Error::Memory(format!(
-                    "cannot allocate {} bytes of quantized rows",
-                    len * 4
-                ))
-            })?;
-        words.resize(len, 0);
-        rows.resize(m, RowQuant { scale: 0.0, zp: 0 });
+        let mut words: Vec<u32> = try_zeroed("quantized rows", len)?;
+        let mut rows: Vec<RowQuant> = try_zeroed("quantized row scales", m)?;
         let base = crate::cpu::OutPtr(a as *mut f32);
         let quantize = |(r, (w, q)): (usize, (&mut [u32], &mut RowQuant))| {
             // SAFETY: row r of a (the caller's contract).

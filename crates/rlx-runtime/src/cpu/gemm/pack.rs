@@ -3,6 +3,7 @@
 //! reads B as one contiguous stream per panel. Built once per weight and kept by the
 //! `ParamStore` (see `params.rs`); activations that act as B are read in place instead.
 
+use crate::fallible::try_zeroed;
 use crate::{Error, Result};
 
 /// A B operand in panel layout.
@@ -25,25 +26,8 @@ impl PackedB {
     /// Packs `b` (`[k, n]`, or `[n, k]` when `transposed`) into panels of `nr` columns.
     /// The buffer is allocated fallibly: a weight too big to copy is a memory error.
     pub fn new(b: &[f32], k: usize, n: usize, transposed: bool, nr: usize) -> Result<PackedB> {
-        let panels = n.div_ceil(nr);
-        let len = panels
-            .checked_mul(k)
-            .and_then(|v| v.checked_mul(nr))
-            .ok_or_else(|| Error::Memory(format!("packed weight {k}x{n} overflows")))?;
-        if b.len() < k * n {
-            return Err(Error::Compile(format!(
-                "packing a {k}x{n} weight from {} elements",
-                b.len()
-            )));
-        }
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes for a packed weight",
-                len * 4
-            ))
-        })?;
-        data.resize(len, 0.0);
+        let len = panel_len(b, k, n, nr, 1)?;
+        let mut data = try_zeroed("a packed weight", len)?;
         // With k = 0 there is nothing to lay out (and no chunk size to cut by).
         for (j, panel) in data.chunks_mut((k * nr).max(1)).enumerate() {
             pack_panel(b, k, n, transposed, j * nr, nr, panel);
@@ -133,6 +117,38 @@ impl PackedB {
         if let Panels::Owned(v) = &mut self.data {
             v.iter_mut().for_each(|x| *x = f(*x));
         }
+    }
+}
+
+/// Elements of `ceil(n / nr)` panels of `ceil(k / group)` rows of `nr` elements, after
+/// checking that `b` holds a `k x n` weight (`group` rows of B share one element of a
+/// bf16 / int8 panel).
+pub(super) fn panel_len(b: &[f32], k: usize, n: usize, nr: usize, group: usize) -> Result<usize> {
+    if b.len() < k.saturating_mul(n) {
+        return Err(Error::Compile(format!(
+            "packing a {k}x{n} weight from {} elements",
+            b.len()
+        )));
+    }
+    n.div_ceil(nr)
+        .checked_mul(k.div_ceil(group))
+        .and_then(|v| v.checked_mul(nr))
+        .ok_or_else(|| Error::Memory(format!("packed weight {k}x{n} overflows")))
+}
+
+/// Element `[p, c]` of the `[k, n]` weight stored as `b` (`[n, k]` when `transposed`).
+pub(super) fn weight_at(
+    b: &[f32],
+    k: usize,
+    n: usize,
+    transposed: bool,
+    p: usize,
+    c: usize,
+) -> f32 {
+    if transposed {
+        b[c * k + p]
+    } else {
+        b[p * n + c]
     }
 }
 
