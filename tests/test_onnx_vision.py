@@ -472,12 +472,25 @@ def test_error_pad():
                 rlx.ShapeError, "the_pad", "cannot pad axis 2")
 
 
+HANDLER_MODULES = ("rlx._onnx_ops_elementwise", "rlx._onnx_ops_shape", "rlx._onnx_ops_nn",
+                   "rlx._onnx_ops_vision", "rlx._onnx_ops_more")
+
+
 def test_supported_ops_whatever_the_import_order():
-    # A handler module imported first registers its ops after rlx._onnx_ops has run.
-    for first in ("rlx._onnx_ops_vision", "rlx._onnx_ops_nn", "rlx._onnx_ops_shape", "rlx.onnx"):
+    for first in HANDLER_MODULES + ("rlx.onnx",):
         code = (f"import {first}, rlx.onnx, rlx._onnx_ops as o; "
                 "assert rlx.onnx.SUPPORTED_OPS == sorted(o.HANDLERS), rlx.onnx.SUPPORTED_OPS; "
-                "assert {'Conv', 'MaxPool', 'MatMul', 'Reshape'} <= set(rlx.onnx.SUPPORTED_OPS)")
+                "assert {'Conv', 'MaxPool', 'MatMul', 'Reshape', 'Add'} <= set(rlx.onnx.SUPPORTED_OPS)")
+        subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+def test_handler_modules_import_no_circle():
+    # A handler module needs only the registry (and the families it builds on), never the
+    # module that gathers them all; so each imports alone and registers its own ops.
+    for mod in HANDLER_MODULES:
+        code = (f"import sys, {mod}; from rlx._onnx_registry import HANDLERS; "
+                f"assert 'rlx._onnx_ops' not in sys.modules, '{mod} imports rlx._onnx_ops'; "
+                f"own = [k for k, f in HANDLERS.items() if f.__module__ == '{mod}']; assert own, '{mod}'")
         subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
 

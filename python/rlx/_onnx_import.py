@@ -390,7 +390,7 @@ class Importer:
     # -- the walk ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        from rlx._onnx_ops import HANDLERS
+        from rlx._onnx_registry import HANDLERS
 
         self.add_inputs()
         for i, node in enumerate(self.graph.node):

@@ -23,13 +23,11 @@ import numpy as np
 
 import rlx
 from rlx._onnx_import import Importer, Known
-from rlx._onnx_ops import STATIC_OPERANDS, _foldable, attrs, op
-# The module, not its names: it may be partially initialized here (rlx._onnx_ops_shape imported
-# first runs rlx._onnx_ops, which imports rlx._onnx_ops_vision, which imports this module).
 from rlx import _onnx_ops_shape as _shp
+from rlx._onnx_registry import STATIC_OPERANDS, attrs, foldable, op
 from rlx._onnx_sym import DimLike, dim_text
 
-# Operands read at import (STATIC_OPERANDS lives in rlx._onnx_ops; the ONNX backend test
+# Operands read at import (STATIC_OPERANDS lives in rlx._onnx_registry; the ONNX backend test
 # adapter freezes graph inputs at these positions).
 STATIC_OPERANDS.update({"Resize": {1, 2, 3}, "Upsample": {1}, "CumSum": {1}})
 
@@ -280,7 +278,7 @@ def _static(imp: Importer, dims: Sequence[DimLike], what: str, which: Sequence[i
 
 
 def _move(imp: Importer, x: Any, shape1: List[DimLike], perm: List[int], shape2: List[DimLike]) -> Any:
-    if _foldable(x):
+    if foldable(x):
         return Known(np.transpose(x.arr.reshape([int(d) for d in shape1]), perm).reshape([int(d) for d in shape2]), x.dtype)
     y = _shp._reshape(imp, x, shape1)
     y = imp.g.transpose(imp.rt(y), perm)
@@ -341,7 +339,7 @@ def _cumsum(imp: Importer, node: Any) -> Any:
     r = len(dims)
     axis = _shp._axis(int(axis_arr[0]), r, "CumSum")
     exclusive, reverse = bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
-    if _foldable(xv) and not xv.symbolic:
+    if foldable(xv) and not xv.symbolic:
         a = np.flip(xv.arr, axis) if reverse else xv.arr
         c = np.cumsum(a, axis=axis, dtype=xv.dtype)
         if exclusive:

@@ -8,7 +8,7 @@ import numpy as np
 
 import rlx
 from rlx._onnx_import import Importer, Known
-from rlx._onnx_ops import attrs, op
+from rlx._onnx_registry import attrs, op
 from rlx._onnx_ops_shape import _axes, _axis, _prod, _reshape
 from rlx._onnx_sym import dim_text
 

@@ -9,7 +9,7 @@ import numpy as np
 
 import rlx
 from rlx._onnx_import import RLX_NP, Importer, Known, normalize, shape_array
-from rlx._onnx_ops import _foldable, _k, attrs, fold_shape, op, tensor_array
+from rlx._onnx_registry import attrs, fold_shape, foldable, known, op, tensor_array
 from rlx._onnx_sym import DimLike, Poly, dim_text
 
 INT_BIG = 2**31 - 1
@@ -36,7 +36,7 @@ def _reshape(imp: Importer, x: Any, shape: List[DimLike]) -> Any:
         have, want = math.prod(x.arr.shape), math.prod(int(d) for d in shape)
         if have != want:
             raise rlx.ShapeError(f"cannot reshape {list(x.arr.shape)} ({have} elements) to {shape} ({want} elements)")
-    if isinstance(x, Known) and _foldable(x) or isinstance(x, Known) and all(isinstance(d, int) for d in shape) and x.init is None:
+    if isinstance(x, Known) and foldable(x) or isinstance(x, Known) and all(isinstance(d, int) for d in shape) and x.init is None:
         return Known(x.arr.reshape([int(d) for d in shape]), x.dtype)
     if not isinstance(x, Known) and imp.shape(x) == list(shape):
         return x
@@ -59,7 +59,7 @@ def _size(imp: Importer, node: Any) -> Any:
     n = _prod(imp.shape(imp.get(node.input[0])))
     arr = np.empty((), object)
     arr[()] = n
-    return _k(arr, np.int64)
+    return known(arr, np.int64)
 
 
 @op("ConstantOfShape")
@@ -80,13 +80,13 @@ def _constant_of_shape(imp: Importer, node: Any) -> Any:
 def _gather(imp: Importer, node: Any) -> Any:
     data, idx = imp.get(node.input[0]), imp.get(node.input[1])
     axis = _axis(attrs(node).get("axis", 0), imp.rank(data), "Gather")
-    if _foldable(data, idx):
+    if foldable(data, idx):
         n, flat = (data.arr.shape[axis] if data.arr.ndim else 0), idx.arr.reshape(-1)
         if (idx.symbolic and any(isinstance(i, Poly) for i in flat)) or np.any((flat < -n) | (flat >= n)):
             shown = ", ".join(str(i) for i in flat[:8])
             raise rlx.ShapeError(f"Gather indices [{shown}] out of range for axis {axis} of size {n}")
         imp.reserve(list(data.arr.shape[:axis]) + list(idx.arr.shape) + list(data.arr.shape[axis + 1:]), data.arr.itemsize, "the result")
-        return _k(np.take(data.arr, idx.arr.astype(np.int64), axis=axis), data.dtype)
+        return known(np.take(data.arr, idx.arr.astype(np.int64), axis=axis), data.dtype)
     return imp.g.gather(imp.rt(data), imp.rt(idx), axis)
 
 
@@ -173,7 +173,7 @@ def _transpose(imp: Importer, node: Any) -> Any:
     perm = list(attrs(node).get("perm", range(r - 1, -1, -1)))
     if sorted(perm) != list(range(r)):
         raise rlx.ShapeError(f"Transpose perm {perm} is not a permutation of the {r} axes")
-    if _foldable(x):
+    if foldable(x):
         return Known(np.transpose(x.arr, perm), x.dtype)
     if perm == list(range(r)):
         return x
@@ -184,12 +184,12 @@ def _transpose(imp: Importer, node: Any) -> Any:
 def _concat(imp: Importer, node: Any) -> Any:
     vals = [imp.get(i) for i in node.input if i]
     axis = _axis(attrs(node)["axis"], imp.rank(vals[0]), "Concat")
-    if _foldable(*vals):
+    if foldable(*vals):
         shapes = [list(v.arr.shape) for v in vals]
         if any(len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
             raise rlx.ShapeError(f"Concat on axis {axis}: shapes {shapes} differ off the axis")
         imp.reserve(shapes[0][:axis] + [sum(s[axis] for s in shapes)] + shapes[0][axis + 1:], max(v.arr.itemsize for v in vals), "the result")
-        return _k(np.concatenate([v.arr for v in vals], axis=axis), vals[0].dtype)
+        return known(np.concatenate([v.arr for v in vals], axis=axis), vals[0].dtype)
     return imp.g.concat([imp.rt(v) for v in vals if not _empty(imp, v, axis)] or [imp.rt(vals[0])], axis)
 
 
@@ -233,7 +233,7 @@ def _slice(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     dims = imp.shape(x)
     args = _slice_args(imp, node, len(dims))
-    if _foldable(x):
+    if foldable(x):
         idx = [slice(None)] * len(dims)
         for ax, s, e, st in args:
             idx[ax] = slice(int(max(min(s, 2**62), -2**62)), int(max(min(e, 2**62), -2**62)), int(st))
@@ -271,7 +271,7 @@ def _broadcast(a: List[DimLike], b: List[DimLike]) -> List[DimLike]:
 def _expand(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     target = _broadcast(imp.shape(x), imp.ints(node.input[1], "Expand shape"))
-    if _foldable(x) and all(isinstance(d, int) for d in target):
+    if foldable(x) and all(isinstance(d, int) for d in target):
         imp.reserve(target, x.arr.itemsize, "the result")
         return Known(np.array(np.broadcast_to(x.arr, target)), x.dtype)
     if not isinstance(x, Known) and imp.shape(x) == target:
@@ -297,7 +297,7 @@ def _range_len(imp: Importer, vals: List[Any]) -> List[Any]:
 @op("Range")
 def _range(imp: Importer, node: Any) -> Any:
     vals = [imp.get(i) for i in node.input]
-    if _foldable(*vals) and not any(v.symbolic for v in vals):
+    if foldable(*vals) and not any(v.symbolic for v in vals):
         s, l, d = _range_len(imp, vals)
         return Known(np.arange(s, l, d, dtype=vals[0].dtype), vals[0].dtype)
     if all(isinstance(v, Known) and not v.symbolic for v in vals):
@@ -326,7 +326,7 @@ def _symbolic_range(imp: Importer, vals: List[Any]) -> Any:
 def _known_data(x: Any) -> bool:
     """Sliced or copied with numpy at import: a shape value, or a constant that is not an
     initializer (an initializer stays a param, sliced at run time)."""
-    return isinstance(x, Known) and (x.init is None or _foldable(x))
+    return isinstance(x, Known) and (x.init is None or foldable(x))
 
 
 def _split_sizes(imp: Importer, node: Any, d: DimLike) -> List[DimLike]:
@@ -408,7 +408,7 @@ def _tile(imp: Importer, node: Any) -> Any:
         raise rlx.ShapeError(f"Tile repeats {reps} has a negative entry")
     if _known_data(x):
         imp.reserve([d * r for d, r in zip(dims, reps)], x.arr.itemsize, "the result")
-        return _k(np.tile(x.arr, [int(r) for r in reps]), x.dtype)
+        return known(np.tile(x.arr, [int(r) for r in reps]), x.dtype)
     out = imp.rt(x)
     for ax, r in enumerate(reps):
         if r == 0:
@@ -416,6 +416,3 @@ def _tile(imp: Importer, node: Any) -> Any:
         elif r > 1:
             out = imp.g.concat([out] * int(r), ax)
     return out
-
-
-from rlx import _onnx_ops_nn  # noqa: E402,F401

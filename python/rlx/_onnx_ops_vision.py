@@ -4,8 +4,7 @@ Conv when it can be), InstanceNormalization, LRN, Pad and the activations CNNs u
 Channels and spatial sizes must be static (the batch may be symbolic): ``auto_pad`` and the
 window checks are resolved at import. A Conv weight needs a static shape (an initializer, or
 a run-time input); a ConvTranspose weight must be known at import (it is flipped and transposed
-into the equivalent Conv's). This module imports only ``rlx._onnx_ops`` among the handler
-modules, so it registers its ops whichever module is imported first.
+into the equivalent Conv's).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import numpy as np
 
 import rlx
 from rlx._onnx_import import Importer, Known
-from rlx._onnx_ops import attrs, op
+from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
 # -- windows: strides, pads, dilations, auto_pad ---------------------------------------------
@@ -564,8 +563,3 @@ def _activation(imp: Importer, node: Any) -> Any:
     lambd, bias = float(at.get("lambd", 0.5)), float(at.get("bias", 0.0))
     low = imp.g.where(imp.g.lt(x, _c(imp, -lambd)), imp.g.add(x, _c(imp, bias)), _c(imp, 0.0))
     return imp.g.where(imp.g.gt(x, _c(imp, lambd)), imp.g.sub(x, _c(imp, bias)), low)
-
-
-# Resize, DepthToSpace / SpaceToDepth, CumSum and Einsum: registered from here so that no line in
-# rlx._onnx_ops has to change (that module imports this one at its end).
-from rlx import _onnx_ops_more  # noqa: E402,F401

@@ -45,7 +45,7 @@ import numpy as np
 
 import rlx
 from rlx._onnx_import import memory_budget
-from rlx._onnx_ops import attrs, tensor_array
+from rlx._onnx_registry import attrs, tensor_array
 
 __all__ = ["OPS", "QuantFold", "rewrite"]
 
@@ -492,7 +492,7 @@ def _quantize_linear(r: _Rewriter, node: Any) -> None:
         r.unsupported(x)
     out_dtype = np.dtype(np.uint8)
     if a.get("output_dtype"):
-        from rlx._onnx_ops import np_dtype
+        from rlx._onnx_import import np_dtype
 
         out_dtype = np_dtype(a["output_dtype"], "QuantizeLinear output_dtype", allow_any=True)
     if x in r.inits and r.inits[x].dtype.kind == "f":
