@@ -8,9 +8,7 @@ coordinates in float64, the spec's unrounded output length in align_corners; ONN
 departs from it in a few fractional-scale cases (see tests/test_onnx_more.py).
 
 Resize's scales / sizes / roi, CumSum's axis and the spatial sizes that Resize and CumSum work
-along must be known at import. ``rlx._onnx_ops_vision`` imports this module at its end, so it
-registers its ops whichever handler module is imported first; it reads ``rlx._onnx_ops_shape``
-only at call time (that module may be partially initialized when this one runs).
+along must be known at import.
 """
 
 from __future__ import annotations
