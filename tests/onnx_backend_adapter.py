@@ -5,6 +5,7 @@ are frozen to the values given at run time, as a real model would carry them as 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -48,7 +49,10 @@ class RlxRep(BackendRep):
         frozen = {k: np.asarray(v) for k, v in feed.items() if k in self.static}
         key = tuple(sorted((k, v.tobytes(), v.shape) for k, v in frozen.items()))
         if key not in self._cache:
-            self._cache[key] = rlx.onnx.load(self.model, constants=frozen)
+            with warnings.catch_warnings():
+                # The conversions are the point of many cases; tests/test_onnx_dtypes.py checks the warning.
+                warnings.simplefilter("ignore", rlx.onnx.DTypeConversionWarning)
+                self._cache[key] = rlx.onnx.load(self.model, constants=frozen)
         om = self._cache[key]
         outs = om.run({k: np.array(v, order="C") for k, v in feed.items() if k not in frozen})
         return tuple(outs[n] for n in om.outputs)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import rlx
 from rlx import safetensors
 
-FORMAT = 1
+FORMAT = 2  # 2: the dtype conversions (rlx._onnx_dtypes)
 _warned = False
 
 
@@ -72,7 +72,9 @@ def load(aot_dir: str, key: str) -> Optional[Any]:
             raise ValueError("params differ from the meta")
         m = OnnxModel(graph, params, list(meta["inputs"]), list(meta["outputs"]), time.perf_counter() - t0,
                       list(meta["notes"]), shadowed=meta["shadowed"], frozen=meta["frozen"],
-                      quantized=[QuantFold.from_json(f) for f in meta.get("quantized", [])])
+                      quantized=[QuantFold.from_json(f) for f in meta.get("quantized", [])],
+                      conversions=list(meta["conversions"]), input_dtypes=_dtypes(meta["input_dtypes"]),
+                      output_dtypes=_dtypes(meta["output_dtypes"]))
         m._shapes = {k: tuple(v) for k, v in meta["shapes"].items()}
         m.from_cache = True
         return m
@@ -81,6 +83,22 @@ def load(aot_dir: str, key: str) -> Optional[Any]:
         if os.path.lexists(d) and not os.path.isdir(d):
             os.remove(d)
         return None
+
+
+def _elems(dtypes: Mapping[str, Any]) -> Dict[str, int]:
+    """Declared dtypes as ONNX element types (bfloat16 has no portable numpy name)."""
+    from onnx import helper
+
+    return {k: int(helper.np_dtype_to_tensor_dtype(v)) for k, v in dtypes.items()}
+
+
+def _dtypes(elems: Mapping[str, int]) -> Dict[str, Any]:
+    from rlx._onnx_dtypes import declared_np
+
+    out = {k: declared_np(int(e)) for k, e in elems.items()}
+    if any(v is None for v in out.values()):
+        raise ValueError("a converted dtype rlx does not know")
+    return out
 
 
 def store(aot_dir: str, key: str, m: Any) -> None:
@@ -96,7 +114,8 @@ def store(aot_dir: str, key: str, m: Any) -> None:
         safetensors.save(os.path.join(tmp, "params.safetensors"), m.params)
         meta = {"key": key, "params": sorted(m.params), "inputs": m.inputs, "outputs": m.outputs, "notes": m.notes,
                 "shadowed": m.shadowed, "frozen": m.frozen, "shapes": {k: list(v) for k, v in m._shapes.items()},
-                "quantized": [list(f) for f in m.quantized]}
+                "quantized": [list(f) for f in m.quantized], "conversions": m.conversions,
+                "input_dtypes": _elems(m.input_dtypes), "output_dtypes": _elems(m.output_dtypes)}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f)
             f.flush()

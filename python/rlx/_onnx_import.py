@@ -14,8 +14,10 @@ export with ``keep_initializers_as_inputs``, into a required feed and stop shape
 caller who wants another value passes ``constants={name: array}`` to ``rlx.onnx.load``.
 
 float16 / float64 initializers are converted once to float32 (a copy, listed in ``notes``); a
-finite float64 value float32 cannot hold is a ``DTypeError``. Graph inputs of those types are
-a ``DTypeError`` naming the input: run-time data is never converted.
+finite float64 value float32 cannot hold is a ``DTypeError``. Graph inputs and outputs of the
+types ``rlx._onnx_dtypes`` converts get their computed type in the graph and are converted by
+``OnnxModel.run``; ``logical`` keeps the declared type of every value computed in another type,
+and ``conversions`` lists each conversion.
 
 Arrays folded at import (ConstantOfShape, Expand, Range, broadcasts of shape values) are sized
 with Python ints and counted against :func:`memory_budget` before numpy allocates them.
@@ -35,6 +37,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 import rlx
+from rlx import _onnx_dtypes
 from rlx._onnx_sym import DimLike, Poly, dim_text, parse_dim
 
 # ONNX TensorProto element types rlx computes with; others are listed in errors.
@@ -44,13 +47,12 @@ _ANY_DTYPES = {
     9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
 }
 RLX_NP = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32", np.dtype(np.bool_): "bool"}
-# Initializer dtypes converted once to float32 at import (noted), and their ONNX element types;
-# graph inputs of these types are a DTypeError, never converted.
-TO_FLOAT32 = (np.dtype(np.float16), np.dtype(np.float64))
-TO_FLOAT32_ELEM = {10: "FLOAT16", 11: "DOUBLE"}
 
 
 def np_dtype(elem_type: int, what: str, allow_any: bool = False) -> np.dtype:
+    bf16 = _onnx_dtypes.declared_np(16) if allow_any and elem_type == 16 else None
+    if bf16 is not None:
+        return bf16
     table = _ANY_DTYPES if allow_any else _RLX_DTYPES
     if elem_type not in table:
         import onnx
@@ -58,6 +60,14 @@ def np_dtype(elem_type: int, what: str, allow_any: bool = False) -> np.dtype:
         tname = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else str(elem_type)
         raise rlx.DTypeError(f"{what}: ONNX type {tname} is not supported (rlx computes in float32, int64, int32, bool)")
     return np.dtype(table[elem_type])
+
+
+def declared_dtype(elem_type: int, what: str) -> np.dtype:
+    """The numpy dtype of an ONNX type attribute (Cast's ``to``, EyeLike's ``dtype``, ...): a type
+    rlx computes in, or one it computes wider (``rlx._onnx_dtypes.computed`` gives the graph's
+    type); else a DTypeError naming ``what``."""
+    dt = _onnx_dtypes.declared_np(elem_type)
+    return dt if dt is not None else np_dtype(elem_type, what)
 
 
 class Known:
@@ -180,10 +190,19 @@ class Importer:
         self.frozen: List[str] = []  # graph inputs given by ``constants``
         self.dim_names: set = set()  # names looked up in ``dims`` (raw and sanitized)
         self.transpose_w = "transpose_w" in (getattr(rlx.Graph.linear, "__text_signature__", "") or "")
+        # Values computed in another type than declared: name -> declared dtype (rlx._onnx_dtypes).
+        self.logical: Dict[str, np.dtype] = {}
+        #: Every input, output, initializer or constant converted to or from a computed type.
+        self.conversions: List[str] = []
+        self.input_dtypes: Dict[str, np.dtype] = {}  # converted inputs: name -> declared dtype
+        self.output_dtypes: Dict[str, np.dtype] = {}  # converted outputs: name -> declared dtype
+        self._converted_constants: Dict[Tuple[str, np.dtype], int] = {}
         converted: Dict[str, List[str]] = {}
         for n, arr in inits.items():
-            if arr.dtype in TO_FLOAT32:
+            if arr.dtype != np.float32 and _onnx_dtypes.computed(arr.dtype) == np.float32:
                 converted.setdefault(str(arr.dtype), []).append(n)
+                self.conversions.append(f"initializer {n!r}: {_onnx_dtypes.type_name(arr.dtype)} -> float32 at import")
+                self.logical[n] = arr.dtype
                 arr = _as_float32(n, arr)
             self.env[n] = Known(arr, arr.dtype, init=n)
         for dt, names in converted.items():
@@ -218,13 +237,14 @@ class Importer:
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
                 raise rlx.UnsupportedOpError(f"input {vi.name!r}: only tensor inputs are supported")
-            if tt.elem_type in TO_FLOAT32_ELEM:
-                raise rlx.DTypeError(
-                    f"input {vi.name!r}: ONNX type {TO_FLOAT32_ELEM[tt.elem_type]} is not supported: rlx computes "
-                    "in float32 and does not convert inputs (only initializers of that type, at import); "
-                    "export the model with a float32 input"
-                )
-            dt = np_dtype(tt.elem_type, f"input {vi.name!r}")
+            wide = _onnx_dtypes.declared_np(tt.elem_type)
+            if wide is not None:
+                # Converted by OnnxModel.run on the way in (rlx._onnx_dtypes).
+                dt = np.dtype(_onnx_dtypes.computed(wide))
+                self.input_dtypes[vi.name] = self.logical[vi.name] = wide
+                self.conversions.append(f"input {vi.name!r}: {_onnx_dtypes.elem_name(tt.elem_type)} -> {dt} at run time")
+            else:
+                dt = np_dtype(tt.elem_type, f"input {vi.name!r}")
             shape: List[Union[int, str]] = []
             for axis, d in enumerate(tt.shape.dim):
                 if d.HasField("dim_value"):
@@ -306,8 +326,19 @@ class Importer:
         hit = self._materialized.get(key)
         if hit is not None:
             return hit[0]
+        what = f"initializer {v.init!r}" if v.init else "constant"
+        if v.dtype not in RLX_NP and not v.symbolic and _onnx_dtypes.computed(v.dtype) is not None:
+            # Converted once here (rlx._onnx_dtypes), and reported.
+            to = np.dtype(_onnx_dtypes.computed(v.dtype))
+            tname = _onnx_dtypes.type_name(v.dtype)
+            if v.init is not None:
+                self.conversions.append(f"{what}: {tname} -> {to} at import")
+            else:
+                self._converted_constants[(tname, to)] = self._converted_constants.get((tname, to), 0) + 1
+            arr = _onnx_dtypes.to_computed(what, np.asarray(v.arr).astype(v.dtype), v.dtype)
+            self._materialized[key] = (self.rt(Known(arr, to, init=v.init)), v)
+            return self._materialized[key][0]
         if v.dtype not in RLX_NP:
-            what = f"initializer {v.init!r}" if v.init else "constant"
             raise rlx.DTypeError(f"{what}: dtype {v.dtype} is not supported (rlx computes in float32, int64, int32, bool)")
         # One-element initializers (sqrt(d), 0.5, 1.0 in exported graphs) are arithmetic
         # constants, not weights: as constants, fusions can read their values.
@@ -397,7 +428,9 @@ class Importer:
             handler = HANDLERS[node.op_type]
             where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
             try:
+                _onnx_dtypes.check_node(self, node)
                 outs = handler(self, node)
+                outs = _onnx_dtypes.after_node(self, node, list(outs) if isinstance(outs, (list, tuple)) else [outs])
             except rlx.RlxError as e:
                 raise type(e)(f"{where}: {e}") from e
             except MemoryError as e:
@@ -421,11 +454,28 @@ class Importer:
             v = self.get(vi.name)
             try:
                 outs.append((vi.name, self.rt(v)))
+                self._output_dtype(vi, outs[-1][1])
             except rlx.RlxError as e:
                 raise type(e)(f"ONNX output {vi.name!r}: {e}") from e
             self.output_names.append(vi.name)
+        for (tname, to), n in self._converted_constants.items():
+            self.conversions.append(f"{n} {tname} constant(s) -> {to} at import")
         for n, v in outs:
             self.g.output(n, v)
+
+    def _output_dtype(self, vi: Any, v: "rlx.Value") -> None:
+        """Records the declared type of an output rlx computes in another type: the type the
+        graph declares, else the value's own declared type (``rlx._onnx_dtypes``)."""
+        elem = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+        declared = _onnx_dtypes.declared_np(elem) if elem else self.logical.get(vi.name)
+        if declared is None:
+            return  # a type rlx computes in (a mismatch is the executor's to report)
+        if _onnx_dtypes.computed(declared) != np.dtype(v.dtype):
+            raise rlx.DTypeError(
+                f"declared {_onnx_dtypes.type_name(declared)} but computed as {v.dtype} (rlx computes "
+                f"{_onnx_dtypes.type_name(declared)} in {_onnx_dtypes.computed(declared)})")
+        self.output_dtypes[vi.name] = declared
+        self.conversions.append(f"output {vi.name!r}: {np.dtype(v.dtype)} -> {_onnx_dtypes.type_name(declared)} at run time")
 
     def used_names(self) -> set:
         if not hasattr(self, "_used"):

@@ -8,10 +8,18 @@ from __future__ import annotations
 from typing import Any, List
 
 from rlx import (  # noqa: F401  (each registers its ops on import)
+    _onnx_ops_attention,
     _onnx_ops_elementwise,
+    _onnx_ops_index,
+    _onnx_ops_loss,
+    _onnx_ops_lp,
+    _onnx_ops_mask,
+    _onnx_ops_math,
     _onnx_ops_more,
     _onnx_ops_nn,
+    _onnx_ops_norm,
     _onnx_ops_shape,
+    _onnx_ops_signal,
     _onnx_ops_vision,
 )
 from rlx._onnx_import import Importer, np_dtype

@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 import rlx
-from rlx._onnx_import import RLX_NP, Importer, Known, normalize, np_dtype, shape_array
+from rlx import _onnx_dtypes
+from rlx._onnx_import import RLX_NP, Importer, Known, declared_dtype, normalize, shape_array
 from rlx._onnx_registry import attrs, fold_shape, foldable, known, op, tensor_array
 from rlx._onnx_sym import DimLike, Poly, dim_text
 
@@ -178,16 +179,20 @@ def _clip(imp: Importer, node: Any) -> Any:
 
 @op("Cast")
 def _cast(imp: Importer, node: Any) -> Any:
-    to = np_dtype(attrs(node)["to"], "Cast target")
+    # A type rlx computes wider (rlx._onnx_dtypes) is cast to at run time in its computed type:
+    # no rounding to float16 precision; a narrow int is wrapped into its range after the node.
+    to = declared_dtype(attrs(node)["to"], "Cast target")
     x = imp.get(node.input[0])
-    if foldable(x):
+    if foldable(x) or (isinstance(x, Known) and not x.symbolic and x.init is None and _onnx_dtypes.computed(to) is not None):
         if x.symbolic and to.kind in "iu":
             return Known(x.arr, to)
         if not x.symbolic:
             imp.reserve(x.arr.shape, to.itemsize, "the result")
-            return Known(x.arr.astype(to), to)
-    if imp.dtype(x) == to:
-        return x
+            with np.errstate(over="ignore", invalid="ignore"):
+                return Known(x.arr.astype(to), to)
+    to = _onnx_dtypes.computed(to) or to
+    if (_onnx_dtypes.computed(imp.dtype(x)) or imp.dtype(x)) == to:
+        return imp.rt(x) if isinstance(x, Known) and x.dtype != to else x
     return imp.g.cast(imp.rt(x), RLX_NP[to])
 
 
@@ -196,9 +201,11 @@ def _cast_like(imp: Importer, node: Any) -> Any:
     to = imp.dtype(imp.get(node.input[1]))
     x = imp.get(node.input[0])
     if isinstance(x, Known) and not x.symbolic and x.init is None:
-        return Known(x.arr.astype(to), to)
-    if imp.dtype(x) == to:
-        return x
+        with np.errstate(over="ignore", invalid="ignore"):
+            return Known(x.arr.astype(to), to)
+    to = _onnx_dtypes.computed(to) or to  # see Cast
+    if (_onnx_dtypes.computed(imp.dtype(x)) or imp.dtype(x)) == to:
+        return imp.rt(x) if isinstance(x, Known) and x.dtype != to else x
     if to not in RLX_NP:
         raise rlx.DTypeError(f"CastLike target {to} is not supported")
     return imp.g.cast(imp.rt(x), RLX_NP[to])

@@ -72,6 +72,10 @@ def info_main(argv: Sequence[str]) -> int:
         print(f"  ... {len(om.params) - args.params} more")
     for note in om.notes:
         print(f"note: {note}")
+    for conv in om.conversions[:10]:
+        print(f"dtype conversion: {conv}")
+    if len(om.conversions) > 10:
+        print(f"  ... {len(om.conversions) - 10} more dtype conversion(s)")
     pipe = rlx.ModelCompilePipeline(g)
     print("\ntemplate manifest:")
     print(pipe.manifest)

@@ -11,13 +11,19 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
 - Initializers become params, never constants: the numpy arrays from
   ``onnx.numpy_helper.to_array`` (or a read-only ``numpy.memmap`` of an external-data file)
   are bound without a copy; float16 / float64 initializers are converted to float32 once (a
-  copy, listed in ``OnnxModel.notes``), while graph inputs of those types raise
-  ``rlx.DTypeError``. Small integer initializers that only feed shape computations
+  copy, listed in ``OnnxModel.notes``). Small integer initializers that only feed shape computations
   (Reshape targets, Unsqueeze axes, Slice bounds, ...) are read at import and never become
   params.
 - Shape subgraphs as exporters emit them (Shape -> Gather -> Unsqueeze -> Concat -> Reshape,
   Shape -> Slice, arithmetic on shape values, ConstantOfShape, Expand) are folded at import
   over symbolic dims, so ``Reshape`` gets an rlx shape such as ``("batch*seq", 384)``.
+- Types rlx has no kernels for are computed wider (``rlx._onnx_dtypes``): FLOAT16, BFLOAT16 and
+  DOUBLE in float32, INT8 / UINT8 / INT16 / UINT16 / UINT32 in int64, wrapped back into range
+  after arithmetic so integer results are exact. :meth:`OnnxModel.run` converts such inputs on
+  the way in and outputs back to their declared type; initializers and constants are converted
+  at import. Each conversion is listed in ``OnnxModel.conversions`` (and counted in the repr),
+  and ``load`` warns once with :class:`DTypeConversionWarning`. UINT64, STRING, the 8-, 4- and
+  2-bit types stay a ``rlx.DTypeError`` naming the value.
 - Ops outside the supported set raise one ``rlx.UnsupportedOpError`` listing every offending
   node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set.
 - External-data locations that escape the model's directory (absolute paths, ``..``,
@@ -43,12 +49,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import rlx
-from rlx import _onnx_ops, _onnx_ops_check, _onnx_quant
-from rlx._onnx_import import TO_FLOAT32_ELEM
+from rlx import _onnx_dtypes, _onnx_ops, _onnx_ops_check, _onnx_quant
+from rlx._onnx_dtypes import DTypeConversionWarning
 from rlx._onnx_ops import Importer
 from rlx._onnx_quant import QuantFold
 
-__all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS", "QuantFold"]
+__all__ = ["OnnxModel", "load", "SUPPORTED_OPS", "DEFAULT_BOUNDS", "SEQ_BOUNDS", "QuantFold", "DTypeConversionWarning"]
 
 DEFAULT_BOUNDS = (1, 4096)
 SEQ_BOUNDS = (1, 512)
@@ -71,6 +77,9 @@ class OnnxModel:
         shadowed: Sequence[str] = (),
         frozen: Sequence[str] = (),
         quantized: Sequence[QuantFold] = (),
+        conversions: Sequence[str] = (),
+        input_dtypes: Optional[Mapping[str, Any]] = None,
+        output_dtypes: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.graph = graph
         self.params = params
@@ -87,6 +96,12 @@ class OnnxModel:
         #: What the quantized-graph rewrite folded (weights dequantized into params, activations
         #: run in float); non-empty makes ``precision="int8"`` the pipeline default.
         self.quantized = list(quantized)
+        #: Each input, output, initializer or constant rlx converts to or from the type it computes
+        #: in (float16 / bfloat16 / float64 in float32, int8 ... uint32 in int64), as text.
+        self.conversions = list(conversions)
+        #: Converted inputs and outputs: name -> the declared numpy dtype :meth:`run` takes / returns.
+        self.input_dtypes = {k: np.dtype(v) for k, v in (input_dtypes or {}).items()}
+        self.output_dtypes = {k: np.dtype(v) for k, v in (output_dtypes or {}).items()}
 
     @property
     def symbols(self) -> Dict[str, Tuple[int, int]]:
@@ -168,13 +183,29 @@ class OnnxModel:
         return dict(self._shapes)
 
     def run(self, inputs: Mapping[str, np.ndarray], pipe: Optional["rlx.ModelCompilePipeline"] = None) -> Dict[str, np.ndarray]:
-        """Compiles (cached by the pipeline) the variant the input shapes imply and runs it."""
+        """Compiles (cached by the pipeline) the variant the input shapes imply and runs it.
+        Inputs listed in ``input_dtypes`` must have their declared dtype and are converted to the
+        type rlx computes in; outputs in ``output_dtypes`` are converted back. (``pipeline()`` and
+        :meth:`bucketed` take and return the computed types.)"""
         if pipe is None:
             pipe = getattr(self, "_pipe", None) or self.pipeline()
             self._pipe = pipe
         self.check_feed(inputs, complete=True)
         exe = pipe.get_or_compile(self.binding(inputs))
-        return exe.run(dict(inputs))
+        feed = dict(inputs)
+        for name, declared in self.input_dtypes.items():
+            arr = np.asarray(feed[name])
+            if arr.dtype != declared:
+                computed = _onnx_dtypes.computed(declared)
+                raise rlx.DTypeError(
+                    f"input {name!r}: expected {declared} (the model's {_onnx_dtypes.type_name(declared)}, "
+                    f"converted to {computed} by run), got {arr.dtype}")
+            feed[name] = _onnx_dtypes.to_computed(f"input {name!r}", arr, declared)
+        outs = exe.run(feed)
+        for name, declared in self.output_dtypes.items():
+            if name in outs:
+                outs[name] = _onnx_dtypes.to_declared(outs[name], declared)
+        return outs
 
     def bucketed(
         self,
@@ -198,9 +229,10 @@ class OnnxModel:
         nbytes = sum(a.nbytes for a in self.params.values())
         weights = sum(f.kind == "weight" for f in self.quantized)
         quant = f", {weights} quantized weight(s) dequantized" if self.quantized else ""
+        conv = f", {len(self.conversions)} dtype conversion(s)" if self.conversions else ""
         return (
             f"OnnxModel({self.graph.name!r}: {len(self.graph)} nodes, {len(self.params)} params "
-            f"({nbytes / 2**20:.1f} MiB){quant}, symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
+            f"({nbytes / 2**20:.1f} MiB){quant}{conv}, symbols {self.symbols}, inputs {self.inputs}, outputs {self.outputs})"
         )
 
 
@@ -304,8 +336,9 @@ def external_array(tensor: Any, base_dir: Optional[str]) -> np.ndarray:
         )
     if not os.path.isfile(path):
         raise rlx.ModelFormatError(f"initializer {name!r}: external data file {loc!r} not found")
-    # float16 / float64 are mapped as stored, then converted to float32 by the importer.
-    dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}", allow_any=tensor.data_type in TO_FLOAT32_ELEM)
+    # Types rlx computes wider (float16, int8, ...) are mapped as stored, then converted by the importer.
+    dtype = _onnx_ops.np_dtype(tensor.data_type, f"initializer {name!r}",
+                               allow_any=_onnx_dtypes.declared_np(tensor.data_type) is not None)
     shape = tuple(int(d) for d in tensor.dims)
     if any(d < 0 for d in shape) or _span(shape, dtype.itemsize) >= 2**63:
         raise rlx.ModelFormatError(f"initializer {name!r}: external data shape {list(shape)} is negative or too large")
@@ -412,6 +445,7 @@ def load(
         cache_key = _onnx_cache.key_text(os.fsdecode(model), bounds, name)
         cached = _onnx_cache.load(os.fsdecode(aot_dir), cache_key)
         if cached is not None:
+            _onnx_dtypes.warn(cached.graph.name, cached.conversions)
             return cached
     proto, base_dir = _read_model(model)
     _check_text(proto)
@@ -427,8 +461,10 @@ def load(
         syms = list(imp.g.dims)
         raise rlx.BindingError(f"dims names unknown symbol(s) {unused} (the model's symbols are {syms})" + _hints(unused, syms))
     m = OnnxModel(imp.g, imp.params, imp.input_names, imp.output_names, time.perf_counter() - t0, imp.notes,
-                  shadowed=imp.shadowed, frozen=imp.frozen, quantized=quantized)
+                  shadowed=imp.shadowed, frozen=imp.frozen, quantized=quantized, conversions=imp.conversions,
+                  input_dtypes=imp.input_dtypes, output_dtypes=imp.output_dtypes)
     m._shapes = imp.input_shapes
+    _onnx_dtypes.warn(imp.g.name, imp.conversions)
     if cache_key is not None and aot_dir is not None:
         from rlx import _onnx_cache
 

@@ -1,0 +1,122 @@
+"""ONNX signal ops whose sizes are known at import: the Hann / Hamming / Blackman windows (a
+constant) and DFT (one matmul with a real DFT matrix made at import).
+
+DFT works on the ONNX real layout: the last axis holds [re] or [re, im]. Along the transformed
+axis, the signal's [n, c] values are flattened to n * c and multiplied by a [n * c, m * c_out]
+matrix of cos / sin terms (angles reduced mod 2 pi in integers, in float64, then float32); the
+inverse one-sided transform (irfft) weighs the bins as numpy's irfft does (DC and, for an even
+length, Nyquist once, real parts only; the others twice). A signal longer than ``dft_length``
+is sliced first; a shorter one is zero-padded by the matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import numpy as np
+
+import rlx
+from rlx._onnx_import import Importer, Known, np_dtype
+from rlx._onnx_ops_shape import _prod
+from rlx._onnx_registry import STATIC_OPERANDS, attrs, op
+from rlx._onnx_sym import dim_text
+
+STATIC_OPERANDS.update({"HannWindow": {0}, "HammingWindow": {0}, "BlackmanWindow": {0}, "DFT": {1, 2}})
+
+# w(t) for t = 2 pi n / N (N = size, or size - 1 when symmetric).
+_WINDOWS = {
+    "HannWindow": lambda t: 0.5 - 0.5 * np.cos(t),
+    "HammingWindow": lambda t: 25 / 46 - (21 / 46) * np.cos(t),
+    "BlackmanWindow": lambda t: 0.42 - 0.5 * np.cos(t) + 0.08 * np.cos(2 * t),
+}
+
+
+def _scalar_int(imp: Importer, name: str, what: str) -> int:
+    arr = np.asarray(imp.values(name, what)).reshape(-1)
+    if arr.size != 1 or arr.dtype.kind not in "iu":
+        raise rlx.ShapeError(f"{what} must be one integer, got {arr.tolist()}")
+    return int(arr[0])
+
+
+@op(*_WINDOWS)
+def _window(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    size = _scalar_int(imp, node.input[0], f"{node.op_type} size")
+    if size < 0:
+        raise rlx.ShapeError(f"{node.op_type} size {size} is negative")
+    dt = np_dtype(int(at.get("output_datatype", 1)), f"{node.op_type} output_datatype")
+    imp.reserve([size], dt.itemsize, "the window")
+    period = size if at.get("periodic", 1) else size - 1
+    n = np.arange(size, dtype=np.float64)
+    w = _WINDOWS[node.op_type](2 * np.pi * n / period) if period > 0 else np.ones(size)
+    return Known(w.astype(dt), dt)
+
+
+def _dft_matrix(n: int, c: int, length: int, m: int, inverse: bool, onesided: bool) -> np.ndarray:
+    """The [n * c, m * c_out] real matrix of a DFT of ``length`` on n input points (n <= length)
+    with c components (1 real, 2 complex), keeping m output points."""
+    j = np.arange(n)[:, None]
+    if inverse and onesided:
+        # irfft: input bins j, output times k; c_out = 1.
+        k = np.arange(length)[None, :]
+        theta = 2 * np.pi * ((j * k) % length) / length
+        w = np.where((j == 0) | (2 * j == length), 1.0, 2.0) * (2 * j <= length) / length
+        mat = np.stack([w * np.cos(theta), -w * np.sin(theta)], axis=1)[:, :c, :]  # [n, c, length]
+        return mat.reshape(n * c, length)
+    k = np.arange(m)[None, :]
+    theta = 2 * np.pi * ((j * k) % length) / length
+    cos, sin = np.cos(theta), np.sin(theta)
+    s = 1.0 if inverse else -1.0  # e^{s i theta}
+    scale = 1.0 / length if inverse else 1.0
+    # (xr + i xi)(cos + s i sin) = (xr cos - s xi sin) + i (s xr sin + xi cos)
+    mat = np.empty((n, 2, m, 2))
+    mat[:, 0, :, 0], mat[:, 0, :, 1] = cos, s * sin
+    mat[:, 1, :, 0], mat[:, 1, :, 1] = -s * sin, cos
+    return (mat[:, :c] * scale).reshape(n * c, m * 2)
+
+
+@op("DFT")
+def _dft(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    xv = imp.get(node.input[0])
+    dims = imp.shape(xv)
+    r = len(dims)
+    ins = list(node.input) + ["", ""]
+    if imp.opset >= 20:
+        axis = _scalar_int(imp, ins[2], "DFT axis") if ins[2] else -2
+    else:
+        axis = int(at.get("axis", 1))
+    if not -r <= axis < r:
+        raise rlx.ShapeError(f"DFT axis {axis} out of range for rank {r}")
+    axis %= r
+    c = dims[-1]
+    if r < 2 or axis == r - 1 or c not in (1, 2):
+        raise rlx.ShapeError(f"DFT input of shape {[dim_text(d) for d in dims]}, axis {axis}: expected [..., signal, 1 or 2]")
+    if imp.dtype(xv) != np.float32:
+        raise rlx.DTypeError(f"DFT on {imp.dtype(xv)} (float32)")
+    n = dims[axis]
+    if not isinstance(n, int):
+        raise rlx.UnsupportedOpError(f"DFT along an axis of symbolic size {dim_text(n)}")
+    inverse, onesided = bool(at.get("inverse", 0)), bool(at.get("onesided", 0))
+    length: Optional[int] = _scalar_int(imp, ins[1], "DFT dft_length") if ins[1] else None
+    if length is None:
+        length = 2 * (n - 1) if inverse and onesided else n
+    if length < 1:
+        raise rlx.ShapeError(f"DFT length {length} must be positive")
+    g, x = imp.g, imp.rt(xv)
+    # Input points used: an irfft reads bins 0 .. length // 2, any DFT at most length points.
+    used = min(n, length // 2 + 1 if inverse and onesided else length)
+    if used < n:
+        x = g.slice(x, axis, 0, used)
+    m = length // 2 + 1 if onesided and not inverse else length
+    mat = _dft_matrix(used, c, length, m, inverse, onesided).astype(np.float32)
+    c_out = 1 if inverse and onesided else 2
+    # [..., used, c] with the signal axis next to last, flattened to rows of used * c.
+    perm = [i for i in range(r - 1) if i != axis] + [axis, r - 1]
+    xt = g.transpose(x, perm) if perm != list(range(r)) else x
+    lead: List[Any] = [dims[i] for i in perm[:-2]]
+    rows = g.reshape(xt, (dim_text(_prod(lead)), used * c))
+    y = g.matmul(rows, g.constant(mat))
+    y = g.reshape(y, tuple(dim_text(d) for d in lead) + (m, c_out))
+    inv = [perm.index(i) for i in range(r)]
+    return g.transpose(y, inv) if perm != list(range(r)) else y

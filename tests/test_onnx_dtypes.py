@@ -1,0 +1,239 @@
+"""ONNX element types rlx computes in a wider type (rlx._onnx_dtypes): float16 / bfloat16 /
+float64 in float32, int8 / uint8 / int16 / uint16 / uint32 in int64. Inputs and outputs are
+converted by OnnxModel.run and reported (OnnxModel.conversions, one DTypeConversionWarning);
+narrow integer arithmetic wraps exactly; what cannot be exact is a typed error."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto as T  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
+
+import rlx  # noqa: E402
+import rlx.onnx  # noqa: E402
+from rlx.onnx import DTypeConversionWarning  # noqa: E402
+
+NARROW = [(np.int8, T.INT8), (np.uint8, T.UINT8), (np.int16, T.INT16), (np.uint16, T.UINT16), (np.uint32, T.UINT32)]
+n = helper.make_node
+
+
+def _vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "dtypes", inputs, outputs,
+                          initializer=[numpy_helper.from_array(a, k) for k, a in dict(inits).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _load(model):
+    with pytest.warns(DTypeConversionWarning, match="dtype conversion"):
+        return rlx.onnx.load(model)
+
+
+def _ort(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def _extremes(dt, size, seed=0):
+    info = np.iinfo(dt)
+    a = np.random.default_rng(seed).integers(info.min, info.max, size, endpoint=True).astype(dt)
+    a[:3] = [info.min, info.max, 0]
+    return a
+
+
+# -- the boundary ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("np_t,elem", [(np.float16, T.FLOAT16), (np.float64, T.DOUBLE)])
+def test_float_input_and_output_are_converted_and_match_onnxruntime(np_t, elem):
+    nodes = [n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "x"], ["s"]), n("Softmax", ["s"], ["y"], axis=-1)]
+    model = _model(nodes, [_vi("x", elem, ["b", 6])], [_vi("y", elem, ["b", 6])])
+    m = _load(model)
+    x = np.random.default_rng(1).standard_normal((3, 6)).astype(np_t)
+    got = m.run({"x": x})["y"]
+    assert got.dtype == np_t
+    np.testing.assert_allclose(got.astype(np.float64), _ort(model, {"x": x})["y"].astype(np.float64),
+                               rtol=2e-3 if np_t == np.float16 else 1e-6, atol=1e-3 if np_t == np.float16 else 1e-7)
+    name = helper.tensor_dtype_to_string(elem).split(".")[-1]
+    assert m.conversions == [f"input 'x': {name} -> float32 at run time", f"output 'y': float32 -> {name} at run time"]
+    assert m.input_dtypes == {"x": np.dtype(np_t)} and m.output_dtypes == {"y": np.dtype(np_t)}
+    assert "2 dtype conversion(s)" in repr(m)
+
+
+def test_a_float16_model_with_float16_weights_matches_onnxruntime():
+    rng = np.random.default_rng(2)
+    w, b = rng.standard_normal((8, 5)).astype(np.float16), rng.standard_normal(5).astype(np.float16)
+    half = helper.make_tensor("half", T.FLOAT16, [], np.array([0.5], np.float16).view(np.uint16).tolist())
+    nodes = [n("MatMul", ["x", "w"], ["xw"]), n("Add", ["xw", "b"], ["s"]), n("Constant", [], ["c"], value=half),
+             n("Mul", ["s", "c"], ["h"]), n("Relu", ["h"], ["y"])]
+    model = _model(nodes, [_vi("x", T.FLOAT16, ["b", 8])], [_vi("y", T.FLOAT16, ["b", 5])], {"w": w, "b": b})
+    m = _load(model)
+    x = rng.standard_normal((3, 8)).astype(np.float16)
+    got = m.run({"x": x})["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), _ort(model, {"x": x})["y"].astype(np.float32), rtol=1e-2, atol=1e-2)
+    assert m.params["w"].dtype == np.float32
+    assert "initializer 'w': FLOAT16 -> float32 at import" in m.conversions
+    assert "1 FLOAT16 constant(s) -> float32 at import" in m.conversions
+
+
+def test_bfloat16_input_is_converted():
+    bf16 = helper.tensor_dtype_to_np_dtype(T.BFLOAT16)
+    model = _model([n("Cast", ["x"], ["y"], to=T.FLOAT)], [_vi("x", T.BFLOAT16, [4])], [_vi("y", T.FLOAT, [4])])
+    x = np.array([1.5, -2.25, 3.0e8, 0.0078125], np.float32).astype(bf16)
+    np.testing.assert_array_equal(_load(model).run({"x": x})["y"], x.astype(np.float32))
+
+
+def test_one_warning_at_load_names_the_conversions():
+    model = _model([n("Add", ["x", "w"], ["y"])], [_vi("x", T.UINT8, [3])], [_vi("y", T.UINT8, [3])],
+                   {"w": np.array([1, 2, 250], np.uint8)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = rlx.onnx.load(model)
+    ours = [w for w in caught if issubclass(w.category, DTypeConversionWarning)]
+    assert len(ours) == 1 and "3 dtype conversion(s)" in str(ours[0].message)
+    assert sorted(m.conversions) == sorted(["input 'x': UINT8 -> int64 at run time", "initializer 'w': UINT8 -> int64 at import",
+                                            "output 'y': int64 -> UINT8 at run time"])
+    assert m.params["w"].dtype == np.int64
+    got = m.run({"x": np.array([0, 255, 10], np.uint8)})["y"]
+    np.testing.assert_array_equal(got, np.array([1, 1, 4], np.uint8))
+
+
+def test_a_float32_model_converts_nothing_and_does_not_warn():
+    model = _model([n("Relu", ["x"], ["y"])], [_vi("x", T.FLOAT, [2])], [_vi("y", T.FLOAT, [2])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DTypeConversionWarning)
+        m = rlx.onnx.load(model)
+    assert m.conversions == [] and m.input_dtypes == {} and "conversion" not in repr(m)
+
+
+def test_feeding_the_computed_type_instead_of_the_declared_one_is_a_dtype_error():
+    model = _model([n("Relu", ["x"], ["y"])], [_vi("x", T.FLOAT16, [2])], [_vi("y", T.FLOAT16, [2])])
+    m = _load(model)
+    with pytest.raises(rlx.DTypeError, match="input 'x': expected float16 .*got float32"):
+        m.run({"x": np.ones(2, np.float32)})
+
+
+def test_float64_input_outside_float32_range_is_a_dtype_error_at_run_time():
+    model = _model([n("Relu", ["x"], ["y"])], [_vi("x", T.DOUBLE, [2])], [_vi("y", T.DOUBLE, [2])])
+    m = _load(model)
+    with pytest.raises(rlx.DTypeError, match="input 'x': float64 values outside float32's range"):
+        m.run({"x": np.array([1.0, 1e300])})
+    np.testing.assert_array_equal(m.run({"x": np.array([-1.0, np.inf])})["y"], [0.0, np.inf])
+
+
+def test_uint64_is_not_converted():
+    model = _model([n("Identity", ["x"], ["y"])], [_vi("x", T.UINT64, [2])], [_vi("y", T.UINT64, [2])])
+    with pytest.raises(rlx.DTypeError, match="input 'x': ONNX type UINT64 is not supported"):
+        rlx.onnx.load(model)
+
+
+def test_conversions_survive_the_import_cache(tmp_path):
+    model = _model([n("Relu", ["x"], ["y"])], [_vi("x", T.FLOAT16, [2])], [_vi("y", T.FLOAT16, [2])])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.warns(DTypeConversionWarning):
+        first = rlx.onnx.load(path, aot_dir=tmp_path / "aot")
+    with pytest.warns(DTypeConversionWarning):
+        again = rlx.onnx.load(path, aot_dir=tmp_path / "aot")
+    assert again.from_cache and again.conversions == first.conversions
+    assert again.input_dtypes == {"x": np.float16} and again.output_dtypes == {"y": np.float16}
+    assert again.run({"x": np.array([-1, 2], np.float16)})["y"].dtype == np.float16
+
+
+# -- narrow integers inside the graph -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("np_t,elem", NARROW)
+def test_narrow_int_arithmetic_wraps_like_numpy(np_t, elem):
+    # a*b + a - b wraps; the comparison and the division read wrapped values.
+    nodes = [n("Mul", ["a", "b"], ["p"]), n("Add", ["p", "a"], ["s"]), n("Sub", ["s", "b"], ["y"]),
+             n("Less", ["y", "a"], ["lt"]), n("Max", ["y", "b"], ["mx"]), n("Div", ["y", "d"], ["q"])]
+    model = _model(nodes, [_vi("a", elem, [64]), _vi("b", elem, [64]), _vi("d", elem, [64])],
+                   [_vi("y", elem, [64]), _vi("lt", T.BOOL, [64]), _vi("mx", elem, [64]), _vi("q", elem, [64])])
+    a, b = _extremes(np_t, 64, 1), _extremes(np_t, 64, 2)
+    d = np.where(_extremes(np_t, 64, 3) == 0, 7, _extremes(np_t, 64, 3)).astype(np_t)
+    d[d == -1] = 3  # int8 -128 / -1 overflows in C and numpy alike; not what this test is about
+    out = _load(model).run({"a": a, "b": b, "d": d})
+    with np.errstate(over="ignore"):
+        y = a * b + a - b
+    q = (np.trunc(y.astype(np.float64) / d.astype(np.float64))).astype(np_t)
+    for k, want in {"y": y, "lt": y < a, "mx": np.maximum(y, b), "q": q}.items():
+        assert out[k].dtype == want.dtype, k
+        np.testing.assert_array_equal(out[k], want, err_msg=k)
+
+
+@pytest.mark.parametrize("np_t,elem", NARROW)
+def test_narrow_int_data_movement_is_exact(np_t, elem):
+    nodes = [n("Transpose", ["x"], ["t"], perm=[1, 0]), n("Concat", ["t", "t"], ["c"], axis=0),
+             n("Gather", ["c", "i"], ["g"], axis=1), n("Where", ["m", "g", "g2"], ["y"]),
+             n("ReduceMax", ["x"], ["r"], axes=[1], keepdims=0), n("ArgMax", ["x"], ["am"], axis=1, keepdims=0),
+             n("Shape", ["x"], ["sh"])]
+    model = _model(nodes, [_vi("x", elem, [3, 4]), _vi("m", T.BOOL, [8, 2]), _vi("g2", elem, [8, 2])],
+                   [_vi("y", elem, [8, 2]), _vi("r", elem, [3]), _vi("am", T.INT64, [3]), _vi("sh", T.INT64, [2])],
+                   {"i": np.array([2, 0], np.int64)})
+    x, g2 = _extremes(np_t, 12, 4).reshape(3, 4), _extremes(np_t, 16, 5).reshape(8, 2)
+    m = np.random.default_rng(6).random((8, 2)) < 0.5
+    out = _load(model).run({"x": x, "m": m, "g2": g2})
+    c = np.concatenate([x.T, x.T], 0)
+    np.testing.assert_array_equal(out["y"], np.where(m, c[:, [2, 0]], g2))
+    assert out["y"].dtype == np_t and out["r"].dtype == np_t
+    np.testing.assert_array_equal(out["r"], x.max(1))
+    np.testing.assert_array_equal(out["am"], x.argmax(1))
+    np.testing.assert_array_equal(out["sh"], [3, 4])
+
+
+@pytest.mark.parametrize("to,np_to", [(T.UINT8, np.uint8), (T.INT8, np.int8), (T.UINT16, np.uint16), (T.INT16, np.int16)])
+def test_casts_between_integer_types_wrap_like_numpy(to, np_to):
+    model = _model([n("Cast", ["x"], ["y"], to=to)], [_vi("x", T.INT32, [6])], [_vi("y", to, [6])])
+    x = np.array([0, 127, 128, 255, 256, -1], np.int32)
+    got = _load(model).run({"x": x})["y"]
+    assert got.dtype == np_to
+    np.testing.assert_array_equal(got, x.astype(np_to))
+
+
+def test_cast_float_to_uint8_truncates_in_range_values_like_onnxruntime():
+    model = _model([n("Cast", ["x"], ["y"], to=T.UINT8)], [_vi("x", T.FLOAT, [5])], [_vi("y", T.UINT8, [5])])
+    x = np.array([0.0, 1.9, 127.5, 254.99, 255.0], np.float32)
+    np.testing.assert_array_equal(_load(model).run({"x": x})["y"], _ort(model, {"x": x})["y"])
+
+
+def test_cast_to_float16_inside_the_graph_does_not_round():
+    # Documented: only a value known at import, or a float16 graph output, is rounded.
+    nodes = [n("Cast", ["x"], ["h"], to=T.FLOAT16), n("Cast", ["h"], ["y"], to=T.FLOAT)]
+    model = _model(nodes, [_vi("x", T.FLOAT, [2])], [_vi("y", T.FLOAT, [2])])
+    x = np.array([1.0 + 2.0**-20, 70000.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DTypeConversionWarning)  # no boundary conversion here
+        m = rlx.onnx.load(model)
+    np.testing.assert_array_equal(m.run({"x": x})["y"], x)
+
+
+def test_castlike_to_a_float16_value_gives_a_float16_output():
+    nodes = [n("CastLike", ["x", "like"], ["y"])]
+    model = _model(nodes, [_vi("x", T.FLOAT, [3]), _vi("like", T.FLOAT16, [1])], [_vi("y", T.FLOAT16, [3])])
+    x = np.array([1.0 + 2.0**-20, -3.5, 1e5], np.float32)
+    got = _load(model).run({"x": x, "like": np.zeros(1, np.float16)})["y"]
+    assert got.dtype == np.float16
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, x.astype(np.float16))
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "Mean"])
+def test_averages_of_narrow_ints_are_a_dtype_error(op):
+    node = n(op, ["x"], ["y"], keepdims=0) if op == "ReduceMean" else n(op, ["x", "x"], ["y"])
+    model = _model([node], [_vi("x", T.UINT8, [4])], [_vi("y", T.UINT8, None)])
+    with pytest.raises(rlx.DTypeError, match=f"{op} on UINT8 'x'.*overflow"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DTypeConversionWarning)
+            rlx.onnx.load(model)
