@@ -109,6 +109,37 @@ fn convolutions_match_the_reference() {
         4,
     ); // multiplier 2
     check_conv(&[1, 16, 6, 6], &[40, 16, 1, 1], true, &[], &[], &[], 1); // 1x1, read in place
+    // Fewer output positions than channels: position-major (packed weights) when prepacked,
+    // with padding, strides, dilations, a 1x1 strided kernel and an edge panel of channels.
+    check_conv(
+        &[1, 8, 5, 5],
+        &[40, 8, 3, 3],
+        true,
+        &[],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    );
+    check_conv(
+        &[1, 6, 9, 8],
+        &[37, 6, 3, 2],
+        false,
+        &[2, 3],
+        &[2, 0, 1, 1],
+        &[2, 1],
+        1,
+    );
+    check_conv(&[1, 16, 8, 8], &[33, 16, 1, 1], true, &[2, 2], &[], &[], 1);
+    // Output rows longer than a panel, and panels that start mid-row.
+    check_conv(
+        &[2, 3, 5, 70],
+        &[9, 3, 3, 4],
+        true,
+        &[1, 1],
+        &[1, 2, 0, 1],
+        &[1, 2],
+        1,
+    );
     check_conv(&[1, 2, 17], &[3, 2, 4], true, &[3], &[2, 1], &[2], 1); // 1-D
     check_conv(
         &[1, 2, 5, 4, 6],
@@ -200,6 +231,27 @@ fn pools_match_the_reference() {
             &[],
             false,
             true,
+        );
+        // Dilated 2-D windows with padding, and a global pool (the window is the plane).
+        check_pool(
+            kind,
+            &[1, 2, 9, 8],
+            &[3, 2],
+            &[1, 2],
+            &[2, 1, 2, 2],
+            &[2, 3],
+            true,
+            true,
+        );
+        check_pool(
+            kind,
+            &[2, 4, 7, 7],
+            &[7, 7],
+            &[1, 1],
+            &[],
+            &[],
+            false,
+            false,
         );
         check_pool(kind, &[1, 1, 11], &[3], &[2], &[1, 1], &[], true, false);
         check_pool(

@@ -12,10 +12,12 @@ use rlx_ir::{ComputeOp, DType, ReduceOp};
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
 use super::executor_plan::{INLINE_WORK, PackEntry, scratch_bytes, weights_to_pack, work};
-use super::gemm::Packed;
+use super::gemm::{Packed, Weight};
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
-use super::{attention, decoder, elementwise, gemm, layout, norm, reduce, rotary, vision};
+use super::{
+    attention, conv_positions, decoder, elementwise, gemm, layout, norm, reduce, rotary, vision,
+};
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
 use crate::{
@@ -139,7 +141,7 @@ impl CpuExecutable {
         arenas.give_back(arenas.take()?);
         let inline = work(&lir, &shapes) < INLINE_WORK;
         let (packs, packed_index) = if prepack {
-            weights_to_pack(&lir, &shapes, &places)
+            weights_to_pack(&lir, &shapes, &places, precision)
         } else {
             (Vec::new(), vec![None; lir.buffers.len()])
         };
@@ -406,17 +408,31 @@ impl CpuExecutable {
                 }
                 ComputeOp::Conv(c) => {
                     let bias = (ins.len() > 2).then(|| f32_in(2));
-                    vision::conv(
-                        self.isa,
-                        f32_in(0),
-                        ins[0].1,
-                        f32_in(1),
-                        ins[1].1,
-                        bias,
-                        c,
-                        f32_out(),
-                        out_shape,
-                    )?
+                    match self.weight(addrs, ins[1].0, true) {
+                        // Packed only where `conv_positions::chosen` picked that layout.
+                        Weight::Packed(packed) => conv_positions::conv(
+                            self.isa,
+                            f32_in(0),
+                            ins[0].1,
+                            packed,
+                            ins[1].1,
+                            bias,
+                            c,
+                            f32_out(),
+                            out_shape,
+                        )?,
+                        _ => vision::conv(
+                            self.isa,
+                            f32_in(0),
+                            ins[0].1,
+                            f32_in(1),
+                            ins[1].1,
+                            bias,
+                            c,
+                            f32_out(),
+                            out_shape,
+                        )?,
+                    }
                 }
                 ComputeOp::ArgReduce {
                     max, axis, last, ..

@@ -22,6 +22,9 @@ pub(super) struct PackEntry {
     k: usize,
     n: usize,
     transposed: bool,
+    /// A convolution weight `[n, c, taps]` (transposed, `k = c * taps`) packs with its K axis
+    /// reordered to `(tap, c)`, the order position-major patches are laid out in; 1 otherwise.
+    taps: usize,
 }
 
 impl CpuExecutable {
@@ -49,7 +52,7 @@ impl CpuExecutable {
     /// time any variant asks.
     pub(super) fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Packed> {
         let nr = super::gemm::kernel(self.isa).nr;
-        let variant = ((nr as u64) << 1) | u64::from(e.transposed);
+        let variant = ((e.taps as u64) << 32) | ((nr as u64) << 1) | u64::from(e.transposed);
         // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype and
         // shape against the manifest this LIR was planned with).
         let w = || unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
@@ -105,6 +108,13 @@ impl CpuExecutable {
         data.derived(key, || {
             // SAFETY: the param is bound with k * n f32 elements (checked by the store).
             let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+            let reordered;
+            let w = if e.taps > 1 {
+                reordered = taps_major(w, e.n, e.k / e.taps, e.taps)?;
+                &reordered[..]
+            } else {
+                w
+            };
             let p = match shared {
                 None => {
                     let mut p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
@@ -123,6 +133,7 @@ impl CpuExecutable {
                         nr,
                         usize::from(e.transposed),
                         usize::from(map.is_some()),
+                        e.taps,
                     ] {
                         id.update(&(v as u64).to_le_bytes());
                     }
@@ -148,6 +159,23 @@ impl CpuExecutable {
             },
         }
     }
+}
+
+/// `[n, c, taps]` rows reordered to `[n, taps, c]`.
+fn taps_major(w: &[f32], n: usize, c: usize, taps: usize) -> Result<Vec<f32>> {
+    let mut out = crate::fallible::try_zeroed::<f32>("reordered convolution weights", w.len())?;
+    for (src, dst) in w
+        .chunks_exact(c * taps)
+        .zip(out.chunks_exact_mut(c * taps))
+        .take(n)
+    {
+        for ch in 0..c {
+            for t in 0..taps {
+                dst[t * c + ch] = src[ch * taps + t];
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a packed linear runs as, for the report: the precision asked for, on this CPU and path.
@@ -192,6 +220,9 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
             | KernelOp::Compute(ComputeOp::LinearGroup { .. }) => {
                 shapes[k.inputs[0].index()].last().copied().unwrap_or(1)
             }
+            KernelOp::Compute(ComputeOp::Conv(_)) => {
+                shapes[k.inputs[1].index()][1..].iter().product()
+            }
             KernelOp::Compute(
                 ComputeOp::Attention { .. }
                 | ComputeOp::AttentionPacked { .. }
@@ -211,25 +242,27 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
     })
 }
 
-/// The param buffers that linears read as weights, and each buffer's entry among them.
+/// The param buffers that linears (and position-major convolutions) read as packed weights,
+/// and each buffer's entry among them.
 pub(super) fn weights_to_pack(
     lir: &LirModule,
     shapes: &[Vec<usize>],
     places: &[Place],
+    precision: Precision,
 ) -> (Vec<PackEntry>, Vec<Option<usize>>) {
     let mut packs: Vec<PackEntry> = Vec::new();
     let mut index = vec![None; lir.buffers.len()];
-    let mut add = |b: BufferId, transposed: bool| {
-        let (Place::Param(param), [r, c]) = (places[b.index()], shapes[b.index()].as_slice())
-        else {
+    // Param `b` read as `[k, n]` (stored `[n, k]` when transposed).
+    let mut add = |b: BufferId, k: usize, n: usize, transposed: bool, taps: usize| {
+        let Place::Param(param) = places[b.index()] else {
             return;
         };
-        let (k, n) = if transposed { (*c, *r) } else { (*r, *c) };
         let e = PackEntry {
             param,
             k,
             n,
             transposed,
+            taps,
         };
         let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
             packs.push(e);
@@ -237,10 +270,16 @@ pub(super) fn weights_to_pack(
         });
         index[b.index()] = Some(i);
     };
+    // A linear's `[r, c]` weight is `[k, n]`, or `[n, k]` when transposed.
+    let linear = |b: BufferId, transposed: bool| match shapes[b.index()].as_slice() {
+        [r, c] if transposed => Some((b, *c, *r, true, 1)),
+        [r, c] => Some((b, *r, *c, false, 1)),
+        _ => None,
+    };
     for k in &lir.kernels {
-        match &k.op {
+        let weights: Vec<_> = match &k.op {
             KernelOp::Compute(ComputeOp::Linear { transpose_w, .. }) => {
-                add(k.inputs[1], *transpose_w)
+                vec![linear(k.inputs[1], *transpose_w)]
             }
             KernelOp::Compute(ComputeOp::LinearGroup {
                 parts,
@@ -248,9 +287,24 @@ pub(super) fn weights_to_pack(
                 transpose_w,
             }) => {
                 let per = if *has_bias { 2 } else { 1 };
-                (0..*parts).for_each(|p| add(k.inputs[1 + p * per], *transpose_w));
+                (0..*parts)
+                    .map(|p| linear(k.inputs[1 + p * per], *transpose_w))
+                    .collect()
             }
-            _ => {}
+            // A position-major convolution reads its `[m, c, kh, kw]` weight as `[k, m]`, K in
+            // (ky, kx, c) order
+            // (f32 only: reduced-precision convolutions are not done).
+            KernelOp::Compute(ComputeOp::Conv(c)) if precision == Precision::F32 => {
+                let (xs, ws) = (&shapes[k.inputs[0].index()], &shapes[k.inputs[1].index()]);
+                let os = &shapes[k.output.index()];
+                let chosen = super::conv_positions::chosen(xs, ws, os, c.groups);
+                let taps: usize = ws[2..].iter().product();
+                vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps))]
+            }
+            _ => Vec::new(),
+        };
+        for (b, kk, n, transposed, taps) in weights.into_iter().flatten() {
+            add(b, kk, n, transposed, taps);
         }
     }
     (packs, index)
@@ -296,15 +350,28 @@ pub(super) fn scratch_bytes(
                         .saturating_add(batch.saturating_mul(sk)),
                 )
             }
-            ComputeOp::Conv(_) => {
-                // The patch matrix of one image: c * kernel rows of the output positions.
+            ComputeOp::Conv(c) => {
                 let (x, w, o) = (shape(0), shape(1), &shapes[k.output.index()]);
-                let patches = x[1]
-                    .saturating_mul(w[2..].iter().product::<usize>())
-                    .saturating_mul(o[2..].iter().product::<usize>());
-                f32s(patches.saturating_add(
-                    threads.saturating_mul(x[1].saturating_add(16).saturating_mul(nr)),
-                ))
+                let taps: usize = w[2..].iter().product();
+                let (p, ck) = (o[2..].iter().product::<usize>(), w[1].saturating_mul(taps));
+                // Position-major: a block of channels-last images, patches and products.
+                // Channel-major 2-D: one panel per thread; N-d: the patch matrix of one image.
+                let positions = super::conv_positions::chosen(x, w, o, c.groups);
+                let whole = if positions {
+                    let plane = x[2..].iter().product::<usize>().saturating_mul(x[1]);
+                    super::conv_positions::block(plane, p, ck, w[0], x[0]).1
+                } else if x.len() == 4 {
+                    0
+                } else {
+                    c.groups.saturating_mul(ck).saturating_mul(p)
+                };
+                f32s(
+                    whole.saturating_add(
+                        threads
+                            .saturating_mul(ck.saturating_add(16))
+                            .saturating_mul(nr),
+                    ),
+                )
             }
             ComputeOp::Linear { .. } | ComputeOp::LinearGroup { .. } | ComputeOp::MatMul => {
                 f32s(threads.saturating_mul(last(shape(0)).saturating_add(16).saturating_mul(nr)))

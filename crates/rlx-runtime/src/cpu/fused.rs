@@ -2,7 +2,7 @@
 //! in `gemm.rs`, packed attention in `attention.rs`.)
 
 use rayon::prelude::*;
-use rlx_ir::{EwProgram, EwStep};
+use rlx_ir::{BinaryOp, EwProgram, EwStep};
 
 use super::isa::{Isa, default_isa};
 use super::types::Num;
@@ -41,6 +41,10 @@ pub unsafe fn elementwise(
     if out_len == 0 {
         return;
     }
+    // Adjacent axes every operand steps through as one (the usual case: same-shape operands,
+    // or a bias broadcast along whole rows) merge, so the rows are long and the loads dense.
+    let (out_shape, strides) = collapse(out_shape, inputs);
+    let out_shape = &out_shape[..];
     let rank = out_shape.len();
     let last = if rank == 0 {
         1
@@ -66,26 +70,20 @@ pub unsafe fn elementwise(
                     let dst = &mut rest[0][..w];
                     match *step {
                         EwStep::Load(n) => {
-                            let inp = &inputs[n];
+                            let st = &strides[n];
                             let (mut off, mut rem) = (0, r);
                             for d in (0..rank.saturating_sub(1)).rev() {
-                                off += (rem % out_shape[d]) * inp.strides[d];
+                                off += (rem % out_shape[d]) * st[d];
                                 rem /= out_shape[d];
                             }
-                            let step = if rank > 0 { inp.strides[rank - 1] } else { 0 };
-                            let off = off + col0 * step;
+                            let step = if rank > 0 { st[rank - 1] } else { 0 };
                             // SAFETY: offsets stay inside the operand (broadcast strides).
-                            dst.iter_mut()
-                                .enumerate()
-                                .for_each(|(j, x)| *x = unsafe { *inp.ptr.add(off + j * step) });
+                            unsafe { load(inputs[n].ptr.add(off + col0 * step), step, dst) };
                         }
                         EwStep::Const(c) => dst.fill(c),
                         EwStep::Unary(op, a) => unary_map(op, &done[a][..w], dst),
                         EwStep::Binary(op, a, b) => {
-                            let (a, b) = (&done[a][..w], &done[b][..w]);
-                            dst.iter_mut()
-                                .enumerate()
-                                .for_each(|(j, x)| *x = f32::binary(op, a[j], b[j]));
+                            binary_map(op, &done[a][..w], &done[b][..w], dst)
                         }
                     }
                 }
@@ -100,6 +98,72 @@ pub unsafe fn elementwise(
                 };
             }
         });
+}
+
+/// `out_shape` with adjacent axes merged wherever every operand's strides let it read the pair
+/// as one axis; with each operand's strides over the merged shape.
+fn collapse(out_shape: &[usize], inputs: &[EwInput]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut shape: Vec<usize> = Vec::with_capacity(out_shape.len());
+    let mut strides: Vec<Vec<usize>> = vec![Vec::new(); inputs.len()];
+    for (d, &n) in out_shape.iter().enumerate() {
+        // Axis d joins the previous (merged) axis when, for every operand, stepping the
+        // previous one equals stepping d through its whole length.
+        let merges = !shape.is_empty()
+            && inputs
+                .iter()
+                .zip(&strides)
+                .all(|(inp, st)| st.last() == Some(&(inp.strides[d] * n)));
+        let at = shape.len().saturating_sub(1);
+        if merges {
+            shape[at] *= n;
+        } else {
+            shape.push(n);
+        }
+        for (inp, st) in inputs.iter().zip(strides.iter_mut()) {
+            if merges {
+                st[at] = inp.strides[d];
+            } else {
+                st.push(inp.strides[d]);
+            }
+        }
+    }
+    (shape, strides)
+}
+
+/// `dst[j] = src[j * step]`.
+///
+/// # Safety
+/// `src` must be readable at every `j * step` for `j < dst.len()`.
+unsafe fn load(src: *const f32, step: usize, dst: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match step {
+            0 => dst.fill(*src),
+            1 => dst.copy_from_slice(std::slice::from_raw_parts(src, dst.len())),
+            _ => dst
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, x)| *x = *src.add(j * step)),
+        }
+    }
+}
+
+/// `dst[j] = op(a[j], b[j])`, one loop per op so each is a plain vector loop.
+fn binary_map(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    match op {
+        BinaryOp::Add => zip_map(a, b, dst, |x, y| x + y),
+        BinaryOp::Sub => zip_map(a, b, dst, |x, y| x - y),
+        BinaryOp::Mul => zip_map(a, b, dst, |x, y| x * y),
+        BinaryOp::Div => zip_map(a, b, dst, |x, y| x / y),
+        _ => zip_map(a, b, dst, |x, y| f32::binary(op, x, y)),
+    }
+}
+
+#[inline(always)]
+fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    dst.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(d, (x, y))| *d = f(*x, *y));
 }
 
 /// Columns per register block of an elementwise program (16 KiB of f32 per step).

@@ -2,6 +2,7 @@
 
 mod arena;
 mod attention;
+mod conv_positions;
 mod decoder;
 mod elementwise;
 mod executor;

@@ -127,6 +127,28 @@ pub fn conv(
         let direct = ksize == 1
             && c.window.strides.iter().all(|s| *s == 1)
             && c.window.pads.iter().all(|p| *p == 0);
+        if ksize == 1 && !direct && c.window.pads.iter().all(|p| *p == 0) {
+            // A strided 1x1 kernel reads a subsampled image: gather it once, then read it in
+            // place like an unstrided one.
+            let mut sub = try_zeroed("subsampled convolution input", batch * cin * p)?;
+            let kidx = vec![0; kernel.len()];
+            sub.par_chunks_mut(p.max(1))
+                .zip(x.par_chunks(plane.max(1)))
+                .for_each(|(dst, src)| {
+                    for_each_source(&tables, kernel, &kidx, out_sp, &in_strides, |o, at| {
+                        dst[o] = at.map_or(0.0, |a| src[a]);
+                    })
+                });
+            let mut xs1 = xs.to_vec();
+            xs1[2..].copy_from_slice(out_sp);
+            let mut c1 = c.clone();
+            c1.window.strides.iter_mut().for_each(|s| *s = 1);
+            return conv(isa, &sub, &xs1, w, ws, bias, &c1, out, os);
+        }
+        if !direct && kernel.len() == 2 {
+            conv_2d_patches(isa, x, xs, w, ws, c, out, os);
+            return add_bias(out, bias, m, p);
+        }
         // The patch matrix is written straight in the GEMM's panel layout: per group,
         // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it.
         let nr = gemm::kernel(isa).nr;
@@ -202,12 +224,181 @@ pub fn conv(
             unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
         }
     }
+    add_bias(out, bias, m, p)
+}
+
+/// `out[.., ch, ..] += bias[ch]` over `[batch, m, p]`.
+fn add_bias(out: &mut [f32], bias: Option<&[f32]>, m: usize, p: usize) -> Result<()> {
     if let Some(bias) = bias {
         out.par_chunks_mut(p.max(1))
             .enumerate()
             .for_each(|(row, dst)| dst.iter_mut().for_each(|v| *v += bias[row % m]));
     }
     Ok(())
+}
+
+/// A 2-D convolution whose patch panels are built as the GEMM reaches them, so the patch
+/// matrix (kernel-size times the input) never exists whole.
+#[allow(clippy::too_many_arguments)]
+fn conv_2d_patches(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) {
+    let (batch, cin, m, cg) = (xs[0], xs[1], ws[0], ws[1]);
+    let (groups, mg) = (c.groups, m / c.groups.max(1));
+    let (plane, p) = (xs[2] * xs[3], os[2] * os[3]);
+    let ck = cg * ws[2] * ws[3];
+    let kern = gemm::kernel(isa);
+    let sources: Vec<Patches> = (0..batch * groups)
+        .map(|ig| {
+            let (img, g) = (ig / groups, ig % groups);
+            let at = (img * cin + g * cg) * plane;
+            Patches::new(
+                &x[at..at + cg * plane],
+                cg,
+                &xs[2..],
+                &ws[2..],
+                &os[2..],
+                &c.window,
+                kern.nr,
+            )
+        })
+        .collect();
+    let o = out.as_mut_ptr();
+    let jobs: Vec<GemmJob> = sources
+        .iter()
+        .enumerate()
+        .map(|(ig, src)| {
+            let (img, g) = (ig / groups, ig % groups);
+            GemmJob {
+                m: mg,
+                n: p,
+                k: ck,
+                a: w[g * mg * ck..].as_ptr(),
+                lda: ck,
+                b: BSource::Built(src),
+                // SAFETY: job (img, g) writes rows g * mg .. (g + 1) * mg of image img.
+                c: unsafe { o.add((img * m + g * mg) * p) },
+                ldc: p,
+                bias: None,
+                act: None,
+            }
+        })
+        .collect();
+    // SAFETY: w is [m, ck]; every job's panels come from its own patches; each job writes
+    // its own rows of out.
+    unsafe { gemm::driver::run(kern, &jobs) };
+}
+
+/// The 2-D patch matrix `[channels * kh * kw, oh * ow]` of one image group, built a panel at a
+/// time: row `(ch, ky, kx)`, column `(oy, ox)` holds input `(ch, oy * sh + ky * dh - ph,
+/// ox * sw + kx * dw - pw)`, or zero in the padding.
+struct Patches<'a> {
+    x: &'a [f32],
+    channels: usize,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    output: [usize; 2],
+    window: &'a Window,
+    /// Per kernel column `kx`: the output columns whose tap lands inside the input.
+    cols: Vec<(usize, usize)>,
+    nr: usize,
+}
+
+impl<'a> Patches<'a> {
+    fn new(
+        x: &'a [f32],
+        channels: usize,
+        input: &[usize],
+        kernel: &[usize],
+        output: &[usize],
+        window: &'a Window,
+        nr: usize,
+    ) -> Self {
+        let (iw, ow) = (input[1], output[1]);
+        let (sw, dw, pw) = (window.strides[1], window.dilations[1], window.pads[1]);
+        let cols = (0..kernel[1])
+            .map(|kx| {
+                let shift = kx * dw;
+                let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
+                let last = (iw + pw).saturating_sub(shift).div_ceil(sw).min(ow);
+                (first, last.max(first))
+            })
+            .collect();
+        Patches {
+            x,
+            channels,
+            input: [input[0], input[1]],
+            kernel: [kernel[0], kernel[1]],
+            output: [output[0], output[1]],
+            window,
+            cols,
+            nr,
+        }
+    }
+}
+
+impl gemm::driver::PanelSource for Patches<'_> {
+    fn fill(&self, j: usize, buf: &mut [f32]) {
+        let [ih, iw] = self.input;
+        let [kh, kw] = self.kernel;
+        let ow = self.output[1];
+        let (w, nr) = (self.window, self.nr);
+        let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
+        let (ph, pw) = (w.pads[0], w.pads[1]);
+        let p = self.output[0] * ow;
+        let c0 = j * nr;
+        let cols = (p - c0).min(nr);
+        for row in buf.chunks_exact_mut(nr) {
+            row[cols..].fill(0.0);
+        }
+        // The panel's columns as runs within one output row: (first column, oy, ox, length).
+        let mut at = c0;
+        while at < c0 + cols {
+            let (oy, ox) = (at / ow, at % ow);
+            let len = (ow - ox).min(c0 + cols - at);
+            let off = at - c0;
+            let mut r = 0;
+            for ch in 0..self.channels {
+                let src = &self.x[ch * ih * iw..(ch + 1) * ih * iw];
+                for ky in 0..kh {
+                    let y = (oy * sh + ky * dh).checked_sub(ph).filter(|y| *y < ih);
+                    for kx in 0..kw {
+                        let dst = &mut buf[r * nr + off..r * nr + off + len];
+                        r += 1;
+                        let Some(y) = y else {
+                            dst.fill(0.0);
+                            continue;
+                        };
+                        // Inside the input: output columns first..last of this tap.
+                        let (first, last) = self.cols[kx];
+                        let (lo, hi) = (first.clamp(ox, ox + len), last.clamp(ox, ox + len));
+                        dst[..lo - ox].fill(0.0);
+                        dst[hi - ox..].fill(0.0);
+                        if lo < hi {
+                            let line = &src[y * iw..(y + 1) * iw];
+                            let x0 = lo * sw + kx * dw - pw;
+                            let seg = &mut dst[lo - ox..hi - ox];
+                            if sw == 1 {
+                                copy_run(seg, &line[x0..x0 + seg.len()]);
+                            } else {
+                                seg.iter_mut()
+                                    .enumerate()
+                                    .for_each(|(i, v)| *v = line[x0 + i * sw]);
+                            }
+                        }
+                    }
+                }
+            }
+            at += len;
+        }
+    }
 }
 
 /// Row `(kh, kw)` of one channel's 2-D patch matrix: for each output row, the input row it
@@ -325,6 +516,24 @@ fn accumulate_2d(
     }
 }
 
+/// `dst.copy_from_slice(src)`, with the run lengths of whole panels as fixed-size copies (a
+/// few vector moves instead of a call).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    if !(fixed::<32>(dst, src) || fixed::<16>(dst, src) || fixed::<8>(dst, src)) {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// Max or average pooling; shapes as inference gave them.
 pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize]) {
     let (in_sp, out_sp, w) = (&xs[2..], &os[2..], &a.window);
@@ -344,6 +553,14 @@ pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize
                 < in_sp[i] + w.pads[i] + w.pads[o.len() + i]
         })
     };
+    if in_sp.len() == 2 {
+        out.par_chunks_mut(p.max(1))
+            .enumerate()
+            .for_each(|(nc, dst)| {
+                pool_plane_2d(&x[nc * plane..(nc + 1) * plane], in_sp, out_sp, a, dst)
+            });
+        return;
+    }
     out.par_chunks_mut(p.max(1))
         .enumerate()
         .for_each(|(nc, dst)| {
@@ -386,6 +603,68 @@ pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize
                     .for_each(|(v, n)| *v /= (*n).max(1) as f32);
             }
         });
+}
+
+/// The window taps of output coordinate `o` on one axis that land inside the input: the
+/// first tap, the tap count, and how many taps (padding included) lie inside the padded input.
+fn taps(o: usize, axis: usize, input: usize, w: &Window) -> (usize, usize, usize) {
+    let (k, s, d, pad) = (
+        w.kernel[axis],
+        w.strides[axis],
+        w.dilations[axis],
+        w.pads[axis],
+    );
+    let padded = input + pad + w.pads[w.kernel.len() + axis];
+    let start = o * s;
+    // Tap t reads padded position start + t * d, i.e. input position start + t * d - pad.
+    let first = pad.saturating_sub(start).div_ceil(d).min(k);
+    let end = (input + pad).saturating_sub(start).div_ceil(d).min(k);
+    let in_padded = padded.saturating_sub(start).div_ceil(d).min(k);
+    (first, end.saturating_sub(first), in_padded)
+}
+
+/// One `[h, w]` plane of a 2-D max or average pool, a window row and column at a time over
+/// whole runs of each output row (taps in the same order as the N-d loop).
+fn pool_plane_2d(src: &[f32], input: &[usize], output: &[usize], a: &PoolAttrs, dst: &mut [f32]) {
+    let w = &a.window;
+    let (iw, ow) = (input[1], output[1]);
+    let (sw, dw, pw) = (w.strides[1], w.dilations[1], w.pads[1]);
+    let cols: Vec<(usize, usize, usize)> = (0..ow).map(|ox| taps(ox, 1, iw, w)).collect();
+    let max = a.kind == PoolKind::Max;
+    for (oy, row) in dst.chunks_mut(ow.max(1)).enumerate() {
+        row.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+        let (ty, ny, py) = taps(oy, 0, input[0], w);
+        for i in ty..ty + ny {
+            let y = oy * w.strides[0] + i * w.dilations[0] - w.pads[0];
+            let line = &src[y * iw..(y + 1) * iw];
+            for kx in 0..w.kernel[1] {
+                // Output columns whose tap kx lands inside the input row.
+                let shift = kx * dw;
+                let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
+                let last = (iw + pw).saturating_sub(shift).div_ceil(sw).min(ow);
+                let (run, x0) = (&mut row[first..last.max(first)], first * sw + shift - pw);
+                let taps = line[x0..].iter().step_by(sw);
+                if max {
+                    // NaN wins, as in the N-d loop (a select, so the loop has no branch).
+                    run.iter_mut()
+                        .zip(taps)
+                        .for_each(|(v, &t)| *v = if t > *v || t.is_nan() { t } else { *v });
+                } else {
+                    run.iter_mut().zip(taps).for_each(|(v, &t)| *v += t);
+                }
+            }
+        }
+        if !max {
+            for (v, &(_, nx, px)) in row.iter_mut().zip(&cols) {
+                let n = if a.count_include_pad {
+                    py * px
+                } else {
+                    ny * nx
+                };
+                *v /= n.max(1) as f32;
+            }
+        }
+    }
 }
 
 /// Local response normalization across channels.

@@ -3,7 +3,8 @@
 //! epilogue (bias, activation) applied to each finished block while it is in cache.
 //!
 //! A is read in place (row-major, any row stride). B comes as pre-built panels, as row-major
-//! rows read in place, or as `[n, k]` rows copied into a per-thread panel first.
+//! rows read in place, as `[n, k]` rows copied into a per-thread panel first, or as panels the
+//! caller builds on demand into that per-thread buffer (a convolution's patches).
 
 use std::cell::RefCell;
 
@@ -33,6 +34,8 @@ pub enum BSource<'a> {
     Rows { ptr: *const f32, ld: usize },
     /// `[n, k]` rows with row stride `ld` (B transposed); each panel is copied before use.
     Cols { ptr: *const f32, ld: usize },
+    /// Panels built by the caller when a task reaches them, into a per-thread buffer.
+    Built(&'a dyn PanelSource),
     /// bf16 panels of a bound weight (`bf16.rs`), for the AVX512-BF16 kernel.
     PackedBf16(&'a super::bf16::PackedBf16),
     /// int8 panels of a bound weight (`int8.rs`), with the job's A quantized once.
@@ -40,6 +43,14 @@ pub enum BSource<'a> {
         b: &'a super::int8::PackedI8,
         a: &'a super::int8::QuantA,
     },
+}
+
+/// A B operand whose panels are built on demand: a panel never leaves the cache of the thread
+/// that uses it, where a whole pre-built B would round-trip through memory.
+pub trait PanelSource: Sync {
+    /// Writes every element of panel `j` (columns `j * nr ..`) as `k` rows of `nr` into `buf`
+    /// (`buf.len() == k * nr`), zeros past the last column.
+    fn fill(&self, j: usize, buf: &mut [f32]);
 }
 
 /// One product `c[m, n] = act(a[m, k] @ b + bias)`, with row strides `lda` and `ldc`.
@@ -197,6 +208,11 @@ unsafe fn block(
                     BSource::Rows { ptr, ld } if cols == nr => (ptr.add(c0), ld),
                     BSource::Rows { ptr, ld } => {
                         copy_panel(panel_buf, job.k, nr, |p, c| *ptr.add(p * ld + c0 + c), cols)
+                    }
+                    BSource::Built(src) => {
+                        panel_buf.resize(job.k * nr, 0.0);
+                        src.fill(j, &mut panel_buf[..job.k * nr]);
+                        (panel_buf.as_ptr(), nr)
                     }
                     BSource::PackedBf16(_) | BSource::Int8 { .. } => unreachable!("handled above"),
                     BSource::Cols { ptr, ld } => copy_panel(

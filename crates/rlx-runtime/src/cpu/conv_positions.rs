@@ -1,0 +1,172 @@
+//! A 2-D convolution with the output positions as the GEMM's rows: `out[p, m] = patches[p, k]
+//! @ weights[k, m]`, the weights packed once into panels like a linear's. Chosen where an image
+//! has fewer output positions than output channels (the deep layers of a CNN): each patch
+//! element is built once and then used by every output channel, and the weights stream from
+//! them in place for every few positions. The image is first transposed to `[h, w, c]`, so a
+//! patch row is `kh * kw` copies of `c` contiguous values (K in `(ky, kx, c)` order, the order
+//! the weights are packed in).
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use rlx_ir::ConvAttrs;
+
+use super::OutPtr;
+use super::gemm::{self, BSource, GemmJob, PackedB};
+use super::isa::Isa;
+use crate::{Error, Result};
+
+/// Patch elements (f32) one block of images may hold: whole images per block, at least one.
+const BLOCK_ELEMS: usize = 1 << 21;
+
+thread_local! {
+    /// One block of images: channels-last, patch rows and the `[p, m]` product; reused.
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Whether a convolution runs position-major: 2-D, one group, and fewer output positions per
+/// image than output channels.
+pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
+    xs.len() == 4 && groups == 1 && os[2] * os[3] <= ws[0] && ws[2] * ws[3] > 1
+}
+
+/// Images per block and the f32 scratch one block needs: channels-last image (`input`
+/// elements each), patches and product.
+pub fn block(input: usize, p: usize, k: usize, m: usize, batch: usize) -> (usize, usize) {
+    let images = (BLOCK_ELEMS / (p * k).max(1)).clamp(1, batch.max(1));
+    (images, images * (input + p * (k + m)))
+}
+
+/// `buf` grown to `len` elements (never shrunk), or `Error::Memory`.
+fn grow(buf: &mut Vec<f32>, len: usize) -> Result<()> {
+    if buf.len() < len {
+        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
+            Error::Memory(format!(
+                "cannot allocate {} bytes for convolution patches",
+                len.saturating_mul(4)
+            ))
+        })?;
+        buf.resize(len, 0.0);
+    }
+    Ok(())
+}
+
+/// `out = conv(x, w) + bias` with `w`'s panels `packed` (`[k = c * kh * kw, n = m]`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: &PackedB,
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let (batch, m, cin) = (xs[0], ws[0], xs[1]);
+    let (p, k, plane) = (os[2] * os[3], ws[1] * ws[2] * ws[3], xs[2] * xs[3]);
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (images, _) = block(cin * plane, p, k, m, batch);
+    SCRATCH.with_borrow_mut(|[hwc, patches, prod]| {
+        grow(hwc, images * cin * plane)?;
+        grow(patches, images * p * k)?;
+        grow(prod, images * p * m)?;
+        for first in (0..batch).step_by(images) {
+            let n_img = images.min(batch - first);
+            let rows = n_img * p;
+            let src = &x[first * cin * plane..(first + n_img) * cin * plane];
+            channels_last(src, cin, plane, &mut hwc[..n_img * cin * plane]);
+            let hwc = &hwc[..n_img * cin * plane];
+            patches[..rows * k]
+                .par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(r, row)| {
+                    let image = &hwc[(r / p) * cin * plane..(r / p + 1) * cin * plane];
+                    patch_row(image, xs, ws, os, c, r % p, row);
+                });
+            let job = GemmJob {
+                m: rows,
+                n: m,
+                k,
+                a: patches.as_ptr(),
+                lda: k,
+                b: BSource::Packed(packed),
+                c: prod.as_mut_ptr(),
+                ldc: m,
+                bias,
+                act: None,
+            };
+            // SAFETY: patches hold rows x k; packed is [k, m]; prod holds rows x m.
+            unsafe { gemm::driver::run(gemm::kernel(isa), &[job]) };
+            // Position-major back to [image, channel, position].
+            let (dst, src) = (OutPtr(out.as_mut_ptr()), &prod[..rows * m]);
+            (0..n_img * m).into_par_iter().for_each(|im| {
+                let (img, ch) = (im / m, im % m);
+                // SAFETY: plane (first + img, ch) of out belongs to this task alone.
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(dst.get().add(((first + img) * m + ch) * p), p)
+                };
+                let base = img * p * m + ch;
+                plane
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(q, v)| *v = src[base + q * m]);
+            });
+        }
+        Ok(())
+    })
+}
+
+/// `[images, c, plane]` to `[images, plane, c]`, one image plane row of positions per task.
+fn channels_last(src: &[f32], c: usize, plane: usize, dst: &mut [f32]) {
+    dst.par_chunks_mut(c * plane)
+        .zip(src.par_chunks(c * plane))
+        .for_each(|(d, s)| {
+            // Blocks of 8 channels x positions keep the reads and writes in few cache lines.
+            for c0 in (0..c).step_by(8) {
+                let c1 = (c0 + 8).min(c);
+                for q in 0..plane {
+                    for ch in c0..c1 {
+                        d[q * c + ch] = s[ch * plane + q];
+                    }
+                }
+            }
+        });
+}
+
+/// Patch row of output position `pos` from a channels-last image: tap `(ky, kx)` is the `c`
+/// channels of the input it reads, zeros in the padding.
+fn patch_row(
+    image: &[f32],
+    xs: &[usize],
+    ws: &[usize],
+    os: &[usize],
+    c: &ConvAttrs,
+    pos: usize,
+    row: &mut [f32],
+) {
+    let (cin, ih, iw) = (xs[1], xs[2], xs[3]);
+    let (kh, kw) = (ws[2], ws[3]);
+    let w = &c.window;
+    let (oy, ox) = (pos / os[3], pos % os[3]);
+    for (t, taps) in row.chunks_exact_mut(cin).enumerate() {
+        let (ky, kx) = (t / kw, t % kw);
+        let y = (oy * w.strides[0] + ky * w.dilations[0])
+            .checked_sub(w.pads[0])
+            .filter(|y| *y < ih);
+        let xx = (ox * w.strides[1] + kx * w.dilations[1])
+            .checked_sub(w.pads[1])
+            .filter(|xx| *xx < iw);
+        match (y, xx) {
+            (Some(y), Some(xx)) => {
+                let at = (y * iw + xx) * cin;
+                taps.copy_from_slice(&image[at..at + cin]);
+            }
+            _ => taps.fill(0.0),
+        }
+    }
+    debug_assert_eq!(row.len(), cin * kh * kw);
+}
