@@ -341,7 +341,7 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--shapes", help=argparse.SUPPRESS)
+    ap.add_argument("--shapes", help="comma-separated BATCHxSEQ shapes instead of the default set, e.g. 1x512,8x128")
     ap.add_argument("--rss", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--max-n", type=int, default=50, help=argparse.SUPPRESS)
@@ -359,6 +359,8 @@ def main() -> None:
     if a.quick:
         a.target, a.max_n, a.rounds = 0.25, 20, 1
     shapes = QUICK_SHAPES if a.quick else SHAPES
+    if a.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
     threads = [int(t) for t in a.threads.split(",")]
     reduced = [p for p in precisions if p != "f32"]
 

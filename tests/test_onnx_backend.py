@@ -41,7 +41,6 @@ RLX_TYPES = {_T.FLOAT, _T.INT64, _T.INT32, _T.BOOL, _T.FLOAT16, _T.BFLOAT16, _T.
 EXCLUDED: List[Tuple[str, str]] = [
     (r"^test_training_dropout", "Dropout in training mode draws random masks; rlx imports inference graphs"),
     (r"^test_identity_(sequence|opt)$", "sequence and optional types: rlx has tensors only"),
-    (r"^test_slice_neg_steps$|^test_rotary_embedding_.*interleaved.*_expanded$", "rlx slices with step 1"),
     (r"^test_averagepool_.*dilations", "AveragePool dilations: rlx averages dense windows"),
     (r"^test_batchnorm_.*_training_mode$", "BatchNormalization in training mode computes batch statistics"),
     (r"^test_maxpool_with_argmax_", "MaxPool's Indices output: rlx has no argmax positions"),

@@ -474,7 +474,8 @@ def test_error_pad():
 
 HANDLER_MODULES = ("rlx._onnx_ops_elementwise", "rlx._onnx_ops_shape", "rlx._onnx_ops_nn",
                    "rlx._onnx_ops_vision", "rlx._onnx_ops_more", "rlx._onnx_ops_math", "rlx._onnx_ops_index",
-                   "rlx._onnx_ops_mask", "rlx._onnx_ops_signal", "rlx._onnx_ops_lp")
+                   "rlx._onnx_ops_mask", "rlx._onnx_ops_signal", "rlx._onnx_ops_lp", "rlx._onnx_ops_gated",
+                   "rlx._onnx_ops_bitwise", "rlx._onnx_ops_quantize")
 
 
 def test_supported_ops_whatever_the_import_order():

@@ -126,7 +126,7 @@ _INDEX_OUTPUTS = {"Shape": 0, "Size": 0, "ArgMax": 0, "ArgMin": 0, "NonZero": 0,
 _IN_RANGE = {"Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split",
              "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Where", "Max", "Min", "Clip",
              "ReduceMax", "ReduceMin", "DepthToSpace", "SpaceToDepth", "MaxPool", "GlobalMaxPool", "TopK",
-             "Trilu", "Compress", "ReverseSequence"}
+             "Trilu", "Compress", "ReverseSequence", "QuantizeLinear", "DynamicQuantizeLinear"}
 # Ops whose narrow-integer result rlx cannot reproduce by computing wide (see the module doc).
 _INEXACT = {"Mean", "ReduceMean"}
 

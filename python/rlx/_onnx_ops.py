@@ -9,7 +9,9 @@ from typing import Any, List
 
 from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_attention,
+    _onnx_ops_bitwise,
     _onnx_ops_elementwise,
+    _onnx_ops_gated,
     _onnx_ops_index,
     _onnx_ops_loss,
     _onnx_ops_lp,
@@ -18,6 +20,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_more,
     _onnx_ops_nn,
     _onnx_ops_norm,
+    _onnx_ops_quantize,
     _onnx_ops_shape,
     _onnx_ops_signal,
     _onnx_ops_vision,

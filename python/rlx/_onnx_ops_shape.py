@@ -228,6 +228,19 @@ def _clamp(b: DimLike, d: DimLike) -> DimLike | None:
     return b
 
 
+def _strided(imp: Importer, x: Any, ax: int, d: DimLike, s: DimLike, e: DimLike, st: DimLike) -> Any:
+    """A slice with a step other than 1: a gather of the indices, worked out at import (numpy's
+    slice semantics are ONNX's), so the axis and the bounds must be static."""
+    if not all(isinstance(v, int) for v in (d, s, e, st)):
+        shown = ", ".join(str(v) for v in (s, e, st))
+        raise rlx.UnsupportedOpError(f"Slice with step {st} on axis {ax} of size {d} (start, end, step "
+                                     f"{shown}): a step other than 1 needs a static axis and bounds")
+    idx = np.arange(d, dtype=np.int64)[slice(max(min(s, 2**62), -2**62), max(min(e, 2**62), -2**62), st)]
+    if idx.size == 0:
+        return imp.g.slice(x, ax, 0, 0)
+    return imp.g.gather(x, imp.g.constant(idx), ax)
+
+
 @op("Slice")
 def _slice(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
@@ -240,9 +253,10 @@ def _slice(imp: Importer, node: Any) -> Any:
         return Known(x.arr[tuple(idx)], x.dtype)
     out = imp.rt(x)
     for ax, s, e, st in args:
-        if st != 1:
-            raise rlx.UnsupportedOpError(f"Slice with step {st} (rlx slices with step 1)")
         d = dims[ax]
+        if st != 1:
+            out = _strided(imp, out, ax, d, s, e, st)
+            continue
         start, end = _clamp(s, d), _clamp(e, d)
         if isinstance(start, int) and isinstance(end, int) and end < start:
             end = start

@@ -29,9 +29,12 @@ the type's minimum clamps at 0). So a static pair whose range starts at exactly 
 clamp to its range (``Relu`` + ``Min``), unless the producer is provably non-negative (Softmax,
 Relu, ``erf(x) + 1``, ...). Other saturation at a calibrated range is not reproduced.
 
-Anything else quantized (a node reading a quantized tensor outside these patterns, a scale that
-is not an initializer, per-axis or blocked activation quantization, a requantization with
-another scale, ConvInteger, QLinearConv (rlx has no convolution), the other contrib ops) is an
+A graph outside these patterns (a node reading a quantized tensor elsewhere, a scale that is
+not an initializer, per-axis or blocked activation quantization, a requantization with another
+scale, a quantized graph output) is imported as written when its quantized ops are all standard
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger: the import walk
+computes those exactly, in integers (``rlx._onnx_ops_quantize``), and nothing is folded.
+Otherwise (QLinearMatMul, QLinearConv, the contrib ops outside their patterns) it is an
 ``UnsupportedOpError`` naming the node, never a silent wrong result.
 :class:`QuantFold` records of what was folded become ``OnnxModel.quantized``.
 """
@@ -133,9 +136,24 @@ def rewrite(proto: Any, inits: Dict[str, np.ndarray]) -> Tuple[Any, List[QuantFo
     if not is_quantized(proto.graph):
         return proto, []
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
-    r = _Rewriter(proto.graph, inits, opsets.get("ai.onnx", 1))
-    r.run()
+    r = _Rewriter(proto.graph, dict(inits), opsets.get("ai.onnx", 1))
+    try:
+        r.run()
+    except rlx.UnsupportedOpError:
+        if not exact(proto.graph):
+            raise
+        return proto, []  # imported as written (see the module doc)
+    inits.update(r.inits)
     return r.model(proto), r.folds
+
+
+def exact(graph: Any) -> bool:
+    """Whether the import walk computes every quantized node of ``graph`` exactly
+    (``rlx._onnx_ops_quantize``): then a graph outside the patterns is imported as written."""
+    from rlx._onnx_registry import HANDLERS
+
+    return all((n.domain or "ai.onnx") == "ai.onnx" and n.op_type in HANDLERS
+               for n in graph.node if (n.domain or "ai.onnx", n.op_type) in OPS)
 
 
 def _label(node: Any, i: int) -> str:

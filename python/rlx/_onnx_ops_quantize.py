@@ -1,0 +1,174 @@
+"""ONNX quantization ops computed exactly as the spec writes them, on run-time tensors:
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger.
+
+These handlers take the graphs that the quantized-model rewrite (``rlx._onnx_quant``, which
+folds quantized weights and runs activations in float) does not recognise: ``rlx.onnx.load``
+imports a graph as written when that rewrite refuses it. The quantized integer types (int8,
+uint8, int16, uint16) are computed in int64 (``rlx._onnx_dtypes``); other target types (int4,
+float8, ...) are a DTypeError.
+
+- QuantizeLinear: ``clip(round_half_even(x / scale) + zero_point)``, in float32 up to the clip
+  (exact: a rounded quotient past 2**24 is clipped anyway), per tensor, per axis or blocked
+  (the scale repeated along the axis by a gather of import-time indices).
+- DequantizeLinear: ``(float(x) - float(zero_point)) * scale``, as the reference computes it.
+- DynamicQuantizeLinear: the uint8 scale and zero point of the range of ``x`` widened to hold 0,
+  then QuantizeLinear.
+- MatMulInteger: ``(A - a_zp) @ (B - b_zp)`` in float32 matmuls over chunks of at most 256 of
+  the reduced axis (each product of two 8-bit differences is below 2**16, so every partial sum
+  of a chunk stays below 2**24, exact in float32), the chunks summed in int64.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+import rlx
+from rlx import _onnx_dtypes
+from rlx._onnx_import import Importer, declared_dtype
+from rlx._onnx_ops_shape import _axis
+from rlx._onnx_registry import attrs, op
+from rlx._onnx_sym import dim_text
+
+_QTYPES = {np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int8, np.uint8, np.int16, np.uint16)}
+_F32 = np.dtype(np.float32)
+_CHUNK = 256  # see the module doc
+
+
+def _opt(node: Any, i: int) -> Optional[str]:
+    return node.input[i] if len(node.input) > i and node.input[i] else None
+
+
+def _declared(imp: Importer, name: str) -> np.dtype:
+    return np.dtype(_onnx_dtypes.logical_of(imp, name) or imp.dtype(imp.get(name)))
+
+
+def _float(imp: Importer, name: str) -> Any:
+    v = imp.rt(imp.get(name))
+    return v if np.dtype(v.dtype) == _F32 else imp.g.cast(v, "float32")
+
+
+def _params(imp: Importer, node: Any, i: int, x: Any, what: str) -> Any:
+    """Scale or zero point input ``i`` shaped to broadcast over ``x`` (per tensor, per axis
+    along ``axis``, or blocked by ``block_size`` along it)."""
+    at = attrs(node)
+    v = _float(imp, node.input[i])
+    dims, pdims = imp.shape(x), imp.shape(imp.get(node.input[i]))
+    size = int(np.prod([d for d in pdims if isinstance(d, int)])) if pdims else 1
+    if not pdims or (len(pdims) == 1 and size == 1):
+        return v if not pdims else imp.g.reshape(v, ())
+    axis = _axis(int(at.get("axis", 1)), len(dims), node.op_type)
+    block = int(at.get("block_size", 0))
+    g = imp.g
+    if not block:
+        if len(pdims) != 1 or pdims[0] != dims[axis]:
+            raise rlx.ShapeError(f"{node.op_type} {what} of shape {[dim_text(d) for d in pdims]}: per-axis needs one value "
+                                 f"per element of axis {axis} ({dim_text(dims[axis])})")
+        return g.reshape(v, tuple(dim_text(d) if k == axis else 1 for k, d in enumerate(dims)))
+    n = dims[axis]
+    if block < 0 or not isinstance(n, int) or len(pdims) != len(dims) or pdims[axis] != -(-n // block) \
+            or any(p != d for k, (p, d) in enumerate(zip(pdims, dims)) if k != axis):
+        raise rlx.ShapeError(f"{node.op_type} {what} of shape {[dim_text(d) for d in pdims]} does not block "
+                             f"{[dim_text(d) for d in dims]} by {block} along a static axis {axis}")
+    return g.gather(v, g.constant(np.arange(n, dtype=np.int64) // block), axis)
+
+
+def _target(imp: Importer, node: Any) -> np.dtype:
+    at = attrs(node)
+    zp = _opt(node, 2)
+    dt = _declared(imp, zp) if zp else None
+    if at.get("output_dtype"):
+        out = declared_dtype(at["output_dtype"], "QuantizeLinear output_dtype")
+        if dt is not None and dt != out:
+            raise rlx.DTypeError(f"QuantizeLinear output_dtype {out} differs from the zero point's {dt}")
+        dt = out
+    dt = dt if dt is not None else np.dtype(np.uint8)
+    if dt not in _QTYPES:
+        raise rlx.DTypeError(f"QuantizeLinear to {dt} (rlx quantizes to int8, uint8, int16, uint16)")
+    return dt
+
+
+def _quantize(imp: Importer, x: Any, scale: Any, zp: Optional[Any], dt: np.dtype) -> Any:
+    """int64 ``clip(round(x / scale) + zp)`` into ``dt``'s range, all float operands."""
+    g = imp.g
+    lo, hi = _QTYPES[dt]
+    q = g.unary("round", g.div(x, scale))
+    if zp is not None:
+        q = g.add(q, zp)
+    q = g.min(g.max(q, g.constant(np.array(lo, np.float32))), g.constant(np.array(hi, np.float32)))
+    return g.cast(q, "int64")
+
+
+@op("QuantizeLinear")
+def _quantize_linear(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    if at.get("precision") not in (None, 0, 1):
+        raise rlx.UnsupportedOpError(f"QuantizeLinear precision {at['precision']} (rlx divides in float32)")
+    dt = _target(imp, node)
+    x = _float(imp, node.input[0])
+    zp = _params(imp, node, 2, x, "zero point") if _opt(node, 2) else None
+    imp.logical[node.output[0]] = dt
+    return _quantize(imp, x, _params(imp, node, 1, x, "scale"), zp, dt)
+
+
+@op("DequantizeLinear")
+def _dequantize_linear(imp: Importer, node: Any) -> Any:
+    dt = _declared(imp, node.input[0])
+    if dt.kind not in "iu" or dt.itemsize > 4:
+        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes int8, uint8, int16, uint16, int32)")
+    if _opt(node, 2) and _declared(imp, node.input[2]) != dt:
+        raise rlx.DTypeError(f"DequantizeLinear zero point of {_declared(imp, node.input[2])}, input of {dt}")
+    out = attrs(node).get("output_dtype")
+    if out and declared_dtype(out, "DequantizeLinear output_dtype").kind != "f":
+        raise rlx.DTypeError(f"DequantizeLinear output_dtype {_onnx_dtypes.elem_name(out)}: a float type")
+    x = _float(imp, node.input[0])
+    if _opt(node, 2):
+        x = imp.g.sub(x, _params(imp, node, 2, x, "zero point"))
+    return imp.g.mul(x, _params(imp, node, 1, x, "scale"))
+
+
+@op("DynamicQuantizeLinear")
+def _dynamic_quantize_linear(imp: Importer, node: Any) -> Any:
+    g = imp.g
+    x = _float(imp, node.input[0])
+    c = lambda v: g.constant(np.array(v, np.float32))  # noqa: E731
+    axes = list(range(len(x.shape)))
+    hi = g.max(g.reduce_max(x, axes), c(0.0))
+    lo = g.min(g.neg(g.reduce_max(g.neg(x), axes)), c(0.0))
+    span = g.where(g.eq(hi, lo), c(1.0), g.sub(hi, lo))
+    scale = g.div(span, c(255.0))
+    zp = g.unary("round", g.min(g.max(g.sub(c(0.0), g.div(lo, scale)), c(0.0)), c(255.0)))
+    for name in (node.output[0], node.output[2] if len(node.output) > 2 else ""):
+        if name:
+            imp.logical[name] = np.dtype(np.uint8)
+    return [_quantize(imp, x, scale, zp, np.dtype(np.uint8)), scale, g.cast(zp, "int64")]
+
+
+@op("MatMulInteger")
+def _matmul_integer(imp: Importer, node: Any) -> Any:
+    g = imp.g
+    for i in range(min(len(node.input), 4)):
+        if node.input[i] and _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise rlx.DTypeError(f"MatMulInteger input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    a, b = _float(imp, node.input[0]), _float(imp, node.input[1])
+    sa, sb = imp.shape(a), imp.shape(b)
+    if not sa or not sb:
+        raise rlx.ShapeError("MatMulInteger of a scalar")
+    if _opt(node, 2):
+        za = _float(imp, node.input[2])
+        # A per-row zero point [M] applies along A's rows.
+        a = g.sub(a, g.reshape(za, (dim_text(imp.shape(za)[0]), 1)) if imp.rank(za) == 1 and len(sa) > 1 else za)
+    if _opt(node, 3):
+        b = g.sub(b, _float(imp, node.input[3]))
+    k = sa[-1]
+    if not isinstance(k, int):
+        raise rlx.UnsupportedOpError(f"MatMulInteger over a symbolic inner size {dim_text(k)}")
+    acc = None
+    for s in range(0, max(k, 1), _CHUNK):
+        e = min(s + _CHUNK, k)
+        pa = a if (s, e) == (0, k) else g.slice(a, len(sa) - 1, s, e)
+        pb = b if (s, e) == (0, k) else g.slice(b, max(len(sb) - 2, 0), s, e)
+        part = g.cast(g.matmul(pa, pb), "int64")
+        acc = part if acc is None else g.add(acc, part)
+    return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")

@@ -1,0 +1,94 @@
+"""QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger on run-time tensors
+(rlx._onnx_ops_quantize) against the ONNX reference: integers bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper  # noqa: E402
+from onnx_case_support import F, check, single  # noqa: E402
+
+import rlx  # noqa: E402
+import rlx.onnx  # noqa: E402
+
+QTYPES = [np.int8, np.uint8, np.int16, np.uint16]
+RNG = np.random.default_rng(0)
+
+
+def _elem(dt):
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+
+
+def _zp(dt, shape=()):
+    info = np.iinfo(dt)
+    return RNG.integers(max(info.min, -1000), min(info.max, 1000), shape, endpoint=True).astype(dt)
+
+
+@pytest.mark.parametrize("dt", QTYPES)
+@pytest.mark.parametrize("mode", ["tensor", "axis", "blocked"])
+def test_quantize_dequantize(dt, mode):
+    # Wide values: saturation at both ends, and halves (x / scale = k + 0.5) round to even.
+    x = (RNG.standard_normal((2, 6, 5)) * 300).astype(np.float32)
+    x[0, 0, :4] = [2.5, 3.5, -2.5, -0.5]
+    pshape = {"tensor": [], "axis": [6], "blocked": [2, 2, 5]}[mode]
+    scale = np.full(pshape, 1.0, np.float32) if mode == "tensor" else (RNG.random(pshape) + 0.5).astype(np.float32)
+    zp = _zp(dt, pshape)
+    e = _elem(dt)
+    kw = dict(axis=1, **({"block_size": 4} if mode == "blocked" else {}))  # 6 = 4 + a remainder block of 2
+    q = single("QuantizeLinear", [("x", F, list(x.shape)), ("s", F, pshape), ("z", e, pshape)], e, **kw)
+    got = check(q, {"x": x, "s": scale, "z": zp}, which="ref", exact=True)[0]
+    d = single("DequantizeLinear", [("q", e, list(x.shape)), ("s", F, pshape), ("z", e, pshape)], F, **kw)
+    check(d, {"q": got, "s": scale, "z": zp}, which="ref", rtol=1e-6, atol=1e-6)
+
+
+def test_quantize_without_zero_point_is_uint8():
+    x = (RNG.standard_normal((3, 4)) * 100).astype(np.float32)
+    m = single("QuantizeLinear", [("x", F, [3, 4]), ("s", F, [])], TensorProto.UINT8)
+    check(m, {"x": x, "s": np.array(0.5, np.float32)}, which="ref", exact=True)
+
+
+@pytest.mark.parametrize("scale", [1.0, 40.0, 0.0])
+def test_dynamic_quantize_linear(scale):
+    # All positive, all negative (the range widened to 0) and all zero.
+    x = (RNG.standard_normal((3, 7)) * scale).astype(np.float32)
+    x = np.abs(x) if scale == 1.0 else -np.abs(x) if scale == 40.0 else x
+    m = single("DynamicQuantizeLinear", [("x", F, [3, 7])], TensorProto.UINT8, n_out=3)
+    m.graph.output[1].type.tensor_type.elem_type = F
+    check(m, {"x": x}, which="ref", exact=True)
+
+
+@pytest.mark.parametrize("k", [5, 600])  # 600: three chunks of the reduced axis
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_matmul_integer(k, dt, per_row):
+    info = np.iinfo(dt)
+    e = _elem(dt)
+    a = RNG.integers(info.min, info.max, (3, k), endpoint=True).astype(dt)
+    b = RNG.integers(info.min, info.max, (k, 4), endpoint=True).astype(dt)
+    za, zb = _zp(dt, [3] if per_row else []), _zp(dt, [4])
+    m = single("MatMulInteger", [("a", e, [3, k]), ("b", e, [k, 4]), ("za", e, list(za.shape)), ("zb", e, [4])],
+               TensorProto.INT32, opset=10)
+    feeds = {"a": a, "b": b, "za": za, "zb": zb}
+    if not per_row:
+        check(m, feeds, which="ref", exact=True)
+        return
+    # The reference evaluator cannot broadcast a per-row zero point (the spec allows one): numpy.
+    got = rlx.onnx.load(m).run(feeds)["y0"]
+    want = (a.astype(np.int64) - za.astype(np.int64)[:, None]) @ (b.astype(np.int64) - zb.astype(np.int64))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_errors_name_the_node():
+    with pytest.raises(rlx.DTypeError, match="the_node.*QuantizeLinear to"):
+        rlx.onnx.load(single("QuantizeLinear", [("x", F, [4]), ("s", F, [])], TensorProto.INT32,
+                             output_dtype=TensorProto.INT32))
+    e = TensorProto.INT8
+    with pytest.raises(rlx.ShapeError, match="the_node.*per-axis needs one value per element of axis 1"):
+        rlx.onnx.load(single("QuantizeLinear", [("x", F, [2, 4]), ("s", F, [3]), ("z", e, [3])], e, axis=1))
+    with pytest.raises(rlx.DTypeError, match="the_node.*MatMulInteger input 1"):
+        rlx.onnx.load(single("MatMulInteger", [("a", e, [2, 4]), ("b", TensorProto.INT32, [4, 2])], TensorProto.INT32,
+                             opset=10))
