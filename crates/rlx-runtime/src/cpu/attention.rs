@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::OutPtr;
+use super::attention_bf16::{self, Bf16Operands};
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
 use super::norm::causal_live;
@@ -45,7 +46,7 @@ impl HeadLayout {
         }
     }
 
-    fn at(&self, b: usize, h: usize) -> usize {
+    pub(super) fn at(&self, b: usize, h: usize) -> usize {
         b * self.batch_stride + h * self.head_stride + self.offset
     }
 }
@@ -65,6 +66,9 @@ pub struct AttnSpec {
     pub causal: bool,
     /// Layouts of q, k, v and the output.
     pub layout: [HeadLayout; 4],
+    /// `p v` on the bf16 kernel (`precision="bf16"` on a CPU with AVX512-BF16): probabilities
+    /// and values rounded to bf16, f32 accumulation. Scores and softmax stay f32.
+    pub bf16_mix: bool,
 }
 
 /// Queries per task: a block's scores (`QB x sk`) stay in L1/L2 and batch 1 still has
@@ -100,11 +104,23 @@ pub fn attention(
         return Ok(());
     }
     let kern = gemm::kernel(isa);
+    if s.bf16_mix && gemm::bf16::supported() {
+        return attention_bf16::with_operands(k, v, s, |ops| {
+            blocks_of_queries(kern, q, v, Keys::Bf16(ops), mask, s, out)
+        });
+    }
     KEYS.with_borrow_mut(|keys| {
         pack_keys(k, s, kern.nr, keys)?;
         let kt = OutPtr(keys.as_mut_ptr());
-        blocks_of_queries(kern, q, v, mask, s, kt, out)
+        blocks_of_queries(kern, q, v, Keys::F32(kt), mask, s, out)
     })
+}
+
+/// Where a call's keys are: f32 panels (`pack_keys`), or bf16 operands for both products.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    F32(OutPtr),
+    Bf16(&'a Bf16Operands<'a>),
 }
 
 /// Grows a scratch buffer to `len` floats, fallibly: a failed allocation is a memory error,
@@ -159,9 +175,9 @@ fn blocks_of_queries(
     kern: &gemm::MicroKernel,
     q: &[f32],
     v: &[f32],
+    keys: Keys,
     mask: Option<&[f32]>,
     s: &AttnSpec,
-    keys: OutPtr,
     out: &mut [f32],
 ) -> Result<()> {
     let (sq, sk, d, dv) = (s.sq, s.sk, s.d, s.dv);
@@ -187,22 +203,28 @@ fn blocks_of_queries(
             // checked the sizes); p holds (i1 - i0) x n scores; this task writes only rows
             // i0..i1 of head h of batch b of `out`, which no other task touches.
             unsafe {
-                if n > 0 {
-                    let scores = GemmJob {
-                        m: i1 - i0,
-                        n,
-                        k: d,
-                        a: q.as_ptr().add(lq.at(b, h) + i0 * lq.row_stride),
-                        lda: lq.row_stride,
-                        b: BSource::Panels {
-                            ptr: keys.get().add((b * s.kv_heads + kvh) * head_len),
-                        },
-                        c: p.as_mut_ptr(),
-                        ldc: n,
-                        bias: None,
-                        act: None,
-                    };
-                    gemm::driver::run_serial(kern, &scores);
+                let (bkv, rows) = (b * s.kv_heads + kvh, i1 - i0);
+                let qa = q.as_ptr().add(lq.at(b, h) + i0 * lq.row_stride);
+                match keys {
+                    _ if n == 0 => {}
+                    Keys::Bf16(ops) => ops.scores(s, bkv, qa, lq.row_stride, rows, n, p),
+                    Keys::F32(keys) => {
+                        let scores = GemmJob {
+                            m: rows,
+                            n,
+                            k: d,
+                            a: qa,
+                            lda: lq.row_stride,
+                            b: BSource::Panels {
+                                ptr: keys.get().add(bkv * head_len),
+                            },
+                            c: p.as_mut_ptr(),
+                            ldc: n,
+                            bias: None,
+                            act: None,
+                        };
+                        gemm::driver::run_serial(kern, &scores);
+                    }
                 }
                 let add = mask.map(|m| &m[b * sk..b * sk + n]);
                 let mut norm = [0.0f32; QB];
@@ -212,22 +234,29 @@ fn blocks_of_queries(
                     norm[r] = vmath::softmax_row_unnormalized(kern.isa, row, live.min(n), add, 1.0);
                 }
                 let o = ptr.get().add(lo.at(b, h) + i0 * lo.row_stride);
-                let mix = GemmJob {
-                    m: i1 - i0,
-                    n: dv,
-                    k: n,
-                    a: p.as_ptr(),
-                    lda: n.max(1),
-                    b: BSource::Rows {
-                        ptr: v.as_ptr().add(lv.at(b, kvh)),
-                        ld: lv.row_stride,
-                    },
-                    c: o,
-                    ldc: lo.row_stride,
-                    bias: None,
-                    act: None,
-                };
-                gemm::driver::run_serial(kern, &mix);
+                match keys {
+                    Keys::Bf16(ops) if Bf16Operands::mixes(s, n) => {
+                        ops.mix(s, bkv, p, rows, n, o, lo.row_stride)
+                    }
+                    _ => {
+                        let mix = GemmJob {
+                            m: rows,
+                            n: dv,
+                            k: n,
+                            a: p.as_ptr(),
+                            lda: n.max(1),
+                            b: BSource::Rows {
+                                ptr: v.as_ptr().add(lv.at(b, kvh)),
+                                ld: lv.row_stride,
+                            },
+                            c: o,
+                            ldc: lo.row_stride,
+                            bias: None,
+                            act: None,
+                        };
+                        gemm::driver::run_serial(kern, &mix);
+                    }
+                }
                 // Softmax's last step on the dv-wide output rows (p holds exp(x - max)).
                 for (r, f) in norm.iter().enumerate().take(i1 - i0) {
                     let row = std::slice::from_raw_parts_mut(o.add(r * lo.row_stride), dv);
@@ -272,6 +301,7 @@ mod probe {
                 scale: 0.17,
                 causal: false,
                 layout: [l; 4],
+                bf16_mix: false,
             };
             let isa = Isa::best();
             let reps = 50;

@@ -134,6 +134,7 @@ pub fn kv_attention(
             scale: s.scale,
             causal: true,
             layout: [rows(s.d), cache(s.d), cache(s.dv), rows(s.dv)],
+            bf16_mix: false,
         };
         attention::attention(isa, q, k, v, None, &spec, out)?;
     }

@@ -363,6 +363,8 @@ impl CpuExecutable {
                         scale: *scale,
                         causal: *causal,
                         layout,
+                        bf16_mix: self.gemm_precision()
+                            == super::executor_plan::GemmPrecision::Bf16,
                     };
                     let mask = ins
                         .get(3)

@@ -120,6 +120,8 @@ impl CpuExecutable {
                         scale: *scale,
                         causal: *causal,
                         layout,
+                        bf16_mix: self.gemm_precision()
+                            == super::executor_plan::GemmPrecision::Bf16,
                     };
                     let m: Option<Vec<f32>> = match (mask, ins.get(3)) {
                         (MaskKind::Keep, Some((b, _, _))) => Some(self.keep_mask(addrs, *b)?),

@@ -2,6 +2,7 @@
 
 mod arena;
 mod attention;
+mod attention_bf16;
 mod conv_positions;
 mod decoder;
 mod elementwise;

@@ -163,7 +163,7 @@ pub(super) unsafe fn block(
 }
 
 /// `out[p]` = the bf16 pair of `src[2p], src[2p + 1]` (0 past the end).
-fn round_pairs(src: &[f32], out: &mut [u32]) {
+pub(crate) fn round_pairs(src: &[f32], out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if supported() {
         // SAFETY: the CPU has the feature; the vector loop stays inside both slices.
@@ -197,6 +197,121 @@ unsafe fn round_pairs_avx512(src: &[f32], out: &mut [u32]) {
         }
     }
     round_pairs_scalar(src, out, 16 * whole);
+}
+
+/// `k` rows of `n` f32 columns (`at(r)` is row `r`) as bf16 pair panels: panel `j` at
+/// `dst[j * kp * 32..]` holds columns `j * 32 ..` as `kp = k.div_ceil(2)` rows of 32 pairs
+/// (rows `2p`, `2p + 1`), zeros past `k` and `n`. The layout of a `PackedBf16`, built per call
+/// (attention's values) on the CPU's bf16 conversion.
+pub(crate) fn pack_pairs<'a>(at: impl Fn(usize) -> &'a [f32], k: usize, n: usize, dst: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    let zeros = [0.0f32; NR];
+    for (j, panel) in dst
+        .chunks_exact_mut((kp * NR).max(1))
+        .enumerate()
+        .take(n.div_ceil(NR))
+    {
+        let (c0, cols) = (j * NR, (n - j * NR).min(NR));
+        for (p, out) in panel.chunks_exact_mut(NR).enumerate() {
+            let row = |r: usize| {
+                if r < k {
+                    &at(r)[c0..c0 + cols]
+                } else {
+                    &zeros[..cols]
+                }
+            };
+            pair_row(row(2 * p), row(2 * p + 1), out);
+        }
+    }
+}
+
+/// `out[c] = bf16(lo[c]) | bf16(hi[c]) << 16`, zeros past `lo.len()`.
+fn pair_row(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if supported() && lo.len() == NR {
+        // SAFETY: the CPU has the feature; 32 floats in each row, 32 pairs in out.
+        unsafe { pair_row_avx512(lo, hi, out) };
+        return;
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        let at = |r: &[f32]| r.get(c).map_or(0, |x| u32::from(to_bf16(*x)));
+        *o = at(lo) | (at(hi) << 16);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn pair_row_avx512(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    for h in 0..NR / 16 {
+        // SAFETY: 16 floats from 16 * h lie in lo and hi; 16 pairs in out.
+        unsafe {
+            let l: __m256i =
+                std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(lo.as_ptr().add(16 * h))));
+            let u: __m256i =
+                std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(hi.as_ptr().add(16 * h))));
+            let pairs = _mm512_or_si512(
+                _mm512_cvtepu16_epi32(l),
+                _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(u)),
+            );
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * h).cast(), pairs);
+        }
+    }
+}
+
+/// `c[m, n] = a @ b` on one thread: A is `m` rows of `kp` bf16 pairs (row stride `lda`), B is
+/// panels as [`pack_pairs`] writes them with `b_kp` pair rows each (only the first `kp` read),
+/// C is `m` rows of `n` f32 (row stride `ldc`).
+///
+/// # Safety
+/// The pointers cover those extents, and the CPU has AVX512-BF16 (`supported()`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_pairs(
+    m: usize,
+    n: usize,
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    b_kp: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let mut edge = [0.0f32; MR * NR];
+    for j in 0..n.div_ceil(NR) {
+        let (c0, cols) = (j * NR, (n - j * NR).min(NR));
+        // SAFETY (whole loop): the caller's contract covers every pointer formed here.
+        unsafe {
+            let bp = b.add(j * b_kp * NR);
+            for r0 in (0..m).step_by(MR) {
+                let h = (m - r0).min(MR);
+                let (dst, ld) = if cols == NR {
+                    (c.add(r0 * ldc + c0), ldc)
+                } else {
+                    (edge.as_mut_ptr(), NR)
+                };
+                for kb in 0..kp.div_ceil(KCP).max(1) {
+                    let (p0, len) = (kb * KCP, (kp - (kb * KCP).min(kp)).min(KCP));
+                    tile(
+                        h,
+                        len,
+                        a.add(r0 * lda + p0),
+                        lda,
+                        bp.add(p0 * NR),
+                        dst,
+                        ld,
+                        kb > 0,
+                    );
+                }
+                if cols < NR {
+                    for r in 0..h {
+                        let to = c.add((r0 + r) * ldc + c0);
+                        std::ptr::copy_nonoverlapping(edge.as_ptr().add(r * NR), to, cols);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `c[r, 0..32] (+)= sum_p a[r * lda + p] . b[p * 32 + 0..32]` over `kp` pairs, for `h` rows.

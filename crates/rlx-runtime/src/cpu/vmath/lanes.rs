@@ -26,6 +26,16 @@ pub(super) trait F32s: Copy {
     /// `2^n` as two normal factors `2^(n >> 1)` and `2^(n - (n >> 1))` for lanes holding
     /// `n + 1.5 * 2^23` (the rounding trick of `exp`, n in [-150, 128]).
     unsafe fn pow2_halves_of_rounded(self) -> (Self, Self);
+    /// `self * 2^n` rounded once, for `r` holding `n + 1.5 * 2^23` and `n` the same integer as
+    /// a float (n in [-150, 128]): by default two exact-or-once-rounded products by the halves.
+    #[inline(always)]
+    unsafe fn scale_pow2(self, r: Self, n: Self) -> Self {
+        let _ = n;
+        unsafe {
+            let (s1, s2) = r.pow2_halves_of_rounded();
+            self.mul(s1).mul(s2)
+        }
+    }
     /// The sum of the lanes.
     unsafe fn reduce_add(self) -> f32;
     /// The largest lane (a NaN lane may be ignored).
@@ -174,6 +184,12 @@ impl F32s for V512 {
             };
             (pow2(n1), pow2(n2))
         }
+    }
+    #[inline(always)]
+    unsafe fn scale_pow2(self, _r: Self, n: Self) -> Self {
+        // One `vscalefps`: the same single rounding as the two products (into the subnormal
+        // range, or to +inf), in one instruction instead of eight.
+        unsafe { V512(_mm512_scalef_ps(self.0, n.0)) }
     }
     #[inline(always)]
     unsafe fn reduce_add(self) -> f32 {

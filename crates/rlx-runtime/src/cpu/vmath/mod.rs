@@ -211,9 +211,8 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
 }
 
 /// `e^c` for `c` already clamped to `[math::EXP_LO, math::EXP_HI]`: range reduction to
-/// `2^n e^g` (Cody-Waite) and the degree-6 polynomial of `math::exp`, with 2^n built from the
-/// bits of the rounding sum as two normal factors (one rounding into the subnormal range or to
-/// +inf).
+/// `2^n e^g` (Cody-Waite) and the degree-6 polynomial of `math::exp`, scaled by 2^n with one
+/// rounding (into the subnormal range or to +inf) by `F32s::scale_pow2`.
 #[inline(always)]
 unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
     unsafe {
@@ -225,8 +224,7 @@ unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
         for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = p.fma(g, V::splat(k));
         }
-        let (s1, s2) = r.pow2_halves_of_rounded();
-        p.mul(s1).mul(s2)
+        p.scale_pow2(r, n)
     }
 }
 
