@@ -274,7 +274,14 @@ fn rotary_refuses_odd_dims_and_bad_offsets() {
 #[test]
 fn reductions_with_and_without_keep_dim() {
     for op in ReduceOp::ALL.iter().copied() {
-        for (axes, keep) in [(vec![1], true), (vec![0, 2], false), (vec![], false)] {
+        // Inner axis, split axes, none, and trailing axes (a global pool: contiguous runs).
+        for (axes, keep) in [
+            (vec![1], true),
+            (vec![0, 2], false),
+            (vec![], false),
+            (vec![2], false),
+            (vec![1, 2], true),
+        ] {
             check(
                 |g| {
                     let x = g.input("x", DType::F32, s(&[2, 3, 4])).unwrap();

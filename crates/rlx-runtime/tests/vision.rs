@@ -100,6 +100,15 @@ fn convolutions_match_the_reference() {
         6,
     ); // depthwise
     check_conv(
+        &[1, 3, 11, 13],
+        &[3, 1, 3, 4],
+        true,
+        &[2, 3],
+        &[1, 2, 0, 1],
+        &[2, 1],
+        3,
+    ); // depthwise: column stride 3 (phased rows), dilated rows, asymmetric pads
+    check_conv(
         &[1, 4, 5, 5],
         &[8, 1, 3, 3],
         false,

@@ -2,12 +2,11 @@
 //! in `gemm.rs`, packed attention in `attention.rs`.)
 
 use rayon::prelude::*;
-use rlx_ir::{BinaryOp, EwProgram, EwStep};
+use rlx_ir::{EwProgram, EwStep};
 
 use super::isa::{Isa, default_isa};
-use super::types::Num;
-use super::vmath::add_norm_row;
 use super::vmath::unary_map_default as unary_map;
+use super::vmath::{self, add_norm_row};
 use super::{OutPtr, PAR_GRAIN};
 
 /// One operand of an elementwise program: where its f32 values are, and broadcast strides.
@@ -44,6 +43,7 @@ pub unsafe fn elementwise(
     // Adjacent axes every operand steps through as one (the usual case: same-shape operands,
     // or a bias broadcast along whole rows) merge, so the rows are long and the loads dense.
     let (out_shape, strides) = collapse(out_shape, inputs);
+    let isa = default_isa().unwrap_or(Isa::Scalar);
     let out_shape = &out_shape[..];
     let rank = out_shape.len();
     let last = if rank == 0 {
@@ -82,9 +82,10 @@ pub unsafe fn elementwise(
                         }
                         EwStep::Const(c) => dst.fill(c),
                         EwStep::Unary(op, a) => unary_map(op, &done[a][..w], dst),
-                        EwStep::Binary(op, a, b) => {
-                            binary_map(op, &done[a][..w], &done[b][..w], dst)
-                        }
+                        // SAFETY: the ISA is this CPU's (default_isa).
+                        EwStep::Binary(op, a, b) => unsafe {
+                            vmath::binary_map(isa, op, &done[a][..w], &done[b][..w], dst)
+                        },
                     }
                 }
                 // SAFETY: this block of row r belongs to this task; its inputs (the same
@@ -146,24 +147,6 @@ unsafe fn load(src: *const f32, step: usize, dst: &mut [f32]) {
                 .for_each(|(j, x)| *x = *src.add(j * step)),
         }
     }
-}
-
-/// `dst[j] = op(a[j], b[j])`, one loop per op so each is a plain vector loop.
-fn binary_map(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
-    match op {
-        BinaryOp::Add => zip_map(a, b, dst, |x, y| x + y),
-        BinaryOp::Sub => zip_map(a, b, dst, |x, y| x - y),
-        BinaryOp::Mul => zip_map(a, b, dst, |x, y| x * y),
-        BinaryOp::Div => zip_map(a, b, dst, |x, y| x / y),
-        _ => zip_map(a, b, dst, |x, y| f32::binary(op, x, y)),
-    }
-}
-
-#[inline(always)]
-fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
-    dst.iter_mut()
-        .zip(a.iter().zip(b))
-        .for_each(|(d, (x, y))| *d = f(*x, *y));
 }
 
 /// Columns per register block of an elementwise program (16 KiB of f32 per step).

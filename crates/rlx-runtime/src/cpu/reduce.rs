@@ -15,10 +15,33 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     out: &mut [T],
 ) {
     let rank = shape.len();
-    if let Some((outer, count, inner)) = contiguous_axes(shape, axes)
-        && inner > 1
-    {
-        return reduce_rows(op, x, outer, count, inner, out);
+    let bop = match op {
+        ReduceOp::Max => rlx_ir::BinaryOp::Max,
+        _ => rlx_ir::BinaryOp::Add,
+    };
+    let init = if op == ReduceOp::Max {
+        T::LOWEST
+    } else {
+        T::default()
+    };
+    match contiguous_axes(shape, axes) {
+        Some((outer, count, inner)) if inner > 1 => {
+            return reduce_rows(op, x, outer, count, inner, out);
+        }
+        // Trailing axes (a global pool): each output folds one contiguous run, in order.
+        Some((_, count, _)) => {
+            let per_task = PAR_GRAIN.div_ceil(count.max(1)).max(1);
+            out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| {
+                for (i, o) in o.iter_mut().enumerate() {
+                    let at = (t * per_task + i) * count;
+                    *o = x[at..at + count]
+                        .iter()
+                        .fold(init, |acc, v| T::binary(bop, acc, *v));
+                }
+            });
+            return;
+        }
+        None => {}
     }
     let mut strides = vec![1usize; rank];
     for i in (0..rank.saturating_sub(1)).rev() {
@@ -37,22 +60,14 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
                 base += (rem % shape[k]) * strides[k];
                 rem /= shape[k];
             }
-            let mut acc = if op == ReduceOp::Max {
-                T::LOWEST
-            } else {
-                T::default()
-            };
+            let mut acc = init;
             for j in 0..count {
                 let (mut off, mut r) = (base, j);
                 for d in (0..red_shape.len()).rev() {
                     off += (r % red_shape[d]) * red_strides[d];
                     r /= red_shape[d];
                 }
-                let v = x[off];
-                acc = match op {
-                    ReduceOp::Max => T::binary(rlx_ir::BinaryOp::Max, acc, v),
-                    _ => T::binary(rlx_ir::BinaryOp::Add, acc, v),
-                };
+                acc = T::binary(bop, acc, x[off]);
             }
             *o = acc;
         }

@@ -13,6 +13,7 @@ use rlx_ir::{ConvAttrs, PoolAttrs, PoolKind, Window};
 use super::OutPtr;
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
+use super::vmath;
 use crate::Result;
 use crate::fallible::try_zeroed;
 
@@ -113,6 +114,7 @@ pub fn conv(
     if cg == 1 && mg == 1 {
         let sizes = (cin, plane, ksize, p);
         depthwise(
+            isa,
             x,
             w,
             &c.window,
@@ -386,7 +388,7 @@ impl gemm::driver::PanelSource for Patches<'_> {
                             let x0 = lo * sw + kx * dw - pw;
                             let seg = &mut dst[lo - ox..hi - ox];
                             if sw == 1 {
-                                copy_run(seg, &line[x0..x0 + seg.len()]);
+                                seg.copy_from_slice(&line[x0..x0 + seg.len()]);
                             } else {
                                 seg.iter_mut()
                                     .enumerate()
@@ -443,6 +445,7 @@ fn patch_row_2d(
 /// copies of its input plane (2-D: whole runs of each output row at once).
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
+    isa: Isa,
     x: &[f32],
     w: &[f32],
     window: &Window,
@@ -457,15 +460,15 @@ fn depthwise(
         .for_each(|(nc, dst)| {
             let ch = nc % channels;
             let src = &x[nc * plane..(nc + 1) * plane];
+            if kernel.len() == 2 {
+                let taps = &w[ch * ksize..(ch + 1) * ksize];
+                return depthwise_plane_2d(isa, src, in_sp, out_sp, kernel, window, taps, dst);
+            }
             dst.fill(0.0);
             let mut kidx = vec![0usize; kernel.len()];
             for kk in 0..ksize {
                 unflatten(kk, kernel, &mut kidx);
                 let wk = w[ch * ksize + kk];
-                if kernel.len() == 2 {
-                    accumulate_2d(src, in_sp, out_sp, window, &kidx, wk, dst);
-                    continue;
-                }
                 for_each_source(tables, kernel, &kidx, out_sp, in_strides, |o, at| {
                     if let Some(a) = at {
                         dst[o] += wk * src[a];
@@ -475,63 +478,77 @@ fn depthwise(
         });
 }
 
-/// `dst += wk * (the input plane shifted by kernel offset k)` over a 2-D output plane.
-fn accumulate_2d(
+thread_local! {
+    /// A plane's rows split by column phase for a strided depthwise kernel (see below).
+    static PHASED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One 2-D depthwise plane: each output row accumulates, tap by tap, a weighted run of an input
+/// row. With a column stride `s` the input rows are first split into `s` phases (phase `q`
+/// holds columns `q, q + s, ..`), so every tap reads a contiguous run and the loop vectorizes.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_plane_2d(
+    isa: Isa,
     src: &[f32],
     input: &[usize],
     output: &[usize],
+    kernel: &[usize],
     w: &Window,
-    k: &[usize],
-    wk: f32,
+    taps: &[f32],
     dst: &mut [f32],
 ) {
     let (ih, iw, ow) = (input[0], input[1], output[1]);
-    let (sh, sw) = (w.strides[0], w.strides[1]);
+    let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
     let (ph, pw) = (w.pads[0], w.pads[1]);
-    let shift = k[1] * w.dilations[1];
-    let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
-    let last = (iw + pw).saturating_sub(shift).div_ceil(sw).min(ow);
-    if first >= last {
-        return;
-    }
-    let x0 = first * sw + shift - pw;
-    for (o, out) in dst.chunks_mut(ow.max(1)).enumerate() {
-        let Some(y) = (o * sh + k[0] * w.dilations[0])
-            .checked_sub(ph)
-            .filter(|y| *y < ih)
-        else {
-            continue;
-        };
-        let row = &src[y * iw..(y + 1) * iw];
-        let seg = &mut out[first..last];
-        if sw == 1 {
-            seg.iter_mut()
-                .zip(&row[x0..])
-                .for_each(|(d, s)| *d += wk * s);
+    let (kh, kw) = (kernel[0], kernel[1]);
+    // Per kernel column: the output columns it reaches inside the input, and where its run
+    // starts in its phase row.
+    let phase_len = iw.div_ceil(sw);
+    let cols: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|kx| {
+            let shift = kx * dw;
+            let first = pw.saturating_sub(shift).div_ceil(sw).min(ow);
+            let last = (iw + pw)
+                .saturating_sub(shift)
+                .div_ceil(sw)
+                .min(ow)
+                .max(first);
+            let x0 = (first * sw + shift).saturating_sub(pw);
+            (first, last, (x0 % sw) * phase_len + x0 / sw)
+        })
+        .collect();
+    PHASED.with_borrow_mut(|phased| {
+        let rows: &[f32] = if sw == 1 {
+            src
         } else {
-            seg.iter_mut()
-                .enumerate()
-                .for_each(|(i, d)| *d += wk * row[x0 + i * sw]);
-        }
-    }
-}
-
-/// `dst.copy_from_slice(src)`, with the run lengths of whole panels as fixed-size copies (a
-/// few vector moves instead of a call).
-#[inline(always)]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
-                *d = *s;
-                true
+            phased.clear();
+            phased.resize(ih * sw * phase_len, 0.0);
+            for (y, row) in src.chunks_exact(iw).enumerate() {
+                let out = &mut phased[y * sw * phase_len..(y + 1) * sw * phase_len];
+                for (q, phase) in out.chunks_exact_mut(phase_len).enumerate() {
+                    phase
+                        .iter_mut()
+                        .zip(row[q.min(iw)..].iter().step_by(sw))
+                        .for_each(|(o, v)| *o = *v);
+                }
             }
-            _ => false,
-        }
-    }
-    if !(fixed::<32>(dst, src) || fixed::<16>(dst, src) || fixed::<8>(dst, src)) {
-        dst.copy_from_slice(src);
-    }
+            phased
+        };
+        let plane = vmath::DepthwisePlane {
+            rows,
+            row_len: sw * phase_len,
+            ih,
+            ow,
+            sh,
+            dh,
+            ph,
+            kh,
+            cols: &cols,
+            taps,
+        };
+        // SAFETY: the ISA is this CPU's (resolved by the executable).
+        unsafe { vmath::depthwise_plane(isa, &plane, dst) };
+    });
 }
 
 /// Max or average pooling; shapes as inference gave them.

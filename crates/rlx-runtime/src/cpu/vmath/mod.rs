@@ -10,11 +10,13 @@ use super::math;
 
 mod kv;
 mod lanes;
+mod planes;
 mod rows;
 #[cfg(test)]
 mod tests;
 
 pub use kv::attend_rows;
+pub use planes::{DepthwisePlane, binary_map, depthwise_plane};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;

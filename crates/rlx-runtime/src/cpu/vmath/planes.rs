@@ -1,0 +1,85 @@
+//! Plain loops over planes and rows that the compiler vectorizes, compiled once per ISA (the
+//! crate's baseline is SSE2: outside a target-feature function the same loop runs 4 lanes).
+
+use rlx_ir::BinaryOp;
+
+use super::lanes::F32s;
+use super::per_isa;
+use crate::cpu::isa::Isa;
+use crate::cpu::types::Num;
+
+/// One 2-D depthwise plane: `rows` holds the input rows (`row_len` apart, each split by column
+/// phase when strided), `cols[kx]` the output columns tap `kx` reaches and where its run starts
+/// in a row, `taps` the `kh x kw` weights.
+pub struct DepthwisePlane<'a> {
+    pub rows: &'a [f32],
+    pub row_len: usize,
+    pub ih: usize,
+    pub ow: usize,
+    /// Stride, dilation and begin pad along the rows.
+    pub sh: usize,
+    pub dh: usize,
+    pub ph: usize,
+    pub kh: usize,
+    pub cols: &'a [(usize, usize, usize)],
+    pub taps: &'a [f32],
+}
+
+per_isa!(
+    /// Each output row of `dst` accumulates, tap by tap, a weighted run of an input row.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU (slices bound every access).
+    pub unsafe fn depthwise_plane(p: &DepthwisePlane, dst: &mut [f32]) => depthwise_plane_v
+);
+
+#[inline(always)]
+unsafe fn depthwise_plane_v<V: F32s>(p: &DepthwisePlane, dst: &mut [f32]) {
+    let kw = p.cols.len();
+    for (oy, out) in dst.chunks_mut(p.ow.max(1)).enumerate() {
+        out.fill(0.0);
+        for ky in 0..p.kh {
+            let Some(y) = (oy * p.sh + ky * p.dh)
+                .checked_sub(p.ph)
+                .filter(|y| *y < p.ih)
+            else {
+                continue;
+            };
+            let line = &p.rows[y * p.row_len..(y + 1) * p.row_len];
+            for (kx, &(first, last, at)) in p.cols.iter().enumerate() {
+                let wk = p.taps[ky * kw + kx];
+                let run = &mut out[first..last];
+                let n = run.len();
+                run.iter_mut()
+                    .zip(&line[at..at + n])
+                    .for_each(|(d, v)| *d += wk * v);
+            }
+        }
+    }
+}
+
+per_isa!(
+    /// `dst[j] = op(a[j], b[j])`, one loop per op so each is a plain vector loop.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU (slices bound every access).
+    pub unsafe fn binary_map(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) => binary_map_v
+);
+
+#[inline(always)]
+unsafe fn binary_map_v<V: F32s>(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    match op {
+        BinaryOp::Add => zip_map(a, b, dst, |x, y| x + y),
+        BinaryOp::Sub => zip_map(a, b, dst, |x, y| x - y),
+        BinaryOp::Mul => zip_map(a, b, dst, |x, y| x * y),
+        BinaryOp::Div => zip_map(a, b, dst, |x, y| x / y),
+        _ => zip_map(a, b, dst, |x, y| f32::binary(op, x, y)),
+    }
+}
+
+#[inline(always)]
+fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    dst.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(d, (x, y))| *d = f(*x, *y));
+}
