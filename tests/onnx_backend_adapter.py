@@ -1,6 +1,7 @@
 """An `onnx.backend.base.Backend` over rlx.onnx: import, compile the variant the inputs imply,
-run. Int64 graph inputs that an op reads at import (Reshape's `shape`, Slice's bounds, ...)
-are frozen to the values given at run time, as a real model would carry them as initializers.
+run. Graph inputs that an op reads at import, of any dtype (Reshape's `shape`, Slice's bounds,
+Compress's condition, MelWeightMatrix's edges, ...), are frozen to the values given at run time,
+as a real model would carry them as initializers.
 """
 
 from __future__ import annotations

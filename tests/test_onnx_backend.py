@@ -44,7 +44,6 @@ EXCLUDED: List[Tuple[str, str]] = [
     (r"^test_averagepool_.*dilations", "AveragePool dilations: rlx averages dense windows"),
     (r"^test_batchnorm_.*_training_mode$", "BatchNormalization in training mode computes batch statistics"),
     (r"^test_maxpool_with_argmax_", "MaxPool's Indices output: rlx has no argmax positions"),
-    (r"^test_maxpool_2d_uint8$", "MaxPool on integers: rlx pools float32"),
     (r"^test_einsum_batch_diagonal$", "Einsum with a repeated index in one operand: a diagonal"),
     (r"^test_(blackman|hamming|hann)window(_symmetric)?_expanded$",
      "the expansion makes a Range whose length is known only at run time"),

@@ -95,3 +95,20 @@ def test_center_crop_pad_errors():
         rlx.onnx.load(single("CenterCropPad", [("x", F, [3, 4]), "s"], F, {"s": np.array([2, 2, 2])}, opset=18))
     with pytest.raises(rlx.UnsupportedOpError, match="the_node.*symbolic size"):
         rlx.onnx.load(single("CenterCropPad", [("x", F, ["n", 4]), "s"], F, {"s": np.array([2, 2])}, opset=18))
+
+
+@pytest.mark.parametrize("axis,cond", [(0, [1, 0, 1]), (1, [0, 1]), (-1, [1, 1]), (None, [0, 1, 1, 0, 1]),
+                                       (0, [1]), (None, [1, 0, 0, 0, 0, 1, 0, 0])])
+def test_compress(axis, cond):
+    at = {} if axis is None else {"axis": axis}
+    m = single("Compress", [("x", F, [3, 2]), "c"], F, {"c": np.array(cond, bool)}, **at)
+    check(m, {"x": _x(3, 2)}, which="ref", exact=True)
+
+
+def test_compress_errors():
+    with pytest.raises(rlx.ShapeError, match="the_node.*selects position 2"):
+        rlx.onnx.load(single("Compress", [("x", F, [3, 2]), "c"], F, {"c": np.array([0, 0, 1], bool)}, axis=1))
+    with pytest.raises(rlx.UnsupportedOpError, match="the_node.*selects nothing"):
+        rlx.onnx.load(single("Compress", [("x", F, [3, 2]), "c"], F, {"c": np.array([0, 0], bool)}, axis=1))
+    with pytest.raises(rlx.UnsupportedOpError, match="the_node.*known at import"):
+        rlx.onnx.load(single("Compress", [("x", F, [3, 2]), ("c", 9, [3])], F, axis=0))

@@ -92,3 +92,54 @@ def test_errors_name_the_node():
     with pytest.raises(rlx.DTypeError, match="the_node.*MatMulInteger input 1"):
         rlx.onnx.load(single("MatMulInteger", [("a", e, [2, 4]), ("b", TensorProto.INT32, [4, 2])], TensorProto.INT32,
                              opset=10))
+
+
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
+@pytest.mark.parametrize("c,group,kernel,at", [
+    (3, 1, [2, 2], {}),
+    (4, 2, [3, 3], {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
+    # 40 channels x 9 = 360 products per output: two chunks of float32 sums.
+    (40, 1, [3, 3], {"dilations": [2, 1]}),
+    (64, 2, [3, 3], {"auto_pad": "SAME_UPPER"}),
+])
+def test_conv_integer(xdt, wdt, c, group, kernel, at):
+    x = RNG.integers(np.iinfo(xdt).min, np.iinfo(xdt).max + 1, (2, c, 7, 6)).astype(xdt)
+    w = RNG.integers(np.iinfo(wdt).min, np.iinfo(wdt).max + 1, [4, c // group] + kernel).astype(wdt)
+    ort_ok = xdt == wdt == np.uint8
+    feeds = {"x": x, "w": w, "xz": _zp(xdt), "wz": _zp(wdt, () if ort_ok else (4,))}
+    ins = [("x", _elem(xdt), list(x.shape)), ("w", _elem(wdt), list(w.shape)), ("xz", _elem(xdt), []),
+           ("wz", _elem(wdt), list(feeds["wz"].shape))]
+    m = single("ConvInteger", ins, TensorProto.INT32, opset=10, group=group, **at)
+    # ONNX Runtime implements uint8 inputs and per-tensor zero points only; the onnx reference
+    # covers every pairing, with per-channel weight zero points.
+    check(m, feeds, which="ort" if ort_ok else "ref", exact=True)
+
+
+def test_conv_integer_sums_past_float32_precision():
+    # 64 x 9 products near 255 * 255: sums near 2**25, where one float32 sum would round.
+    x = RNG.integers(200, 256, (1, 64, 5, 5)).astype(np.uint8)
+    w = RNG.integers(200, 256, (2, 64, 3, 3)).astype(np.uint8)
+    m = single("ConvInteger", [("x", TensorProto.UINT8, list(x.shape)), ("w", TensorProto.UINT8, list(w.shape))],
+               TensorProto.INT32, opset=10)
+    got = check(m, {"x": x, "w": w}, exact=True)
+    assert got[0].max() > 2**24
+
+
+def test_conv_integer_without_zero_points():
+    x = RNG.integers(0, 256, (1, 2, 4, 4)).astype(np.uint8)
+    w = RNG.integers(0, 256, (3, 2, 2, 2)).astype(np.uint8)
+    m = single("ConvInteger", [("x", TensorProto.UINT8, [1, 2, 4, 4]), ("w", TensorProto.UINT8, [3, 2, 2, 2])],
+               TensorProto.INT32, opset=10)
+    check(m, {"x": x, "w": w}, exact=True)
+
+
+def test_conv_integer_errors():
+    u8 = TensorProto.UINT8
+    with pytest.raises(rlx.DTypeError, match="the_node.*input 0 of float32"):
+        rlx.onnx.load(single("ConvInteger", [("x", F, [1, 1, 3, 3]), ("w", u8, [1, 1, 2, 2])], TensorProto.INT32, opset=10))
+    with pytest.raises(rlx.ShapeError, match="the_node.*w_zero_point"):
+        rlx.onnx.load(single("ConvInteger", [("x", u8, [1, 1, 3, 3]), ("w", u8, [2, 1, 2, 2]), "", ("z", u8, [3])],
+                             TensorProto.INT32, opset=10))
+    with pytest.raises(rlx.UnsupportedOpError, match="the_node.*more than 256"):
+        rlx.onnx.load(single("ConvInteger", [("x", u8, [1, 1, 20, 20]), ("w", u8, [1, 1, 17, 17])], TensorProto.INT32,
+                             opset=10))

@@ -81,3 +81,54 @@ def test_dft_errors():
         rlx.onnx.load(_dft_model([2, "n", 2], 20, 1))
     with pytest.raises(rlx.ShapeError, match="the_node.*length 0"):
         rlx.onnx.load(_dft_model([2, 8, 2], 20, 1, 0))
+
+
+@pytest.mark.parametrize("c", [1, 2])
+@pytest.mark.parametrize("onesided", [0, 1])
+@pytest.mark.parametrize("step,length,window", [(8, 16, False), (5, None, True), (3, 12, True), (40, None, False)])
+def test_stft(c, onesided, step, length, window):
+    if c == 2 and onesided:
+        pytest.skip("a one-sided transform of a complex signal is not defined")
+    x = RNG.standard_normal((2, 40, c)).astype(np.float32)
+    wlen = length or 10
+    inits = {"step": np.array(step, np.int64)}
+    ins = [("x", F, [2, 40, c]), "step"]
+    feeds = {"x": x}
+    if window:
+        ins.append(("w", F, [wlen]))
+        feeds["w"] = RNG.random(wlen).astype(np.float32)
+    else:
+        ins.append("")
+    if length is not None:
+        ins.append("len")
+        inits["len"] = np.array(length, np.int64)
+    check(single("STFT", ins, F, inits, opset=17, onesided=onesided), feeds, which="ref", rtol=1e-4, atol=1e-4)
+
+
+def test_stft_errors():
+    inits = {"step": np.array(4, np.int64), "len": np.array(8, np.int64)}
+    with pytest.raises(rlx.ShapeError, match="the_node.*window of length 6"):
+        rlx.onnx.load(single("STFT", [("x", F, [1, 20, 1]), "step", ("w", F, [6]), "len"], F, inits, opset=17))
+    with pytest.raises(rlx.ShapeError, match="the_node.*frame_length 30"):
+        rlx.onnx.load(single("STFT", [("x", F, [1, 20, 1]), "step", "", "len"], F,
+                             {"step": inits["step"], "len": np.array(30, np.int64)}, opset=17))
+    with pytest.raises(rlx.UnsupportedOpError, match="the_node.*known at import"):
+        rlx.onnx.load(single("STFT", [("x", F, [1, 20, 1]), ("step", I64, [])], F, opset=17))
+
+
+@pytest.mark.parametrize("mels,dft,rate,lo,hi", [(8, 16, 8192, 0.0, 4096.0), (10, 64, 16000, 20.0, 7600.0),
+                                                 (4, 9, 100, 1.0, 50.0), (20, 32, 8000, 100.0, 3000.0)])
+@pytest.mark.parametrize("out", [None, 11])
+def test_mel_weight_matrix(mels, dft, rate, lo, hi, out):
+    inits = {"m": np.array(mels, np.int64), "d": np.array(dft, np.int64), "r": np.array(rate, np.int64),
+             "lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+    at = {} if out is None else {"output_datatype": out}
+    check(single("MelWeightMatrix", ["m", "d", "r", "lo", "hi"], out or F, inits, opset=17, **at), {}, which="ref",
+          rtol=1e-6, atol=1e-7)
+
+
+def test_mel_weight_matrix_errors():
+    inits = {"m": np.array(0, np.int64), "d": np.array(16, np.int64), "r": np.array(8000, np.int64),
+             "lo": np.array(0.0, np.float32), "hi": np.array(100.0, np.float32)}
+    with pytest.raises(rlx.ShapeError, match="the_node.*num_mel_bins 0"):
+        rlx.onnx.load(single("MelWeightMatrix", ["m", "d", "r", "lo", "hi"], F, inits, opset=17))

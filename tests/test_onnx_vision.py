@@ -473,9 +473,11 @@ def test_error_pad():
 
 
 HANDLER_MODULES = ("rlx._onnx_ops_elementwise", "rlx._onnx_ops_shape", "rlx._onnx_ops_nn",
-                   "rlx._onnx_ops_vision", "rlx._onnx_ops_more", "rlx._onnx_ops_math", "rlx._onnx_ops_index",
+                   "rlx._onnx_ops_vision", "rlx._onnx_ops_activation", "rlx._onnx_ops_more",
+                   "rlx._onnx_ops_math", "rlx._onnx_ops_index",
                    "rlx._onnx_ops_mask", "rlx._onnx_ops_signal", "rlx._onnx_ops_lp", "rlx._onnx_ops_gated",
-                   "rlx._onnx_ops_bitwise", "rlx._onnx_ops_quantize")
+                   "rlx._onnx_ops_bitwise", "rlx._onnx_ops_quantize", "rlx._onnx_ops_grid",
+                   "rlx._onnx_ops_fold", "rlx._onnx_ops_linalg", "rlx._onnx_ops_rnn")
 
 
 def test_supported_ops_whatever_the_import_order():
@@ -635,3 +637,25 @@ def test_light_model_random_weights_vs_ort(name):
 def _ort_input(model):
     inits = {t.name for t in model.graph.initializer}
     return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8, np.int16, np.uint16])
+def test_max_pool_narrow_integers(dt):
+    # Pooled in float32 and cast back: exact for 8- and 16-bit values (the extremes included).
+    from onnx_case_support import check as check_exact, single
+
+    info = np.iinfo(dt)
+    x = np.random.default_rng(4).integers(info.min, info.max, (2, 3, 6, 7), endpoint=True).astype(dt)
+    x[0, 0, 0, :2] = [info.min, info.max]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+    m = single("MaxPool", [("x", elem, list(x.shape))], elem, opset=12, kernel_shape=[3, 2], strides=[2, 1],
+               pads=[1, 0, 1, 1])
+    check_exact(m, {"x": x}, which="ref", exact=True)
+
+
+def test_max_pool_wide_integers_are_refused():
+    from onnx_case_support import single
+
+    with pytest.raises(rlx.DTypeError, match="the_node.*MaxPool on (INT32|int32)"):
+        rlx.onnx.load(single("MaxPool", [("x", TensorProto.INT32, [1, 1, 4, 4])], TensorProto.INT32, opset=12,
+                             kernel_shape=[2, 2]))

@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Any, List
 
 from rlx import (  # noqa: F401  (each registers its ops on import)
+    _onnx_ops_activation,
     _onnx_ops_attention,
     _onnx_ops_bitwise,
     _onnx_ops_elementwise,
+    _onnx_ops_fold,
     _onnx_ops_gated,
+    _onnx_ops_grid,
     _onnx_ops_index,
+    _onnx_ops_linalg,
     _onnx_ops_loss,
     _onnx_ops_lp,
     _onnx_ops_mask,
@@ -21,6 +25,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_nn,
     _onnx_ops_norm,
     _onnx_ops_quantize,
+    _onnx_ops_rnn,
     _onnx_ops_shape,
     _onnx_ops_signal,
     _onnx_ops_vision,

@@ -1,9 +1,10 @@
 """ONNX ops that are a mask made at import or a compare with an arange: Trilu (a triangular
 mask and a where), EyeLike (a constant), OneHot and Hardmax (indices compared with an arange
-along the new / reduced axis) and CenterCropPad (slices and zero blocks).
+along the new / reduced axis), CenterCropPad (slices and zero blocks) and Compress (a gather
+of the positions its condition selects).
 
-The masked axes (Trilu's last two, EyeLike's, CenterCropPad's cropped or padded ones) and
-OneHot's depth must be known at import.
+The masked axes (Trilu's last two, EyeLike's, CenterCropPad's cropped or padded ones),
+OneHot's depth and Compress's condition must be known at import.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rlx._onnx_ops_shape import _axis, _prod
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, foldable, op
 from rlx._onnx_sym import dim_text
 
-STATIC_OPERANDS.update({"Trilu": {1}, "OneHot": {1}, "CenterCropPad": {1}})
+STATIC_OPERANDS.update({"Trilu": {1}, "OneHot": {1}, "CenterCropPad": {1}, "Compress": {1}})
 
 
 def _scalar(imp: Importer, name: str, what: str) -> Any:
@@ -148,3 +149,27 @@ def _center_crop_pad(imp: Importer, node: Any) -> Any:
         cur[a] = t
     return x
 
+
+
+@op("Compress")
+def _compress(imp: Importer, node: Any) -> Any:
+    """A gather of the positions whose condition is true, listed at import."""
+    xv = imp.get(node.input[0])
+    cond = np.asarray(imp.values(node.input[1], "Compress condition"))
+    if cond.ndim != 1:
+        raise rlx.ShapeError(f"Compress condition of shape {list(cond.shape)}, expected one dimension")
+    at = attrs(node)
+    g, x = imp.g, imp.rt(xv)
+    if "axis" in at:
+        axis = _axis(int(at["axis"]), imp.rank(xv), "Compress")
+    else:
+        x, axis = g.reshape(x, (dim_text(_prod(imp.shape(xv))),)), 0
+    n = imp.shape(x)[axis]
+    if not isinstance(n, int):
+        raise rlx.UnsupportedOpError(f"Compress along an axis of symbolic size {dim_text(n)}")
+    picked = np.flatnonzero(cond != 0)
+    if picked.size and picked[-1] >= n:
+        raise rlx.ShapeError(f"Compress condition selects position {picked[-1]} of an axis of size {n}")
+    if not picked.size:
+        raise rlx.UnsupportedOpError("Compress selects nothing: rlx has no empty tensors")
+    return g.gather(x, g.constant(picked.astype(np.int64)), axis)

@@ -1,5 +1,5 @@
 """ONNX quantization ops computed exactly as the spec writes them, on run-time tensors:
-QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger.
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger and ConvInteger.
 
 These handlers take the graphs that the quantized-model rewrite (``rlx._onnx_quant``, which
 folds quantized weights and runs activations in float) does not recognise: ``rlx.onnx.load``
@@ -28,6 +28,7 @@ import rlx
 from rlx import _onnx_dtypes
 from rlx._onnx_import import Importer, declared_dtype
 from rlx._onnx_ops_shape import _axis
+from rlx._onnx_ops_vision import _window
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -148,9 +149,7 @@ def _dynamic_quantize_linear(imp: Importer, node: Any) -> Any:
 @op("MatMulInteger")
 def _matmul_integer(imp: Importer, node: Any) -> Any:
     g = imp.g
-    for i in range(min(len(node.input), 4)):
-        if node.input[i] and _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
-            raise rlx.DTypeError(f"MatMulInteger input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    _int8_operands(imp, node)
     a, b = _float(imp, node.input[0]), _float(imp, node.input[1])
     sa, sb = imp.shape(a), imp.shape(b)
     if not sa or not sb:
@@ -171,4 +170,57 @@ def _matmul_integer(imp: Importer, node: Any) -> Any:
         pb = b if (s, e) == (0, k) else g.slice(b, max(len(sb) - 2, 0), s, e)
         part = g.cast(g.matmul(pa, pb), "int64")
         acc = part if acc is None else g.add(acc, part)
+    return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")
+
+
+def _int8_operands(imp: Importer, node: Any) -> None:
+    for i in range(min(len(node.input), 4)):
+        if node.input[i] and _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise rlx.DTypeError(f"{node.op_type} input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+
+
+@op("ConvInteger")
+def _conv_integer(imp: Importer, node: Any) -> Any:
+    _int8_operands(imp, node)
+    g = imp.g
+    x, w = _float(imp, node.input[0]), _float(imp, node.input[1])
+    ws = imp.shape(w)
+    if len(ws) < 3 or not all(isinstance(d, int) for d in ws):
+        raise rlx.ShapeError(f"ConvInteger weight of shape {[dim_text(d) for d in ws]}: expected a static [M, C/group, k...]")
+    m, cg, kernel = int(ws[0]), int(ws[1]), [int(d) for d in ws[2:]]
+    strides, pads, dilations = _window(imp, node, x, kernel)
+    group = int(attrs(node).get("group", 1))
+    if group < 1 or m % group or imp.shape(x)[1] != cg * group:
+        raise rlx.ShapeError(f"ConvInteger input of {imp.shape(x)[1]} channels, weight {ws}, group {group}")
+    if _opt(node, 2):
+        zp = _float(imp, node.input[2])
+        if int(np.prod([int(d) for d in imp.shape(zp)])) != 1:
+            raise rlx.ShapeError(f"ConvInteger x_zero_point of shape {imp.shape(zp)}: one value")
+        x = g.sub(x, g.reshape(zp, ()))
+    if _opt(node, 3):
+        zp = _float(imp, node.input[3])
+        size = int(np.prod([int(d) for d in imp.shape(zp)]))
+        if size not in (1, m):
+            raise rlx.ShapeError(f"ConvInteger w_zero_point of shape {imp.shape(zp)}: one value or one per output channel ({m})")
+        w = g.sub(w, g.reshape(zp, (size,) + (1,) * (len(ws) - 1)))
+    kk = int(np.prod(kernel))
+    if kk > _CHUNK:
+        raise rlx.UnsupportedOpError(f"ConvInteger kernel {kernel} of more than {_CHUNK} elements (float32 sums would round)")
+
+    def conv(xs: Any, wt: Any, groups: int) -> Any:
+        return g.conv(xs, wt, None, strides=strides, pads=pads, dilations=dilations, groups=groups)
+
+    if cg * kk <= _CHUNK:
+        acc = g.cast(conv(x, w, group), "int64")
+    else:
+        step, mg, outs = _CHUNK // kk, m // group, []
+        for gi in range(group):
+            wg = g.slice(w, 0, gi * mg, (gi + 1) * mg) if group > 1 else w
+            acc = None
+            for s in range(0, cg, step):
+                e = min(s + step, cg)
+                part = g.cast(conv(g.slice(x, 1, gi * cg + s, gi * cg + e), g.slice(wg, 1, s, e), 1), "int64")
+                acc = part if acc is None else g.add(acc, part)
+            outs.append(acc)
+        acc = outs[0] if group == 1 else g.concat(outs, 1)
     return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")
