@@ -432,3 +432,32 @@ def test_fork_while_another_thread_packs_a_rebound_weight():
             if landed == 3:
                 return
     pytest.skip(f"only {landed} of 8 forks landed inside a packing")
+
+
+# -- 8. kernels that keep per-thread scratch across their parallel loops -----------------------
+
+def test_threads_on_scratch_holding_kernels_are_bit_identical_to_serial(rng):
+    # A position-major convolution and attention keep per-thread scratch while their parallel
+    # loops run; a pool worker waiting inside such a loop may start another thread's run. With
+    # the scratch borrowed for the whole call that second run used to fail (RefCell already
+    # borrowed); it now takes its own.
+    g = rlx.Graph("scratch", dims={"n": (1, 8)})
+    x = g.input("x", ("n", 64, 12, 12))
+    y = g.relu(g.conv(x, g.param("w", (160, 64, 3, 3)), pads=[1, 1, 1, 1]))  # 144 positions < 160
+    q = g.reshape(y, ("n", 10, 16, 144))
+    a = g.attention(q, q, q)
+    g.output("y", g.reshape(a, ("n", 160, 12, 12)))
+    pipe = rlx.ModelCompilePipeline(g)
+    pipe.bind_params({"w": (rng.standard_normal((160, 64, 3, 3)) * 0.05).astype(np.float32)})
+    xs = {n: rng.standard_normal((n, 64, 12, 12)).astype(np.float32) for n in (1, 2, 4)}
+    serial = {n: pipe.get_or_compile(n=n).run(x=xs[n])["y"].tobytes() for n in xs}
+    bad = []
+
+    def worker(i):
+        for r in range(60):
+            n = (1, 2, 4)[(i + r) % 3]
+            if pipe.get_or_compile(n=n).run(x=xs[n])["y"].tobytes() != serial[n]:
+                bad.append((i, r, n))
+
+    parallel(worker, THREADS, timeout=WATCHDOG)
+    assert not bad, f"{len(bad)} results differ from the serial run: {bad[:10]}"

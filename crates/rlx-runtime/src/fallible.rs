@@ -34,3 +34,32 @@ pub fn try_zeroed<T: Clone + Default>(what: &str, len: usize) -> Result<Vec<T>> 
     v.resize(len, T::default());
     Ok(v)
 }
+
+/// Grows `buf` to at least `len` elements (never shrinks), or `Error::Memory` naming `what`.
+/// For scratch buffers kept between calls.
+pub fn grow<T: Clone + Default>(buf: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
+    if buf.len() < len {
+        buf.try_reserve(len - buf.len()).map_err(|_| {
+            Error::Memory(format!(
+                "cannot allocate {} bytes for {what}",
+                len.saturating_mul(std::mem::size_of::<T>())
+            ))
+        })?;
+        buf.resize(len, T::default());
+    }
+    Ok(())
+}
+
+/// Runs `body` with the scratch kept in `key`, taken out for the call and put back after: a
+/// call that starts on the same thread meanwhile (rayon runs other jobs on a worker that
+/// waits inside a parallel loop) finds it empty and makes its own, instead of finding it
+/// borrowed.
+pub fn with_scratch<S: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<S>>,
+    body: impl FnOnce(&mut S) -> R,
+) -> R {
+    let mut scratch = key.take();
+    let r = body(&mut scratch);
+    key.set(scratch);
+    r
+}

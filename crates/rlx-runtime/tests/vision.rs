@@ -139,6 +139,53 @@ fn convolutions_match_the_reference() {
         1,
     );
     check_conv(&[1, 16, 8, 8], &[33, 16, 1, 1], true, &[2, 2], &[], &[], 1);
+    // Maps no wider than the padding: kernel columns that reach no input at all.
+    check_conv(
+        &[1, 3, 1, 1],
+        &[3, 1, 5, 5],
+        true,
+        &[],
+        &[2, 2, 2, 2],
+        &[],
+        3,
+    );
+    check_conv(
+        &[1, 2, 1, 2],
+        &[4, 2, 5, 5],
+        true,
+        &[],
+        &[2, 2, 2, 2],
+        &[],
+        1,
+    );
+    // Empty axes: no input channels (the bias alone), an empty row, a depthwise empty row.
+    check_conv(
+        &[1, 0, 3, 3],
+        &[8, 0, 3, 3],
+        true,
+        &[],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    );
+    check_conv(
+        &[1, 4, 2, 0],
+        &[8, 4, 2, 2],
+        true,
+        &[],
+        &[0, 1, 0, 1],
+        &[],
+        1,
+    );
+    check_conv(
+        &[1, 2, 3, 0],
+        &[2, 1, 1, 1],
+        true,
+        &[1, 2],
+        &[0, 0, 0, 1],
+        &[],
+        2,
+    );
     // Output rows longer than a panel, and panels that start mid-row.
     check_conv(
         &[2, 3, 5, 70],
@@ -258,6 +305,27 @@ fn pools_match_the_reference() {
             &[7, 7],
             &[1, 1],
             &[],
+            &[],
+            false,
+            false,
+        );
+        // A 5x5 window padded by 2 over a 1x1 (and 1x3) map: columns that reach no input.
+        check_pool(
+            kind,
+            &[1, 2, 1, 1],
+            &[5, 5],
+            &[1, 1],
+            &[2, 2, 2, 2],
+            &[],
+            false,
+            true,
+        );
+        check_pool(
+            kind,
+            &[1, 1, 1, 3],
+            &[5, 5],
+            &[1, 1],
+            &[2, 2, 2, 2],
             &[],
             false,
             false,

@@ -14,7 +14,8 @@ use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
 use super::norm::causal_live;
 use super::vmath;
-use crate::{Error, Result};
+use crate::Result;
+use crate::fallible::{grow, with_scratch};
 
 /// Where head `h` of batch `b` starts in one operand, and the stride between its rows.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +110,7 @@ pub fn attention(
             blocks_of_queries(kern, q, v, Keys::Bf16(ops), mask, s, out)
         });
     }
-    KEYS.with_borrow_mut(|keys| {
+    with_scratch(&KEYS, |keys| {
         pack_keys(k, s, kern.nr, keys)?;
         let kt = OutPtr(keys.as_mut_ptr());
         blocks_of_queries(kern, q, v, Keys::F32(kt), mask, s, out)
@@ -123,28 +124,13 @@ enum Keys<'a> {
     Bf16(&'a Bf16Operands<'a>),
 }
 
-/// Grows a scratch buffer to `len` floats, fallibly: a failed allocation is a memory error,
-/// not an abort. (The compile-time budget already counted this scratch.)
-fn grow(buf: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
-    if buf.len() < len {
-        buf.try_reserve(len - buf.len()).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes of attention {what}",
-                len * 4
-            ))
-        })?;
-        buf.resize(len, 0.0);
-    }
-    Ok(())
-}
-
 /// Every kv head's keys, times the softmax scale, as `k^T` panels: kv head (b, h) at
 /// `(b * kv_heads + h) * head_len`, panel j holding keys `j * nr ..` as `d` rows of `nr`. Columns past `sk` in the last panel are left
 /// as they are: the score GEMM computes them into its edge tile and never stores them.
 fn pack_keys(k: &[f32], s: &AttnSpec, nr: usize, keys: &mut Vec<f32>) -> Result<()> {
     let head_len = s.sk.div_ceil(nr) * nr * s.d;
     let len = s.batch * s.kv_heads * head_len;
-    grow(keys, len, "keys")?;
+    grow(keys, len, "attention keys")?;
     let lk = s.layout[1];
     keys[..len]
         .par_chunks_mut(head_len.max(1))
@@ -198,7 +184,7 @@ fn blocks_of_queries(
             sk
         };
         SCORES.with_borrow_mut(|p| -> Result<()> {
-            grow(p, (i1 - i0) * n.max(1), "scores")?;
+            grow(p, (i1 - i0) * n.max(1), "attention scores")?;
             // SAFETY: the layouts address heads inside q, k, v and out (shape inference
             // checked the sizes); p holds (i1 - i0) x n scores; this task writes only rows
             // i0..i1 of head h of batch b of `out`, which no other task touches.

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 
 use super::attention::AttnSpec;
 use super::gemm::bf16::{self, NR};
-use crate::{Error, Result};
+use crate::Result;
+use crate::fallible::{grow, with_scratch};
 
 thread_local! {
     /// Every kv head's scaled keys and values as pair panels, built by the calling thread once
@@ -35,12 +36,12 @@ pub fn with_operands<R>(
     s: &AttnSpec,
     body: impl FnOnce(&Bf16Operands) -> Result<R>,
 ) -> Result<R> {
-    PANELS.with_borrow_mut(|(keys, values)| {
+    with_scratch(&PANELS, |(keys, values)| {
         let key_len = s.d.div_ceil(2) * s.sk.div_ceil(NR) * NR;
         let value_len = s.sk.div_ceil(2) * s.dv.div_ceil(NR) * NR;
         let heads = s.batch * s.kv_heads;
-        grow(keys, heads * key_len, "keys")?;
-        grow(values, heads * value_len, "values")?;
+        grow(keys, heads * key_len, "attention keys")?;
+        grow(values, heads * value_len, "attention values")?;
         let [_, lk, lv, _] = s.layout;
         keys[..heads * key_len]
             .par_chunks_mut(key_len.max(1))
@@ -64,19 +65,6 @@ pub fn with_operands<R>(
             value_len,
         })
     })
-}
-
-fn grow(buf: &mut Vec<u32>, len: usize, what: &str) -> Result<()> {
-    if buf.len() < len {
-        buf.try_reserve(len - buf.len()).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes of attention {what}",
-                len * 4
-            ))
-        })?;
-        buf.resize(len, 0);
-    }
-    Ok(())
 }
 
 /// One kv head's keys (rows of `d` at stride `ld`), times the scale, as `k^T` pair panels:

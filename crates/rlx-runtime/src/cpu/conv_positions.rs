@@ -14,20 +14,23 @@ use rlx_ir::ConvAttrs;
 use super::OutPtr;
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
-use crate::{Error, Result};
+use crate::Result;
+use crate::fallible::{grow, with_scratch};
 
-/// Patch elements (f32) one block of images may hold: whole images per block, at least one.
-const BLOCK_ELEMS: usize = 1 << 21;
+/// Patch elements (f32) one block of images may hold: whole images per block, at least one
+/// (small in unit tests, so they run several blocks).
+const BLOCK_ELEMS: usize = if cfg!(test) { 1 << 8 } else { 1 << 21 };
 
 thread_local! {
     /// One block of images: channels-last, patch rows and the `[p, m]` product; reused.
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Whether a convolution runs position-major: 2-D, one group, and fewer output positions per
-/// image than output channels.
+/// Whether a convolution runs position-major: 2-D, one group, no empty axis, a kernel larger
+/// than 1x1, and no more output positions per image than output channels.
 pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
-    xs.len() == 4 && groups == 1 && os[2] * os[3] <= ws[0] && ws[2] * ws[3] > 1
+    let nonempty = xs[1..].iter().chain(ws).all(|d| *d > 0);
+    xs.len() == 4 && groups == 1 && nonempty && os[2] * os[3] <= ws[0] && ws[2] * ws[3] > 1
 }
 
 /// Images per block and the f32 scratch one block needs: channels-last image (`input`
@@ -35,20 +38,6 @@ pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
 pub fn block(input: usize, p: usize, k: usize, m: usize, batch: usize) -> (usize, usize) {
     let images = (BLOCK_ELEMS / (p * k).max(1)).clamp(1, batch.max(1));
     (images, images * (input + p * (k + m)))
-}
-
-/// `buf` grown to `len` elements (never shrunk), or `Error::Memory`.
-fn grow(buf: &mut Vec<f32>, len: usize) -> Result<()> {
-    if buf.len() < len {
-        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
-            Error::Memory(format!(
-                "cannot allocate {} bytes for convolution patches",
-                len.saturating_mul(4)
-            ))
-        })?;
-        buf.resize(len, 0.0);
-    }
-    Ok(())
 }
 
 /// `out = conv(x, w) + bias` with `w`'s panels `packed` (`[k = c * kh * kw, n = m]`).
@@ -70,10 +59,10 @@ pub fn conv(
         return Ok(());
     }
     let (images, _) = block(cin * plane, p, k, m, batch);
-    SCRATCH.with_borrow_mut(|[hwc, patches, prod]| {
-        grow(hwc, images * cin * plane)?;
-        grow(patches, images * p * k)?;
-        grow(prod, images * p * m)?;
+    with_scratch(&SCRATCH, |[hwc, patches, prod]| {
+        grow(hwc, images * cin * plane, "a channels-last image")?;
+        grow(patches, images * p * k, "convolution patches")?;
+        grow(prod, images * p * m, "a position-major product")?;
         for first in (0..batch).step_by(images) {
             let n_img = images.min(batch - first);
             let rows = n_img * p;
@@ -169,4 +158,52 @@ fn patch_row(
         }
     }
     debug_assert_eq!(row.len(), cin * kh * kw);
+}
+
+#[cfg(test)]
+mod tests {
+    use rlx_ir::{ConvAttrs, Window};
+
+    use super::super::gemm::PackedB;
+    use super::super::isa::Isa;
+
+    #[test]
+    fn blocks_of_images_match_the_channel_major_conv() {
+        // 3 images of 16 patches of k = 18 for 20 channels: several blocks (BLOCK_ELEMS in tests).
+        let (xs, ws, os) = ([3usize, 2, 5, 4], [20usize, 2, 3, 3], [3usize, 20, 4, 4]);
+        let c = ConvAttrs {
+            window: Window {
+                kernel: vec![3, 3],
+                strides: vec![1, 1],
+                dilations: vec![1, 1],
+                pads: vec![1, 1, 0, 1],
+            },
+            groups: 1,
+        };
+        assert!(super::chosen(&xs, &ws, &os, 1));
+        assert!(super::block(2 * 20, 16, 18, 20, 3).0 < 3);
+        let x: Vec<f32> = (0..3 * 2 * 20)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..20 * 18)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+            .collect();
+        let bias: Vec<f32> = (0..20).map(|i| i as f32 / 4.0).collect();
+        for isa in Isa::available() {
+            let nr = super::gemm::kernel(isa).nr;
+            let reordered = super::super::executor_plan::taps_major(&w, 20, 2, 9).unwrap();
+            let packed = PackedB::new(&reordered, 18, 20, true, nr).unwrap();
+            let mut got = vec![0.0; 3 * 20 * 16];
+            super::conv(isa, &x, &xs, &packed, &ws, Some(&bias), &c, &mut got, &os).unwrap();
+            let mut want = vec![0.0; 3 * 20 * 16];
+            super::super::conv::conv(isa, &x, &xs, &w, &ws, Some(&bias), &c, &mut want, &os)
+                .unwrap();
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{isa} [{i}]: {g} vs {e}"
+                );
+            }
+        }
+    }
 }

@@ -16,7 +16,8 @@ use super::gemm::{Packed, Weight};
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{
-    attention, conv_positions, decoder, elementwise, gemm, layout, norm, reduce, rotary, vision,
+    attention, conv, conv_positions, decoder, elementwise, gemm, layout, norm, pooling, reduce,
+    rotary,
 };
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
@@ -410,20 +411,26 @@ impl CpuExecutable {
                 }
                 ComputeOp::Conv(c) => {
                     let bias = (ins.len() > 2).then(|| f32_in(2));
+                    let (xs, ws) = (ins[0].1, ins[1].1);
                     match self.weight(addrs, ins[1].0, true) {
-                        // Packed only where `conv_positions::chosen` picked that layout.
-                        Weight::Packed(packed) => conv_positions::conv(
-                            self.isa,
-                            f32_in(0),
-                            ins[0].1,
-                            packed,
-                            ins[1].1,
-                            bias,
-                            c,
-                            f32_out(),
-                            out_shape,
-                        )?,
-                        _ => vision::conv(
+                        // Packed for a convolution that `conv_positions::chosen` picked (the
+                        // same param may feed another convolution that it did not).
+                        Weight::Packed(packed)
+                            if conv_positions::chosen(xs, ws, out_shape, c.groups) =>
+                        {
+                            conv_positions::conv(
+                                self.isa,
+                                f32_in(0),
+                                ins[0].1,
+                                packed,
+                                ins[1].1,
+                                bias,
+                                c,
+                                f32_out(),
+                                out_shape,
+                            )?
+                        }
+                        _ => conv::conv(
                             self.isa,
                             f32_in(0),
                             ins[0].1,
@@ -443,13 +450,13 @@ impl CpuExecutable {
                     with_num!(ins[0].2, T => reduce::arg_reduce::<T>(self.get(addrs, ins[0].0),
                         ins[0].1, *axis, *max, *last, out), bool => fail!(DType, "{} on bool", op.name()))
                 }
-                ComputeOp::Pool(p) => vision::pool(f32_in(0), ins[0].1, p, f32_out(), out_shape),
+                ComputeOp::Pool(p) => pooling::pool(f32_in(0), ins[0].1, p, f32_out(), out_shape),
                 ComputeOp::Lrn {
                     size,
                     alpha,
                     beta,
                     bias,
-                } => vision::lrn(f32_in(0), ins[0].1, *size, *alpha, *beta, *bias, f32_out()),
+                } => pooling::lrn(f32_in(0), ins[0].1, *size, *alpha, *beta, *bias, f32_out()),
                 ComputeOp::SwiGlu => {
                     decoder::swiglu(self.isa, f32_in(0), last(out_shape), f32_out())
                 }

@@ -133,9 +133,14 @@ impl CpuExecutable {
                         nr,
                         usize::from(e.transposed),
                         usize::from(map.is_some()),
-                        e.taps,
                     ] {
                         id.update(&(v as u64).to_le_bytes());
+                    }
+                    // Only reordered panels say so: a linear's id is what it was before
+                    // convolutions shared panels, so existing files stay valid.
+                    if e.taps > 1 {
+                        id.update(b"taps");
+                        id.update(&(e.taps as u64).to_le_bytes());
                     }
                     let id = id.finalize();
                     PackedB::shared(w, e.k, e.n, e.transposed, nr, map, dir, id.as_bytes())?
@@ -162,7 +167,7 @@ impl CpuExecutable {
 }
 
 /// `[n, c, taps]` rows reordered to `[n, taps, c]`.
-fn taps_major(w: &[f32], n: usize, c: usize, taps: usize) -> Result<Vec<f32>> {
+pub(super) fn taps_major(w: &[f32], n: usize, c: usize, taps: usize) -> Result<Vec<f32>> {
     let mut out = crate::fallible::try_zeroed::<f32>("reordered convolution weights", w.len())?;
     for (src, dst) in w
         .chunks_exact(c * taps)
@@ -345,8 +350,11 @@ pub(super) fn scratch_bytes(
                 let scores = threads
                     .saturating_mul(super::attention::QB)
                     .saturating_mul(sk);
+                // With bf16 attention the values come as pair panels too: counted as a
+                // second set of keys (the same size within the padding of a panel).
                 f32s(
-                    keys.saturating_add(scores)
+                    keys.saturating_mul(2)
+                        .saturating_add(scores)
                         .saturating_add(batch.saturating_mul(sk)),
                 )
             }
@@ -354,14 +362,18 @@ pub(super) fn scratch_bytes(
                 let (x, w, o) = (shape(0), shape(1), &shapes[k.output.index()]);
                 let taps: usize = w[2..].iter().product();
                 let (p, ck) = (o[2..].iter().product::<usize>(), w[1].saturating_mul(taps));
-                // Position-major: a block of channels-last images, patches and products.
-                // Channel-major 2-D: one panel per thread; N-d: the patch matrix of one image.
-                let positions = super::conv_positions::chosen(x, w, o, c.groups);
-                let whole = if positions {
-                    let plane = x[2..].iter().product::<usize>().saturating_mul(x[1]);
-                    super::conv_positions::block(plane, p, ck, w[0], x[0]).1
+                let (batch, cin) = (x[0], x[1]);
+                let plane = x[2..].iter().product::<usize>();
+                // Position-major: a block of channels-last images, patches and products. A
+                // strided 1x1 kernel: the subsampled batch. Other 2-D kernels: one panel per
+                // thread (below) and one phase-split plane per thread (depthwise). N-d: the
+                // patch matrix of one image.
+                let whole = if super::conv_positions::chosen(x, w, o, c.groups) {
+                    super::conv_positions::block(plane.saturating_mul(cin), p, ck, w[0], batch).1
+                } else if taps == 1 {
+                    batch.saturating_mul(cin).saturating_mul(p)
                 } else if x.len() == 4 {
-                    0
+                    threads.saturating_mul(plane.saturating_add(x[3]))
                 } else {
                     c.groups.saturating_mul(ck).saturating_mul(p)
                 };

@@ -3,8 +3,10 @@
 mod arena;
 mod attention;
 mod attention_bf16;
+mod conv;
 mod conv_positions;
 mod decoder;
+mod depthwise;
 mod elementwise;
 mod executor;
 mod executor_fused;
@@ -16,11 +18,12 @@ mod layout;
 pub mod math;
 mod norm;
 mod pool;
+mod pooling;
 mod reduce;
 mod rotary;
 mod types;
-mod vision;
 pub mod vmath;
+mod window;
 
 use std::sync::Arc;
 

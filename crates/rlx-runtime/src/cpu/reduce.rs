@@ -26,7 +26,7 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     };
     match contiguous_axes(shape, axes) {
         Some((outer, count, inner)) if inner > 1 => {
-            return reduce_rows(op, x, outer, count, inner, out);
+            return reduce_rows((init, bop), x, outer, count, inner, out);
         }
         // Trailing axes (a global pool): each output folds one contiguous run, in order.
         Some((_, count, _)) => {
@@ -86,26 +86,17 @@ fn contiguous_axes(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usi
     Some((outer, count, inner))
 }
 
-/// Reduces the middle axis of `[outer, count, inner]` data a whole row at a time: each output
-/// row accumulates `count` input rows with a loop that vectorizes.
+/// Reduces the middle axis of `[outer, count, inner]` data a whole row at a time (starting
+/// from `init`, combining with `bop`): each output row accumulates `count` input rows with a
+/// loop that vectorizes.
 fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
-    op: ReduceOp,
+    (init, bop): (T, rlx_ir::BinaryOp),
     x: &[T],
     outer: usize,
     count: usize,
     inner: usize,
     out: &mut [T],
 ) {
-    let init = if op == ReduceOp::Max {
-        T::LOWEST
-    } else {
-        T::default()
-    };
-    let bop = if op == ReduceOp::Max {
-        rlx_ir::BinaryOp::Max
-    } else {
-        rlx_ir::BinaryOp::Add
-    };
     let per_task = PAR_GRAIN.div_ceil((count * inner).max(1)).max(1);
     out.par_chunks_mut(inner * per_task)
         .enumerate()

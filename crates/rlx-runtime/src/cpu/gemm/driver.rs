@@ -49,7 +49,8 @@ pub enum BSource<'a> {
 /// that uses it, where a whole pre-built B would round-trip through memory.
 pub trait PanelSource: Sync {
     /// Writes every element of panel `j` (columns `j * nr ..`) as `k` rows of `nr` into `buf`
-    /// (`buf.len() == k * nr`), zeros past the last column.
+    /// (`buf.len() == k * nr`), zeros past the last column. Runs inside a GEMM task, with the
+    /// task's scratch borrowed: it must not start a GEMM or a rayon loop.
     fn fill(&self, j: usize, buf: &mut [f32]);
 }
 
@@ -95,6 +96,11 @@ impl Split {
         // Row blocks even on one thread: a block's A rows stay in L2 while every panel of B
         // passes over them (one block of 4096 rows would stream A from memory per panel).
         let mut mc = round(MC).min(round(job.m.max(1)));
+        if let BSource::Built(_) = job.b {
+            // Panels built on demand are built once per row block: one block of every row
+            // (the split then runs over panels alone).
+            mc = round(job.m.max(1));
+        }
         if threads <= 1 || macs(job) < MIN_PARALLEL_MACS {
             return Split {
                 mc,
@@ -105,7 +111,8 @@ impl Split {
         }
         let want = threads * TASKS_PER_THREAD;
         // Few rows: smaller row blocks before splitting B finer than one panel per task.
-        while job.m.div_ceil(mc) * panels < want && mc > kern.mr {
+        let built = matches!(job.b, BSource::Built(_));
+        while job.m.div_ceil(mc) * panels < want && mc > kern.mr && !built {
             mc = round(mc / 2);
         }
         let m_blocks = job.m.div_ceil(mc).max(1);
