@@ -473,11 +473,14 @@ def test_error_pad():
 
 
 HANDLER_MODULES = ("rlx._onnx_ops_elementwise", "rlx._onnx_ops_shape", "rlx._onnx_ops_nn",
-                   "rlx._onnx_ops_vision", "rlx._onnx_ops_activation", "rlx._onnx_ops_more",
-                   "rlx._onnx_ops_math", "rlx._onnx_ops_index",
+                   "rlx._onnx_ops_vision", "rlx._onnx_ops_activation", "rlx._onnx_ops_resize",
+                   "rlx._onnx_ops_layout", "rlx._onnx_ops_einsum", "rlx._onnx_ops_math", "rlx._onnx_ops_index",
                    "rlx._onnx_ops_mask", "rlx._onnx_ops_signal", "rlx._onnx_ops_lp", "rlx._onnx_ops_gated",
                    "rlx._onnx_ops_bitwise", "rlx._onnx_ops_quantize", "rlx._onnx_ops_grid",
-                   "rlx._onnx_ops_fold", "rlx._onnx_ops_linalg", "rlx._onnx_ops_rnn")
+                   "rlx._onnx_ops_fold", "rlx._onnx_ops_linalg", "rlx._onnx_ops_rnn", "rlx._onnx_ops_norm",
+                   "rlx._onnx_ops_loss", "rlx._onnx_ops_attention")
+# The modules a handler module may import from rlx (besides the package and its native module).
+HANDLER_DEPS = {"rlx._onnx_registry", "rlx._onnx_helpers", "rlx._onnx_import", "rlx._onnx_dtypes", "rlx._onnx_sym"}
 
 
 def test_supported_ops_whatever_the_import_order():
@@ -489,11 +492,19 @@ def test_supported_ops_whatever_the_import_order():
 
 
 def test_handler_modules_import_no_circle():
-    # A handler module needs only the registry (and the families it builds on), never the
-    # module that gathers them all; so each imports alone and registers its own ops.
+    # A handler module needs only the registry and the shared helpers, never another handler
+    # module nor the module that gathers them all; so each imports alone and registers its own ops.
+    import pkgutil
+
+    on_disk = {f"rlx.{m.name}" for m in pkgutil.iter_modules(rlx.__path__) if m.name.startswith("_onnx_ops_")}
+    # _onnx_ops_check holds the structural checks before the walk and registers no op.
+    assert on_disk - {"rlx._onnx_ops_check"} == set(HANDLER_MODULES)
     for mod in HANDLER_MODULES:
-        code = (f"import sys, {mod}; from rlx._onnx_registry import HANDLERS; "
-                f"assert 'rlx._onnx_ops' not in sys.modules, '{mod} imports rlx._onnx_ops'; "
+        code = (f"import sys, rlx; before = set(sys.modules); import {mod}; "
+                f"new = sorted(m for m in set(sys.modules) - before if m.startswith(('rlx._onnx', 'rlx.onnx')) and m != '{mod}'); "
+                f"bad = [m for m in new if m not in {sorted(HANDLER_DEPS)!r}]; "
+                f"assert not bad, '{mod} loads ' + ', '.join(bad); "
+                "from rlx._onnx_registry import HANDLERS; "
                 f"own = [k for k, f in HANDLERS.items() if f.__module__ == '{mod}']; assert own, '{mod}'")
         subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 

@@ -1,6 +1,7 @@
 """Every ONNX op handler, registered: importing this module imports each op family's module.
 
-The registry itself (``HANDLERS``, ``@op``, the shared helpers) is ``rlx._onnx_registry``.
+The registry itself (``HANDLERS``, ``@op``, ``attrs``, the folding checks) is
+``rlx._onnx_registry``; the helpers several op families share are ``rlx._onnx_helpers``.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_activation,
     _onnx_ops_attention,
     _onnx_ops_bitwise,
+    _onnx_ops_einsum,
     _onnx_ops_elementwise,
     _onnx_ops_fold,
     _onnx_ops_gated,
     _onnx_ops_grid,
     _onnx_ops_index,
+    _onnx_ops_layout,
     _onnx_ops_linalg,
     _onnx_ops_loss,
     _onnx_ops_lp,
     _onnx_ops_mask,
     _onnx_ops_math,
-    _onnx_ops_more,
     _onnx_ops_nn,
     _onnx_ops_norm,
     _onnx_ops_quantize,
+    _onnx_ops_resize,
     _onnx_ops_rnn,
     _onnx_ops_shape,
     _onnx_ops_signal,

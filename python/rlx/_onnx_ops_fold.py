@@ -17,8 +17,8 @@ from typing import Any, List
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import static_dims
 from rlx._onnx_import import Importer
-from rlx._onnx_ops_index import static_dims
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, op
 
 STATIC_OPERANDS.update({"Col2Im": {1, 2}, "MaxUnpool": {2}})

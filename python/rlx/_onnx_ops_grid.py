@@ -15,8 +15,8 @@ from typing import Any, List, Tuple
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import static_dims
 from rlx._onnx_import import Importer
-from rlx._onnx_ops_index import static_dims
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, op
 
 STATIC_OPERANDS.update({"AffineGrid": {1}})

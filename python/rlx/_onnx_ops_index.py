@@ -22,18 +22,9 @@ from typing import Any, List, Sequence
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import norm_axis, prod_along, static_dims
 from rlx._onnx_import import Importer
-from rlx._onnx_ops_math import prod_along
-from rlx._onnx_ops_shape import _axis
 from rlx._onnx_registry import attrs, foldable, known, op
-from rlx._onnx_sym import dim_text
-
-
-def static_dims(imp: Importer, v: Any, what: str) -> List[int]:
-    dims = imp.shape(v)
-    if not all(isinstance(d, int) for d in dims):
-        raise rlx.UnsupportedOpError(f"{what} needs static shapes, got {[dim_text(d) for d in dims]}")
-    return [int(d) for d in dims]
 
 
 def _c(imp: Importer, arr: Any, dt: Any = np.int64) -> Any:
@@ -99,7 +90,7 @@ def gather_along(imp: Importer, data: Any, idx: Any, axis: int, out: Sequence[in
 def _gather_elements(imp: Importer, node: Any) -> Any:
     data, iv = imp.get(node.input[0]), imp.get(node.input[1])
     dims, ishape = imp.shape(data), imp.shape(iv)
-    axis = _axis(int(attrs(node).get("axis", 0)), len(dims), "GatherElements")
+    axis = norm_axis(int(attrs(node).get("axis", 0)), len(dims), "GatherElements")
     if len(ishape) != len(dims):
         raise rlx.ShapeError(f"GatherElements indices of rank {len(ishape)} for data of rank {len(dims)}")
     if foldable(data, iv) and not (data.symbolic or iv.symbolic):
@@ -167,7 +158,7 @@ def _reverse_sequence(imp: Importer, node: Any) -> Any:
     r = len(dims)
     if r < 2:
         raise rlx.ShapeError(f"ReverseSequence input of rank {r}, expected at least 2")
-    ta, ba = _axis(int(at.get("time_axis", 0)), r, "ReverseSequence"), _axis(int(at.get("batch_axis", 1)), r, "ReverseSequence")
+    ta, ba = norm_axis(int(at.get("time_axis", 0)), r, "ReverseSequence"), norm_axis(int(at.get("batch_axis", 1)), r, "ReverseSequence")
     if ta == ba:
         raise rlx.ShapeError(f"ReverseSequence time_axis and batch_axis are both {ta}")
     if imp.shape(lens) != [dims[ba]]:
@@ -269,7 +260,7 @@ def _scatter_elements(imp: Importer, node: Any) -> Any:
     red = _reduction(node)
     dims = static_dims(imp, data, node.op_type)
     r = len(dims)
-    axis = _axis(int(attrs(node).get("axis", 0)), r, node.op_type)
+    axis = norm_axis(int(attrs(node).get("axis", 0)), r, node.op_type)
     ishape = static_dims(imp, iv, node.op_type)
     if ishape != static_dims(imp, uv, node.op_type) or len(ishape) != r:
         raise rlx.ShapeError(f"{node.op_type} indices {ishape} and updates {imp.shape(uv)} must have one shape, of rank {r}")

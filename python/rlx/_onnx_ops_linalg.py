@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod
 from rlx._onnx_import import Importer
-from rlx._onnx_ops_shape import _prod
 from rlx._onnx_registry import op
 from rlx._onnx_sym import dim_text
 
@@ -41,10 +41,10 @@ def _det(imp: Importer, node: Any) -> Any:
         raise rlx.DTypeError(f"Det on {imp.dtype(xv)} (float types)")
     g = imp.g
     lead = dims[:-2]
-    x = g.reshape(imp.rt(xv), (dim_text(_prod(lead)), n * n))
+    x = g.reshape(imp.rt(xv), (dim_text(dims_prod(lead)), n * n))
     perms = list(itertools.permutations(range(n)))
     idx = np.array([[i * n + s[i] for i in range(n)] for s in perms], np.int64)  # [n!, n]
-    terms = g.reshape(g.gather(x, g.constant(idx.reshape(-1)), 1), (dim_text(_prod(lead)), len(perms), n))
+    terms = g.reshape(g.gather(x, g.constant(idx.reshape(-1)), 1), (dim_text(dims_prod(lead)), len(perms), n))
     prod = g.slice(terms, 2, 0, 1)
     for i in range(1, n):
         prod = g.mul(prod, g.slice(terms, 2, i, i + 1))

@@ -13,9 +13,8 @@ from typing import Any, List
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod, norm_axis, pool_kernel, spatial_sizes, window_args
 from rlx._onnx_import import Importer
-from rlx._onnx_ops_shape import _axis, _prod
-from rlx._onnx_ops_vision import _pool_kernel, _spatial, _window
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -53,7 +52,7 @@ def _root(imp: Importer, s: Any, p: float) -> Any:
 def _lp_normalization(imp: Importer, node: Any) -> Any:
     at = attrs(node)
     x = _float_input(imp, node)
-    axis = _axis(int(at.get("axis", -1)), len(x.shape), "LpNormalization")
+    axis = norm_axis(int(at.get("axis", -1)), len(x.shape), "LpNormalization")
     p = int(at.get("p", 2))
     if p not in (1, 2):
         raise rlx.ModelFormatError(f"LpNormalization p={p} (the spec allows 1 and 2)")
@@ -69,10 +68,10 @@ def _lp_pool(imp: Importer, node: Any) -> Any:
     at = attrs(node)
     xv = imp.get(node.input[0])
     x = _float_input(imp, node)
-    kernel = _pool_kernel(node)
-    strides, pads, dilations = _window(imp, node, xv, kernel)
+    kernel = pool_kernel(node)
+    strides, pads, dilations = window_args(imp, node, xv, kernel)
     n = len(kernel)
-    sizes = _spatial(imp, xv, n)
+    sizes = spatial_sizes(imp, xv, n)
     p = float(at.get("p", 2))
     if not p > 0:
         raise rlx.ModelFormatError(f"LpPool p={p} must be positive")
@@ -119,7 +118,7 @@ def _group_norm(imp: Importer, node: Any) -> Any:
     for name, v in (("scale", scale), ("bias", bias)):
         if list(v.shape) != [per]:
             raise rlx.ShapeError(f"GroupNormalization {name} of shape {list(v.shape)}, expected [{per}]")
-    rest = _prod(dims[2:])
+    rest = dims_prod(dims[2:])
     y = g.reshape(x, (dim_text(dims[0]), groups, dim_text((c // groups) * rest)))
     y = _normalize(imp, y, [2], float(at.get("epsilon", 1e-5)), False)
     if per == groups:
@@ -134,6 +133,6 @@ def _group_norm(imp: Importer, node: Any) -> Any:
 def _mvn(imp: Importer, node: Any) -> Any:
     x = _float_input(imp, node)
     r = len(x.shape)
-    axes = sorted({_axis(int(a), r, "MeanVarianceNormalization") for a in attrs(node).get("axes", [0, 2, 3])})
+    axes = sorted({norm_axis(int(a), r, "MeanVarianceNormalization") for a in attrs(node).get("axes", [0, 2, 3])})
     # The spec's function body: (x - mean) / (sqrt(variance) + 1e-9).
     return _normalize(imp, x, axes, 1e-9, True)

@@ -14,9 +14,8 @@ from typing import Any, List
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod, norm_axis, static_dims
 from rlx._onnx_import import Importer, Known, declared_dtype, np_dtype
-from rlx._onnx_ops_index import static_dims
-from rlx._onnx_ops_shape import _axis, _prod
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, foldable, op
 from rlx._onnx_sym import dim_text
 
@@ -78,7 +77,7 @@ def _one_hot(imp: Importer, node: Any) -> Any:
     if imp.shape(vv) != [2]:
         raise rlx.ShapeError(f"OneHot values of shape {imp.shape(vv)}, expected [2] (off, on)")
     r = imp.rank(iv) + 1
-    axis = _axis(int(attrs(node).get("axis", -1)), r, "OneHot")
+    axis = norm_axis(int(attrs(node).get("axis", -1)), r, "OneHot")
     g = imp.g
     dt = imp.dtype(iv)
     if dt.kind not in "iuf":
@@ -101,12 +100,12 @@ def _hardmax(imp: Importer, node: Any) -> Any:
     dims = imp.shape(x)
     r = len(dims)
     old = imp.opset < 13
-    axis = _axis(int(attrs(node).get("axis", 1 if old else -1)), r, "Hardmax")
+    axis = norm_axis(int(attrs(node).get("axis", 1 if old else -1)), r, "Hardmax")
     g = imp.g
     y, ax = x, axis
     if old and r > 2:
         # Before opset 13 the input is flattened to 2-D at `axis` first.
-        y, ax = g.reshape(x, (dim_text(_prod(dims[:axis])), dim_text(_prod(dims[axis:])))), 1
+        y, ax = g.reshape(x, (dim_text(dims_prod(dims[:axis])), dim_text(dims_prod(dims[axis:])))), 1
     n = imp.shape(y)[ax]
     if not isinstance(n, int):
         raise rlx.UnsupportedOpError(f"Hardmax along an axis of symbolic size {dim_text(n)}")
@@ -122,7 +121,7 @@ def _center_crop_pad(imp: Importer, node: Any) -> Any:
     dims = imp.shape(xv)
     r = len(dims)
     target = [int(s) for s in np.asarray(imp.values(node.input[1], "CenterCropPad shape")).reshape(-1)]
-    axes = [_axis(int(a), r, "CenterCropPad") for a in attrs(node).get("axes", range(r))]
+    axes = [norm_axis(int(a), r, "CenterCropPad") for a in attrs(node).get("axes", range(r))]
     if len(target) != len(axes) or len(set(axes)) != len(axes):
         raise rlx.ShapeError(f"CenterCropPad shape {target} for axes {axes}: one size per distinct axis")
     if any(t < 0 for t in target):
@@ -161,9 +160,9 @@ def _compress(imp: Importer, node: Any) -> Any:
     at = attrs(node)
     g, x = imp.g, imp.rt(xv)
     if "axis" in at:
-        axis = _axis(int(at["axis"]), imp.rank(xv), "Compress")
+        axis = norm_axis(int(at["axis"]), imp.rank(xv), "Compress")
     else:
-        x, axis = g.reshape(x, (dim_text(_prod(imp.shape(xv))),)), 0
+        x, axis = g.reshape(x, (dim_text(dims_prod(imp.shape(xv))),)), 0
     n = imp.shape(x)[axis]
     if not isinstance(n, int):
         raise rlx.UnsupportedOpError(f"Compress along an axis of symbolic size {dim_text(n)}")

@@ -1,4 +1,5 @@
-"""ONNX arithmetic ops composed exactly of rlx elementwise ops: Mod, ReduceProd and CumProd.
+"""ONNX arithmetic ops composed exactly of rlx elementwise ops: Mod, ReduceProd, CumProd and
+CumSum.
 
 Mod on int32 / int64 is a truncating division and a sign fix. Mod on float32 must not lose the
 low bits that ``a - b * trunc(a / b)`` rounds away when the quotient is large, so it is worked
@@ -8,23 +9,24 @@ square-and-multiply over the 8 bits of ``ea - eb``; every step is exact in int64
 then adds ``b`` when the signs differ, rounded once, as numpy does.
 
 ReduceProd and CumProd multiply slices: log2(n) steps along each static axis (a product tree,
-and a Hillis-Steele scan), exact for integers (wrapping, as numpy does).
+and a Hillis-Steele scan), exact for integers (wrapping, as numpy does). CumSum on float32 is a
+matmul with a triangular constant; on int32 / int64 it is log2(n) shifted adds, exact. The
+axis CumProd and CumSum work along must be known at import and static.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 import numpy as np
 
 import rlx
-from rlx._onnx_import import Importer
-from rlx._onnx_ops_nn import _reduce_args
-from rlx._onnx_ops_shape import _axis
+from rlx._onnx_helpers import norm_axis, prod_along, reduce_args, static_len
+from rlx._onnx_import import Importer, Known
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, fold_shape, foldable, known, op
 from rlx._onnx_sym import DimLike, dim_text
 
-STATIC_OPERANDS.update({"ReduceProd": {1}, "CumProd": {1}})
+STATIC_OPERANDS.update({"ReduceProd": {1}, "CumProd": {1}, "CumSum": {1}})
 
 _NUMERIC = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64))
 
@@ -133,38 +135,16 @@ def _mod(imp: Importer, node: Any) -> Any:
 # -- ReduceProd / CumProd --------------------------------------------------------------------
 
 
-def _static_len(d: DimLike, what: str, axis: int) -> int:
-    if not isinstance(d, int):
-        raise rlx.UnsupportedOpError(f"{what} along axis {axis} of symbolic size {dim_text(d)}: the axis must be static")
-    return d
-
-
-def prod_along(imp: Importer, x: Any, axis: int) -> Any:
-    """The product of ``x`` along a static ``axis``, kept as a dim of 1: a tree of halves
-    multiplied together (an odd last slice carried to the next level)."""
-    g = imp.g
-    dims = imp.shape(x)
-    n = _static_len(dims[axis], "a product", axis)
-    if n == 0:
-        return imp.filled([1 if i == axis else d for i, d in enumerate(dims)], _c(imp, 1, x.dtype))
-    while n > 1:
-        h = n // 2
-        y = g.mul(g.slice(x, axis, 0, h), g.slice(x, axis, h, 2 * h))
-        x = g.concat([y, g.slice(x, axis, 2 * h, n)], axis) if n % 2 else y
-        n = h + n % 2
-    return x
-
-
 @op("ReduceProd")
 def _reduce_prod(imp: Importer, node: Any) -> Any:
-    x, axes, keep, noop = _reduce_args(imp, node)
+    x, axes, keep, noop = reduce_args(imp, node)
     if np.dtype(x.dtype) not in _NUMERIC:
         raise rlx.DTypeError(f"ReduceProd on {x.dtype} (float32, int32, int64)")
     if noop:
         return x
     dims = imp.shape(x)
     r = len(dims)
-    axes = sorted({_axis(int(a), r, "ReduceProd") for a in (axes if axes is not None else range(r))})
+    axes = sorted({norm_axis(int(a), r, "ReduceProd") for a in (axes if axes is not None else range(r))})
     for a in axes:
         x = prod_along(imp, x, a)
     if keep:
@@ -184,11 +164,11 @@ def _cumprod(imp: Importer, node: Any) -> Any:
     if axis_arr.size != 1:
         raise rlx.ShapeError(f"CumProd axis must be a scalar, got {axis_arr.size} values")
     dims = imp.shape(xv)
-    axis = _axis(int(axis_arr[0]), len(dims), "CumProd")
+    axis = norm_axis(int(axis_arr[0]), len(dims), "CumProd")
     dt = imp.dtype(xv)
     if dt not in _NUMERIC:
         raise rlx.DTypeError(f"CumProd on {dt} (float32, int32, int64)")
-    n = _static_len(dims[axis], "CumProd", axis)
+    n = static_len(dims[axis], "CumProd", axis)
     exclusive, reverse = bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
     g, x = imp.g, imp.rt(xv)
     if n == 0:
@@ -206,3 +186,67 @@ def _cumprod(imp: Importer, node: Any) -> Any:
         y = g.concat([pad, g.slice(y, axis, 0, n - 1)], axis) if n > 1 else pad
     return _reverse(imp, y, axis, n) if reverse else y
 
+
+# -- CumSum ----------------------------------------------------------------------------------
+
+
+@op("CumSum")
+def _cumsum(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    xv = imp.get(node.input[0])
+    axis_arr = np.asarray(imp.values(node.input[1], "CumSum axis")).reshape(-1)
+    if axis_arr.size != 1:
+        raise rlx.ShapeError(f"CumSum axis must be a scalar, got {axis_arr.size} values")
+    dims = imp.shape(xv)
+    r = len(dims)
+    axis = norm_axis(int(axis_arr[0]), r, "CumSum")
+    exclusive, reverse = bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
+    if foldable(xv) and not xv.symbolic:
+        a = np.flip(xv.arr, axis) if reverse else xv.arr
+        c = np.cumsum(a, axis=axis, dtype=xv.dtype)
+        if exclusive:
+            c = c - a
+        return Known(np.flip(c, axis) if reverse else c, xv.dtype)
+    dt = imp.dtype(xv)
+    if dt not in (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64)):
+        raise rlx.UnsupportedOpError(f"CumSum on {dt} (float32, int32, int64)")
+    n = dims[axis]
+    if not isinstance(n, int):
+        raise rlx.UnsupportedOpError(f"CumSum along axis {axis} of symbolic size {dim_text(n)}: the axis must be static")
+    if dt != np.float32:
+        return _cumsum_int(imp, imp.rt(xv), dims, axis, n, exclusive, reverse)
+    # out[..., j] = sum_i x[..., i] * T[i, j]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    keep = (i > j if exclusive else i >= j) if reverse else (i < j if exclusive else i <= j)
+    tri = keep.astype(np.float32)
+    x = imp.rt(xv)
+    if r == 0:
+        return x
+    last = r - 1
+    perm = list(range(r))
+    if axis != last:
+        perm[axis], perm[last] = last, axis
+        x = imp.g.transpose(x, perm)
+    if r == 1:
+        y = imp.g.reshape(imp.g.matmul(imp.g.reshape(x, (1, n)), _c(imp, tri, np.float32)), (n,))
+    else:
+        y = imp.g.matmul(x, _c(imp, tri, np.float32))
+    return imp.g.transpose(y, perm) if axis != last else y
+
+
+def _cumsum_int(imp: Importer, x: Any, dims: List[DimLike], axis: int, n: int, exclusive: bool, reverse: bool) -> Any:
+    """Integer CumSum, exact: log2(n) adds of the running sum shifted by 1, 2, 4, ... along
+    the axis (zeros shifted in); reverse reads the axis backwards; exclusive subtracts x."""
+    if n <= 1 and not exclusive:
+        return x
+    rev = _c(imp, np.arange(n - 1, -1, -1), np.int64)
+    src = imp.g.gather(x, rev, axis) if reverse else x
+    zero = imp.g.constant(np.zeros((), np.dtype(x.dtype)))
+    y, s = src, 1
+    while s < n:
+        pad = imp.filled([s if i == axis else d for i, d in enumerate(dims)], zero)
+        y = imp.g.add(y, imp.g.concat([pad, imp.g.slice(y, axis, "0", str(n - s))], axis))
+        s *= 2
+    if exclusive:
+        y = imp.g.sub(y, src)
+    return imp.g.gather(y, rev, axis) if reverse else y

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any
 
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod, norm_axis, reduce_args, reshape_to
 from rlx._onnx_import import Importer, Known
 from rlx._onnx_registry import attrs, op
-from rlx._onnx_ops_shape import _axes, _axis, _prod, _reshape
 from rlx._onnx_sym import dim_text
 
 
@@ -87,12 +87,12 @@ def _softmax(imp: Importer, node: Any, log: bool) -> Any:
     dims = imp.shape(x)
     r = len(dims)
     default = -1 if imp.opset >= 13 else 1
-    axis = _axis(attrs(node).get("axis", default), r, node.op_type)
+    axis = norm_axis(attrs(node).get("axis", default), r, node.op_type)
     if imp.opset >= 13 or axis == r - 1:
         y = imp.g.softmax(x, axis)
     else:
         # Before opset 13 the input is flattened to 2-D at `axis` first.
-        flat = imp.g.reshape(x, (dim_text(_prod(dims[:axis])), dim_text(_prod(dims[axis:]))))
+        flat = imp.g.reshape(x, (dim_text(dims_prod(dims[:axis])), dim_text(dims_prod(dims[axis:]))))
         y = imp.g.reshape(imp.g.softmax(flat, -1), tuple(dim_text(d) for d in dims))
     return imp.g.log(y) if log else y
 
@@ -112,14 +112,14 @@ def _layer_norm(imp: Importer, node: Any) -> Any:
     at = attrs(node)
     x = imp.rt(imp.get(node.input[0]))
     dims = imp.shape(x)
-    axis = _axis(at.get("axis", -1), len(dims), "LayerNormalization")
-    d = _prod(dims[axis:])
+    axis = norm_axis(at.get("axis", -1), len(dims), "LayerNormalization")
+    d = dims_prod(dims[axis:])
     if not isinstance(d, int):
         raise rlx.UnsupportedOpError(f"LayerNormalization over symbolic size {d}")
     scale = imp.get(node.input[1])
     bias = imp.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    gamma = _reshape(imp, scale, [d])
-    beta = _reshape(imp, bias, [d]) if bias is not None else Known(np.zeros((d,), np.float32))
+    gamma = reshape_to(imp, scale, [d])
+    beta = reshape_to(imp, bias, [d]) if bias is not None else Known(np.zeros((d,), np.float32))
     eps = float(at.get("epsilon", 1e-5))
     xs = x if axis == len(dims) - 1 else imp.g.reshape(x, tuple(dim_text(v) for v in dims[:axis]) + (d,))
     y = imp.g.layer_norm(xs, imp.rt(gamma), imp.rt(beta), eps)
@@ -138,19 +138,9 @@ def _layer_norm(imp: Importer, node: Any) -> Any:
 _REDUCE = {"ReduceSum": "reduce_sum", "ReduceMean": "reduce_mean", "ReduceMax": "reduce_max", "ReduceMin": "min"}
 
 
-def _reduce_args(imp: Importer, node: Any) -> Tuple[Any, Any, bool, bool]:
-    """(x, axes or None for all, keepdims, whether the node is a no-op: empty axes with
-    noop_with_empty_axes) of a Reduce* node."""
-    at = attrs(node)
-    x = imp.rt(imp.get(node.input[0]))
-    axes = _axes(imp, node, node.op_type)
-    noop = not axes and bool(at.get("noop_with_empty_axes", 0))
-    return x, axes or None, bool(at.get("keepdims", 1)), noop
-
-
 @op(*_REDUCE)
 def _reduce(imp: Importer, node: Any) -> Any:
-    x, axes, keep, noop = _reduce_args(imp, node)
+    x, axes, keep, noop = reduce_args(imp, node)
     if noop:
         return x
     if np.dtype(x.dtype) == np.bool_ and node.op_type in ("ReduceMax", "ReduceMin"):
@@ -181,7 +171,7 @@ _COMPOSED = {
 
 @op(*_COMPOSED, "ReduceLogSumExp")
 def _composed_reduce(imp: Importer, node: Any) -> Any:
-    x, axes, keep, noop = _reduce_args(imp, node)
+    x, axes, keep, noop = reduce_args(imp, node)
     if np.dtype(x.dtype) != np.float32:
         raise rlx.UnsupportedOpError(f"{node.op_type} on {x.dtype} (float32 only)")
     if noop:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod, norm_axis
 from rlx._onnx_import import Importer
 from rlx._onnx_registry import attrs, op
-from rlx._onnx_ops_shape import _axis, _prod
 from rlx._onnx_sym import dim_text
 
 
@@ -29,11 +29,11 @@ def _rms_normalization(imp: Importer, node: Any) -> Any:
     r = len(dims)
     if r == 0:
         raise rlx.ShapeError("RMSNormalization of a scalar: it needs at least one axis")
-    axis = _axis(int(at.get("axis", -1)), r, "RMSNormalization")
+    axis = norm_axis(int(at.get("axis", -1)), r, "RMSNormalization")
     eps = float(at.get("epsilon", 1e-5))
     if len(sdims) > r or any(s != 1 and s != d for s, d in zip(sdims[::-1], dims[::-1])):
         raise rlx.ShapeError(f"RMSNormalization scale {[str(s) for s in sdims]} does not broadcast to X {[str(d) for d in dims]}")
-    n = _prod(dims[axis:])
+    n = dims_prod(dims[axis:])
     x = imp.rt(xv)
     if axis != r - 1:
         x = imp.g.reshape(x, tuple(dim_text(d) for d in dims[:axis]) + (dim_text(n),))

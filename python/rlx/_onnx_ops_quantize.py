@@ -26,9 +26,8 @@ import numpy as np
 
 import rlx
 from rlx import _onnx_dtypes
+from rlx._onnx_helpers import norm_axis, window_args
 from rlx._onnx_import import Importer, declared_dtype
-from rlx._onnx_ops_shape import _axis
-from rlx._onnx_ops_vision import _window
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -59,7 +58,7 @@ def _params(imp: Importer, node: Any, i: int, x: Any, what: str) -> Any:
     size = int(np.prod([d for d in pdims if isinstance(d, int)])) if pdims else 1
     if not pdims or (len(pdims) == 1 and size == 1):
         return v if not pdims else imp.g.reshape(v, ())
-    axis = _axis(int(at.get("axis", 1)), len(dims), node.op_type)
+    axis = norm_axis(int(at.get("axis", 1)), len(dims), node.op_type)
     block = int(at.get("block_size", 0))
     g = imp.g
     if not block:
@@ -188,7 +187,7 @@ def _conv_integer(imp: Importer, node: Any) -> Any:
     if len(ws) < 3 or not all(isinstance(d, int) for d in ws):
         raise rlx.ShapeError(f"ConvInteger weight of shape {[dim_text(d) for d in ws]}: expected a static [M, C/group, k...]")
     m, cg, kernel = int(ws[0]), int(ws[1]), [int(d) for d in ws[2:]]
-    strides, pads, dilations = _window(imp, node, x, kernel)
+    strides, pads, dilations = window_args(imp, node, x, kernel)
     group = int(attrs(node).get("group", 1))
     if group < 1 or m % group or imp.shape(x)[1] != cg * group:
         raise rlx.ShapeError(f"ConvInteger input of {imp.shape(x)[1]} channels, weight {ws}, group {group}")

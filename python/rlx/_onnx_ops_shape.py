@@ -8,39 +8,12 @@ from typing import Any, List
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod, node_axes, norm_axis, reshape_to
 from rlx._onnx_import import RLX_NP, Importer, Known, normalize, shape_array
 from rlx._onnx_registry import attrs, fold_shape, foldable, known, op, tensor_array
 from rlx._onnx_sym import DimLike, Poly, dim_text
 
 INT_BIG = 2**31 - 1
-
-
-def _prod(ds: List[DimLike]) -> DimLike:
-    acc: DimLike = 1
-    for d in ds:
-        acc = acc * d
-    return acc
-
-
-def _axis(a: int, rank: int, what: str) -> int:
-    if not -rank <= a < max(rank, 1):
-        raise rlx.ShapeError(f"{what}: axis {a} out of range for rank {rank}")
-    return a + rank if a < 0 else a
-
-
-def _reshape(imp: Importer, x: Any, shape: List[DimLike]) -> Any:
-    bad = [d for d in shape if isinstance(d, int) and d < 0]
-    if bad:
-        raise rlx.ShapeError(f"cannot reshape {[str(d) for d in imp.shape(x)]} to {[str(d) for d in shape]}: negative dim")
-    if isinstance(x, Known) and not x.symbolic and all(isinstance(d, int) for d in shape):
-        have, want = math.prod(x.arr.shape), math.prod(int(d) for d in shape)
-        if have != want:
-            raise rlx.ShapeError(f"cannot reshape {list(x.arr.shape)} ({have} elements) to {shape} ({want} elements)")
-    if isinstance(x, Known) and foldable(x) or isinstance(x, Known) and all(isinstance(d, int) for d in shape) and x.init is None:
-        return Known(x.arr.reshape([int(d) for d in shape]), x.dtype)
-    if not isinstance(x, Known) and imp.shape(x) == list(shape):
-        return x
-    return imp.g.reshape(imp.rt(x), tuple(dim_text(d) for d in shape))
 
 
 @op("Shape")
@@ -56,7 +29,7 @@ def _shape(imp: Importer, node: Any) -> Any:
 
 @op("Size")
 def _size(imp: Importer, node: Any) -> Any:
-    n = _prod(imp.shape(imp.get(node.input[0])))
+    n = dims_prod(imp.shape(imp.get(node.input[0])))
     arr = np.empty((), object)
     arr[()] = n
     return known(arr, np.int64)
@@ -79,7 +52,7 @@ def _constant_of_shape(imp: Importer, node: Any) -> Any:
 @op("Gather")
 def _gather(imp: Importer, node: Any) -> Any:
     data, idx = imp.get(node.input[0]), imp.get(node.input[1])
-    axis = _axis(attrs(node).get("axis", 0), imp.rank(data), "Gather")
+    axis = norm_axis(attrs(node).get("axis", 0), imp.rank(data), "Gather")
     if foldable(data, idx):
         n, flat = (data.arr.shape[axis] if data.arr.ndim else 0), idx.arr.reshape(-1)
         if (idx.symbolic and any(isinstance(i, Poly) for i in flat)) or np.any((flat < -n) | (flat >= n)):
@@ -90,42 +63,33 @@ def _gather(imp: Importer, node: Any) -> Any:
     return imp.g.gather(imp.rt(data), imp.rt(idx), axis)
 
 
-def _axes(imp: Importer, node: Any, what: str) -> List[int] | None:
-    a = attrs(node)
-    if "axes" in a:
-        return list(a["axes"])
-    if len(node.input) > 1 and node.input[1]:
-        return [int(x) for x in imp.ints(node.input[1], f"{what} axes")]
-    return None
-
-
 @op("Unsqueeze")
 def _unsqueeze(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     dims = imp.shape(x)
-    axes = _axes(imp, node, "Unsqueeze") or []
+    axes = node_axes(imp, node, "Unsqueeze") or []
     r = len(dims) + len(axes)
-    axes = sorted(_axis(a, r, "Unsqueeze") for a in axes)
+    axes = sorted(norm_axis(a, r, "Unsqueeze") for a in axes)
     out: List[DimLike] = list(dims)
     for a in axes:
         out.insert(a, 1)
-    return _reshape(imp, x, out)
+    return reshape_to(imp, x, out)
 
 
 @op("Squeeze")
 def _squeeze(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     dims = imp.shape(x)
-    axes = _axes(imp, node, "Squeeze")
+    axes = node_axes(imp, node, "Squeeze")
     if axes is None:
         keep = [d for d in dims if d != 1]
     else:
-        drop = {_axis(a, len(dims), "Squeeze") for a in axes}
+        drop = {norm_axis(a, len(dims), "Squeeze") for a in axes}
         for a in drop:
             if dims[a] != 1:
                 raise rlx.ShapeError(f"Squeeze axis {a} has size {dims[a]}, not 1")
         keep = [d for i, d in enumerate(dims) if i not in drop]
-    return _reshape(imp, x, keep)
+    return reshape_to(imp, x, keep)
 
 
 @op("Reshape")
@@ -145,14 +109,14 @@ def _reshape_op(imp: Importer, node: Any) -> Any:
         else:
             out.append(t)
     if -1 in [d for d in out if isinstance(d, int)]:
-        known = _prod([d for d in out if not (isinstance(d, int) and d == -1)])
-        total = _prod(dims)
+        known = dims_prod([d for d in out if not (isinstance(d, int) and d == -1)])
+        total = dims_prod(dims)
         try:
             inferred = Poly.of(total).exact_div(known) if isinstance(total, Poly) or isinstance(known, Poly) else (total // known if known else 0)
         except ValueError as e:
             raise rlx.ShapeError(f"Reshape {dims} -> {target}: {e}") from None
         out = [inferred if isinstance(d, int) and d == -1 else d for d in out]
-    return _reshape(imp, x, out)
+    return reshape_to(imp, x, out)
 
 
 @op("Flatten")
@@ -163,7 +127,7 @@ def _flatten(imp: Importer, node: Any) -> Any:
     if not -len(dims) <= a <= len(dims):
         raise rlx.ShapeError(f"Flatten axis {a} out of range for rank {len(dims)}")
     a = a + len(dims) if a < 0 else a
-    return _reshape(imp, x, [_prod(dims[:a]), _prod(dims[a:])])
+    return reshape_to(imp, x, [dims_prod(dims[:a]), dims_prod(dims[a:])])
 
 
 @op("Transpose")
@@ -183,7 +147,7 @@ def _transpose(imp: Importer, node: Any) -> Any:
 @op("Concat")
 def _concat(imp: Importer, node: Any) -> Any:
     vals = [imp.get(i) for i in node.input if i]
-    axis = _axis(attrs(node)["axis"], imp.rank(vals[0]), "Concat")
+    axis = norm_axis(attrs(node)["axis"], imp.rank(vals[0]), "Concat")
     if foldable(*vals):
         shapes = [list(v.arr.shape) for v in vals]
         if any(len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
@@ -213,7 +177,7 @@ def _slice_args(imp: Importer, node: Any, rank: int) -> List[tuple]:
         raise rlx.ShapeError(f"Slice starts {starts}, ends {ends}, axes {axes}, steps {steps} differ in length")
     if any(not isinstance(st, Poly) and st == 0 for st in steps):
         raise rlx.ShapeError("Slice step 0")
-    return [(_axis(int(ax), rank, "Slice"), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
+    return [(norm_axis(int(ax), rank, "Slice"), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
 
 
 def _clamp(b: DimLike, d: DimLike) -> DimLike | None:
@@ -390,7 +354,7 @@ def _split_sizes(imp: Importer, node: Any, d: DimLike) -> List[DimLike]:
 def _split(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     dims = imp.shape(x)
-    axis = _axis(attrs(node).get("axis", 0), len(dims), "Split")
+    axis = norm_axis(attrs(node).get("axis", 0), len(dims), "Split")
     sizes = _split_sizes(imp, node, dims[axis])
     outs, start = [], 0
     for s in sizes:

@@ -17,8 +17,8 @@ from typing import Any, List, Optional
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import dims_prod
 from rlx._onnx_import import Importer, Known, declared_dtype, np_dtype
-from rlx._onnx_ops_shape import _prod
 from rlx._onnx_registry import STATIC_OPERANDS, attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -117,7 +117,7 @@ def _dft(imp: Importer, node: Any) -> Any:
     perm = [i for i in range(r - 1) if i != axis] + [axis, r - 1]
     xt = g.transpose(x, perm) if perm != list(range(r)) else x
     lead: List[Any] = [dims[i] for i in perm[:-2]]
-    rows = g.reshape(xt, (dim_text(_prod(lead)), used * c))
+    rows = g.reshape(xt, (dim_text(dims_prod(lead)), used * c))
     y = g.matmul(rows, g.constant(mat))
     y = g.reshape(y, tuple(dim_text(d) for d in lead) + (m, c_out))
     inv = [perm.index(i) for i in range(r)]
@@ -154,7 +154,7 @@ def _stft(imp: Importer, node: Any) -> Any:
         x = g.mul(x, g.reshape(imp.rt(win), (1, 1, length, 1)))
     m = length // 2 + 1 if attrs(node).get("onesided", 1) else length
     mat = _dft_matrix(length, c, length, m, False, False).astype(np.float32)
-    y = g.matmul(g.reshape(x, (dim_text(_prod([dims[0], frames])), length * c)), g.constant(mat))
+    y = g.matmul(g.reshape(x, (dim_text(dims_prod([dims[0], frames])), length * c)), g.constant(mat))
     return g.reshape(y, (batch, frames, m, 2))
 
 

@@ -3,91 +3,24 @@ Conv when it can be), InstanceNormalization, LRN and Pad (the activations CNNs u
 ``rlx._onnx_ops_activation``).
 
 Channels and spatial sizes must be static (the batch may be symbolic): ``auto_pad`` and the
-window checks are resolved at import. A Conv weight needs a static shape (an initializer, or
-a run-time input); a ConvTranspose weight must be known at import (it is flipped and transposed
-into the equivalent Conv's).
+window checks are resolved at import (``rlx._onnx_helpers.window_args``, shared with LpPool
+and ConvInteger). A Conv weight needs a static shape (an initializer, or a run-time input); a
+ConvTranspose weight must be known at import (it is flipped and transposed into the equivalent
+Conv's).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 import rlx
 from rlx import _onnx_dtypes
+from rlx._onnx_helpers import int_list, pool_kernel, spatial_sizes, window_args
 from rlx._onnx_import import Importer, Known
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
-
-# -- windows: strides, pads, dilations, auto_pad ---------------------------------------------
-
-
-def _int_list(at: Dict[str, Any], key: str, n: int, default: int) -> List[int]:
-    vals = [int(v) for v in at.get(key, [default] * n)]
-    if len(vals) != n:
-        raise rlx.ShapeError(f"{key} {vals} has {len(vals)} entries for {n} spatial axes")
-    if any(v < 1 for v in vals):
-        raise rlx.ShapeError(f"{key} {vals} must be positive")
-    return vals
-
-
-def _spatial(imp: Importer, x: Any, n: int) -> List[int]:
-    """The ``n`` spatial sizes of ``x`` ([N, C, *spatial]), which must be static."""
-    dims = imp.shape(x)
-    if len(dims) != n + 2:
-        raise rlx.ShapeError(f"input of shape {[str(d) for d in dims]} for a {n}-d window: expected [N, C] + {n} spatial dims")
-    if not all(isinstance(d, int) for d in dims[1:]):
-        raise rlx.UnsupportedOpError(f"channels and spatial sizes must be static, got {[str(d) for d in dims]}")
-    return [int(d) for d in dims[2:]]
-
-
-def _same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-               dilations: Sequence[int], lower: bool) -> List[int]:
-    """``auto_pad`` SAME_UPPER / SAME_LOWER: output ceil(size / stride), the odd pad at the end
-    (upper) or the beginning (lower)."""
-    begins, ends = [], []
-    for s, k, st, d in zip(sizes, kernel, strides, dilations):
-        out = -(-s // st)
-        total = max((out - 1) * st + (k - 1) * d + 1 - s, 0)
-        small, big = total // 2, total - total // 2
-        begins.append(big if lower else small)
-        ends.append(small if lower else big)
-    return begins + ends
-
-
-def _window(imp: Importer, node: Any, x: Any, kernel: Sequence[int]) -> Tuple[List[int], List[int], List[int]]:
-    """(strides, pads, dilations) of a Conv / pool node over ``x``, after checking that the
-    window fits every padded spatial axis."""
-    at = attrs(node)
-    n = len(kernel)
-    sizes = _spatial(imp, x, n)
-    strides = _int_list(at, "strides", n, 1)
-    dilations = _int_list(at, "dilations", n, 1)
-    auto_pad = at.get("auto_pad", "NOTSET") or "NOTSET"
-    if auto_pad == "NOTSET":
-        pads = [int(p) for p in at.get("pads", [0] * 2 * n)]
-        if len(pads) != 2 * n:
-            raise rlx.ShapeError(f"pads {pads} has {len(pads)} entries, expected {2 * n} (begins then ends)")
-        if any(p < 0 for p in pads):
-            raise rlx.ShapeError(f"pads {pads} has a negative entry")
-    elif auto_pad == "VALID":
-        pads = [0] * 2 * n
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        # A kernel smaller than its stride can leave a negative total: clamped to 0, as ONNX
-        # Runtime and the onnx reference do for Conv (their pools disagree with each other).
-        pads = _same_pads(sizes, kernel, strides, dilations, auto_pad == "SAME_LOWER")
-    else:
-        raise rlx.ModelFormatError(f"auto_pad {auto_pad!r} is not NOTSET, VALID, SAME_UPPER or SAME_LOWER")
-    for i, (s, k, d) in enumerate(zip(sizes, kernel, dilations)):
-        span = (k - 1) * d + 1
-        if k < 1 or span > s + pads[i] + pads[i + n]:
-            raise rlx.ShapeError(
-                f"kernel {list(kernel)} (dilations {dilations}) does not fit spatial axis {i} of size {s} "
-                f"with pads {pads[i]} + {pads[i + n]}"
-            )
-    return strides, pads, dilations
-
 
 # -- Conv, with BatchNormalization folded in ---------------------------------------------------
 
@@ -194,7 +127,7 @@ def _conv(imp: Importer, node: Any) -> Any:
     if "kernel_shape" in at and list(at["kernel_shape"]) != kernel:
         raise rlx.ShapeError(f"kernel_shape {list(at['kernel_shape'])} differs from the weight's {kernel}")
     group = int(at.get("group", 1))
-    strides, pads, dilations = _window(imp, node, x, kernel)
+    strides, pads, dilations = window_args(imp, node, x, kernel)
     c, m = imp.shape(x)[1], int(ws[0])
     if group < 1 or c % group or m % group:
         raise rlx.ShapeError(f"group {group} does not divide the input channels {c} and the output channels {m}")
@@ -273,11 +206,11 @@ def _conv_transpose(imp: Importer, node: Any) -> Any:
     if not isinstance(w, Known) or w.symbolic or w.arr.ndim < 3:
         raise rlx.UnsupportedOpError("ConvTranspose weight must be known at import (an initializer) of shape [C, M/group, k...]")
     n, kernel = w.arr.ndim - 2, [int(k) for k in w.arr.shape[2:]]
-    sizes = _spatial(imp, x, n)
+    sizes = spatial_sizes(imp, x, n)
     c, group = imp.shape(x)[1], int(at.get("group", 1))
     if group < 1 or c % group or c != w.arr.shape[0]:
         raise rlx.ShapeError(f"input has {c} channels; the weight {list(w.arr.shape)} with group {group} takes {w.arr.shape[0]}")
-    strides, dilations = _int_list(at, "strides", n, 1), _int_list(at, "dilations", n, 1)
+    strides, dilations = int_list(at, "strides", n, 1), int_list(at, "dilations", n, 1)
     out_pad = [int(v) for v in at.get("output_padding", [0] * n)]
     if len(out_pad) != n or any(v < 0 for v in out_pad):
         raise rlx.ShapeError(f"output_padding {out_pad} must be {n} non-negative sizes")
@@ -354,20 +287,13 @@ def _instance_norm(imp: Importer, node: Any) -> Any:
 # -- pooling ----------------------------------------------------------------------------------
 
 
-def _pool_kernel(node: Any) -> List[int]:
-    kernel = [int(k) for k in attrs(node)["kernel_shape"]]
-    if not kernel or any(k < 1 for k in kernel):
-        raise rlx.ShapeError(f"kernel_shape {kernel} must be non-empty and positive")
-    return kernel
-
-
 @op("MaxPool")
 def _max_pool(imp: Importer, node: Any) -> Any:
     if len(node.output) > 1 and node.output[1] and node.output[1] in imp.used_names():
         raise rlx.UnsupportedOpError("MaxPool's Indices output (argmax positions) is not supported")
     x = imp.get(node.input[0])
-    kernel = _pool_kernel(node)
-    strides, pads, dilations = _window(imp, node, x, kernel)
+    kernel = pool_kernel(node)
+    strides, pads, dilations = window_args(imp, node, x, kernel)
     ceil = bool(attrs(node).get("ceil_mode", 0))
     xr = imp.rt(x)
     dt = np.dtype(xr.dtype)
@@ -386,8 +312,8 @@ def _max_pool(imp: Importer, node: Any) -> Any:
 def _avg_pool(imp: Importer, node: Any) -> Any:
     at = attrs(node)
     x = imp.get(node.input[0])
-    kernel = _pool_kernel(node)
-    strides, pads, dilations = _window(imp, node, x, kernel)
+    kernel = pool_kernel(node)
+    strides, pads, dilations = window_args(imp, node, x, kernel)
     if any(d != 1 for d in dilations):
         raise rlx.UnsupportedOpError(f"AveragePool with dilations {dilations} (rlx averages dense windows)")
     return imp.g.avg_pool(imp.rt(x), kernel, strides=strides, pads=pads, ceil_mode=bool(at.get("ceil_mode", 0)),

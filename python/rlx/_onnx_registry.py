@@ -1,8 +1,11 @@
-"""The ONNX op registry and the helpers every handler module shares.
+"""The ONNX op registry: ``HANDLERS`` and ``@op``, the operands read at import
+(``STATIC_OPERANDS``), attribute and tensor decoding, folding at import (``foldable``,
+``fold_shape``, ``known``) and ``check_supported``.
 
-Handler modules (``_onnx_ops_*``) import this module and register their ops with ``@op``;
-none imports the importer's entry points, so there is no import circle. ``rlx._onnx_ops``
-imports every handler module, so importing it (or ``rlx.onnx``) registers the whole op set.
+Handler modules (``_onnx_ops_*``) import this module and register their ops with ``@op``; the
+helpers several of them share are in ``rlx._onnx_helpers``. No handler module imports another
+one or the importer's entry points, so there is no import circle. ``rlx._onnx_ops`` imports
+every handler module, so importing it (or ``rlx.onnx``) registers the whole op set.
 """
 
 from __future__ import annotations
