@@ -111,23 +111,32 @@ pub(super) unsafe fn block(
     b: &PackedBf16,
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
+    rounded: Option<&[u32]>,
 ) {
     let kp = job.k.div_ceil(2);
     SCRATCH.with_borrow_mut(|(a16, tile_buf)| {
-        a16.clear();
-        a16.resize(rows.len() * kp, 0);
         // SAFETY (whole block): the job's contract covers every pointer formed here.
         unsafe {
-            for (i, r) in rows.clone().enumerate() {
-                let src = std::slice::from_raw_parts(job.a.add(r * job.lda), job.k);
-                round_pairs(src, &mut a16[i * kp..(i + 1) * kp]);
-            }
+            // The block's A rows in bf16 pairs, `kp` apart: rounded by the caller for the
+            // whole job, or here for these rows.
+            let a_rows = match rounded {
+                Some(all) => all[rows.start * kp..].as_ptr(),
+                None => {
+                    a16.clear();
+                    a16.resize(rows.len() * kp, 0);
+                    for (i, r) in rows.clone().enumerate() {
+                        let src = std::slice::from_raw_parts(job.a.add(r * job.lda), job.k);
+                        round_pairs(src, &mut a16[i * kp..(i + 1) * kp]);
+                    }
+                    a16.as_ptr()
+                }
+            };
             for j in panels {
                 let (c0, bp) = (j * NR, b.panel(j));
                 let cols = (job.n - c0).min(NR);
                 for r0 in rows.clone().step_by(MR) {
                     let h = (rows.end - r0).min(MR);
-                    let a = a16.as_ptr().add((r0 - rows.start) * kp);
+                    let a = a_rows.add((r0 - rows.start) * kp);
                     if cols == NR {
                         let c = job.c.add(r0 * job.ldc + c0);
                         for kb in 0..kp.div_ceil(KCP).max(1) {
@@ -160,6 +169,25 @@ pub(super) unsafe fn block(
             }
         }
     });
+}
+
+/// Every A row of `job` in bf16 pairs (`k.div_ceil(2)` apart), rounded in parallel; None if
+/// the buffer cannot be allocated (the tasks then round their own rows).
+///
+/// # Safety
+/// `job.a` holds `m` rows of `k` with stride `lda`.
+pub(super) unsafe fn round_rows(job: &GemmJob) -> Option<Vec<u32>> {
+    use rayon::prelude::*;
+    let kp = job.k.div_ceil(2);
+    let mut out = try_zeroed::<u32>("bf16 rows", job.m.checked_mul(kp)?).ok()?;
+    out.par_chunks_mut(kp.max(1))
+        .enumerate()
+        .for_each(|(r, dst)| {
+            // SAFETY: row r of A (caller's contract); a job is shared by tasks (Sync).
+            let src = unsafe { std::slice::from_raw_parts(job.a.add(r * job.lda), job.k) };
+            round_pairs(src, dst);
+        });
+    Some(out)
 }
 
 /// `out[p]` = the bf16 pair of `src[2p], src[2p + 1]` (0 past the end).

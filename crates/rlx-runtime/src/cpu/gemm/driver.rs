@@ -142,14 +142,25 @@ pub unsafe fn run(kern: &MicroKernel, jobs: &[GemmJob]) {
     // (which rayon hands to the same thread) share their B panels.
     let splits: Vec<Split> = jobs.iter().map(|j| Split::new(j, kern, threads)).collect();
     let total: usize = splits.iter().map(Split::tasks).sum();
+    // A bf16 product split over groups of panels rounds its A rows to bf16 once for all of
+    // them, not once per task (with few rows every task would round the whole of A).
+    let rounded: Vec<Option<Vec<u32>>> = jobs
+        .iter()
+        .zip(&splits)
+        .map(|(job, s)| match job.b {
+            // SAFETY: forwarded contract (A holds m rows of k).
+            BSource::PackedBf16(_) if s.n_groups > 1 => unsafe { super::bf16::round_rows(job) },
+            _ => None,
+        })
+        .collect();
     let task = |mut t: usize| {
-        for (job, s) in jobs.iter().zip(&splits) {
+        for ((job, s), a16) in jobs.iter().zip(&splits).zip(&rounded) {
             if t < s.tasks() {
                 let (grp, mb) = (t / s.m_blocks, t % s.m_blocks);
                 let rows = mb * s.mc..((mb + 1) * s.mc).min(job.m);
                 let panels = grp * s.g..((grp + 1) * s.g).min(job.n.div_ceil(kern.nr));
                 // SAFETY: forwarded contract; tasks cover disjoint blocks of c.
-                unsafe { block(kern, job, rows, panels) };
+                unsafe { block(kern, job, rows, panels, a16.as_deref()) };
                 return;
             }
             t -= s.tasks();
@@ -170,7 +181,7 @@ pub unsafe fn run(kern: &MicroKernel, jobs: &[GemmJob]) {
 pub unsafe fn run_serial(kern: &MicroKernel, job: &GemmJob) {
     let panels = job.n.div_ceil(kern.nr);
     // SAFETY: forwarded contract.
-    unsafe { block(kern, job, 0..job.m, 0..panels) }
+    unsafe { block(kern, job, 0..job.m, 0..panels, None) }
 }
 
 thread_local! {
@@ -178,16 +189,18 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Computes rows `rows` x panels `panels` of one job, then their epilogue.
+/// Computes rows `rows` x panels `panels` of one job, then their epilogue (`a16`: the job's A
+/// already rounded for a bf16 product, when the caller did it once for every task).
 unsafe fn block(
     kern: &MicroKernel,
     job: &GemmJob,
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
+    a16: Option<&[u32]>,
 ) {
     if let BSource::PackedBf16(b) = job.b {
         // SAFETY: forwarded; a bf16 operand is only formed where the CPU has AVX512-BF16.
-        unsafe { super::bf16::block(kern, job, b, rows, panels) };
+        unsafe { super::bf16::block(kern, job, b, rows, panels, a16) };
         return;
     }
     if let BSource::Int8 { b, a } = job.b {
