@@ -54,8 +54,21 @@ def check(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], which: str = "or
           rtol: float = 1e-5, atol: float = 1e-6, exact: bool = False) -> list:
     """rlx's outputs against the oracle's: same shapes and dtypes, equal (``exact``: bit for
     bit, NaNs in the same places, signed zeros alike) or within tolerances."""
-    want = oracle(model, feeds, which)
+    return compare(rlx.onnx.load(model), model, feeds, which, rtol, atol, exact)
+
+
+def check_loaded(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], which: str = "ort",
+                 rtol: float = 1e-5, atol: float = 1e-6) -> Any:
+    """As ``check``, returning the loaded ``OnnxModel`` (for tests that inspect it)."""
     m = rlx.onnx.load(model)
+    compare(m, model, feeds, which, rtol, atol)
+    return m
+
+
+def compare(m: Any, model: onnx.ModelProto, feeds: Dict[str, np.ndarray], which: str = "ort",
+            rtol: float = 1e-5, atol: float = 1e-6, exact: bool = False) -> list:
+    """The loaded model ``m``'s outputs against the oracle's on ``model``."""
+    want = oracle(model, feeds, which)
     out = m.run(feeds)
     got = [out[n] for n in m.outputs]
     assert len(got) == len(want)

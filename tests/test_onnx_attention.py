@@ -13,6 +13,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import rlx  # noqa: E402
 import rlx.onnx  # noqa: E402
+from onnx_case_support import check_loaded  # noqa: E402
 
 F, B, I64 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT64
 RNG = np.random.default_rng(0)
@@ -50,21 +51,7 @@ def _feeds(model, nonpad=None):
 
 
 def check(model, feeds, oracle="ort", rtol=1e-4, atol=1e-5):
-    if oracle == "ref":
-        from onnx.reference import ReferenceEvaluator
-
-        want = ReferenceEvaluator(model).run(None, feeds)
-    else:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        want = sess.run(None, feeds)
-    m = rlx.onnx.load(model)
-    out = m.run(feeds)
-    got = [out[n] for n in m.outputs]
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape, (g.shape, w.shape)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
-    return m
+    return check_loaded(model, feeds, oracle, rtol, atol)
 
 
 def _fused(m):

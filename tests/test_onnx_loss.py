@@ -13,6 +13,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import rlx  # noqa: E402
 import rlx.onnx  # noqa: E402
+from onnx_case_support import check_loaded  # noqa: E402
 
 F, I32, I64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
 RNG = np.random.default_rng(0)
@@ -46,15 +47,7 @@ def _feeds(xshape, weight=False, ignore=None, ttype=np.int64):
 
 
 def check(model, feeds, rtol=1e-4, atol=1e-5):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    want = sess.run(None, feeds)
-    m = rlx.onnx.load(model)
-    out = m.run(feeds)
-    got = [out[n] for n in m.outputs]
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape, (g.shape, w.shape)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    check_loaded(model, feeds, "ort", rtol, atol)
 
 
 OPS = sorted(OPSET)

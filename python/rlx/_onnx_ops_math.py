@@ -16,7 +16,7 @@ axis CumProd and CumSum work along must be known at import and static.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -156,20 +156,26 @@ def _reverse(imp: Importer, x: Any, axis: int, n: int) -> Any:
     return imp.g.gather(x, imp.g.constant(np.arange(n - 1, -1, -1, dtype=np.int64)), axis)
 
 
-@op("CumProd")
-def _cumprod(imp: Importer, node: Any) -> Any:
+def _scan_args(imp: Importer, node: Any, what: str) -> Tuple[Any, List[Any], int, bool, bool]:
+    """A CumSum / CumProd node's input, its dims, the axis (read at import) and the
+    exclusive / reverse flags."""
     at = attrs(node)
     xv = imp.get(node.input[0])
-    axis_arr = np.asarray(imp.values(node.input[1], "CumProd axis")).reshape(-1)
+    axis_arr = np.asarray(imp.values(node.input[1], f"{what} axis")).reshape(-1)
     if axis_arr.size != 1:
-        raise rlx.ShapeError(f"CumProd axis must be a scalar, got {axis_arr.size} values")
+        raise rlx.ShapeError(f"{what} axis must be a scalar, got {axis_arr.size} values")
     dims = imp.shape(xv)
-    axis = norm_axis(int(axis_arr[0]), len(dims), "CumProd")
+    axis = norm_axis(int(axis_arr[0]), len(dims), what)
+    return xv, dims, axis, bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
+
+
+@op("CumProd")
+def _cumprod(imp: Importer, node: Any) -> Any:
+    xv, dims, axis, exclusive, reverse = _scan_args(imp, node, "CumProd")
     dt = imp.dtype(xv)
     if dt not in _NUMERIC:
         raise rlx.DTypeError(f"CumProd on {dt} (float32, int32, int64)")
     n = static_len(dims[axis], "CumProd", axis)
-    exclusive, reverse = bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
     g, x = imp.g, imp.rt(xv)
     if n == 0:
         return x
@@ -192,15 +198,8 @@ def _cumprod(imp: Importer, node: Any) -> Any:
 
 @op("CumSum")
 def _cumsum(imp: Importer, node: Any) -> Any:
-    at = attrs(node)
-    xv = imp.get(node.input[0])
-    axis_arr = np.asarray(imp.values(node.input[1], "CumSum axis")).reshape(-1)
-    if axis_arr.size != 1:
-        raise rlx.ShapeError(f"CumSum axis must be a scalar, got {axis_arr.size} values")
-    dims = imp.shape(xv)
+    xv, dims, axis, exclusive, reverse = _scan_args(imp, node, "CumSum")
     r = len(dims)
-    axis = norm_axis(int(axis_arr[0]), r, "CumSum")
-    exclusive, reverse = bool(at.get("exclusive", 0)), bool(at.get("reverse", 0))
     if foldable(xv) and not xv.symbolic:
         a = np.flip(xv.arr, axis) if reverse else xv.arr
         c = np.cumsum(a, axis=axis, dtype=xv.dtype)
