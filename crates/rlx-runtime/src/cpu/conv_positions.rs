@@ -1,7 +1,8 @@
 //! A 2-D convolution with the output positions as the GEMM's rows: `out[p, m] = patches[p, k]
 //! @ weights[k, m]`, the weights packed once into panels like a linear's. Chosen where an image
-//! has fewer output positions than output channels (the deep layers of a CNN): each patch
+//! has no more output positions than output channels (the deep layers of a CNN): each patch
 //! element is built once and then used by every output channel, and the weights stream from
+//! their panels once per block of positions, where the channel-major product would re-read
 //! them in place for every few positions. The image is first transposed to `[h, w, c]`, so a
 //! patch row is `kh * kw` copies of `c` contiguous values (K in `(ky, kx, c)` order, the order
 //! the weights are packed in).
@@ -109,7 +110,7 @@ pub fn conv(
     })
 }
 
-/// `[images, c, plane]` to `[images, plane, c]`, one image plane row of positions per task.
+/// `[images, c, plane]` to `[images, plane, c]`, one image per task.
 fn channels_last(src: &[f32], c: usize, plane: usize, dst: &mut [f32]) {
     dst.par_chunks_mut(c * plane)
         .zip(src.par_chunks(c * plane))
