@@ -197,6 +197,7 @@ fn convolutions_match_the_reference() {
         1,
     );
     check_conv(&[1, 2, 17], &[3, 2, 4], true, &[3], &[2, 1], &[2], 1); // 1-D
+    check_conv(&[1, 3, 11], &[4, 3, 1], true, &[3], &[], &[], 1); // 1-D strided 1x1: subsampled
     check_conv(
         &[1, 2, 5, 4, 6],
         &[3, 2, 2, 3, 2],

@@ -1,7 +1,7 @@
 //! Convolutions over `[batch, c, spatial..]` tensors on the shared GEMM.
 //!
-//! - A 1x1 stride-1 unpadded kernel reads the image in place as B (a strided 1x1 kernel reads
-//!   a subsampled copy).
+//! - A 1x1 stride-1 unpadded kernel reads the image in place as B (a strided 1x1 kernel other
+//!   than 2-D reads a subsampled copy).
 //! - A 2-D kernel multiplies the weights (read in place) by patch panels the GEMM driver has
 //!   built on demand (`Patches`), so the patch matrix never exists whole.
 //! - Where an image has fewer output positions than output channels, the executable packs the
@@ -66,9 +66,9 @@ pub fn conv(
         let direct = ksize == 1
             && c.window.strides.iter().all(|s| *s == 1)
             && c.window.pads.iter().all(|p| *p == 0);
-        if ksize == 1 && !direct && c.window.pads.iter().all(|p| *p == 0) {
-            // A strided 1x1 kernel reads a subsampled image: gather it once, then read it in
-            // place like an unstrided one.
+        if ksize == 1 && !direct && kernel.len() != 2 && c.window.pads.iter().all(|p| *p == 0) {
+            // A strided 1x1 kernel (other than 2-D, whose patch panels measured faster) reads a
+            // subsampled image: gather it once, then read it in place like an unstrided one.
             let mut sub = try_zeroed("subsampled convolution input", batch * cin * p)?;
             let kidx = vec![0; kernel.len()];
             sub.par_chunks_mut(p.max(1))
