@@ -12,6 +12,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import rlx  # noqa: E402
 import rlx.onnx  # noqa: E402
+from onnx_case_support import check_loaded  # noqa: E402
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(0)
@@ -27,11 +28,7 @@ def _rms(xshape, sshape, **at):
 
 
 def check(model, feeds, rtol=1e-4, atol=1e-5):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (want,) = sess.run(None, feeds)
-    got = rlx.onnx.load(model).run(feeds)["y"]
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    check_loaded(model, feeds, "ort", rtol, atol)
 
 
 def _x(*shape):

@@ -150,23 +150,31 @@ pub unsafe fn run(kern: &MicroKernel, jobs: &[GemmJob]) {
     let total: usize = splits.iter().map(Split::tasks).sum();
     // A bf16 product split over groups of panels rounds its A rows to bf16 once for all of
     // them, not once per task (with few rows every task would round the whole of A).
-    let rounded: Vec<Option<Vec<u32>>> = jobs
-        .iter()
-        .zip(&splits)
-        .map(|(job, s)| match job.b {
+    // Built only where some bf16 job is split (empty otherwise: no allocation per product).
+    let split_bf16 =
+        |(job, s): (&GemmJob, &Split)| matches!(job.b, BSource::PackedBf16(_)) && s.n_groups > 1;
+    let rounded: Vec<Option<Vec<u32>>> = if jobs.iter().zip(&splits).any(split_bf16) {
+        jobs.iter()
+            .zip(&splits)
             // SAFETY: forwarded contract (A holds m rows of k).
-            BSource::PackedBf16(_) if s.n_groups > 1 => unsafe { super::bf16::round_rows(job) },
-            _ => None,
-        })
-        .collect();
+            .map(|js| {
+                split_bf16(js)
+                    .then(|| unsafe { super::bf16::round_rows(js.0) })
+                    .flatten()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let task = |mut t: usize| {
-        for ((job, s), a16) in jobs.iter().zip(&splits).zip(&rounded) {
+        for (i, (job, s)) in jobs.iter().zip(&splits).enumerate() {
             if t < s.tasks() {
                 let (grp, mb) = (t / s.m_blocks, t % s.m_blocks);
                 let rows = mb * s.mc..((mb + 1) * s.mc).min(job.m);
                 let panels = grp * s.g..((grp + 1) * s.g).min(job.n.div_ceil(kern.nr));
+                let a16 = rounded.get(i).and_then(Option::as_deref);
                 // SAFETY: forwarded contract; tasks cover disjoint blocks of c.
-                unsafe { block(kern, job, rows, panels, a16.as_deref()) };
+                unsafe { block(kern, job, rows, panels, a16) };
                 return;
             }
             t -= s.tasks();
