@@ -328,7 +328,7 @@ CRAFTED_KEYS = {  # an entry with valid checksums whose echoed key differs in on
     "cpu feature set (more)": lambda k: re.sub(r"cpu=\[([^\]]*)\]", r"cpu=[\1,amx]", k),
     "rlx version": lambda k: re.sub(r"rlx=\S+", "rlx=0.0.0-other", k),
     "device": lambda k: k.replace("device=cpu", "device=gpu"),
-    "key scheme": lambda k: k.replace("rlx-aot/1", "rlx-aot/0"),
+    "key scheme": lambda k: re.sub(r"rlx-aot/\d+", "rlx-aot/0", k),
     "trailing space": lambda k: k + " ",
     "binding / hir": lambda k: k.replace("binding={batch=3}", "binding={batch=4}") if "binding=" in k
     else re.sub(r"hir=[0-9a-f]+", "hir=" + "0" * 64, k),

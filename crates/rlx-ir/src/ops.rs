@@ -252,7 +252,8 @@ pub enum ComputeOp {
     SwiGlu,
     /// N-d convolution (cross-correlation, as ONNX Conv) of `x = [batch, c, spatial..]` with
     /// `w = [m, c / groups, kernel..]`, plus `bias = [m]`. `pads` holds the begin pads of each
-    /// spatial axis, then the end pads. Spatial sizes are static. `[x, w]` or `[x, w, bias]`
+    /// spatial axis, then the end pads. Spatial sizes are static. `[x, w]` or `[x, w, bias]`,
+    /// then the residual when the attrs fuse one: `act(conv + bias + residual)`.
     Conv(ConvAttrs),
     /// Max or average pooling over the spatial axes of `x = [batch, c, spatial..]`, ONNX
     /// semantics (`ceil_mode`; average pooling counts pads only with `count_include_pad`). `[x]`
@@ -348,6 +349,30 @@ pub struct ConvAttrs {
     /// The kernel sizes come from the weight's shape; `window.kernel` repeats them.
     pub window: Window,
     pub groups: usize,
+    /// Fused epilogue (`fuse_epilogue`): a residual of the output's shape added after the bias,
+    /// as the last input.
+    #[serde(default)]
+    pub residual: bool,
+    /// Fused epilogue: an activation applied last.
+    #[serde(default)]
+    pub act: Option<UnaryOp>,
+}
+
+impl ConvAttrs {
+    /// An unfused convolution.
+    pub fn new(window: Window, groups: usize) -> ConvAttrs {
+        ConvAttrs {
+            window,
+            groups,
+            residual: false,
+            act: None,
+        }
+    }
+
+    /// Whether `inputs` (the op's input count) include a bias: `[x, w, bias?, residual?]`.
+    pub fn has_bias(&self, inputs: usize) -> bool {
+        inputs == 3 + usize::from(self.residual)
+    }
 }
 
 named_enum!(
@@ -497,7 +522,13 @@ impl ComputeOp {
             ComputeOp::Cast { to } => format!(" to={to}"),
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
             ComputeOp::KvAttention { scale } => format!(" scale={scale:e}"),
-            ComputeOp::Conv(c) => format!(" {} groups={}", c.window, c.groups),
+            ComputeOp::Conv(c) => format!(
+                " {} groups={}{}{}",
+                c.window,
+                c.groups,
+                if c.residual { " +residual" } else { "" },
+                c.act.map(|a| format!(" act={a}")).unwrap_or_default()
+            ),
             ComputeOp::Pool(p) => format!(
                 " {} ceil_mode={} count_include_pad={}",
                 p.window, p.ceil_mode, p.count_include_pad

@@ -12,7 +12,8 @@ use crate::cpu::Isa;
 use crate::{CompileOptions, CompiledGraph, ModelCompilePipeline, Result, stages};
 
 /// Bumped when what an entry means changes (not only its layout, see `aot::format::FORMAT`).
-const KEY_SCHEME: &str = "rlx-aot/1";
+// 2: convolutions carry a fused epilogue (residual, activation).
+const KEY_SCHEME: &str = "rlx-aot/2";
 
 impl ModelCompilePipeline {
     /// **Step 2 from disk**: [`Self::get_or_compile`] with `aot` as the disk cache for this

@@ -69,6 +69,84 @@ fn check_conv(
     support::check(&m, &params, &runs, &[false]);
 }
 
+/// `act(conv(x, w, b) + r)` with `r` an input of the output's shape (the residual first in
+/// the add when `swap`): the optimized template fuses both into the conv (one kernel), and
+/// every path matches the reference on the unfused graph.
+fn check_fused_conv(
+    xs: &[usize],
+    ws: &[usize],
+    (strides, pads, groups): (&[usize], &[usize], usize),
+    act: rlx_ir::UnaryOp,
+    swap: bool,
+) {
+    let mut m = HirModule::new("conv_epilogue");
+    let mut g = HirMut::new(&mut m);
+    let shape = |s: &[usize]| Shape::new(&s.iter().map(|&d| d as i64).collect::<Vec<_>>());
+    let x = g.input("x", DType::F32, shape(xs)).unwrap();
+    let w = g.param("w", DType::F32, shape(ws)).unwrap();
+    let b = g.param("b", DType::F32, shape(&ws[..1])).unwrap();
+    let y = g.conv(x, w, Some(b), strides, pads, &[], groups).unwrap();
+    let rank = xs.len() - 2;
+    let mut os = vec![xs[0], ws[0]];
+    os.extend((0..rank).map(|i| {
+        let pad = pads.get(i).map_or(0, |p| p + pads[rank + i]);
+        (xs[2 + i] + pad - ws[2 + i]) / strides.get(i).copied().unwrap_or(1) + 1
+    }));
+    let r = g.input("r", DType::F32, shape(&os)).unwrap();
+    let s = if swap { g.add(r, y) } else { g.add(y, r) }.unwrap();
+    let z = g.unary(act, s).unwrap();
+    g.output("z", z).unwrap();
+    let params: Vec<Named> = vec![
+        ("w".into(), data(numel(ws), 7)),
+        ("b".into(), data(ws[0], 9)),
+    ];
+    let inputs: Vec<Named> = vec![
+        ("x".into(), data(numel(xs), 3)),
+        ("r".into(), data(numel(&os), 5)),
+    ];
+    let runs = vec![(DimBinding::new(), inputs)];
+    support::check(&m, &params, &runs, &[false]);
+    let mut pipe = support::pipeline(&m, true, &params).unwrap();
+    let lir = pipe
+        .get_or_compile(&DimBinding::new(), || m.clone(), &support::options(true))
+        .unwrap()
+        .lir()
+        .clone();
+    assert_eq!(lir.kernels.len(), 1, "{lir}");
+    assert!(lir.to_string().contains("+residual act="), "{lir}");
+}
+
+#[test]
+fn fused_conv_epilogues_match_the_reference() {
+    use rlx_ir::UnaryOp::{Relu, Sigmoid};
+    let same = (&[][..], &[1usize, 1, 1, 1][..], 1);
+    // Channel-major patch panels, then the 1x1 kernel read in place, both activations.
+    check_fused_conv(&[2, 3, 9, 9], &[4, 3, 3, 3], same, Relu, false);
+    check_fused_conv(
+        &[2, 16, 6, 6],
+        &[24, 16, 1, 1],
+        (&[], &[], 1),
+        Sigmoid,
+        true,
+    );
+    // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
+    check_fused_conv(&[2, 8, 5, 5], &[40, 8, 3, 3], same, Relu, true);
+    check_fused_conv(
+        &[2, 6, 7, 7],
+        &[6, 1, 3, 3],
+        (&[2, 2], &[1, 1, 1, 1], 6),
+        Relu,
+        false,
+    );
+    check_fused_conv(
+        &[1, 4, 5, 6, 7],
+        &[5, 4, 1, 1, 1],
+        (&[2, 1, 2], &[], 1),
+        Relu,
+        false,
+    );
+}
+
 #[test]
 fn convolutions_match_the_reference() {
     check_conv(&[1, 3, 9, 9], &[4, 3, 3, 3], true, &[], &[], &[], 1);

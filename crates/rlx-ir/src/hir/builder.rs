@@ -290,7 +290,7 @@ impl<'m> HirMut<'m> {
         let window = default_window(kernel, strides, pads, dilations);
         let mut ins = vec![x, w];
         ins.extend(bias);
-        self.compute(ComputeOp::Conv(crate::ConvAttrs { window, groups }), ins)
+        self.compute(ComputeOp::Conv(crate::ConvAttrs::new(window, groups)), ins)
     }
 
     /// Max or average pooling (see [`ComputeOp::Pool`]); defaults as for [`Self::conv`].

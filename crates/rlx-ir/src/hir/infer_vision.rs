@@ -9,7 +9,8 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
     let name = op.name();
     match op {
         ComputeOp::Conv(c) => {
-            arity(name, tys, 2, 3)?;
+            let extra = usize::from(c.residual);
+            arity(name, tys, 2 + extra, 3 + extra)?;
             all_f32(name, tys)?;
             let (x, w) = (&tys[0].shape, &tys[1].shape);
             let spatial = image(name, x)?;
@@ -36,7 +37,8 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
                 "{name}: kernel {:?} disagrees with the weight {w}",
                 c.window.kernel
             );
-            if let Some(b) = tys.get(2) {
+            if c.has_bias(tys.len()) {
+                let b = tys[2];
                 crate::ensure!(
                     b.shape.as_static() == Some(vec![ws[0]]),
                     Shape,
@@ -46,6 +48,14 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
                 );
             }
             let out = out_shape(name, x, &c.window, &spatial, false, ws[0])?;
+            if c.residual {
+                let r = &tys[tys.len() - 1].shape;
+                crate::ensure!(
+                    *r == out,
+                    Shape,
+                    "{name}: residual {r} must have the output's shape {out}"
+                );
+            }
             Ok(TensorType::new(crate::DType::F32, out))
         }
         ComputeOp::Pool(p) => {

@@ -1,5 +1,6 @@
-//! Epilogue fusion into `linear`: `matmul(x, w) + b` (w rank 2, b `[n]`) and
-//! `linear(x, w) + b` become a linear with bias; an activation applied to a linear without one
+//! Epilogue fusion into `linear` and `conv`: `matmul(x, w) + b` (w rank 2, b `[n]`) and
+//! `linear(x, w) + b` become a linear with bias; `conv + r` with `r` of the conv's own shape
+//! becomes a conv with a residual; an activation applied to a linear or a conv without one
 //! moves into it. Producers with more than one user are left alone (and reported).
 
 use rlx_ir::hir::{Op, ValueId};
@@ -23,6 +24,9 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         let me = ValueId(i as u32);
         match m.nodes[i].op.clone() {
             Op::Compute(ComputeOp::Binary(BinaryOp::Add)) => {
+                if fold_residual(&mut m, i, &uses, log) {
+                    continue;
+                }
                 for (p, b) in [(0, 1), (1, 0)] {
                     let (pv, bv) = (m.nodes[i].inputs[p], m.nodes[i].inputs[b]);
                     let (prod, bias) = (&m.nodes[pv.index()], &m.nodes[bv.index()]);
@@ -73,6 +77,24 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             Op::Compute(ComputeOp::Unary(act)) if ACTIVATIONS.contains(&act) => {
                 let pv = m.nodes[i].inputs[0];
                 let prod = &m.nodes[pv.index()];
+                if let Op::Compute(ComputeOp::Conv(c)) = &prod.op
+                    && c.act.is_none()
+                {
+                    if uses[pv.index()] != 1 {
+                        log.near_misses.push(format!(
+                            "epilogue: {act} {me} kept apart: conv {pv} has {} users",
+                            uses[pv.index()]
+                        ));
+                        continue;
+                    }
+                    let mut c = c.clone();
+                    c.act = Some(act);
+                    m.nodes[i].inputs = prod.inputs.clone();
+                    m.nodes[i].op = Op::Compute(ComputeOp::Conv(c));
+                    log.fusions
+                        .push(format!("epilogue: conv {pv} + {act} -> {me}"));
+                    continue;
+                }
                 if let Op::Compute(ComputeOp::Linear {
                     activation: None,
                     transpose_w,
@@ -98,4 +120,40 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         }
     }
     Ok(m)
+}
+
+/// `conv + r` (either order) with `r` of the sum's own type: node `i` becomes the conv with `r`
+/// as its residual. False where neither operand is such a conv.
+fn fold_residual(m: &mut HirModule, i: usize, uses: &[u32], log: &mut PassLog) -> bool {
+    let me = ValueId(i as u32);
+    for (p, r) in [(0, 1), (1, 0)] {
+        let (pv, rv) = (m.nodes[i].inputs[p], m.nodes[i].inputs[r]);
+        let (prod, res) = (&m.nodes[pv.index()], &m.nodes[rv.index()]);
+        let Op::Compute(ComputeOp::Conv(c)) = &prod.op else {
+            continue;
+        };
+        if c.residual || c.act.is_some() || pv == rv {
+            continue;
+        }
+        if prod.ty != m.nodes[i].ty || res.ty != m.nodes[i].ty {
+            continue;
+        }
+        if uses[pv.index()] != 1 {
+            log.near_misses.push(format!(
+                "epilogue: residual add {me} kept apart: conv {pv} has {} users",
+                uses[pv.index()]
+            ));
+            continue;
+        }
+        let mut c = c.clone();
+        c.residual = true;
+        let mut inputs = prod.inputs.clone();
+        inputs.push(rv);
+        m.nodes[i].op = Op::Compute(ComputeOp::Conv(c));
+        m.nodes[i].inputs = inputs;
+        log.fusions
+            .push(format!("epilogue: conv {pv} + residual {rv} -> {me}"));
+        return true;
+    }
+    false
 }

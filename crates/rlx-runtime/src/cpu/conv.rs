@@ -10,12 +10,13 @@
 //! - Depthwise kernels (one input channel per group) run direct (`depthwise.rs`).
 
 use rayon::prelude::*;
-use rlx_ir::{ConvAttrs, Window};
+use rlx_ir::{ConvAttrs, UnaryOp, Window};
 
 use super::OutPtr;
 use super::depthwise::depthwise;
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
+use super::vmath;
 use super::window::{column_run, for_each_source, source_tables, strides, unflatten};
 use crate::Result;
 use crate::fallible::try_zeroed;
@@ -25,7 +26,40 @@ thread_local! {
     static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `out = conv(x, w) + bias`; shapes as inference gave them.
+/// What a convolution does to its sums: `act(sum + bias[channel] + residual)`, the residual
+/// laid out as the output (`[batch, m, positions]`).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to plane `r` (image `r / m`, channel `r % m`) of the output.
+    pub fn plane(&self, isa: Isa, r: usize, m: usize, dst: &mut [f32]) {
+        if self.bias.is_none() && self.residual.is_none() && self.act.is_none() {
+            return;
+        }
+        let p = dst.len();
+        let bias = self.bias.map_or(0.0, |b| b[r % m]);
+        let res = self.residual.map(|res| &res[r * p..(r + 1) * p]);
+        // SAFETY: the ISA is this CPU's (resolved by the executable).
+        unsafe { vmath::channel_epilogue(isa, dst, bias, res, self.act) }
+    }
+
+    /// Applies the epilogue to every plane of `out = [batch, m, p]`, one plane per task.
+    fn all(&self, isa: Isa, out: &mut [f32], m: usize, p: usize) {
+        if self.bias.is_none() && self.residual.is_none() && self.act.is_none() {
+            return;
+        }
+        out.par_chunks_mut(p.max(1))
+            .enumerate()
+            .for_each(|(r, dst)| self.plane(isa, r, m, dst));
+    }
+}
+
+/// `out = epi(conv(x, w))`; shapes as inference gave them.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     isa: Isa,
@@ -33,7 +67,7 @@ pub fn conv(
     xs: &[usize],
     w: &[f32],
     ws: &[usize],
-    bias: Option<&[f32]>,
+    epi: &Epilogue,
     c: &ConvAttrs,
     out: &mut [f32],
     os: &[usize],
@@ -59,8 +93,10 @@ pub fn conv(
             &in_strides,
             sizes,
             (in_sp, kernel, out_sp),
+            epi,
             out,
         );
+        return Ok(());
     } else {
         let ck = cg * ksize;
         let direct = ksize == 1
@@ -82,11 +118,12 @@ pub fn conv(
             xs1[2..].copy_from_slice(out_sp);
             let mut c1 = c.clone();
             c1.window.strides.iter_mut().for_each(|s| *s = 1);
-            return conv(isa, &sub, &xs1, w, ws, bias, &c1, out, os);
+            return conv(isa, &sub, &xs1, w, ws, epi, &c1, out, os);
         }
         if !direct && kernel.len() == 2 {
             conv_2d_patches(isa, x, xs, w, ws, c, out, os);
-            return add_bias(out, bias, m, p);
+            epi.all(isa, out, m, p);
+            return Ok(());
         }
         // The patch matrix is written straight in the GEMM's panel layout: per group,
         // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it.
@@ -152,16 +189,7 @@ pub fn conv(
             unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
         }
     }
-    add_bias(out, bias, m, p)
-}
-
-/// `out[.., ch, ..] += bias[ch]` over `[batch, m, p]`.
-fn add_bias(out: &mut [f32], bias: Option<&[f32]>, m: usize, p: usize) -> Result<()> {
-    if let Some(bias) = bias {
-        out.par_chunks_mut(p.max(1))
-            .enumerate()
-            .for_each(|(row, dst)| dst.iter_mut().for_each(|v| *v += bias[row % m]));
-    }
+    epi.all(isa, out, m, p);
     Ok(())
 }
 

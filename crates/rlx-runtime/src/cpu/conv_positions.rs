@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use rlx_ir::ConvAttrs;
 
 use super::OutPtr;
+use super::conv::Epilogue;
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use crate::Result;
@@ -41,7 +42,7 @@ pub fn block(input: usize, p: usize, k: usize, m: usize, batch: usize) -> (usize
     (images, images * (input + p * (k + m)))
 }
 
-/// `out = conv(x, w) + bias` with `w`'s panels `packed` (`[k = c * kh * kw, n = m]`).
+/// `out = epi(conv(x, w))` with `w`'s panels `packed` (`[k = c * kh * kw, n = m]`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     isa: Isa,
@@ -49,7 +50,7 @@ pub fn conv(
     xs: &[usize],
     packed: &PackedB,
     ws: &[usize],
-    bias: Option<&[f32]>,
+    epi: &Epilogue,
     c: &ConvAttrs,
     out: &mut [f32],
     os: &[usize],
@@ -86,7 +87,7 @@ pub fn conv(
                 b: BSource::Packed(packed),
                 c: prod.as_mut_ptr(),
                 ldc: m,
-                bias,
+                bias: epi.bias,
                 act: None,
             };
             // SAFETY: patches hold rows x k; packed is [k, m]; prod holds rows x m.
@@ -104,6 +105,9 @@ pub fn conv(
                     .iter_mut()
                     .enumerate()
                     .for_each(|(q, v)| *v = src[base + q * m]);
+                // The bias is in the product already.
+                let rest = Epilogue { bias: None, ..*epi };
+                rest.plane(isa, (first + img) * m + ch, m, plane);
             });
         }
         Ok(())
@@ -172,15 +176,13 @@ mod tests {
     fn blocks_of_images_match_the_channel_major_conv() {
         // 3 images of 16 patches of k = 18 for 20 channels: several blocks (BLOCK_ELEMS in tests).
         let (xs, ws, os) = ([3usize, 2, 5, 4], [20usize, 2, 3, 3], [3usize, 20, 4, 4]);
-        let c = ConvAttrs {
-            window: Window {
-                kernel: vec![3, 3],
-                strides: vec![1, 1],
-                dilations: vec![1, 1],
-                pads: vec![1, 1, 0, 1],
-            },
-            groups: 1,
+        let window = Window {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 0, 1],
         };
+        let c = ConvAttrs::new(window, 1);
         assert!(super::chosen(&xs, &ws, &os, 1));
         assert!(super::block(2 * 20, 16, 18, 20, 3).0 < 3);
         let x: Vec<f32> = (0..3 * 2 * 20)
@@ -195,10 +197,13 @@ mod tests {
             let reordered = super::super::executor_plan::taps_major(&w, 20, 2, 9).unwrap();
             let packed = PackedB::new(&reordered, 18, 20, true, nr).unwrap();
             let mut got = vec![0.0; 3 * 20 * 16];
-            super::conv(isa, &x, &xs, &packed, &ws, Some(&bias), &c, &mut got, &os).unwrap();
+            let epi = super::Epilogue {
+                bias: Some(&bias),
+                ..Default::default()
+            };
+            super::conv(isa, &x, &xs, &packed, &ws, &epi, &c, &mut got, &os).unwrap();
             let mut want = vec![0.0; 3 * 20 * 16];
-            super::super::conv::conv(isa, &x, &xs, &w, &ws, Some(&bias), &c, &mut want, &os)
-                .unwrap();
+            super::super::conv::conv(isa, &x, &xs, &w, &ws, &epi, &c, &mut want, &os).unwrap();
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - e).abs() <= 1e-5 * (1.0 + e.abs()),

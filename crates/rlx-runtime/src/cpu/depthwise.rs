@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 use rlx_ir::Window;
 
+use super::conv::Epilogue;
 use super::isa::Isa;
 use super::vmath;
 use super::window::{column_run, for_each_source, unflatten};
@@ -20,6 +21,7 @@ pub(super) fn depthwise(
     in_strides: &[usize],
     (channels, plane, ksize, p): (usize, usize, usize, usize),
     (in_sp, kernel, out_sp): (&[usize], &[usize], &[usize]),
+    epi: &Epilogue,
     out: &mut [f32],
 ) {
     out.par_chunks_mut(p.max(1))
@@ -29,7 +31,8 @@ pub(super) fn depthwise(
             let src = &x[nc * plane..(nc + 1) * plane];
             if kernel.len() == 2 {
                 let taps = &w[ch * ksize..(ch + 1) * ksize];
-                return depthwise_plane_2d(isa, src, in_sp, out_sp, kernel, window, taps, dst);
+                depthwise_plane_2d(isa, src, in_sp, out_sp, kernel, window, taps, dst);
+                return epi.plane(isa, nc, channels, dst);
             }
             dst.fill(0.0);
             let mut kidx = vec![0usize; kernel.len()];
@@ -42,6 +45,7 @@ pub(super) fn depthwise(
                     }
                 });
             }
+            epi.plane(isa, nc, channels, dst);
         });
 }
 

@@ -410,7 +410,11 @@ impl CpuExecutable {
                     )?
                 }
                 ComputeOp::Conv(c) => {
-                    let bias = (ins.len() > 2).then(|| f32_in(2));
+                    let epi = conv::Epilogue {
+                        bias: c.has_bias(ins.len()).then(|| f32_in(2)),
+                        residual: c.residual.then(|| f32_in(ins.len() - 1)),
+                        act: c.act,
+                    };
                     let (xs, ws) = (ins[0].1, ins[1].1);
                     match self.weight(addrs, ins[1].0, true) {
                         // Packed for a convolution that `conv_positions::chosen` picked (the
@@ -424,7 +428,7 @@ impl CpuExecutable {
                                 ins[0].1,
                                 packed,
                                 ins[1].1,
-                                bias,
+                                &epi,
                                 c,
                                 f32_out(),
                                 out_shape,
@@ -436,7 +440,7 @@ impl CpuExecutable {
                             ins[0].1,
                             f32_in(1),
                             ins[1].1,
-                            bias,
+                            &epi,
                             c,
                             f32_out(),
                             out_shape,

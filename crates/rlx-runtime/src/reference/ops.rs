@@ -122,8 +122,13 @@ pub(super) fn compute(
             Value::F32(attention(q, k, v, f64::from(*scale), &visible)?)
         }
         ComputeOp::Conv(c) => {
-            let bias = if args.len() > 2 {
+            let bias = if c.has_bias(args.len()) {
                 Some(f32s(args, 2)?)
+            } else {
+                None
+            };
+            let residual = if c.residual {
+                Some(f32s(args, args.len() - 1)?)
             } else {
                 None
             };
@@ -131,6 +136,7 @@ pub(super) fn compute(
                 f32s(args, 0)?,
                 f32s(args, 1)?,
                 bias,
+                residual,
                 c,
                 shape,
             )?)

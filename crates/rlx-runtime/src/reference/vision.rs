@@ -35,9 +35,11 @@ pub(super) fn conv(
     x: &ArrayD<f32>,
     w: &ArrayD<f32>,
     bias: Option<&ArrayD<f32>>,
+    residual: Option<&ArrayD<f32>>,
     c: &ConvAttrs,
     shape: &[usize],
 ) -> Result<ArrayD<f32>> {
+    let res: Vec<f32> = residual.map_or_else(Vec::new, |r| r.iter().copied().collect());
     let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
     let (xv, wv): (Vec<f32>, Vec<f32>) = (x.iter().copied().collect(), w.iter().copied().collect());
     let (xst, wst) = (strides(&xs), strides(&ws));
@@ -66,7 +68,11 @@ pub(super) fn conv(
                         acc += f64::from(xv[xi]) * f64::from(wv[wi]);
                     }
                 }
-                out.push(acc as f32);
+                // The epilogue in f64 as a linear's: + residual, then the activation.
+                if let Some(r) = res.get(out.len()) {
+                    acc += f64::from(*r);
+                }
+                out.push(c.act.map_or(acc, |op| super::ops::unary(op, acc)) as f32);
             }
         }
     }

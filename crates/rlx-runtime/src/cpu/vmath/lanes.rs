@@ -7,6 +7,8 @@ use std::arch::x86_64::*;
 /// The operations the activations need, on one vector of `N` lanes.
 pub(super) trait F32s: Copy {
     const N: usize;
+    /// The ISA whose vectors these are.
+    const ISA: crate::cpu::Isa;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
@@ -48,6 +50,7 @@ pub(super) struct Scalar(pub(super) f32);
 
 impl F32s for Scalar {
     const N: usize = 1;
+    const ISA: crate::cpu::Isa = crate::cpu::Isa::Scalar;
     unsafe fn splat(x: f32) -> Self {
         Scalar(x)
     }
@@ -108,6 +111,7 @@ pub(super) struct V512(__m512);
 #[cfg(target_arch = "x86_64")]
 impl F32s for V512 {
     const N: usize = 16;
+    const ISA: crate::cpu::Isa = crate::cpu::Isa::Avx512;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         unsafe { V512(_mm512_set1_ps(x)) }
@@ -209,6 +213,7 @@ pub(super) struct V256(__m256);
 #[cfg(target_arch = "x86_64")]
 impl F32s for V256 {
     const N: usize = 8;
+    const ISA: crate::cpu::Isa = crate::cpu::Isa::Avx2;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         unsafe { V256(_mm256_set1_ps(x)) }

@@ -1,7 +1,7 @@
 //! Plain loops over planes and rows that the compiler vectorizes, compiled once per ISA (the
 //! crate's baseline is SSE2: outside a target-feature function the same loop runs 4 lanes).
 
-use rlx_ir::BinaryOp;
+use rlx_ir::{BinaryOp, UnaryOp};
 
 use super::lanes::F32s;
 use super::per_isa;
@@ -55,6 +55,54 @@ unsafe fn depthwise_plane_v<V: F32s>(p: &DepthwisePlane, dst: &mut [f32]) {
                     .for_each(|(d, v)| *d += wk * v);
             }
         }
+    }
+}
+
+per_isa!(
+    /// `run[i] = act(run[i] + bias + res[i])` over one channel's run of a convolution's output
+    /// (`res`, when given, as long as `run`): a relu in the same pass, other activations after.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU (slices bound every access).
+    pub unsafe fn channel_epilogue(run: &mut [f32], bias: f32, res: Option<&[f32]>, act: Option<UnaryOp>) => channel_epilogue_v
+);
+
+#[inline(always)]
+unsafe fn channel_epilogue_v<V: F32s>(
+    run: &mut [f32],
+    bias: f32,
+    res: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    let relu = act == Some(UnaryOp::Relu);
+    let n = match res {
+        Some(r) => run.len().min(r.len()),
+        None => run.len(),
+    };
+    let body = n - n % V::N;
+    // SAFETY: every index below n is in bounds of run and res.
+    unsafe {
+        let (b, zero, p) = (V::splat(bias), V::splat(0.0), run.as_mut_ptr());
+        let mut i = 0;
+        while i < body {
+            let mut v = V::load(p.add(i)).add(b);
+            if let Some(r) = res {
+                v = v.add(V::load(r.as_ptr().add(i)));
+            }
+            if relu {
+                v = v.at_least(zero);
+            }
+            v.store(p.add(i));
+            i += V::N;
+        }
+    }
+    for (i, v) in run[..n].iter_mut().enumerate().skip(body) {
+        let x = *v + bias + res.map_or(0.0, |r| r[i]);
+        *v = if relu && x < 0.0 { 0.0 } else { x };
+    }
+    match act {
+        Some(op) if !relu => super::unary_in_place(V::ISA, op, &mut run[..n]),
+        _ => {}
     }
 }
 
