@@ -186,6 +186,18 @@ fn convolutions_match_the_reference() {
         &[2, 1],
         3,
     ); // depthwise: column stride 3 (phased rows), dilated rows, asymmetric pads
+    for (width, pads) in [(8, [2, 2, 1, 1]), (9, [0, 0, 1, 0]), (6, [1, 3, 0, 2])] {
+        // Column stride 2 (deinterleaved rows): even and odd begin pads and widths.
+        check_conv(
+            &[1, 3, 5, width],
+            &[3, 1, 3, 3],
+            true,
+            &[1, 2],
+            &pads,
+            &[],
+            3,
+        );
+    }
     check_conv(
         &[1, 4, 5, 5],
         &[8, 1, 3, 3],

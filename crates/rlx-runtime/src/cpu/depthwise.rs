@@ -7,7 +7,7 @@ use rlx_ir::Window;
 use super::conv::Epilogue;
 use super::isa::Isa;
 use super::vmath;
-use super::window::{column_run, for_each_source, unflatten};
+use super::window::{for_each_source, unflatten};
 
 /// One input channel per output channel: each output plane is a weighted sum of shifted
 /// copies of its input plane (2-D: whole runs of each output row at once).
@@ -24,16 +24,36 @@ pub(super) fn depthwise(
     epi: &Epilogue,
     out: &mut [f32],
 ) {
+    if kernel.len() == 2 {
+        let pad = Padded::new(in_sp, out_sp, kernel, window);
+        out.par_chunks_mut(p.max(1)).enumerate().for_each_init(
+            || vec![0.0f32; pad.len()],
+            |buf, (nc, dst)| {
+                let ch = nc % channels;
+                let src = &x[nc * plane..(nc + 1) * plane];
+                pad.fill(src, buf);
+                let plane = vmath::DepthwisePlane {
+                    rows: buf,
+                    row_len: pad.row_len,
+                    ow: out_sp[1],
+                    sh: window.strides[0],
+                    dh: window.dilations[0],
+                    kh: kernel[0],
+                    offsets: &pad.offsets,
+                    taps: &w[ch * ksize..(ch + 1) * ksize],
+                };
+                // SAFETY: the ISA is this CPU's; `buf` holds the padded rows and the slack.
+                unsafe { vmath::depthwise_plane(isa, &plane, dst) };
+                epi.plane(isa, nc, channels, dst);
+            },
+        );
+        return;
+    }
     out.par_chunks_mut(p.max(1))
         .enumerate()
         .for_each(|(nc, dst)| {
             let ch = nc % channels;
             let src = &x[nc * plane..(nc + 1) * plane];
-            if kernel.len() == 2 {
-                let taps = &w[ch * ksize..(ch + 1) * ksize];
-                depthwise_plane_2d(isa, src, in_sp, out_sp, kernel, window, taps, dst);
-                return epi.plane(isa, nc, channels, dst);
-            }
             dst.fill(0.0);
             let mut kidx = vec![0usize; kernel.len()];
             for kk in 0..ksize {
@@ -49,74 +69,104 @@ pub(super) fn depthwise(
         });
 }
 
-thread_local! {
-    /// A plane's rows split by column phase for a strided depthwise kernel (see below).
-    static PHASED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The zero-padded copy of a 2-D input plane a depthwise kernel reads: rows of `row_len`,
+/// each split into `sw` column phases of `phase_len` (phase `q` holds padded columns `q, q +
+/// sw, ..`), so every tap of an output row is one contiguous run. The borders stay zero from
+/// the buffer's creation: each plane overwrites only the input's own positions.
+struct Padded {
+    input: [usize; 2],
+    /// Begin pads (rows, columns) and the column stride.
+    ph: usize,
+    pw: usize,
+    sw: usize,
+    rows: usize,
+    phase_len: usize,
+    row_len: usize,
+    /// Per kernel column: where its tap for output column 0 sits in a row.
+    offsets: Vec<usize>,
 }
 
-/// One 2-D depthwise plane: each output row accumulates, tap by tap, a weighted run of an input
-/// row. With a column stride `s` the input rows are first split into `s` phases (phase `q`
-/// holds columns `q, q + s, ..`), so every tap reads a contiguous run and the loop vectorizes.
-#[allow(clippy::too_many_arguments)]
-fn depthwise_plane_2d(
-    isa: Isa,
-    src: &[f32],
-    input: &[usize],
-    output: &[usize],
-    kernel: &[usize],
-    w: &Window,
-    taps: &[f32],
-    dst: &mut [f32],
-) {
-    let (ih, iw, ow) = (input[0], input[1], output[1]);
-    let (sh, sw, dh, ph) = (w.strides[0], w.strides[1], w.dilations[0], w.pads[0]);
-    let (kh, kw) = (kernel[0], kernel[1]);
-    if ih == 0 || iw == 0 {
-        // An empty input plane: every tap is padding.
-        dst.fill(0.0);
-        return;
-    }
-    // Per kernel column: the output columns it reaches inside the input, and where its run
-    // starts in its phase row.
-    let phase_len = iw.div_ceil(sw);
-    let cols: Vec<(usize, usize, usize)> = (0..kw)
-        .map(|kx| {
-            // An empty run (every tap of this column in the padding) reads nothing.
-            column_run(kx, iw, ow, w).map_or((0, 0, 0), |(first, last, x0)| {
-                (first, last, (x0 % sw) * phase_len + x0 / sw)
-            })
-        })
-        .collect();
-    PHASED.with_borrow_mut(|phased| {
-        let rows: &[f32] = if sw == 1 {
-            src
-        } else {
-            phased.clear();
-            phased.resize(ih * sw * phase_len, 0.0);
-            for (y, row) in src.chunks_exact(iw).enumerate() {
-                let out = &mut phased[y * sw * phase_len..(y + 1) * sw * phase_len];
-                for (q, phase) in out.chunks_exact_mut(phase_len).enumerate() {
-                    phase
-                        .iter_mut()
-                        .zip(row[q.min(iw)..].iter().step_by(sw))
-                        .for_each(|(o, v)| *o = *v);
-                }
-            }
-            phased
+impl Padded {
+    fn new(input: &[usize], output: &[usize], kernel: &[usize], w: &Window) -> Padded {
+        let (ph, pw) = (w.pads[0], w.pads[1]);
+        let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
+        // Rows and columns the window reaches (at least the input's own).
+        let reach = |o: usize, s: usize, k: usize, d: usize| {
+            o.saturating_sub(1) * s + k.saturating_sub(1) * d + 1
         };
-        let plane = vmath::DepthwisePlane {
-            rows,
-            row_len: sw * phase_len,
-            ih,
-            ow,
-            sh,
-            dh,
+        let rows = (ph + input[0]).max(reach(output[0], sh, kernel[0], dh));
+        let cols = (pw + input[1]).max(reach(output[1], sw, kernel[1], dw));
+        let phase_len = cols.div_ceil(sw);
+        let offsets = (0..kernel[1])
+            .map(|kx| (kx * dw % sw) * phase_len + kx * dw / sw)
+            .collect();
+        Padded {
+            input: [input[0], input[1]],
             ph,
-            kh,
-            cols: &cols,
-            taps,
+            pw,
+            sw,
+            rows,
+            phase_len,
+            row_len: sw * phase_len,
+            offsets,
+        }
+    }
+
+    /// Floats of the buffer: the rows, and slack for the vector past the last column.
+    fn len(&self) -> usize {
+        self.rows * self.row_len + vmath::DEPTHWISE_SLACK
+    }
+
+    /// Column stride 2: input pairs `(2i, 2i + 1)` go to the two phases side by side (a loop
+    /// the compiler turns into vector shuffles).
+    fn deinterleave(&self, line: &[f32], row: &mut [f32]) {
+        let (even, odd) = row.split_at_mut(self.phase_len);
+        let h = self.pw / 2;
+        // Padded column x + pw: with an odd pad the even input columns land in the odd phase.
+        let (first, second) = if self.pw % 2 == 0 {
+            (&mut even[h..], &mut odd[h..])
+        } else {
+            (&mut odd[h..], &mut even[h + 1..])
         };
-        // SAFETY: the ISA is this CPU's (resolved by the executable).
-        unsafe { vmath::depthwise_plane(isa, &plane, dst) };
-    });
+        let pairs = line.chunks_exact(2);
+        if let [last] = pairs.remainder() {
+            first[line.len() / 2] = *last;
+        }
+        first
+            .iter_mut()
+            .zip(second.iter_mut())
+            .zip(pairs)
+            .for_each(|((a, b), pair)| {
+                *a = pair[0];
+                *b = pair[1];
+            });
+    }
+
+    /// Copies plane `src` into its place in `buf` (borders untouched).
+    fn fill(&self, src: &[f32], buf: &mut [f32]) {
+        let [ih, iw] = self.input;
+        for (y, line) in src.chunks_exact(iw.max(1)).take(ih).enumerate() {
+            let row = &mut buf[(y + self.ph) * self.row_len..(y + self.ph + 1) * self.row_len];
+            if self.sw == 1 {
+                row[self.pw..self.pw + iw].copy_from_slice(line);
+                continue;
+            }
+            if self.sw == 2 {
+                self.deinterleave(line, row);
+                continue;
+            }
+            // Phase q holds padded columns q + j * sw: input columns q + j * sw - pw.
+            for (q, phase) in row.chunks_exact_mut(self.phase_len).enumerate() {
+                let first = self.pw.saturating_sub(q).div_ceil(self.sw);
+                let Some(x0) = (q + first * self.sw).checked_sub(self.pw) else {
+                    continue;
+                };
+                let taps = line.iter().skip(x0).step_by(self.sw);
+                phase[first..]
+                    .iter_mut()
+                    .zip(taps)
+                    .for_each(|(o, v)| *o = *v);
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use rlx_ir::{PoolAttrs, PoolKind, Window};
 
 use super::OutPtr;
-use super::window::{column_run, for_each_source, source_tables, strides, unflatten};
+use super::window::{for_each_source, source_tables, strides, unflatten};
 
 /// Max or average pooling; shapes as inference gave them.
 pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize]) {
@@ -27,11 +27,20 @@ pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize
         })
     };
     if in_sp.len() == 2 {
-        out.par_chunks_mut(p.max(1))
-            .enumerate()
-            .for_each(|(nc, dst)| {
-                pool_plane_2d(&x[nc * plane..(nc + 1) * plane], in_sp, out_sp, a, dst)
-            });
+        let cols: Vec<(usize, usize, usize)> =
+            (0..out_sp[1]).map(|ox| taps(ox, 1, in_sp[1], w)).collect();
+        // The padded line (begin pad, input, the end the window reaches) and its windowed
+        // reduction at every column.
+        let (k1, s1, d1, p1) = (w.kernel[1], w.strides[1], w.dilations[1], w.pads[1]);
+        let reach = (out_sp[1].max(1) - 1) * s1 + (k1.max(1) - 1) * d1 + 1;
+        let len = (p1 + in_sp[1]).max(reach);
+        out.par_chunks_mut(p.max(1)).enumerate().for_each_init(
+            || vec![0.0f32; len + reach],
+            |line, (nc, dst)| {
+                let src = &x[nc * plane..(nc + 1) * plane];
+                pool_plane_2d(src, in_sp, out_sp, a, &cols, line, dst)
+            },
+        );
         return;
     }
     out.par_chunks_mut(p.max(1))
@@ -96,46 +105,72 @@ fn taps(o: usize, axis: usize, input: usize, w: &Window) -> (usize, usize, usize
     (first, end.saturating_sub(first), in_padded)
 }
 
-/// One `[h, w]` plane of a 2-D max or average pool, a window row and column at a time over
-/// whole runs of each output row (taps in the same order as the N-d loop).
-fn pool_plane_2d(src: &[f32], input: &[usize], output: &[usize], a: &PoolAttrs, dst: &mut [f32]) {
+/// One `[h, w]` plane of a 2-D max or average pool. Per output row, the window's input rows
+/// are reduced into one line padded with the reduction's identity; the window's columns are
+/// then reduced at every column of that line (whole shifted runs, plain vector loops), and
+/// each output column takes its window's value. `cols[ox]` is `taps` of output column `ox`;
+/// `buf` holds the padded line and the reduced one.
+fn pool_plane_2d(
+    src: &[f32],
+    input: &[usize],
+    output: &[usize],
+    a: &PoolAttrs,
+    cols: &[(usize, usize, usize)],
+    buf: &mut [f32],
+    dst: &mut [f32],
+) {
     let w = &a.window;
     let (iw, ow) = (input[1], output[1]);
-    let sw = w.strides[1];
-    let cols: Vec<(usize, usize, usize)> = (0..ow).map(|ox| taps(ox, 1, iw, w)).collect();
-    // Per kernel column, the run of output columns it reaches (None: all in the padding).
-    let runs: Vec<_> = (0..w.kernel[1])
-        .map(|kx| column_run(kx, iw, ow, w))
-        .collect();
+    let (sw, dw, pw, kw) = (w.strides[1], w.dilations[1], w.pads[1], w.kernel[1]);
     let max = a.kind == PoolKind::Max;
+    let identity = if max { f32::NEG_INFINITY } else { 0.0 };
+    let reach = (ow.max(1) - 1) * sw + (kw.max(1) - 1) * dw + 1;
+    let (line, reduced) = buf.split_at_mut(buf.len() - reach);
+    let reduced = &mut reduced[..(ow.max(1) - 1) * sw + 1];
+    // NaN wins, as in the N-d loop (a select, so the loops have no branch).
+    let pick = |v: f32, t: f32| if t > v || t.is_nan() { t } else { v };
     for (oy, row) in dst.chunks_mut(ow.max(1)).enumerate() {
-        row.fill(if max { f32::NEG_INFINITY } else { 0.0 });
         let (ty, ny, py) = taps(oy, 0, input[0], w);
-        for i in ty..ty + ny {
-            let y = oy * w.strides[0] + i * w.dilations[0] - w.pads[0];
-            let line = &src[y * iw..(y + 1) * iw];
-            for &(first, last, x0) in runs.iter().flatten() {
-                let run = &mut row[first..last];
-                let taps = line[x0..].iter().step_by(sw);
-                if max {
-                    // NaN wins, as in the N-d loop (a select, so the loop has no branch).
-                    run.iter_mut()
-                        .zip(taps)
-                        .for_each(|(v, &t)| *v = if t > *v || t.is_nan() { t } else { *v });
-                } else {
-                    run.iter_mut().zip(taps).for_each(|(v, &t)| *v += t);
-                }
+        let y0 = (oy * w.strides[0] + ty * w.dilations[0]).saturating_sub(w.pads[0]);
+        line.fill(identity);
+        let inner = &mut line[pw..pw + iw];
+        for i in 0..ny {
+            let y = y0 + i * w.dilations[0];
+            let taps = &src[y * iw..(y + 1) * iw];
+            if max {
+                inner
+                    .iter_mut()
+                    .zip(taps)
+                    .for_each(|(v, &t)| *v = pick(*v, t));
+            } else {
+                inner.iter_mut().zip(taps).for_each(|(v, &t)| *v += t);
             }
         }
-        if !max {
-            for (v, &(_, nx, px)) in row.iter_mut().zip(&cols) {
+        let n = reduced.len();
+        reduced.copy_from_slice(&line[..n]);
+        for kx in 1..kw {
+            let taps = &line[kx * dw..kx * dw + n];
+            if max {
+                reduced
+                    .iter_mut()
+                    .zip(taps)
+                    .for_each(|(v, &t)| *v = pick(*v, t));
+            } else {
+                reduced.iter_mut().zip(taps).for_each(|(v, &t)| *v += t);
+            }
+        }
+        for (ox, (v, &(_, nx, px))) in row.iter_mut().zip(cols).enumerate() {
+            let r = reduced[ox * sw];
+            *v = if max {
+                r
+            } else {
                 let n = if a.count_include_pad {
                     py * px
                 } else {
                     ny * nx
                 };
-                *v /= n.max(1) as f32;
-            }
+                r / n.max(1) as f32
+            };
         }
     }
 }

@@ -16,7 +16,7 @@ mod rows;
 mod tests;
 
 pub use kv::attend_rows;
-pub use planes::{DepthwisePlane, binary_map, channel_epilogue, depthwise_plane};
+pub use planes::{DEPTHWISE_SLACK, DepthwisePlane, binary_map, channel_epilogue, depthwise_plane};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;

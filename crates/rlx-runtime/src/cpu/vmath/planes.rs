@@ -8,51 +8,116 @@ use super::per_isa;
 use crate::cpu::isa::Isa;
 use crate::cpu::types::Num;
 
-/// One 2-D depthwise plane: `rows` holds the input rows (`row_len` apart, each split by column
-/// phase when strided), `cols[kx]` the output columns tap `kx` reaches and where its run starts
-/// in a row, `taps` the `kh x kw` weights.
+/// One 2-D depthwise plane over a zero-padded copy of its input: `rows` holds the padded rows
+/// (`row_len` apart, each split by column phase when strided, with `N` floats of slack after
+/// the last), so every tap of every output column reads inside; `offsets[kx]` is where tap
+/// column `kx` of output column 0 sits in a row; `taps` the `kh x kw` weights.
 pub struct DepthwisePlane<'a> {
     pub rows: &'a [f32],
     pub row_len: usize,
-    pub ih: usize,
     pub ow: usize,
-    /// Stride, dilation and begin pad along the rows.
+    /// Row stride and dilation.
     pub sh: usize,
     pub dh: usize,
-    pub ph: usize,
     pub kh: usize,
-    pub cols: &'a [(usize, usize, usize)],
+    pub offsets: &'a [usize],
     pub taps: &'a [f32],
 }
 
+/// Slack the padded rows of a [`DepthwisePlane`] need after their end: one vector of the
+/// widest ISA, read past the last output column and discarded.
+pub const DEPTHWISE_SLACK: usize = 16;
+
 per_isa!(
-    /// Each output row of `dst` accumulates, tap by tap, a weighted run of an input row.
+    /// Each output row of `dst` sums, tap by tap, whole vectors of a padded input row.
     ///
     /// # Safety
-    /// `isa` is available on this CPU (slices bound every access).
+    /// `isa` is available on this CPU; `p.rows` holds the rows the window reaches plus
+    /// `DEPTHWISE_SLACK` floats.
     pub unsafe fn depthwise_plane(p: &DepthwisePlane, dst: &mut [f32]) => depthwise_plane_v
 );
 
 #[inline(always)]
 unsafe fn depthwise_plane_v<V: F32s>(p: &DepthwisePlane, dst: &mut [f32]) {
-    let kw = p.cols.len();
-    for (oy, out) in dst.chunks_mut(p.ow.max(1)).enumerate() {
-        out.fill(0.0);
+    debug_assert!(V::N <= DEPTHWISE_SLACK);
+    let ow = p.ow.max(1);
+    let mut ox = 0;
+    // Columns in blocks of up to 4 vectors, rows in groups so that each tap feeds about 8
+    // independent sums (one sum per vector would wait on the FMA latency at every tap).
+    // SAFETY (all blocks): forwarded contract.
+    unsafe {
+        while ox < ow {
+            let b = (ow - ox).div_ceil(V::N).min(4);
+            match b {
+                4 => rows_of::<V, 4, 2>(p, ox, dst),
+                3 => rows_of::<V, 3, 2>(p, ox, dst),
+                2 => rows_of::<V, 2, 4>(p, ox, dst),
+                _ => rows_of::<V, 1, 8>(p, ox, dst),
+            }
+            ox += b * V::N;
+        }
+    }
+}
+
+/// Every output row's `B` vectors from column `ox`, `R` rows at a time.
+#[inline(always)]
+unsafe fn rows_of<V: F32s, const B: usize, const R: usize>(
+    p: &DepthwisePlane,
+    ox: usize,
+    dst: &mut [f32],
+) {
+    let oh = dst.len() / p.ow.max(1);
+    let mut oy = 0;
+    // SAFETY: forwarded contract.
+    unsafe {
+        while oy + R <= oh {
+            block::<V, B, R>(p, oy, ox, dst);
+            oy += R;
+        }
+        while oy < oh {
+            block::<V, B, 1>(p, oy, ox, dst);
+            oy += 1;
+        }
+    }
+}
+
+/// Output rows `oy..oy + R`, `B` vectors of columns from `ox` (the lanes past `ow` are
+/// computed from the slack and dropped).
+#[inline(always)]
+unsafe fn block<V: F32s, const B: usize, const R: usize>(
+    p: &DepthwisePlane,
+    oy: usize,
+    ox: usize,
+    dst: &mut [f32],
+) {
+    let (kw, ow) = (p.offsets.len(), p.ow);
+    // SAFETY: the padded rows hold every tap of output columns < ow; the lanes past ow read
+    // at most N - 1 further floats, inside the slack (caller's contract).
+    unsafe {
+        let mut acc = [[V::splat(0.0); B]; R];
         for ky in 0..p.kh {
-            let Some(y) = (oy * p.sh + ky * p.dh)
-                .checked_sub(p.ph)
-                .filter(|y| *y < p.ih)
-            else {
-                continue;
-            };
-            let line = &p.rows[y * p.row_len..(y + 1) * p.row_len];
-            for (kx, &(first, last, at)) in p.cols.iter().enumerate() {
-                let wk = p.taps[ky * kw + kx];
-                let run = &mut out[first..last];
-                let n = run.len();
-                run.iter_mut()
-                    .zip(&line[at..at + n])
-                    .for_each(|(d, v)| *d += wk * v);
+            for (kx, &off) in p.offsets.iter().enumerate() {
+                let w = V::splat(*p.taps.get_unchecked(ky * kw + kx));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let y = (oy + r) * p.sh + ky * p.dh;
+                    let line = p.rows.as_ptr().add(y * p.row_len + ox + off);
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        *a = w.fma(V::load(line.add(b * V::N)), *a);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let out = &mut dst[(oy + r) * ow..(oy + r + 1) * ow];
+            for (b, a) in acc.iter().enumerate() {
+                let x = ox + b * V::N;
+                if x + V::N <= ow {
+                    a.store(out.as_mut_ptr().add(x));
+                } else {
+                    let mut tail = [0.0f32; DEPTHWISE_SLACK];
+                    a.store(tail.as_mut_ptr());
+                    out[x..].copy_from_slice(&tail[..ow - x]);
+                }
             }
         }
     }
