@@ -123,7 +123,7 @@ impl Padded {
         let (even, odd) = row.split_at_mut(self.phase_len);
         let h = self.pw / 2;
         // Padded column x + pw: with an odd pad the even input columns land in the odd phase.
-        let (first, second) = if self.pw % 2 == 0 {
+        let (first, second) = if self.pw.is_multiple_of(2) {
             (&mut even[h..], &mut odd[h..])
         } else {
             (&mut odd[h..], &mut even[h + 1..])
