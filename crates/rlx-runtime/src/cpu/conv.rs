@@ -10,18 +10,23 @@
 //! - Depthwise kernels (one input channel per group) run direct (`depthwise.rs`).
 
 use rayon::prelude::*;
-use rlx_ir::{ConvAttrs, UnaryOp, Window};
+use rlx_ir::{ConvAttrs, UnaryOp};
 
 use super::OutPtr;
 use super::depthwise::depthwise;
 use super::gemm::{self, BSource, GemmJob};
 use super::isa::Isa;
+use super::padded::Padded;
 use super::vmath;
-use super::window::{column_run, for_each_source, source_tables, strides, unflatten};
+use super::window::{for_each_source, source_tables, strides, unflatten};
 use crate::Result;
-use crate::fallible::try_zeroed;
+use crate::fallible::{grow, try_zeroed, with_scratch};
 
 thread_local! {
+    /// The padded batch of a 2-D convolution's patch panels; a strided 1x1 kernel's
+    /// subsampled batch. Kept between calls, taken out for the call (`with_scratch`).
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SUBSAMPLED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// One row of the patch matrix before it is split into panels.
     static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -102,14 +107,22 @@ pub fn conv(
         let direct = ksize == 1
             && c.window.strides.iter().all(|s| *s == 1)
             && c.window.pads.iter().all(|p| *p == 0);
-        if ksize == 1 && !direct && kernel.len() != 2 && c.window.pads.iter().all(|p| *p == 0) {
-            // A strided 1x1 kernel (other than 2-D, whose patch panels measured faster) reads a
-            // subsampled image: gather it once, then read it in place like an unstrided one.
-            let mut sub = try_zeroed("subsampled convolution input", batch * cin * p)?;
+        if ksize == 1 && !direct && c.window.pads.iter().all(|p| *p == 0) {
+            // A strided 1x1 kernel reads a subsampled image: gather it once (2-D: a strided
+            // run per output row), then read it in place like an unstrided one.
+            let mut sub = SUBSAMPLED.take();
+            grow(&mut sub, batch * cin * p, "a subsampled convolution input")?;
             let kidx = vec![0; kernel.len()];
             sub.par_chunks_mut(p.max(1))
                 .zip(x.par_chunks(plane.max(1)))
                 .for_each(|(dst, src)| {
+                    if let ([sh, sw], [_, iw], [_, ow]) = (&c.window.strides[..], in_sp, out_sp) {
+                        for (oy, row) in dst.chunks_exact_mut((*ow).max(1)).enumerate() {
+                            let line = src[oy * sh * iw..].iter().step_by(*sw);
+                            row.iter_mut().zip(line).for_each(|(d, v)| *d = *v);
+                        }
+                        return;
+                    }
                     for_each_source(&tables, kernel, &kidx, out_sp, &in_strides, |o, at| {
                         dst[o] = at.map_or(0.0, |a| src[a]);
                     })
@@ -118,10 +131,12 @@ pub fn conv(
             xs1[2..].copy_from_slice(out_sp);
             let mut c1 = c.clone();
             c1.window.strides.iter_mut().for_each(|s| *s = 1);
-            return conv(isa, &sub, &xs1, w, ws, epi, &c1, out, os);
+            let done = conv(isa, &sub[..batch * cin * p], &xs1, w, ws, epi, &c1, out, os);
+            SUBSAMPLED.set(sub);
+            return done;
         }
         if !direct && kernel.len() == 2 {
-            conv_2d_patches(isa, x, xs, w, ws, c, out, os);
+            conv_2d_patches(isa, x, xs, w, ws, c, out, os)?;
             epi.all(isa, out, m, p);
             return Ok(());
         }
@@ -194,7 +209,8 @@ pub fn conv(
 }
 
 /// A 2-D convolution whose patch panels are built as the GEMM reaches them, so the patch
-/// matrix (kernel-size times the input) never exists whole.
+/// matrix (kernel-size times the input) never exists whole. The panels copy runs of a padded
+/// copy of the input (`Padded`, made once per call), so building one is plain copies.
 #[allow(clippy::too_many_arguments)]
 fn conv_2d_patches(
     isa: Isa,
@@ -205,25 +221,55 @@ fn conv_2d_patches(
     c: &ConvAttrs,
     out: &mut [f32],
     os: &[usize],
+) -> Result<()> {
+    let (batch, cin, plane) = (xs[0], xs[1], xs[2] * xs[3]);
+    let pad = Padded::new(&xs[2..], &os[2..], &ws[2..], &c.window);
+    let plen = pad.plane_len();
+    // The padded batch lives in this thread's scratch (kept between calls: a fresh buffer of
+    // this size would be page-faulted in on every call); every element is written.
+    with_scratch(&PADDED, |padded| {
+        grow(padded, batch * cin * plen, "a padded convolution input")?;
+        let padded = &mut padded[..batch * cin * plen];
+        // By index: an empty input plane still writes its (all zero) padded plane.
+        padded
+            .par_chunks_mut(plen.max(1))
+            .enumerate()
+            .for_each(|(i, dst)| pad.fill_all(&x[i * plane..(i + 1) * plane], dst));
+        patch_product(isa, padded, &pad, xs, w, ws, c, out, os);
+        Ok(())
+    })
+}
+
+/// The product of `conv_2d_patches` over the padded batch.
+#[allow(clippy::too_many_arguments)]
+fn patch_product(
+    isa: Isa,
+    padded: &[f32],
+    pad: &Padded,
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
 ) {
     let (batch, cin, m, cg) = (xs[0], xs[1], ws[0], ws[1]);
     let (groups, mg) = (c.groups, m / c.groups.max(1));
-    let (plane, p) = (xs[2] * xs[3], os[2] * os[3]);
+    let (plen, p) = (pad.plane_len(), os[2] * os[3]);
     let ck = cg * ws[2] * ws[3];
     let kern = gemm::kernel(isa);
     let sources: Vec<Patches> = (0..batch * groups)
         .map(|ig| {
-            let (img, g) = (ig / groups, ig % groups);
-            let at = (img * cin + g * cg) * plane;
-            Patches::new(
-                &x[at..at + cg * plane],
-                cg,
-                &xs[2..],
-                &ws[2..],
-                &os[2..],
-                &c.window,
-                kern.nr,
-            )
+            let at = ((ig / groups) * cin + (ig % groups) * cg) * plen;
+            Patches {
+                planes: &padded[at..at + cg * plen],
+                pad,
+                channels: cg,
+                kernel: [ws[2], ws[3]],
+                output: [os[2], os[3]],
+                rows: (c.window.strides[0], c.window.dilations[0]),
+                nr: kern.nr,
+            }
         })
         .collect();
     let o = out.as_mut_ptr();
@@ -253,97 +299,45 @@ fn conv_2d_patches(
 }
 
 /// The 2-D patch matrix `[channels * kh * kw, oh * ow]` of one image group, built a panel at a
-/// time: row `(ch, ky, kx)`, column `(oy, ox)` holds input `(ch, oy * sh + ky * dh - ph,
-/// ox * sw + kx * dw - pw)`, or zero in the padding.
+/// time: row `(ch, ky, kx)`, column `(oy, ox)` holds padded input `(ch, oy * sh + ky * dh,
+/// ox * sw + kx * dw)` (zero in the padding), a run of a padded row per output row.
 struct Patches<'a> {
-    x: &'a [f32],
+    /// The group's `channels` padded planes.
+    planes: &'a [f32],
+    pad: &'a Padded,
     channels: usize,
-    input: [usize; 2],
     kernel: [usize; 2],
     output: [usize; 2],
-    window: &'a Window,
-    /// Per kernel column `kx`: the output columns whose tap lands inside the input.
-    cols: Vec<(usize, usize)>,
+    /// Row stride and dilation.
+    rows: (usize, usize),
     nr: usize,
-}
-
-impl<'a> Patches<'a> {
-    fn new(
-        x: &'a [f32],
-        channels: usize,
-        input: &[usize],
-        kernel: &[usize],
-        output: &[usize],
-        window: &'a Window,
-        nr: usize,
-    ) -> Self {
-        let cols = (0..kernel[1])
-            .map(|kx| {
-                column_run(kx, input[1], output[1], window).map_or((0, 0), |(f, l, _)| (f, l))
-            })
-            .collect();
-        Patches {
-            x,
-            channels,
-            input: [input[0], input[1]],
-            kernel: [kernel[0], kernel[1]],
-            output: [output[0], output[1]],
-            window,
-            cols,
-            nr,
-        }
-    }
 }
 
 impl gemm::driver::PanelSource for Patches<'_> {
     fn fill(&self, j: usize, buf: &mut [f32]) {
-        let [ih, iw] = self.input;
-        let [kh, kw] = self.kernel;
-        let ow = self.output[1];
-        let (w, nr) = (self.window, self.nr);
-        let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
-        let (ph, pw) = (w.pads[0], w.pads[1]);
-        let p = self.output[0] * ow;
+        let [oh, ow] = self.output;
+        let (sh, dh) = self.rows;
+        let (nr, row_len, plen) = (self.nr, self.pad.row_len, self.pad.plane_len());
         let c0 = j * nr;
-        let cols = (p - c0).min(nr);
-        for row in buf.chunks_exact_mut(nr) {
-            row[cols..].fill(0.0);
+        let cols = (oh * ow - c0).min(nr);
+        if cols < nr {
+            for row in buf.chunks_exact_mut(nr) {
+                row[cols..].fill(0.0);
+            }
         }
-        // The panel's columns as runs within one output row: (first column, oy, ox, length).
+        // The panel's columns as runs within one output row.
         let mut at = c0;
         while at < c0 + cols {
             let (oy, ox) = (at / ow, at % ow);
             let len = (ow - ox).min(c0 + cols - at);
-            let off = at - c0;
-            let mut r = 0;
+            let mut r = at - c0;
             for ch in 0..self.channels {
-                let src = &self.x[ch * ih * iw..(ch + 1) * ih * iw];
-                for ky in 0..kh {
-                    let y = (oy * sh + ky * dh).checked_sub(ph).filter(|y| *y < ih);
-                    for kx in 0..kw {
-                        let dst = &mut buf[r * nr + off..r * nr + off + len];
-                        r += 1;
-                        let Some(y) = y else {
-                            dst.fill(0.0);
-                            continue;
-                        };
-                        // Inside the input: output columns first..last of this tap.
-                        let (first, last) = self.cols[kx];
-                        let (lo, hi) = (first.clamp(ox, ox + len), last.clamp(ox, ox + len));
-                        dst[..lo - ox].fill(0.0);
-                        dst[hi - ox..].fill(0.0);
-                        if lo < hi {
-                            let line = &src[y * iw..(y + 1) * iw];
-                            let x0 = lo * sw + kx * dw - pw;
-                            let seg = &mut dst[lo - ox..hi - ox];
-                            if sw == 1 {
-                                seg.copy_from_slice(&line[x0..x0 + seg.len()]);
-                            } else {
-                                seg.iter_mut()
-                                    .enumerate()
-                                    .for_each(|(i, v)| *v = line[x0 + i * sw]);
-                            }
-                        }
+                let plane = &self.planes[ch * plen..(ch + 1) * plen];
+                for ky in 0..self.kernel[0] {
+                    let line = &plane[(oy * sh + ky * dh) * row_len..][..row_len];
+                    for &off in &self.pad.offsets {
+                        buf[r..r + len].copy_from_slice(&line[off + ox..off + ox + len]);
+                        r += nr;
                     }
                 }
             }

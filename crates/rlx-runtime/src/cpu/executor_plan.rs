@@ -365,15 +365,22 @@ pub(super) fn scratch_bytes(
                 let (batch, cin) = (x[0], x[1]);
                 let plane = x[2..].iter().product::<usize>();
                 // Position-major: a block of channels-last images, patches and products. A
-                // strided 1x1 kernel of another rank than 2-D: the subsampled batch. Other 2-D
-                // kernels: one panel per thread (below) and one phase-split plane per thread
-                // (depthwise). N-d: the patch matrix of one image.
+                // strided 1x1 kernel: the subsampled batch. Other 2-D
+                // kernels: one panel per thread (below), the padded batch (patch panels) or
+                // one padded plane per rayon split (depthwise). N-d: the patch matrix of one
+                // image.
                 let whole = if super::conv_positions::chosen(x, w, o, c.groups) {
                     super::conv_positions::block(plane.saturating_mul(cin), p, ck, w[0], batch).1
-                } else if taps == 1 && x.len() != 4 && c.window.strides.iter().any(|s| *s > 1) {
+                } else if taps == 1 && c.window.strides.iter().any(|s| *s > 1) {
                     batch.saturating_mul(cin).saturating_mul(p)
                 } else if x.len() == 4 {
-                    threads.saturating_mul(plane.saturating_add(x[3]))
+                    let padded = super::padded::Padded::new(&x[2..], &o[2..], &w[2..], &c.window)
+                        .plane_len()
+                        .saturating_add(super::vmath::DEPTHWISE_SLACK);
+                    batch
+                        .saturating_mul(cin)
+                        .max(threads.saturating_mul(4))
+                        .saturating_mul(padded)
                 } else {
                     c.groups.saturating_mul(ck).saturating_mul(p)
                 };

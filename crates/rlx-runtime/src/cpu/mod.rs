@@ -17,6 +17,7 @@ pub mod isa;
 mod layout;
 pub mod math;
 mod norm;
+mod padded;
 mod pool;
 mod pooling;
 mod reduce;

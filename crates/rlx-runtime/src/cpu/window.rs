@@ -1,5 +1,5 @@
 //! Window arithmetic shared by convolution and pooling: where each output position's taps
-//! land in the input, per axis and as runs of a 2-D row.
+//! land in the input, per axis.
 
 use rlx_ir::Window;
 
@@ -71,30 +71,4 @@ pub(super) fn for_each_source(
             o[i] = 0;
         }
     }
-}
-
-/// The run of output columns that kernel column `k` reaches inside a row of `input` columns
-/// (`output` columns out, stride `s`, dilation `d`, begin pad `pad`): `(first, last, x0)`, the
-/// output columns `first..last` reading input columns `x0, x0 + s, ..`; None when it reaches
-/// none (every tap of that column falls in the padding).
-pub(super) fn tap_run(
-    k: usize,
-    input: usize,
-    output: usize,
-    (s, d, pad): (usize, usize, usize),
-) -> Option<(usize, usize, usize)> {
-    let shift = k * d;
-    let first = pad.saturating_sub(shift).div_ceil(s).min(output);
-    let last = (input + pad).saturating_sub(shift).div_ceil(s).min(output);
-    (first < last).then(|| (first, last, first * s + shift - pad))
-}
-
-/// `tap_run` along axis 1 (columns) of a 2-D window.
-pub(super) fn column_run(
-    k: usize,
-    input: usize,
-    output: usize,
-    w: &Window,
-) -> Option<(usize, usize, usize)> {
-    tap_run(k, input, output, (w.strides[1], w.dilations[1], w.pads[1]))
 }
