@@ -114,17 +114,28 @@ pub fn conv(
     })
 }
 
-/// `[images, c, plane]` to `[images, plane, c]`, one image per task.
+/// `[images, c, plane]` to `[images, plane, c]`, one block of positions of an image per task
+/// (a single image still spreads over the threads).
 fn channels_last(src: &[f32], c: usize, plane: usize, dst: &mut [f32]) {
-    dst.par_chunks_mut(c * plane)
-        .zip(src.par_chunks(c * plane))
-        .for_each(|(d, s)| {
+    const POSITIONS: usize = 16;
+    let blocks = plane.div_ceil(POSITIONS).max(1);
+    let out = OutPtr(dst.as_mut_ptr());
+    (0..dst.len() / (c * plane).max(1) * blocks)
+        .into_par_iter()
+        .for_each(|t| {
+            let (img, q0) = (t / blocks, (t % blocks) * POSITIONS);
+            let q1 = (q0 + POSITIONS).min(plane);
+            let s = &src[img * c * plane..(img + 1) * c * plane];
+            // SAFETY: positions q0..q1 of image img (c values each) belong to this task alone.
+            let d = unsafe {
+                std::slice::from_raw_parts_mut(out.get().add((img * plane + q0) * c), (q1 - q0) * c)
+            };
             // Blocks of 8 channels x positions keep the reads and writes in few cache lines.
             for c0 in (0..c).step_by(8) {
                 let c1 = (c0 + 8).min(c);
-                for q in 0..plane {
+                for q in q0..q1 {
                     for ch in c0..c1 {
-                        d[q * c + ch] = s[ch * plane + q];
+                        d[(q - q0) * c + ch] = s[ch * plane + q];
                     }
                 }
             }
