@@ -29,22 +29,39 @@ ROOT = os.path.join(os.path.dirname(HERE), "target", "bench-models", "vision")
 
 
 def resnet50(path: str) -> None:
-    """The light ResNet-50 with its constant weights replaced by random ones (He-scaled)."""
+    """The light ResNet-50 with its constant weights replaced by random ones (He-scaled). The
+    shipped model makes every weight with a ConstantOfShape node (all 0.02): each becomes an
+    initializer of random values."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
     m = onnx.load(src)
     rng = np.random.default_rng(0)
-    for i, init in enumerate(m.graph.initializer):
-        a = numpy_helper.to_array(init)
-        if a.dtype != np.float32:
-            continue
-        fan_in = int(np.prod(a.shape[1:])) if a.ndim > 1 else 1
-        r = rng.standard_normal(a.shape) * (np.sqrt(2.0 / fan_in) if a.ndim > 1 else 0.1)
-        if "var" in init.name or "scale" in init.name:  # keep BN variances / scales positive
+    shapes = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    keep, weights = [], []
+    for n in m.graph.node:
+        value = next((a.t for a in n.attribute if a.name == "value"), None)
+        if n.op_type == "ConstantOfShape" and n.input[0] in shapes and value is not None and value.data_type == TensorProto.FLOAT:
+            weights.append((n.output[0], tuple(int(d) for d in shapes[n.input[0]])))
+        else:
+            keep.append(n)
+    for name, shape in weights:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        r = rng.standard_normal(shape) * (np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1)
+        if "_bn_s_" in name or "_bn_riv_" in name:  # keep BN scales / variances positive
             r = 1.0 + 0.1 * np.abs(r)
-        m.graph.initializer[i].CopyFrom(numpy_helper.from_array(r.astype(np.float32), init.name))
+        m.graph.initializer.append(numpy_helper.from_array(r.astype(np.float32), name))
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    # The shape initializers fed only the removed nodes (they are graph inputs too).
+    used = {i for n in keep for i in n.input}
+    live = [t for t in m.graph.initializer if t.name in used]
+    inputs = [v for v in m.graph.input if v.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(live)
+    del m.graph.input[:]
+    m.graph.input.extend(inputs)
     _batch_symbolic(m)
     onnx.save(m, path)
 
@@ -109,7 +126,7 @@ def _batch_symbolic(m: Any) -> None:
 
 def models() -> Dict[str, str]:
     os.makedirs(ROOT, exist_ok=True)
-    out = {"resnet50": os.path.join(ROOT, "resnet50_random.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx")}
+    out = {"resnet50": os.path.join(ROOT, "resnet50_random_v2.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx")}
     if not os.path.isfile(out["resnet50"]):
         resnet50(out["resnet50"])
     if not os.path.isfile(out["mobilenet-like"]):
