@@ -182,7 +182,7 @@ def main() -> None:
             for batch in [int(b) for b in a.batches.split(",")]:
                 got = {}
                 for system in ("rlx", "ort"):
-                    env = dict(os.environ, RLX_NUM_THREADS=str(threads))
+                    env = dict(os.environ, RLX_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
                     res = subprocess.run([sys.executable, __file__, "--phase", system, model, str(batch), str(threads)],
                                          env=env, capture_output=True, text=True, check=False)
                     got[system] = json.loads(res.stdout.strip().splitlines()[-1])["ms"] if res.returncode == 0 else None
