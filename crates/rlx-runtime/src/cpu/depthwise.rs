@@ -10,6 +10,9 @@ use super::padded::Padded;
 use super::vmath;
 use super::window::{for_each_source, unflatten};
 
+/// Output elements one task of 2-D depthwise planes should at least compute.
+const PLANE_WORK: usize = 4096;
+
 /// One input channel per output channel: each output plane is a weighted sum of shifted
 /// copies of its input plane (2-D: whole runs of each output row at once).
 #[allow(clippy::too_many_arguments)]
@@ -27,7 +30,12 @@ pub(super) fn depthwise(
 ) {
     if kernel.len() == 2 {
         let pad = Padded::new(in_sp, out_sp, kernel, window);
-        out.par_chunks_mut(p.max(1)).enumerate().for_each_init(
+        // Small planes go several to a task: per-task overhead would outweigh their work.
+        let per_task = (PLANE_WORK / p.max(1)).max(1);
+        out.par_chunks_mut(p.max(1))
+            .enumerate()
+            .with_min_len(per_task)
+            .for_each_init(
             || vec![0.0f32; pad.plane_len() + vmath::DEPTHWISE_SLACK],
             |buf, (nc, dst)| {
                 let ch = nc % channels;
