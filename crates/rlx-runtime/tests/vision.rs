@@ -130,7 +130,7 @@ fn fused_conv_epilogues_match_the_reference() {
         true,
     );
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
-    check_fused_conv(&[2, 8, 5, 5], &[40, 8, 3, 3], same, Relu, true);
+    check_fused_conv(&[2, 16, 5, 5], &[40, 16, 3, 3], same, Relu, true);
     check_fused_conv(
         &[2, 6, 7, 7],
         &[6, 1, 3, 3],
@@ -208,11 +208,12 @@ fn convolutions_match_the_reference() {
         4,
     ); // multiplier 2
     check_conv(&[1, 16, 6, 6], &[40, 16, 1, 1], true, &[], &[], &[], 1); // 1x1, read in place
-    // Fewer output positions than channels: position-major (packed weights) when prepacked,
-    // with padding, strides, dilations, a 1x1 strided kernel and an edge panel of channels.
+    // Fewer output positions than channels and at least 16 input channels: position-major
+    // (packed weights) when prepacked, with padding, strides, dilations, an edge panel of
+    // channels, and more input channels than one K block (segments split within a tap).
     check_conv(
-        &[1, 8, 5, 5],
-        &[40, 8, 3, 3],
+        &[1, 16, 5, 5],
+        &[40, 16, 3, 3],
         true,
         &[],
         &[1, 1, 1, 1],
@@ -220,8 +221,17 @@ fn convolutions_match_the_reference() {
         1,
     );
     check_conv(
-        &[1, 6, 9, 8],
-        &[37, 6, 3, 2],
+        &[1, 300, 3, 3],
+        &[40, 300, 3, 3],
+        true,
+        &[],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    );
+    check_conv(
+        &[1, 20, 9, 8],
+        &[37, 20, 3, 2],
         false,
         &[2, 3],
         &[2, 0, 1, 1],

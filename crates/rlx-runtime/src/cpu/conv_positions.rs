@@ -1,11 +1,11 @@
 //! A 2-D convolution with the output positions as the GEMM's rows: `out[p, m] = patches[p, k]
-//! @ weights[k, m]`, the weights packed once into panels like a linear's. Chosen where an image
-//! has no more output positions than output channels (the deep layers of a CNN): each patch
-//! element is built once and then used by every output channel, and the weights stream from
-//! their panels once per block of positions, where the channel-major product would re-read
-//! them in place for every few positions. The image is first transposed to `[h, w, c]`, so a
-//! patch row is `kh * kw` copies of `c` contiguous values (K in `(ky, kx, c)` order, the order
-//! the weights are packed in).
+//! @ weights[k, m]`, the weights packed once into panels like a linear's (K in `(ky, kx, c)`
+//! order). The patch matrix is never built: the image is copied once to a zero-padded
+//! channels-last layout `[h, w, c]`, where tap `(ky, kx)` of a run of output positions along a
+//! row is a row-major block of `c`-long rows (`sw * c` apart) at a fixed offset. Each tap is one
+//! K segment of the product, read in place; the micro-kernel (`MicroKernel::segs`) keeps its
+//! sums in registers across the taps, and the position-major product goes back to `[channel,
+//! position]` with the epilogue.
 
 use std::cell::RefCell;
 
@@ -14,35 +14,62 @@ use rlx_ir::ConvAttrs;
 
 use super::OutPtr;
 use super::conv::Epilogue;
-use super::gemm::{self, BSource, GemmJob, PackedB};
+use super::gemm::{self, PackedB};
 use super::isa::Isa;
 use crate::Result;
 use crate::fallible::{grow, with_scratch};
 
-/// Patch elements (f32) one block of images may hold: whole images per block, at least one
-/// (small in unit tests, so they run several blocks).
+/// Scratch f32s one block of images may hold (padded images and products): whole images per
+/// block, at least one (small in unit tests, so they run several blocks).
 const BLOCK_ELEMS: usize = if cfg!(test) { 1 << 8 } else { 1 << 21 };
+/// Channels per task when the product goes back to `[channel, position]`.
+const CHANNEL_BLOCK: usize = 16;
+/// Tasks per thread the product aims for.
+const TASKS_PER_THREAD: usize = 4;
 
 thread_local! {
-    /// One block of images: channels-last, patch rows and the `[p, m]` product; reused.
-    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+    /// One block of images: padded channels-last images and the `[p, m]` product; reused.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
 /// Whether a convolution runs position-major: 2-D, one group, no empty axis, a kernel larger
-/// than 1x1, and no more output positions per image than output channels.
+/// than 1x1, at least 16 input channels (one tap's K segment), and no more output positions
+/// per image than output channels.
 pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
     let nonempty = xs[1..].iter().chain(ws).all(|d| *d > 0);
-    xs.len() == 4 && groups == 1 && nonempty && os[2] * os[3] <= ws[0] && ws[2] * ws[3] > 1
+    xs.len() == 4
+        && groups == 1
+        && nonempty
+        && xs[1] >= 16
+        && os[2] * os[3] <= ws[0]
+        && ws[2] * ws[3] > 1
 }
 
-/// Images per block and the f32 scratch one block needs: channels-last image (`input`
-/// elements each), patches and product.
-pub fn block(input: usize, p: usize, k: usize, m: usize, batch: usize) -> (usize, usize) {
-    let images = (BLOCK_ELEMS / (p * k).max(1)).clamp(1, batch.max(1));
-    (images, images * (input + p * (k + m)))
+/// The padded channels-last geometry: rows and columns the window reaches.
+fn padded(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> (usize, usize) {
+    let w = &c.window;
+    let reach = |o: usize, s: usize, k: usize, d: usize| (o - 1) * s + (k - 1) * d + 1;
+    let rows = (w.pads[0] + xs[2]).max(reach(os[2], w.strides[0], ws[2], w.dilations[0]));
+    let cols = (w.pads[1] + xs[3]).max(reach(os[3], w.strides[1], ws[3], w.dilations[1]));
+    (rows, cols)
 }
 
-/// `out = epi(conv(x, w))` with `w`'s panels `packed` (`[k = c * kh * kw, n = m]`).
+/// Images per block and the f32 scratch one block needs: padded image and product
+/// (`n_pad` = `m` rounded up to whole panels).
+pub fn block(
+    xs: &[usize],
+    ws: &[usize],
+    os: &[usize],
+    c: &ConvAttrs,
+    n_pad: usize,
+) -> (usize, usize) {
+    let (rows, cols) = padded(xs, ws, os, c);
+    let per_image = rows * cols * xs[1] + os[2] * os[3] * n_pad;
+    let images = (BLOCK_ELEMS / per_image.max(1)).clamp(1, xs[0].max(1));
+    (images, images * per_image)
+}
+
+/// `out = epi(conv(x, w))` with `w`'s panels `packed` (`[k = kh * kw * c, n = m]`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     isa: Isa,
@@ -55,125 +82,180 @@ pub fn conv(
     out: &mut [f32],
     os: &[usize],
 ) -> Result<()> {
-    let (batch, m, cin) = (xs[0], ws[0], xs[1]);
-    let (p, k, plane) = (os[2] * os[3], ws[1] * ws[2] * ws[3], xs[2] * xs[3]);
+    let (batch, m, cin, plane) = (xs[0], ws[0], xs[1], xs[2] * xs[3]);
+    let p = os[2] * os[3];
     if out.is_empty() {
         return Ok(());
     }
-    let (images, _) = block(cin * plane, p, k, m, batch);
-    with_scratch(&SCRATCH, |[hwc, patches, prod]| {
-        grow(hwc, images * cin * plane, "a channels-last image")?;
-        grow(patches, images * p * k, "convolution patches")?;
-        grow(prod, images * p * m, "a position-major product")?;
+    let kern = gemm::kernel(isa);
+    let n_pad = packed.panels() * kern.nr;
+    let (rows, cols) = padded(xs, ws, os, c);
+    let image_len = rows * cols * cin;
+    let (images, _) = block(xs, ws, os, c, n_pad);
+    with_scratch(&SCRATCH, |[hwc, prod]| {
+        grow(hwc, images * image_len, "a padded channels-last image")?;
+        grow(prod, images * p * n_pad, "a position-major product")?;
         for first in (0..batch).step_by(images) {
             let n_img = images.min(batch - first);
-            let rows = n_img * p;
             let src = &x[first * cin * plane..(first + n_img) * cin * plane];
-            channels_last(src, cin, plane, &mut hwc[..n_img * cin * plane]);
-            let hwc = &hwc[..n_img * cin * plane];
-            patches[..rows * k]
-                .par_chunks_mut(k)
-                .enumerate()
-                .for_each(|(r, row)| {
-                    let image = &hwc[(r / p) * cin * plane..(r / p + 1) * cin * plane];
-                    patch_row(image, xs, ws, os, c, r % p, row);
-                });
-            let job = GemmJob {
-                m: rows,
-                n: m,
-                k,
-                a: patches.as_ptr(),
-                lda: k,
-                b: BSource::Packed(packed),
-                c: prod.as_mut_ptr(),
-                ldc: m,
-                bias: epi.bias,
-                act: None,
-            };
-            // SAFETY: patches hold rows x k; packed is [k, m]; prod holds rows x m.
-            unsafe { gemm::driver::run(gemm::kernel(isa), &[job]) };
-            // Position-major back to [image, channel, position].
-            let (dst, src) = (OutPtr(out.as_mut_ptr()), &prod[..rows * m]);
-            (0..n_img * m).into_par_iter().for_each(|im| {
-                let (img, ch) = (im / m, im % m);
-                // SAFETY: plane (first + img, ch) of out belongs to this task alone.
-                let plane = unsafe {
-                    std::slice::from_raw_parts_mut(dst.get().add(((first + img) * m + ch) * p), p)
+            let hwc = &mut hwc[..n_img * image_len];
+            channels_last_padded(src, xs, (rows, cols), c, hwc);
+            let prod = &mut prod[..n_img * p * n_pad];
+            product(kern, hwc, (rows, cols), packed, xs, ws, os, c, prod);
+            // Position-major back to [image, channel, position], a block of channels per task
+            // (each position's block is one read), with the epilogue.
+            let (dst, src) = (OutPtr(out.as_mut_ptr()), &prod[..]);
+            let blocks = m.div_ceil(CHANNEL_BLOCK);
+            (0..n_img * blocks).into_par_iter().for_each(|ib| {
+                let (img, ch0) = (ib / blocks, (ib % blocks) * CHANNEL_BLOCK);
+                let ch1 = (ch0 + CHANNEL_BLOCK).min(m);
+                // SAFETY: planes (first + img, ch0..ch1) of out belong to this task alone.
+                let planes = unsafe {
+                    let at = ((first + img) * m + ch0) * p;
+                    std::slice::from_raw_parts_mut(dst.get().add(at), (ch1 - ch0) * p)
                 };
-                let base = img * p * m + ch;
-                plane
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(q, v)| *v = src[base + q * m]);
-                // The bias is in the product already.
-                let rest = Epilogue { bias: None, ..*epi };
-                rest.plane(isa, (first + img) * m + ch, m, plane);
+                let rows = &src[img * p * n_pad..(img + 1) * p * n_pad];
+                for (q, row) in rows.chunks_exact(n_pad).enumerate() {
+                    for (i, v) in row[ch0..ch1].iter().enumerate() {
+                        planes[i * p + q] = *v;
+                    }
+                }
+                for (i, plane) in planes.chunks_exact_mut(p).enumerate() {
+                    epi.plane(isa, (first + img) * m + ch0 + i, m, plane);
+                }
             });
         }
         Ok(())
     })
 }
 
-/// `[images, c, plane]` to `[images, plane, c]`, one block of positions of an image per task
-/// (a single image still spreads over the threads).
-fn channels_last(src: &[f32], c: usize, plane: usize, dst: &mut [f32]) {
-    const POSITIONS: usize = 16;
-    let blocks = plane.div_ceil(POSITIONS).max(1);
-    let out = OutPtr(dst.as_mut_ptr());
-    (0..dst.len() / (c * plane).max(1) * blocks)
+/// `prod[img, p, 0..n_pad] = patches @ packed` for every image of the block, tap by tap, one
+/// task per (image, block of output rows, panel). `prod` rows are `n_pad` wide (whole panels),
+/// so an edge panel's zero columns land in the padding.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    kern: &gemm::MicroKernel,
+    hwc: &[f32],
+    (rows, cols): (usize, usize),
+    packed: &PackedB,
+    xs: &[usize],
+    ws: &[usize],
+    os: &[usize],
+    c: &ConvAttrs,
+    prod: &mut [f32],
+) {
+    let (cin, kh, kw) = (xs[1], ws[2], ws[3]);
+    let (oh, ow) = (os[2], os[3]);
+    let w = &c.window;
+    let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
+    let (nr, mr, panels) = (kern.nr, kern.mr, packed.panels());
+    let n_pad = panels * nr;
+    let n_img = prod.len() / (oh * ow * n_pad);
+    // Whole images per task where there are enough (image, panel) pairs: each task streams
+    // its weight panel once, and a deep layer's weights are the bulk of its memory traffic.
+    let want = TASKS_PER_THREAD * rayon::current_num_threads();
+    let row_blocks = want.div_ceil(n_img * panels).clamp(1, oh.max(1));
+    let rows_per_task = oh.div_ceil(row_blocks);
+    // One K segment per tap: its offset in the padded image (K runs over the taps in order,
+    // `cin` rows each, as the weights are packed).
+    let taps: Vec<usize> = (0..kh * kw)
+        .map(|t| ((t / kw) * dh * cols + (t % kw) * dw) * cin)
+        .collect();
+    let out = OutPtr(prod.as_mut_ptr());
+    let image_len = rows * cols * cin;
+    (0..n_img * row_blocks * panels)
         .into_par_iter()
         .for_each(|t| {
-            let (img, q0) = (t / blocks, (t % blocks) * POSITIONS);
-            let q1 = (q0 + POSITIONS).min(plane);
-            let s = &src[img * c * plane..(img + 1) * c * plane];
-            // SAFETY: positions q0..q1 of image img (c values each) belong to this task alone.
-            let d = unsafe {
-                std::slice::from_raw_parts_mut(out.get().add((img * plane + q0) * c), (q1 - q0) * c)
-            };
-            // Blocks of 8 channels x positions keep the reads and writes in few cache lines.
-            for c0 in (0..c).step_by(8) {
-                let c1 = (c0 + 8).min(c);
-                for q in q0..q1 {
-                    for ch in c0..c1 {
-                        d[(q - q0) * c + ch] = s[ch * plane + q];
+            let (j, rb, img) = (
+                t % panels,
+                (t / panels) % row_blocks,
+                t / (panels * row_blocks),
+            );
+            let image = &hwc[img * image_len..(img + 1) * image_len];
+            let bp = packed.panel(j);
+            // The next panel streams in a piece per output row while this one is computed (a deep
+            // layer's weights come from memory; the GEMM driver does the same).
+            let next = (j + 1 < panels).then(|| packed.panel(j + 1));
+            let (panel_len, rows_here) =
+                (packed.k * nr, rows_per_task.min(oh - rb * rows_per_task));
+            let piece = panel_len.div_ceil(rows_here.max(1));
+            let mut fetched = 0;
+            for oy in rb * rows_per_task..((rb + 1) * rows_per_task).min(oh) {
+                if let Some(n) = next
+                    && fetched < panel_len
+                {
+                    // SAFETY: the next panel holds panel_len floats; fetched < that.
+                    gemm::driver::prefetch(
+                        unsafe { n.add(fetched) },
+                        piece.min(panel_len - fetched),
+                    );
+                    fetched += piece;
+                }
+                for ox in (0..ow).step_by(mr) {
+                    let h = (ow - ox).min(mr);
+                    // The tile's first position reads padded (oy * sh, ox * sw); the taps' K
+                    // segments accumulate in registers.
+                    let a0 = (oy * sh * cols + ox * sw) * cin;
+                    debug_assert!(
+                        a0 + taps[taps.len() - 1] + (h - 1) * sw * cin + cin <= image.len()
+                    );
+                    // SAFETY: rows a0 + tap + r * sw * cin (r < h) of cin floats lie in the padded
+                    // image (the window reaches inside it); panel j holds k = taps * cin rows of
+                    // nr; the product tile (img, oy, ox.., panel j) belongs to this task.
+                    unsafe {
+                        let cp = out.get().add(((img * oh + oy) * ow + ox) * n_pad + j * nr);
+                        (kern.segs)(
+                            h,
+                            &taps,
+                            cin,
+                            image.as_ptr().add(a0),
+                            sw * cin,
+                            bp,
+                            nr,
+                            cp,
+                            n_pad,
+                            false,
+                        );
                     }
                 }
             }
         });
 }
 
-/// Patch row of output position `pos` from a channels-last image: tap `(ky, kx)` is the `c`
-/// channels of the input it reads, zeros in the padding.
-fn patch_row(
-    image: &[f32],
+/// `[images, c, h, w]` to zero-padded `[images, rows, cols, c]` (the image at row `pads[0]`,
+/// column `pads[1]`), one padded row per task; every element is written.
+fn channels_last_padded(
+    src: &[f32],
     xs: &[usize],
-    ws: &[usize],
-    os: &[usize],
+    (rows, cols): (usize, usize),
     c: &ConvAttrs,
-    pos: usize,
-    row: &mut [f32],
+    dst: &mut [f32],
 ) {
     let (cin, ih, iw) = (xs[1], xs[2], xs[3]);
-    let (kh, kw) = (ws[2], ws[3]);
-    let w = &c.window;
-    let (oy, ox) = (pos / os[3], pos % os[3]);
-    for (t, taps) in row.chunks_exact_mut(cin).enumerate() {
-        let (ky, kx) = (t / kw, t % kw);
-        let y = (oy * w.strides[0] + ky * w.dilations[0])
-            .checked_sub(w.pads[0])
-            .filter(|y| *y < ih);
-        let xx = (ox * w.strides[1] + kx * w.dilations[1])
-            .checked_sub(w.pads[1])
-            .filter(|xx| *xx < iw);
-        match (y, xx) {
-            (Some(y), Some(xx)) => {
-                let at = (y * iw + xx) * cin;
-                taps.copy_from_slice(&image[at..at + cin]);
+    let (ph, pw) = (c.window.pads[0], c.window.pads[1]);
+    let plane = ih * iw;
+    dst.par_chunks_mut(cols * cin)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (img, y) = (r / rows, r % rows);
+            let Some(yy) = y.checked_sub(ph).filter(|yy| *yy < ih) else {
+                row.fill(0.0);
+                return;
+            };
+            row[..pw * cin].fill(0.0);
+            row[(pw + iw) * cin..].fill(0.0);
+            let s = &src[img * cin * plane..(img + 1) * cin * plane];
+            let inner = &mut row[pw * cin..(pw + iw) * cin];
+            // Blocks of 8 channels x positions keep the reads and writes in few cache lines.
+            for c0 in (0..cin).step_by(8) {
+                let c1 = (c0 + 8).min(cin);
+                for x in 0..iw {
+                    for ch in c0..c1 {
+                        inner[x * cin + ch] = s[ch * plane + yy * iw + x];
+                    }
+                }
             }
-            _ => taps.fill(0.0),
-        }
-    }
-    debug_assert_eq!(row.len(), cin * kh * kw);
+        });
 }
 
 #[cfg(test)]
@@ -185,39 +267,40 @@ mod tests {
 
     #[test]
     fn blocks_of_images_match_the_channel_major_conv() {
-        // 3 images of 16 patches of k = 18 for 20 channels: several blocks (BLOCK_ELEMS in tests).
-        let (xs, ws, os) = ([3usize, 2, 5, 4], [20usize, 2, 3, 3], [3usize, 20, 4, 4]);
+        // 3 images of 8 positions, 16 input channels, 20 output channels (an edge panel), a
+        // stride and asymmetric pads: several blocks (BLOCK_ELEMS in tests).
+        let (xs, ws, os) = ([3usize, 16, 5, 4], [20usize, 16, 3, 3], [3usize, 20, 4, 2]);
         let window = Window {
             kernel: vec![3, 3],
-            strides: vec![1, 1],
+            strides: vec![1, 2],
             dilations: vec![1, 1],
             pads: vec![1, 1, 0, 1],
         };
         let c = ConvAttrs::new(window, 1);
         assert!(super::chosen(&xs, &ws, &os, 1));
-        assert!(super::block(2 * 20, 16, 18, 20, 3).0 < 3);
-        let x: Vec<f32> = (0..3 * 2 * 20)
+        assert!(super::block(&xs, &ws, &os, &c, 32).0 < 3);
+        let x: Vec<f32> = (0..3 * 16 * 20)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
             .collect();
-        let w: Vec<f32> = (0..20 * 18)
+        let w: Vec<f32> = (0..20 * 16 * 9)
             .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
             .collect();
         let bias: Vec<f32> = (0..20).map(|i| i as f32 / 4.0).collect();
         for isa in Isa::available() {
             let nr = super::gemm::kernel(isa).nr;
-            let reordered = super::super::executor_plan::taps_major(&w, 20, 2, 9).unwrap();
-            let packed = PackedB::new(&reordered, 18, 20, true, nr).unwrap();
-            let mut got = vec![0.0; 3 * 20 * 16];
+            let reordered = super::super::executor_plan::taps_major(&w, 20, 16, 9).unwrap();
+            let packed = PackedB::new(&reordered, 144, 20, true, nr).unwrap();
+            let mut got = vec![0.0; 3 * 20 * 8];
             let epi = super::Epilogue {
                 bias: Some(&bias),
                 ..Default::default()
             };
             super::conv(isa, &x, &xs, &packed, &ws, &epi, &c, &mut got, &os).unwrap();
-            let mut want = vec![0.0; 3 * 20 * 16];
+            let mut want = vec![0.0; 3 * 20 * 8];
             super::super::conv::conv(isa, &x, &xs, &w, &ws, &epi, &c, &mut want, &os).unwrap();
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!(
-                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
                     "{isa} [{i}]: {g} vs {e}"
                 );
             }

@@ -36,26 +36,26 @@ pub(super) fn depthwise(
             .enumerate()
             .with_min_len(per_task)
             .for_each_init(
-            || vec![0.0f32; pad.plane_len() + vmath::DEPTHWISE_SLACK],
-            |buf, (nc, dst)| {
-                let ch = nc % channels;
-                let src = &x[nc * plane..(nc + 1) * plane];
-                pad.fill(src, buf);
-                let plane = vmath::DepthwisePlane {
-                    rows: buf,
-                    row_len: pad.row_len,
-                    ow: out_sp[1],
-                    sh: window.strides[0],
-                    dh: window.dilations[0],
-                    kh: kernel[0],
-                    offsets: &pad.offsets,
-                    taps: &w[ch * ksize..(ch + 1) * ksize],
-                };
-                // SAFETY: the ISA is this CPU's; `buf` holds the padded rows and the slack.
-                unsafe { vmath::depthwise_plane(isa, &plane, dst) };
-                epi.plane(isa, nc, channels, dst);
-            },
-        );
+                || vec![0.0f32; pad.plane_len() + vmath::DEPTHWISE_SLACK],
+                |buf, (nc, dst)| {
+                    let ch = nc % channels;
+                    let src = &x[nc * plane..(nc + 1) * plane];
+                    pad.fill(src, buf);
+                    let plane = vmath::DepthwisePlane {
+                        rows: buf,
+                        row_len: pad.row_len,
+                        ow: out_sp[1],
+                        sh: window.strides[0],
+                        dh: window.dilations[0],
+                        kh: kernel[0],
+                        offsets: &pad.offsets,
+                        taps: &w[ch * ksize..(ch + 1) * ksize],
+                    };
+                    // SAFETY: the ISA is this CPU's; `buf` holds the padded rows and the slack.
+                    unsafe { vmath::depthwise_plane(isa, &plane, dst) };
+                    epi.plane(isa, nc, channels, dst);
+                },
+            );
         return;
     }
     out.par_chunks_mut(p.max(1))

@@ -363,14 +363,14 @@ pub(super) fn scratch_bytes(
                 let taps: usize = w[2..].iter().product();
                 let (p, ck) = (o[2..].iter().product::<usize>(), w[1].saturating_mul(taps));
                 let (batch, cin) = (x[0], x[1]);
-                let plane = x[2..].iter().product::<usize>();
-                // Position-major: a block of channels-last images, patches and products. A
+                // Position-major: a block of padded channels-last images and products. A
                 // strided 1x1 kernel: the subsampled batch. Other 2-D
                 // kernels: one panel per thread (below), the padded batch (patch panels) or
                 // one padded plane per rayon split (depthwise). N-d: the patch matrix of one
                 // image.
                 let whole = if super::conv_positions::chosen(x, w, o, c.groups) {
-                    super::conv_positions::block(plane.saturating_mul(cin), p, ck, w[0], batch).1
+                    let n_pad = w[0].div_ceil(nr.max(1)).saturating_mul(nr);
+                    super::conv_positions::block(x, w, o, c, n_pad).1
                 } else if taps == 1 && c.window.strides.iter().any(|s| *s > 1) {
                     batch.saturating_mul(cin).saturating_mul(p)
                 } else if x.len() == 4 {

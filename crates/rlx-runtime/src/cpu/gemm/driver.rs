@@ -293,7 +293,7 @@ unsafe fn block(
 }
 
 /// Hints the CPU to bring `len` floats at `p` into cache (no effect on correctness).
-fn prefetch(p: *const f32, len: usize) {
+pub(crate) fn prefetch(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(16) {
         // SAFETY: a prefetch never faults; the addresses lie inside the panel anyway.

@@ -43,6 +43,26 @@ pub type TileFn = unsafe fn(
     accumulate: bool,
 );
 
+/// A register tile over K in segments (an implicit convolution's taps): segment `s` reads A
+/// at `a + offsets[s]` (rows `lda` apart, `len` elements each), and B's rows run on through
+/// the segments in order: `c[r, 0..nr] (+)= sum_s sum_p a[offsets[s] + r * lda + p] *
+/// b[(s * len + p) * ldb + 0..nr]`. The sums stay in registers across segments.
+///
+/// # Safety
+/// As [`TileFn`], with `k = offsets.len() * len` rows of B and every segment's rows inside A.
+pub type SegTileFn = unsafe fn(
+    rows: usize,
+    offsets: &[usize],
+    len: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
 /// An ISA's micro-kernel and its tile size.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
@@ -50,6 +70,7 @@ pub struct MicroKernel {
     pub mr: usize,
     pub nr: usize,
     pub tile: TileFn,
+    pub segs: SegTileFn,
 }
 
 /// The tile shape of the bf16 and int8 kernels (8 x 32, their own tile functions), with the
@@ -60,6 +81,7 @@ const fn wide(isa: Isa) -> MicroKernel {
         mr: 8,
         nr: 32,
         tile: portable::KERNEL.tile,
+        segs: portable::KERNEL.segs,
     }
 }
 static WIDE: [MicroKernel; 3] = [wide(Isa::Scalar), wide(Isa::Avx2), wide(Isa::Avx512)];

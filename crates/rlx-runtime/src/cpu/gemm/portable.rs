@@ -10,7 +10,42 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     mr: 4,
     nr: NR,
     tile,
+    segs,
 };
+
+/// # Safety
+/// See [`super::SegTileFn`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn segs(
+    rows: usize,
+    offsets: &[usize],
+    len: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // One segment at a time, the first writing and the rest adding (the sums go through c).
+    for (s, &off) in offsets.iter().enumerate() {
+        // SAFETY: forwarded contract: segment s reads rows at a + off and B rows s * len ...
+        unsafe {
+            tile(
+                rows,
+                len,
+                a.add(off),
+                lda,
+                b.add(s * len * ldb),
+                ldb,
+                c,
+                ldc,
+                accumulate || s > 0,
+            )
+        };
+    }
+}
 
 /// # Safety
 /// See [`super::TileFn`].
