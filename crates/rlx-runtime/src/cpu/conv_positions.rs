@@ -48,7 +48,9 @@ pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
 /// The padded channels-last geometry: rows and columns the window reaches.
 fn padded(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> (usize, usize) {
     let w = &c.window;
-    let reach = |o: usize, s: usize, k: usize, d: usize| (o - 1) * s + (k - 1) * d + 1;
+    let reach = |o: usize, s: usize, k: usize, d: usize| {
+        o.saturating_sub(1) * s + k.saturating_sub(1) * d + 1
+    };
     let rows = (w.pads[0] + xs[2]).max(reach(os[2], w.strides[0], ws[2], w.dilations[0]));
     let cols = (w.pads[1] + xs[3]).max(reach(os[3], w.strides[1], ws[3], w.dilations[1]));
     (rows, cols)
@@ -64,9 +66,13 @@ pub fn block(
     n_pad: usize,
 ) -> (usize, usize) {
     let (rows, cols) = padded(xs, ws, os, c);
-    let per_image = rows * cols * xs[1] + os[2] * os[3] * n_pad;
+    // Saturating: the memory budget calls this on shapes no run has checked yet.
+    let per_image = rows
+        .saturating_mul(cols)
+        .saturating_mul(xs[1])
+        .saturating_add(os[2].saturating_mul(os[3]).saturating_mul(n_pad));
     let images = (BLOCK_ELEMS / per_image.max(1)).clamp(1, xs[0].max(1));
-    (images, images * per_image)
+    (images, images.saturating_mul(per_image))
 }
 
 /// `out = epi(conv(x, w))` with `w`'s panels `packed` (`[k = kh * kw * c, n = m]`).

@@ -4,10 +4,10 @@
 use rlx_ir::Window;
 
 /// The zero-padded copy of a 2-D input plane that depthwise kernels and patch panels read:
-/// rows of `row_len`,
-/// each split into `sw` column phases of `phase_len` (phase `q` holds padded columns `q, q +
-/// sw, ..`), so every tap of an output row is one contiguous run. The borders stay zero from
-/// the buffer's creation: each plane overwrites only the input's own positions.
+/// rows of `row_len`, each split into `sw` column phases of `phase_len` (phase `q` holds padded
+/// columns `q, q + sw, ..`), so every tap of an output row is one contiguous run. `fill` keeps
+/// a buffer's borders (zero since its creation: each plane overwrites only the input's own
+/// positions); `fill_all` writes them too.
 pub(super) struct Padded {
     input: [usize; 2],
     /// Begin pads (rows, columns) and the column stride.
@@ -49,7 +49,7 @@ impl Padded {
 
     /// Floats of one padded plane.
     pub fn plane_len(&self) -> usize {
-        self.rows * self.row_len
+        self.rows.saturating_mul(self.row_len)
     }
 
     /// Column stride 2: input pairs `(2i, 2i + 1)` go to the two phases side by side (a loop
