@@ -28,15 +28,19 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
         Some((outer, count, inner)) if inner > 1 => {
             return reduce_rows((init, bop), x, outer, count, inner, out);
         }
-        // Trailing axes (a global pool): each output folds one contiguous run, in order.
+        // Trailing axes (a global pool): each output folds one contiguous run.
         Some((_, count, _)) => {
             let per_task = PAR_GRAIN.div_ceil(count.max(1)).max(1);
             out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| {
                 for (i, o) in o.iter_mut().enumerate() {
                     let at = (t * per_task + i) * count;
-                    *o = x[at..at + count]
-                        .iter()
-                        .fold(init, |acc, v| T::binary(bop, acc, *v));
+                    let run = &x[at..at + count];
+                    *o = match bop {
+                        rlx_ir::BinaryOp::Add => {
+                            fold_lanes(run, init, |a, b| T::binary(rlx_ir::BinaryOp::Add, a, b))
+                        }
+                        op => fold_lanes(run, init, |a, b| T::binary(op, a, b)),
+                    };
                 }
             });
             return;
@@ -72,6 +76,24 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
             *o = acc;
         }
     });
+}
+
+/// Folds `run` from `init` with `f` in 8 interleaved partial results, combined at the end: a
+/// loop the compiler vectorizes (a sequential fold is one long dependency chain). An f32 sum
+/// rounds differently from the sequential order, as numpy's pairwise sum does.
+#[inline]
+fn fold_lanes<T: Num>(run: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    const LANES: usize = 8;
+    let mut acc = [init; LANES];
+    let chunks = run.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = f(*a, *v);
+        }
+    }
+    let folded = acc.iter().fold(init, |r, a| f(r, *a));
+    rest.iter().fold(folded, |r, v| f(r, *v))
 }
 
 /// `[outer, count, inner]` when `axes` are consecutive (sorted) dims of `shape`.
