@@ -74,10 +74,12 @@ pub fn unary_in_place(isa: Isa, op: UnaryOp, xs: &mut [f32]) {
 }
 
 /// `c[r, j] = act(c[r, j] + bias[j])` over a `rows x cols` block with row stride `ldc`: a GEMM
-/// epilogue, one call per block so the per-row work is a tight vector loop.
+/// epilogue, one call per block so the per-row work is a tight vector loop. With
+/// `rational_gelu`, a GELU is `math::gelu_rational` (the epilogue of a bf16 product).
 ///
 /// # Safety
 /// `c` holds `rows` rows of `cols` elements with stride `ldc`; `bias` (if any) holds `cols`.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn bias_act_block(
     isa: Isa,
     c: *mut f32,
@@ -86,15 +88,17 @@ pub unsafe fn bias_act_block(
     ldc: usize,
     bias: Option<&[f32]>,
     act: Option<UnaryOp>,
+    rational_gelu: bool,
 ) {
     let bias = bias.map(|b| &b[..cols]);
     // SAFETY: forwarded.
-    unsafe { bias_act(isa, c, rows, cols, ldc, bias, act) }
+    unsafe { bias_act(isa, c, rows, cols, ldc, bias, act, rational_gelu) }
 }
 
-per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, act: Option<UnaryOp>) => block_v);
+per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, act: Option<UnaryOp>, rational_gelu: bool) => block_v);
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn block_v<V: F32s>(
     c: *mut f32,
     rows: usize,
@@ -102,6 +106,7 @@ unsafe fn block_v<V: F32s>(
     ldc: usize,
     bias: Option<&[f32]>,
     act: Option<UnaryOp>,
+    rational_gelu: bool,
 ) {
     // SAFETY: every access is inside the block the caller describes.
     unsafe {
@@ -121,6 +126,7 @@ unsafe fn block_v<V: F32s>(
                 }
             }
             match act {
+                Some(UnaryOp::Gelu) if rational_gelu => gelu_rational_row::<V>(row, cols),
                 Some(op) if vectorized(op) => map_v::<V>(op, row, row, cols),
                 Some(op) => math::unary_in_place(op, std::slice::from_raw_parts_mut(row, cols)),
                 None => {}
@@ -273,6 +279,53 @@ unsafe fn erfc_v<V: F32s>(x: V) -> V {
         let arg = t.fma(p, V::splat(-1.265_512_2)).sub(z.mul(z));
         let r = t.mul(exp_v(arg));
         x.select_lt(V::splat(0.0), V::splat(2.0).sub(r), r)
+    }
+}
+
+/// `math::gelu_rational` over `n` elements at `row`, in place.
+#[inline(always)]
+unsafe fn gelu_rational_row<V: F32s>(row: *mut f32, n: usize) {
+    let body = n - n % V::N;
+    // SAFETY: every index below n is in bounds (the caller's row).
+    unsafe {
+        let mut i = 0;
+        while i + 2 * V::N <= body {
+            // Two independent vectors per step: the polynomials are dependency chains.
+            let (a, b) = (V::load(row.add(i)), V::load(row.add(i + V::N)));
+            gelu_rational_v(a).store(row.add(i));
+            gelu_rational_v(b).store(row.add(i + V::N));
+            i += 2 * V::N;
+        }
+        while i < body {
+            gelu_rational_v(V::load(row.add(i))).store(row.add(i));
+            i += V::N;
+        }
+        for j in body..n {
+            *row.add(j) = math::gelu_rational(*row.add(j));
+        }
+    }
+}
+
+/// `math::gelu_rational` on a vector.
+#[inline(always)]
+unsafe fn gelu_rational_v<V: F32s>(x: V) -> V {
+    unsafe {
+        let t = x
+            .mul(V::splat(std::f32::consts::FRAC_1_SQRT_2))
+            .at_least(V::splat(-4.0))
+            .at_most(V::splat(4.0));
+        let t2 = t.mul(t);
+        let (num, den) = math::ERF_RATIONAL;
+        let mut p = V::splat(num[0]);
+        for k in &num[1..] {
+            p = p.fma(t2, V::splat(*k));
+        }
+        let mut q = V::splat(den[0]);
+        for k in &den[1..] {
+            q = q.fma(t2, V::splat(*k));
+        }
+        let half = x.mul(V::splat(0.5));
+        half.fma(p.mul(t).div(q), half)
     }
 }
 
