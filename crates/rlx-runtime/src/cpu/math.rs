@@ -88,7 +88,7 @@ pub fn gelu(x: f32) -> f32 {
 /// negative tail of `gelu_rational`) the relative error of `1 + erf` grows.
 pub const ERF_RATIONAL: ([f32; 7], [f32; 5]) = (
     [
-        -2.726_142_2e-10,
+        -2.726_142e-10,
         2.770_681_4e-8,
         -2.101_024e-6,
         -5.692_506_4e-5,
