@@ -1,13 +1,17 @@
 //! Convolutions over `[batch, c, spatial..]` tensors on the shared GEMM.
 //!
-//! - A 1x1 stride-1 unpadded kernel reads the image in place as B (a strided 1x1 kernel other
-//!   than 2-D reads a subsampled copy).
+//! - A 1x1 stride-1 unpadded kernel reads the image in place as B (a strided unpadded 1x1
+//!   kernel reads a subsampled copy).
 //! - A 2-D kernel multiplies the weights (read in place) by patch panels the GEMM driver has
-//!   built on demand (`Patches`), so the patch matrix never exists whole.
+//!   built on demand (`Patches`) from a padded copy of the input, so the patch matrix never
+//!   exists whole.
 //! - Where an image has fewer output positions than output channels, the executable packs the
 //!   weights and runs `conv_positions` instead.
 //! - Other ranks write each image's patch matrix (im2col) in panel layout.
 //! - Depthwise kernels (one input channel per group) run direct (`depthwise.rs`).
+//!
+//! Every path ends with the fused `Epilogue` (bias, residual, activation) over each output
+//! plane.
 
 use rayon::prelude::*;
 use rlx_ir::{ConvAttrs, UnaryOp};
