@@ -8,6 +8,7 @@ use rlx_ir::UnaryOp;
 use super::isa::Isa;
 use super::math;
 
+mod depthwise;
 mod kv;
 mod lanes;
 mod planes;
@@ -15,8 +16,9 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
+pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
 pub use kv::attend_rows;
-pub use planes::{DEPTHWISE_SLACK, DepthwisePlane, binary_map, channel_epilogue, depthwise_plane};
+pub use planes::{binary_map, channel_epilogue};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;
