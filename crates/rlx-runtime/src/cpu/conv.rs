@@ -45,9 +45,14 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Whether the epilogue leaves the sums as they are.
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && self.act.is_none()
+    }
+
     /// Applies the epilogue to plane `r` (image `r / m`, channel `r % m`) of the output.
     pub fn plane(&self, isa: Isa, r: usize, m: usize, dst: &mut [f32]) {
-        if self.bias.is_none() && self.residual.is_none() && self.act.is_none() {
+        if self.is_identity() {
             return;
         }
         let p = dst.len();
@@ -59,7 +64,7 @@ impl Epilogue<'_> {
 
     /// Applies the epilogue to every plane of `out = [batch, m, p]`, one plane per task.
     fn all(&self, isa: Isa, out: &mut [f32], m: usize, p: usize) {
-        if self.bias.is_none() && self.residual.is_none() && self.act.is_none() {
+        if self.is_identity() {
             return;
         }
         out.par_chunks_mut(p.max(1))

@@ -98,54 +98,11 @@ macro_rules! simd_micro_kernel {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
                 match rows.min($mr) {
-                    $($r => rows_n::<$r>(k, a, lda, b, ldb, c, ldc, accumulate),)+
+                    // A plain tile is one K segment at offset 0.
+                    $($r => segs_n::<$r>(&[0], k, a, lda, b, ldb, c, ldc, accumulate),)+
                     _ => {}
                 }
             }
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feature)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn rows_n<const R: usize>(
-            k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
-            c: *mut f32, ldc: usize, accumulate: bool,
-        ) {
-            // SAFETY: the caller guarantees R rows of k elements at a (row stride lda), k rows
-            // of 2 * lanes at b (stride ldb) and R rows of 2 * lanes at c (stride ldc).
-            unsafe {
-                let mut lo: [$v; R] = [$zero(); R];
-                let mut hi: [$v; R] = [$zero(); R];
-                let mut bp = b;
-                for p in 0..k {
-                    let b0 = $load(bp);
-                    let b1 = $load(bp.add($w));
-                    for r in 0..R {
-                        let av = $splat(*a.add(r * lda + p));
-                        lo[r] = $fma(av, b0, lo[r]);
-                        hi[r] = $fma(av, b1, hi[r]);
-                    }
-                    bp = bp.add(ldb);
-                }
-                for r in 0..R {
-                    let cr = c.add(r * ldc);
-                    if accumulate {
-                        lo[r] = $add(lo[r], $load(cr));
-                        hi[r] = $add(hi[r], $load(cr.add($w)));
-                    }
-                    $store(cr, lo[r]);
-                    $store(cr.add($w), hi[r]);
-                }
-            }
-        }
-
-        #[cfg(not(target_arch = "x86_64"))]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn rows_n<const R: usize>(
-            _: usize, _: *const f32, _: usize, _: *const f32, _: usize, _: *mut f32, _: usize,
-            _: bool,
-        ) {
-            unreachable!("SIMD paths are only selected on x86-64 CPUs that have them")
         }
     };
 }

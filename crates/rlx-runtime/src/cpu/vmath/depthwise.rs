@@ -130,19 +130,7 @@ unsafe fn block3<V: F32s, const B: usize, const R: usize, const SH: usize>(
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let out = &mut dst[(oy + r) * ow..(oy + r + 1) * ow];
-            for (b, a) in acc.iter().enumerate() {
-                let x = ox + b * V::N;
-                if x + V::N <= ow {
-                    a.store(out.as_mut_ptr().add(x));
-                } else {
-                    let mut tail = [0.0f32; DEPTHWISE_SLACK];
-                    a.store(tail.as_mut_ptr());
-                    out[x..].copy_from_slice(&tail[..ow - x]);
-                }
-            }
-        }
+        store(&acc, oy, ox, ow, dst);
     }
 }
 
@@ -194,10 +182,26 @@ unsafe fn block<V: F32s, const B: usize, const R: usize>(
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let out = &mut dst[(oy + r) * ow..(oy + r + 1) * ow];
-            for (b, a) in acc.iter().enumerate() {
-                let x = ox + b * V::N;
+        store(&acc, oy, ox, ow, dst);
+    }
+}
+
+/// Rows `oy..oy + R` of sums, `B` vectors each from column `ox`, into `dst` (rows of `ow`): the
+/// lanes past `ow` are dropped.
+#[inline(always)]
+unsafe fn store<V: F32s, const B: usize, const R: usize>(
+    acc: &[[V; B]; R],
+    oy: usize,
+    ox: usize,
+    ow: usize,
+    dst: &mut [f32],
+) {
+    for (r, acc) in acc.iter().enumerate() {
+        let out = &mut dst[(oy + r) * ow..(oy + r + 1) * ow];
+        for (b, a) in acc.iter().enumerate() {
+            let x = ox + b * V::N;
+            // SAFETY: a whole vector from x lies in the row; a tail goes through a buffer.
+            unsafe {
                 if x + V::N <= ow {
                     a.store(out.as_mut_ptr().add(x));
                 } else {
