@@ -356,6 +356,10 @@ pub struct ConvAttrs {
     /// Fused epilogue: an activation applied last.
     #[serde(default)]
     pub act: Option<UnaryOp>,
+    /// 2-D only: `x`, the residual and the output are laid out `[batch, h, w, c]`
+    /// (`channels_last` pass); the weight stays `[m, c / groups, kh, kw]`.
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 impl ConvAttrs {
@@ -366,6 +370,7 @@ impl ConvAttrs {
             groups,
             residual: false,
             act: None,
+            channels_last: false,
         }
     }
 
@@ -523,11 +528,16 @@ impl ComputeOp {
             ComputeOp::Attention { scale, causal } => format!(" scale={scale:e} causal={causal}"),
             ComputeOp::KvAttention { scale } => format!(" scale={scale:e}"),
             ComputeOp::Conv(c) => format!(
-                " {} groups={}{}{}",
+                " {} groups={}{}{}{}",
                 c.window,
                 c.groups,
                 if c.residual { " +residual" } else { "" },
-                c.act.map(|a| format!(" act={a}")).unwrap_or_default()
+                c.act.map(|a| format!(" act={a}")).unwrap_or_default(),
+                if c.channels_last {
+                    " channels_last"
+                } else {
+                    ""
+                }
             ),
             ComputeOp::Pool(p) => format!(
                 " {} ceil_mode={} count_include_pad={}",

@@ -47,6 +47,9 @@ impl Pipeline {
             ("fuse_softmax", passes::fuse_softmax::run),
             ("fuse_add_norm", passes::fuse_add_norm::run),
             ("fuse_elementwise", passes::fuse_elementwise::run),
+            // Last: convolutions with every epilogue they can take (a residual read in the
+            // layout it was made in); drops nothing, the back-transposes no one reads go next.
+            ("channels_last", passes::channels_last::run),
             ("dce", passes::dce::run),
         ];
         Pipeline {

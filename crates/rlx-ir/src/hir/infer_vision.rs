@@ -13,6 +13,14 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             arity(name, tys, 2 + extra, 3 + extra)?;
             all_f32(name, tys)?;
             let (x, w) = (&tys[0].shape, &tys[1].shape);
+            crate::ensure!(
+                !c.channels_last || x.rank() == 4,
+                Shape,
+                "{name}: a channels-last input must be [batch, h, w, c], not {x}"
+            );
+            // Channels-last: checked as the channel-major layout it permutes.
+            let first = c.channels_last.then(|| permuted(x, &[0, 3, 1, 2]));
+            let x = first.as_ref().unwrap_or(x);
             let spatial = image(name, x)?;
             let ws = w.as_static().filter(|s| s.len() == spatial.len() + 2);
             let Some(ws) = ws else {
@@ -47,7 +55,10 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
                     ws[0]
                 );
             }
-            let out = out_shape(name, x, &c.window, &spatial, false, ws[0])?;
+            let mut out = out_shape(name, x, &c.window, &spatial, false, ws[0])?;
+            if c.channels_last {
+                out = permuted(&out, &[0, 2, 3, 1]);
+            }
             if c.residual {
                 let r = &tys[tys.len() - 1].shape;
                 crate::ensure!(
@@ -96,6 +107,11 @@ fn image(name: &str, x: &Shape) -> Result<Vec<usize>> {
         "{name}: input {x} must be [batch, channels, spatial..] with at least one spatial axis"
     );
     (2..x.rank()).map(|i| static_dim(name, x, i)).collect()
+}
+
+/// `x`'s axes in the order `perm` gives.
+fn permuted(x: &Shape, perm: &[usize]) -> Shape {
+    Shape(perm.iter().map(|p| x.0[*p].clone()).collect())
 }
 
 fn static_dim(name: &str, x: &Shape, i: usize) -> Result<usize> {

@@ -1,5 +1,6 @@
 //! HIR passes, one file each. `crate::Pipeline` decides their order.
 
+pub mod channels_last;
 pub mod cse;
 pub mod dce;
 pub mod fold_constants;

@@ -46,7 +46,7 @@ pub fn chosen(xs: &[usize], ws: &[usize], os: &[usize], groups: usize) -> bool {
 }
 
 /// The padded channels-last geometry: rows and columns the window reaches.
-fn padded(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> (usize, usize) {
+pub(super) fn padded(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> (usize, usize) {
     let w = &c.window;
     let reach = |o: usize, s: usize, k: usize, d: usize| {
         o.saturating_sub(1) * s + k.saturating_sub(1) * d + 1
@@ -139,7 +139,7 @@ pub fn conv(
 /// task per (image, block of output rows, panel). `prod` rows are `n_pad` wide (whole panels),
 /// so an edge panel's zero columns land in the padding.
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub(super) fn product(
     kern: &gemm::MicroKernel,
     hwc: &[f32],
     (rows, cols): (usize, usize),

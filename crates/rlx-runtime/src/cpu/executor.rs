@@ -16,8 +16,8 @@ use super::gemm::{Packed, Weight};
 use super::isa::Isa;
 use super::types::{CastTo, with_any, with_num};
 use super::{
-    attention, conv, conv_positions, decoder, elementwise, gemm, layout, norm, pooling, reduce,
-    rotary,
+    attention, conv, conv_channels_last, conv_positions, decoder, elementwise, gemm, layout, norm,
+    pooling, reduce, rotary,
 };
 use crate::error::fail;
 use crate::fallible::{try_copy, try_map};
@@ -416,35 +416,55 @@ impl CpuExecutable {
                         act: c.act,
                     };
                     let (xs, ws) = (ins[0].1, ins[1].1);
-                    match self.weight(addrs, ins[1].0, true) {
-                        // Packed for a convolution that `conv_positions::chosen` picked (the
-                        // same param may feed another convolution that it did not).
-                        Weight::Packed(packed)
-                            if conv_positions::chosen(xs, ws, out_shape, c.groups) =>
-                        {
-                            conv_positions::conv(
+                    let weight = self.weight(addrs, ins[1].0, true);
+                    if c.channels_last {
+                        let packed = match weight {
+                            Weight::Packed(p) => Some(p),
+                            _ => None,
+                        };
+                        conv_channels_last::conv(
+                            self.isa,
+                            f32_in(0),
+                            xs,
+                            packed,
+                            f32_in(1),
+                            ws,
+                            &epi,
+                            c,
+                            f32_out(),
+                            out_shape,
+                        )?
+                    } else {
+                        match weight {
+                            // Packed for a convolution that `conv_positions::chosen` picked (the
+                            // same param may feed another convolution that it did not).
+                            Weight::Packed(packed)
+                                if conv_positions::chosen(xs, ws, out_shape, c.groups) =>
+                            {
+                                conv_positions::conv(
+                                    self.isa,
+                                    f32_in(0),
+                                    ins[0].1,
+                                    packed,
+                                    ins[1].1,
+                                    &epi,
+                                    c,
+                                    f32_out(),
+                                    out_shape,
+                                )?
+                            }
+                            _ => conv::conv(
                                 self.isa,
                                 f32_in(0),
                                 ins[0].1,
-                                packed,
+                                f32_in(1),
                                 ins[1].1,
                                 &epi,
                                 c,
                                 f32_out(),
                                 out_shape,
-                            )?
+                            )?,
                         }
-                        _ => conv::conv(
-                            self.isa,
-                            f32_in(0),
-                            ins[0].1,
-                            f32_in(1),
-                            ins[1].1,
-                            &epi,
-                            c,
-                            f32_out(),
-                            out_shape,
-                        )?,
                     }
                 }
                 ComputeOp::ArgReduce {

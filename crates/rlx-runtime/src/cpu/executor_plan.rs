@@ -302,7 +302,12 @@ pub(super) fn weights_to_pack(
             KernelOp::Compute(ComputeOp::Conv(c)) if precision == Precision::F32 => {
                 let (xs, ws) = (&shapes[k.inputs[0].index()], &shapes[k.inputs[1].index()]);
                 let os = &shapes[k.output.index()];
-                let chosen = super::conv_positions::chosen(xs, ws, os, c.groups);
+                // Channels-last convolutions of one group always run position-major.
+                let chosen = if c.channels_last {
+                    c.groups == 1
+                } else {
+                    super::conv_positions::chosen(xs, ws, os, c.groups)
+                };
                 let taps: usize = ws[2..].iter().product();
                 vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps))]
             }
@@ -360,6 +365,16 @@ pub(super) fn scratch_bytes(
             }
             ComputeOp::Conv(c) => {
                 let (x, w, o) = (shape(0), shape(1), &shapes[k.output.index()]);
+                // Channels-last: its own buffers, and the channel-major kernel's for the
+                // transposing fallback.
+                let (extra, xo) = if c.channels_last {
+                    let first = |s: &[usize]| vec![s[0], s[3], s[1], s[2]];
+                    let own = super::conv_channels_last::scratch(x, w, o, c, nr);
+                    (own, [first(x), first(o)])
+                } else {
+                    (0, [x.to_vec(), o.to_vec()])
+                };
+                let (x, o) = (xo[0].as_slice(), &xo[1]);
                 let taps: usize = w[2..].iter().product();
                 let (p, ck) = (o[2..].iter().product::<usize>(), w[1].saturating_mul(taps));
                 let (batch, cin) = (x[0], x[1]);
@@ -385,7 +400,7 @@ pub(super) fn scratch_bytes(
                     c.groups.saturating_mul(ck).saturating_mul(p)
                 };
                 f32s(
-                    whole.saturating_add(
+                    whole.saturating_add(extra).saturating_add(
                         threads
                             .saturating_mul(ck.saturating_add(16))
                             .saturating_mul(nr),

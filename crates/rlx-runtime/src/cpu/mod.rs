@@ -4,6 +4,7 @@ mod arena;
 mod attention;
 mod attention_bf16;
 mod conv;
+mod conv_channels_last;
 mod conv_positions;
 mod decoder;
 mod depthwise;

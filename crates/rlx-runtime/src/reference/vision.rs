@@ -39,6 +39,21 @@ pub(super) fn conv(
     c: &ConvAttrs,
     shape: &[usize],
 ) -> Result<ArrayD<f32>> {
+    if c.channels_last {
+        // The channel-major convolution of the permuted operands, permuted back.
+        let first = |a: &ArrayD<f32>| a.view().permuted_axes(vec![0, 3, 1, 2]).to_owned();
+        let residual = residual.map(first);
+        let plain = ConvAttrs {
+            channels_last: false,
+            ..c.clone()
+        };
+        let nchw = [shape[0], shape[3], shape[1], shape[2]];
+        let out = conv(&first(x), w, bias, residual.as_ref(), &plain, &nchw)?;
+        return Ok(out
+            .permuted_axes(vec![0, 2, 3, 1])
+            .as_standard_layout()
+            .into_owned());
+    }
     let res: Vec<f32> = residual.map_or_else(Vec::new, |r| r.iter().copied().collect());
     let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
     let (xv, wv): (Vec<f32>, Vec<f32>) = (x.iter().copied().collect(), w.iter().copied().collect());

@@ -244,9 +244,9 @@ unsafe fn block(
                         copy_panel(panel_buf, job.k, nr, |p, c| *ptr.add(p * ld + c0 + c), cols)
                     }
                     BSource::Built(src) => {
-                        panel_buf.resize(job.k * nr, 0.0);
-                        src.fill(j, &mut panel_buf[..job.k * nr]);
-                        (panel_buf.as_ptr(), nr)
+                        let buf = aligned(panel_buf, job.k * nr);
+                        src.fill(j, buf);
+                        (buf.as_ptr(), nr)
                     }
                     BSource::PackedBf16(_) | BSource::Int8 { .. } => unreachable!("handled above"),
                     BSource::Cols { ptr, ld } => copy_panel(
@@ -290,6 +290,14 @@ unsafe fn block(
             }
         }
     });
+}
+
+/// `len` floats of `buf` starting on a 64-byte boundary (a vector load of a panel row then
+/// never splits across two cache lines).
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len + 16, 0.0);
+    let off = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[off..off + len]
 }
 
 /// Hints the CPU to bring `len` floats at `p` into cache (no effect on correctness).

@@ -9,6 +9,7 @@ use super::isa::Isa;
 use super::math;
 
 mod depthwise;
+mod depthwise_last;
 mod kv;
 mod lanes;
 mod planes;
@@ -17,8 +18,9 @@ mod rows;
 mod tests;
 
 pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
+pub use depthwise_last::{DepthwiseRows, depthwise_row};
 pub use kv::attend_rows;
-pub use planes::{binary_map, channel_epilogue};
+pub use planes::{binary_map, channel_epilogue, position_epilogue};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;

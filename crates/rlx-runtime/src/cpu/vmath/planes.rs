@@ -24,6 +24,51 @@ unsafe fn channel_epilogue_v<V: F32s>(
     res: Option<&[f32]>,
     act: Option<UnaryOp>,
 ) {
+    // SAFETY: one bias for every index.
+    unsafe { epilogue_v::<V>(run, |_| V::splat(bias), |_| bias, res, act) }
+}
+
+per_isa!(
+    /// `run[i] = act(run[i] + bias[i % c] + res[i])` over whole positions of a channels-last
+    /// output (`c` channels each; `bias` holds `c` values): a relu in the same pass, other
+    /// activations after.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU, `run.len()` is a multiple of `c` and `bias`, when
+    /// given, holds `c` values.
+    pub unsafe fn position_epilogue(run: &mut [f32], c: usize, bias: Option<&[f32]>, res: Option<&[f32]>, act: Option<UnaryOp>) => position_epilogue_v
+);
+
+#[inline(always)]
+unsafe fn position_epilogue_v<V: F32s>(
+    run: &mut [f32],
+    c: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    let Some(bias) = bias.filter(|b| b.len() >= c && c > 0) else {
+        // SAFETY: no bias.
+        return unsafe { epilogue_v::<V>(run, |_| V::splat(0.0), |_| 0.0, res, act) };
+    };
+    let res = res.map(|r| &r[..r.len().min(run.len())]);
+    for (i, pos) in run.chunks_exact_mut(c).enumerate() {
+        let r = res.map(|r| &r[(i * c).min(r.len())..((i + 1) * c).min(r.len())]);
+        // SAFETY: the vector loads of bias stay below c (the body of a c-long run).
+        unsafe { epilogue_v::<V>(pos, |j| V::load(bias.as_ptr().add(j)), |j| bias[j], r, act) };
+    }
+}
+
+/// `run[i] = act(run[i] + bias(i) + res[i])`: `vbias(i)` the vector of biases at `i` (a whole
+/// vector below the run's end), `bias(i)` one.
+#[inline(always)]
+unsafe fn epilogue_v<V: F32s>(
+    run: &mut [f32],
+    vbias: impl Fn(usize) -> V,
+    bias: impl Fn(usize) -> f32,
+    res: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
     let relu = act == Some(UnaryOp::Relu);
     let n = match res {
         Some(r) => run.len().min(r.len()),
@@ -32,10 +77,10 @@ unsafe fn channel_epilogue_v<V: F32s>(
     let body = n - n % V::N;
     // SAFETY: every index below n is in bounds of run and res.
     unsafe {
-        let (b, zero, p) = (V::splat(bias), V::splat(0.0), run.as_mut_ptr());
+        let (zero, p) = (V::splat(0.0), run.as_mut_ptr());
         let mut i = 0;
         while i < body {
-            let mut v = V::load(p.add(i)).add(b);
+            let mut v = V::load(p.add(i)).add(vbias(i));
             if let Some(r) = res {
                 v = v.add(V::load(r.as_ptr().add(i)));
             }
@@ -47,7 +92,7 @@ unsafe fn channel_epilogue_v<V: F32s>(
         }
     }
     for (i, v) in run[..n].iter_mut().enumerate().skip(body) {
-        let x = *v + bias + res.map_or(0.0, |r| r[i]);
+        let x = *v + bias(i) + res.map_or(0.0, |r| r[i]);
         *v = if relu && x < 0.0 { 0.0 } else { x };
     }
     match act {

@@ -1,0 +1,194 @@
+//! Channels-last convolutions. A 2-D convolution the CPU runs faster over `[batch, h, w, c]`
+//! (one group with 16+ input channels: an implicit GEMM with the channels as the product's
+//! columns; or depthwise: channels as vectors) takes its input and residual transposed to that
+//! layout and gives its output back through the inverse transpose. A transpose that undoes the
+//! one before it is never made: a chain of such convolutions (ResNet's blocks, MobileNet's)
+//! stays channels-last from the first to the last and pays one transpose at each end. The
+//! back-transposes nothing reads are left to `dce`.
+
+use std::collections::HashMap;
+
+use rlx_ir::hir::{Node, Op, Output, ValueId};
+use rlx_ir::{ComputeOp, ConvAttrs, HirModule, Result, Shape, TensorType};
+
+use super::PassLog;
+
+/// `[n, c, h, w]` to `[n, h, w, c]`, and back.
+const TO_LAST: [usize; 4] = [0, 2, 3, 1];
+const TO_FIRST: [usize; 4] = [0, 3, 1, 2];
+/// Input channels below which a one-group convolution stays channel-major (a 3-channel stem's
+/// taps would be K segments of 3).
+const MIN_CHANNELS: usize = 16;
+
+pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
+    if !m.nodes.iter().any(|n| eligible(&m, n)) {
+        return Ok(m);
+    }
+    let mut nodes: Vec<Node> = Vec::with_capacity(m.nodes.len() + 8);
+    let mut remap: Vec<ValueId> = Vec::with_capacity(m.nodes.len());
+    // A value's channels-last form, where one exists: the convolution behind a back-transpose,
+    // or a transpose made once and shared by every convolution that reads the value.
+    let mut last: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut count = 0;
+    for node in &m.nodes {
+        let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v.index()]).collect();
+        let Op::Compute(ComputeOp::Conv(c)) = &node.op else {
+            remap.push(push(&mut nodes, node.op.clone(), inputs, node.ty.clone()));
+            continue;
+        };
+        if !eligible(&m, node) {
+            remap.push(push(&mut nodes, node.op.clone(), inputs, node.ty.clone()));
+            continue;
+        }
+        let mut ins = inputs;
+        ins[0] = channels_last(&mut nodes, &mut last, ins[0]);
+        if c.residual {
+            let r = ins.len() - 1;
+            ins[r] = channels_last(&mut nodes, &mut last, ins[r]);
+        }
+        let attrs = ConvAttrs {
+            channels_last: true,
+            ..c.clone()
+        };
+        let ty = TensorType::new(node.ty.dtype, permuted(&node.ty.shape, &TO_LAST));
+        let conv = push(&mut nodes, Op::Compute(ComputeOp::Conv(attrs)), ins, ty);
+        let back = push(
+            &mut nodes,
+            transpose(&TO_FIRST),
+            vec![conv],
+            node.ty.clone(),
+        );
+        last.insert(back, conv);
+        remap.push(back);
+        count += 1;
+    }
+    log.fusions.push(format!(
+        "channels_last: {count} convolutions run over [batch, h, w, c]"
+    ));
+    let outputs = m
+        .outputs
+        .into_iter()
+        .map(|o| Output {
+            value: remap[o.value.index()],
+            ..o
+        })
+        .collect();
+    Ok(HirModule {
+        name: m.name,
+        symbols: m.symbols,
+        nodes,
+        outputs,
+    })
+}
+
+/// Whether `n` is a channel-major 2-D convolution with a static weight that runs faster
+/// channels-last: one group with at least `MIN_CHANNELS` input channels, or depthwise with
+/// one output channel per input channel.
+fn eligible(m: &HirModule, n: &Node) -> bool {
+    let Op::Compute(ComputeOp::Conv(c)) = &n.op else {
+        return false;
+    };
+    let x = &m.nodes[n.inputs[0].index()].ty.shape;
+    let Some(ws) = m.nodes[n.inputs[1].index()].ty.shape.as_static() else {
+        return false;
+    };
+    let one_group = c.groups == 1 && ws[1] >= MIN_CHANNELS;
+    let depthwise = ws[1] == 1 && c.groups == ws[0];
+    !c.channels_last && x.rank() == 4 && ws.len() == 4 && (one_group || depthwise)
+}
+
+/// `v` in channels-last layout: its known form, else a new transpose (remembered).
+fn channels_last(
+    nodes: &mut Vec<Node>,
+    last: &mut HashMap<ValueId, ValueId>,
+    v: ValueId,
+) -> ValueId {
+    if let Some(l) = last.get(&v) {
+        return *l;
+    }
+    let ty = &nodes[v.index()].ty;
+    let ty = TensorType::new(ty.dtype, permuted(&ty.shape, &TO_LAST));
+    let t = push(nodes, transpose(&TO_LAST), vec![v], ty);
+    last.insert(v, t);
+    t
+}
+
+fn transpose(perm: &[usize]) -> Op {
+    Op::Compute(ComputeOp::Transpose {
+        perm: perm.to_vec(),
+    })
+}
+
+fn permuted(s: &Shape, perm: &[usize]) -> Shape {
+    Shape(perm.iter().map(|p| s.0[*p].clone()).collect())
+}
+
+fn push(nodes: &mut Vec<Node>, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
+    nodes.push(Node { op, inputs, ty });
+    ValueId(nodes.len() as u32 - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rlx_ir::{DType, HirMut, Window};
+
+    fn window(k: usize) -> Window {
+        Window {
+            kernel: vec![k, k],
+            strides: vec![1, 1],
+            pads: vec![k / 2; 4],
+            dilations: vec![1, 1],
+        }
+    }
+
+    #[test]
+    fn a_chain_of_convolutions_pays_one_transpose_each_way() {
+        let mut m = HirModule::new("chain");
+        let mut b = HirMut::new(&mut m);
+        let x = b
+            .input("x", DType::F32, Shape::new(&[2, 32, 8, 8]))
+            .unwrap();
+        let w1 = b
+            .param("w1", DType::F32, Shape::new(&[32, 32, 3, 3]))
+            .unwrap();
+        let w2 = b
+            .param("w2", DType::F32, Shape::new(&[32, 1, 3, 3]))
+            .unwrap();
+        let w3 = b
+            .param("w3", DType::F32, Shape::new(&[8, 4, 1, 1]))
+            .unwrap();
+        let c1 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w1])
+            .unwrap();
+        let c2 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 32)), vec![c1, w2])
+            .unwrap();
+        // Eight groups of four channels: stays channel-major.
+        let c3 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 8)), vec![c2, w3])
+            .unwrap();
+        b.output("y", c3).unwrap();
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        let ops: Vec<String> = m
+            .nodes
+            .iter()
+            .filter(|n| !n.op.is_leaf())
+            .map(|n| match &n.op {
+                Op::Compute(ComputeOp::Conv(c)) => format!("conv{}", u8::from(c.channels_last)),
+                o => o.name().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            ["transpose", "conv1", "conv1", "transpose", "conv0"],
+            "{m}"
+        );
+        assert_eq!(
+            m.nodes[m.outputs[0].value.index()].ty.shape,
+            Shape::new(&[2, 8, 8, 8])
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! 2-D convolutions over channels-last `[batch, h, w, c]` tensors (`ConvAttrs::channels_last`,
+//! set by the optimizer's `channels_last` pass), the residual and output laid out the same way.
+//!
+//! - One group with packed weights: the implicit GEMM of `conv_positions` (positions as rows,
+//!   taps as K segments), reading the input in place when the window needs no padding and
+//!   writing the output in place when the channels fill whole panels. No transposes.
+//! - Depthwise: each position's channels as vectors (`vmath::depthwise_row`).
+//! - Anything else (weights not packed, e.g. in reduced precision): the channel-major kernel
+//!   between transposes.
+//!
+//! The epilogue (bias, residual, activation) runs over whole positions.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use rlx_ir::ConvAttrs;
+
+use super::conv::{self, Epilogue};
+use super::conv_positions;
+use super::gemm::{self, BSource, GemmJob, PackedB};
+use super::isa::Isa;
+use super::layout::transpose;
+use super::vmath::{self, DepthwiseRows};
+use crate::Result;
+use crate::fallible::{grow, try_zeroed, with_scratch};
+
+/// Positions per epilogue task.
+const EPILOGUE_POSITIONS: usize = 64;
+
+thread_local! {
+    /// A block of padded images and the product when it cannot be written in place; reused.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// `[n, h, w, c]` as `[n, c, h, w]` (a shape).
+fn first(s: &[usize]) -> [usize; 4] {
+    [s[0], s[3], s[1], s[2]]
+}
+
+/// Whether the input is read in place: the window reaches no padding.
+fn in_place(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> bool {
+    let (xf, of) = (first(xs), first(os));
+    let (rows, cols) = conv_positions::padded(&xf, ws, &of, c);
+    c.window.pads[..2].iter().all(|p| *p == 0) && rows == xs[1] && cols == xs[2]
+}
+
+/// Scratch f32s a channels-last convolution may hold (a bound for the memory budget).
+pub fn scratch(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs, nr: usize) -> usize {
+    let n_pad = ws[0].div_ceil(nr.max(1)).saturating_mul(nr);
+    let gemm = conv_positions::block(&first(xs), ws, &first(os), c, n_pad).1;
+    // The transposing fallback: input, residual and output channel-major.
+    let numel = |s: &[usize]| s.iter().fold(1usize, |a, d| a.saturating_mul(*d));
+    let fallback = numel(xs).saturating_add(numel(os).saturating_mul(2));
+    gemm.max(fallback)
+}
+
+/// `out = epi(conv(x, w))` in channels-last layout. `packed`: the weight's panels (`[k = kh *
+/// kw * c, n = m]`, K in (ky, kx, c) order) when the executable packed it; `w` the raw weight.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: Option<&PackedB>,
+    w: &[f32],
+    ws: &[usize],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let pointwise = ws[2] == 1 && ws[3] == 1 && c.window.pads.iter().all(|p| *p == 0);
+    match packed {
+        Some(p) if c.groups == 1 && pointwise => linear(isa, x, xs, p, epi, c, out, os),
+        Some(p) if c.groups == 1 => gemm_conv(isa, x, xs, p, ws, epi, c, out, os),
+        _ if ws[1] == 1 && c.groups == ws[0] && c.groups == xs[3] => {
+            depthwise(isa, x, xs, w, ws, epi, c, out, os)
+        }
+        _ => transposed(isa, x, xs, w, ws, epi, c, out, os),
+    }
+}
+
+/// An unpadded 1x1 kernel is a linear over positions: `out[p, m] = x[p, c] @ w[c, m]` for every
+/// position of the batch as one product (a strided kernel reads a subsampled copy first).
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: &PackedB,
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let (cin, m) = (xs[3], os[3]);
+    let positions = os[0] * os[1] * os[2];
+    let (sh, sw) = (c.window.strides[0], c.window.strides[1]);
+    let run = |a: &[f32], out: &mut [f32]| {
+        // The residual goes in before the activation: then the whole epilogue runs after.
+        let fused = epi.residual.is_none();
+        let job = GemmJob {
+            m: positions,
+            n: m,
+            k: cin,
+            a: a.as_ptr(),
+            lda: cin,
+            b: BSource::Packed(packed),
+            c: out.as_mut_ptr(),
+            ldc: m,
+            bias: epi.bias.filter(|_| fused),
+            act: epi.act.filter(|_| fused),
+        };
+        // SAFETY: a holds positions rows of cin, the panels k = cin rows of m columns, out
+        // positions rows of m; nothing else touches out during the call.
+        unsafe { gemm::driver::run(gemm::kernel(isa), &[job]) };
+        if !fused {
+            epilogue(isa, epi, epi.residual, m, out);
+        }
+    };
+    if sh == 1 && sw == 1 {
+        run(x, out);
+        return Ok(());
+    }
+    with_scratch(&SCRATCH, |[sub, _]| {
+        grow(sub, positions * cin, "a subsampled channels-last image")?;
+        let (ih, iw, ow) = (xs[1], xs[2], os[2]);
+        let sub = &mut sub[..positions * cin];
+        sub.par_chunks_mut(ow * cin)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (img, oy) = (r / os[1], r % os[1]);
+                let line = &x[(img * ih + oy * sh) * iw * cin..];
+                for (ox, dst) in row.chunks_exact_mut(cin).enumerate() {
+                    dst.copy_from_slice(&line[ox * sw * cin..ox * sw * cin + cin]);
+                }
+            });
+        run(sub, out);
+        Ok(())
+    })
+}
+
+/// One group: the position-major implicit GEMM, then the epilogue over whole positions.
+#[allow(clippy::too_many_arguments)]
+fn gemm_conv(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: &PackedB,
+    ws: &[usize],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let (xf, of) = (first(xs), first(os));
+    let (batch, ih, iw, cin) = (xs[0], xs[1], xs[2], xs[3]);
+    let (p, m) = (os[1] * os[2], os[3]);
+    let kern = gemm::kernel(isa);
+    let n_pad = packed.panels() * kern.nr;
+    let (rows, cols) = conv_positions::padded(&xf, ws, &of, c);
+    let read_in_place = in_place(xs, ws, os, c);
+    let write_in_place = n_pad == m;
+    let image_len = rows * cols * cin;
+    let images = if read_in_place && write_in_place {
+        batch
+    } else {
+        conv_positions::block(&xf, ws, &of, c, n_pad).0
+    };
+    with_scratch(&SCRATCH, |[hwc, prod]| {
+        for first in (0..batch).step_by(images.max(1)) {
+            let n_img = images.min(batch - first);
+            let src = &x[first * ih * iw * cin..(first + n_img) * ih * iw * cin];
+            let image: &[f32] = if read_in_place {
+                src
+            } else {
+                grow(hwc, n_img * image_len, "a padded channels-last image")?;
+                pad(src, xs, (rows, cols), c, &mut hwc[..n_img * image_len]);
+                &hwc[..n_img * image_len]
+            };
+            let dst = &mut out[first * p * m..(first + n_img) * p * m];
+            if write_in_place {
+                conv_positions::product(kern, image, (rows, cols), packed, &xf, ws, &of, c, dst);
+            } else {
+                grow(prod, n_img * p * n_pad, "a position-major product")?;
+                let prod = &mut prod[..n_img * p * n_pad];
+                conv_positions::product(kern, image, (rows, cols), packed, &xf, ws, &of, c, prod);
+                dst.par_chunks_mut(m)
+                    .zip(prod.par_chunks(n_pad))
+                    .for_each(|(d, s)| d.copy_from_slice(&s[..m]));
+            }
+            let res = epi
+                .residual
+                .map(|r| &r[first * p * m..(first + n_img) * p * m]);
+            epilogue(isa, epi, res, m, dst);
+        }
+        Ok(())
+    })
+}
+
+/// The epilogue over `dst` (whole positions of `m` channels), `res` laid out as `dst`.
+fn epilogue(isa: Isa, epi: &Epilogue, res: Option<&[f32]>, m: usize, dst: &mut [f32]) {
+    if epi.bias.is_none() && res.is_none() && epi.act.is_none() {
+        return;
+    }
+    let chunk = EPILOGUE_POSITIONS * m.max(1);
+    dst.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| {
+        let r = res.map(|r| &r[i * chunk..i * chunk + d.len()]);
+        // SAFETY: the ISA is this CPU's; d holds whole positions and the bias m values.
+        unsafe { vmath::position_epilogue(isa, d, m, epi.bias, r, epi.act) };
+    });
+}
+
+/// `[images, ih, iw, c]` to zero-padded `[images, rows, cols, c]` (the image at row `pads[0]`,
+/// column `pads[1]`), one padded row per task.
+fn pad(src: &[f32], xs: &[usize], (rows, cols): (usize, usize), c: &ConvAttrs, dst: &mut [f32]) {
+    let (ih, iw, cin) = (xs[1], xs[2], xs[3]);
+    let (ph, pw) = (c.window.pads[0], c.window.pads[1]);
+    dst.par_chunks_mut(cols * cin)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (img, y) = (r / rows, r % rows);
+            let Some(yy) = y.checked_sub(ph).filter(|yy| *yy < ih) else {
+                row.fill(0.0);
+                return;
+            };
+            let line = &src[((img * ih + yy) * iw) * cin..((img * ih + yy + 1) * iw) * cin];
+            row[..pw * cin].fill(0.0);
+            row[pw * cin..(pw + iw) * cin].copy_from_slice(line);
+            row[(pw + iw) * cin..].fill(0.0);
+        });
+}
+
+/// Depthwise (one channel per group, multiplier 1): one output row per task.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let (ch, (kh, kw)) = (xs[3], (ws[2], ws[3]));
+    let win = &c.window;
+    let g = DepthwiseRows {
+        ih: xs[1],
+        iw: xs[2],
+        c: ch,
+        kh,
+        kw,
+        sh: win.strides[0],
+        sw: win.strides[1],
+        dh: win.dilations[0],
+        dw: win.dilations[1],
+        ph: win.pads[0],
+        pw: win.pads[1],
+        ow: os[2],
+    };
+    // The weights as [kh * kw, c]: a tap's channels are one vector run.
+    let mut wt = try_zeroed::<f32>("depthwise weights", kh * kw * ch)?;
+    transpose(&w[..ch * kh * kw], &[ch, kh * kw], &[1, 0], &mut wt);
+    let (oh, image) = (os[1], xs[1] * xs[2] * ch);
+    let row_len = os[2] * ch;
+    out.par_chunks_mut(row_len.max(1))
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (img, oy) = (r / oh, r % oh);
+            // SAFETY: the ISA is this CPU's; x holds each image, wt the taps, row ow * c.
+            unsafe {
+                vmath::depthwise_row(isa, &g, &x[img * image..(img + 1) * image], &wt, oy, row);
+                let res = epi.residual.map(|res| &res[r * row_len..(r + 1) * row_len]);
+                vmath::position_epilogue(isa, row, ch, epi.bias, res, epi.act);
+            }
+        });
+    Ok(())
+}
+
+/// The channel-major kernel between transposes of the input, residual and output.
+#[allow(clippy::too_many_arguments)]
+fn transposed(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    let to_first = [0, 3, 1, 2];
+    let mut xf = try_zeroed::<f32>("a channel-major convolution input", x.len())?;
+    transpose(x, xs, &to_first, &mut xf);
+    let residual = match epi.residual {
+        Some(r) => {
+            let mut rf = try_zeroed::<f32>("a channel-major residual", r.len())?;
+            transpose(r, os, &to_first, &mut rf);
+            Some(rf)
+        }
+        None => None,
+    };
+    let mut of = try_zeroed::<f32>("a channel-major convolution output", out.len())?;
+    let plain = ConvAttrs {
+        channels_last: false,
+        ..c.clone()
+    };
+    let epi = Epilogue {
+        residual: residual.as_deref(),
+        ..*epi
+    };
+    conv::conv(
+        isa,
+        &xf,
+        &first(xs),
+        w,
+        ws,
+        &epi,
+        &plain,
+        &mut of,
+        &first(os),
+    )?;
+    transpose(&of, &first(os), &[0, 2, 3, 1], out);
+    Ok(())
+}
