@@ -391,6 +391,9 @@ pub struct PoolAttrs {
     pub window: Window,
     pub ceil_mode: bool,
     pub count_include_pad: bool,
+    /// 2-D only: `x` and the output are laid out `[batch, h, w, c]` (`channels_last` pass).
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 /// How an attention mask operand is read.
@@ -540,8 +543,15 @@ impl ComputeOp {
                 }
             ),
             ComputeOp::Pool(p) => format!(
-                " {} ceil_mode={} count_include_pad={}",
-                p.window, p.ceil_mode, p.count_include_pad
+                " {} ceil_mode={} count_include_pad={}{}",
+                p.window,
+                p.ceil_mode,
+                p.count_include_pad,
+                if p.channels_last {
+                    " channels_last"
+                } else {
+                    ""
+                }
             ),
             ComputeOp::Lrn {
                 size,

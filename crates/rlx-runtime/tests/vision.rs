@@ -116,7 +116,10 @@ fn check_fused_conv(
     // transposes of its input, residual and output).
     let ops: Vec<&str> = lir.kernels.iter().map(|k| k.op.name()).collect();
     assert_eq!(ops.iter().filter(|o| **o == "conv").count(), 1, "{lir}");
-    assert!(ops.iter().all(|o| ["conv", "transpose"].contains(o)), "{lir}");
+    assert!(
+        ops.iter().all(|o| ["conv", "transpose"].contains(o)),
+        "{lir}"
+    );
     assert!(lir.to_string().contains("+residual act="), "{lir}");
 }
 
@@ -320,6 +323,76 @@ fn convolutions_match_the_reference() {
         &[],
         1,
     ); // panels
+}
+
+/// A pool's kernel, strides, pads, dilations, ceil_mode and count_include_pad.
+type PoolCase<'a> = (
+    &'a [usize],
+    &'a [usize],
+    &'a [usize],
+    &'a [usize],
+    bool,
+    bool,
+);
+
+/// `pool(conv(x))` with a 1x1 convolution of `xs[1]` (16+) channels to `m`: the optimizer
+/// runs both channels-last (checked in the LIR), and every path matches the reference.
+fn check_pool_after_conv(kind: PoolKind, xs: &[usize], m: usize, pool: PoolCase) {
+    let (k, strides, pads, dil, ceil, include_pad) = pool;
+    let mut h = HirModule::new("conv_pool");
+    let mut g = HirMut::new(&mut h);
+    let shape = |s: &[usize]| Shape::new(&s.iter().map(|&d| d as i64).collect::<Vec<_>>());
+    let x = g.input("x", DType::F32, shape(xs)).unwrap();
+    let w = g.param("w", DType::F32, shape(&[m, xs[1], 1, 1])).unwrap();
+    let y = g.conv(x, w, None, &[], &[], &[], 1).unwrap();
+    let z = g
+        .pool(kind, y, k, strides, pads, dil, ceil, include_pad)
+        .unwrap();
+    g.output("z", z).unwrap();
+    let params: Vec<Named> = vec![("w".into(), data(m * xs[1], 7))];
+    let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
+    support::check(&h, &params, &runs, &[false]);
+    let mut pipe = support::pipeline(&h, true, &params).unwrap();
+    let lir = pipe
+        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
+        .unwrap()
+        .lir()
+        .clone();
+    let text = lir.to_string();
+    assert_eq!(text.matches("channels_last").count(), 2, "{lir}");
+}
+
+#[test]
+fn channels_last_pools_match_the_reference() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        // 3x3 / 2 with pads (ResNet's), 20 channels (a vector and a tail).
+        check_pool_after_conv(
+            kind,
+            &[2, 16, 9, 9],
+            20,
+            (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], false, false),
+        );
+        // ceil_mode, asymmetric pads, counting the pads, 5 channels (tail only).
+        check_pool_after_conv(
+            kind,
+            &[1, 16, 10, 7],
+            5,
+            (&[3, 2], &[2, 2], &[1, 0, 1, 1], &[], true, true),
+        );
+        // Dilated, and a global window.
+        check_pool_after_conv(
+            kind,
+            &[1, 16, 9, 8],
+            32,
+            (&[3, 2], &[1, 2], &[2, 1, 2, 2], &[2, 3], true, false),
+        );
+        check_pool_after_conv(
+            kind,
+            &[2, 16, 7, 7],
+            48,
+            (&[7, 7], &[1, 1], &[], &[], false, false),
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -312,6 +312,7 @@ impl<'m> HirMut<'m> {
             window,
             ceil_mode,
             count_include_pad,
+            channels_last: false,
         };
         self.compute(ComputeOp::Pool(attrs), vec![x])
     }

@@ -73,10 +73,20 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             arity(name, tys, 1, 1)?;
             all_f32(name, tys)?;
             let x = &tys[0].shape;
+            crate::ensure!(
+                !p.channels_last || x.rank() == 4,
+                Shape,
+                "{name}: a channels-last input must be [batch, h, w, c], not {x}"
+            );
+            let first = p.channels_last.then(|| permuted(x, &[0, 3, 1, 2]));
+            let x = first.as_ref().unwrap_or(x);
             let spatial = image(name, x)?;
             window(name, &p.window, spatial.len())?;
             let c = static_dim(name, x, 1)?;
-            let out = out_shape(name, x, &p.window, &spatial, p.ceil_mode, c)?;
+            let mut out = out_shape(name, x, &p.window, &spatial, p.ceil_mode, c)?;
+            if p.channels_last {
+                out = permuted(&out, &[0, 2, 3, 1]);
+            }
             Ok(TensorType::new(crate::DType::F32, out))
         }
         ComputeOp::Lrn {

@@ -3,13 +3,14 @@
 //! columns; or depthwise: channels as vectors) takes its input and residual transposed to that
 //! layout and gives its output back through the inverse transpose. A transpose that undoes the
 //! one before it is never made: a chain of such convolutions (ResNet's blocks, MobileNet's)
-//! stays channels-last from the first to the last and pays one transpose at each end. The
-//! back-transposes nothing reads are left to `dce`.
+//! stays channels-last from the first to the last and pays one transpose at each end. A 2-D
+//! pool of a channels-last value pools it in that layout. The back-transposes nothing reads
+//! are left to `dce`.
 
 use std::collections::HashMap;
 
 use rlx_ir::hir::{Node, Op, Output, ValueId};
-use rlx_ir::{ComputeOp, ConvAttrs, HirModule, Result, Shape, TensorType};
+use rlx_ir::{ComputeOp, ConvAttrs, HirModule, PoolAttrs, Result, Shape, TensorType};
 
 use super::PassLog;
 
@@ -18,7 +19,7 @@ const TO_LAST: [usize; 4] = [0, 2, 3, 1];
 const TO_FIRST: [usize; 4] = [0, 3, 1, 2];
 /// Input channels below which a one-group convolution stays channel-major (a 3-channel stem's
 /// taps would be K segments of 3).
-const MIN_CHANNELS: usize = 16;
+const MIN_CHANNELS: usize = 1;
 
 pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     if !m.nodes.iter().any(|n| eligible(&m, n)) {
@@ -29,9 +30,31 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     // A value's channels-last form, where one exists: the convolution behind a back-transpose,
     // or a transpose made once and shared by every convolution that reads the value.
     let mut last: HashMap<ValueId, ValueId> = HashMap::new();
-    let mut count = 0;
+    let (mut count, mut pools) = (0, 0);
     for node in &m.nodes {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v.index()]).collect();
+        // A 2-D pool of a value already channels-last pools it there.
+        if let Op::Compute(ComputeOp::Pool(p)) = &node.op
+            && node.ty.shape.rank() == 4
+            && let Some(&x) = last.get(&inputs[0])
+        {
+            let attrs = PoolAttrs {
+                channels_last: true,
+                ..p.clone()
+            };
+            let ty = TensorType::new(node.ty.dtype, permuted(&node.ty.shape, &TO_LAST));
+            let pool = push(&mut nodes, Op::Compute(ComputeOp::Pool(attrs)), vec![x], ty);
+            let back = push(
+                &mut nodes,
+                transpose(&TO_FIRST),
+                vec![pool],
+                node.ty.clone(),
+            );
+            last.insert(back, pool);
+            remap.push(back);
+            pools += 1;
+            continue;
+        }
         let Op::Compute(ComputeOp::Conv(c)) = &node.op else {
             remap.push(push(&mut nodes, node.op.clone(), inputs, node.ty.clone()));
             continue;
@@ -63,7 +86,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         count += 1;
     }
     log.fusions.push(format!(
-        "channels_last: {count} convolutions run over [batch, h, w, c]"
+        "channels_last: {count} convolutions and {pools} pools run over [batch, h, w, c]"
     ));
     let outputs = m
         .outputs

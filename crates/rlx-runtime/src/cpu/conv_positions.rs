@@ -162,11 +162,15 @@ pub(super) fn product(
     let want = TASKS_PER_THREAD * rayon::current_num_threads();
     let row_blocks = want.div_ceil(n_img * panels).clamp(1, oh.max(1));
     let rows_per_task = oh.div_ceil(row_blocks);
-    // One K segment per tap: its offset in the padded image (K runs over the taps in order,
-    // `cin` rows each, as the weights are packed).
-    let taps: Vec<usize> = (0..kh * kw)
-        .map(|t| ((t / kw) * dh * cols + (t % kw) * dw) * cin)
-        .collect();
+    // K runs over the taps in order, `cin` rows each, as the weights are packed. Without
+    // column dilation a kernel row's taps are adjacent in the padded image: one K segment of
+    // `kw * cin` per kernel row. Otherwise one segment per tap. Each is an offset in the image.
+    let (taps, seg): (Vec<usize>, usize) = if dw == 1 {
+        ((0..kh).map(|ky| ky * dh * cols * cin).collect(), kw * cin)
+    } else {
+        let taps = (0..kh * kw).map(|t| ((t / kw) * dh * cols + (t % kw) * dw) * cin);
+        (taps.collect(), cin)
+    };
     let out = OutPtr(prod.as_mut_ptr());
     let image_len = rows * cols * cin;
     (0..n_img * row_blocks * panels)
@@ -203,17 +207,17 @@ pub(super) fn product(
                     // segments accumulate in registers.
                     let a0 = (oy * sh * cols + ox * sw) * cin;
                     debug_assert!(
-                        a0 + taps[taps.len() - 1] + (h - 1) * sw * cin + cin <= image.len()
+                        a0 + taps[taps.len() - 1] + (h - 1) * sw * cin + seg <= image.len()
                     );
-                    // SAFETY: rows a0 + tap + r * sw * cin (r < h) of cin floats lie in the padded
-                    // image (the window reaches inside it); panel j holds k = taps * cin rows of
-                    // nr; the product tile (img, oy, ox.., panel j) belongs to this task.
+                    // SAFETY: rows a0 + tap + r * sw * cin (r < h) of seg floats lie in the
+                    // padded image (the window reaches inside it); panel j holds k = taps * seg
+                    // rows of nr; the product tile (img, oy, ox.., panel j) belongs to this task.
                     unsafe {
                         let cp = out.get().add(((img * oh + oy) * ow + ox) * n_pad + j * nr);
                         (kern.segs)(
                             h,
                             &taps,
-                            cin,
+                            seg,
                             image.as_ptr().add(a0),
                             sw * cin,
                             bp,

@@ -474,6 +474,14 @@ impl CpuExecutable {
                     with_num!(ins[0].2, T => reduce::arg_reduce::<T>(self.get(addrs, ins[0].0),
                         ins[0].1, *axis, *max, *last, out), bool => fail!(DType, "{} on bool", op.name()))
                 }
+                ComputeOp::Pool(p) if p.channels_last => pooling::pool_channels_last(
+                    self.isa,
+                    f32_in(0),
+                    ins[0].1,
+                    p,
+                    f32_out(),
+                    out_shape,
+                ),
                 ComputeOp::Pool(p) => pooling::pool(f32_in(0), ins[0].1, p, f32_out(), out_shape),
                 ComputeOp::Lrn {
                     size,

@@ -79,8 +79,22 @@ fn transpose_matrices<T: Copy + Send + Sync>(
     if rows == 0 || cols == 0 || batch == 0 {
         return;
     }
-    let simd = std::mem::size_of::<T>() == 4 && avx();
     let per = rows * cols;
+    if rows <= 4 {
+        // A few planes interleaved (a 3-channel image to channels-last): a plain loop per
+        // plane count, which the compiler vectorizes as an interleaved store.
+        out.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .take(batch)
+            .for_each(|(o, src)| match rows {
+                1 => o.copy_from_slice(src),
+                2 => interleave::<T, 2>(src, cols, o),
+                3 => interleave::<T, 3>(src, cols, o),
+                _ => interleave::<T, 4>(src, cols, o),
+            });
+        return;
+    }
+    let simd = std::mem::size_of::<T>() == 4 && avx();
     out.par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .take(batch)
@@ -118,6 +132,16 @@ fn transpose_matrices<T: Copy + Send + Sync>(
                 }
             }
         });
+}
+
+/// `out[c * R + r] = x[r * cols + c]`: `R` planes of `cols` interleaved.
+fn interleave<T: Copy, const R: usize>(x: &[T], cols: usize, out: &mut [T]) {
+    let planes: [&[T]; R] = std::array::from_fn(|r| &x[r * cols..(r + 1) * cols]);
+    for (c, o) in out.chunks_exact_mut(R).enumerate() {
+        for r in 0..R {
+            o[r] = planes[r][c];
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -307,6 +331,9 @@ mod tests {
             (vec![19, 35], vec![1, 0]),
             (vec![2, 3, 4, 5], vec![2, 0, 3, 1]),
             (vec![2, 0, 4], vec![0, 2, 1]),
+            (vec![2, 3, 5, 7], vec![0, 2, 3, 1]),
+            (vec![3, 2, 9], vec![0, 2, 1]),
+            (vec![2, 4, 1, 3], vec![0, 2, 3, 1]),
         ] {
             let n: usize = shape.iter().product();
             let x: Vec<f32> = (0..n).map(|i| i as f32).collect();

@@ -5,6 +5,8 @@ use rayon::prelude::*;
 use rlx_ir::{PoolAttrs, PoolKind, Window};
 
 use super::OutPtr;
+use super::isa::Isa;
+use super::vmath;
 use super::window::{for_each_source, source_tables, strides, unflatten};
 
 /// Max or average pooling; shapes as inference gave them.
@@ -85,6 +87,42 @@ pub fn pool(x: &[f32], xs: &[usize], a: &PoolAttrs, out: &mut [f32], os: &[usize
                     .for_each(|(v, n)| *v /= (*n).max(1) as f32);
             }
         });
+}
+
+/// Max or average 2-D pooling over channels-last `[batch, h, w, c]` (`PoolAttrs::
+/// channels_last`), one output row per task.
+pub fn pool_channels_last(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    a: &PoolAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) {
+    let (ih, iw, c) = (xs[1], xs[2], xs[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let w = &a.window;
+    if out.is_empty() || c == 0 {
+        return;
+    }
+    let cols: Vec<vmath::AxisTaps> = (0..ow).map(|ox| taps(ox, 1, iw, w)).collect();
+    let image = ih * iw * c;
+    out.par_chunks_mut(ow * c).enumerate().for_each(|(r, dst)| {
+        let (img, oy) = (r / oh, r % oh);
+        let row = vmath::PoolRow {
+            iw,
+            c,
+            oy,
+            rows: taps(oy, 0, ih, w),
+            cols: &cols,
+            row_step: (w.strides[0], w.dilations[0], w.pads[0]),
+            col_step: (w.strides[1], w.dilations[1], w.pads[1]),
+            max: a.kind == PoolKind::Max,
+            count_include_pad: a.count_include_pad,
+        };
+        // SAFETY: the ISA is this CPU's; the taps lie inside the image; dst holds ow * c.
+        unsafe { vmath::pool_row(isa, &row, &x[img * image..(img + 1) * image], dst) };
+    });
 }
 
 /// The window taps of output coordinate `o` on one axis that land inside the input: the

@@ -95,6 +95,18 @@ pub(super) fn conv(
 }
 
 pub(super) fn pool(x: &ArrayD<f32>, p: &PoolAttrs, shape: &[usize]) -> Result<ArrayD<f32>> {
+    if p.channels_last {
+        let plain = PoolAttrs {
+            channels_last: false,
+            ..p.clone()
+        };
+        let x = x.view().permuted_axes(vec![0, 3, 1, 2]).to_owned();
+        let out = pool(&x, &plain, &[shape[0], shape[3], shape[1], shape[2]])?;
+        return Ok(out
+            .permuted_axes(vec![0, 2, 3, 1])
+            .as_standard_layout()
+            .into_owned());
+    }
     let xs = x.shape().to_vec();
     let xv: Vec<f32> = x.iter().copied().collect();
     let xst = strides(&xs);

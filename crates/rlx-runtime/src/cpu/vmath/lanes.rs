@@ -22,6 +22,8 @@ pub(super) trait F32s: Copy {
     unsafe fn at_least(self, lo: Self) -> Self;
     /// Lane-wise `min(hi, self)`, keeping NaN lanes of `self`.
     unsafe fn at_most(self, hi: Self) -> Self;
+    /// Lane-wise `max(self, o)`, NaN where either is NaN.
+    unsafe fn max_nan(self, o: Self) -> Self;
     unsafe fn abs(self) -> Self;
     /// `if self < b { then } else { other }` per lane (false for NaN).
     unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self;
@@ -82,6 +84,13 @@ impl F32s for Scalar {
     }
     unsafe fn at_most(self, hi: Self) -> Self {
         Scalar(if self.0 > hi.0 { hi.0 } else { self.0 })
+    }
+    unsafe fn max_nan(self, o: Self) -> Self {
+        Scalar(if !self.0.is_nan() && (o.0 > self.0 || o.0.is_nan()) {
+            o.0
+        } else {
+            self.0
+        })
     }
     unsafe fn abs(self) -> Self {
         Scalar(self.0.abs())
@@ -152,6 +161,18 @@ impl F32s for V512 {
     #[inline(always)]
     unsafe fn at_most(self, hi: Self) -> Self {
         unsafe { V512(_mm512_min_ps(hi.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, o: Self) -> Self {
+        // max_ps gives o where either is NaN; then self's NaN lanes are put back.
+        unsafe {
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0);
+            V512(_mm512_mask_blend_ps(
+                nan,
+                _mm512_max_ps(self.0, o.0),
+                self.0,
+            ))
+        }
     }
     #[inline(always)]
     unsafe fn abs(self) -> Self {
@@ -254,6 +275,14 @@ impl F32s for V256 {
     #[inline(always)]
     unsafe fn at_most(self, hi: Self) -> Self {
         unsafe { V256(_mm256_min_ps(hi.0, self.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, o: Self) -> Self {
+        // max_ps gives o where either is NaN; then self's NaN lanes are put back.
+        unsafe {
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0);
+            V256(_mm256_blendv_ps(_mm256_max_ps(self.0, o.0), self.0, nan))
+        }
     }
     #[inline(always)]
     unsafe fn abs(self) -> Self {

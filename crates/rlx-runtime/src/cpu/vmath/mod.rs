@@ -13,6 +13,7 @@ mod depthwise_last;
 mod kv;
 mod lanes;
 mod planes;
+mod pool_last;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
 pub use depthwise_last::{DepthwiseRows, depthwise_row};
 pub use kv::attend_rows;
 pub use planes::{binary_map, channel_epilogue, position_epilogue};
+pub use pool_last::{AxisTaps, PoolRow, pool_row};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 
 use lanes::F32s;

@@ -235,3 +235,42 @@ fn probe_softmax_rows() {
         );
     }
 }
+
+#[test]
+fn channels_last_max_pools_propagate_nan_on_every_isa() {
+    // One output position over a 2x1 window of 37 channels (vectors and a tail): channel j
+    // is NaN in the first tap when j % 3 == 1, in the second when j % 3 == 2.
+    let c = 37;
+    let mut x: Vec<f32> = (0..2 * c).map(|i| (i % 11) as f32 - 5.0).collect();
+    for j in 0..c {
+        match j % 3 {
+            1 => x[j] = f32::NAN,
+            2 => x[c + j] = f32::NAN,
+            _ => {}
+        }
+    }
+    let cols = [(0, 1, 1)];
+    let row = PoolRow {
+        iw: 1,
+        c,
+        oy: 0,
+        rows: (0, 2, 2),
+        cols: &cols,
+        row_step: (1, 1, 0),
+        col_step: (1, 1, 0),
+        max: true,
+        count_include_pad: false,
+    };
+    for isa in Isa::available() {
+        let mut out = vec![0.0f32; c];
+        // SAFETY: the taps index the 2 x 1 image of c channels; out holds c.
+        unsafe { pool_row(isa, &row, &x, &mut out) };
+        for j in 0..c {
+            if j % 3 == 0 {
+                assert_eq!(out[j], x[j].max(x[c + j]), "{isa} [{j}]");
+            } else {
+                assert!(out[j].is_nan(), "{isa} [{j}] = {}", out[j]);
+            }
+        }
+    }
+}

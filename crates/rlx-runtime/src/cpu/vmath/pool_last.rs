@@ -1,0 +1,92 @@
+//! Max and average pooling over channels-last rows: each output position reduces its window's
+//! positions channel by channel (plain loops over contiguous channels, compiled per ISA).
+
+use super::lanes::F32s;
+use super::per_isa;
+use crate::cpu::isa::Isa;
+
+/// The window of one output position on one axis: first tap inside the input, taps inside
+/// the input, taps inside the padded input (`pooling::taps`).
+pub type AxisTaps = (usize, usize, usize);
+
+/// One output row of a channels-last pool: `rows` is the row axis' taps, `cols[ox]` each
+/// column's, `(s, d, p)` the column stride, dilation and begin pad, `(sy, dy, py)` the row's.
+#[derive(Clone, Copy)]
+pub struct PoolRow<'a> {
+    pub iw: usize,
+    pub c: usize,
+    pub oy: usize,
+    pub rows: AxisTaps,
+    pub cols: &'a [AxisTaps],
+    pub row_step: (usize, usize, usize),
+    pub col_step: (usize, usize, usize),
+    pub max: bool,
+    pub count_include_pad: bool,
+}
+
+per_isa!(
+    /// `out[ox * c + ch]`: the max, or the average, of channel `ch` over the window of output
+    /// position `(row.oy, ox)`; NaN propagates through a max; an empty window gives -inf
+    /// (max) or 0 (average).
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU; `x` holds the image (`[ih, iw, c]`) the taps index and
+    /// `out` `cols.len() * c` floats.
+    pub unsafe fn pool_row(row: &PoolRow, x: &[f32], out: &mut [f32]) => pool_row_v
+);
+
+#[inline(always)]
+unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
+    let c = row.c;
+    let (sy, dy, py) = row.row_step;
+    let (sx, dx, px) = row.col_step;
+    let (fy, ny, py_in) = row.rows;
+    let body = c - c % V::N;
+    let mut taps: Vec<usize> = Vec::new();
+    for (ox, (dst, &(fx, nx, px_in))) in out.chunks_exact_mut(c).zip(row.cols).enumerate() {
+        taps.clear();
+        for ty in fy..fy + ny {
+            let iy = row.oy * sy + ty * dy - py;
+            for tx in fx..fx + nx {
+                taps.push((iy * row.iw + ox * sx + tx * dx - px) * c);
+            }
+        }
+        debug_assert!(taps.iter().all(|t| t + c <= x.len()));
+        let n = if row.count_include_pad {
+            py_in * px_in
+        } else {
+            ny * nx
+        };
+        let n = n.max(1) as f32;
+        // SAFETY: every tap's c channels lie inside x (the taps are inside the image); whole
+        // vectors below body lie inside dst.
+        unsafe {
+            let (xp, d) = (x.as_ptr(), dst.as_mut_ptr());
+            for j in (0..body).step_by(V::N) {
+                let mut acc = V::splat(if row.max { f32::NEG_INFINITY } else { 0.0 });
+                for t in &taps {
+                    let v = V::load(xp.add(t + j));
+                    acc = if row.max { acc.max_nan(v) } else { acc.add(v) };
+                }
+                if !row.max {
+                    acc = acc.div(V::splat(n));
+                }
+                acc.store(d.add(j));
+            }
+        }
+        for (j, a) in dst.iter_mut().enumerate().skip(body) {
+            *a = if row.max { f32::NEG_INFINITY } else { 0.0 };
+            for t in &taps {
+                let v = x[t + j];
+                if !row.max {
+                    *a += v;
+                } else if !a.is_nan() && (v > *a || v.is_nan()) {
+                    *a = v;
+                }
+            }
+            if !row.max {
+                *a /= n;
+            }
+        }
+    }
+}
