@@ -201,8 +201,7 @@ pub(super) fn product(
                     );
                     fetched += piece;
                 }
-                for ox in (0..ow).step_by(mr) {
-                    let h = (ow - ox).min(mr);
+                for (ox, h) in gemm::driver::row_tiles(0..ow, mr) {
                     // The tile's first position reads padded (oy * sh, ox * sw); the taps' K
                     // segments accumulate in registers.
                     let a0 = (oy * sh * cols + ox * sw) * cin;

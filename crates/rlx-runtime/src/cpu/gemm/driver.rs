@@ -123,10 +123,19 @@ impl Split {
         }
         let m_blocks = job.m.div_ceil(mc).max(1);
         let g = (m_blocks * panels).div_ceil(want).clamp(1, panels);
+        // Even blocks and groups: 784 rows in blocks of 128 leave one of 16, and 16 panels in
+        // groups of 14 one of 2 (tasks that size idle a thread). Same counts, sizes evened.
+        let n_groups = panels.div_ceil(g);
+        let mc = if built {
+            mc
+        } else {
+            round(job.m.div_ceil(m_blocks))
+        };
+        let g = panels.div_ceil(n_groups);
         Split {
             mc,
             g,
-            m_blocks,
+            m_blocks: job.m.div_ceil(mc).max(1),
             n_groups: panels.div_ceil(g),
         }
     }
@@ -261,8 +270,7 @@ unsafe fn block(
                     full_panel(kern, job, rows.clone(), bp, ldb, c0, next);
                 } else {
                     tile_buf.resize(mr * nr, 0.0);
-                    for r0 in rows.clone().step_by(mr) {
-                        let h = (rows.end - r0).min(mr);
+                    for (r0, h) in row_tiles(rows.clone(), mr) {
                         let a = job.a.add(r0 * job.lda);
                         // K blocked as full panels are, so an edge column sums in the same
                         // order as a full one (equal columns give equal results).
@@ -300,6 +308,23 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[off..off + len]
 }
 
+/// `rows` cut into tiles of at most `mr` rows, `(first row, rows)`, their heights differing
+/// by at most one: 49 rows are 7 x 7, not 6 x 8 + 1 (a one-row tile has two accumulators, so
+/// it waits on FMA latency and costs about as much as a full one).
+pub(crate) fn row_tiles(
+    rows: std::ops::Range<usize>,
+    mr: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let n = rows.len().div_ceil(mr.max(1));
+    let (base, extra) = (rows.len() / n.max(1), rows.len() % n.max(1));
+    (0..n).map(move |i| {
+        (
+            rows.start + i * base + i.min(extra),
+            base + usize::from(i < extra),
+        )
+    })
+}
+
 /// Hints the CPU to bring `len` floats at `p` into cache (no effect on correctness).
 pub(crate) fn prefetch(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -335,7 +360,7 @@ unsafe fn full_panel(
     let mut fetched = 0;
     for kb in 0..blocks {
         let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
-        for r0 in rows.clone().step_by(mr) {
+        for (r0, h) in row_tiles(rows.clone(), mr) {
             if let Some(n) = next
                 && fetched < job.k * kern.nr
             {
@@ -346,7 +371,6 @@ unsafe fn full_panel(
                 );
                 fetched += piece;
             }
-            let h = (rows.end - r0).min(mr);
             // SAFETY: inside the job's a, b and c (caller's contract).
             unsafe {
                 let a = job.a.add(r0 * job.lda + p0);
@@ -409,6 +433,32 @@ pub(super) unsafe fn epilogue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiles_cover_the_rows_in_near_equal_heights() {
+        for (rows, mr) in [
+            (0..49, 8),
+            (3..199, 8),
+            (0..128, 8),
+            (5..6, 8),
+            (0..0, 8),
+            (0..13, 4),
+        ] {
+            let t: Vec<(usize, usize)> = row_tiles(rows.clone(), mr).collect();
+            let mut next = rows.start;
+            for (r0, h) in &t {
+                assert_eq!(*r0, next);
+                assert!(*h >= 1 && *h <= mr, "{t:?}");
+                next += h;
+            }
+            assert_eq!(next, rows.end);
+            assert_eq!(t.len(), rows.len().div_ceil(mr));
+            let (lo, hi) = t
+                .iter()
+                .fold((usize::MAX, 0), |(l, h), (_, x)| (l.min(*x), h.max(*x)));
+            assert!(t.is_empty() || hi - lo <= 1, "{t:?}");
+        }
+    }
 
     #[test]
     fn splits_cover_rows_and_panels_with_enough_tasks() {
