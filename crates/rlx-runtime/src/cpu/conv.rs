@@ -46,7 +46,7 @@ pub struct Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// Whether the epilogue leaves the sums as they are.
-    fn is_identity(&self) -> bool {
+    pub(super) fn is_identity(&self) -> bool {
         self.bias.is_none() && self.residual.is_none() && self.act.is_none()
     }
 

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use rlx_ir::ConvAttrs;
 
 use super::conv::{self, Epilogue};
-use super::conv_positions;
+use super::conv_positions::{self, RowEpilogue};
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use super::layout::transpose;
@@ -182,20 +182,36 @@ fn gemm_conv(
                 &hwc[..n_img * image_len]
             };
             let dst = &mut out[first * p * m..(first + n_img) * p * m];
+            // Applied by the product to each finished row while it is in cache.
+            let rows_epi = RowEpilogue {
+                isa,
+                bias: epi.bias,
+                residual: epi
+                    .residual
+                    .map(|r| &r[first * p * m..(first + n_img) * p * m]),
+                m,
+                act: epi.act,
+            };
+            let rows_epi = (!epi.is_identity()).then_some(&rows_epi);
+            let geometry = (&xf[..], ws, &of[..], c);
             if write_in_place {
-                conv_positions::product(kern, image, (rows, cols), packed, &xf, ws, &of, c, dst);
+                conv_positions::product(kern, image, (rows, cols), packed, geometry, dst, rows_epi);
             } else {
                 grow(prod, n_img * p * n_pad, "a position-major product")?;
                 let prod = &mut prod[..n_img * p * n_pad];
-                conv_positions::product(kern, image, (rows, cols), packed, &xf, ws, &of, c, prod);
+                conv_positions::product(
+                    kern,
+                    image,
+                    (rows, cols),
+                    packed,
+                    geometry,
+                    prod,
+                    rows_epi,
+                );
                 dst.par_chunks_mut(m)
                     .zip(prod.par_chunks(n_pad))
                     .for_each(|(d, s)| d.copy_from_slice(&s[..m]));
             }
-            let res = epi
-                .residual
-                .map(|r| &r[first * p * m..(first + n_img) * p * m]);
-            epilogue(isa, epi, res, m, dst);
         }
         Ok(())
     })

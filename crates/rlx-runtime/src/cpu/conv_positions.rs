@@ -10,12 +10,13 @@
 use std::cell::RefCell;
 
 use rayon::prelude::*;
-use rlx_ir::ConvAttrs;
+use rlx_ir::{ConvAttrs, UnaryOp};
 
 use super::OutPtr;
 use super::conv::Epilogue;
 use super::gemm::{self, PackedB};
 use super::isa::Isa;
+use super::vmath::{self, Residual};
 use crate::Result;
 use crate::fallible::{grow, with_scratch};
 
@@ -107,7 +108,7 @@ pub fn conv(
             let hwc = &mut hwc[..n_img * image_len];
             channels_last_padded(src, xs, (rows, cols), c, hwc);
             let prod = &mut prod[..n_img * p * n_pad];
-            product(kern, hwc, (rows, cols), packed, xs, ws, os, c, prod);
+            product(kern, hwc, (rows, cols), packed, (xs, ws, os, c), prod, None);
             // Position-major back to [image, channel, position], a block of channels per task
             // (each position's block is one read), with the epilogue.
             let (dst, src) = (OutPtr(out.as_mut_ptr()), &prod[..]);
@@ -135,6 +136,17 @@ pub fn conv(
     })
 }
 
+/// What `product` does to each output row of a panel once its tiles are done (a channels-last
+/// output, whose rows are whole positions): `act(sum + bias[channel] + residual)`, the residual
+/// laid out `[images, positions, m]` as the block's output. The row is still in cache.
+pub(super) struct RowEpilogue<'a> {
+    pub isa: Isa,
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub m: usize,
+    pub act: Option<UnaryOp>,
+}
+
 /// `prod[img, p, 0..n_pad] = patches @ packed` for every image of the block, tap by tap, one
 /// task per (image, block of output rows, panel). `prod` rows are `n_pad` wide (whole panels),
 /// so an edge panel's zero columns land in the padding.
@@ -144,11 +156,9 @@ pub(super) fn product(
     hwc: &[f32],
     (rows, cols): (usize, usize),
     packed: &PackedB,
-    xs: &[usize],
-    ws: &[usize],
-    os: &[usize],
-    c: &ConvAttrs,
+    (xs, ws, os, c): (&[usize], &[usize], &[usize], &ConvAttrs),
     prod: &mut [f32],
+    epi: Option<&RowEpilogue>,
 ) {
     let (cin, kh, kw) = (xs[1], ws[2], ws[3]);
     let (oh, ow) = (os[2], os[3]);
@@ -224,6 +234,28 @@ pub(super) fn product(
                             cp,
                             n_pad,
                             false,
+                        );
+                    }
+                }
+                if let Some(e) = epi {
+                    let cols_here = nr.min(e.m.saturating_sub(j * nr));
+                    let q0 = (img * oh + oy) * ow;
+                    // SAFETY: row oy of panel j (ow positions of cols_here channels, n_pad
+                    // apart) belongs to this task; the residual holds the block's positions.
+                    unsafe {
+                        let res = e.residual.map(|r| Residual {
+                            ptr: r.as_ptr().add(q0 * e.m + j * nr),
+                            ld: e.m,
+                        });
+                        vmath::bias_residual_act_block(
+                            e.isa,
+                            out.get().add(q0 * n_pad + j * nr),
+                            ow,
+                            cols_here,
+                            n_pad,
+                            e.bias.map(|b| &b[j * nr..j * nr + cols_here]),
+                            res,
+                            e.act,
                         );
                     }
                 }

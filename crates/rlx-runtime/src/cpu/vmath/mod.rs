@@ -98,10 +98,38 @@ pub unsafe fn bias_act_block(
 ) {
     let bias = bias.map(|b| &b[..cols]);
     // SAFETY: forwarded.
-    unsafe { bias_act(isa, c, rows, cols, ldc, bias, act, rational_gelu) }
+    unsafe { bias_act(isa, c, rows, cols, ldc, bias, None, act, rational_gelu) }
 }
 
-per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, act: Option<UnaryOp>, rational_gelu: bool) => block_v);
+/// A residual block beside a product's: `rows` rows of `cols` at `ptr`, row stride `ld`.
+#[derive(Clone, Copy)]
+pub struct Residual {
+    pub ptr: *const f32,
+    pub ld: usize,
+}
+
+/// `c[r, j] = act(c[r, j] + bias[j] + res[r, j])` over a `rows x cols` block with row stride
+/// `ldc`, as [`bias_act_block`] (a convolution's epilogue on the tile rows just computed).
+///
+/// # Safety
+/// As [`bias_act_block`]; `res` (if any) holds `rows` rows of `cols` with its stride.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn bias_residual_act_block(
+    isa: Isa,
+    c: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    res: Option<Residual>,
+    act: Option<UnaryOp>,
+) {
+    let bias = bias.map(|b| &b[..cols]);
+    // SAFETY: forwarded.
+    unsafe { bias_act(isa, c, rows, cols, ldc, bias, res, act, false) }
+}
+
+per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, res: Option<Residual>, act: Option<UnaryOp>, rational_gelu: bool) => block_v);
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -111,6 +139,7 @@ unsafe fn block_v<V: F32s>(
     cols: usize,
     ldc: usize,
     bias: Option<&[f32]>,
+    res: Option<Residual>,
     act: Option<UnaryOp>,
     rational_gelu: bool,
 ) {
@@ -122,13 +151,17 @@ unsafe fn block_v<V: F32s>(
         let zero = V::splat(0.0);
         for r in 0..rows {
             let row = c.add(r * ldc);
-            if bias.is_some() || relu {
+            let res_row = res.map(|x| x.ptr.add(r * x.ld));
+            if bias.is_some() || relu || res_row.is_some() {
                 let body = cols - cols % V::N;
                 let mut j = 0;
                 while j < body {
                     let mut v = V::load(row.add(j));
                     if let Some(b) = bias {
                         v = v.add(V::load(b.as_ptr().add(j)));
+                    }
+                    if let Some(x) = res_row {
+                        v = v.add(V::load(x.add(j)));
                     }
                     if relu {
                         v = v.at_least(zero);
@@ -137,7 +170,9 @@ unsafe fn block_v<V: F32s>(
                     j += V::N;
                 }
                 for j in body..cols {
-                    let v = *row.add(j) + bias.map_or(0.0, |b| b[j]);
+                    let v = *row.add(j)
+                        + bias.map_or(0.0, |b| b[j])
+                        + res_row.map_or(0.0, |x| *x.add(j));
                     *row.add(j) = if relu && v < 0.0 { 0.0 } else { v };
                 }
             }
