@@ -208,6 +208,7 @@ fn blocks_of_queries(
                             ldc: n,
                             bias: None,
                             act: None,
+                            residual: None,
                         };
                         gemm::driver::run_serial(kern, &scores);
                     }
@@ -239,6 +240,7 @@ fn blocks_of_queries(
                             ldc: lo.row_stride,
                             bias: None,
                             act: None,
+                            residual: None,
                         };
                         gemm::driver::run_serial(kern, &mix);
                     }
@@ -330,6 +332,7 @@ mod probe {
                     ldc: seq,
                     bias: None,
                     act: None,
+                    residual: None,
                 };
                 gemm::driver::run_serial(kern, &job)
             });
@@ -353,6 +356,7 @@ mod probe {
                     ldc: width,
                     bias: None,
                     act: None,
+                    residual: None,
                 };
                 gemm::driver::run_serial(kern, &job)
             });

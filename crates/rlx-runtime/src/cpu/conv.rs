@@ -207,6 +207,7 @@ pub fn conv(
                     ldc: p,
                     bias: None,
                     act: None,
+                    residual: None,
                 })
                 .collect();
             // SAFETY: w is [m, ck]; b holds groups x [ck, p]; each job writes its own rows.
@@ -299,6 +300,7 @@ fn patch_product(
                 ldc: p,
                 bias: None,
                 act: None,
+                residual: None,
             }
         })
         .collect();

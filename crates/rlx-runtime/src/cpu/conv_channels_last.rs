@@ -20,12 +20,9 @@ use super::conv_positions::{self, RowEpilogue};
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use super::layout::transpose;
-use super::vmath::{self, DepthwiseRows};
+use super::vmath::{self, DepthwiseRows, Residual};
 use crate::Result;
 use crate::fallible::{grow, try_zeroed, with_scratch};
-
-/// Positions per epilogue task.
-const EPILOGUE_POSITIONS: usize = 64;
 
 thread_local! {
     /// A block of padded images and the product when it cannot be written in place; reused.
@@ -100,8 +97,6 @@ fn linear(
     let positions = os[0] * os[1] * os[2];
     let (sh, sw) = (c.window.strides[0], c.window.strides[1]);
     let run = |a: &[f32], out: &mut [f32]| {
-        // The residual goes in before the activation: then the whole epilogue runs after.
-        let fused = epi.residual.is_none();
         let job = GemmJob {
             m: positions,
             n: m,
@@ -111,15 +106,16 @@ fn linear(
             b: BSource::Packed(packed),
             c: out.as_mut_ptr(),
             ldc: m,
-            bias: epi.bias.filter(|_| fused),
-            act: epi.act.filter(|_| fused),
+            bias: epi.bias,
+            act: epi.act,
+            residual: epi.residual.map(|r| Residual {
+                ptr: r.as_ptr(),
+                ld: m,
+            }),
         };
         // SAFETY: a holds positions rows of cin, the panels k = cin rows of m columns, out
         // positions rows of m; nothing else touches out during the call.
         unsafe { gemm::driver::run(gemm::kernel(isa), &[job]) };
-        if !fused {
-            epilogue(isa, epi, epi.residual, m, out);
-        }
     };
     if sh == 1 && sw == 1 {
         run(x, out);
@@ -215,19 +211,6 @@ fn gemm_conv(
         }
         Ok(())
     })
-}
-
-/// The epilogue over `dst` (whole positions of `m` channels), `res` laid out as `dst`.
-fn epilogue(isa: Isa, epi: &Epilogue, res: Option<&[f32]>, m: usize, dst: &mut [f32]) {
-    if epi.bias.is_none() && res.is_none() && epi.act.is_none() {
-        return;
-    }
-    let chunk = EPILOGUE_POSITIONS * m.max(1);
-    dst.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| {
-        let r = res.map(|r| &r[i * chunk..i * chunk + d.len()]);
-        // SAFETY: the ISA is this CPU's; d holds whole positions and the bias m values.
-        unsafe { vmath::position_epilogue(isa, d, m, epi.bias, r, epi.act) };
-    });
 }
 
 /// `[images, ih, iw, c]` to zero-padded `[images, rows, cols, c]` (the image at row `pads[0]`,

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
 use super::{MicroKernel, PackedB};
-use crate::cpu::vmath::bias_act_block;
+use crate::cpu::vmath::{Residual, bias_act_block, bias_residual_act_block};
 
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
 const KC: usize = 256;
@@ -73,6 +73,9 @@ pub struct GemmJob<'a> {
     /// `n` values added to every row.
     pub bias: Option<&'a [f32]>,
     pub act: Option<UnaryOp>,
+    /// `m x n` values added before the activation (a convolution's shortcut), laid out with
+    /// their own row stride.
+    pub residual: Option<Residual>,
 }
 
 // SAFETY: jobs are shared by tasks that read a and b and write disjoint blocks of c; the
@@ -407,16 +410,26 @@ pub(super) unsafe fn epilogue(
     c0: usize,
     cols: usize,
 ) {
-    if job.bias.is_none() && job.act.is_none() {
+    if job.bias.is_none() && job.act.is_none() && job.residual.is_none() {
         return;
     }
     let bias = job.bias.map(|b| &b[c0..c0 + cols]);
     // A bf16 product's sums carry the bf16 rounding of its operands (relative 2^-9 each): a
     // GELU within 1.2e-6 absolute (`math::gelu_rational`) adds nothing visible to that.
     let rational_gelu = matches!(job.b, BSource::PackedBf16(_));
-    // SAFETY: rows x columns c0..c0 + cols lie in this task's block of c.
+    // SAFETY: rows x columns c0..c0 + cols lie in this task's block of c (and of the
+    // residual, which has c's shape).
     unsafe {
         let c = job.c.add(rows.start * job.ldc + c0);
+        if let Some(r) = job.residual {
+            let res = Residual {
+                ptr: r.ptr.add(rows.start * r.ld + c0),
+                ld: r.ld,
+            };
+            let (n, act) = (rows.len(), job.act);
+            bias_residual_act_block(kern.isa, c, n, cols, job.ldc, bias, Some(res), act);
+            return;
+        }
         bias_act_block(
             kern.isa,
             c,
@@ -483,6 +496,7 @@ mod tests {
                 ldc: n,
                 bias: None,
                 act: None,
+                residual: None,
             };
             let s = Split::new(&job, &kern, threads);
             assert!(s.m_blocks * s.mc >= m, "{s:?}");

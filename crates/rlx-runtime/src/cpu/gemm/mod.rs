@@ -208,6 +208,7 @@ pub fn linear(
         ldc: spec.n,
         bias,
         act: spec.act,
+        residual: None,
     };
     // SAFETY: x is [m, k], w is [k, n] (in its layout), out is [m, n] and borrowed mutably.
     unsafe { driver::run(kernel_for(isa, w), &[job]) };
@@ -249,6 +250,7 @@ pub fn linear_group(
                 ldc: total,
                 bias: *bias,
                 act: None,
+                residual: None,
             };
             col += n;
             job
@@ -306,6 +308,7 @@ pub fn matmul(
                 ldc: n,
                 bias: None,
                 act: None,
+                residual: None,
             }
         })
         .collect();
