@@ -2,9 +2,10 @@
 and a MobileNet-like depthwise-separable net, batch 1 and 8 at 224 x 224, 1 and 2 threads.
 
 Each system runs in a process of its own (ORT's spinning threads would steal the cores of
-whatever runs next); the ratio is rlx time / ORT time (below 1: rlx faster).
+whatever runs next), rounds alternating the two; a system's time is the median of its runs in
+its best round, and the ratio is rlx time / ORT time (below 1: rlx faster).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--rounds", type=int, default=2, help="phase pairs per row; the best round of each system counts")
     ap.add_argument("--phase", nargs=4, metavar=("SYSTEM", "MODEL", "BATCH", "THREADS"))
     a = ap.parse_args()
     paths = models()
@@ -180,14 +182,18 @@ def main() -> None:
     for threads in [int(t) for t in a.threads.split(",")]:
         for model in paths:
             for batch in [int(b) for b in a.batches.split(",")]:
-                got = {}
-                for system in ("rlx", "ort"):
-                    env = dict(os.environ, RLX_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
-                    res = subprocess.run([sys.executable, __file__, "--phase", system, model, str(batch), str(threads)],
-                                         env=env, capture_output=True, text=True, check=False)
-                    got[system] = json.loads(res.stdout.strip().splitlines()[-1])["ms"] if res.returncode == 0 else None
-                    if res.returncode != 0:
-                        print(res.stderr[-1500:], file=sys.stderr)
+                got: Dict[str, Any] = {"rlx": None, "ort": None}
+                # Rounds alternate the systems, so a drift in the machine's speed reaches both.
+                for _ in range(max(1, a.rounds)):
+                    for system in ("rlx", "ort"):
+                        env = dict(os.environ, RLX_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
+                        res = subprocess.run([sys.executable, __file__, "--phase", system, model, str(batch), str(threads)],
+                                             env=env, capture_output=True, text=True, check=False)
+                        if res.returncode != 0:
+                            print(res.stderr[-1500:], file=sys.stderr)
+                            continue
+                        ms = json.loads(res.stdout.strip().splitlines()[-1])["ms"]
+                        got[system] = ms if got[system] is None else min(got[system], ms)
                 ms = lambda v: "failed" if v is None else f"{v:.1f}"  # noqa: E731
                 rows.append([model, str(batch), str(threads), ms(got["rlx"]), ms(got["ort"]), fmt_ratio(got["rlx"], got["ort"])])
                 print(f"  {model} batch {batch}, {threads} thread(s): rlx {ms(got['rlx'])} ms, ORT {ms(got['ort'])} ms", flush=True)

@@ -136,6 +136,8 @@ fn fused_conv_epilogues_match_the_reference() {
         Sigmoid,
         true,
     );
+    // A 1x1 with whole panels of channels: residual and relu in the tiles' stores.
+    check_fused_conv(&[2, 16, 6, 6], &[64, 16, 1, 1], (&[], &[], 1), Relu, false);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
     check_fused_conv(&[2, 16, 5, 5], &[40, 16, 3, 3], same, Relu, true);
     check_fused_conv(

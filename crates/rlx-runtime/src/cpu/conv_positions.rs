@@ -211,7 +211,21 @@ pub(super) fn product(
                     );
                     fetched += piece;
                 }
+                // The epilogue goes in the tiles' stores where it can (a whole panel of
+                // channels and no activation but a relu); else over the row after its tiles.
+                let in_tiles = epi
+                    .filter(|e| (j + 1) * nr <= e.m && matches!(e.act, None | Some(UnaryOp::Relu)));
+                let q0 = (img * oh + oy) * ow;
                 for (ox, h) in gemm::driver::row_tiles(0..ow, mr) {
+                    let tile_epi =
+                        in_tiles.map_or(gemm::TileEpilogue::NONE, |e| gemm::TileEpilogue {
+                            bias: e.bias.map_or(std::ptr::null(), |b| b[j * nr..].as_ptr()),
+                            res: e.residual.map_or(std::ptr::null(), |r| {
+                                r[(q0 + ox) * e.m + j * nr..].as_ptr()
+                            }),
+                            ld_res: e.m,
+                            relu: e.act == Some(UnaryOp::Relu),
+                        });
                     // The tile's first position reads padded (oy * sh, ox * sw); the taps' K
                     // segments accumulate in registers.
                     let a0 = (oy * sh * cols + ox * sw) * cin;
@@ -234,12 +248,12 @@ pub(super) fn product(
                             cp,
                             n_pad,
                             false,
+                            &tile_epi,
                         );
                     }
                 }
-                if let Some(e) = epi {
+                if let Some(e) = epi.filter(|_| in_tiles.is_none()) {
                     let cols_here = nr.min(e.m.saturating_sub(j * nr));
-                    let q0 = (img * oh + oy) * ow;
                     // SAFETY: row oy of panel j (ow positions of cols_here channels, n_pad
                     // apart) belongs to this task; the residual holds the block's positions.
                     unsafe {

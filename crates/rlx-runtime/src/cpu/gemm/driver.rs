@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
-use super::{MicroKernel, PackedB};
+use super::{MicroKernel, PackedB, TileEpilogue};
 use crate::cpu::vmath::{Residual, bias_act_block, bias_residual_act_block};
 
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
@@ -270,7 +270,10 @@ unsafe fn block(
                     ),
                 };
                 if cols == nr {
-                    full_panel(kern, job, rows.clone(), bp, ldb, c0, next);
+                    if full_panel(kern, job, rows.clone(), bp, ldb, c0, next) {
+                        // The tiles applied the epilogue as they stored.
+                        continue;
+                    }
                 } else {
                     tile_buf.resize(mr * nr, 0.0);
                     for (r0, h) in row_tiles(rows.clone(), mr) {
@@ -289,6 +292,7 @@ unsafe fn block(
                                 tile_buf.as_mut_ptr(),
                                 nr,
                                 kb > 0,
+                                &TileEpilogue::NONE,
                             );
                         }
                         for r in 0..h {
@@ -343,7 +347,8 @@ pub(crate) fn prefetch(p: *const f32, len: usize) {
     let _ = (p, len);
 }
 
-/// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1.
+/// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1. True when
+/// the tiles applied the job's epilogue as they stored (bias, residual, relu).
 unsafe fn full_panel(
     kern: &MicroKernel,
     job: &GemmJob,
@@ -352,10 +357,22 @@ unsafe fn full_panel(
     ldb: usize,
     c0: usize,
     next: Option<*const f32>,
-) {
+) -> bool {
     let mr = kern.mr;
     // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
     let blocks = job.k.div_ceil(KC).max(1);
+    // Bias, residual and a relu go in the last block's stores; other activations (and a bf16
+    // product's rational GELU) run over the finished block after.
+    let fused = matches!(job.act, None | Some(UnaryOp::Relu));
+    let epi = |r0: usize| TileEpilogue {
+        bias: job.bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+        // SAFETY: the residual has c's rows (the job's contract).
+        res: job
+            .residual
+            .map_or(std::ptr::null(), |r| unsafe { r.ptr.add(r0 * r.ld + c0) }),
+        ld_res: job.residual.map_or(0, |r| r.ld),
+        relu: job.act == Some(UnaryOp::Relu),
+    };
     let tiles = blocks * rows.len().div_ceil(mr);
     // At most 32 lines per tile: with few rows the tiles are short, and a bigger burst of
     // prefetches stalls them (the hardware prefetcher already streams small-M products).
@@ -374,14 +391,31 @@ unsafe fn full_panel(
                 );
                 fetched += piece;
             }
-            // SAFETY: inside the job's a, b and c (caller's contract).
+            let e = if fused && kb + 1 == blocks {
+                epi(r0)
+            } else {
+                TileEpilogue::NONE
+            };
+            // SAFETY: inside the job's a, b, c, bias and residual (caller's contract).
             unsafe {
                 let a = job.a.add(r0 * job.lda + p0);
                 let c = job.c.add(r0 * job.ldc + c0);
-                (kern.tile)(h, kc, a, job.lda, bp.add(p0 * ldb), ldb, c, job.ldc, kb > 0);
+                (kern.tile)(
+                    h,
+                    kc,
+                    a,
+                    job.lda,
+                    bp.add(p0 * ldb),
+                    ldb,
+                    c,
+                    job.ldc,
+                    kb > 0,
+                    &e,
+                );
             }
         }
     }
+    fused
 }
 
 /// Copies `cols` columns read by `at(p, c)` into `buf` as `k` rows of `nr` (zero-padded).

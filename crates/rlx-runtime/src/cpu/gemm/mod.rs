@@ -25,12 +25,64 @@ pub use pack::PackedB;
 use super::elementwise::broadcast_strides;
 use super::isa::Isa;
 
+/// What a tile does to its sums before it stores them (the last K block of a product): add
+/// `nr` biases and `rows x nr` residuals, then a relu. Null pointers: nothing to add.
+#[derive(Clone, Copy)]
+pub struct TileEpilogue {
+    pub bias: *const f32,
+    pub res: *const f32,
+    pub ld_res: usize,
+    pub relu: bool,
+}
+
+impl TileEpilogue {
+    /// Sums stored as they are.
+    pub const NONE: TileEpilogue = TileEpilogue {
+        bias: std::ptr::null(),
+        res: std::ptr::null(),
+        ld_res: 0,
+        relu: false,
+    };
+
+    pub fn is_none(&self) -> bool {
+        self.bias.is_null() && self.res.is_null() && !self.relu
+    }
+
+    /// `c[r, j] = relu?(c[r, j] + bias[j] + res[r, j])` on a stored `rows x nr` block (for
+    /// kernels that apply it after their store).
+    ///
+    /// # Safety
+    /// `c` holds `rows` rows of `nr` (stride `ldc`); `bias` holds `nr`, `res` `rows` rows of
+    /// `nr` (stride `ld_res`) where not null.
+    pub unsafe fn apply(&self, rows: usize, nr: usize, c: *mut f32, ldc: usize) {
+        if self.is_none() {
+            return;
+        }
+        for r in 0..rows {
+            for j in 0..nr {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    let mut v = *c.add(r * ldc + j);
+                    if !self.bias.is_null() {
+                        v += *self.bias.add(j);
+                    }
+                    if !self.res.is_null() {
+                        v += *self.res.add(r * self.ld_res + j);
+                    }
+                    *c.add(r * ldc + j) = if self.relu && v < 0.0 { 0.0 } else { v };
+                }
+            }
+        }
+    }
+}
+
 /// One register tile: `c[r, 0..nr] (+)= sum_p a[r * lda + p] * b[p * ldb + 0..nr]` for
-/// `r < rows` (1 ..= `mr`), adding to `c` when `accumulate`.
+/// `r < rows` (1 ..= `mr`), adding to `c` when `accumulate`, then `epi`.
 ///
 /// # Safety
 /// `a` holds `rows` rows of `k` elements (row stride `lda`), `b` holds `k` rows of `nr`
-/// (stride `ldb`), `c` holds `rows` rows of `nr` (stride `ldc`), and the CPU has the ISA.
+/// (stride `ldb`), `c` holds `rows` rows of `nr` (stride `ldc`), `epi` as
+/// [`TileEpilogue::apply`] says, and the CPU has the ISA.
 pub type TileFn = unsafe fn(
     rows: usize,
     k: usize,
@@ -41,6 +93,7 @@ pub type TileFn = unsafe fn(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    epi: &TileEpilogue,
 );
 
 /// A register tile over K in segments (an implicit convolution's taps): segment `s` reads A
@@ -61,6 +114,7 @@ pub type SegTileFn = unsafe fn(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    epi: &TileEpilogue,
 );
 
 /// An ISA's micro-kernel and its tile size.

@@ -1,7 +1,7 @@
 //! Portable micro-kernel: up to 4 rows x 16 columns in plain arrays, which the compiler
 //! vectorizes for the build target (SSE2 on x86-64). Runs on every CPU.
 
-use super::MicroKernel;
+use super::{MicroKernel, TileEpilogue};
 
 const NR: usize = 16;
 
@@ -27,8 +27,11 @@ unsafe fn segs(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    epi: &TileEpilogue,
 ) {
-    // One segment at a time, the first writing and the rest adding (the sums go through c).
+    // One segment at a time, the first writing and the rest adding (the sums go through c),
+    // the epilogue after the last.
+    let last = offsets.len().saturating_sub(1);
     for (s, &off) in offsets.iter().enumerate() {
         // SAFETY: forwarded contract: segment s reads rows at a + off and B rows s * len ...
         unsafe {
@@ -42,6 +45,7 @@ unsafe fn segs(
                 c,
                 ldc,
                 accumulate || s > 0,
+                if s == last { epi } else { &TileEpilogue::NONE },
             )
         };
     }
@@ -60,6 +64,7 @@ unsafe fn tile(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract.
     unsafe {
@@ -68,8 +73,9 @@ unsafe fn tile(
             2 => rows_n::<2>(k, a, lda, b, ldb, c, ldc, accumulate),
             3 => rows_n::<3>(k, a, lda, b, ldb, c, ldc, accumulate),
             4 => rows_n::<4>(k, a, lda, b, ldb, c, ldc, accumulate),
-            _ => {}
+            _ => return,
         }
+        epi.apply(rows, NR, c, ldc);
     }
 }
 

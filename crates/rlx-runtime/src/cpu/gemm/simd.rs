@@ -10,7 +10,7 @@ macro_rules! simd_micro_kernel {
     (
         isa: $isa:ident, feature: $feature:literal, vector: $v:ty, lanes: $w:literal,
         zero: $zero:ident, load: $load:ident, store: $store:ident,
-        splat: $splat:ident, fma: $fma:ident, add: $add:ident,
+        splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident,
         rows: [$($r:literal),+], max_rows: $mr:literal
     ) => {
         #[cfg(target_arch = "x86_64")]
@@ -30,11 +30,12 @@ macro_rules! simd_micro_kernel {
         unsafe fn segs(
             rows: usize, offsets: &[usize], len: usize, a: *const f32, lda: usize,
             b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool,
+            epi: &super::TileEpilogue,
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
                 match rows.min($mr) {
-                    $($r => segs_n::<$r>(offsets, len, a, lda, b, ldb, c, ldc, accumulate),)+
+                    $($r => segs_n::<$r>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
@@ -45,11 +46,11 @@ macro_rules! simd_micro_kernel {
         #[allow(clippy::too_many_arguments)]
         unsafe fn segs_n<const R: usize>(
             offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
-            ldb: usize, c: *mut f32, ldc: usize, accumulate: bool,
+            ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
             // SAFETY: the caller guarantees R rows of len elements at a + offsets[s] (row
             // stride lda) for every segment, offsets.len() * len rows of 2 * lanes at b
-            // (stride ldb) and R rows of 2 * lanes at c (stride ldc).
+            // (stride ldb), R rows of 2 * lanes at c (stride ldc), and epi's operands.
             unsafe {
                 let mut lo: [$v; R] = [$zero(); R];
                 let mut hi: [$v; R] = [$zero(); R];
@@ -76,6 +77,42 @@ macro_rules! simd_micro_kernel {
                     $store(cr, lo[r]);
                     $store(cr.add($w), hi[r]);
                 }
+                if !epi.is_none() {
+                    // Outside the register loop (which it would crowd): the stored tile is
+                    // still in L1.
+                    tile_epilogue(R, epi, c, ldc);
+                }
+            }
+        }
+
+        /// `epi` on the `rows x 2 * lanes` tile stored at `c`.
+        ///
+        /// # Safety
+        /// As [`super::TileEpilogue::apply`]; the CPU has the ISA.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[inline(never)]
+        unsafe fn tile_epilogue(rows: usize, epi: &super::TileEpilogue, c: *mut f32, ldc: usize) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                for r in 0..rows {
+                    for half in 0..2 {
+                        let cr = c.add(r * ldc + half * $w);
+                        let mut v = $load(cr);
+                        if !epi.bias.is_null() {
+                            v = $add(v, $load(epi.bias.add(half * $w)));
+                        }
+                        if !epi.res.is_null() {
+                            v = $add(v, $load(epi.res.add(r * epi.ld_res + half * $w)));
+                        }
+                        if epi.relu {
+                            // max gives its second operand for NaN and for -0.0 against 0.0,
+                            // as `if v < 0 { 0 } else { v }` does.
+                            v = $max($zero(), v);
+                        }
+                        $store(cr, v);
+                    }
+                }
             }
         }
 
@@ -83,7 +120,7 @@ macro_rules! simd_micro_kernel {
         #[allow(clippy::too_many_arguments)]
         unsafe fn segs_n<const R: usize>(
             _: &[usize], _: usize, _: *const f32, _: usize, _: *const f32, _: usize,
-            _: *mut f32, _: usize, _: bool,
+            _: *mut f32, _: usize, _: bool, _: &super::TileEpilogue,
         ) {
             unreachable!("SIMD paths are only selected on x86-64 CPUs that have them")
         }
@@ -93,13 +130,13 @@ macro_rules! simd_micro_kernel {
         #[allow(clippy::too_many_arguments)]
         unsafe fn tile(
             rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
-            c: *mut f32, ldc: usize, accumulate: bool,
+            c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
                 match rows.min($mr) {
                     // A plain tile is one K segment at offset 0.
-                    $($r => segs_n::<$r>(&[0], k, a, lda, b, ldb, c, ldc, accumulate),)+
+                    $($r => segs_n::<$r>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
