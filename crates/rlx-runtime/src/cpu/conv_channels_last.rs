@@ -13,14 +13,14 @@
 use std::cell::RefCell;
 
 use rayon::prelude::*;
-use rlx_ir::ConvAttrs;
+use rlx_ir::{ConvAttrs, UnaryOp};
 
 use super::conv::{self, Epilogue};
 use super::conv_positions::{self, RowEpilogue};
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use super::layout::transpose;
-use super::vmath::{self, DepthwiseRows, Residual};
+use super::vmath::{self, DepthwiseRows, Residual, RowShift};
 use crate::Result;
 use crate::fallible::{grow, try_zeroed, with_scratch};
 
@@ -266,14 +266,26 @@ fn depthwise(
     let mut wt = try_zeroed::<f32>("depthwise weights", kh * kw * ch)?;
     transpose(&w[..ch * kh * kw], &[ch, kh * kw], &[1, 0], &mut wt);
     let (oh, image) = (os[1], xs[1] * xs[2] * ch);
+    // Bias and a relu go in the kernel's stores; a residual or another activation after it.
+    let in_stores = (epi.residual.is_none() && matches!(epi.act, None | Some(UnaryOp::Relu)))
+        .then_some(RowShift {
+            bias: epi.bias,
+            relu: epi.act == Some(UnaryOp::Relu),
+        });
     let row_len = os[2] * ch;
     out.par_chunks_mut(row_len.max(1))
         .enumerate()
         .for_each(|(r, row)| {
             let (img, oy) = (r / oh, r % oh);
-            // SAFETY: the ISA is this CPU's; x holds each image, wt the taps, row ow * c.
+            let image = &x[img * image..(img + 1) * image];
+            // SAFETY: the ISA is this CPU's; x holds each image, wt the taps, row ow * c, the
+            // bias c values (inference checked it).
             unsafe {
-                vmath::depthwise_row(isa, &g, &x[img * image..(img + 1) * image], &wt, oy, row);
+                if let Some(shift) = in_stores {
+                    vmath::depthwise_row(isa, &g, image, &wt, oy, shift, row);
+                    return;
+                }
+                vmath::depthwise_row(isa, &g, image, &wt, oy, RowShift::default(), row);
                 let res = epi.residual.map(|res| &res[r * row_len..(r + 1) * row_len]);
                 vmath::position_epilogue(isa, row, ch, epi.bias, res, epi.act);
             }

@@ -24,6 +24,14 @@ pub struct DepthwiseRows {
     pub ow: usize,
 }
 
+/// What `depthwise_row` adds to each output position before storing it: `c` biases, then a
+/// relu.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowShift<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
 impl DepthwiseRows {
     /// Output columns `lo..hi` whose every tap lies inside the image's columns.
     fn interior(&self) -> (usize, usize) {
@@ -40,12 +48,12 @@ impl DepthwiseRows {
 per_isa!(
     /// Output row `oy` of one image: `out[ox * c + ch] = sum over the taps inside the image of
     /// x[(iy * iw + ix) * c + ch] * w[(ky * kw + kx) * c + ch]` (`w`: the weights as `[kh * kw,
-    /// c]`).
+    /// c]`), plus `shift`.
     ///
     /// # Safety
     /// `isa` is available on this CPU; `x` holds `ih * iw * c` floats, `w` `kh * kw * c`, `out`
-    /// `ow * c`, and `kh, kw, sw >= 1` (a window inference accepted).
-    pub unsafe fn depthwise_row(g: &DepthwiseRows, x: &[f32], w: &[f32], oy: usize, out: &mut [f32]) => depthwise_row_v
+    /// `ow * c`, a bias `c`, and `kh, kw, sw >= 1` (a window inference accepted).
+    pub unsafe fn depthwise_row(g: &DepthwiseRows, x: &[f32], w: &[f32], oy: usize, shift: RowShift, out: &mut [f32]) => depthwise_row_v
 );
 
 #[inline(always)]
@@ -54,9 +62,13 @@ unsafe fn depthwise_row_v<V: F32s>(
     x: &[f32],
     w: &[f32],
     oy: usize,
+    shift: RowShift,
     out: &mut [f32],
 ) {
     let c = g.c;
+    if let Some(b) = shift.bias {
+        assert!(b.len() >= c, "a depthwise bias holds every channel");
+    }
     debug_assert!(x.len() >= g.ih * g.iw * c && w.len() >= g.kh * g.kw * c);
     debug_assert!(out.len() >= g.ow * c);
     let rows: Vec<(usize, usize)> = (0..g.kh)
@@ -80,7 +92,17 @@ unsafe fn depthwise_row_v<V: F32s>(
             }
         }
         // SAFETY: every tap is inside x and w (checked above); the position is inside out.
-        unsafe { positions::<V, 1>(x, w, &taps, 0, 0, c, &mut out[ox * c..(ox + 1) * c]) };
+        unsafe {
+            positions::<V, 1>(
+                x,
+                w,
+                &taps,
+                (0, 0),
+                c,
+                shift,
+                &mut out[ox * c..(ox + 1) * c],
+            )
+        };
     }
     taps.clear();
     for &(ky, iy) in &rows {
@@ -95,10 +117,10 @@ unsafe fn depthwise_row_v<V: F32s>(
         // SAFETY: positions ox.. (< hi) read only inside the image's rows and columns.
         unsafe {
             if ox + 4 <= hi {
-                positions::<V, 4>(x, w, &taps, base, g.sw * c, c, run);
+                positions::<V, 4>(x, w, &taps, (base, g.sw * c), c, shift, run);
                 ox += 4;
             } else {
-                positions::<V, 1>(x, w, &taps, base, 0, c, run);
+                positions::<V, 1>(x, w, &taps, (base, 0), c, shift, run);
                 ox += 1;
             }
         }
@@ -106,27 +128,35 @@ unsafe fn depthwise_row_v<V: F32s>(
 }
 
 /// `Q` consecutive positions (`step` floats apart in `x`, `c` apart in `out`): every channel
-/// summed over `taps` read at `base + tap`.
+/// summed over `taps` read at `base + tap`, then shifted.
 ///
 /// # Safety
-/// Every `base + q * step + x offset + c` and `w offset + c` is in bounds.
+/// Every `base + q * step + x offset + c` and `w offset + c` is in bounds; a bias holds `c`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn positions<V: F32s, const Q: usize>(
     x: &[f32],
     w: &[f32],
     taps: &[(usize, usize)],
-    base: usize,
-    step: usize,
+    (base, step): (usize, usize),
     c: usize,
+    shift: RowShift,
     out: &mut [f32],
 ) {
     let body = c - c % V::N;
     let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let bias = shift.bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
     // SAFETY: the caller's contract bounds every offset formed here.
     unsafe {
+        let zero = V::splat(0.0);
         let mut ch = 0;
         while ch < body {
-            let mut acc = [V::splat(0.0); Q];
+            let init = if bias.is_null() {
+                zero
+            } else {
+                V::load(bias.add(ch))
+            };
+            let mut acc = [init; Q];
             for &(xo, wo) in taps {
                 let wv = V::load(wp.add(wo + ch));
                 for (q, a) in acc.iter_mut().enumerate() {
@@ -134,17 +164,18 @@ unsafe fn positions<V: F32s, const Q: usize>(
                 }
             }
             for (q, a) in acc.iter().enumerate() {
-                a.store(op.add(q * c + ch));
+                let v = if shift.relu { a.at_least(zero) } else { *a };
+                v.store(op.add(q * c + ch));
             }
             ch += V::N;
         }
         for ch in body..c {
             for q in 0..Q {
-                let mut s = 0.0f32;
+                let mut s = if bias.is_null() { 0.0 } else { *bias.add(ch) };
                 for &(xo, wo) in taps {
                     s += *xp.add(base + q * step + xo + ch) * *wp.add(wo + ch);
                 }
-                *op.add(q * c + ch) = s;
+                *op.add(q * c + ch) = if shift.relu && s < 0.0 { 0.0 } else { s };
             }
         }
     }

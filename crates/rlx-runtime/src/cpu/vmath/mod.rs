@@ -19,7 +19,7 @@ mod rows;
 mod tests;
 
 pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
-pub use depthwise_last::{DepthwiseRows, depthwise_row};
+pub use depthwise_last::{DepthwiseRows, RowShift, depthwise_row};
 pub use kv::attend_rows;
 pub use planes::{binary_map, channel_epilogue, position_epilogue};
 pub use pool_last::{AxisTaps, PoolRow, pool_row};
