@@ -235,6 +235,21 @@ unsafe fn block(
         return;
     }
     let (nr, mr) = (kern.nr, kern.mr);
+    // With a residual, the panels get only the bias; the residual and the activation follow
+    // over the whole block, whose residual rows are then read in order (per panel they are
+    // 32-column pieces of rows far apart: ResNet-50 b8 1T 289 -> 300 ms that way).
+    let (job, outer) = match job.residual {
+        Some(r) => (
+            &GemmJob {
+                residual: None,
+                act: None,
+                ..*job
+            },
+            Some((r, job.act)),
+        ),
+        None => (job, None),
+    };
+    let columns = panels.start * nr..(panels.end * nr).min(job.n);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
         let last = panels.end;
         for j in panels {
@@ -305,6 +320,20 @@ unsafe fn block(
             }
         }
     });
+    if let Some((r, act)) = outer
+        && !columns.is_empty()
+    {
+        // SAFETY: rows x columns is this task's block of c and of the residual (c's shape).
+        unsafe {
+            let res = Residual {
+                ptr: r.ptr.add(rows.start * r.ld + columns.start),
+                ld: r.ld,
+            };
+            let c = job.c.add(rows.start * job.ldc + columns.start);
+            let (n, width) = (rows.len(), columns.len());
+            bias_residual_act_block(kern.isa, c, n, width, job.ldc, None, Some(res), act);
+        }
+    }
 }
 
 /// `len` floats of `buf` starting on a 64-byte boundary (a vector load of a panel row then
@@ -444,26 +473,17 @@ pub(super) unsafe fn epilogue(
     c0: usize,
     cols: usize,
 ) {
-    if job.bias.is_none() && job.act.is_none() && job.residual.is_none() {
+    if job.bias.is_none() && job.act.is_none() {
         return;
     }
     let bias = job.bias.map(|b| &b[c0..c0 + cols]);
     // A bf16 product's sums carry the bf16 rounding of its operands (relative 2^-9 each): a
     // GELU within 1.2e-6 absolute (`math::gelu_rational`) adds nothing visible to that.
     let rational_gelu = matches!(job.b, BSource::PackedBf16(_));
-    // SAFETY: rows x columns c0..c0 + cols lie in this task's block of c (and of the
-    // residual, which has c's shape).
+    // SAFETY: rows x columns c0..c0 + cols lie in this task's block of c. (A residual is
+    // added by `block` after all the panels.)
     unsafe {
         let c = job.c.add(rows.start * job.ldc + c0);
-        if let Some(r) = job.residual {
-            let res = Residual {
-                ptr: r.ptr.add(rows.start * r.ld + c0),
-                ld: r.ld,
-            };
-            let (n, act) = (rows.len(), job.act);
-            bias_residual_act_block(kern.isa, c, n, cols, job.ldc, bias, Some(res), act);
-            return;
-        }
         bias_act_block(
             kern.isa,
             c,
