@@ -136,6 +136,10 @@ fn fused_conv_epilogues_match_the_reference() {
         Sigmoid,
         true,
     );
+    // Channels-last K blocks: taps of 96 channels two to a block; 600 channels in taps halved
+    // twice (pieces of 150).
+    check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu, false);
+    check_fused_conv(&[1, 600, 3, 3], &[32, 600, 3, 3], same, Relu, true);
     // A 1x1 with whole panels of channels: residual and relu in the tiles' stores.
     check_fused_conv(&[2, 16, 6, 6], &[64, 16, 1, 1], (&[], &[], 1), Relu, false);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
@@ -158,6 +162,16 @@ fn fused_conv_epilogues_match_the_reference() {
 
 #[test]
 fn convolutions_match_the_reference() {
+    // Channels-last with column dilation: one K piece per tap.
+    check_conv(
+        &[2, 16, 7, 7],
+        &[32, 16, 3, 3],
+        true,
+        &[1, 1],
+        &[2, 2, 2, 2],
+        &[2, 2],
+        1,
+    );
     check_conv(&[1, 3, 9, 9], &[4, 3, 3, 3], true, &[], &[], &[], 1);
     check_conv(
         &[1, 3, 10, 11],

@@ -15,7 +15,7 @@ use super::{MicroKernel, PackedB, TileEpilogue};
 use crate::cpu::vmath::{Residual, bias_act_block, bias_residual_act_block};
 
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Rows of one task's block (rounded to the kernel's row count) when the product is split over
 /// threads.
 const MC: usize = 128;
