@@ -614,3 +614,48 @@ fn bad_vision_shapes_are_errors() {
         "no spatial axis"
     );
 }
+
+/// In bf16 and int8 precision a convolution is still computed in f32 (channels-last ones on
+/// f32 panels packed for them): the results match the reference at f32 tolerance on every
+/// ISA.
+#[test]
+fn channels_last_convolutions_stay_f32_in_reduced_precision() {
+    use rlx_runtime::{CompileOptions, Precision};
+    let mut h = HirModule::new("conv_precision");
+    let mut g = HirMut::new(&mut h);
+    let shape = |s: &[i64]| Shape::new(s);
+    let x = g.input("x", DType::F32, shape(&[2, 32, 6, 6])).unwrap();
+    let w1 = g.param("w1", DType::F32, shape(&[64, 32, 3, 3])).unwrap();
+    let w2 = g.param("w2", DType::F32, shape(&[32, 64, 1, 1])).unwrap();
+    let y = g.conv(x, w1, None, &[], &[1, 1, 1, 1], &[], 1).unwrap();
+    let y = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
+    let z = g.conv(y, w2, None, &[], &[], &[], 1).unwrap();
+    g.output("z", z).unwrap();
+    let params: Vec<Named> = vec![
+        ("w1".into(), data(64 * 32 * 9, 7)),
+        ("w2".into(), data(32 * 64, 9)),
+    ];
+    let inputs: Vec<Named> = vec![("x".into(), data(2 * 32 * 36, 3))];
+    let binding = DimBinding::new();
+    let want = support::reference(&h, &binding, &inputs, &params).unwrap();
+    let mut pipe = support::pipeline(&h, true, &params).unwrap();
+    for precision in [Precision::Bf16, Precision::Int8] {
+        for isa in support::Isa::available() {
+            let opts = CompileOptions {
+                isa: Some(isa),
+                precision,
+                ..support::options(true)
+            };
+            let exe = pipe.get_or_compile(&binding, || h.clone(), &opts).unwrap();
+            assert!(
+                exe.lir().to_string().contains("channels_last"),
+                "{}",
+                exe.lir()
+            );
+            let got = exe.run(&support::refs(&inputs)).unwrap();
+            if let Err(e) = support::compare(&got, &want, &[false]) {
+                panic!("{precision:?} on {isa}: {e}");
+            }
+        }
+    }
+}

@@ -25,6 +25,8 @@ pub(super) struct PackEntry {
     /// A convolution weight `[n, c, taps]` (transposed, `k = c * taps`) packs with its K axis
     /// reordered to `(tap, c)`, the order position-major patches are laid out in; 1 otherwise.
     taps: usize,
+    /// f32 panels whatever the precision (convolutions are computed in f32).
+    f32_only: bool,
 }
 
 impl CpuExecutable {
@@ -56,6 +58,11 @@ impl CpuExecutable {
         // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype and
         // shape against the manifest this LIR was planned with).
         let w = || unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+        if e.f32_only {
+            return self
+                .pack_f32(data, e, ("gemm_b", variant), None)
+                .map(Packed::F32);
+        }
         match self.gemm_precision() {
             GemmPrecision::F32 => self
                 .pack_f32(data, e, ("gemm_b", variant), None)
@@ -258,7 +265,7 @@ pub(super) fn weights_to_pack(
     let mut packs: Vec<PackEntry> = Vec::new();
     let mut index = vec![None; lir.buffers.len()];
     // Param `b` read as `[k, n]` (stored `[n, k]` when transposed).
-    let mut add = |b: BufferId, k: usize, n: usize, transposed: bool, taps: usize| {
+    let mut add = |b: BufferId, k: usize, n: usize, transposed: bool, taps: usize, conv: bool| {
         let Place::Param(param) = places[b.index()] else {
             return;
         };
@@ -268,6 +275,7 @@ pub(super) fn weights_to_pack(
             n,
             transposed,
             taps,
+            f32_only: conv,
         };
         let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
             packs.push(e);
@@ -277,8 +285,8 @@ pub(super) fn weights_to_pack(
     };
     // A linear's `[r, c]` weight is `[k, n]`, or `[n, k]` when transposed.
     let linear = |b: BufferId, transposed: bool| match shapes[b.index()].as_slice() {
-        [r, c] if transposed => Some((b, *c, *r, true, 1)),
-        [r, c] => Some((b, *r, *c, false, 1)),
+        [r, c] if transposed => Some((b, *c, *r, true, 1, false)),
+        [r, c] => Some((b, *r, *c, false, 1, false)),
         _ => None,
     };
     for k in &lir.kernels {
@@ -297,9 +305,12 @@ pub(super) fn weights_to_pack(
                     .collect()
             }
             // A position-major convolution reads its `[m, c, kh, kw]` weight as `[k, m]`, K in
-            // (ky, kx, c) order
-            // (f32 only: reduced-precision convolutions are not done).
-            KernelOp::Compute(ComputeOp::Conv(c)) if precision == Precision::F32 => {
+            // (ky, kx, c) order, as f32 panels in every precision (convolutions are computed
+            // in f32). Channel-major convolutions in reduced precision read their weights in
+            // place, as they did before channels-last ones existed.
+            KernelOp::Compute(ComputeOp::Conv(c))
+                if precision == Precision::F32 || c.channels_last =>
+            {
                 let (xs, ws) = (&shapes[k.inputs[0].index()], &shapes[k.inputs[1].index()]);
                 let os = &shapes[k.output.index()];
                 // Channels-last convolutions of one group always run position-major.
@@ -309,12 +320,12 @@ pub(super) fn weights_to_pack(
                     super::conv_positions::chosen(xs, ws, os, c.groups)
                 };
                 let taps: usize = ws[2..].iter().product();
-                vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps))]
+                vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true))]
             }
             _ => Vec::new(),
         };
-        for (b, kk, n, transposed, taps) in weights.into_iter().flatten() {
-            add(b, kk, n, transposed, taps);
+        for (b, kk, n, transposed, taps, conv) in weights.into_iter().flatten() {
+            add(b, kk, n, transposed, taps, conv);
         }
     }
     (packs, index)

@@ -29,7 +29,7 @@ pub fn tref(d: &TensorData) -> TensorRef<'_> {
 
 pub type Named = (String, TensorData);
 
-fn refs(v: &[Named]) -> Vec<(&str, TensorRef<'_>)> {
+pub fn refs(v: &[Named]) -> Vec<(&str, TensorRef<'_>)> {
     v.iter().map(|(n, d)| (n.as_str(), tref(d))).collect()
 }
 
