@@ -140,3 +140,31 @@ def test_reverse_sequence_errors():
         run(m, {"x": _x(4, 2), "n": np.array([5, 1])})
     with pytest.raises(rlx.ShapeError, match="the_node.*sequence_lens of shape"):
         rlx.onnx.load(single("ReverseSequence", [("x", F, [4, 2]), ("n", I64, [3])], F, time_axis=0, batch_axis=1))
+
+
+def _top_k(shape, k, **attrs):
+    """A TopK node with k an initializer (values float32, indices int64)."""
+    m = single("TopK", [("x", F, shape), "k"], F, inits={"k": np.array([k], np.int64)}, n_out=2, **attrs)
+    m.graph.output[1].type.tensor_type.elem_type = I64
+    return m
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("largest", [1, 0])
+@pytest.mark.parametrize("k", [0, 1, 3, 5])
+def test_top_k_matches_ort_with_ties(axis, largest, k):
+    # Values from a few levels: many ties, broken by index.
+    x = RNG.integers(-2, 3, (5, 6, 7)).astype(np.float32)
+    check(_top_k([5, 6, 7], k, axis=axis, largest=largest), {"x": x}, exact=True)
+
+
+def test_top_k_errors_name_the_node():
+    def model(k):
+        return _top_k([3, 4], k)
+    with pytest.raises(rlx.ShapeError, match="the_node.*larger than axis"):
+        rlx.onnx.load(model(5))
+    with pytest.raises(rlx.ShapeError, match="the_node.*negative"):
+        rlx.onnx.load(model(-1))
+    # k fed at run time: no data-dependent shapes.
+    with pytest.raises(rlx.UnsupportedOpError, match="the_node.*known at import"):
+        rlx.onnx.load(single("TopK", [("x", F, [3, 4]), ("k", I64, [1])], F, n_out=2))

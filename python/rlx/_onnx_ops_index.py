@@ -308,3 +308,31 @@ def _scatter_nd(imp: Importer, node: Any) -> Any:
         upd = g.reshape(imp.rt(uv), (u, 1, rest))
         out = _combine(imp, red, g.reshape(mask, (u, p, 1)), upd, 0, old, None)
     return g.reshape(out, tuple(dims))
+
+
+@op("TopK")
+def _top_k(imp: Importer, node: Any) -> Any:
+    """Values and int64 indices of the k largest (``largest=1``) or smallest elements along
+    ``axis``, in order; equal elements by index, a NaN above every number. The indices come from
+    rlx's ``top_k``, the values are gathered at them. k is read at import (opset 1: an
+    attribute; later: a constant input)."""
+    at = attrs(node)
+    x = imp.get(node.input[0])
+    dims = imp.shape(x)
+    if len(node.input) > 1 and node.input[1]:
+        ks = imp.ints(node.input[1], "TopK k")
+        if len(ks) != 1 or not isinstance(ks[0], int):
+            raise rlx.ShapeError(f"TopK k must be one integer known at import, got {ks}")
+        k = ks[0]
+    else:
+        k = int(at.get("k", -1))
+    axis = norm_axis(int(at.get("axis", -1)), len(dims), "TopK")
+    largest = bool(at.get("largest", 1))
+    if k < 0:
+        raise rlx.ShapeError(f"TopK k = {k} is negative")
+    if isinstance(dims[axis], int) and k > dims[axis]:
+        raise rlx.ShapeError(f"TopK k = {k} is larger than axis {axis} of size {dims[axis]}")
+    idx = imp.g.top_k(imp.rt(x), k, axis, largest)
+    out = list(static_dims(imp, x, "TopK"))
+    out[axis] = k
+    return [gather_along(imp, x, idx, axis, out, "TopK"), idx]

@@ -26,7 +26,7 @@ STATIC_OPERANDS = {
     "ConstantOfShape": {0}, "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1},
     "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2}, "Pad": {1, 3},
     "ConvTranspose": {1}, "Split": {1}, "Tile": {1}, "ReduceL1": {1}, "ReduceL2": {1},
-    "ReduceSumSquare": {1}, "ReduceLogSum": {1}, "ReduceLogSumExp": {1},
+    "ReduceSumSquare": {1}, "ReduceLogSum": {1}, "ReduceLogSumExp": {1}, "TopK": {1},
 }
 
 

@@ -266,6 +266,14 @@ pub enum ComputeOp {
         keep_dim: bool,
         last: bool,
     },
+    /// The indices (i64) of the `k` largest (or smallest) elements along `axis`, in order, the
+    /// lower index first among equal ones; a NaN ranks above every number (ONNX TopK). The
+    /// values are a gather of `x` at these indices. `[x]`
+    TopK {
+        axis: usize,
+        k: usize,
+        largest: bool,
+    },
     /// Local response normalization across channels (ONNX LRN):
     /// `x / (bias + alpha / size * sum of x^2 over the size channels around)^beta`. `[x]`
     Lrn {
@@ -465,6 +473,7 @@ impl ComputeOp {
             ComputeOp::Lrn { .. } => "lrn",
             ComputeOp::ArgReduce { max: true, .. } => "argmax",
             ComputeOp::ArgReduce { max: false, .. } => "argmin",
+            ComputeOp::TopK { .. } => "top_k",
             ComputeOp::Elementwise { .. } => "elementwise",
             ComputeOp::AddLayerNorm { .. } => "add_layer_norm",
             ComputeOp::ScaledSoftmax { .. } => "scaled_softmax",
@@ -498,6 +507,7 @@ impl ComputeOp {
             | ComputeOp::Pool(_)
             | ComputeOp::Lrn { .. }
             | ComputeOp::ArgReduce { .. }
+            | ComputeOp::TopK { .. }
             | ComputeOp::AddLayerNorm { .. }
             | ComputeOp::ScaledSoftmax { .. }
             | ComputeOp::LinearGroup { .. }
@@ -565,6 +575,9 @@ impl ComputeOp {
                 last,
                 ..
             } => format!(" axis={axis} keep_dim={keep_dim} last={last}"),
+            ComputeOp::TopK { axis, k, largest } => {
+                format!(" axis={axis} k={k} largest={largest}")
+            }
             ComputeOp::Elementwise { program } => format!(" {{{program}}}"),
             ComputeOp::AddLayerNorm { eps } => format!(" eps={eps:e}"),
             ComputeOp::ScaledSoftmax { axis, scale } => format!(" axis={axis} scale={scale:e}"),

@@ -677,6 +677,18 @@ impl PyGraph {
         self.build(|g| g.arg_reduce(x, true, axis.0, keep_dim, select_last_index))
     }
 
+    /// The int64 indices of the `k` largest (or, with `largest=False`, smallest) elements along
+    /// `axis`, in order; the lower index comes first among equal elements and a NaN ranks above
+    /// every number (ONNX TopK). Gather the values with these indices.
+    #[pyo3(
+        signature = (x, k, axis = Int(-1), largest = true),
+        text_signature = "(self, x, k, axis=-1, largest=True)"
+    )]
+    fn top_k(&self, x: &PyValue, k: usize, axis: Int, largest: bool) -> PyResult<PyValue> {
+        let x = self.id_of(x)?;
+        self.build(|g| g.top_k(x, axis.0, k, largest))
+    }
+
     /// As `argmax`, for the smallest element (a NaN counts as the smallest).
     #[pyo3(
         signature = (x, axis = Int(0), keep_dim = true, select_last_index = false),

@@ -601,6 +601,65 @@ fn rounding_ops_and_sign_on_ties_and_negatives() {
 }
 
 #[test]
+fn top_k_with_ties_nan_every_axis_and_k() {
+    // Rows: ties (3.0 twice), a NaN, a row of equal values.
+    let v: Vec<f32> = vec![
+        3.0,
+        1.0,
+        3.0,
+        -2.0,
+        5.0,
+        f32::NAN,
+        0.0,
+        -7.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
+    for largest in [true, false] {
+        for axis in [0i64, 1, -1] {
+            for k in [0usize, 1, 2, 3] {
+                let got = check(
+                    |g| {
+                        let x = g.input("x", DType::F32, s(&[3, 4])).unwrap();
+                        let i = g.input("i", DType::I64, s(&[3, 4])).unwrap();
+                        vec![
+                            g.top_k(x, axis, k, largest).unwrap(),
+                            g.top_k(i, axis, k, largest).unwrap(),
+                        ]
+                    },
+                    vec![
+                        ("x".into(), TensorData::F32(v.clone())),
+                        (
+                            "i".into(),
+                            TensorData::I64(vec![2, 2, 1, 0, 4, 9, 9, 4, 0, 0, 0, 0]),
+                        ),
+                    ],
+                );
+                if (largest, axis, k) == (true, 1, 2) {
+                    // The first 3.0 before the second; the NaN first; equal values by index.
+                    assert_eq!(got[0].data, TensorData::I64(vec![0, 2, 1, 0, 0, 1]));
+                    assert_eq!(got[1].data, TensorData::I64(vec![0, 1, 1, 2, 0, 1]));
+                }
+                if (largest, axis, k) == (false, -1, 3) {
+                    // Smallest first; the NaN last (not among the 3).
+                    assert_eq!(
+                        got[0].data,
+                        TensorData::I64(vec![3, 1, 0, 3, 2, 0, 0, 1, 2])
+                    );
+                }
+            }
+        }
+    }
+    // k beyond the axis: an error, not a panic.
+    let mut m = HirModule::new("top_k");
+    let mut g = HirMut::new(&mut m);
+    let x = g.input("x", DType::F32, s(&[3, 4])).unwrap();
+    assert!(g.top_k(x, 1, 5, true).is_err());
+}
+
+#[test]
 fn argmax_and_argmin_with_ties_nan_and_every_axis() {
     let v: Vec<f32> = vec![
         3.0,

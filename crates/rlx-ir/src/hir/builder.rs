@@ -339,6 +339,13 @@ impl<'m> HirMut<'m> {
         )
     }
 
+    /// The indices of the `k` largest (or smallest) elements along `axis` (see
+    /// [`ComputeOp::TopK`]).
+    pub fn top_k(&mut self, x: ValueId, axis: i64, k: usize, largest: bool) -> Result<ValueId> {
+        let axis = self.axis(x, axis, "top_k")?;
+        self.compute(ComputeOp::TopK { axis, k, largest }, vec![x])
+    }
+
     /// Local response normalization across channels (see [`ComputeOp::Lrn`]).
     pub fn lrn(
         &mut self,

@@ -262,6 +262,22 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
             }
             Ok(TensorType::new(DType::I64, Shape(dims)))
         }
+        ComputeOp::TopK { axis, k, .. } => {
+            arity(name, tys, 1, 1)?;
+            let (dt, s) = (tys[0].dtype, &tys[0].shape);
+            crate::ensure!(dt != DType::Bool, DType, "{name} does not take {dt}");
+            check_axis(name, *axis, s)?;
+            if let Some(n) = s.0[*axis].as_const() {
+                crate::ensure!(
+                    *k as i64 <= n,
+                    Shape,
+                    "{name}: k = {k} is larger than axis {axis} of {s}"
+                );
+            }
+            let mut dims = s.0.clone();
+            dims[*axis] = Dim::constant(*k as i64);
+            Ok(TensorType::new(DType::I64, Shape(dims)))
+        }
         ComputeOp::Elementwise { .. }
         | ComputeOp::AddLayerNorm { .. }
         | ComputeOp::ScaledSoftmax { .. }

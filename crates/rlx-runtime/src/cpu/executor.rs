@@ -467,6 +467,15 @@ impl CpuExecutable {
                         }
                     }
                 }
+                ComputeOp::TopK {
+                    axis,
+                    k: count,
+                    largest,
+                } => {
+                    let out = self.get_mut::<i64>(addrs, k.output);
+                    with_num!(ins[0].2, T => reduce::top_k::<T>(self.get(addrs, ins[0].0),
+                        ins[0].1, *axis, *count, *largest, out)?, bool => fail!(DType, "{} on bool", op.name()))
+                }
                 ComputeOp::ArgReduce {
                     max, axis, last, ..
                 } => {

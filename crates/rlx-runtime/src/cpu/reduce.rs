@@ -181,3 +181,59 @@ pub fn arg_reduce<T: Copy + PartialOrd>(
         *o = best.0 as i64;
     }
 }
+
+/// `out` (`[.., k, ..]`): the indices of the `k` largest (or smallest) elements of each lane of
+/// `x` along `axis`, in order, the lower index first among equal ones, NaN above every number
+/// (ONNX TopK). A `k` beyond the axis is an error (the axis may be sized only at run time).
+pub fn top_k<T: Copy + PartialOrd + Send + Sync>(
+    x: &[T],
+    shape: &[usize],
+    axis: usize,
+    k: usize,
+    largest: bool,
+    out: &mut [i64],
+) -> crate::Result<()> {
+    let n = shape[axis];
+    if k > n {
+        return Err(crate::Error::Shape(format!(
+            "top_k: k = {k} is larger than axis {axis} of size {n}"
+        )));
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    if k == 0 || out.is_empty() {
+        return Ok(());
+    }
+    #[allow(clippy::eq_op)] // `v != v` is the NaN test of any PartialOrd type
+    let is_nan = |v: T| v != v;
+    // Before: ranks first in the output order; the index breaks ties.
+    let before = |(i, a): (usize, T), (j, b): (usize, T)| {
+        let by_value = match (is_nan(a), is_nan(b)) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+        };
+        let by_value = if largest {
+            by_value.reverse()
+        } else {
+            by_value
+        };
+        by_value.then(i.cmp(&j))
+    };
+    out.par_chunks_mut(k * inner.max(1))
+        .enumerate()
+        .for_each_init(Vec::new, |lane: &mut Vec<(usize, T)>, (outer, block)| {
+            for i in 0..inner {
+                lane.clear();
+                lane.extend((0..n).map(|j| (j, x[(outer * n + j) * inner + i])));
+                if k < n {
+                    lane.select_nth_unstable_by(k - 1, |p, q| before(*p, *q));
+                }
+                lane[..k].sort_unstable_by(|p, q| before(*p, *q));
+                for (r, (j, _)) in lane[..k].iter().enumerate() {
+                    block[r * inner + i] = *j as i64;
+                }
+            }
+        });
+    Ok(())
+}

@@ -165,6 +165,15 @@ pub(super) fn compute(
             };
             Value::I64(relayout(idx, shape)?)
         }
+        ComputeOp::TopK { axis, k, largest } => {
+            let idx = match args[0] {
+                Value::F32(a) => top_k(a, *axis, *k, *largest, shape, |x| x.is_nan())?,
+                Value::I64(a) => top_k(a, *axis, *k, *largest, shape, |_| false)?,
+                Value::I32(a) => top_k(a, *axis, *k, *largest, shape, |_| false)?,
+                Value::Bool(_) => fail!(DType, "{name} does not take bool"),
+            };
+            Value::I64(idx)
+        }
         ComputeOp::SwiGlu => {
             let x = f32s(args, 0)?;
             let n = x.shape()[x.ndim() - 1] / 2;
@@ -611,6 +620,49 @@ fn positions(name: &str, pos: &Value, batch: usize, ctx: usize, seq: usize) -> R
 
 /// For every position off `axis`, the index along it of the extreme element: a NaN is the
 /// extreme (the first one); among equals the first, or the last with `last`.
+/// Each lane's `k` first indices after a stable sort: descending (`largest`) or ascending,
+/// NaN above every number.
+fn top_k<T: Copy + PartialOrd>(
+    a: &ArrayD<T>,
+    axis: usize,
+    k: usize,
+    largest: bool,
+    shape: &[usize],
+    nan: impl Fn(T) -> bool,
+) -> Result<ArrayD<i64>> {
+    let n = a.shape()[axis];
+    if k > n {
+        fail!(
+            Shape,
+            "top_k: k = {k} is larger than axis {axis} of size {n}"
+        );
+    }
+    let rank = |x: T, y: T| match (nan(x), nan(y)) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+    };
+    let mut out = ArrayD::<i64>::zeros(IxDyn(shape));
+    for (lane, mut dst) in a
+        .lanes(Axis(axis))
+        .into_iter()
+        .zip(out.lanes_mut(Axis(axis)))
+    {
+        let mut order: Vec<(usize, T)> = lane.iter().copied().enumerate().collect();
+        // Stable: equal elements keep their index order.
+        if largest {
+            order.sort_by(|p, q| rank(q.1, p.1));
+        } else {
+            order.sort_by(|p, q| rank(p.1, q.1));
+        }
+        for (d, (i, _)) in dst.iter_mut().zip(order) {
+            *d = i as i64;
+        }
+    }
+    Ok(out)
+}
+
 fn arg_reduce<T: Copy + PartialOrd>(
     a: &ArrayD<T>,
     axis: usize,
