@@ -143,3 +143,34 @@ def test_conv_integer_errors():
     with pytest.raises(rlx.UnsupportedOpError, match="the_node.*more than 256"):
         rlx.onnx.load(single("ConvInteger", [("x", u8, [1, 1, 20, 20]), ("w", u8, [1, 1, 17, 17])], TensorProto.INT32,
                              opset=10))
+
+
+@pytest.mark.parametrize("k", [5, 600])  # 600: three chunks of the reduced axis
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_column", [False, True])
+def test_qlinear_matmul(k, dt, per_column):
+    info = np.iinfo(dt)
+    e = _elem(dt)
+    a = RNG.integers(info.min, info.max, (3, k), endpoint=True).astype(dt)
+    b = RNG.integers(info.min, info.max, (k, 4), endpoint=True).astype(dt)
+    cols = [4] if per_column else []
+    sa, sb = np.array(0.02, np.float32), (RNG.random(cols) * 0.01 + 0.005).astype(np.float32)
+    # The output scale spreads the products over the output range (some saturate).
+    sy = np.array(0.02 * 0.01 * k * 6, np.float32)
+    za, zb, zy = _zp(dt, []), _zp(dt, cols), _zp(dt, [])
+    m = single("QLinearMatMul", [("a", e, [3, k]), "sa", "za", ("b", e, [k, 4]), "sb", "zb", "sy", "zy"], e,
+               inits={"sa": sa, "za": za, "sb": sb, "zb": zb, "sy": sy, "zy": zy})
+    check(m, {"a": a, "b": b}, which="ref", exact=True)
+
+
+def test_qlinear_matmul_errors_name_the_node():
+    e = TensorProto.INT8
+    z = np.array(0, np.int8)
+
+    def model(sa, b_elem=e):
+        return single("QLinearMatMul", [("a", e, [2, 4]), "sa", "z", ("b", b_elem, [4, 2]), "s", "z", "s", "z"], e,
+                      inits={"sa": sa, "s": np.array(0.1, np.float32), "z": z})
+    with pytest.raises(rlx.ShapeError, match="the_node.*a_scale of shape \\[2\\]: one value"):
+        rlx.onnx.load(model(np.array([0.1, 0.2], np.float32)))
+    with pytest.raises(rlx.DTypeError, match="the_node.*QLinearMatMul input 3"):
+        rlx.onnx.load(model(np.array(0.1, np.float32), TensorProto.INT32))

@@ -159,9 +159,19 @@ def _matmul_integer(imp: Importer, node: Any) -> Any:
         a = g.sub(a, g.reshape(za, (dim_text(imp.shape(za)[0]), 1)) if imp.rank(za) == 1 and len(sa) > 1 else za)
     if _opt(node, 3):
         b = g.sub(b, _float(imp, node.input[3]))
+    acc = _integer_product(imp, a, b, "MatMulInteger")
+    return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")
+
+
+def _integer_product(imp: Importer, a: Any, b: Any, what: str) -> Any:
+    """The exact int64 ``a @ b`` of float values holding small integers (zero points taken
+    off int8 / uint8 operands): float products summed over K in chunks short enough to be
+    exact in float32, then added in int64."""
+    g = imp.g
+    sa, sb = imp.shape(a), imp.shape(b)
     k = sa[-1]
     if not isinstance(k, int):
-        raise rlx.UnsupportedOpError(f"MatMulInteger over a symbolic inner size {dim_text(k)}")
+        raise rlx.UnsupportedOpError(f"{what} over a symbolic inner size {dim_text(k)}")
     acc = None
     for s in range(0, max(k, 1), _CHUNK):
         e = min(s + _CHUNK, k)
@@ -169,7 +179,47 @@ def _matmul_integer(imp: Importer, node: Any) -> Any:
         pb = b if (s, e) == (0, k) else g.slice(b, max(len(sb) - 2, 0), s, e)
         part = g.cast(g.matmul(pa, pb), "int64")
         acc = part if acc is None else g.add(acc, part)
-    return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")
+    return acc
+
+
+@op("QLinearMatMul")
+def _qlinear_matmul(imp: Importer, node: Any) -> Any:
+    """``quantize((a - a_zp) @ (b - b_zp) * a_scale * b_scale, y_scale, y_zp)``: the integer
+    product exact, the rescale and the rounding (half to even) in float32, as QuantizeLinear.
+    Scales per tensor, b's zero point and scale per tensor or per column."""
+    g = imp.g
+    if len(node.input) < 8:
+        raise rlx.ModelFormatError(f"QLinearMatMul takes 8 inputs, got {len(node.input)}")
+    for i in (0, 2, 3, 5, 7):
+        if _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise rlx.DTypeError(f"QLinearMatMul input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    a, b = _float(imp, node.input[0]), _float(imp, node.input[3])
+    if not imp.shape(a) or not imp.shape(b):
+        raise rlx.ShapeError("QLinearMatMul of a scalar")
+
+    def one(i: int, what: str) -> Any:
+        v = _float(imp, node.input[i])
+        dims = imp.shape(v)
+        if dims and int(np.prod([d if isinstance(d, int) else 2 for d in dims])) != 1:
+            raise rlx.ShapeError(f"QLinearMatMul {what} of shape {[dim_text(d) for d in dims]}: one value")
+        return g.reshape(v, ()) if dims else v
+
+    def per_column(i: int, what: str) -> Any:
+        v = _float(imp, node.input[i])
+        dims, n = imp.shape(v), imp.shape(b)[-1]
+        if not dims or (len(dims) == 1 and dims[0] == 1):
+            return g.reshape(v, ()) if dims else v
+        if len(dims) != 1 or dims[0] != n:
+            raise rlx.ShapeError(f"QLinearMatMul {what} of shape {[dim_text(d) for d in dims]}: one value, "
+                                 f"or one per column of b ({dim_text(n)})")
+        return v
+
+    acc = _integer_product(imp, g.sub(a, one(2, "a_zero_point")), g.sub(b, per_column(5, "b_zero_point")),
+                           "QLinearMatMul")
+    x = g.mul(g.mul(g.cast(acc, "float32"), one(1, "a_scale")), per_column(4, "b_scale"))
+    dt = _declared(imp, node.input[7])
+    imp.logical[node.output[0]] = dt
+    return _quantize(imp, x, one(6, "y_scale"), one(7, "y_zero_point"), dt)
 
 
 def _int8_operands(imp: Importer, node: Any) -> None:

@@ -32,10 +32,11 @@ Relu, ``erf(x) + 1``, ...). Other saturation at a calibrated range is not reprod
 A graph outside these patterns (a node reading a quantized tensor elsewhere, a scale that is
 not an initializer, per-axis or blocked activation quantization, a requantization with another
 scale, a quantized graph output) is imported as written when its quantized ops are all standard
-QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger: the import walk
-computes those exactly, in integers (``rlx._onnx_ops_quantize``), and nothing is folded.
-Otherwise (QLinearMatMul, QLinearConv, the contrib ops outside their patterns) it is an
-``UnsupportedOpError`` naming the node, never a silent wrong result.
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger and QLinearMatMul: the
+import walk computes those as ONNX defines them, integer products exactly
+(``rlx._onnx_ops_quantize``), and nothing is folded. Otherwise (QLinearConv, the contrib ops
+outside their patterns) it is an ``UnsupportedOpError`` naming the node, never a silent wrong
+result.
 :class:`QuantFold` records of what was folded become ``OnnxModel.quantized``.
 """
 
