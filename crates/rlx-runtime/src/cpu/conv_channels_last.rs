@@ -1,14 +1,17 @@
 //! 2-D convolutions over channels-last `[batch, h, w, c]` tensors (`ConvAttrs::channels_last`,
 //! set by the optimizer's `channels_last` pass), the residual and output laid out the same way.
 //!
-//! - One group with packed weights: the implicit GEMM of `conv_positions` (positions as rows,
-//!   taps as K segments), reading the input in place when the window needs no padding and
-//!   writing the output in place when the channels fill whole panels. No transposes.
+//! - One group with packed weights: an unpadded 1x1 kernel is one linear over every position
+//!   of the batch; other kernels are the implicit GEMM of `conv_positions` (positions as rows,
+//!   kernel rows or taps as K pieces), reading the input in place when the window needs no
+//!   padding and writing the output in place when the channels fill whole panels. No
+//!   transposes.
 //! - Depthwise: each position's channels as vectors (`vmath::depthwise_row`).
-//! - Anything else (weights not packed, e.g. in reduced precision): the channel-major kernel
-//!   between transposes.
+//! - Anything else (weights not packed, e.g. computed weights or `prepack` off): the
+//!   channel-major kernel between transposes.
 //!
-//! The epilogue (bias, residual, activation) runs over whole positions.
+//! The epilogue (bias, residual, activation) is applied as the results are stored: by the
+//! GEMM's tiles or blocks, by the implicit GEMM per output row, by the depthwise kernel.
 
 use std::cell::RefCell;
 
@@ -48,7 +51,9 @@ pub fn scratch(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs, nr: usiz
     // The transposing fallback: input, residual and output channel-major.
     let numel = |s: &[usize]| s.iter().fold(1usize, |a, d| a.saturating_mul(*d));
     let fallback = numel(xs).saturating_add(numel(os).saturating_mul(2));
-    gemm.max(fallback)
+    // A strided 1x1 kernel: the subsampled batch.
+    let subsampled = numel(&os[..3]).saturating_mul(xs[3]);
+    gemm.max(fallback).max(subsampled)
 }
 
 /// `out = epi(conv(x, w))` in channels-last layout. `packed`: the weight's panels (`[k = kh *
@@ -139,7 +144,7 @@ fn linear(
     })
 }
 
-/// One group: the position-major implicit GEMM, then the epilogue over whole positions.
+/// One group: the position-major implicit GEMM, its epilogue applied per finished row.
 #[allow(clippy::too_many_arguments)]
 fn gemm_conv(
     isa: Isa,
