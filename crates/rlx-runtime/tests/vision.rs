@@ -162,6 +162,26 @@ fn fused_conv_epilogues_match_the_reference() {
 
 #[test]
 fn convolutions_match_the_reference() {
+    // Channels-last depthwise over whole channel vectors and a tail (40 = 2 x 16 + 8), four
+    // interior positions at a time, strided and not.
+    check_conv(
+        &[2, 40, 9, 10],
+        &[40, 1, 3, 3],
+        true,
+        &[1, 1],
+        &[1, 1, 1, 1],
+        &[],
+        40,
+    );
+    check_conv(
+        &[1, 40, 9, 9],
+        &[40, 1, 3, 3],
+        true,
+        &[2, 2],
+        &[1, 1, 1, 1],
+        &[],
+        40,
+    );
     // Channels-last with column dilation: one K piece per tap.
     check_conv(
         &[2, 16, 7, 7],
