@@ -140,6 +140,14 @@ fn fused_conv_epilogues_match_the_reference() {
     // twice (pieces of 150).
     check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu, false);
     check_fused_conv(&[1, 600, 3, 3], &[32, 600, 3, 3], same, Relu, true);
+    // Depthwise over 40 channels with a residual: the per-position epilogue on vectors.
+    check_fused_conv(
+        &[2, 40, 7, 7],
+        &[40, 1, 3, 3],
+        (&[1, 1], &[1, 1, 1, 1], 40),
+        Relu,
+        true,
+    );
     // A 1x1 with whole panels of channels: residual and relu in the tiles' stores.
     check_fused_conv(&[2, 16, 6, 6], &[64, 16, 1, 1], (&[], &[], 1), Relu, false);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
