@@ -14,6 +14,11 @@ impl Shape {
         Shape(dims.iter().map(|&d| Dim::constant(d)).collect())
     }
 
+    /// The axes in the order `perm` gives (`perm` a permutation of the rank: the caller checked).
+    pub fn permuted(&self, perm: &[usize]) -> Shape {
+        Shape(perm.iter().map(|&p| self.0[p].clone()).collect())
+    }
+
     pub fn from_dims(dims: Vec<Dim>) -> Shape {
         Shape(dims)
     }

@@ -159,10 +159,7 @@ pub fn infer_compute(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> 
                 "transpose perm {perm:?} is not a permutation of rank {}",
                 s.rank()
             );
-            Ok(TensorType::new(
-                tys[0].dtype,
-                Shape(perm.iter().map(|&p| s.0[p].clone()).collect()),
-            ))
+            Ok(TensorType::new(tys[0].dtype, s.permuted(perm)))
         }
         ComputeOp::Concat { axis } => {
             arity(name, tys, 1, usize::MAX)?;

@@ -13,13 +13,7 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             arity(name, tys, 2 + extra, 3 + extra)?;
             all_f32(name, tys)?;
             let (x, w) = (&tys[0].shape, &tys[1].shape);
-            crate::ensure!(
-                !c.channels_last || x.rank() == 4,
-                Shape,
-                "{name}: a channels-last input must be [batch, h, w, c], not {x}"
-            );
-            // Channels-last: checked as the channel-major layout it permutes.
-            let first = c.channels_last.then(|| permuted(x, &[0, 3, 1, 2]));
+            let first = channel_major(name, x, c.channels_last)?;
             let x = first.as_ref().unwrap_or(x);
             let spatial = image(name, x)?;
             let ws = w.as_static().filter(|s| s.len() == spatial.len() + 2);
@@ -57,7 +51,7 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             }
             let mut out = out_shape(name, x, &c.window, &spatial, false, ws[0])?;
             if c.channels_last {
-                out = permuted(&out, &[0, 2, 3, 1]);
+                out = out.permuted(&[0, 2, 3, 1]);
             }
             if c.residual {
                 let r = &tys[tys.len() - 1].shape;
@@ -73,19 +67,14 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             arity(name, tys, 1, 1)?;
             all_f32(name, tys)?;
             let x = &tys[0].shape;
-            crate::ensure!(
-                !p.channels_last || x.rank() == 4,
-                Shape,
-                "{name}: a channels-last input must be [batch, h, w, c], not {x}"
-            );
-            let first = p.channels_last.then(|| permuted(x, &[0, 3, 1, 2]));
+            let first = channel_major(name, x, p.channels_last)?;
             let x = first.as_ref().unwrap_or(x);
             let spatial = image(name, x)?;
             window(name, &p.window, spatial.len())?;
             let c = static_dim(name, x, 1)?;
             let mut out = out_shape(name, x, &p.window, &spatial, p.ceil_mode, c)?;
             if p.channels_last {
-                out = permuted(&out, &[0, 2, 3, 1]);
+                out = out.permuted(&[0, 2, 3, 1]);
             }
             Ok(TensorType::new(crate::DType::F32, out))
         }
@@ -119,9 +108,18 @@ fn image(name: &str, x: &Shape) -> Result<Vec<usize>> {
     (2..x.rank()).map(|i| static_dim(name, x, i)).collect()
 }
 
-/// `x`'s axes in the order `perm` gives.
-fn permuted(x: &Shape, perm: &[usize]) -> Shape {
-    Shape(perm.iter().map(|p| x.0[*p].clone()).collect())
+/// A channels-last input `[batch, h, w, c]` as the channel-major shape it permutes (conv and
+/// pool check that one), or None for a channel-major input.
+fn channel_major(name: &str, x: &Shape, channels_last: bool) -> Result<Option<Shape>> {
+    if !channels_last {
+        return Ok(None);
+    }
+    crate::ensure!(
+        x.rank() == 4,
+        Shape,
+        "{name}: a channels-last input must be [batch, h, w, c], not {x}"
+    );
+    Ok(Some(x.permuted(&[0, 3, 1, 2])))
 }
 
 fn static_dim(name: &str, x: &Shape, i: usize) -> Result<usize> {

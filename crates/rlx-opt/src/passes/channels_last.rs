@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use rlx_ir::hir::{Node, Op, Output, ValueId};
-use rlx_ir::{ComputeOp, ConvAttrs, HirModule, PoolAttrs, Result, Shape, TensorType};
+use rlx_ir::{ComputeOp, ConvAttrs, HirModule, PoolAttrs, Result, TensorType};
 
 use super::PassLog;
 
@@ -42,7 +42,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 channels_last: true,
                 ..p.clone()
             };
-            let ty = TensorType::new(node.ty.dtype, permuted(&node.ty.shape, &TO_LAST));
+            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
             let pool = push(&mut nodes, Op::Compute(ComputeOp::Pool(attrs)), vec![x], ty);
             let back = push(
                 &mut nodes,
@@ -73,7 +73,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             channels_last: true,
             ..c.clone()
         };
-        let ty = TensorType::new(node.ty.dtype, permuted(&node.ty.shape, &TO_LAST));
+        let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
         let conv = push(&mut nodes, Op::Compute(ComputeOp::Conv(attrs)), ins, ty);
         let back = push(
             &mut nodes,
@@ -130,7 +130,7 @@ fn channels_last(
         return *l;
     }
     let ty = &nodes[v.index()].ty;
-    let ty = TensorType::new(ty.dtype, permuted(&ty.shape, &TO_LAST));
+    let ty = TensorType::new(ty.dtype, ty.shape.permuted(&TO_LAST));
     let t = push(nodes, transpose(&TO_LAST), vec![v], ty);
     last.insert(v, t);
     t
@@ -142,10 +142,6 @@ fn transpose(perm: &[usize]) -> Op {
     })
 }
 
-fn permuted(s: &Shape, perm: &[usize]) -> Shape {
-    Shape(perm.iter().map(|p| s.0[*p].clone()).collect())
-}
-
 fn push(nodes: &mut Vec<Node>, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
     nodes.push(Node { op, inputs, ty });
     ValueId(nodes.len() as u32 - 1)
@@ -154,7 +150,7 @@ fn push(nodes: &mut Vec<Node>, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlx_ir::{DType, HirMut, Window};
+    use rlx_ir::{DType, HirMut, Shape, Window};
 
     fn window(k: usize) -> Window {
         Window {
