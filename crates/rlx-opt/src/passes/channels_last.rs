@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use rlx_ir::hir::{Node, Op, Output, ValueId};
+use rlx_ir::hir::{Node, Op, ValueId};
 use rlx_ir::{ComputeOp, ConvAttrs, HirModule, PoolAttrs, Result, TensorType};
 
 use super::PassLog;
@@ -88,20 +88,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     log.fusions.push(format!(
         "channels_last: {count} convolutions and {pools} pools run over [batch, h, w, c]"
     ));
-    let outputs = m
-        .outputs
-        .into_iter()
-        .map(|o| Output {
-            value: remap[o.value.index()],
-            ..o
-        })
-        .collect();
-    Ok(HirModule {
-        name: m.name,
-        symbols: m.symbols,
-        nodes,
-        outputs,
-    })
+    Ok(super::util::renumbered(m, nodes, &remap))
 }
 
 /// Whether `n` is a channel-major 2-D convolution with a static weight that runs faster

@@ -2,10 +2,10 @@
 //! stay, since they are the module's interface (the manifest must not change with the
 //! optimizer), and so do cache writes, whose effect is on their state.
 
-use rlx_ir::hir::{Node, Op, Output, ValueId};
+use rlx_ir::hir::{Node, Op, ValueId};
 use rlx_ir::{HirModule, Result};
 
-pub fn run(m: HirModule, _log: &mut super::PassLog) -> Result<HirModule> {
+pub fn run(mut m: HirModule, _log: &mut super::PassLog) -> Result<HirModule> {
     let mut live = vec![false; m.nodes.len()];
     for o in &m.outputs {
         live[o.value.index()] = true;
@@ -31,27 +31,14 @@ pub fn run(m: HirModule, _log: &mut super::PassLog) -> Result<HirModule> {
     }
     let mut remap = vec![ValueId(u32::MAX); m.nodes.len()];
     let mut nodes = Vec::with_capacity(m.nodes.len());
-    for (i, node) in m.nodes.into_iter().enumerate() {
+    for (i, node) in std::mem::take(&mut m.nodes).into_iter().enumerate() {
         if live[i] {
             remap[i] = ValueId(nodes.len() as u32);
             let inputs = node.inputs.iter().map(|v| remap[v.index()]).collect();
             nodes.push(Node { inputs, ..node });
         }
     }
-    let outputs = m
-        .outputs
-        .into_iter()
-        .map(|o| Output {
-            value: remap[o.value.index()],
-            ..o
-        })
-        .collect();
-    Ok(HirModule {
-        name: m.name,
-        symbols: m.symbols,
-        nodes,
-        outputs,
-    })
+    Ok(super::util::renumbered(m, nodes, &remap))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Helpers shared by passes: use counts, value aliasing, constant lookups.
 
-use rlx_ir::hir::{Op, ValueId};
+use rlx_ir::hir::{Node, Op, ValueId};
 use rlx_ir::{HirModule, TensorData};
 
 /// How many times each value is used (as an operand or an output).
@@ -15,6 +15,16 @@ pub fn use_counts(m: &HirModule) -> Vec<u32> {
         uses[o.value.index()] += 1;
     }
     uses
+}
+
+/// `m` with `nodes` in place of its nodes, its outputs moved to the new ids (`remap[old id]`):
+/// the end of a pass that rebuilds the node list.
+pub fn renumbered(mut m: HirModule, nodes: Vec<Node>, remap: &[ValueId]) -> HirModule {
+    m.nodes = nodes;
+    for o in &mut m.outputs {
+        o.value = remap[o.value.index()];
+    }
+    m
 }
 
 /// Redirects uses of values to other (earlier) values, applied in one sweep at the end so a
