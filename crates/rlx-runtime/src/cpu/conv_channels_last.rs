@@ -280,17 +280,17 @@ fn depthwise(
     let row_len = os[2] * ch;
     out.par_chunks_mut(row_len.max(1))
         .enumerate()
-        .for_each(|(r, row)| {
+        .for_each_init(Vec::new, |taps, (r, row)| {
             let (img, oy) = (r / oh, r % oh);
             let image = &x[img * image..(img + 1) * image];
             // SAFETY: the ISA is this CPU's; x holds each image, wt the taps, row ow * c, the
             // bias c values (inference checked it).
             unsafe {
                 if let Some(shift) = in_stores {
-                    vmath::depthwise_row(isa, &g, image, &wt, oy, shift, row);
+                    vmath::depthwise_row(isa, &g, image, &wt, oy, shift, taps, row);
                     return;
                 }
-                vmath::depthwise_row(isa, &g, image, &wt, oy, RowShift::default(), row);
+                vmath::depthwise_row(isa, &g, image, &wt, oy, RowShift::default(), taps, row);
                 let res = epi.residual.map(|res| &res[r * row_len..(r + 1) * row_len]);
                 vmath::position_epilogue(isa, row, ch, epi.bias, res, epi.act);
             }

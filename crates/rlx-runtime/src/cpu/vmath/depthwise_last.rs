@@ -53,7 +53,7 @@ per_isa!(
     /// # Safety
     /// `isa` is available on this CPU; `x` holds `ih * iw * c` floats, `w` `kh * kw * c`, `out`
     /// `ow * c`, a bias `c`, and `kh, kw, sw >= 1` (a window inference accepted).
-    pub unsafe fn depthwise_row(g: &DepthwiseRows, x: &[f32], w: &[f32], oy: usize, shift: RowShift, out: &mut [f32]) => depthwise_row_v
+    pub unsafe fn depthwise_row(g: &DepthwiseRows, x: &[f32], w: &[f32], oy: usize, shift: RowShift, taps: &mut Vec<(usize, usize)>, out: &mut [f32]) => depthwise_row_v
 );
 
 #[inline(always)]
@@ -63,6 +63,7 @@ unsafe fn depthwise_row_v<V: F32s>(
     w: &[f32],
     oy: usize,
     shift: RowShift,
+    taps: &mut Vec<(usize, usize)>,
     out: &mut [f32],
 ) {
     let c = g.c;
@@ -71,19 +72,19 @@ unsafe fn depthwise_row_v<V: F32s>(
     }
     debug_assert!(x.len() >= g.ih * g.iw * c && w.len() >= g.kh * g.kw * c);
     debug_assert!(out.len() >= g.ow * c);
-    let rows: Vec<(usize, usize)> = (0..g.kh)
-        .filter_map(|ky| {
+    // The kernel rows inside the image, with their input rows.
+    let rows = || {
+        (0..g.kh).filter_map(move |ky| {
             let iy = (oy * g.sh + ky * g.dh).checked_sub(g.ph)?;
             (iy < g.ih).then_some((ky, iy))
         })
-        .collect();
+    };
     let (lo, hi) = g.interior();
     // (x offset, w offset) of each tap: relative to the position's first column for interior
     // positions, absolute for edge ones.
-    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
     for ox in (0..lo).chain(hi..g.ow) {
         taps.clear();
-        for &(ky, iy) in &rows {
+        for (ky, iy) in rows() {
             for kx in 0..g.kw {
                 let ix = (ox * g.sw + kx * g.dw).checked_sub(g.pw);
                 if let Some(ix) = ix.filter(|ix| *ix < g.iw) {
@@ -92,20 +93,10 @@ unsafe fn depthwise_row_v<V: F32s>(
             }
         }
         // SAFETY: every tap is inside x and w (checked above); the position is inside out.
-        unsafe {
-            positions::<V, 1>(
-                x,
-                w,
-                &taps,
-                (0, 0),
-                c,
-                shift,
-                &mut out[ox * c..(ox + 1) * c],
-            )
-        };
+        unsafe { positions::<V, 1>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c]) };
     }
     taps.clear();
-    for &(ky, iy) in &rows {
+    for (ky, iy) in rows() {
         for kx in 0..g.kw {
             taps.push(((iy * g.iw + kx * g.dw) * c, (ky * g.kw + kx) * c));
         }
@@ -117,10 +108,10 @@ unsafe fn depthwise_row_v<V: F32s>(
         // SAFETY: positions ox.. (< hi) read only inside the image's rows and columns.
         unsafe {
             if ox + 4 <= hi {
-                positions::<V, 4>(x, w, &taps, (base, g.sw * c), c, shift, run);
+                positions::<V, 4>(x, w, taps, (base, g.sw * c), c, shift, run);
                 ox += 4;
             } else {
-                positions::<V, 1>(x, w, &taps, (base, 0), c, shift, run);
+                positions::<V, 1>(x, w, taps, (base, 0), c, shift, run);
                 ox += 1;
             }
         }
