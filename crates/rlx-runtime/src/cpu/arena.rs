@@ -6,25 +6,55 @@ use crate::{Error, Result};
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-/// One arena: `size` bytes at a 64-byte aligned base.
+/// Bytes of a huge page (x86-64 and aarch64 Linux with 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// One arena: `size` bytes at a 64-byte aligned base (2 MiB aligned for large arenas).
 pub struct Arena {
     lines: Vec<Line>,
+    /// Lines before the base (the alignment offset).
+    skip: usize,
 }
 
 impl Arena {
     fn new(size: usize) -> Result<Arena> {
         let n = size.div_ceil(64);
-        let mut lines = Vec::new();
+        // Activations of a large model span hundreds of MiB: on 4 KiB pages every layer
+        // misses the TLB. A large arena is asked for on huge pages (where the kernel grants
+        // them: transparent huge pages in `madvise` mode are the common default).
+        let huge = size >= 4 * HUGE_PAGE;
+        let pad = if huge { HUGE_PAGE / 64 } else { 0 };
+        let mut lines: Vec<Line> = Vec::new();
         lines
-            .try_reserve_exact(n)
+            .try_reserve_exact(n + pad)
             .map_err(|_| Error::Memory(format!("cannot allocate a {size}-byte arena")))?;
-        lines.resize(n, Line([0; 64]));
-        Ok(Arena { lines })
+        let skip = if huge {
+            let skip = lines.as_ptr().cast::<u8>().align_offset(HUGE_PAGE) / 64;
+            advise_huge_pages(lines.as_mut_ptr().wrapping_add(skip).cast(), n * 64);
+            skip
+        } else {
+            0
+        };
+        lines.resize(n + skip, Line([0; 64]));
+        Ok(Arena { lines, skip })
     }
 
     pub fn base(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr().cast()
+        self.lines.as_mut_ptr().wrapping_add(self.skip).cast()
     }
+}
+
+/// Asks the kernel to back `len` bytes at `ptr` with huge pages (a hint: nothing changes
+/// where it is refused or unsupported).
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: madvise only reads the range's mapping; `ptr..ptr + len` lies in one allocation
+    // the caller owns, and MADV_HUGEPAGE leaves its contents as they are.
+    unsafe {
+        libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// Arenas of one size, so concurrent runs each get their own and later runs reuse them. The
