@@ -225,6 +225,7 @@ pub(super) fn product(
                                 }),
                                 ld_res: e.m,
                                 relu: e.act == Some(UnaryOp::Relu),
+                                next_a: std::ptr::null(),
                             },
                             None => gemm::TileEpilogue::NONE,
                         };

@@ -251,7 +251,7 @@ unsafe fn block(
     };
     let columns = panels.start * nr..(panels.end * nr).min(job.n);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
-        let last = panels.end;
+        let (first_panel, last) = (panels.start, panels.end);
         for j in panels {
             // Weights stream from memory once per call: the next panel is prefetched a
             // piece per row tile while this one is computed, so no tile waits on DRAM.
@@ -285,7 +285,8 @@ unsafe fn block(
                     ),
                 };
                 if cols == nr {
-                    if full_panel(kern, job, rows.clone(), bp, ldb, c0, next) {
+                    let fetch_a = j == first_panel;
+                    if full_panel(kern, job, rows.clone(), bp, ldb, c0, next, fetch_a) {
                         // The tiles applied the epilogue as they stored.
                         continue;
                     }
@@ -386,6 +387,7 @@ unsafe fn full_panel(
     ldb: usize,
     c0: usize,
     next: Option<*const f32>,
+    fetch_a: bool,
 ) -> bool {
     let mr = kern.mr;
     // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
@@ -401,6 +403,7 @@ unsafe fn full_panel(
             .map_or(std::ptr::null(), |r| unsafe { r.ptr.add(r0 * r.ld + c0) }),
         ld_res: job.residual.map_or(0, |r| r.ld),
         relu: job.act == Some(UnaryOp::Relu),
+        next_a: std::ptr::null(),
     };
     let tiles = blocks * rows.len().div_ceil(mr);
     // At most 32 lines per tile: with few rows the tiles are short, and a bigger burst of
@@ -409,7 +412,14 @@ unsafe fn full_panel(
     let mut fetched = 0;
     for kb in 0..blocks {
         let (p0, kc) = (kb * KC, (job.k - (kb * KC).min(job.k)).min(KC));
-        for (r0, h) in row_tiles(rows.clone(), mr) {
+        let mut tiles = row_tiles(rows.clone(), mr).peekable();
+        while let Some((r0, h)) = tiles.next() {
+            // The first panel reads A's rows from memory: the next tile's come while this
+            // one computes.
+            let next_a = match tiles.peek() {
+                Some(&(r, _)) if fetch_a => job.a.wrapping_add(r * job.lda + p0),
+                _ => std::ptr::null(),
+            };
             if let Some(n) = next
                 && fetched < job.k * kern.nr
             {
@@ -420,11 +430,12 @@ unsafe fn full_panel(
                 );
                 fetched += piece;
             }
-            let e = if fused && kb + 1 == blocks {
+            let mut e = if fused && kb + 1 == blocks {
                 epi(r0)
             } else {
                 TileEpilogue::NONE
             };
+            e.next_a = next_a;
             // SAFETY: inside the job's a, b, c, bias and residual (caller's contract).
             unsafe {
                 let a = job.a.add(r0 * job.lda + p0);

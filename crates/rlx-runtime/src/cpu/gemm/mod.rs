@@ -33,6 +33,9 @@ pub struct TileEpilogue {
     pub res: *const f32,
     pub ld_res: usize,
     pub relu: bool,
+    /// The next tile's A (same offsets and row stride), fetched into L2 a line per row every
+    /// 16 steps while this tile computes; null: nothing to fetch.
+    pub next_a: *const f32,
 }
 
 impl TileEpilogue {
@@ -42,6 +45,7 @@ impl TileEpilogue {
         res: std::ptr::null(),
         ld_res: 0,
         relu: false,
+        next_a: std::ptr::null(),
     };
 
     pub fn is_none(&self) -> bool {
