@@ -190,6 +190,15 @@ fn convolutions_match_the_reference() {
         &[],
         40,
     );
+    // Whole vectors on every ISA (32 channels): the register sweeps at stride 1 and 2 with a
+    // remainder (11 and 6 interior positions), and a dilated kernel (no sweep).
+    for (xs, strides, pads, dil) in [
+        ([2, 32, 6, 13], [1, 1], [1, 1, 1, 1], [1, 1]),
+        ([1, 32, 7, 15], [2, 2], [1, 1, 1, 1], [1, 1]),
+        ([1, 32, 7, 12], [1, 1], [2, 2, 2, 2], [2, 2]),
+    ] {
+        check_conv(&xs, &[32, 1, 3, 3], true, &strides, &pads, &dil, 32);
+    }
     // Channels-last with column dilation: one K piece per tap.
     check_conv(
         &[2, 16, 7, 7],

@@ -102,6 +102,19 @@ unsafe fn depthwise_row_v<V: F32s>(
         }
     }
     let mut ox = lo;
+    // A 3x3 kernel whose rows are all inside: the nine weight vectors stay in registers.
+    let (mut inside, mut n) = ([0; 3], 0);
+    for (_, iy) in rows() {
+        if n < 3 {
+            inside[n] = iy * g.iw * c;
+        }
+        n += 1;
+    }
+    if g.kh == 3 && g.kw == 3 && n == 3 && c % V::N == 0 {
+        // SAFETY: positions lo..hi read only inside the image (interior columns, rows inside).
+        unsafe { rows3x3::<V>(g, x, w, inside, (lo, hi), shift, out) };
+        return;
+    }
     while ox < hi {
         let base = (ox * g.sw - g.pw) * c;
         let run = &mut out[ox * c..];
@@ -169,5 +182,125 @@ unsafe fn positions<V: F32s, const Q: usize>(
                 *op.add(q * c + ch) = if shift.relu && s < 0.0 { 0.0 } else { s };
             }
         }
+    }
+}
+
+/// Interior positions `lo..hi` of an output row whose three kernel rows start at `rows` in
+/// `x`: for each channel vector the nine weights are loaded once, then the row is swept a few
+/// positions at a time. At stride 1 or 2 (dilation 1) the inputs the positions share are
+/// loaded once into registers: one load per fused multiply-add made the loop load-bound at
+/// ~90 GFLOP/s.
+///
+/// # Safety
+/// `c` is a multiple of `V::N`; every tap of positions `lo..hi` lies inside `x` (interior
+/// columns, rows inside the image); `w` holds `9 * c`, `out` `hi * c`, a bias `c`.
+#[inline(always)]
+unsafe fn rows3x3<V: F32s>(
+    g: &DepthwiseRows,
+    x: &[f32],
+    w: &[f32],
+    rows: [usize; 3],
+    (lo, hi): (usize, usize),
+    shift: RowShift,
+    out: &mut [f32],
+) {
+    let c = g.c;
+    let (step, dx) = (g.sw * c, g.dw * c);
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // SAFETY: the caller's contract bounds every offset formed here.
+    unsafe {
+        let zero = V::splat(0.0);
+        for ch in (0..c).step_by(V::N) {
+            let wv: [V; 9] = std::array::from_fn(|t| V::load(w.as_ptr().add(t * c + ch)));
+            let init = shift.bias.map_or(zero, |b| V::load(b.as_ptr().add(ch)));
+            // Position lo's first tap in each kernel row.
+            let first = rows.map(|r| xp.add(r + (lo * g.sw - g.pw) * c + ch));
+            let run = Run {
+                wv,
+                init,
+                first,
+                c,
+                out: op.add(lo * c + ch),
+                relu: shift.relu,
+            };
+            let n = hi - lo;
+            let done = match (g.sw, g.dw, V::N) {
+                (1, 1, 16) => run.sweep::<8, 1>(n),
+                (2, 1, 16) => run.sweep::<4, 2>(n),
+                (1, 1, _) => run.sweep::<4, 1>(n),
+                (2, 1, _) => run.sweep::<2, 2>(n),
+                _ => 0,
+            };
+            for i in done..n {
+                let mut a = init;
+                for (ky, p) in first.iter().enumerate() {
+                    let p = p.add(i * step);
+                    for kx in 0..3 {
+                        a = V::load(p.add(kx * dx)).fma(wv[ky * 3 + kx], a);
+                    }
+                }
+                run.store(i, a);
+            }
+        }
+    }
+}
+
+/// One channel vector of an interior run of positions.
+struct Run<V> {
+    wv: [V; 9],
+    init: V,
+    /// Position 0's first tap in each kernel row.
+    first: [*const f32; 3],
+    c: usize,
+    /// Position 0's output.
+    out: *mut f32,
+    relu: bool,
+}
+
+impl<V: F32s> Run<V> {
+    /// Position `i`'s sums, shifted, stored.
+    #[inline(always)]
+    unsafe fn store(&self, i: usize, v: V) {
+        // SAFETY: the caller's contract (i is a position of the run).
+        unsafe {
+            let v = if self.relu {
+                v.at_least(V::splat(0.0))
+            } else {
+                v
+            };
+            v.store(self.out.add(i * self.c));
+        }
+    }
+
+    /// The first `n - n % Q` positions at stride `S`, `Q` at a time: each kernel row's
+    /// `(Q - 1) * S + 3` inputs loaded once, each used by every position it is a tap of.
+    /// Returns the positions done.
+    #[inline(always)]
+    unsafe fn sweep<const Q: usize, const S: usize>(&self, n: usize) -> usize {
+        let span = (Q - 1) * S + 3;
+        let mut i = 0;
+        // SAFETY: positions i..i + Q < n are inside the run (the caller's contract).
+        unsafe {
+            while i + Q <= n {
+                let mut acc = [self.init; Q];
+                for (ky, p) in self.first.iter().enumerate() {
+                    let p = p.add(i * S * self.c);
+                    let mut xin = [self.init; 17];
+                    for (j, v) in xin.iter_mut().enumerate().take(span) {
+                        *v = V::load(p.add(j * self.c));
+                    }
+                    for kx in 0..3 {
+                        for (q, a) in acc.iter_mut().enumerate() {
+                            *a = xin[q * S + kx].fma(self.wv[ky * 3 + kx], *a);
+                        }
+                    }
+                }
+                for (q, a) in acc.iter().enumerate() {
+                    self.store(i + q, *a);
+                }
+                i += Q;
+            }
+        }
+        i
     }
 }

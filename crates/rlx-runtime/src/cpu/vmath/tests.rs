@@ -274,3 +274,59 @@ fn channels_last_max_pools_propagate_nan_on_every_isa() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing probe: cargo test --release -p rlx-runtime --lib probe_depthwise -- --ignored --nocapture"]
+fn probe_depthwise_rows() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (c, hw) = (env("C", 64), env("HW", 56));
+    let g = DepthwiseRows {
+        ih: hw,
+        iw: hw,
+        c,
+        kh: 3,
+        kw: 3,
+        sh: 1,
+        sw: 1,
+        dh: 1,
+        dw: 1,
+        ph: 1,
+        pw: 1,
+        ow: hw,
+    };
+    // 64-byte aligned, as the arena is.
+    let aligned = |n: usize, f: &dyn Fn(usize) -> f32| {
+        let mut v = vec![0.0f32; n + 16];
+        let off = v.as_ptr().align_offset(64);
+        for i in 0..n {
+            v[off + i] = f(i);
+        }
+        (v, off)
+    };
+    let (xv, xo) = aligned(hw * hw * c, &|i| (i % 97) as f32 / 97.0);
+    let (wv, wo) = aligned(9 * c, &|i| (i % 13) as f32 / 13.0);
+    let (x, w) = (&xv[xo..xo + hw * hw * c], &wv[wo..wo + 9 * c]);
+    let (mut ov, oo) = aligned(hw * hw * c, &|_| 0.0);
+    let out = &mut ov[oo..oo + hw * hw * c];
+    let mut taps = Vec::new();
+    for isa in Isa::available() {
+        let reps = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            for oy in 0..hw {
+                // SAFETY: sizes as the geometry says.
+                let row = &mut out[oy * hw * c..(oy + 1) * hw * c];
+                unsafe { depthwise_row(isa, &g, x, w, oy, RowShift::default(), &mut taps, row) };
+            }
+            std::hint::black_box(&*out);
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+        let gflops = (hw * hw * c * 9 * 2) as f64 / us / 1e3;
+        println!("{isa} depthwise 3x3 {c} x {hw}x{hw}: {us:.1} us ({gflops:.1} GFLOP/s)");
+    }
+}
