@@ -425,6 +425,7 @@ pub(crate) fn prefetch(p: *const f32, len: usize) {
 
 /// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1. True when
 /// the tiles applied the job's epilogue as they stored (bias, residual, relu).
+#[allow(clippy::too_many_arguments)]
 unsafe fn full_panel(
     kern: &MicroKernel,
     job: &GemmJob,
@@ -607,7 +608,7 @@ mod tests {
             };
             let s = balanced(a, m, panels, &kern, threads);
             assert!(
-                s.mc % 8 == 0 && s.mc <= MC && s.m_blocks * s.mc >= m,
+                s.mc.is_multiple_of(8) && s.mc <= MC && s.m_blocks * s.mc >= m,
                 "{s:?}"
             );
             assert!(s.n_groups * s.g >= panels, "{s:?}");

@@ -110,7 +110,7 @@ unsafe fn depthwise_row_v<V: F32s>(
         }
         n += 1;
     }
-    if g.kh == 3 && g.kw == 3 && n == 3 && c % V::N == 0 {
+    if g.kh == 3 && g.kw == 3 && n == 3 && c.is_multiple_of(V::N) {
         // SAFETY: positions lo..hi read only inside the image (interior columns, rows inside).
         unsafe { rows3x3::<V>(g, x, w, inside, (lo, hi), shift, out) };
         return;
