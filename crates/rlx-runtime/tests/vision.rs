@@ -199,6 +199,16 @@ fn convolutions_match_the_reference() {
     ] {
         check_conv(&xs, &[32, 1, 3, 3], true, &strides, &pads, &dil, 32);
     }
+    // A padded image of more than half of L2_BLOCK: one image per block at batch 2.
+    check_conv(
+        &[2, 64, 46, 46],
+        &[16, 64, 3, 3],
+        true,
+        &[1, 1],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    );
     // Channels-last with column dilation: one K piece per tap.
     check_conv(
         &[2, 16, 7, 7],
