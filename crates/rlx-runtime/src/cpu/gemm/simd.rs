@@ -83,16 +83,31 @@ macro_rules! simd_micro_kernel {
                         (p0..(p0 + 16).min(len)).for_each(&mut step);
                     }
                 }
+                // Bias and relu on the sums in registers, before the one store (a residual
+                // needs its own loads: after the store, below).
+                let in_regs = epi.res.is_null();
+                let (b_lo, b_hi) = if in_regs && !epi.bias.is_null() {
+                    ($load(epi.bias), $load(epi.bias.add($w)))
+                } else {
+                    ($zero(), $zero())
+                };
+                let relu = in_regs && epi.relu;
                 for r in 0..R {
                     let cr = c.add(r * ldc);
                     if accumulate {
                         lo[r] = $add(lo[r], $load(cr));
                         hi[r] = $add(hi[r], $load(cr.add($w)));
                     }
+                    lo[r] = $add(lo[r], b_lo);
+                    hi[r] = $add(hi[r], b_hi);
+                    if relu {
+                        lo[r] = $max($zero(), lo[r]);
+                        hi[r] = $max($zero(), hi[r]);
+                    }
                     $store(cr, lo[r]);
                     $store(cr.add($w), hi[r]);
                 }
-                if !epi.is_none() {
+                if !in_regs {
                     // Outside the register loop (which it would crowd): the stored tile is
                     // still in L1.
                     tile_epilogue(R, epi, c, ldc);
