@@ -83,15 +83,13 @@ macro_rules! simd_micro_kernel {
                         (p0..(p0 + 16).min(len)).for_each(&mut step);
                     }
                 }
-                // Bias and relu on the sums in registers, before the one store (a residual
-                // needs its own loads: after the store, below).
-                let in_regs = epi.res.is_null();
-                let (b_lo, b_hi) = if in_regs && !epi.bias.is_null() {
+                // Bias, residual and relu on the sums in registers, before the one store.
+                let (b_lo, b_hi) = if !epi.bias.is_null() {
                     ($load(epi.bias), $load(epi.bias.add($w)))
                 } else {
                     ($zero(), $zero())
                 };
-                let relu = in_regs && epi.relu;
+                let relu = epi.relu;
                 for r in 0..R {
                     let cr = c.add(r * ldc);
                     if accumulate {
@@ -100,49 +98,21 @@ macro_rules! simd_micro_kernel {
                     }
                     lo[r] = $add(lo[r], b_lo);
                     hi[r] = $add(hi[r], b_hi);
+                    if !epi.res.is_null() {
+                        let rr = epi.res.add(r * epi.ld_res);
+                        lo[r] = $add(lo[r], $load(rr));
+                        hi[r] = $add(hi[r], $load(rr.add($w)));
+                    }
                     if relu {
+                        // max gives its second operand for NaN and for -0.0 against 0.0, as
+                        // `if v < 0 { 0 } else { v }` does.
                         lo[r] = $max($zero(), lo[r]);
                         hi[r] = $max($zero(), hi[r]);
                     }
                     $store(cr, lo[r]);
                     $store(cr.add($w), hi[r]);
                 }
-                if !in_regs {
-                    // Outside the register loop (which it would crowd): the stored tile is
-                    // still in L1.
-                    tile_epilogue(R, epi, c, ldc);
-                }
-            }
-        }
 
-        /// `epi` on the `rows x 2 * lanes` tile stored at `c`.
-        ///
-        /// # Safety
-        /// As [`super::TileEpilogue::apply`]; the CPU has the ISA.
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feature)]
-        #[inline(never)]
-        unsafe fn tile_epilogue(rows: usize, epi: &super::TileEpilogue, c: *mut f32, ldc: usize) {
-            // SAFETY: the caller's contract.
-            unsafe {
-                for r in 0..rows {
-                    for half in 0..2 {
-                        let cr = c.add(r * ldc + half * $w);
-                        let mut v = $load(cr);
-                        if !epi.bias.is_null() {
-                            v = $add(v, $load(epi.bias.add(half * $w)));
-                        }
-                        if !epi.res.is_null() {
-                            v = $add(v, $load(epi.res.add(r * epi.ld_res + half * $w)));
-                        }
-                        if epi.relu {
-                            // max gives its second operand for NaN and for -0.0 against 0.0,
-                            // as `if v < 0 { 0 } else { v }` does.
-                            v = $max($zero(), v);
-                        }
-                        $store(cr, v);
-                    }
-                }
             }
         }
 
