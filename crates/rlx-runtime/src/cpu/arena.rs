@@ -127,3 +127,21 @@ pub fn check_budget(name: &str, arena: usize, outputs: usize, scratch: usize) ->
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arenas_are_aligned_zeroed_and_large_ones_on_huge_page_boundaries() {
+        for (size, align) in [(100, 64), (4 * HUGE_PAGE - 64, 64), (4 * HUGE_PAGE, HUGE_PAGE)] {
+            let mut a = Arena::new(size).unwrap();
+            let base = a.base();
+            assert_eq!(base as usize % align, 0, "{size} bytes");
+            // SAFETY: the arena holds at least `size` bytes from its base.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(base, size) };
+            assert!(bytes.iter().all(|b| *b == 0));
+            bytes[size - 1] = 1;
+        }
+    }
+}
