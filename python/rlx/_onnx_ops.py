@@ -24,6 +24,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_lp,
     _onnx_ops_mask,
     _onnx_ops_math,
+    _onnx_ops_ml,
     _onnx_ops_nn,
     _onnx_ops_norm,
     _onnx_ops_quantize,
@@ -31,6 +32,8 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_rnn,
     _onnx_ops_shape,
     _onnx_ops_signal,
+    _onnx_ops_state,
+    _onnx_ops_training,
     _onnx_ops_vision,
 )
 from rlx._onnx_import import Importer, np_dtype
