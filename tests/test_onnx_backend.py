@@ -30,6 +30,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from onnx_backend_adapter import RlxBackend, primary_op  # noqa: E402
 
 import rlx.onnx  # noqa: E402
+from rlx._onnx_registry import op_key  # noqa: E402
 
 _T = onnx.TensorProto
 # Computed natively, or converted at the boundary (float16 / bfloat16 / double in float32,
@@ -73,10 +74,13 @@ def foreign_dtype(model: onnx.ModelProto) -> Optional[str]:
 
 
 def missing_op(model: onnx.ModelProto) -> Optional[str]:
-    """The first op of the test's graph that rlx does not import (another domain counts)."""
+    """The first op of the test's graph that rlx does not import, as rlx keys it: the op type,
+    or ``<domain>.<op type>`` for another domain (``rlx._onnx_registry.op_key``)."""
+    supported = set(rlx.onnx.SUPPORTED_OPS)
     for n in model.graph.node:
-        if n.domain not in ("", "ai.onnx") or n.op_type not in rlx.onnx.SUPPORTED_OPS:
-            return n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        key = op_key(n)
+        if key not in supported:
+            return key
     return None
 
 

@@ -421,11 +421,11 @@ class Importer:
     # -- the walk ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        from rlx._onnx_registry import HANDLERS
+        from rlx._onnx_registry import HANDLERS, op_key
 
         self.add_inputs()
         for i, node in enumerate(self.graph.node):
-            handler = HANDLERS[node.op_type]
+            handler = HANDLERS[op_key(node)]
             where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
             try:
                 _onnx_dtypes.check_node(self, node)

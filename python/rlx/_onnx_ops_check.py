@@ -17,12 +17,12 @@ __all__ = ["check_graph"]
 _ANY = 2**31 - 1  # what the schemas give as max_input / max_output of variadic ops
 
 
-def _schema(op_type: str, opset: int) -> Optional[Any]:
-    """The op's schema at the model's opset, else its latest one (models that use an op before
-    the opset that introduced it are imported as before)."""
+def _schema(op_type: str, opset: int, domain: str = "") -> Optional[Any]:
+    """The op's schema in ``domain`` at the model's opset for it, else its latest one (models
+    that use an op before the opset that introduced it are imported as before)."""
     from onnx import defs
 
-    for args in ((op_type, opset, ""), (op_type, "")):
+    for args in ((op_type, opset, domain), (op_type, domain)):
         try:
             return defs.get_schema(*args)
         except defs.SchemaError:
@@ -36,10 +36,15 @@ def _count(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo} to {hi}"
 
 
-def _check_node(node: Any, where: str, opset: int) -> None:
+def _check_node(node: Any, where: str, opsets: Dict[str, int]) -> None:
     from onnx import AttributeProto, defs
 
-    schema = _schema(node.op_type, opset)
+    dom = node.domain or "ai.onnx"
+    schema = _schema(node.op_type, opsets.get(dom, 1), dom) if dom != "ai.onnx" else None
+    if schema is None:
+        # The default domain; also a domain onnx has no schemas for (onnxruntime's contrib
+        # QuantizeLinear, ...), checked against the default domain's op of that name.
+        schema = _schema(node.op_type, opsets["ai.onnx"])
     if schema is None:
         return
     n_in, n_out = len(node.input), len(node.output)
@@ -66,9 +71,11 @@ def _check_node(node: Any, where: str, opset: int) -> None:
         raise rlx.ModelFormatError(f"{where}: missing required attribute(s) {missing}")
 
 
-def check_graph(graph: Any, opset: int) -> None:
+def check_graph(graph: Any, opset: int, opsets: Optional[Dict[str, int]] = None) -> None:
     """Raises on the first node whose wiring or attributes do not match its op, and on any
-    value name written twice (two nodes, or a node and a graph input / initializer)."""
+    value name written twice (two nodes, or a node and a graph input / initializer). ``opset``
+    is the default domain's version, ``opsets`` the model's other domains (domain -> version)."""
+    opsets = {**(opsets or {}), "ai.onnx": opset}
     writers: Dict[str, str] = {}
     for vi in graph.input:
         if vi.name in writers:
@@ -79,7 +86,7 @@ def check_graph(graph: Any, opset: int) -> None:
         writers.setdefault(t.name, "an initializer")
     for i, node in enumerate(graph.node):
         label = f"node {node.name or '#' + str(i)!r} ({node.op_type})"
-        _check_node(node, f"ONNX {label}", opset)
+        _check_node(node, f"ONNX {label}", opsets)
         for o in node.output:
             if not o:
                 continue

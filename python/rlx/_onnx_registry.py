@@ -2,6 +2,10 @@
 (``STATIC_OPERANDS``), attribute and tensor decoding, folding at import (``foldable``,
 ``fold_shape``, ``known``) and ``check_supported``.
 
+Ops of the default domain (``""`` / ``ai.onnx``) are registered under their op type, ops of
+another domain under ``<domain>.<op type>`` (``ai.onnx.ml.Binarizer``,
+``ai.onnx.preview.training.Adam``): :func:`op_key` gives a node's key.
+
 Handler modules (``_onnx_ops_*``) import this module and register their ops with ``@op``; the
 helpers several of them share are in ``rlx._onnx_helpers``. No handler module imports another
 one or the importer's entry points, so there is no import circle. ``rlx._onnx_ops`` imports
@@ -37,6 +41,15 @@ def op(*names: str) -> Callable[[Handler], Handler]:
         return f
 
     return reg
+
+
+def op_key(node: Any) -> str:
+    """The ``HANDLERS`` key of ``node``: its op type in the default domain, else
+    ``<domain>.<op type>``. A default-domain op type with a dot never names another domain's op."""
+    dom = node.domain or "ai.onnx"
+    if dom == "ai.onnx" and "." not in node.op_type:
+        return node.op_type
+    return f"{dom}.{node.op_type}"
 
 
 def attrs(node: Any) -> Dict[str, Any]:
@@ -84,7 +97,7 @@ def check_supported(proto: Any, rewritten: Any = frozenset()) -> None:
         dom = n.domain or "ai.onnx"
         if (dom, n.op_type) in rewritten:
             continue
-        if dom != "ai.onnx" or n.op_type not in HANDLERS:
+        if op_key(n) not in HANDLERS:
             bad.append(f"{n.op_type} (domain {dom}, opset {opsets.get(dom, '?')}, node {n.name or '#' + str(i)!r})")
     if bad:
         raise rlx.UnsupportedOpError(

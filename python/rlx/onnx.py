@@ -25,7 +25,9 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
   and ``load`` warns once with :class:`DTypeConversionWarning`. UINT64, STRING, the 8-, 4- and
   2-bit types stay a ``rlx.DTypeError`` naming the value.
 - Ops outside the supported set raise one ``rlx.UnsupportedOpError`` listing every offending
-  node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set.
+  node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set: an op of the
+  default domain by its op type, one of another domain as ``<domain>.<op type>``
+  (``ai.onnx.ml.Binarizer``, ``ai.onnx.preview.training.Adam``).
 - External-data locations that escape the model's directory (absolute paths, ``..``,
   symlinks) raise ``rlx.ModelFormatError``.
 - The graph is checked before the walk (``rlx._onnx_ops_check``): node arity, empty required
@@ -451,7 +453,7 @@ def load(
     _check_text(proto)
     _onnx_ops.check_supported(proto, rewritten=_onnx_quant.OPS)
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
-    _onnx_ops_check.check_graph(proto.graph, opsets.get("ai.onnx", 1))
+    _onnx_ops_check.check_graph(proto.graph, opsets.get("ai.onnx", 1), opsets)
     inits = _initializers(proto, base_dir)
     proto, quantized = _onnx_quant.rewrite(proto, inits)
     imp = Importer(proto, inits, bounds, dict(constants or {}), _default_bounds, name)
