@@ -199,6 +199,18 @@ fn convolutions_match_the_reference() {
     ] {
         check_conv(&xs, &[32, 1, 3, 3], true, &strides, &pads, &dil, 32);
     }
+    // 256 channels: rows cut in chunks of 8 positions, each swept by every channel vector.
+    for strides in [[1, 1], [2, 2]] {
+        check_conv(
+            &[1, 256, 5, 21],
+            &[256, 1, 3, 3],
+            true,
+            &strides,
+            &[1, 1, 1, 1],
+            &[],
+            256,
+        );
+    }
     // A padded image of more than half of L2_BLOCK: one image per block at batch 2.
     check_conv(
         &[2, 64, 46, 46],

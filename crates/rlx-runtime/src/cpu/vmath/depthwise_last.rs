@@ -207,39 +207,46 @@ unsafe fn rows3x3<V: F32s>(
     let c = g.c;
     let (step, dx) = (g.sw * c, g.dw * c);
     let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // Positions per chunk: the chunk's three input row pieces (~16 KiB) stay in L1 while every
+    // channel vector sweeps them. (A whole row per channel vector read one line of four per
+    // position and lost it before the next vector came back: ONNX Runtime's blocked layout
+    // was 20% faster.)
+    let chunk = ((4096 / (c * g.sw).max(1)).saturating_sub(2) / 8 * 8).max(8);
     // SAFETY: the caller's contract bounds every offset formed here.
     unsafe {
         let zero = V::splat(0.0);
-        for ch in (0..c).step_by(V::N) {
-            let wv: [V; 9] = std::array::from_fn(|t| V::load(w.as_ptr().add(t * c + ch)));
-            let init = shift.bias.map_or(zero, |b| V::load(b.as_ptr().add(ch)));
-            // Position lo's first tap in each kernel row.
-            let first = rows.map(|r| xp.add(r + (lo * g.sw - g.pw) * c + ch));
-            let run = Run {
-                wv,
-                init,
-                first,
-                c,
-                out: op.add(lo * c + ch),
-                relu: shift.relu,
-            };
-            let n = hi - lo;
-            let done = match (g.sw, g.dw, V::N) {
-                (1, 1, 16) => run.sweep::<8, 1>(n),
-                (2, 1, 16) => run.sweep::<4, 2>(n),
-                (1, 1, _) => run.sweep::<4, 1>(n),
-                (2, 1, _) => run.sweep::<2, 2>(n),
-                _ => 0,
-            };
-            for i in done..n {
-                let mut a = init;
-                for (ky, p) in first.iter().enumerate() {
-                    let p = p.add(i * step);
-                    for kx in 0..3 {
-                        a = V::load(p.add(kx * dx)).fma(wv[ky * 3 + kx], a);
+        for start in (lo..hi).step_by(chunk) {
+            let n = chunk.min(hi - start);
+            for ch in (0..c).step_by(V::N) {
+                let wv: [V; 9] = std::array::from_fn(|t| V::load(w.as_ptr().add(t * c + ch)));
+                let init = shift.bias.map_or(zero, |b| V::load(b.as_ptr().add(ch)));
+                // Position start's first tap in each kernel row.
+                let first = rows.map(|r| xp.add(r + (start * g.sw - g.pw) * c + ch));
+                let run = Run {
+                    wv,
+                    init,
+                    first,
+                    c,
+                    out: op.add(start * c + ch),
+                    relu: shift.relu,
+                };
+                let done = match (g.sw, g.dw, V::N) {
+                    (1, 1, 16) => run.sweep::<8, 1>(n),
+                    (2, 1, 16) => run.sweep::<4, 2>(n),
+                    (1, 1, _) => run.sweep::<4, 1>(n),
+                    (2, 1, _) => run.sweep::<2, 2>(n),
+                    _ => 0,
+                };
+                for i in done..n {
+                    let mut a = init;
+                    for (ky, p) in first.iter().enumerate() {
+                        let p = p.add(i * step);
+                        for kx in 0..3 {
+                            a = V::load(p.add(kx * dx)).fma(wv[ky * 3 + kx], a);
+                        }
                     }
+                    run.store(i, a);
                 }
-                run.store(i, a);
             }
         }
     }
