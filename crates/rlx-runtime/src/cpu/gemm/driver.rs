@@ -170,25 +170,26 @@ fn balanced(aimed: Split, m: usize, panels: usize, kern: &MicroKernel, threads: 
     let fewest = aimed.m_blocks;
     // Past twice the aimed blocks (or 64 more) the rounds are fine-grained already.
     let most = m.div_ceil(mr).min(fewest * 2).min(fewest + 64).max(fewest);
-    let mut cuts = Vec::new();
-    for blocks in fewest..=most {
-        let mc = round(m.div_ceil(blocks));
-        for groups in 1..=panels {
-            let g = panels.div_ceil(groups);
-            cuts.push(Split {
-                mc,
-                g,
-                m_blocks: m.div_ceil(mc).max(1),
-                n_groups: panels.div_ceil(g),
-            });
-        }
-    }
-    let best = cuts.iter().map(|s| s.busiest(threads)).min().unwrap_or(0);
+    let cuts = || {
+        (fewest..=most).flat_map(move |blocks| {
+            let mc = round(m.div_ceil(blocks));
+            (1..=panels).map(move |groups| {
+                let g = panels.div_ceil(groups);
+                Split {
+                    mc,
+                    g,
+                    m_blocks: m.div_ceil(mc).max(1),
+                    n_groups: panels.div_ceil(g),
+                }
+            })
+        })
+    };
+    let best = cuts().map(|s| s.busiest(threads)).min().unwrap_or(0);
     if aimed.busiest(threads) * 100 <= best * 104 {
         return aimed;
     }
     let traffic = |s: &Split| m * s.n_groups + panels * nr * s.m_blocks;
-    cuts.into_iter()
+    cuts()
         .filter(|s| s.busiest(threads) * 100 <= best * 103)
         .min_by_key(|s| (traffic(s), s.tasks()))
         .unwrap_or(aimed)
