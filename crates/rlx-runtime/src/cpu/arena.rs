@@ -134,7 +134,11 @@ mod tests {
 
     #[test]
     fn arenas_are_aligned_zeroed_and_large_ones_on_huge_page_boundaries() {
-        for (size, align) in [(100, 64), (4 * HUGE_PAGE - 64, 64), (4 * HUGE_PAGE, HUGE_PAGE)] {
+        for (size, align) in [
+            (100, 64),
+            (4 * HUGE_PAGE - 64, 64),
+            (4 * HUGE_PAGE, HUGE_PAGE),
+        ] {
             let mut a = Arena::new(size).unwrap();
             let base = a.base();
             assert_eq!(base as usize % align, 0, "{size} bytes");
