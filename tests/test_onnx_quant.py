@@ -407,15 +407,36 @@ def test_graphs_outside_the_patterns_import_as_written(tmp_path, case):
 
 
 def test_unsupported_quantized_pattern_raises_naming_the_node(tmp_path):
-    # QLinearConv has neither a pattern nor an exact handler.
+    # onnxruntime's contrib QLinearAveragePool has neither a pattern nor an exact handler.
     n = helper.make_node
     nodes = [n("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
-             n("QLinearConv", ["xq", "s", "z", "Bq", "Bs", "Bz", "s", "z"], ["yq"], name="qconv"),
+             n("QLinearAveragePool", ["xq", "s", "z", "s", "z"], ["yq"], name="qpool", domain="com.microsoft",
+               kernel_shape=[2]),
              n("DequantizeLinear", ["yq", "s", "z"], ["out"], name="dq")]
     inits = _q_inits(np.random.default_rng(0))
-    path = _save(nodes, [_vi("x", [2, 8])], [_vi("out", None)], inits, tmp_path / "bad.onnx")
-    with pytest.raises(rlx.UnsupportedOpError, match="'qconv'"):
+    path = _save(nodes, [_vi("x", [2, 8, 4])], [_vi("out", None)], inits, tmp_path / "bad.onnx")
+    with pytest.raises(rlx.UnsupportedOpError, match="'qpool'"):
         rlx.onnx.load(path)
+
+
+def test_qlinear_conv_outside_the_patterns_imports_as_written(tmp_path):
+    # No pattern folds QLinearConv; its exact handler computes it as written (nothing folded).
+    from onnx.reference import ReferenceEvaluator
+
+    n = helper.make_node
+    rng = np.random.default_rng(0)
+    inits = {"W": rng.integers(0, 256, (3, 2, 3, 3)).astype(np.uint8), "Ws": np.array([0.01, 0.02, 0.015], np.float32),
+             "Wz": np.array([120, 128, 131], np.uint8), "s": np.array(0.05, np.float32), "z": np.array(128, np.uint8),
+             "ys": np.array(0.4, np.float32)}
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+             n("QLinearConv", ["xq", "s", "z", "W", "Ws", "Wz", "ys", "z"], ["yq"], name="qconv", pads=[1, 1, 1, 1]),
+             n("DequantizeLinear", ["yq", "ys", "z"], ["out"], name="dq")]
+    path = _save(nodes, [_vi("x", [1, 2, 5, 5])], [_vi("out", None)], inits, tmp_path / "qconv.onnx", opset=21)
+    m = rlx.onnx.load(path)
+    assert m.quantized == []
+    x = (rng.standard_normal((1, 2, 5, 5)) * 3).astype(np.float32)
+    want = ReferenceEvaluator(onnx.load(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(m.run({"x": x})["out"], want)
 
 
 def test_per_axis_activation_quantization_imports_as_written(tmp_path):

@@ -1,5 +1,6 @@
-"""QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger on run-time tensors
-(rlx._onnx_ops_quantize) against the ONNX reference: integers bit for bit."""
+"""QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, ConvInteger,
+QLinearMatMul and QLinearConv on run-time tensors (rlx._onnx_ops_quantize) against the ONNX
+reference: integers bit for bit."""
 
 from __future__ import annotations
 
@@ -161,6 +162,47 @@ def test_qlinear_matmul(k, dt, per_column):
     m = single("QLinearMatMul", [("a", e, [3, k]), "sa", "za", ("b", e, [k, 4]), "sb", "zb", "sy", "zy"], e,
                inits={"sa": sa, "za": za, "sb": sb, "zb": zb, "sy": sy, "zy": zy})
     check(m, {"a": a, "b": b}, which="ref", exact=True)
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("c, group, kernel, at", [
+    (3, 1, [3, 3], {"pads": [1, 1, 1, 1]}),
+    (4, 2, [2, 3], {"strides": [2, 1]}),
+    (40, 1, [3, 3], {}),  # 360 products per sum: two channel groups added in int64
+])
+def test_qlinear_conv(dt, per_channel, c, group, kernel, at):
+    info, e = np.iinfo(dt), _elem(dt)
+    x = RNG.integers(info.min, info.max, (2, c, 6, 5), endpoint=True).astype(dt)
+    w = RNG.integers(info.min, info.max, [4, c // group] + kernel, endpoint=True).astype(dt)
+    chans = [4] if per_channel else []
+    sx, sw = np.array(0.03, np.float32), (RNG.random(chans) * 0.01 + 0.005).astype(np.float32)
+    # The output scale spreads the sums over the output range (some saturate).
+    sy = np.array(0.03 * 0.01 * np.prod(kernel) * c // group * 5, np.float32)
+    bias = RNG.integers(-5000, 5000, 4).astype(np.int32)
+    inits = {"sx": sx, "zx": _zp(dt, []), "sw": sw, "zw": _zp(dt, chans), "sy": sy, "zy": _zp(dt, []), "B": bias}
+    m = single("QLinearConv", [("x", e, list(x.shape)), "sx", "zx", ("w", e, list(w.shape)), "sw", "zw", "sy", "zy", "B"],
+               e, inits=inits, opset=10, group=group, **at)
+    check(m, {"x": x, "w": w}, which="ref", exact=True)
+
+
+def test_qlinear_conv_errors_name_the_node():
+    u8 = TensorProto.UINT8
+
+    def model(sw, b=None):
+        inits = {"s": np.array(0.1, np.float32), "z": np.array(0, np.uint8), "sw": sw}
+        ins = [("x", u8, [1, 2, 4, 4]), "s", "z", ("w", u8, [3, 2, 2, 2]), "sw", "z", "s", "z"]
+        if b is not None:
+            inits["B"], ins = b, ins + ["B"]
+        return single("QLinearConv", ins, u8, inits=inits, opset=10)
+    with pytest.raises(rlx.ShapeError, match=r"the_node.*w_scale of shape \[2\]: one value or one per output channel \(3\)"):
+        rlx.onnx.load(model(np.array([0.1, 0.2], np.float32)))
+    with pytest.raises(rlx.ShapeError, match=r"the_node.*B of int32 \[2\]: int32 of shape \[3\]"):
+        rlx.onnx.load(model(np.array(0.1, np.float32), np.zeros(2, np.int32)))
+    with pytest.raises(rlx.DTypeError, match="the_node.*QLinearConv input 0 of float32"):
+        rlx.onnx.load(single("QLinearConv", [("x", F, [1, 2, 4, 4]), "s", "z", ("w", u8, [3, 2, 2, 2]), "s", "z", "s",
+                                             "z"], u8, opset=10,
+                             inits={"s": np.array(0.1, np.float32), "z": np.array(0, np.uint8)}))
 
 
 def test_qlinear_matmul_errors_name_the_node():

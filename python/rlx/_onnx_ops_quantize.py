@@ -1,5 +1,6 @@
 """ONNX quantization ops computed exactly as the spec writes them, on run-time tensors:
-QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger and ConvInteger.
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul,
+ConvInteger and QLinearConv.
 
 These handlers take the graphs that the quantized-model rewrite (``rlx._onnx_quant``, which
 folds quantized weights and runs activations in float) does not recognise: ``rlx.onnx.load``
@@ -15,7 +16,10 @@ float8, ...) are a DTypeError.
   then QuantizeLinear.
 - MatMulInteger: ``(A - a_zp) @ (B - b_zp)`` in float32 matmuls over chunks of at most 256 of
   the reduced axis (each product of two 8-bit differences is below 2**16, so every partial sum
-  of a chunk stays below 2**24, exact in float32), the chunks summed in int64.
+  of a chunk stays below 2**24, exact in float32), the chunks summed in int64. ConvInteger
+  likewise, over groups of input channels.
+- QLinearMatMul / QLinearConv: that exact integer product or conv, rescaled and rounded in
+  float32 into the output's type.
 """
 
 from __future__ import annotations
@@ -228,19 +232,66 @@ def _int8_operands(imp: Importer, node: Any) -> None:
             raise rlx.DTypeError(f"{node.op_type} input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
 
 
+def _conv_weight(imp: Importer, node: Any, w: Any, what: str) -> tuple:
+    """(M, C/group, kernel) of a static conv weight ``w``; else a ShapeError naming ``what``."""
+    ws = imp.shape(w)
+    if len(ws) < 3 or not all(isinstance(d, int) for d in ws):
+        raise rlx.ShapeError(f"{what} weight of shape {[dim_text(d) for d in ws]}: expected a static [M, C/group, k...]")
+    return int(ws[0]), int(ws[1]), [int(d) for d in ws[2:]]
+
+
+def _integer_conv(imp: Importer, node: Any, x: Any, w: Any, what: str) -> Any:
+    """The exact int64 Conv of float ``x`` and ``w`` holding small integers (zero points taken
+    off int8 / uint8 operands), with the node's window attributes: float32 convs over groups of
+    input channels few enough that every sum stays below 2**24, added in int64."""
+    g = imp.g
+    m, cg, kernel = _conv_weight(imp, node, w, what)
+    strides, pads, dilations = window_args(imp, node, x, kernel)
+    group = int(attrs(node).get("group", 1))
+    if group < 1 or m % group or imp.shape(x)[1] != cg * group:
+        raise rlx.ShapeError(f"{what} input of {imp.shape(x)[1]} channels, weight {[m, cg] + kernel}, group {group}")
+    kk = int(np.prod(kernel))
+    if kk > _CHUNK:
+        raise rlx.UnsupportedOpError(f"{what} kernel {kernel} of more than {_CHUNK} elements (float32 sums would round)")
+
+    def conv(xs: Any, wt: Any, groups: int) -> Any:
+        return g.conv(xs, wt, None, strides=strides, pads=pads, dilations=dilations, groups=groups)
+
+    if cg * kk <= _CHUNK:
+        return g.cast(conv(x, w, group), "int64")
+    step, mg, outs = _CHUNK // kk, m // group, []
+    for gi in range(group):
+        wg = g.slice(w, 0, gi * mg, (gi + 1) * mg) if group > 1 else w
+        acc = None
+        for s in range(0, cg, step):
+            e = min(s + step, cg)
+            part = g.cast(conv(g.slice(x, 1, gi * cg + s, gi * cg + e), g.slice(wg, 1, s, e), 1), "int64")
+            acc = part if acc is None else g.add(acc, part)
+        outs.append(acc)
+    return outs[0] if group == 1 else g.concat(outs, 1)
+
+
+def _one_or_per_channel(imp: Importer, name: str, per: Optional[tuple], what: str) -> Any:
+    """A scale or zero point as float32: one value as a scalar, or, when ``per`` is given (the
+    shape that spreads M output channels over a weight or an output), one value per channel."""
+    v = _float(imp, name)
+    dims = imp.shape(v)
+    size = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else -1
+    if size == 1:
+        return imp.g.reshape(v, ())
+    m = max(per) if per else None
+    if per is None or len(dims) != 1 or size != m:
+        raise rlx.ShapeError(f"{what} of shape {[dim_text(d) for d in dims]}: one value"
+                             + (f" or one per output channel ({m})" if per else ""))
+    return imp.g.reshape(v, per)
+
+
 @op("ConvInteger")
 def _conv_integer(imp: Importer, node: Any) -> Any:
     _int8_operands(imp, node)
     g = imp.g
     x, w = _float(imp, node.input[0]), _float(imp, node.input[1])
-    ws = imp.shape(w)
-    if len(ws) < 3 or not all(isinstance(d, int) for d in ws):
-        raise rlx.ShapeError(f"ConvInteger weight of shape {[dim_text(d) for d in ws]}: expected a static [M, C/group, k...]")
-    m, cg, kernel = int(ws[0]), int(ws[1]), [int(d) for d in ws[2:]]
-    strides, pads, dilations = window_args(imp, node, x, kernel)
-    group = int(attrs(node).get("group", 1))
-    if group < 1 or m % group or imp.shape(x)[1] != cg * group:
-        raise rlx.ShapeError(f"ConvInteger input of {imp.shape(x)[1]} channels, weight {ws}, group {group}")
+    m, _, kernel = _conv_weight(imp, node, w, "ConvInteger")
     if _opt(node, 2):
         zp = _float(imp, node.input[2])
         if int(np.prod([int(d) for d in imp.shape(zp)])) != 1:
@@ -251,25 +302,47 @@ def _conv_integer(imp: Importer, node: Any) -> Any:
         size = int(np.prod([int(d) for d in imp.shape(zp)]))
         if size not in (1, m):
             raise rlx.ShapeError(f"ConvInteger w_zero_point of shape {imp.shape(zp)}: one value or one per output channel ({m})")
-        w = g.sub(w, g.reshape(zp, (size,) + (1,) * (len(ws) - 1)))
-    kk = int(np.prod(kernel))
-    if kk > _CHUNK:
-        raise rlx.UnsupportedOpError(f"ConvInteger kernel {kernel} of more than {_CHUNK} elements (float32 sums would round)")
-
-    def conv(xs: Any, wt: Any, groups: int) -> Any:
-        return g.conv(xs, wt, None, strides=strides, pads=pads, dilations=dilations, groups=groups)
-
-    if cg * kk <= _CHUNK:
-        acc = g.cast(conv(x, w, group), "int64")
-    else:
-        step, mg, outs = _CHUNK // kk, m // group, []
-        for gi in range(group):
-            wg = g.slice(w, 0, gi * mg, (gi + 1) * mg) if group > 1 else w
-            acc = None
-            for s in range(0, cg, step):
-                e = min(s + step, cg)
-                part = g.cast(conv(g.slice(x, 1, gi * cg + s, gi * cg + e), g.slice(wg, 1, s, e), 1), "int64")
-                acc = part if acc is None else g.add(acc, part)
-            outs.append(acc)
-        acc = outs[0] if group == 1 else g.concat(outs, 1)
+        w = g.sub(w, g.reshape(zp, (size,) + (1,) * (len(kernel) + 1)))
+    acc = _integer_conv(imp, node, x, w, "ConvInteger")
     return g.cast(_onnx_dtypes.wrap(imp, acc, np.dtype(np.int32)), "int32")
+
+
+@op("QLinearConv")
+def _qlinear_conv(imp: Importer, node: Any) -> Any:
+    """``(conv(x - x_zp, w - w_zp) + B) * (x_scale * w_scale / y_scale) + y_zp``, clipped to
+    the output type and rounded half to even, as the onnx reference computes it (the zero
+    point is added before the rounding; onnxruntime rounds first, which differs only on exact
+    halves with an odd zero point). The integer conv is exact; w's scale and zero point per
+    tensor or per output channel, B int32 with zero point 0."""
+    g = imp.g
+    if len(node.input) < 8:
+        raise rlx.ModelFormatError(f"QLinearConv takes 8 or 9 inputs, got {len(node.input)}")
+    for i in (0, 2, 3, 5, 7):
+        if _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise rlx.DTypeError(f"QLinearConv input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    for i, what in ((0, "x"), (3, "w")):
+        if _declared(imp, node.input[i + 2]) != _declared(imp, node.input[i]):
+            raise rlx.DTypeError(f"QLinearConv {what} of {_declared(imp, node.input[i])} and its zero point of "
+                                 f"{_declared(imp, node.input[i + 2])}")
+    x, w = _float(imp, node.input[0]), _float(imp, node.input[3])
+    m, _, kernel = _conv_weight(imp, node, w, "QLinearConv")
+    on_w, on_y = (m,) + (1,) * (len(kernel) + 1), (1, m) + (1,) * len(kernel)
+
+    def param(i: int, per: Optional[tuple], what: str) -> Any:
+        return _one_or_per_channel(imp, node.input[i], per, f"QLinearConv {what}")
+
+    x = g.sub(x, param(2, None, "x_zero_point"))
+    w = g.sub(w, param(5, on_w, "w_zero_point"))
+    acc = _integer_conv(imp, node, x, w, "QLinearConv")
+    if _opt(node, 8):
+        b = imp.get(node.input[8])
+        if _declared(imp, node.input[8]) != np.dtype(np.int32) or imp.shape(b) != [m]:
+            raise rlx.ShapeError(f"QLinearConv B of {_declared(imp, node.input[8])} {imp.shape(b)}: int32 of shape [{m}]")
+        acc = g.add(acc, g.reshape(g.cast(imp.rt(b), "int64"), on_y))
+    scale = g.div(g.mul(param(1, None, "x_scale"), param(4, on_y, "w_scale")), param(6, None, "y_scale"))
+    y = g.add(g.mul(g.cast(acc, "float32"), scale), param(7, None, "y_zero_point"))
+    dt = _declared(imp, node.input[7])
+    lo, hi = _QTYPES[dt]
+    y = g.min(g.max(y, g.constant(np.array(lo, np.float32))), g.constant(np.array(hi, np.float32)))
+    imp.logical[node.output[0]] = dt
+    return g.cast(g.unary("round", y), "int64")

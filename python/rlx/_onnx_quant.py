@@ -34,9 +34,9 @@ not an initializer, per-axis or blocked activation quantization, a requantizatio
 scale, a quantized graph output) is imported as written when its quantized ops are all standard
 QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger and QLinearMatMul: the
 import walk computes those as ONNX defines them, integer products exactly
-(``rlx._onnx_ops_quantize``), and nothing is folded. Otherwise (QLinearConv, the contrib ops
-outside their patterns) it is an ``UnsupportedOpError`` naming the node, never a silent wrong
-result.
+(``rlx._onnx_ops_quantize``), and nothing is folded; so is a graph with an ONNX QLinearConv,
+which no pattern folds. Otherwise (the contrib ops outside their patterns) it is an
+``UnsupportedOpError`` naming the node, never a silent wrong result.
 :class:`QuantFold` records of what was folded become ``OnnxModel.quantized``.
 """
 
