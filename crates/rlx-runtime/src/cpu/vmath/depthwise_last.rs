@@ -95,13 +95,6 @@ unsafe fn depthwise_row_v<V: F32s>(
         // SAFETY: every tap is inside x and w (checked above); the position is inside out.
         unsafe { positions::<V, 1>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c]) };
     }
-    taps.clear();
-    for (ky, iy) in rows() {
-        for kx in 0..g.kw {
-            taps.push(((iy * g.iw + kx * g.dw) * c, (ky * g.kw + kx) * c));
-        }
-    }
-    let mut ox = lo;
     // A 3x3 kernel whose rows are all inside: the nine weight vectors stay in registers.
     let (mut inside, mut n) = ([0; 3], 0);
     for (_, iy) in rows() {
@@ -115,6 +108,13 @@ unsafe fn depthwise_row_v<V: F32s>(
         unsafe { rows3x3::<V>(g, x, w, inside, (lo, hi), shift, out) };
         return;
     }
+    taps.clear();
+    for (ky, iy) in rows() {
+        for kx in 0..g.kw {
+            taps.push(((iy * g.iw + kx * g.dw) * c, (ky * g.kw + kx) * c));
+        }
+    }
+    let mut ox = lo;
     while ox < hi {
         let base = (ox * g.sw - g.pw) * c;
         let run = &mut out[ox * c..];
