@@ -23,6 +23,8 @@ const MC: usize = 128;
 /// A still fit in L2. MiniLM on one thread, best of 3 against 128: f32 5% faster, bf16 1-4%;
 /// on two threads 256-row tasks balance worse (bf16 8 x 128: 13% slower), so MC stays 128.
 const MC_SERIAL: usize = 256;
+/// f32s of A beyond which a product fetches A's rows ahead (1 MiB).
+const LARGE_A: usize = 1 << 18;
 /// Multiply-adds below which a product runs as one task on the calling thread.
 const MIN_PARALLEL_MACS: usize = 1 << 16;
 /// Tasks per thread the split aims for, so work stealing can even out uneven blocks.
@@ -299,6 +301,10 @@ unsafe fn block(
     let columns = panels.start * nr..(panels.end * nr).min(job.n);
     SCRATCH.with_borrow_mut(|(panel_buf, tile_buf)| {
         let (first_panel, last) = (panels.start, panels.end);
+        // An A of more than 1 MiB was not all left in L2 by the kernel that wrote it: the
+        // first panel fetches its rows ahead (a smaller one is in cache; the fetches would
+        // only cost).
+        let a_from_memory = job.m.saturating_mul(job.k) > LARGE_A;
         for j in panels {
             // Weights stream from memory once per call: the next panel is prefetched a
             // piece per row tile while this one is computed, so no tile waits on DRAM.
@@ -332,7 +338,7 @@ unsafe fn block(
                     ),
                 };
                 if cols == nr {
-                    let fetch_a = j == first_panel;
+                    let fetch_a = j == first_panel && a_from_memory;
                     if full_panel(kern, job, rows.clone(), bp, ldb, c0, next, fetch_a) {
                         // The tiles applied the epilogue as they stored.
                         continue;
