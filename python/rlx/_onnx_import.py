@@ -149,6 +149,28 @@ def _as_float32(name: str, arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def subgraphs(node: Any) -> List[Any]:
+    """The graphs in ``node``'s attributes (If's branches, Loop's and Scan's body)."""
+    out = []
+    for a in node.attribute:
+        if a.HasField("g"):
+            out.append(a.g)
+        out.extend(a.graphs)
+    return out
+
+
+def graph_reads(graph: Any) -> set:
+    """Every value name the nodes of ``graph`` read, with the names their subgraphs read
+    (a subgraph sees the names of its outer graphs)."""
+    names = set()
+    for n in graph.node:
+        names.update(i for i in n.input if i)
+        for sub in subgraphs(n):
+            names |= graph_reads(sub)
+            names.update(o.name for o in sub.output)
+    return names
+
+
 def _sanitize(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return s if s and not s[0].isdigit() else "d_" + s
@@ -420,35 +442,45 @@ class Importer:
 
     # -- the walk ----------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def import_node(self, i: int, node: Any, used: set, top: bool = True) -> None:
+        """Imports node ``i`` of a graph: its handler's outputs bound in ``env``. ``used`` holds
+        the names the graph reads (an output the handler does not give must be unused);
+        ``top`` is False for a node of a subgraph (``rlx._onnx_ops_control``), whose values are
+        never turned into named weights (an unrolled body defines its names once a step)."""
         from rlx._onnx_registry import HANDLERS, op_key
 
+        where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
+        handler = HANDLERS.get(op_key(node))
+        if handler is None:
+            raise rlx.UnsupportedOpError(f"{where}: op {op_key(node)} is not supported")
+        try:
+            _onnx_dtypes.check_node(self, node)
+            outs = handler(self, node)
+            outs = _onnx_dtypes.after_node(self, node, list(outs) if isinstance(outs, (list, tuple)) else [outs])
+        except rlx.RlxError as e:
+            raise type(e)(f"{where}: {e}") from e
+        except MemoryError as e:
+            raise MemoryError(f"{where}: {e}") from e
+        except (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError) as e:
+            # A node the structural checks let through but the handler cannot read.
+            raise rlx.ModelFormatError(f"{where}: cannot import: {type(e).__name__}: {e}") from e
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        for n, o in zip(node.output, outs):
+            if n:
+                self.env[n] = _weight_like(n, o) if top else o
+        for n in node.output[len(outs):]:
+            if n and n in used:
+                raise rlx.UnsupportedOpError(
+                    f"{where}: output #{list(node.output).index(n)} "
+                    f"{n!r} is not supported"
+                )
+
+    def run(self) -> None:
         self.add_inputs()
+        used = self.used_names()
         for i, node in enumerate(self.graph.node):
-            handler = HANDLERS[op_key(node)]
-            where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
-            try:
-                _onnx_dtypes.check_node(self, node)
-                outs = handler(self, node)
-                outs = _onnx_dtypes.after_node(self, node, list(outs) if isinstance(outs, (list, tuple)) else [outs])
-            except rlx.RlxError as e:
-                raise type(e)(f"{where}: {e}") from e
-            except MemoryError as e:
-                raise MemoryError(f"{where}: {e}") from e
-            except (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError) as e:
-                # A node the structural checks let through but the handler cannot read.
-                raise rlx.ModelFormatError(f"{where}: cannot import: {type(e).__name__}: {e}") from e
-            if not isinstance(outs, (list, tuple)):
-                outs = [outs]
-            for n, o in zip(node.output, outs):
-                if n:
-                    self.env[n] = _weight_like(n, o)
-            for n in node.output[len(outs):]:
-                if n and n in self.used_names():
-                    raise rlx.UnsupportedOpError(
-                        f"{where}: output #{list(node.output).index(n)} "
-                        f"{n!r} is not supported"
-                    )
+            self.import_node(i, node, used)
         outs = []
         for vi in self.graph.output:
             v = self.get(vi.name)
@@ -479,5 +511,5 @@ class Importer:
 
     def used_names(self) -> set:
         if not hasattr(self, "_used"):
-            self._used = {i for n in self.graph.node for i in n.input} | {o.name for o in self.graph.output}
+            self._used = graph_reads(self.graph) | {o.name for o in self.graph.output}
         return self._used

@@ -12,6 +12,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_activation,
     _onnx_ops_attention,
     _onnx_ops_bitwise,
+    _onnx_ops_control,
     _onnx_ops_einsum,
     _onnx_ops_elementwise,
     _onnx_ops_fold,

@@ -79,7 +79,7 @@ def _compare(imp: Importer, node: Any) -> Any:
         fold_shape(imp, node.op_type, a, b)
         if name == "eq":
             f = np.frompyfunc(lambda x, y: _sym_eq(imp, x, y), 2, 1)
-            return Known(f(a.arr, b.arr).astype(bool), np.bool_)
+            return Known(np.asarray(f(a.arr, b.arr)).astype(bool), np.bool_)
         return Known(getattr(np, {"lt": "less", "gt": "greater", "le": "less_equal", "ge": "greater_equal"}[name])(a.arr, b.arr), np.bool_)
     return imp.g.compare(name, imp.rt(a), imp.rt(b))
 

@@ -18,7 +18,7 @@ import numpy as np
 import rlx
 from rlx import _onnx_dtypes
 from rlx._onnx_helpers import int_list, pool_kernel, spatial_sizes, window_args
-from rlx._onnx_import import Importer, Known
+from rlx._onnx_import import Importer, Known, graph_reads, subgraphs
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -36,6 +36,10 @@ def _consumers(imp: Importer) -> Dict[str, List[Any]]:
                     found.setdefault(i, []).append(n)
         for o in imp.graph.output:
             found.setdefault(o.name, []).append(None)
+        for n in imp.graph.node:
+            for sub in subgraphs(n):
+                for name in graph_reads(sub) | {o.name for o in sub.output}:
+                    found.setdefault(name, []).append(None)  # read inside a subgraph
         imp._vision_consumers = found
     return found
 

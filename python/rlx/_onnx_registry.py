@@ -31,6 +31,7 @@ STATIC_OPERANDS = {
     "Range": {0, 1, 2}, "Clip": {1, 2}, "Dropout": {1, 2}, "Pad": {1, 3},
     "ConvTranspose": {1}, "Split": {1}, "Tile": {1}, "ReduceL1": {1}, "ReduceL2": {1},
     "ReduceSumSquare": {1}, "ReduceLogSum": {1}, "ReduceLogSumExp": {1}, "TopK": {1},
+    "Loop": {0, 1},  # the trip count and the first condition: a Loop is unrolled at import
 }
 
 
@@ -91,14 +92,23 @@ def fold_shape(imp: Importer, what: str, *vals: Any) -> None:
 def check_supported(proto: Any, rewritten: Any = frozenset()) -> None:
     """One UnsupportedOpError listing every node rlx cannot import. ``rewritten`` holds the
     (domain, op type) pairs a rewrite before the walk handles (``rlx._onnx_quant.OPS``)."""
+    from rlx._onnx_import import subgraphs
+
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     bad = []
-    for i, n in enumerate(proto.graph.node):
-        dom = n.domain or "ai.onnx"
-        if (dom, n.op_type) in rewritten:
-            continue
-        if op_key(n) not in HANDLERS:
-            bad.append(f"{n.op_type} (domain {dom}, opset {opsets.get(dom, '?')}, node {n.name or '#' + str(i)!r})")
+
+    def walk(graph: Any, inside: str) -> None:
+        for i, n in enumerate(graph.node):
+            dom = n.domain or "ai.onnx"
+            label = f"node {n.name or '#' + str(i)!r}"
+            if (dom, n.op_type) in rewritten and not inside:
+                continue
+            if op_key(n) not in HANDLERS:
+                bad.append(f"{n.op_type} (domain {dom}, opset {opsets.get(dom, '?')}, {label}{inside})")
+            for sub in subgraphs(n):
+                walk(sub, f" in subgraph {sub.name!r} of {label}{inside}")
+
+    walk(proto.graph, "")
     if bad:
         raise rlx.UnsupportedOpError(
             f"{len(bad)} unsupported ONNX node(s): " + "; ".join(bad)
