@@ -11,6 +11,12 @@ its matmul), never by copying K and V.
 
 Semantics follow the ONNX spec and its reference (onnx/reference/ops/op_attention.py): the
 fully-masked-row guard is decided on the bias, as there.
+
+``ai.onnx.preview.FlexAttention`` is the same composition without masks: scores = (Q @ K^T) *
+scale, then its ``score_mod`` subgraph (imported with the scores as its input, so a causal or
+relative-position modifier folds its index arithmetic at import), softmax, its ``prob_mod``
+subgraph, @ V; grouped-query heads by the same reshapes. As the reference does for float16,
+the scores, softmax and @ V run in float32.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 import rlx
+from rlx._onnx_helpers import run_graph
 from rlx._onnx_import import Importer
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import DimLike, dim_text
@@ -272,3 +279,71 @@ def _attention(imp: Importer, node: Any) -> Any:
         b, h, _, dv = imp.shape(y)
         y = imp.g.reshape(imp.g.transpose(y, [0, 2, 1, 3]), (dim_text(b), dim_text(sq), dim_text(h * dv)))
     return [y, k, v, qk]
+
+
+# -- ai.onnx.preview.FlexAttention -----------------------------------------------------------
+
+
+def _graph_attr(node: Any, name: str) -> Optional[Any]:
+    for a in node.attribute:
+        if a.name == name and a.HasField("g"):
+            return a.g
+    return None
+
+
+def _modifier(imp: Importer, node: Any, name: str, x: Any) -> Any:
+    """``x`` through the node's ``name`` subgraph (one input, one output of the same shape)."""
+    graph = _graph_attr(node, name)
+    if graph is None:
+        return x
+    outs = run_graph(imp, graph, [x], name)
+    if len(outs) != 1:
+        raise rlx.ModelFormatError(f"FlexAttention {name} gives {len(outs)} outputs, expected 1")
+    y = imp.rt(outs[0])
+    if [dim_text(d) for d in imp.shape(y)] != [dim_text(d) for d in imp.shape(x)] or np.dtype(y.dtype) != np.float32:
+        raise rlx.ShapeError(
+            f"FlexAttention {name} gives {[dim_text(d) for d in imp.shape(y)]} ({y.dtype}) for "
+            f"{[dim_text(d) for d in imp.shape(x)]} (float32): a modifier keeps the shape and type")
+    return y
+
+
+@op("ai.onnx.preview.FlexAttention")
+def _flex_attention(imp: Importer, node: Any) -> Any:
+    at = attrs(node)
+    prec = at.get("softmax_precision")
+    if prec is not None and prec not in (1, 10, 11, 16):
+        raise rlx.UnsupportedOpError(f"FlexAttention softmax_precision {prec}: a float type is expected")
+    if prec == 11:
+        imp.notes.append("FlexAttention softmax_precision DOUBLE: the softmax runs in float32")
+    q, k, v = (imp.rt(imp.get(n)) for n in node.input[:3])
+    for x, what in ((q, "Q"), (k, "K"), (v, "V")):
+        if imp.rank(x) != 4:
+            raise rlx.ShapeError(f"FlexAttention {what} of rank {imp.rank(x)}: Q, K and V are rank 4")
+        if np.dtype(x.dtype) != np.float32:
+            raise rlx.UnsupportedOpError(f"FlexAttention {what} of dtype {x.dtype} (rlx computes attention in float32)")
+    (b, hq, sq, d), (_, hk, skv, dk), (_, hv, sv, dv) = imp.shape(q), imp.shape(k), imp.shape(v)
+    if dim_text(d) != dim_text(dk) or dim_text(hk) != dim_text(hv) or dim_text(skv) != dim_text(sv):
+        raise rlx.ShapeError(f"FlexAttention Q {[dim_text(x) for x in imp.shape(q)]}, K {[dim_text(x) for x in imp.shape(k)]}"
+                             f", V {[dim_text(x) for x in imp.shape(v)]}: K shares Q's head size and V's heads and length")
+    hq_, hk_ = _static(hq, "FlexAttention q_num_heads"), _static(hk, "FlexAttention kv_num_heads")
+    if hk_ < 1 or hq_ % hk_:
+        raise rlx.ShapeError(f"FlexAttention q_num_heads {hq_} is not a multiple of kv_num_heads {hk_}")
+    scale = at.get("scale")
+    if scale is None:
+        scale = 1.0 / math.sqrt(_static(d, "FlexAttention head_size"))
+    g = imp.g
+    grouped = hq_ != hk_
+    bt, hkt, sqt, skt = dim_text(b), dim_text(hk), dim_text(sq), dim_text(skv)
+    gq = dim_text((hq_ // hk_) * sq)
+    qg = g.reshape(q, (bt, hkt, gq, dim_text(d))) if grouped else q
+    s = g.matmul(qg, g.transpose(k, [0, 1, 3, 2]))
+    if grouped:
+        s = g.reshape(s, (bt, dim_text(hq), sqt, skt))
+    s = g.mul(s, g.constant(np.array(scale, np.float32)))
+    s = _modifier(imp, node, "score_mod", s)
+    p = _modifier(imp, node, "prob_mod", g.softmax(s, -1))
+    pg = g.reshape(p, (bt, hkt, gq, skt)) if grouped else p
+    y = g.matmul(pg, v)
+    if grouped:
+        y = g.reshape(y, (bt, dim_text(hq), sqt, dim_text(dv)))
+    return y

@@ -26,56 +26,13 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 import rlx
-from rlx import _onnx_dtypes
-from rlx._onnx_helpers import norm_axis
-from rlx._onnx_import import Importer, Known, _as_float32, graph_reads
-from rlx._onnx_registry import attrs, op, tensor_array
+from rlx._onnx_helpers import norm_axis, run_graph
+from rlx._onnx_import import Importer, Known
+from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
 #: The most body copies one Loop or Scan node unrolls into at import.
 MAX_STEPS = 4096
-
-_MISSING = object()
-
-
-def run_graph(imp: Importer, graph: Any, bound: Sequence[Any], what: str) -> List[Any]:
-    """The output values of ``graph`` (a subgraph attribute) with its inputs bound to ``bound``
-    (values of the outer graph, or ``Known``); the names it defines are restored afterwards."""
-    inputs = list(graph.input)
-    if len(bound) != len(inputs):
-        raise rlx.ModelFormatError(f"{what} declares {len(inputs)} input(s), the node gives it {len(bound)}")
-    defined = [vi.name for vi in inputs] + [t.name for t in graph.initializer]
-    defined += [o for n in graph.node for o in n.output if o]
-    saved = {n: (imp.env.get(n, _MISSING), imp.logical.get(n, _MISSING)) for n in defined}
-    try:
-        for t in graph.initializer:
-            arr = tensor_array(t, f"{what} initializer {t.name!r}")
-            if arr.dtype != np.float32 and _onnx_dtypes.computed(arr.dtype) == np.float32:
-                imp.logical[t.name] = arr.dtype
-                arr = _as_float32(t.name, arr)
-            imp.env[t.name] = Known(arr, arr.dtype)
-        for vi, v in zip(inputs, bound):
-            imp.env[vi.name] = v
-            imp.logical.pop(vi.name, None)
-        used = graph_reads(graph) | {o.name for o in graph.output}
-        for i, node in enumerate(graph.node):
-            imp.import_node(i, node, used, top=False)
-        outs = []
-        for o in graph.output:
-            if o.name not in imp.env:
-                raise rlx.GraphError(f"{what} output {o.name!r} is not computed by the subgraph")
-            outs.append(imp.env[o.name])
-        return outs
-    finally:
-        for n, (v, lt) in saved.items():
-            if v is _MISSING:
-                imp.env.pop(n, None)
-            else:
-                imp.env[n] = v
-            if lt is _MISSING:
-                imp.logical.pop(n, None)
-            else:
-                imp.logical[n] = lt
 
 
 def _graph_attr(node: Any, name: str) -> Any:
