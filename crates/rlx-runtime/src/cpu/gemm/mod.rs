@@ -26,7 +26,8 @@ use super::elementwise::broadcast_strides;
 use super::isa::Isa;
 
 /// What a tile does to its sums before it stores them (the last K block of a product): add
-/// `nr` biases and `rows x nr` residuals, then a relu. Null pointers: nothing to add.
+/// `nr` biases and `rows x nr` residuals, then a relu. Null pointers: nothing to add. Also
+/// `next_a`, a hint: the next tile's A rows, fetched while this one computes.
 #[derive(Clone, Copy)]
 pub struct TileEpilogue {
     pub bias: *const f32,
