@@ -31,6 +31,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_quantize,
     _onnx_ops_resize,
     _onnx_ops_rnn,
+    _onnx_ops_sampling,
     _onnx_ops_shape,
     _onnx_ops_signal,
     _onnx_ops_state,
