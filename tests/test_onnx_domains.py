@@ -1,7 +1,9 @@
 """Ops of domains other than the default one (``ai.onnx.preview.training``'s optimizers,
-``ai.onnx.ml``'s Binarizer and ArrayFeatureExtractor) against the onnx reference evaluator, on
-the cases the backend node tests leave out: the first-step branches on T, integer inputs,
-negative indices, malformed nodes, and how other domains are keyed."""
+``ai.onnx.ml``'s Binarizer, ArrayFeatureExtractor, LabelEncoder and TreeEnsemble) against the
+onnx reference evaluator, on the cases the backend node tests leave out: the first-step
+branches on T, integer inputs, negative indices, numeric label maps (the node tests map
+strings), tree ensembles with several trees, aggregates, modes and missing values, malformed
+nodes, and how other domains are keyed."""
 
 from __future__ import annotations
 
@@ -140,8 +142,9 @@ def test_other_domains_are_keyed_by_domain():
         m = model(domain, op, [("X", F, [2])], [("Y", F, [2])])
         with pytest.raises(rlx.UnsupportedOpError, match=r"1 unsupported ONNX node"):
             rlx.onnx.load(m)
-    m = model(ML, "LabelEncoder", [("X", I64, [2])], [("Y", I64, [2])], keys_int64s=[1], values_int64s=[2])
-    with pytest.raises(rlx.UnsupportedOpError, match=r"LabelEncoder \(domain ai.onnx.ml, opset 1, node 'the_node'\)"):
+    assert f"{ML}.LabelEncoder" in ops and f"{ML}.TreeEnsemble" in ops and "LabelEncoder" not in ops
+    m = model(ML, "Imputer", [("X", F, [2])], [("Y", F, [2])], imputed_value_floats=[0.0], replaced_value_float=1.0)
+    with pytest.raises(rlx.UnsupportedOpError, match=r"Imputer \(domain ai.onnx.ml, opset 1, node 'the_node'\)"):
         rlx.onnx.load(m)
 
 
@@ -149,4 +152,90 @@ def test_other_domain_nodes_are_checked_against_their_schema():
     # ArrayFeatureExtractor takes exactly 2 inputs (the ai.onnx.ml schema).
     m = model(ML, "ArrayFeatureExtractor", [("x", F, [3]), ("y", I64, [1]), ("w", I64, [1])], [("z", F, None)])
     with pytest.raises(rlx.GraphError, match=r"the_node.*has 3 input\(s\), the op takes 2"):
+        rlx.onnx.load(m)
+
+
+# -- LabelEncoder (numeric: the node tests map strings, which rlx does not have) ------------
+
+
+def _ml4(op: str, inputs, outputs, **attrs: Any) -> onnx.ModelProto:
+    m = model(ML, op, inputs, outputs, **attrs)
+    del m.opset_import[1]
+    m.opset_import.append(helper.make_opsetid(ML, 4 if op == "LabelEncoder" else 5))
+    return m
+
+
+@pytest.mark.parametrize("kind", ["int_int", "int_float", "float_int", "float_float", "tensor"])
+def test_label_encoder_numeric(kind):
+    xi = np.array([[3, -1, 7], [3, 0, 12]], np.int64)
+    xf = np.array([[0.5, -2.0, np.nan], [7.0, 0.5, 3.0]], np.float32)
+    at: Dict[str, Any] = {}
+    if kind == "int_int":
+        at = dict(keys_int64s=[3, 7, 12, 3], values_int64s=[10, 20, 30, 40], default_int64=-5)  # repeated key: last
+        x, xt, yt = xi, I64, I64
+    elif kind == "int_float":
+        at = dict(keys_int64s=[0, 7], values_floats=[1.5, -2.5], default_float=9.0)
+        x, xt, yt = xi, I64, F
+    elif kind == "float_int":
+        at = dict(keys_floats=[0.5, 7.0, np.nan], values_int64s=[1, 2, 3])
+        x, xt, yt = xf, F, I64
+    elif kind == "float_float":
+        at = dict(keys_floats=[-2.0, 3.0], values_floats=[4.0, 5.0])
+        x, xt, yt = xf, F, F
+    else:
+        at = dict(keys_tensor=helper.make_tensor("k", I64, [3], [12, 0, 3]),
+                  values_tensor=helper.make_tensor("v", F, [3], [0.25, 0.5, 0.75]),
+                  default_tensor=helper.make_tensor("d", F, [1], [-1.0]))
+        x, xt, yt = xi, I64, F
+    m = _ml4("LabelEncoder", [("X", xt, list(x.shape))], [("Y", yt, None)], **at)
+    got, want = run_both(m, {"X": x})
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_label_encoder_string_keys_are_a_dtype_error():
+    m = _ml4("LabelEncoder", [("X", I64, [2])], [("Y", I64, [2])], keys_strings=["a"], values_int64s=[1])
+    with pytest.raises(rlx.DTypeError, match=r"'the_node'.*string"):
+        rlx.onnx.load(m)
+
+
+# -- TreeEnsemble ---------------------------------------------------------------------------
+
+
+def _forest(agg: int, modes: List[int], missing: Any = None, members: Any = None) -> onnx.ModelProto:
+    """Two trees over 3 features and 2 targets: tree 0 has nodes 0-2, tree 1 nodes 3-4."""
+    at: Dict[str, Any] = dict(
+        aggregate_function=agg, n_targets=2, tree_roots=[0, 3],
+        nodes_featureids=[0, 1, 2, 2, 0],
+        nodes_splits=helper.make_tensor("s", F, [5], [0.5, -0.2, 1.0, 0.0, 2.0]),
+        nodes_modes=helper.make_tensor("m", TensorProto.UINT8, [5], modes),
+        nodes_truenodeids=[1, 0, 2, 4, 4], nodes_trueleafs=[0, 1, 1, 0, 1],
+        nodes_falsenodeids=[2, 1, 3, 5, 6], nodes_falseleafs=[0, 1, 1, 1, 1],
+        leaf_targetids=[0, 1, 0, 1, 0, 1, 1],
+        leaf_weights=helper.make_tensor("w", F, [7], [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]))
+    if missing is not None:
+        at["nodes_missing_value_tracks_true"] = missing
+    if members is not None:
+        at["membership_values"] = helper.make_tensor("mv", F, [len(members)], members)
+    return _ml4("TreeEnsemble", [("X", F, [8, 3])], [("Y", F, None)], **at)
+
+
+@pytest.mark.parametrize("agg", [0, 1, 2, 3])
+@pytest.mark.parametrize("modes", [[0, 1, 2, 3, 4], [5, 0, 1, 2, 3]])
+def test_tree_ensemble_aggregates_and_modes(agg, modes):
+    x = np.random.default_rng(agg).choice(np.float32([-1, -0.2, 0, 0.5, 1, 2, 3]), (8, 3))
+    got, want = run_both(_forest(agg, modes), {"X": x})
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+
+
+def test_tree_ensemble_missing_values_and_set_membership():
+    x = np.random.default_rng(4).choice(np.float32([-1, 0, 0.5, 1, 2, np.nan]), (8, 3))
+    m = _forest(1, [6, 1, 6, 3, 0], missing=[1, 0, 0, 1, 1], members=[0.5, 2.0, np.nan, 1.0, -1.0, 0.0, np.nan])
+    got, want = run_both(m, {"X": x})
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+
+
+def test_tree_ensemble_post_transform_is_a_typed_error():
+    m = _forest(1, [0, 0, 0, 0, 0])
+    m.graph.node[0].attribute.append(helper.make_attribute("post_transform", 1))
+    with pytest.raises(rlx.UnsupportedOpError, match=r"'the_node'.*post_transform 1"):
         rlx.onnx.load(m)
