@@ -26,7 +26,8 @@ def _init(name: str, arr: Any) -> Any:
 
 def _causal() -> Any:
     nodes = [helper.make_node("Shape", ["scores"], ["shp"]),
-             helper.make_node("Gather", ["shp", "i2"], ["L"], axis=0), helper.make_node("Gather", ["shp", "i3"], ["S"], axis=0),
+             helper.make_node("Gather", ["shp", "i2"], ["L"], axis=0),
+             helper.make_node("Gather", ["shp", "i3"], ["S"], axis=0),
              helper.make_node("Range", ["zero", "L", "one"], ["qr"]), helper.make_node("Reshape", ["qr", "qs"], ["qi"]),
              helper.make_node("Range", ["zero", "S", "one"], ["kr"]), helper.make_node("Reshape", ["kr", "ks"], ["ki"]),
              helper.make_node("GreaterOrEqual", ["qi", "ki"], ["mask"]),

@@ -323,14 +323,14 @@ def _flex_attention(imp: Importer, node: Any) -> Any:
             raise rlx.UnsupportedOpError(f"FlexAttention {what} of dtype {x.dtype} (rlx computes attention in float32)")
     (b, hq, sq, d), (_, hk, skv, dk), (_, hv, sv, dv) = imp.shape(q), imp.shape(k), imp.shape(v)
     if dim_text(d) != dim_text(dk) or dim_text(hk) != dim_text(hv) or dim_text(skv) != dim_text(sv):
-        raise rlx.ShapeError(f"FlexAttention Q {[dim_text(x) for x in imp.shape(q)]}, K {[dim_text(x) for x in imp.shape(k)]}"
-                             f", V {[dim_text(x) for x in imp.shape(v)]}: K shares Q's head size and V's heads and length")
-    hq_, hk_ = _static(hq, "FlexAttention q_num_heads"), _static(hk, "FlexAttention kv_num_heads")
+        shown = ", ".join(f"{w} {[dim_text(x) for x in imp.shape(t)]}" for w, t in (("Q", q), ("K", k), ("V", v)))
+        raise rlx.ShapeError(f"FlexAttention {shown}: K shares Q's head size and V's heads and length")
+    hq_, hk_ = _static(hq, "q_num_heads"), _static(hk, "kv_num_heads")
     if hk_ < 1 or hq_ % hk_:
         raise rlx.ShapeError(f"FlexAttention q_num_heads {hq_} is not a multiple of kv_num_heads {hk_}")
     scale = at.get("scale")
     if scale is None:
-        scale = 1.0 / math.sqrt(_static(d, "FlexAttention head_size"))
+        scale = 1.0 / math.sqrt(_static(d, "head_size"))
     g = imp.g
     grouped = hq_ != hk_
     bt, hkt, sqt, skt = dim_text(b), dim_text(hk), dim_text(sq), dim_text(skv)

@@ -225,7 +225,8 @@ def _tree_ensemble(imp: Importer, node: Any) -> Any:
     xv = imp.get(node.input[0])
     dims = imp.shape(xv)
     if len(dims) != 2 or not isinstance(dims[1], int):
-        raise rlx.ShapeError(f"TreeEnsemble X of shape {[dim_text(d) for d in dims]}: expected [N, features] with static features")
+        raise rlx.ShapeError(f"TreeEnsemble X of shape {[dim_text(d) for d in dims]}: expected [N, features] "
+                             "with static features")
     if n and (feats.min() < 0 or feats.max() >= dims[1]):
         raise rlx.ShapeError(f"TreeEnsemble feature ids {sorted(set(feats.tolist()))} for {dims[1]} features")
     g = imp.g

@@ -32,10 +32,6 @@ def _c(g: Any, v: float) -> Any:
     return g.constant(np.array(v, np.float32))
 
 
-def _i64(g: Any, arr: Any) -> Any:
-    return g.constant(np.ascontiguousarray(np.asarray(arr, np.int64)))
-
-
 def _check_pixels(n: int) -> None:
     if n >= 2**24:
         raise rlx.UnsupportedOpError(f"an image of {n} pixels: rlx computes flat pixel indices in float32 "
