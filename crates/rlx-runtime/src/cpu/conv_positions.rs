@@ -205,18 +205,32 @@ pub(super) fn product(
                 // SAFETY: block kb's B rows start kb * per_block pieces of len rows in.
                 let b_block = unsafe { bp.add(kb * per_block * len * nr) };
                 for oy in task_rows.clone() {
+                    // At most BURST floats of the piece at the row's start; the rest from
+                    // inside its first tile's steps (7x7 layers' pieces are 73 lines).
+                    let mut rest = (std::ptr::null(), 0);
                     if let Some(n) = next
                         && fetched < panel_len
                     {
+                        let here = piece.min(panel_len - fetched);
+                        let burst = here.min(gemm::driver::BURST);
                         // SAFETY: the next panel holds panel_len floats; fetched < that.
-                        gemm::driver::prefetch(
-                            unsafe { n.add(fetched) },
-                            piece.min(panel_len - fetched),
-                        );
-                        fetched += piece;
+                        gemm::driver::prefetch(unsafe { n.add(fetched) }, burst);
+                        if here > burst {
+                            let chunks = block.len() * len.div_ceil(16);
+                            rest = (
+                                n.wrapping_add(fetched + burst),
+                                (here - burst)
+                                    .div_ceil(16)
+                                    .div_ceil(chunks.max(1))
+                                    .min(gemm::driver::STREAM_LINES),
+                            );
+                        }
+                        fetched += here;
                     }
                     let q0 = (img * oh + oy) * ow;
                     for (ox, h) in gemm::driver::row_tiles(0..ow, mr) {
+                        let (next_b, next_b_lines) =
+                            std::mem::replace(&mut rest, (std::ptr::null(), 0));
                         let tile_epi = match in_tiles.filter(|_| last) {
                             Some(e) => gemm::TileEpilogue {
                                 bias: e.bias.map_or(std::ptr::null(), |b| b[j * nr..].as_ptr()),
@@ -226,8 +240,14 @@ pub(super) fn product(
                                 ld_res: e.m,
                                 relu: e.act == Some(UnaryOp::Relu),
                                 next_a: std::ptr::null(),
+                                next_b,
+                                next_b_lines,
                             },
-                            None => gemm::TileEpilogue::NONE,
+                            None => gemm::TileEpilogue {
+                                next_b,
+                                next_b_lines,
+                                ..gemm::TileEpilogue::NONE
+                            },
                         };
                         // The tile's first position reads padded (oy * sh, ox * sw); the
                         // block's K pieces accumulate in registers.

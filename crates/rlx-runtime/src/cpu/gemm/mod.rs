@@ -37,6 +37,10 @@ pub struct TileEpilogue {
     /// The next tile's A (same offsets and row stride), fetched into L2 a line per row every
     /// 16 steps while this tile computes; null: nothing to fetch.
     pub next_a: *const f32,
+    /// Floats fetched into L1 from here on, `next_b_lines` lines every 16 steps (the next
+    /// panel of B, where the driver's burst per tile would be too large); null: nothing.
+    pub next_b: *const f32,
+    pub next_b_lines: usize,
 }
 
 impl TileEpilogue {
@@ -47,6 +51,8 @@ impl TileEpilogue {
         ld_res: 0,
         relu: false,
         next_a: std::ptr::null(),
+        next_b: std::ptr::null(),
+        next_b_lines: 0,
     };
 
     pub fn is_none(&self) -> bool {
