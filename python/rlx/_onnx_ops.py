@@ -35,6 +35,7 @@ from rlx import (  # noqa: F401  (each registers its ops on import)
     _onnx_ops_shape,
     _onnx_ops_signal,
     _onnx_ops_state,
+    _onnx_ops_text,
     _onnx_ops_training,
     _onnx_ops_vision,
 )
