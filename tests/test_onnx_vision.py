@@ -480,7 +480,7 @@ HANDLER_MODULES = ("rlx._onnx_ops_elementwise", "rlx._onnx_ops_shape", "rlx._onn
                    "rlx._onnx_ops_fold", "rlx._onnx_ops_linalg", "rlx._onnx_ops_rnn", "rlx._onnx_ops_norm",
                    "rlx._onnx_ops_loss", "rlx._onnx_ops_attention", "rlx._onnx_ops_training",
                    "rlx._onnx_ops_ml", "rlx._onnx_ops_state", "rlx._onnx_ops_control",
-                   "rlx._onnx_ops_sampling")
+                   "rlx._onnx_ops_sampling", "rlx._onnx_ops_text")
 # The modules a handler module may import from rlx (besides the package and its native module).
 HANDLER_DEPS = {"rlx._onnx_registry", "rlx._onnx_helpers", "rlx._onnx_import", "rlx._onnx_dtypes", "rlx._onnx_sym"}
 
