@@ -186,27 +186,29 @@ def _integer_product(imp: Importer, a: Any, b: Any, what: str) -> Any:
     return acc
 
 
+def _qlinear_operands(imp: Importer, node: Any, takes: str) -> None:
+    """A QLinear* node's input count (at least 8) and its int8 / uint8 operands: the two
+    quantized inputs, their zero points and the output's zero point."""
+    if len(node.input) < 8:
+        raise rlx.ModelFormatError(f"{node.op_type} takes {takes} inputs, got {len(node.input)}")
+    for i in (0, 2, 3, 5, 7):
+        if _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise rlx.DTypeError(f"{node.op_type} input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+
+
 @op("QLinearMatMul")
 def _qlinear_matmul(imp: Importer, node: Any) -> Any:
     """``quantize((a - a_zp) @ (b - b_zp) * a_scale * b_scale, y_scale, y_zp)``: the integer
     product exact, the rescale and the rounding (half to even) in float32, as QuantizeLinear.
     Scales per tensor, b's zero point and scale per tensor or per column."""
     g = imp.g
-    if len(node.input) < 8:
-        raise rlx.ModelFormatError(f"QLinearMatMul takes 8 inputs, got {len(node.input)}")
-    for i in (0, 2, 3, 5, 7):
-        if _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
-            raise rlx.DTypeError(f"QLinearMatMul input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    _qlinear_operands(imp, node, "8")
     a, b = _float(imp, node.input[0]), _float(imp, node.input[3])
     if not imp.shape(a) or not imp.shape(b):
         raise rlx.ShapeError("QLinearMatMul of a scalar")
 
     def one(i: int, what: str) -> Any:
-        v = _float(imp, node.input[i])
-        dims = imp.shape(v)
-        if dims and int(np.prod([d if isinstance(d, int) else 2 for d in dims])) != 1:
-            raise rlx.ShapeError(f"QLinearMatMul {what} of shape {[dim_text(d) for d in dims]}: one value")
-        return g.reshape(v, ()) if dims else v
+        return _one_or_per_channel(imp, node.input[i], None, f"QLinearMatMul {what}")
 
     def per_column(i: int, what: str) -> Any:
         v = _float(imp, node.input[i])
@@ -315,11 +317,7 @@ def _qlinear_conv(imp: Importer, node: Any) -> Any:
     halves with an odd zero point). The integer conv is exact; w's scale and zero point per
     tensor or per output channel, B int32 with zero point 0."""
     g = imp.g
-    if len(node.input) < 8:
-        raise rlx.ModelFormatError(f"QLinearConv takes 8 or 9 inputs, got {len(node.input)}")
-    for i in (0, 2, 3, 5, 7):
-        if _declared(imp, node.input[i]) not in (np.dtype(np.int8), np.dtype(np.uint8)):
-            raise rlx.DTypeError(f"QLinearConv input {i} of {_declared(imp, node.input[i])} (int8 or uint8)")
+    _qlinear_operands(imp, node, "8 or 9")
     for i, what in ((0, "x"), (3, "w")):
         if _declared(imp, node.input[i + 2]) != _declared(imp, node.input[i]):
             raise rlx.DTypeError(f"QLinearConv {what} of {_declared(imp, node.input[i])} and its zero point of "
