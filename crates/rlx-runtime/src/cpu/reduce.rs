@@ -119,6 +119,27 @@ fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
     inner: usize,
     out: &mut [T],
 ) {
+    // The op chosen once, outside the loops: a `T::binary` per element keeps the compiler
+    // from vectorizing them (a 112x112x32 global mean took 290 us instead of 20).
+    match bop {
+        rlx_ir::BinaryOp::Add => fold_rows(init, |a, b| a + b, x, (outer, count, inner), out),
+        op => fold_rows(
+            init,
+            |a, b| T::binary(op, a, b),
+            x,
+            (outer, count, inner),
+            out,
+        ),
+    }
+}
+
+fn fold_rows<T: Num>(
+    init: T,
+    f: impl Fn(T, T) -> T + Sync,
+    x: &[T],
+    (outer, count, inner): (usize, usize, usize),
+    out: &mut [T],
+) {
     let per_task = PAR_GRAIN.div_ceil((count * inner).max(1)).max(1);
     out.par_chunks_mut(inner * per_task)
         .enumerate()
@@ -126,10 +147,21 @@ fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
             for (i, o) in o.chunks_mut(inner).enumerate() {
                 let o0 = t * per_task + i;
                 o.fill(init);
-                for r in 0..count {
-                    let row = &x[(o0 * count + r) * inner..(o0 * count + r + 1) * inner];
-                    for j in 0..inner {
-                        o[j] = T::binary(bop, o[j], row[j]);
+                let rows = &x[o0 * count * inner..(o0 + 1) * count * inner];
+                // Four rows folded together before they meet the output: a quarter of the
+                // loads and stores of `o`, whose each store the next row's load waits for.
+                let quads = rows.chunks_exact(4 * inner);
+                let rest = quads.remainder();
+                for q in quads {
+                    let (r0, r1) = q.split_at(2 * inner);
+                    let ((a, b), (c, d)) = (r0.split_at(inner), r1.split_at(inner));
+                    for ((((o, a), b), c), d) in o.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+                        *o = f(*o, f(f(*a, *b), f(*c, *d)));
+                    }
+                }
+                for row in rest.chunks_exact(inner) {
+                    for (o, v) in o.iter_mut().zip(row) {
+                        *o = f(*o, *v);
                     }
                 }
             }
