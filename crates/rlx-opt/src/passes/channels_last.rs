@@ -4,7 +4,8 @@
 //! layout and gives its output back through the inverse transpose. A transpose that undoes the
 //! one before it is never made: a chain of such convolutions (ResNet's blocks, MobileNet's)
 //! stays channels-last from the first to the last and pays one transpose at each end. A 2-D
-//! pool of a channels-last value pools it in that layout. The back-transposes nothing reads
+//! pool of a channels-last value pools it in that layout, and a global pool (a reduction over
+//! h and w) reduces it there. The back-transposes nothing reads
 //! are left to `dce`.
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     // A value's channels-last form, where one exists: the convolution behind a back-transpose,
     // or a transpose made once and shared by every convolution that reads the value.
     let mut last: HashMap<ValueId, ValueId> = HashMap::new();
-    let (mut count, mut pools) = (0, 0);
+    let (mut count, mut pools, mut reduces) = (0, 0, 0);
     for node in &m.nodes {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v.index()]).collect();
         // A 2-D pool of a value already channels-last pools it there.
@@ -53,6 +54,32 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             last.insert(back, pool);
             remap.push(back);
             pools += 1;
+            continue;
+        }
+        // A sum, mean or max over h and w (a global pool) of a value already channels-last
+        // reduces it there: the positions of each image are rows of c, and the kept `[n, 1, 1,
+        // c]` is the `[n, c, 1, 1]` asked for, element for element.
+        if let Op::Compute(ComputeOp::Reduce { op, axes, keep_dim }) = &node.op
+            && axes[..] == [2, 3]
+            && let Some(&x) = last.get(&inputs[0])
+        {
+            let keep = *keep_dim;
+            let reduce = Op::Compute(ComputeOp::Reduce {
+                op: *op,
+                axes: vec![1, 2],
+                keep_dim: keep,
+            });
+            let ty = match keep {
+                true => TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST)),
+                false => node.ty.clone(),
+            };
+            let mut v = push(&mut nodes, reduce, vec![x], ty);
+            if keep {
+                let shape = node.ty.shape.clone();
+                v = push(&mut nodes, Op::Reshape { shape }, vec![v], node.ty.clone());
+            }
+            remap.push(v);
+            reduces += 1;
             continue;
         }
         let Op::Compute(ComputeOp::Conv(c)) = &node.op else {
@@ -86,7 +113,8 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         count += 1;
     }
     log.fusions.push(format!(
-        "channels_last: {count} convolutions and {pools} pools run over [batch, h, w, c]"
+        "channels_last: {count} convolutions, {pools} pools and {reduces} global reductions run \
+         over [batch, h, w, c]"
     ));
     Ok(super::util::renumbered(m, nodes, &remap))
 }
@@ -196,5 +224,58 @@ mod tests {
             m.nodes[m.outputs[0].value.index()].ty.shape,
             Shape::new(&[2, 8, 8, 8])
         );
+    }
+
+    #[test]
+    fn a_global_pool_reduces_the_channels_last_value() {
+        let mut m = HirModule::new("gap");
+        let mut b = HirMut::new(&mut m);
+        let x = b
+            .input("x", DType::F32, Shape::new(&[2, 16, 8, 8]))
+            .unwrap();
+        let w = b
+            .param("w", DType::F32, Shape::new(&[32, 16, 3, 3]))
+            .unwrap();
+        let c = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w])
+            .unwrap();
+        let mut reduce = |keep_dim| {
+            let op = ComputeOp::Reduce {
+                op: rlx_ir::ReduceOp::Mean,
+                axes: vec![2, 3],
+                keep_dim,
+            };
+            b.compute(op, vec![c]).unwrap()
+        };
+        let (kept, flat) = (reduce(true), reduce(false));
+        b.output("kept", kept).unwrap();
+        b.output("flat", flat).unwrap();
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        let ops: Vec<String> = m
+            .nodes
+            .iter()
+            .filter(|n| !matches!(n.op, Op::Input { .. } | Op::Param { .. }))
+            .map(|n| match &n.op {
+                Op::Compute(ComputeOp::Reduce { axes, .. }) => format!("reduce{axes:?}"),
+                o => o.name().to_string(),
+            })
+            .collect();
+        // No transpose back: both reductions read the convolution's channels-last output.
+        assert_eq!(
+            ops,
+            [
+                "transpose",
+                "conv",
+                "reduce[1, 2]",
+                "reshape",
+                "reduce[1, 2]"
+            ],
+            "{m}"
+        );
+        let shape = |o: usize| m.nodes[m.outputs[o].value.index()].ty.shape.clone();
+        assert_eq!(shape(0), Shape::new(&[2, 32, 1, 1]));
+        assert_eq!(shape(1), Shape::new(&[2, 32]));
     }
 }
