@@ -368,6 +368,11 @@ pub struct ConvAttrs {
     /// (`channels_last` pass); the weight stays `[m, c / groups, kh, kw]`.
     #[serde(default)]
     pub channels_last: bool,
+    /// With `channels_last`, `x` alone stays `[batch, c, h, w]`: the convolution gathers its
+    /// padded channels-last image from it (the pass's choice for a stem of a few channels,
+    /// which would otherwise be transposed and then padded, two copies for one).
+    #[serde(default)]
+    pub input_channel_major: bool,
 }
 
 impl ConvAttrs {
@@ -379,6 +384,7 @@ impl ConvAttrs {
             residual: false,
             act: None,
             channels_last: false,
+            input_channel_major: false,
         }
     }
 
@@ -546,10 +552,10 @@ impl ComputeOp {
                 c.groups,
                 if c.residual { " +residual" } else { "" },
                 c.act.map(|a| format!(" act={a}")).unwrap_or_default(),
-                if c.channels_last {
-                    " channels_last"
-                } else {
-                    ""
+                match (c.channels_last, c.input_channel_major) {
+                    (true, true) => " channels_last input_channel_major",
+                    (true, false) => " channels_last",
+                    (false, _) => "",
                 }
             ),
             ComputeOp::Pool(p) => format!(

@@ -13,7 +13,12 @@ pub(super) fn infer(op: &ComputeOp, tys: &[&TensorType]) -> Result<TensorType> {
             arity(name, tys, 2 + extra, 3 + extra)?;
             all_f32(name, tys)?;
             let (x, w) = (&tys[0].shape, &tys[1].shape);
-            let first = channel_major(name, x, c.channels_last)?;
+            crate::ensure!(
+                c.channels_last || !c.input_channel_major,
+                Shape,
+                "{name}: input_channel_major is a channels-last convolution's option"
+            );
+            let first = channel_major(name, x, c.channels_last && !c.input_channel_major)?;
             let x = first.as_ref().unwrap_or(x);
             let spatial = image(name, x)?;
             let ws = w.as_static().filter(|s| s.len() == spatial.len() + 2);

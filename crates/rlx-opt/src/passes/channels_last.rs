@@ -3,7 +3,9 @@
 //! columns; or depthwise: channels as vectors) takes its input and residual transposed to that
 //! layout and gives its output back through the inverse transpose. A transpose that undoes the
 //! one before it is never made: a chain of such convolutions (ResNet's blocks, MobileNet's)
-//! stays channels-last from the first to the last and pays one transpose at each end. A 2-D
+//! stays channels-last from the first to the last and pays one transpose at each end (none at
+//! the start when the first is a stem of a few channels: it gathers its padded image from the
+//! channel-major input). A 2-D
 //! pool of a channels-last value pools it in that layout, and a global pool (a reduction over
 //! h and w) reduces it there. The back-transposes nothing reads
 //! are left to `dce`.
@@ -21,6 +23,9 @@ const TO_FIRST: [usize; 4] = [0, 3, 1, 2];
 /// Input channels below which a one-group convolution stays channel-major (a 3-channel stem's
 /// taps would be K segments of 3).
 const MIN_CHANNELS: usize = 1;
+/// Input channels up to which a one-group convolution whose input is not channels-last yet
+/// (a stem) gathers its padded image straight from the channel-major input.
+const GATHER_CHANNELS: usize = 4;
 
 pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     if !m.nodes.iter().any(|n| eligible(&m, n)) {
@@ -91,13 +96,27 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             continue;
         }
         let mut ins = inputs;
-        ins[0] = channels_last(&mut nodes, &mut last, ins[0]);
+        let ws = nodes[ins[1].index()]
+            .ty
+            .shape
+            .as_static()
+            .unwrap_or_default();
+        // The weight is static (eligible). The image is gathered, padded, for any kernel but
+        // an unpadded 1x1.
+        let gathered = c.groups == 1
+            && ws.get(1).is_some_and(|c| *c <= GATHER_CHANNELS)
+            && (c.window.kernel.iter().any(|k| *k > 1) || c.window.pads.iter().any(|p| *p > 0))
+            && !last.contains_key(&ins[0]);
+        if !gathered {
+            ins[0] = channels_last(&mut nodes, &mut last, ins[0]);
+        }
         if c.residual {
             let r = ins.len() - 1;
             ins[r] = channels_last(&mut nodes, &mut last, ins[r]);
         }
         let attrs = ConvAttrs {
             channels_last: true,
+            input_channel_major: gathered,
             ..c.clone()
         };
         let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
@@ -223,6 +242,53 @@ mod tests {
         assert_eq!(
             m.nodes[m.outputs[0].value.index()].ty.shape,
             Shape::new(&[2, 8, 8, 8])
+        );
+    }
+
+    #[test]
+    fn a_stem_gathers_its_image_from_the_channel_major_input() {
+        let mut m = HirModule::new("stem");
+        let mut b = HirMut::new(&mut m);
+        let x = b
+            .input("x", DType::F32, Shape::new(&[2, 3, 16, 16]))
+            .unwrap();
+        let w1 = b
+            .param("w1", DType::F32, Shape::new(&[16, 3, 3, 3]))
+            .unwrap();
+        // A 1x1 kernel over the same three channels reads them channels-last, transposed.
+        let w2 = b
+            .param("w2", DType::F32, Shape::new(&[16, 3, 1, 1]))
+            .unwrap();
+        let c1 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w1])
+            .unwrap();
+        let c2 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 1)), vec![x, w2])
+            .unwrap();
+        b.output("y1", c1).unwrap();
+        b.output("y2", c2).unwrap();
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        let ops: Vec<String> = m
+            .nodes
+            .iter()
+            .filter(|n| !n.op.is_leaf())
+            .map(|n| match &n.op {
+                Op::Compute(ComputeOp::Conv(c)) => {
+                    format!(
+                        "conv{}{}",
+                        u8::from(c.channels_last),
+                        u8::from(c.input_channel_major)
+                    )
+                }
+                o => o.name().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            ["conv11", "transpose", "transpose", "conv10", "transpose"],
+            "{m}"
         );
     }
 

@@ -40,6 +40,14 @@ fn first(s: &[usize]) -> [usize; 4] {
     [s[0], s[3], s[1], s[2]]
 }
 
+/// The input's shape `[n, c, h, w]`, whichever layout it has (`input_channel_major`).
+pub fn input_first(xs: &[usize], c: &ConvAttrs) -> [usize; 4] {
+    match c.input_channel_major {
+        true => [xs[0], xs[1], xs[2], xs[3]],
+        false => first(xs),
+    }
+}
+
 /// Whether the input is read in place: the window reaches no padding.
 fn in_place(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> bool {
     let (xf, of) = (first(xs), first(os));
@@ -49,13 +57,16 @@ fn in_place(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs) -> bool {
 
 /// Scratch f32s a channels-last convolution may hold (a bound for the memory budget).
 pub fn scratch(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs, nr: usize) -> usize {
+    let xf = input_first(xs, c);
     let n_pad = ws[0].div_ceil(nr.max(1)).saturating_mul(nr);
-    let gemm = conv_positions::block(&first(xs), ws, &first(os), c, n_pad).1;
-    // The transposing fallback: input, residual and output channel-major.
+    let gemm = conv_positions::block(&xf, ws, &first(os), c, n_pad).1;
+    // The transposing fallback: input, residual and output channel-major (and a channel-major
+    // input first made channels-last).
     let numel = |s: &[usize]| s.iter().fold(1usize, |a, d| a.saturating_mul(*d));
-    let fallback = numel(xs).saturating_add(numel(os).saturating_mul(2));
+    let inputs = numel(xs).saturating_mul(1 + usize::from(c.input_channel_major));
+    let fallback = inputs.saturating_add(numel(os).saturating_mul(2));
     // A strided 1x1 kernel: the subsampled batch.
-    let subsampled = numel(&os[..3]).saturating_mul(xs[3]);
+    let subsampled = numel(&os[..3]).saturating_mul(xf[1]);
     gemm.max(fallback).max(subsampled)
 }
 
@@ -78,6 +89,20 @@ pub fn conv(
         return Ok(());
     }
     let pointwise = ws[2] == 1 && ws[3] == 1 && c.window.pads.iter().all(|p| *p == 0);
+    if c.input_channel_major {
+        let xl = [xs[0], xs[2], xs[3], xs[1]];
+        if let Some(p) = packed.filter(|_| c.groups == 1 && !pointwise) {
+            return gemm_conv(isa, x, &xl, p, ws, epi, c, out, os);
+        }
+        // Every other kernel reads the channels-last input it expects.
+        let mut xt = try_zeroed::<f32>("a channels-last convolution input", x.len())?;
+        transpose(x, xs, &[0, 2, 3, 1], &mut xt);
+        let c = ConvAttrs {
+            input_channel_major: false,
+            ..c.clone()
+        };
+        return self::conv(isa, &xt, &xl, packed, w, ws, epi, &c, out, os);
+    }
     match packed {
         Some(p) if c.groups == 1 && pointwise => linear(isa, x, xs, p, epi, c, out, os),
         Some(p) if c.groups == 1 => gemm_conv(isa, x, xs, p, ws, epi, c, out, os),
@@ -147,7 +172,8 @@ fn linear(
     })
 }
 
-/// One group: the position-major implicit GEMM, its epilogue applied per finished row.
+/// One group: the position-major implicit GEMM, its epilogue applied per finished row. `xs`
+/// is the input's channels-last shape even when it is laid out channel-major.
 #[allow(clippy::too_many_arguments)]
 fn gemm_conv(
     isa: Isa,
@@ -166,7 +192,7 @@ fn gemm_conv(
     let kern = gemm::kernel(isa);
     let n_pad = packed.panels() * kern.nr;
     let (rows, cols) = conv_positions::padded(&xf, ws, &of, c);
-    let read_in_place = in_place(xs, ws, os, c);
+    let read_in_place = !c.input_channel_major && in_place(xs, ws, os, c);
     let write_in_place = n_pad == m;
     let image_len = rows * cols * cin;
     let images = if read_in_place && write_in_place {
@@ -185,7 +211,13 @@ fn gemm_conv(
                 src
             } else {
                 grow(hwc, n_img * image_len, "a padded channels-last image")?;
-                pad(src, xs, (rows, cols), c, &mut hwc[..n_img * image_len]);
+                let hwc = &mut hwc[..n_img * image_len];
+                match c.input_channel_major {
+                    true => {
+                        conv_positions::channels_last_padded(isa, src, &xf, (rows, cols), c, hwc)
+                    }
+                    false => pad(src, xs, (rows, cols), c, hwc),
+                }
                 &hwc[..n_img * image_len]
             };
             let dst = &mut out[first * p * m..(first + n_img) * p * m];

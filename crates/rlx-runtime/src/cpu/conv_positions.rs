@@ -27,6 +27,9 @@ const BLOCK_ELEMS: usize = if cfg!(test) { 1 << 8 } else { 1 << 21 };
 const CHANNEL_BLOCK: usize = 16;
 /// Tasks per thread the product aims for.
 const TASKS_PER_THREAD: usize = 4;
+/// Input channels up to which a channel-major image is made channels-last by an interleaving
+/// kernel (a stem's RGB) rather than 8-channel blocks of scalar copies.
+const SMALL_CHANNELS: usize = 4;
 
 thread_local! {
     /// One block of images: padded channels-last images and the `[p, m]` product; reused.
@@ -106,7 +109,7 @@ pub fn conv(
             let n_img = images.min(batch - first);
             let src = &x[first * cin * plane..(first + n_img) * cin * plane];
             let hwc = &mut hwc[..n_img * image_len];
-            channels_last_padded(src, xs, (rows, cols), c, hwc);
+            channels_last_padded(kern.isa, src, xs, (rows, cols), c, hwc);
             let prod = &mut prod[..n_img * p * n_pad];
             product(kern, hwc, (rows, cols), packed, (xs, ws, os, c), prod, None);
             // Position-major back to [image, channel, position], a block of channels per task
@@ -331,7 +334,8 @@ fn k_pieces(
 
 /// `[images, c, h, w]` to zero-padded `[images, rows, cols, c]` (the image at row `pads[0]`,
 /// column `pads[1]`), one padded row per task; every element is written.
-fn channels_last_padded(
+pub(super) fn channels_last_padded(
+    isa: Isa,
     src: &[f32],
     xs: &[usize],
     (rows, cols): (usize, usize),
@@ -353,6 +357,14 @@ fn channels_last_padded(
             row[(pw + iw) * cin..].fill(0.0);
             let s = &src[img * cin * plane..(img + 1) * cin * plane];
             let inner = &mut row[pw * cin..(pw + iw) * cin];
+            if cin <= SMALL_CHANNELS {
+                // SAFETY: s holds cin planes of ih * iw values (yy < ih), inner iw pixels.
+                unsafe {
+                    let at = s.as_ptr().add(yy * iw);
+                    vmath::interleave(isa, at, plane, cin, iw, inner.as_mut_ptr());
+                }
+                return;
+            }
             // Blocks of 8 channels x positions keep the reads and writes in few cache lines.
             for c0 in (0..cin).step_by(8) {
                 let c1 = (c0 + 8).min(cin);

@@ -381,7 +381,8 @@ pub(super) fn scratch_bytes(
                 let (extra, xo) = if c.channels_last {
                     let first = |s: &[usize]| vec![s[0], s[3], s[1], s[2]];
                     let own = super::conv_channels_last::scratch(x, w, o, c, nr);
-                    (own, [first(x), first(o)])
+                    let xf = super::conv_channels_last::input_first(x, c).to_vec();
+                    (own, [xf, first(o)])
                 } else {
                     (0, [x.to_vec(), o.to_vec()])
                 };

@@ -45,10 +45,15 @@ pub(super) fn conv(
         let residual = residual.map(first);
         let plain = ConvAttrs {
             channels_last: false,
+            input_channel_major: false,
             ..c.clone()
         };
         let nchw = [shape[0], shape[3], shape[1], shape[2]];
-        let out = conv(&first(x), w, bias, residual.as_ref(), &plain, &nchw)?;
+        let x = match c.input_channel_major {
+            true => x.clone(),
+            false => first(x),
+        };
+        let out = conv(&x, w, bias, residual.as_ref(), &plain, &nchw)?;
         return Ok(out
             .permuted_axes(vec![0, 2, 3, 1])
             .as_standard_layout()

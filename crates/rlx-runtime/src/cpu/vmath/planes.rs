@@ -126,3 +126,49 @@ fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
         .zip(a.iter().zip(b))
         .for_each(|(d, (x, y))| *d = f(*x, *y));
 }
+
+per_isa!(
+    /// `dst[x * c + k] = src[k * plane + x]` for `x < n`, `k < c`: positions `x` of `c`
+    /// channel planes made into `n` channels-last pixels (a few channels: a stem's input row).
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU; `src` holds `c` planes `plane` apart of at least `n`
+    /// values each; `dst` holds `n * c` values.
+    pub unsafe fn interleave(src: *const f32, plane: usize, c: usize, n: usize, dst: *mut f32) => interleave_v
+);
+
+#[inline(always)]
+unsafe fn interleave_v<V: F32s>(src: *const f32, plane: usize, c: usize, n: usize, dst: *mut f32) {
+    // SAFETY: the caller's contract, per channel count (each a loop the compiler vectorizes
+    // as one interleaving store group).
+    unsafe {
+        match c {
+            1 => std::ptr::copy_nonoverlapping(src, dst, n),
+            2 => interleave_n::<2>(src, plane, n, dst),
+            3 => interleave_n::<3>(src, plane, n, dst),
+            4 => interleave_n::<4>(src, plane, n, dst),
+            _ => {
+                for x in 0..n {
+                    for k in 0..c {
+                        *dst.add(x * c + k) = *src.add(k * plane + x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn interleave_n<const C: usize>(src: *const f32, plane: usize, n: usize, dst: *mut f32) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let dst = std::slice::from_raw_parts_mut(dst, n * C);
+        let planes: [&[f32]; C] =
+            std::array::from_fn(|k| std::slice::from_raw_parts(src.add(k * plane), n));
+        for (x, px) in dst.chunks_exact_mut(C).enumerate() {
+            for (k, v) in px.iter_mut().enumerate() {
+                *v = *planes[k].get_unchecked(x);
+            }
+        }
+    }
+}
