@@ -447,6 +447,13 @@ fn channels_last_pools_match_the_reference() {
             20,
             (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], false, false),
         );
+        // 100 channels: blocks of four vectors, single vectors and a tail on every ISA.
+        check_pool_after_conv(
+            kind,
+            &[1, 16, 11, 10],
+            100,
+            (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], false, false),
+        );
         // ceil_mode, asymmetric pads, counting the pads, 5 channels (tail only).
         check_pool_after_conv(
             kind,

@@ -52,6 +52,16 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
             }
         }
         debug_assert!(taps.iter().all(|t| t + c <= x.len()));
+        // The rows the next output row adds, at the columns this position is first to read:
+        // fetched while this row's taps are reduced (the next rows come from memory).
+        let last = (row.oy * sy + (fy + ny.max(1) - 1) * dy).checked_sub(py);
+        for k in 1..=sy {
+            let Some(iy) = last.map(|l| l + k) else { break };
+            let at = (iy * row.iw + (ox * sx).saturating_sub(px)) * c;
+            if at + sx * c <= x.len() {
+                crate::cpu::gemm::driver::prefetch(x[at..].as_ptr(), sx * c);
+            }
+        }
         let n = if row.count_include_pad {
             py_in * px_in
         } else {
@@ -61,17 +71,9 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
         // SAFETY: every tap's c channels lie inside x (the taps are inside the image); whole
         // vectors below body lie inside dst.
         unsafe {
-            let (xp, d) = (x.as_ptr(), dst.as_mut_ptr());
-            for j in (0..body).step_by(V::N) {
-                let mut acc = V::splat(if row.max { f32::NEG_INFINITY } else { 0.0 });
-                for t in &taps {
-                    let v = V::load(xp.add(t + j));
-                    acc = if row.max { acc.max_nan(v) } else { acc.add(v) };
-                }
-                if !row.max {
-                    acc = acc.div(V::splat(n));
-                }
-                acc.store(d.add(j));
+            match row.max {
+                true => reduce_taps::<V, true>(x.as_ptr(), &taps, body, n, dst.as_mut_ptr()),
+                false => reduce_taps::<V, false>(x.as_ptr(), &taps, body, n, dst.as_mut_ptr()),
             }
         }
         for (j, a) in dst.iter_mut().enumerate().skip(body) {
@@ -87,6 +89,51 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
             if !row.max {
                 *a /= n;
             }
+        }
+    }
+}
+
+/// `d[j..j + body]`: the max (`MAX`) or the average (`/ n`) of `x[t + j..]` over the taps `t`,
+/// four vectors of channels at a time: four independent chains of the NaN-keeping max, whose
+/// one chain over the taps was the kernel's bound (each step waits for the last).
+///
+/// # Safety
+/// `x` holds `body` floats from every tap; `d` holds `body` floats; `body` is whole vectors.
+#[inline(always)]
+unsafe fn reduce_taps<V: F32s, const MAX: bool>(
+    x: *const f32,
+    taps: &[usize],
+    body: usize,
+    n: f32,
+    d: *mut f32,
+) {
+    const U: usize = 4;
+    let init = if MAX { f32::NEG_INFINITY } else { 0.0 };
+    // SAFETY: the caller's contract bounds every load and store below.
+    unsafe {
+        let step = |a: V, v: V| if MAX { a.max_nan(v) } else { a.add(v) };
+        let finish = |a: V| if MAX { a } else { a.div(V::splat(n)) };
+        let mut j = 0;
+        while j + U * V::N <= body {
+            let mut acc = [V::splat(init); U];
+            for t in taps {
+                let p = x.add(t + j);
+                for (u, a) in acc.iter_mut().enumerate() {
+                    *a = step(*a, V::load(p.add(u * V::N)));
+                }
+            }
+            for (u, a) in acc.into_iter().enumerate() {
+                finish(a).store(d.add(j + u * V::N));
+            }
+            j += U * V::N;
+        }
+        while j < body {
+            let mut acc = V::splat(init);
+            for t in taps {
+                acc = step(acc, V::load(x.add(t + j)));
+            }
+            finish(acc).store(d.add(j));
+            j += V::N;
         }
     }
 }

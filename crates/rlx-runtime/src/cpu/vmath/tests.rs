@@ -263,9 +263,10 @@ fn interleaved_planes_are_channels_last_pixels_on_every_isa() {
 
 #[test]
 fn channels_last_max_pools_propagate_nan_on_every_isa() {
-    // One output position over a 2x1 window of 37 channels (vectors and a tail): channel j
-    // is NaN in the first tap when j % 3 == 1, in the second when j % 3 == 2.
-    let c = 37;
+    // One output position over a 2x1 window of 101 channels (blocks of four vectors, single
+    // vectors and a tail): channel j is NaN in the first tap when j % 3 == 1, in the second
+    // when j % 3 == 2.
+    let c = 101;
     let mut x: Vec<f32> = (0..2 * c).map(|i| (i % 11) as f32 - 5.0).collect();
     for j in 0..c {
         match j % 3 {
