@@ -544,9 +544,10 @@ impl CpuExecutable {
         for k in &self.lir.kernels {
             let t = std::time::Instant::now();
             self.run_kernel(k, addrs)?;
+            // One unit for every line, so a long run's kernels compare at a glance.
             lines.push(format!(
-                "  {:>10.1?}  {} = {}{:?}",
-                t.elapsed(),
+                "  {:>10.1}µs  {} = {}{:?}",
+                t.elapsed().as_secs_f64() * 1e6,
                 k.output,
                 k.op.name(),
                 self.shapes[k.output.index()]
