@@ -213,9 +213,7 @@ fn gemm_conv(
                 grow(hwc, n_img * image_len, "a padded channels-last image")?;
                 let hwc = &mut hwc[..n_img * image_len];
                 match c.input_channel_major {
-                    true => {
-                        conv_positions::channels_last_padded(isa, src, &xf, (rows, cols), c, hwc)
-                    }
+                    true => conv_positions::channels_last_padded(src, &xf, (rows, cols), c, hwc),
                     false => pad(src, xs, (rows, cols), c, hwc),
                 }
                 &hwc[..n_img * image_len]

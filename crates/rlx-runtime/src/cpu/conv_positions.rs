@@ -109,7 +109,7 @@ pub fn conv(
             let n_img = images.min(batch - first);
             let src = &x[first * cin * plane..(first + n_img) * cin * plane];
             let hwc = &mut hwc[..n_img * image_len];
-            channels_last_padded(kern.isa, src, xs, (rows, cols), c, hwc);
+            channels_last_padded(src, xs, (rows, cols), c, hwc);
             let prod = &mut prod[..n_img * p * n_pad];
             product(kern, hwc, (rows, cols), packed, (xs, ws, os, c), prod, None);
             // Position-major back to [image, channel, position], a block of channels per task
@@ -335,7 +335,6 @@ fn k_pieces(
 /// `[images, c, h, w]` to zero-padded `[images, rows, cols, c]` (the image at row `pads[0]`,
 /// column `pads[1]`), one padded row per task; every element is written.
 pub(super) fn channels_last_padded(
-    isa: Isa,
     src: &[f32],
     xs: &[usize],
     (rows, cols): (usize, usize),
@@ -358,11 +357,7 @@ pub(super) fn channels_last_padded(
             let s = &src[img * cin * plane..(img + 1) * cin * plane];
             let inner = &mut row[pw * cin..(pw + iw) * cin];
             if cin <= SMALL_CHANNELS {
-                // SAFETY: s holds cin planes of ih * iw values (yy < ih), inner iw pixels.
-                unsafe {
-                    let at = s.as_ptr().add(yy * iw);
-                    vmath::interleave(isa, at, plane, cin, iw, inner.as_mut_ptr());
-                }
+                super::layout::interleave_planes(&s[yy * iw..], plane, cin, inner);
                 return;
             }
             // Blocks of 8 channels x positions keep the reads and writes in few cache lines.

@@ -86,12 +86,7 @@ fn transpose_matrices<T: Copy + Send + Sync>(
         out.par_chunks_mut(per)
             .zip(x.par_chunks(per))
             .take(batch)
-            .for_each(|(o, src)| match rows {
-                1 => o.copy_from_slice(src),
-                2 => interleave::<T, 2>(src, cols, o),
-                3 => interleave::<T, 3>(src, cols, o),
-                _ => interleave::<T, 4>(src, cols, o),
-            });
+            .for_each(|(o, src)| interleave_planes(src, cols, rows, o));
         return;
     }
     let simd = std::mem::size_of::<T>() == 4 && avx();
@@ -134,9 +129,29 @@ fn transpose_matrices<T: Copy + Send + Sync>(
         });
 }
 
-/// `out[c * R + r] = x[r * cols + c]`: `R` planes of `cols` interleaved.
-fn interleave<T: Copy, const R: usize>(x: &[T], cols: usize, out: &mut [T]) {
-    let planes: [&[T]; R] = std::array::from_fn(|r| &x[r * cols..(r + 1) * cols]);
+/// `out[c * planes + r] = x[r * plane + c]`: the first `out.len() / planes` values of
+/// `planes` planes `plane` apart interleaved (a few planes: a loop per count, which the
+/// compiler vectorizes as an interleaved store).
+pub(super) fn interleave_planes<T: Copy>(x: &[T], plane: usize, planes: usize, out: &mut [T]) {
+    match planes {
+        1 => out.copy_from_slice(&x[..out.len()]),
+        2 => interleave::<T, 2>(x, plane, out),
+        3 => interleave::<T, 3>(x, plane, out),
+        4 => interleave::<T, 4>(x, plane, out),
+        _ => {
+            for (c, o) in out.chunks_exact_mut(planes.max(1)).enumerate() {
+                for (r, v) in o.iter_mut().enumerate() {
+                    *v = x[r * plane + c];
+                }
+            }
+        }
+    }
+}
+
+/// `out[c * R + r] = x[r * plane + c]`: `R` planes interleaved.
+fn interleave<T: Copy, const R: usize>(x: &[T], plane: usize, out: &mut [T]) {
+    let n = out.len() / R;
+    let planes: [&[T]; R] = std::array::from_fn(|r| &x[r * plane..r * plane + n]);
     for (c, o) in out.chunks_exact_mut(R).enumerate() {
         for r in 0..R {
             o[r] = planes[r][c];
@@ -320,6 +335,24 @@ mod tests {
                 x[at]
             })
             .collect()
+    }
+
+    #[test]
+    fn planes_interleave_into_pixels() {
+        // Each count's own loop (1-4) and the general one (5); 37 values of planes 50 apart
+        // (a row of a larger image), into an output one longer than asked (not written).
+        let plane = 50;
+        for c in 1..=5 {
+            let src: Vec<f32> = (0..c * plane).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0f32; 37 * c + 1];
+            interleave_planes(&src, plane, c, &mut dst[..37 * c]);
+            for x in 0..37 {
+                for k in 0..c {
+                    assert_eq!(dst[x * c + k], (k * plane + x) as f32, "c={c} [{x}, {k}]");
+                }
+            }
+            assert_eq!(dst[37 * c], -1.0, "c={c}: wrote past the pixels");
+        }
     }
 
     #[test]

@@ -237,31 +237,6 @@ fn probe_softmax_rows() {
 }
 
 #[test]
-fn interleaved_planes_are_channels_last_pixels_on_every_isa() {
-    // Channel counts with their own loops (1-4) and the general one (5); 37 positions: whole
-    // vectors and a tail; planes 50 apart (a row of a larger image).
-    let plane = 50;
-    for c in 1..=5 {
-        let src: Vec<f32> = (0..c * plane).map(|i| i as f32).collect();
-        for isa in Isa::available() {
-            let mut dst = vec![-1.0f32; 37 * c + 1];
-            // SAFETY: src holds c planes of plane >= 37 values; dst 37 * c (and one more).
-            unsafe { interleave(isa, src.as_ptr(), plane, c, 37, dst.as_mut_ptr()) };
-            for x in 0..37 {
-                for k in 0..c {
-                    assert_eq!(
-                        dst[x * c + k],
-                        (k * plane + x) as f32,
-                        "{isa} c={c} [{x}, {k}]"
-                    );
-                }
-            }
-            assert_eq!(dst[37 * c], -1.0, "{isa} c={c}: wrote past the pixels");
-        }
-    }
-}
-
-#[test]
 fn channels_last_max_pools_propagate_nan_on_every_isa() {
     // One output position over a 2x1 window of 101 channels (blocks of four vectors, single
     // vectors and a tail): channel j is NaN in the first tap when j % 3 == 1, in the second
