@@ -6,6 +6,15 @@ use rlx_ir::ReduceOp;
 use super::PAR_GRAIN;
 use super::types::Num;
 
+/// `T::binary(Max, acc, v)` (NaN when either is) as one select, which the loops vectorize:
+/// a NaN `acc` stays (no `v` is greater), a NaN `v` is taken.
+#[inline(always)]
+fn max_keeping_nan<T: Num>(acc: T, v: T) -> T {
+    #[allow(clippy::eq_op)] // NaN is the one value unequal to itself
+    let nan = v != v;
+    if v > acc || nan { v } else { acc }
+}
+
 /// Reduces `x` of `shape` over `axes` into `out` (one element per kept-index combination).
 pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     op: ReduceOp,
@@ -35,10 +44,10 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
                 for (i, o) in o.iter_mut().enumerate() {
                     let at = (t * per_task + i) * count;
                     let run = &x[at..at + count];
+                    // The op a constant in each closure (see reduce_rows).
                     *o = match bop {
-                        rlx_ir::BinaryOp::Add => {
-                            fold_lanes(run, init, |a, b| T::binary(rlx_ir::BinaryOp::Add, a, b))
-                        }
+                        rlx_ir::BinaryOp::Add => fold_lanes(run, init, |a, b| a + b),
+                        rlx_ir::BinaryOp::Max => fold_lanes(run, init, max_keeping_nan),
                         op => fold_lanes(run, init, |a, b| T::binary(op, a, b)),
                     };
                 }
@@ -78,12 +87,13 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     });
 }
 
-/// Folds `run` from `init` with `f` in 8 interleaved partial results, combined at the end: a
-/// loop the compiler vectorizes (a sequential fold is one long dependency chain). An f32 sum
-/// rounds differently from the sequential order, as numpy's pairwise sum does.
+/// Folds `run` from `init` with `f` in 32 interleaved partial results, combined at the end: a
+/// loop the compiler vectorizes (a sequential fold is one long dependency chain; 32 lanes are
+/// eight independent vectors on the SSE2 baseline, 8 were two and waited on their latency).
+/// An f32 sum rounds differently from the sequential order, as numpy's pairwise sum does.
 #[inline]
 fn fold_lanes<T: Num>(run: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    const LANES: usize = 8;
+    const LANES: usize = 32;
     let mut acc = [init; LANES];
     let chunks = run.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -121,15 +131,11 @@ fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
 ) {
     // The op chosen once, outside the loops: a `T::binary` per element keeps the compiler
     // from vectorizing them (a 112x112x32 global mean took 290 us instead of 20).
+    let shape = (outer, count, inner);
     match bop {
-        rlx_ir::BinaryOp::Add => fold_rows(init, |a, b| a + b, x, (outer, count, inner), out),
-        op => fold_rows(
-            init,
-            |a, b| T::binary(op, a, b),
-            x,
-            (outer, count, inner),
-            out,
-        ),
+        rlx_ir::BinaryOp::Add => fold_rows(init, |a, b| a + b, x, shape, out),
+        rlx_ir::BinaryOp::Max => fold_rows(init, max_keeping_nan, x, shape, out),
+        op => fold_rows(init, |a, b| T::binary(op, a, b), x, shape, out),
     }
 }
 
