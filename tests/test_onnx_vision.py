@@ -128,6 +128,20 @@ def test_conv_weight_as_graph_input():
     check(model, {"x": _rand(rng, 1, 4, 6, 6), "w": _rand(rng, 6, 2, 3, 3)})
 
 
+def test_conv_weight_from_a_constant_node_is_a_param():
+    # A small weight in a Constant node (below the size that makes other arrays params) is
+    # still a param: the compiler packs params for the fast convolution kernels.
+    rng = np.random.default_rng(3)
+    w = _rand(rng, 8, 3, 3, 3)
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")),
+             helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    model = _model(nodes, [_vi("x", [1, 3, 9, 9])], [_vi("y", None)])
+    x = _rand(rng, 1, 3, 9, 9)
+    got, m = _rlx(model, {"x": x})
+    assert list(m.params) == ["w"] and m.params["w"].shape == (8, 3, 3, 3)
+    np.testing.assert_allclose(got[0], _ort(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
 CONV_T_CASES = [
     # (x shape, weight shape [C, M/group, k..], attrs)
     ((2, 3, 5, 5), (3, 4, 3, 3), {}),

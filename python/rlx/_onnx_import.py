@@ -130,11 +130,11 @@ def memory_budget() -> int:
     return _MEM_TOTAL[0]
 
 
-def _weight_like(name: str, v: Any) -> Any:
-    """``v``, or for a large float32 array made at import, the same array as an initializer
-    named ``name`` (see the module doc)."""
+def weight_like(name: str, v: Any, min_elements: int = WEIGHT_MIN_ELEMENTS) -> Any:
+    """``v``, or for a float32 array of at least ``min_elements`` made at import, the same
+    array as an initializer named ``name`` (see the module doc)."""
     if (isinstance(v, Known) and v.init is None and v.dtype == np.float32 and not v.symbolic
-            and v.arr.size >= WEIGHT_MIN_ELEMENTS):
+            and v.arr.size >= min_elements):
         return Known(v.arr, v.dtype, init=name)
     return v
 
@@ -468,7 +468,7 @@ class Importer:
             outs = [outs]
         for n, o in zip(node.output, outs):
             if n:
-                self.env[n] = _weight_like(n, o) if top else o
+                self.env[n] = weight_like(n, o) if top else o
         for n in node.output[len(outs):]:
             if n and n in used:
                 raise rlx.UnsupportedOpError(

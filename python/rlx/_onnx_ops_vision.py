@@ -18,7 +18,7 @@ import numpy as np
 import rlx
 from rlx import _onnx_dtypes
 from rlx._onnx_helpers import int_list, pool_kernel, spatial_sizes, window_args
-from rlx._onnx_import import Importer, Known, graph_reads, subgraphs
+from rlx._onnx_import import Importer, Known, graph_reads, subgraphs, weight_like
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -122,7 +122,9 @@ def _fold_bn(imp: Importer, node: Any, bn: Any, w: Known, b: Optional[Known]) ->
 @op("Conv")
 def _conv(imp: Importer, node: Any) -> Any:
     at = attrs(node)
-    x, w = imp.get(node.input[0]), imp.get(node.input[1])
+    # A weight made at import is a param whatever its size: the compiler packs params for the
+    # fast kernels, and a constant weight ran the channel-major fallback (2.5x slower stems).
+    x, w = imp.get(node.input[0]), weight_like(node.input[1], imp.get(node.input[1]), 1)
     b = imp.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     ws = imp.shape(w)
     if len(ws) < 3 or not all(isinstance(d, int) for d in ws):
