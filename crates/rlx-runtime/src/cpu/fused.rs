@@ -2,12 +2,13 @@
 //! in `gemm.rs`, packed attention in `attention.rs`.)
 
 use rayon::prelude::*;
-use rlx_ir::{EwProgram, EwStep};
+use rlx_ir::{BinaryOp, EwProgram, EwStep, UnaryOp};
 
 use super::isa::{Isa, default_isa};
 use super::vmath::unary_map_default as unary_map;
 use super::vmath::{self, add_norm_row};
 use super::{OutPtr, PAR_GRAIN};
+use crate::fallible::with_scratch;
 
 /// One operand of an elementwise program: where its f32 values are, and broadcast strides.
 /// A raw pointer, not a slice: the output may reuse an operand's memory (in-place), and a slice
@@ -52,53 +53,207 @@ pub unsafe fn elementwise(
         out_shape[rank - 1].max(1)
     };
     let rows = out_len / last;
-    // Work in blocks of up to EW_COLS columns of one row: the registers stay small (L1-sized,
-    // whatever the row length) and a single long row still splits across threads.
+    if let Some((first, links)) = row_chain(program, &strides) {
+        // SAFETY: the caller's contract.
+        unsafe { run_chain(isa, inputs, first, &links, out, (out_shape, &strides)) };
+        return;
+    }
+    // Work in blocks of up to EW_COLS values: a part of one long row (the registers stay
+    // L1-sized and a single long row still splits across threads), or whole short rows (a
+    // per-channel operand over channels-last positions: each step then runs over the block,
+    // not over one row of a few vectors at a time).
     let width = last.min(EW_COLS);
     let blocks_per_row = last.div_ceil(width);
-    let units = rows * blocks_per_row;
-    let units_per_task = (PAR_GRAIN / width).max(1);
+    let rows_per_unit = (EW_COLS / last).max(1);
+    let units = rows.div_ceil(rows_per_unit) * blocks_per_row;
+    let units_per_task = (PAR_GRAIN / (width * rows_per_unit)).max(1);
+    let block = width * rows_per_unit;
+    let steps = program.steps.len();
     (0..units.div_ceil(units_per_task))
         .into_par_iter()
         .for_each(|t| {
-            let mut regs: Vec<Vec<f32>> = vec![vec![0.0; width]; program.steps.len()];
-            for u in t * units_per_task..((t + 1) * units_per_task).min(units) {
-                let (r, col0) = (u / blocks_per_row, (u % blocks_per_row) * width);
-                let w = width.min(last - col0);
-                for (i, step) in program.steps.iter().enumerate() {
-                    let (done, rest) = regs.split_at_mut(i);
-                    let dst = &mut rest[0][..w];
-                    match *step {
-                        EwStep::Load(n) => {
-                            let st = &strides[n];
-                            let (mut off, mut rem) = (0, r);
-                            for d in (0..rank.saturating_sub(1)).rev() {
-                                off += (rem % out_shape[d]) * st[d];
-                                rem /= out_shape[d];
-                            }
-                            let step = if rank > 0 { st[rank - 1] } else { 0 };
-                            // SAFETY: offsets stay inside the operand (broadcast strides).
-                            unsafe { load(inputs[n].ptr.add(off + col0 * step), step, dst) };
-                        }
-                        EwStep::Const(c) => dst.fill(c),
-                        EwStep::Unary(op, a) => unary_map(op, &done[a][..w], dst),
-                        // SAFETY: the ISA is this CPU's (default_isa).
-                        EwStep::Binary(op, a, b) => unsafe {
-                            vmath::binary_map(isa, op, &done[a][..w], &done[b][..w], dst)
-                        },
-                    }
+            // The registers are the thread's, kept between tasks and runs: made and zeroed
+            // per task (or per split of the range), they cost more than the program's steps.
+            with_scratch(&REGS, |regs| {
+                if regs.len() < steps * block {
+                    regs.resize(steps * block, 0.0);
                 }
-                // SAFETY: this block of row r belongs to this task; its inputs (the same
-                // elements, where an input shares the output's memory) were read above.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        regs[program.steps.len() - 1].as_ptr(),
-                        out.get().add(r * last + col0),
-                        w,
-                    )
-                };
-            }
+                for u in t * units_per_task..((t + 1) * units_per_task).min(units) {
+                    let (ru, col0) = (u / blocks_per_row, (u % blocks_per_row) * width);
+                    let r0 = ru * rows_per_unit;
+                    let (n_rows, w) = (rows_per_unit.min(rows - r0), width.min(last - col0));
+                    let len = n_rows * w;
+                    for (i, step) in program.steps.iter().enumerate() {
+                        let (done, rest) = regs.split_at_mut(i * block);
+                        let reg = |a: usize| &done[a * block..a * block + len];
+                        let dst = &mut rest[..len];
+                        match *step {
+                            EwStep::Load(n) => {
+                                let st = &strides[n];
+                                let step = if rank > 0 { st[rank - 1] } else { 0 };
+                                for (i, dst) in dst.chunks_exact_mut(w).enumerate() {
+                                    let (mut off, mut rem) = (0, r0 + i);
+                                    for d in (0..rank.saturating_sub(1)).rev() {
+                                        off += (rem % out_shape[d]) * st[d];
+                                        rem /= out_shape[d];
+                                    }
+                                    // SAFETY: offsets stay inside the operand (broadcast
+                                    // strides).
+                                    unsafe {
+                                        load(inputs[n].ptr.add(off + col0 * step), step, dst)
+                                    };
+                                }
+                            }
+                            EwStep::Const(c) => dst.fill(c),
+                            EwStep::Unary(op, a) => unary_map(op, reg(a), dst),
+                            // SAFETY: the ISA is this CPU's (default_isa).
+                            EwStep::Binary(op, a, b) => unsafe {
+                                vmath::binary_map(isa, op, reg(a), reg(b), dst)
+                            },
+                        }
+                    }
+                    // SAFETY: this block (rows r0.. of one block of columns, contiguous in the
+                    // output: several rows only when whole) belongs to this task; its inputs
+                    // (the same elements, where an input shares the output's memory) were read
+                    // above.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            regs[(steps - 1) * block..].as_ptr(),
+                            out.get().add(r0 * last + col0),
+                            len,
+                        )
+                    };
+                }
+            })
         });
+}
+
+thread_local! {
+    /// An elementwise program's registers (`steps` blocks of `EW_COLS` values).
+    static REGS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One step of a row chain (`row_chain`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Link {
+    /// `value = op(value, operand)` (`op(operand, value)` when `!value_first`), the operand
+    /// `input`'s one value for the row.
+    Binary {
+        op: BinaryOp,
+        input: usize,
+        value_first: bool,
+    },
+    Unary(UnaryOp),
+}
+
+/// `program` as a chain over one operand read along each row: every step after the first load
+/// combines the chain's value with an operand constant along the row (a per-channel scale or
+/// shift of channel-major data: a BatchNorm that could not be folded) or maps it. Such a
+/// program runs in place over each output row, one pass per step, instead of through L1-sized
+/// registers (three times faster: DenseNet's BatchNorm + Relu programs). `(first operand,
+/// links)`, or None for any other program.
+fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<Link>)> {
+    let along_row = |n: usize| strides[n].last().copied().unwrap_or(0);
+    let Some(EwStep::Load(first)) = program.steps.first() else {
+        return None;
+    };
+    if along_row(*first) != 1 {
+        return None;
+    }
+    // Registers holding an operand constant along the row: its input.
+    let mut constant: Vec<Option<usize>> = vec![None; program.steps.len()];
+    let (mut value, mut links) = (0, Vec::new());
+    for (i, step) in program.steps.iter().enumerate().skip(1) {
+        match *step {
+            EwStep::Load(n) if along_row(n) == 0 => constant[i] = Some(n),
+            EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
+                let input = constant[b]?;
+                links.push(Link::Binary {
+                    op,
+                    input,
+                    value_first: true,
+                });
+                value = i;
+            }
+            EwStep::Binary(op, a, b) if b == value && a != value && constant[a].is_some() => {
+                let input = constant[a]?;
+                links.push(Link::Binary {
+                    op,
+                    input,
+                    value_first: false,
+                });
+                value = i;
+            }
+            EwStep::Unary(op, a) if a == value => {
+                links.push(Link::Unary(op));
+                value = i;
+            }
+            _ => return None,
+        }
+    }
+    (value == program.steps.len() - 1 && !links.is_empty()).then_some((*first, links))
+}
+
+/// Runs a row chain: per output row, the first link reads the chain's operand into the row,
+/// the others update it in place (the row stays in L1 between passes).
+///
+/// # Safety
+/// As `elementwise`; `first` is read with step 1 along the rows, the binary links' operands
+/// with step 0.
+unsafe fn run_chain(
+    isa: Isa,
+    inputs: &[EwInput],
+    first: usize,
+    links: &[Link],
+    out: OutPtr,
+    (out_shape, strides): (&[usize], &[Vec<usize>]),
+) {
+    let rank = out_shape.len();
+    let last = out_shape.last().copied().unwrap_or(1).max(1);
+    let rows = out_shape.iter().product::<usize>() / last;
+    // The offset of row r's first element in input n.
+    let offset = |n: usize, r: usize| {
+        let (mut off, mut rem) = (0, r);
+        for d in (0..rank.saturating_sub(1)).rev() {
+            off += (rem % out_shape[d]) * strides[n][d];
+            rem /= out_shape[d];
+        }
+        off
+    };
+    let per_task = PAR_GRAIN.div_ceil(last).max(1);
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        for r in t * per_task..((t + 1) * per_task).min(rows) {
+            // SAFETY: row r of the output belongs to this task; the first operand's row r
+            // (the output's own memory when they share it: same shape) is read by the first
+            // link before or as it is written; the other operands hold one value per row.
+            unsafe {
+                let dst = out.get().add(r * last);
+                let mut src = inputs[first].ptr.add(offset(first, r));
+                for link in links {
+                    match *link {
+                        Link::Binary {
+                            op,
+                            input,
+                            value_first,
+                        } => {
+                            let c = *inputs[input].ptr.add(offset(input, r));
+                            vmath::scalar_op(isa, op, c, value_first, src, dst, last);
+                        }
+                        Link::Unary(op) if std::ptr::eq(src, dst) => {
+                            let row = std::slice::from_raw_parts_mut(dst, last);
+                            vmath::unary_in_place(isa, op, row);
+                        }
+                        Link::Unary(op) => {
+                            let from = std::slice::from_raw_parts(src, last);
+                            let row = std::slice::from_raw_parts_mut(dst, last);
+                            vmath::unary_map(isa, op, from, row);
+                        }
+                    }
+                    src = dst;
+                }
+            }
+        }
+    });
 }
 
 /// `out_shape` with adjacent axes merged wherever every operand's strides let it read the pair
@@ -150,7 +305,7 @@ unsafe fn load(src: *const f32, step: usize, dst: &mut [f32]) {
 }
 
 /// Columns per register block of an elementwise program (16 KiB of f32 per step).
-pub const EW_COLS: usize = 4096;
+pub const EW_COLS: usize = 1024;
 
 /// `layer_norm(a + b)` over `rows` rows of length `d`.
 ///
@@ -222,4 +377,102 @@ pub fn scaled_softmax(
             }),
     }
     super::norm::softmax_in_place(out, n, inner);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::types::Num;
+    use super::*;
+
+    /// Each program over `[2, 3, 37]` data (x along the rows, a and b one value per `[., c]`
+    /// row), against the same arithmetic one element at a time; `chain`: whether `row_chain`
+    /// takes it.
+    #[test]
+    fn row_chains_match_the_program_and_others_are_left_to_the_registers() {
+        use BinaryOp::{Add, Div, Mul, Sub};
+        use EwStep::{Binary, Load, Unary};
+        let (shape, n) = ([2usize, 3, 37], 2 * 3 * 37);
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 - 100.0) / 7.0).collect();
+        let (a, b) = ([0.5f32, -2.0, 3.0], [1.0f32, 0.25, -4.0]);
+        let cases: Vec<(Vec<EwStep>, bool)> = vec![
+            // (x * a + b) then relu: a BatchNorm and its activation.
+            (
+                vec![
+                    Load(0),
+                    Load(1),
+                    Binary(Mul, 0, 1),
+                    Load(2),
+                    Binary(Add, 2, 3),
+                    Unary(UnaryOp::Relu, 4),
+                ],
+                true,
+            ),
+            // a - x, then b / that: the operand first.
+            (
+                vec![
+                    Load(0),
+                    Load(1),
+                    Binary(Sub, 1, 0),
+                    Load(2),
+                    Binary(Div, 3, 2),
+                ],
+                true,
+            ),
+            // x * x is not a chain over constants.
+            (
+                vec![Load(0), Binary(Mul, 0, 0), Load(1), Binary(Add, 1, 2)],
+                false,
+            ),
+        ];
+        let eval = |steps: &[EwStep], i: usize| {
+            let row = i / 37;
+            let mut r = vec![0.0f32; steps.len()];
+            for (k, s) in steps.iter().enumerate() {
+                r[k] = match *s {
+                    Load(0) => x[i],
+                    Load(1) => a[row % 3],
+                    Load(_) => b[row % 3],
+                    Binary(op, p, q) => f32::binary(op, r[p], r[q]),
+                    Unary(op, p) => super::super::math::unary(op, r[p]),
+                    EwStep::Const(c) => c,
+                };
+            }
+            r[steps.len() - 1]
+        };
+        for (steps, chain) in cases {
+            let program = EwProgram {
+                steps: steps.clone(),
+            };
+            let ins = vec![
+                EwInput {
+                    ptr: x.as_ptr(),
+                    owned: None,
+                    strides: vec![111, 37, 1],
+                },
+                EwInput {
+                    ptr: a.as_ptr(),
+                    owned: None,
+                    strides: vec![0, 1, 0],
+                },
+                EwInput {
+                    ptr: b.as_ptr(),
+                    owned: None,
+                    strides: vec![0, 1, 0],
+                },
+            ];
+            let (cs, st) = collapse(&shape, &ins);
+            assert_eq!(cs, [2, 3, 37]);
+            assert_eq!(row_chain(&program, &st).is_some(), chain, "{program}");
+            let mut out = vec![f32::NAN; n];
+            // SAFETY: every operand covers its broadcast shape; out holds n values.
+            unsafe { elementwise(&program, &ins, OutPtr(out.as_mut_ptr()), n, &shape) };
+            for (i, o) in out.iter().enumerate() {
+                let want = eval(&steps, i);
+                assert!(
+                    (o - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{program} [{i}]: {o} vs {want}"
+                );
+            }
+        }
+    }
 }

@@ -126,3 +126,56 @@ fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
         .zip(a.iter().zip(b))
         .for_each(|(d, (x, y))| *d = f(*x, *y));
 }
+
+per_isa!(
+    /// `dst[i] = op(src[i], c)`, or `op(c, src[i])` when `!value_first`, for `i < n` and `op`
+    /// one of add, sub, mul, div (others: the scalar function). `src` may be `dst` (each
+    /// vector is read before it is written).
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU; `src` and `dst` hold `n` values and are the same or
+    /// do not overlap.
+    pub unsafe fn scalar_op(op: BinaryOp, c: f32, value_first: bool, src: *const f32, dst: *mut f32, n: usize) => scalar_op_v
+);
+
+#[inline(always)]
+unsafe fn scalar_op_v<V: F32s>(
+    op: BinaryOp,
+    c: f32,
+    value_first: bool,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+) {
+    let scalar = |v: f32| match value_first {
+        true => f32::binary(op, v, c),
+        false => f32::binary(op, c, v),
+    };
+    // SAFETY: the caller's contract; whole vectors below `body`, the rest one by one.
+    unsafe {
+        let (k, body) = (V::splat(c), n - n % V::N);
+        macro_rules! each {
+            ($f:expr) => {{
+                for i in (0..body).step_by(V::N) {
+                    $f(V::load(src.add(i))).store(dst.add(i));
+                }
+            }};
+        }
+        match (op, value_first) {
+            (BinaryOp::Add, _) => each!(|v: V| v.add(k)),
+            (BinaryOp::Mul, _) => each!(|v: V| v.mul(k)),
+            (BinaryOp::Sub, true) => each!(|v: V| v.sub(k)),
+            (BinaryOp::Sub, false) => each!(|v: V| k.sub(v)),
+            (BinaryOp::Div, true) => each!(|v: V| v.div(k)),
+            (BinaryOp::Div, false) => each!(|v: V| k.div(v)),
+            _ => {
+                for i in 0..body {
+                    *dst.add(i) = scalar(*src.add(i));
+                }
+            }
+        }
+        for i in body..n {
+            *dst.add(i) = scalar(*src.add(i));
+        }
+    }
+}
