@@ -48,11 +48,17 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 None
             });
             let other = if const_scalar(&m, b).is_some() { a } else { b };
+            // A scale of x / 0 or x * inf is not finite: the scaled kernel refuses it, and the
+            // unfused ops give the NaNs / infinities the graph asks for.
+            let c = c.map(|c| if op == BinaryOp::Div { 1.0 / c } else { c });
             match c {
-                Some(c) if m.nodes[other.index()].ty == ty => {
-                    scale = if op == BinaryOp::Div { 1.0 / c } else { c };
+                Some(c) if m.nodes[other.index()].ty == ty && c.is_finite() => {
+                    scale = c;
                     x = other;
                 }
+                Some(c) if !c.is_finite() => log
+                    .near_misses
+                    .push(format!("softmax {me}: scale {c} is not finite")),
                 _ => log
                     .near_misses
                     .push(format!("softmax {me}: scale is not a one-element constant")),
@@ -71,4 +77,36 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         ));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rlx_ir::{DType, HirMut, Shape};
+
+    #[test]
+    fn a_scale_that_is_not_finite_stays_unfused() {
+        for (op, c) in [
+            (BinaryOp::Div, 0.0),
+            (BinaryOp::Mul, f32::INFINITY),
+            (BinaryOp::Div, 4.0),
+        ] {
+            let mut m = HirModule::new("softmax");
+            let mut g = HirMut::new(&mut m);
+            let x = g.input("x", DType::F32, Shape::new(&[2, 8])).unwrap();
+            let k = g.scalar(c).unwrap();
+            let y = g.binary(op, x, k).unwrap();
+            let y = g.softmax(y, -1).unwrap();
+            g.output("y", y).unwrap();
+            let mut log = PassLog::default();
+            let m = run(m, &mut log).unwrap();
+            m.verify().unwrap();
+            let fused = m
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::Compute(ComputeOp::ScaledSoftmax { .. })));
+            // x / 4 fuses (scale 0.25); x / 0 and x * inf keep their ops.
+            assert_eq!(fused, c == 4.0, "{op:?} {c}: {m}");
+        }
+    }
 }
