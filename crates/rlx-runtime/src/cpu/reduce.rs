@@ -152,27 +152,46 @@ fn fold_rows<T: Num>(
         .for_each(|(t, o)| {
             for (i, o) in o.chunks_mut(inner).enumerate() {
                 let o0 = t * per_task + i;
-                o.fill(init);
                 let rows = &x[o0 * count * inner..(o0 + 1) * count * inner];
-                // Four rows folded together before they meet the output: a quarter of the
-                // loads and stores of `o`, whose each store the next row's load waits for.
-                let quads = rows.chunks_exact(4 * inner);
-                let rest = quads.remainder();
-                for q in quads {
-                    let (r0, r1) = q.split_at(2 * inner);
-                    let ((a, b), (c, d)) = (r0.split_at(inner), r1.split_at(inner));
-                    for ((((o, a), b), c), d) in o.iter_mut().zip(a).zip(b).zip(c).zip(d) {
-                        *o = f(*o, f(f(*a, *b), f(*c, *d)));
-                    }
-                }
-                for row in rest.chunks_exact(inner) {
-                    for (o, v) in o.iter_mut().zip(row) {
-                        *o = f(*o, *v);
+                // Rows fold in order, one after another (a padded bucket's extra zero rows
+                // then leave every sum bit for bit as it was). A few channels' sums stay in
+                // registers across the rows: in memory, each row's load of them waits for the
+                // last row's store (a 112 x 112 x 32 global mean: 43 -> 12 us).
+                match inner {
+                    16 => fold_rows_in_registers::<T, 16>(init, &f, rows, o),
+                    24 => fold_rows_in_registers::<T, 24>(init, &f, rows, o),
+                    32 => fold_rows_in_registers::<T, 32>(init, &f, rows, o),
+                    48 => fold_rows_in_registers::<T, 48>(init, &f, rows, o),
+                    64 => fold_rows_in_registers::<T, 64>(init, &f, rows, o),
+                    _ => {
+                        o.fill(init);
+                        for row in rows.chunks_exact(inner) {
+                            for (o, v) in o.iter_mut().zip(row) {
+                                *o = f(*o, *v);
+                            }
+                        }
                     }
                 }
             }
         });
     debug_assert_eq!(out.len(), outer * inner);
+}
+
+/// `o = init` folded with every `N`-wide row of `rows` in order, the sums in a local array.
+#[inline(always)]
+fn fold_rows_in_registers<T: Num, const N: usize>(
+    init: T,
+    f: &impl Fn(T, T) -> T,
+    rows: &[T],
+    o: &mut [T],
+) {
+    let mut acc = [init; N];
+    for row in rows.chunks_exact(N) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a = f(*a, *v);
+        }
+    }
+    o.copy_from_slice(&acc);
 }
 
 /// Mean is the f32 sum divided by the count.
