@@ -1,11 +1,13 @@
 """Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights)
-and a MobileNet-like depthwise-separable net, batch 1 and 8 at 224 x 224, 1 and 2 threads.
+and a MobileNet-like depthwise-separable net, batch 1 and 8 at 224 x 224, 1 and 2 threads; with
+--light, the other light models too (AlexNet, DenseNet-121, Inception v1 / v2, ShuffleNet,
+SqueezeNet, VGG-19, ZFNet-512: random weights, batch 1, the batch they were exported with).
 
 Each system runs in a process of its own (ORT's spinning threads would steal the cores of
 whatever runs next), rounds alternating the two; a system's time is the median of its runs in
 its best round, and the ratio is rlx time / ORT time (below 1: rlx faster).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2] [--light]
 """
 
 from __future__ import annotations
@@ -29,14 +31,22 @@ from _common import fmt_ratio, header, rows_table  # noqa: E402
 ROOT = os.path.join(os.path.dirname(HERE), "target", "bench-models", "vision")
 
 
+#: The ONNX backend's light models beside ResNet-50 (fixed batch 1).
+LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet", "vgg19", "zfnet512"]
+
+
 def resnet50(path: str) -> None:
-    """The light ResNet-50 with its constant weights replaced by random ones (He-scaled). The
-    shipped model makes every weight with a ConstantOfShape node (all 0.02): each becomes an
-    initializer of random values."""
+    light("resnet50", path)
+
+
+def light(name: str, path: str) -> None:
+    """A light model with its constant weights replaced by random ones (He-scaled). The shipped
+    models make every weight with a ConstantOfShape node (all one value): each becomes an
+    initializer of random values. ResNet-50 gets a symbolic batch."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
+    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
     m = onnx.load(src)
     rng = np.random.default_rng(0)
     shapes = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
@@ -47,12 +57,13 @@ def resnet50(path: str) -> None:
             weights.append((n.output[0], tuple(int(d) for d in shapes[n.input[0]])))
         else:
             keep.append(n)
-    for name, shape in weights:
+    for w, shape in weights:
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         r = rng.standard_normal(shape) * (np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1)
-        if "_bn_s_" in name or "_bn_riv_" in name:  # keep BN scales / variances positive
+        # Keep BN scales / variances positive (ResNet-50's by name; elsewhere every 1-D weight).
+        if "_bn_s_" in w or "_bn_riv_" in w or (name != "resnet50" and len(shape) == 1):
             r = 1.0 + 0.1 * np.abs(r)
-        m.graph.initializer.append(numpy_helper.from_array(r.astype(np.float32), name))
+        m.graph.initializer.append(numpy_helper.from_array(r.astype(np.float32), w))
     del m.graph.node[:]
     m.graph.node.extend(keep)
     # The shape initializers fed only the removed nodes (they are graph inputs too).
@@ -63,7 +74,8 @@ def resnet50(path: str) -> None:
     m.graph.initializer.extend(live)
     del m.graph.input[:]
     m.graph.input.extend(inputs)
-    _batch_symbolic(m)
+    if name == "resnet50":
+        _batch_symbolic(m)
     onnx.save(m, path)
 
 
@@ -125,24 +137,31 @@ def _batch_symbolic(m: Any) -> None:
             d[0].dim_param = "batch"
 
 
-def models() -> Dict[str, str]:
+def models(extra: bool = False) -> Dict[str, str]:
     os.makedirs(ROOT, exist_ok=True)
     out = {"resnet50": os.path.join(ROOT, "resnet50_random_v2.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx")}
     if not os.path.isfile(out["resnet50"]):
         resnet50(out["resnet50"])
     if not os.path.isfile(out["mobilenet-like"]):
         mobilenet(out["mobilenet-like"])
+    for name in LIGHT if extra else []:
+        out[name] = os.path.join(ROOT, f"light_{name}_random.onnx")
+        if not os.path.isfile(out[name]):
+            light(name, out[name])
     return out
 
 
 def phase(system: str, path: str, batch: int, threads: int) -> Dict[str, Any]:
+    import onnx
+
+    fixed = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0].dim_value
     x = np.random.default_rng(2).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     if system == "rlx":
         import rlx
         import rlx.onnx
 
-        m = rlx.onnx.load(path, dims={"batch": (1, 64)})
-        exe = m.pipeline().get_or_compile(batch=batch)
+        m = rlx.onnx.load(path) if fixed else rlx.onnx.load(path, dims={"batch": (1, 64)})
+        exe = m.pipeline().get_or_compile() if fixed else m.pipeline().get_or_compile(batch=batch)
         name = m.inputs[0]
         run = lambda: exe.run({name: x})  # noqa: E731
         what = f"rlx {exe.kernels[0]}"
@@ -170,9 +189,10 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=2, help="phase pairs per row; the best round of each system counts")
+    ap.add_argument("--light", action="store_true", help="the other light models too (batch 1)")
     ap.add_argument("--phase", nargs=4, metavar=("SYSTEM", "MODEL", "BATCH", "THREADS"))
     a = ap.parse_args()
-    paths = models()
+    paths = models(a.light or (a.phase is not None and a.phase[1] in LIGHT))
     if a.phase:
         system, model, batch, threads = a.phase
         print(json.dumps(phase(system, paths[model], int(batch), int(threads))))
@@ -181,7 +201,7 @@ def main() -> None:
     rows: List[List[str]] = []
     for threads in [int(t) for t in a.threads.split(",")]:
         for model in paths:
-            for batch in [int(b) for b in a.batches.split(",")]:
+            for batch in [int(b) for b in a.batches.split(",")] if model not in LIGHT else [1]:
                 got: Dict[str, Any] = {"rlx": None, "ort": None}
                 # Rounds alternate the systems, so a drift in the machine's speed reaches both.
                 for _ in range(max(1, a.rounds)):
