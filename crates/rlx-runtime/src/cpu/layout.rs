@@ -16,6 +16,12 @@ pub fn transpose<T: Copy + Send + Sync>(x: &[T], shape: &[usize], perm: &[usize]
         out.copy_from_slice(x);
         return;
     }
+    // Axes that stay adjacent and in order move as one (a channel shuffle's [n, g, c / g, h, w]
+    // to [n, c / g, g, h, w] moves whole h * w planes).
+    let (merged, merged_perm) = merged_axes(shape, perm);
+    if merged.len() < rank {
+        return transpose(x, &merged, &merged_perm, out);
+    }
     if let Some((batch, rows, cols)) = as_matrices(shape, perm) {
         transpose_matrices(x, batch, rows, cols, out);
         return;
@@ -39,11 +45,49 @@ pub fn transpose<T: Copy + Send + Sync>(x: &[T], shape: &[usize], perm: &[usize]
                     rem /= out_shape[d];
                 }
                 let s = strides[rank - 1];
+                if s == 1 {
+                    row.copy_from_slice(&x[off..off + last]);
+                    continue;
+                }
                 for (j, o) in row.iter_mut().enumerate() {
                     *o = x[off + j * s];
                 }
             }
         });
+}
+
+/// `shape` and `perm` with every run of input axes that `perm` keeps adjacent and in order
+/// (`perm[i + 1] == perm[i] + 1`) made one axis, and size-1 axes dropped.
+fn merged_axes(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let kept: Vec<usize> = perm.iter().copied().filter(|&p| shape[p] != 1).collect();
+    // Runs of output axes whose input axes follow each other (size-1 axes skipped).
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for &p in &kept {
+        match runs.last_mut() {
+            Some(run) if kept_next(shape, *run.last().unwrap_or(&p), p) => run.push(p),
+            _ => runs.push(vec![p]),
+        }
+    }
+    // Each run is one axis; its place in the input is the order of its first axis.
+    let mut firsts: Vec<usize> = runs.iter().map(|r| r[0]).collect();
+    firsts.sort_unstable();
+    let merged: Vec<usize> = firsts
+        .iter()
+        .map(|f| {
+            let run = runs.iter().find(|r| r[0] == *f).map_or(&[][..], |r| &r[..]);
+            run.iter().map(|&a| shape[a]).product()
+        })
+        .collect();
+    let merged_perm = runs
+        .iter()
+        .map(|r| firsts.iter().position(|f| *f == r[0]).unwrap_or(0))
+        .collect();
+    (merged, merged_perm)
+}
+
+/// Whether input axis `b` follows `a` once size-1 axes are skipped.
+fn kept_next(shape: &[usize], a: usize, b: usize) -> bool {
+    b > a && shape[a + 1..b].iter().all(|&d| d == 1)
 }
 
 /// Side of the square tiles a matrix transpose moves (a tile's rows and columns stay in L1).
@@ -367,6 +411,11 @@ mod tests {
             (vec![2, 3, 5, 7], vec![0, 2, 3, 1]),
             (vec![3, 2, 9], vec![0, 2, 1]),
             (vec![2, 4, 1, 3], vec![0, 2, 3, 1]),
+            // A channel shuffle (whole planes move), size-1 axes among merged runs, all ones.
+            (vec![2, 6, 4, 5, 3], vec![0, 2, 1, 3, 4]),
+            (vec![2, 1, 3, 1, 4], vec![4, 3, 2, 1, 0]),
+            (vec![3, 1, 4, 5], vec![1, 3, 0, 2]),
+            (vec![1, 1, 1], vec![2, 0, 1]),
         ] {
             let n: usize = shape.iter().product();
             let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
@@ -376,5 +425,12 @@ mod tests {
         }
         assert_eq!(as_matrices(&[2, 3, 4, 5], &[0, 2, 3, 1]), Some((2, 3, 20)));
         assert_eq!(as_matrices(&[2, 3, 4, 5], &[2, 0, 3, 1]), None);
+        // [n, g, c, h, w] -> [n, c, g, h, w]: four axes, h and w one; size-1 axes gone.
+        let shuffle = merged_axes(&[2, 6, 4, 5, 3], &[0, 2, 1, 3, 4]);
+        assert_eq!(shuffle, (vec![2, 6, 4, 15], vec![0, 2, 1, 3]));
+        assert_eq!(
+            merged_axes(&[3, 1, 4, 5], &[1, 3, 0, 2]),
+            (vec![12, 5], vec![1, 0])
+        );
     }
 }
