@@ -6,8 +6,9 @@
 //! stays channels-last from the first to the last and pays one transpose at each end (none at
 //! the start when the first is a stem of a few channels: it gathers its padded image from the
 //! channel-major input). A 2-D
-//! pool of a channels-last value pools it in that layout, and a global pool (a reduction over
-//! h and w) reduces it there. The back-transposes nothing reads
+//! pool of a channels-last value pools it in that layout, a global pool (a reduction over h
+//! and w) reduces it there, and a concatenation of channels (or a unary map) of channels-last
+//! values is made in that layout too. The back-transposes nothing reads
 //! are left to `dce`.
 
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     // A value's channels-last form, where one exists: the convolution behind a back-transpose,
     // or a transpose made once and shared by every convolution that reads the value.
     let mut last: HashMap<ValueId, ValueId> = HashMap::new();
-    let (mut count, mut pools, mut reduces) = (0, 0, 0);
+    let (mut count, mut pools, mut reduces, mut others) = (0, 0, 0, 0);
     for node in &m.nodes {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v.index()]).collect();
         // A 2-D pool of a value already channels-last pools it there.
@@ -59,6 +60,29 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             last.insert(back, pool);
             remap.push(back);
             pools += 1;
+            continue;
+        }
+        // A concatenation of channels of values all channels-last, or a unary map of one,
+        // stays channels-last (the concat along the last axis): fire modules, inception
+        // blocks and dense blocks keep their chains instead of a transpose each way.
+        let same_layout = match &node.op {
+            Op::Compute(ComputeOp::Concat { axis: 1 }) => Some(ComputeOp::Concat { axis: 3 }),
+            Op::Compute(ComputeOp::Unary(u)) => Some(ComputeOp::Unary(*u)),
+            _ => None,
+        };
+        if let Some(op) = same_layout
+            && node.ty.shape.rank() == 4
+            && let Some(xs) = inputs
+                .iter()
+                .map(|v| last.get(v).copied())
+                .collect::<Option<Vec<_>>>()
+        {
+            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
+            let v = push(&mut nodes, Op::Compute(op), xs, ty);
+            let back = push(&mut nodes, transpose(&TO_FIRST), vec![v], node.ty.clone());
+            last.insert(back, v);
+            remap.push(back);
+            others += 1;
             continue;
         }
         // A sum, mean or max over h and w (a global pool) of a value already channels-last
@@ -132,8 +156,8 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         count += 1;
     }
     log.fusions.push(format!(
-        "channels_last: {count} convolutions, {pools} pools and {reduces} global reductions run \
-         over [batch, h, w, c]"
+        "channels_last: {count} convolutions, {pools} pools, {reduces} global reductions and \
+         {others} concatenations / unary maps run over [batch, h, w, c]"
     ));
     Ok(super::util::renumbered(m, nodes, &remap))
 }
@@ -288,6 +312,63 @@ mod tests {
         assert_eq!(
             ops,
             ["conv11", "transpose", "transpose", "conv10", "transpose"],
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_concat_of_channels_and_a_relu_keep_the_chain() {
+        // A fire module: two convolutions of one value, concatenated, relu, then a third.
+        let mut m = HirModule::new("fire");
+        let mut b = HirMut::new(&mut m);
+        let x = b
+            .input("x", DType::F32, Shape::new(&[1, 16, 8, 8]))
+            .unwrap();
+        let w = |b: &mut HirMut, n: &str, s: &[i64]| b.param(n, DType::F32, Shape::new(s)).unwrap();
+        let (w1, w2, w3) = (
+            w(&mut b, "w1", &[8, 16, 1, 1]),
+            w(&mut b, "w2", &[8, 16, 3, 3]),
+            w(&mut b, "w3", &[4, 16, 1, 1]),
+        );
+        let c1 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 1)), vec![x, w1])
+            .unwrap();
+        let c2 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w2])
+            .unwrap();
+        let cat = b
+            .compute(ComputeOp::Concat { axis: 1 }, vec![c1, c2])
+            .unwrap();
+        let r = b
+            .compute(ComputeOp::Unary(rlx_ir::UnaryOp::Relu), vec![cat])
+            .unwrap();
+        let c3 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 1)), vec![r, w3])
+            .unwrap();
+        b.output("y", c3).unwrap();
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        let ops: Vec<String> = m
+            .nodes
+            .iter()
+            .filter(|n| !n.op.is_leaf())
+            .map(|n| match &n.op {
+                Op::Compute(ComputeOp::Concat { axis }) => format!("concat{axis}"),
+                o => o.name().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "transpose",
+                "conv",
+                "conv",
+                "concat3",
+                "relu",
+                "conv",
+                "transpose"
+            ],
             "{m}"
         );
     }
