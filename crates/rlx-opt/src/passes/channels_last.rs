@@ -85,6 +85,21 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             others += 1;
             continue;
         }
+        // An elementwise program over channels-last values of its shape and per-channel
+        // operands ([c, 1, 1] or [1, c, 1, 1], read as [c]) or scalars runs channels-last:
+        // a BatchNorm that could not be folded, and its activation, between convolutions.
+        if let Op::Compute(ComputeOp::Elementwise { .. }) = &node.op
+            && node.ty.shape.rank() == 4
+            && let Some(xs) = elementwise_operands(&mut nodes, &last, &inputs, &node.ty)
+        {
+            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
+            let v = push(&mut nodes, node.op.clone(), xs, ty);
+            let back = push(&mut nodes, transpose(&TO_FIRST), vec![v], node.ty.clone());
+            last.insert(back, v);
+            remap.push(back);
+            others += 1;
+            continue;
+        }
         // A sum, mean or max over h and w (a global pool) of a value already channels-last
         // reduces it there: the positions of each image are rows of c, and the kept `[n, 1, 1,
         // c]` is the `[n, c, 1, 1]` asked for, element for element.
@@ -176,6 +191,49 @@ fn eligible(m: &HirModule, n: &Node) -> bool {
     let one_group = c.groups == 1 && ws[1] >= MIN_CHANNELS;
     let depthwise = ws[1] == 1 && c.groups == ws[0];
     !c.channels_last && x.rank() == 4 && ws.len() == 4 && (one_group || depthwise)
+}
+
+/// An elementwise program's operands for its channels-last form, or None: each input is a
+/// value of the output's shape with a channels-last form, a per-channel operand (`[c, 1, 1]`
+/// or `[1, c, 1, 1]`, reshaped to `[c]`, free) or a one-element operand. At least one must be
+/// channels-last already.
+fn elementwise_operands(
+    nodes: &mut Vec<Node>,
+    last: &HashMap<ValueId, ValueId>,
+    inputs: &[ValueId],
+    ty: &TensorType,
+) -> Option<Vec<ValueId>> {
+    let c = ty.shape.dims()[1].clone();
+    let one = rlx_ir::Dim::constant(1);
+    if !inputs.iter().any(|v| last.contains_key(v)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for v in inputs {
+        let vt = nodes[v.index()].ty.clone();
+        let d = vt.shape.dims();
+        if let Some(l) = last.get(v).filter(|_| vt.shape == ty.shape) {
+            out.push(*l);
+        } else if vt
+            .shape
+            .as_static()
+            .is_some_and(|s| s.iter().product::<usize>() == 1)
+        {
+            out.push(*v);
+        } else if d.len() >= 3
+            && d.len() <= 4
+            && d[d.len() - 3] == c
+            && d[d.len() - 2..].iter().all(|x| *x == one)
+            && d[..d.len() - 3].iter().all(|x| *x == one)
+        {
+            let shape = rlx_ir::Shape::from_dims(vec![c.clone()]);
+            let t = TensorType::new(vt.dtype, shape.clone());
+            out.push(push(nodes, Op::Reshape { shape }, vec![*v], t));
+        } else {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// `v` in channels-last layout: its known form, else a new transpose (remembered).
@@ -368,6 +426,77 @@ mod tests {
                 "relu",
                 "conv",
                 "transpose"
+            ],
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_per_channel_elementwise_program_keeps_the_chain() {
+        use rlx_ir::{BinaryOp, EwProgram, EwStep, UnaryOp};
+        // conv -> relu(x * s + t) with s [8, 1, 1] and t [1, 8, 1, 1] -> conv; and a program
+        // whose operand is neither per channel nor one element stays channel-major.
+        let mut m = HirModule::new("bn");
+        let mut b = HirMut::new(&mut m);
+        let x = b
+            .input("x", DType::F32, Shape::new(&[1, 16, 8, 8]))
+            .unwrap();
+        let w1 = b
+            .param("w1", DType::F32, Shape::new(&[8, 16, 3, 3]))
+            .unwrap();
+        let w2 = b
+            .param("w2", DType::F32, Shape::new(&[4, 8, 1, 1]))
+            .unwrap();
+        let s = b.param("s", DType::F32, Shape::new(&[8, 1, 1])).unwrap();
+        let t = b.param("t", DType::F32, Shape::new(&[1, 8, 1, 1])).unwrap();
+        let rows = b.param("rows", DType::F32, Shape::new(&[8, 1])).unwrap();
+        let program = |steps| ComputeOp::Elementwise {
+            program: std::sync::Arc::new(EwProgram { steps }),
+        };
+        let bn = program(vec![
+            EwStep::Load(0),
+            EwStep::Load(1),
+            EwStep::Binary(BinaryOp::Mul, 0, 1),
+            EwStep::Load(2),
+            EwStep::Binary(BinaryOp::Add, 2, 3),
+            EwStep::Unary(UnaryOp::Relu, 4),
+        ]);
+        let by_row = program(vec![
+            EwStep::Load(0),
+            EwStep::Load(1),
+            EwStep::Binary(BinaryOp::Mul, 0, 1),
+        ]);
+        let c1 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w1])
+            .unwrap();
+        let e = b.compute(bn, vec![c1, s, t]).unwrap();
+        let c2 = b
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 1)), vec![e, w2])
+            .unwrap();
+        let r = b.compute(by_row, vec![c1, rows]).unwrap();
+        b.output("y", c2).unwrap();
+        b.output("r", r).unwrap();
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        let ops: Vec<&str> = m
+            .nodes
+            .iter()
+            .filter(|n| !matches!(n.op, Op::Input { .. } | Op::Param { .. }))
+            .map(|n| n.op.name())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "transpose",
+                "conv",
+                "transpose",
+                "reshape",
+                "reshape",
+                "elementwise",
+                "conv",
+                "transpose",
+                "elementwise"
             ],
             "{m}"
         );
