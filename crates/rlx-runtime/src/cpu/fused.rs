@@ -137,11 +137,13 @@ thread_local! {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Link {
     /// `value = op(value, operand)` (`op(operand, value)` when `!value_first`), the operand
-    /// `input`'s one value for the row.
+    /// `input`'s one value for the row, or with `vector` its one row for every row (a
+    /// per-channel operand of channels-last data).
     Binary {
         op: BinaryOp,
         input: usize,
         value_first: bool,
+        vector: bool,
     },
     Unary(UnaryOp),
 }
@@ -154,33 +156,38 @@ enum Link {
 /// links)`, or None for any other program.
 fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<Link>)> {
     let along_row = |n: usize| strides[n].last().copied().unwrap_or(0);
+    let across_rows = |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0);
     let Some(EwStep::Load(first)) = program.steps.first() else {
         return None;
     };
     if along_row(*first) != 1 {
         return None;
     }
-    // Registers holding an operand constant along the row: its input.
-    let mut constant: Vec<Option<usize>> = vec![None; program.steps.len()];
+    // Registers holding an operand constant along the row, or the same row for every row:
+    // its input, and whether it is such a row.
+    let mut constant: Vec<Option<(usize, bool)>> = vec![None; program.steps.len()];
     let (mut value, mut links) = (0, Vec::new());
     for (i, step) in program.steps.iter().enumerate().skip(1) {
         match *step {
-            EwStep::Load(n) if along_row(n) == 0 => constant[i] = Some(n),
+            EwStep::Load(n) if along_row(n) == 0 => constant[i] = Some((n, false)),
+            EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => constant[i] = Some((n, true)),
             EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
-                let input = constant[b]?;
+                let (input, vector) = constant[b]?;
                 links.push(Link::Binary {
                     op,
                     input,
                     value_first: true,
+                    vector,
                 });
                 value = i;
             }
             EwStep::Binary(op, a, b) if b == value && a != value && constant[a].is_some() => {
-                let input = constant[a]?;
+                let (input, vector) = constant[a]?;
                 links.push(Link::Binary {
                     op,
                     input,
                     value_first: false,
+                    vector,
                 });
                 value = i;
             }
@@ -199,7 +206,7 @@ fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<
 ///
 /// # Safety
 /// As `elementwise`; `first` is read with step 1 along the rows, the binary links' operands
-/// with step 0.
+/// with step 0 (or, `vector`, step 1 and the same row for every row).
 unsafe fn run_chain(
     isa: Isa,
     inputs: &[EwInput],
@@ -220,40 +227,99 @@ unsafe fn run_chain(
         }
         off
     };
-    let per_task = PAR_GRAIN.div_ceil(last).max(1);
-    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
-        for r in t * per_task..((t + 1) * per_task).min(rows) {
-            // SAFETY: row r of the output belongs to this task; the first operand's row r
-            // (the output's own memory when they share it: same shape) is read by the first
-            // link before or as it is written; the other operands hold one value per row.
-            unsafe {
-                let dst = out.get().add(r * last);
-                let mut src = inputs[first].ptr.add(offset(first, r));
-                for link in links {
-                    match *link {
-                        Link::Binary {
-                            op,
-                            input,
-                            value_first,
-                        } => {
-                            let c = *inputs[input].ptr.add(offset(input, r));
-                            vmath::scalar_op(isa, op, c, value_first, src, dst, last);
-                        }
-                        Link::Unary(op) if std::ptr::eq(src, dst) => {
-                            let row = std::slice::from_raw_parts_mut(dst, last);
-                            vmath::unary_in_place(isa, op, row);
-                        }
-                        Link::Unary(op) => {
-                            let from = std::slice::from_raw_parts(src, last);
-                            let row = std::slice::from_raw_parts_mut(dst, last);
-                            vmath::unary_map(isa, op, from, row);
+    // Blocks of whole rows that stay in L1 from the first link to the last; a block of rows
+    // is one run of the output, and of the first operand when it is laid out as the output.
+    let block = (EW_COLS / last).max(1);
+    let dense = (0..rank).all(|d| strides[first][d] == out_shape[d + 1..].iter().product());
+    let blocks_per_task = (PAR_GRAIN / (block * last)).max(1);
+    let n_blocks = rows.div_ceil(block);
+    (0..n_blocks.div_ceil(blocks_per_task))
+        .into_par_iter()
+        .for_each(|t| {
+            for b in t * blocks_per_task..((t + 1) * blocks_per_task).min(n_blocks) {
+                let (r0, nr) = (b * block, block.min(rows - b * block));
+                // SAFETY: rows r0.. of the output belong to this task; the first operand's rows
+                // (the output's own memory when they share it: same shape) are read by the first
+                // link before or as they are written; the other operands hold a value per row or
+                // one row.
+                unsafe {
+                    let dst = out.get().add(r0 * last);
+                    for (k, link) in links.iter().enumerate() {
+                        // The link's source rows: the first operand's for the first link, else
+                        // the block itself (in place).
+                        let src = |i: usize| match k {
+                            0 => inputs[first].ptr.add(offset(first, r0 + i)),
+                            _ => dst.add(i * last) as *const f32,
+                        };
+                        let whole = k > 0 || dense;
+                        match *link {
+                            Link::Binary {
+                                op,
+                                input,
+                                value_first,
+                                vector: true,
+                            } => {
+                                let v = inputs[input].ptr.add(offset(input, 0));
+                                match whole {
+                                    true => vmath::vector_op(
+                                        isa,
+                                        op,
+                                        v,
+                                        last,
+                                        value_first,
+                                        src(0),
+                                        dst,
+                                        nr,
+                                    ),
+                                    false => (0..nr).for_each(|i| {
+                                        vmath::vector_op(
+                                            isa,
+                                            op,
+                                            v,
+                                            last,
+                                            value_first,
+                                            src(i),
+                                            dst.add(i * last),
+                                            1,
+                                        )
+                                    }),
+                                }
+                            }
+                            Link::Binary {
+                                op,
+                                input,
+                                value_first,
+                                vector: false,
+                            } => (0..nr).for_each(|i| {
+                                let c = *inputs[input].ptr.add(offset(input, r0 + i));
+                                vmath::scalar_op(
+                                    isa,
+                                    op,
+                                    c,
+                                    value_first,
+                                    src(i),
+                                    dst.add(i * last),
+                                    last,
+                                );
+                            }),
+                            Link::Unary(op) if k > 0 => {
+                                let run = std::slice::from_raw_parts_mut(dst, nr * last);
+                                vmath::unary_in_place(isa, op, run);
+                            }
+                            Link::Unary(op) => (0..nr).for_each(|i| {
+                                let from = std::slice::from_raw_parts(src(i), last);
+                                let row = std::slice::from_raw_parts_mut(dst.add(i * last), last);
+                                if std::ptr::eq(from.as_ptr(), row.as_ptr()) {
+                                    vmath::unary_in_place(isa, op, row);
+                                } else {
+                                    vmath::unary_map(isa, op, from, row);
+                                }
+                            }),
                         }
                     }
-                    src = dst;
                 }
             }
-        }
-    });
+        });
 }
 
 /// `out_shape` with adjacent axes merged wherever every operand's strides let it read the pair
@@ -394,6 +460,8 @@ mod tests {
         let (shape, n) = ([2usize, 3, 37], 2 * 3 * 37);
         let x: Vec<f32> = (0..n).map(|i| (i as f32 - 100.0) / 7.0).collect();
         let (a, b) = ([0.5f32, -2.0, 3.0], [1.0f32, 0.25, -4.0]);
+        // One value per column, the same for every row (a per-channel operand, channels-last).
+        let v: Vec<f32> = (0..37).map(|j| (j as f32 - 18.5) / 5.0).collect();
         let cases: Vec<(Vec<EwStep>, bool)> = vec![
             // (x * a + b) then relu: a BatchNorm and its activation.
             (
@@ -418,6 +486,28 @@ mod tests {
                 ],
                 true,
             ),
+            // x * v + a, relu: a vector and a row constant; v - x, then that / v.
+            (
+                vec![
+                    Load(0),
+                    Load(3),
+                    Binary(Mul, 0, 1),
+                    Load(1),
+                    Binary(Add, 2, 3),
+                    Unary(UnaryOp::Relu, 4),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    Load(0),
+                    Load(3),
+                    Binary(Sub, 1, 0),
+                    Load(3),
+                    Binary(Div, 2, 3),
+                ],
+                true,
+            ),
             // x * x is not a chain over constants.
             (
                 vec![Load(0), Binary(Mul, 0, 0), Load(1), Binary(Add, 1, 2)],
@@ -431,7 +521,8 @@ mod tests {
                 r[k] = match *s {
                     Load(0) => x[i],
                     Load(1) => a[row % 3],
-                    Load(_) => b[row % 3],
+                    Load(2) => b[row % 3],
+                    Load(_) => v[i % 37],
                     Binary(op, p, q) => f32::binary(op, r[p], r[q]),
                     Unary(op, p) => super::super::math::unary(op, r[p]),
                     EwStep::Const(c) => c,
@@ -458,6 +549,11 @@ mod tests {
                     ptr: b.as_ptr(),
                     owned: None,
                     strides: vec![0, 1, 0],
+                },
+                EwInput {
+                    ptr: v.as_ptr(),
+                    owned: None,
+                    strides: vec![0, 0, 1],
                 },
             ];
             let (cs, st) = collapse(&shape, &ins);

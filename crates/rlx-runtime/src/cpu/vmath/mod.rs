@@ -21,7 +21,7 @@ mod tests;
 pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
 pub use depthwise_last::{DepthwiseRows, RowShift, depthwise_row};
 pub use kv::attend_rows;
-pub use planes::{binary_map, channel_epilogue, position_epilogue, scalar_op};
+pub use planes::{binary_map, channel_epilogue, position_epilogue, scalar_op, vector_op};
 pub use pool_last::{AxisTaps, PoolRow, pool_row};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
 

@@ -179,3 +179,64 @@ unsafe fn scalar_op_v<V: F32s>(
         }
     }
 }
+
+per_isa!(
+    /// `dst[r * c + j] = op(src[r * c + j], v[j])` (or `op(v[j], src[..])` when
+    /// `!value_first`) for `rows` rows of `c` and `op` one of add, sub, mul, div (others: the
+    /// scalar function): a per-channel operand over channels-last positions. `src` may be
+    /// `dst`.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU; `src` and `dst` hold `rows * c` values and are the
+    /// same or do not overlap; `v` holds `c`.
+    pub unsafe fn vector_op(op: BinaryOp, v: *const f32, c: usize, value_first: bool, src: *const f32, dst: *mut f32, rows: usize) => vector_op_v
+);
+
+#[inline(always)]
+unsafe fn vector_op_v<V: F32s>(
+    op: BinaryOp,
+    v: *const f32,
+    c: usize,
+    value_first: bool,
+    src: *const f32,
+    dst: *mut f32,
+    rows: usize,
+) {
+    let body = c - c % V::N;
+    // SAFETY: the caller's contract; whole vectors below `body`, the rest one by one.
+    unsafe {
+        macro_rules! each {
+            ($f:expr) => {{
+                for r in 0..rows {
+                    let (s, d) = (src.add(r * c), dst.add(r * c));
+                    for j in (0..body).step_by(V::N) {
+                        $f(V::load(s.add(j)), V::load(v.add(j))).store(d.add(j));
+                    }
+                    for j in body..c {
+                        *d.add(j) = match value_first {
+                            true => f32::binary(op, *s.add(j), *v.add(j)),
+                            false => f32::binary(op, *v.add(j), *s.add(j)),
+                        };
+                    }
+                }
+            }};
+        }
+        match (op, value_first) {
+            (BinaryOp::Add, _) => each!(|x: V, k: V| x.add(k)),
+            (BinaryOp::Mul, _) => each!(|x: V, k: V| x.mul(k)),
+            (BinaryOp::Sub, true) => each!(|x: V, k: V| x.sub(k)),
+            (BinaryOp::Sub, false) => each!(|x: V, k: V| k.sub(x)),
+            (BinaryOp::Div, true) => each!(|x: V, k: V| x.div(k)),
+            (BinaryOp::Div, false) => each!(|x: V, k: V| k.div(x)),
+            _ => {
+                for i in 0..rows * c {
+                    let (x, k) = (*src.add(i), *v.add(i % c));
+                    *dst.add(i) = match value_first {
+                        true => f32::binary(op, x, k),
+                        false => f32::binary(op, k, x),
+                    };
+                }
+            }
+        }
+    }
+}
