@@ -172,7 +172,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     }
     log.fusions.push(format!(
         "channels_last: {count} convolutions, {pools} pools, {reduces} global reductions and \
-         {others} concatenations / unary maps run over [batch, h, w, c]"
+         {others} concatenations, unary maps and elementwise programs run over [batch, h, w, c]"
     ));
     Ok(super::util::renumbered(m, nodes, &remap))
 }

@@ -150,10 +150,11 @@ enum Link {
 
 /// `program` as a chain over one operand read along each row: every step after the first load
 /// combines the chain's value with an operand constant along the row (a per-channel scale or
-/// shift of channel-major data: a BatchNorm that could not be folded) or maps it. Such a
-/// program runs in place over each output row, one pass per step, instead of through L1-sized
-/// registers (three times faster: DenseNet's BatchNorm + Relu programs). `(first operand,
-/// links)`, or None for any other program.
+/// shift of channel-major data: a BatchNorm that could not be folded), or with one row every
+/// row reads (the same of channels-last data), or maps it. Such a program runs in place over
+/// blocks of output rows, one pass per step, instead of through L1-sized registers (three
+/// times faster: DenseNet's BatchNorm + Relu programs). `(first operand, links)`, or None for
+/// any other program.
 fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<Link>)> {
     let along_row = |n: usize| strides[n].last().copied().unwrap_or(0);
     let across_rows = |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0);
@@ -201,8 +202,8 @@ fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<
     (value == program.steps.len() - 1 && !links.is_empty()).then_some((*first, links))
 }
 
-/// Runs a row chain: per output row, the first link reads the chain's operand into the row,
-/// the others update it in place (the row stays in L1 between passes).
+/// Runs a row chain: per block of output rows, the first link reads the chain's operand into
+/// the block, the others update it in place (the block stays in L1 between passes).
 ///
 /// # Safety
 /// As `elementwise`; `first` is read with step 1 along the rows, the binary links' operands
