@@ -279,6 +279,38 @@ def test_batch_norm_folded_into_conv(conv_bias):
     assert len(m.graph) < len(rlx.onnx.load(unfolded).graph)
 
 
+def _conv_bn_scale(rng, *, mul_reads_twice=False):
+    """Conv -> BN -> Mul / Add by per-channel factors made by Unsqueeze nodes after the Conv (a
+    Caffe Scale layer) -> Relu."""
+    inits = [("w", _rand(rng, 6, 3, 3, 3)), ("cb", _rand(rng, 6)), ("sw", _rand(rng, 6)), ("sb", _rand(rng, 6)),
+             ("axes", np.array([1, 2], np.int64))] + _bn_inits(rng, 6)
+    nodes = [helper.make_node("Conv", ["x", "w", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], name="bn"),
+             helper.make_node("Unsqueeze", ["sw", "axes"], ["swu"]),
+             helper.make_node("Mul", ["y", "swu"], ["scaled"], name="scale_mul"),
+             helper.make_node("Unsqueeze", ["sb", "axes"], ["sbu"]),
+             helper.make_node("Add", ["sbu", "scaled"], ["shifted"], name="scale_add"),
+             helper.make_node("Relu", ["shifted"], ["r"])]
+    outs = [_vi("r", None)]
+    if mul_reads_twice:
+        nodes.append(helper.make_node("Neg", ["y"], ["n"]))
+        outs.append(_vi("n", None))
+    return _model(nodes, [_vi("x", ["N", 3, 8, 8])], outs, inits)
+
+
+def test_scale_layer_folded_into_conv_with_its_batch_norm():
+    rng = np.random.default_rng(17)
+    m = check(_conv_bn_scale(rng), {"x": _rand(rng, 2, 3, 8, 8)})
+    note = next(n for n in m.notes if "folded into Conv 'conv'" in n)
+    assert "BatchNormalization 'bn' and Mul 'scale_mul' and Add 'scale_add'" in note, note
+    assert "shifted.bn_bias" in m.params
+    # A BN output read twice keeps the Mul and Add (and the BN folds alone).
+    rng = np.random.default_rng(18)
+    m2 = check(_conv_bn_scale(rng, mul_reads_twice=True), {"x": _rand(rng, 2, 3, 8, 8)})
+    assert not any("Mul" in n for n in m2.notes), m2.notes
+    assert len(m.graph) < len(m2.graph)
+
+
 def test_batch_norm_not_folded_when_conv_has_other_readers():
     rng = np.random.default_rng(8)
     m = check(_conv_bn(rng, second_reader=True), {"x": _rand(rng, 2, 3, 8, 8)})

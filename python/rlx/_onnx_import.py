@@ -196,6 +196,9 @@ class Importer:
         self.dims = dict(dims)
         self.default_bounds = default_bounds
         self.env: Dict[str, Val] = {}
+        # Node outputs an earlier node already computed (a per-channel scale folded into a
+        # Conv): each maps to the value it equals, bound instead of running the node.
+        self.applied: Dict[str, str] = {}
         self.params: Dict[str, np.ndarray] = {}
         self.notes: List[str] = []
         self.input_names: List[str] = []
@@ -450,6 +453,9 @@ class Importer:
         from rlx._onnx_registry import HANDLERS, op_key
 
         where = f"ONNX node {node.name or '#' + str(i)!r} ({node.op_type})"
+        if top and node.output and node.output[0] in self.applied:
+            self.env[node.output[0]] = self.env[self.applied[node.output[0]]]
+            return
         handler = HANDLERS.get(op_key(node))
         if handler is None:
             raise rlx.UnsupportedOpError(f"{where}: op {op_key(node)} is not supported")

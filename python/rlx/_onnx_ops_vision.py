@@ -17,7 +17,7 @@ import numpy as np
 
 import rlx
 from rlx import _onnx_dtypes
-from rlx._onnx_helpers import int_list, pool_kernel, spatial_sizes, window_args
+from rlx._onnx_helpers import int_list, node_axes, norm_axis, pool_kernel, spatial_sizes, window_args
 from rlx._onnx_import import Importer, Known, graph_reads, subgraphs, weight_like
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
@@ -99,23 +99,103 @@ def _fresh(imp: Importer, base: str) -> str:
     return name
 
 
-def _fold_bn(imp: Importer, node: Any, bn: Any, w: Known, b: Optional[Known]) -> Tuple[Any, Any]:
-    """(weight, bias) params of the Conv ``node`` with ``bn`` folded in: W * s, b * s + t."""
-    s, t = _bn_stats(imp, bn)
+def _producers(imp: Importer) -> Dict[str, Any]:
+    """Value name -> the node that makes it."""
+    found = getattr(imp, "_vision_producers", None)
+    if found is None:
+        found = {o: n for n in imp.graph.node for o in n.output if o}
+        imp._vision_producers = found
+    return found
+
+
+def _known_ahead(imp: Importer, name: str) -> Optional[np.ndarray]:
+    """The value ``name`` if known at import now, or an Unsqueeze / Identity of such a value
+    that a later node makes (a Scale layer's factors after its Conv): else None."""
+    v = imp.env.get(name)
+    if v is not None:
+        return np.asarray(v.arr) if isinstance(v, Known) and not v.symbolic else None
+    n = _producers(imp).get(name)
+    if n is None or n.op_type not in ("Unsqueeze", "Identity") or (n.domain or "ai.onnx") != "ai.onnx":
+        return None
+    x = _known_ahead(imp, n.input[0])
+    if x is None or n.op_type == "Identity":
+        return x
+    if len(n.input) > 1 and n.input[1] and n.input[1] not in imp.env:
+        return None
+    axes = node_axes(imp, n, "Unsqueeze") or []
+    r = x.ndim + len(axes)
+    shape = list(x.shape)
+    for a in sorted(norm_axis(a, r, "Unsqueeze") for a in axes):
+        shape.insert(a, 1)
+    return x.reshape(shape)
+
+
+def _per_channel(imp: Importer, name: str, m: int, rank: int) -> Optional[np.ndarray]:
+    """``name`` as ``m`` float factors that broadcast per channel over a rank-``rank`` [N, m, ..]
+    value (one value: every channel), or None."""
+    a = _known_ahead(imp, name)
+    if a is None or a.dtype != np.float32 or a.ndim > rank:
+        return None
+    if a.size == 1:
+        return np.full(m, float(a.reshape(-1)[0]))
+    shape = (1,) * (rank - a.ndim) + a.shape
+    if shape[1] != m or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return a.astype(np.float64).reshape(m)
+
+
+def _foldable_scale(imp: Importer, tail: str, m: int, rank: int) -> List[Tuple[Any, str, np.ndarray]]:
+    """The Mul then Add (either may be missing) by per-channel factors known at import that
+    alone read ``tail``, a Conv's (or its folded BatchNorm's) output, in turn: a Caffe Scale
+    layer. ``[(node, op type, factors)]``."""
+    found: List[Tuple[Any, str, np.ndarray]] = []
+    for want in ("Mul", "Add"):
+        readers = _consumers(imp).get(tail, [])
+        if len(readers) != 1 or readers[0] is None:
+            break
+        n = readers[0]
+        if n.op_type != want or (n.domain or "ai.onnx") != "ai.onnx" or len(n.input) != 2:
+            if want == "Mul":
+                continue
+            break
+        other = n.input[1] if n.input[0] == tail else n.input[0]
+        k = None if other == tail else _per_channel(imp, other, m, rank)
+        if k is None:
+            break
+        found.append((n, want, k))
+        tail = n.output[0]
+    return found
+
+
+def _fold_bn(imp: Importer, node: Any, bn: Optional[Any], w: Known, b: Optional[Known],
+             scale: List[Tuple[Any, str, np.ndarray]]) -> Tuple[Any, Any]:
+    """(weight, bias) params of the Conv ``node`` with ``bn`` and a Scale layer after it folded
+    in: W * s, b * s + t, for the combined per-channel s and t."""
     m = w.arr.shape[0]
+    s, t = _bn_stats(imp, bn) if bn is not None else (np.ones(m), np.zeros(m))
     if len(s) != m:
         raise rlx.ShapeError(f"BatchNormalization {bn.name or bn.output[0]!r} has {len(s)} channels, the Conv makes {m}")
+    for _, op_type, k in scale:
+        s, t = (s * k, t * k) if op_type == "Mul" else (s, t + k)
     bias = np.zeros(m) if b is None else np.asarray(b.arr, np.float64).reshape(-1)
     imp.reserve(w.arr.shape, 4, "the folded weight")
     w2 = (w.arr.astype(np.float64) * s.reshape((m,) + (1,) * (w.arr.ndim - 1))).astype(np.float32)
     b2 = (bias * s + t).astype(np.float32)
     src = w.init or node.input[1]
-    wname, bname = _fresh(imp, f"{src}.bn_folded"), _fresh(imp, f"{bn.output[0]}.bn_bias")
+    last = (scale[-1][0] if scale else bn).output[0]
+    wname, bname = _fresh(imp, f"{src}.bn_folded"), _fresh(imp, f"{last}.bn_bias")
+    what = ([f"BatchNormalization {bn.name or bn.output[0]!r}"] if bn is not None else []) + [
+        f"{n.op_type} {n.name or n.output[0]!r}" for n, _, _ in scale]
     imp.notes.append(
-        f"BatchNormalization {bn.name or bn.output[0]!r} folded into Conv {node.name or node.output[0]!r}: "
+        f"{' and '.join(what)} folded into Conv {node.name or node.output[0]!r}: "
         f"new params {wname!r} (weight {src!r} scaled per channel) and {bname!r} (bias)"
     )
-    _folded(imp).add(node.output[0])
+    if bn is not None:
+        _folded(imp).add(node.output[0])
+    prev = (bn or node).output[0]
+    for n, _, _ in scale:
+        imp.applied[n.output[0]] = prev
+        prev = n.output[0]
     return imp.param_from(wname, w2), imp.param_from(bname, b2)
 
 
@@ -142,8 +222,10 @@ def _conv(imp: Importer, node: Any) -> Any:
     if b is not None and imp.shape(b) != [m]:
         raise rlx.ShapeError(f"Conv bias has shape {[str(d) for d in imp.shape(b)]}, expected [{m}]")
     bn = _foldable_bn(imp, node, w, b)
-    if bn is not None:
-        wv, bv = _fold_bn(imp, node, bn, w, b)
+    known = isinstance(w, Known) and not w.symbolic and (b is None or isinstance(b, Known) and not b.symbolic)
+    scale = _foldable_scale(imp, (bn or node).output[0], m, len(ws)) if known else []
+    if bn is not None or scale:
+        wv, bv = _fold_bn(imp, node, bn, w, b, scale)
     else:
         wv, bv = imp.rt(w), None if b is None else imp.rt(b)
     return imp.g.conv(imp.rt(x), wv, bv, strides=strides, pads=pads, dilations=dilations, groups=group)
