@@ -167,7 +167,7 @@ def _foldable_scale(imp: Importer, tail: str, m: int, rank: int) -> List[Tuple[A
     return found
 
 
-def _fold_bn(imp: Importer, node: Any, bn: Optional[Any], w: Known, b: Optional[Known],
+def _fold_affine(imp: Importer, node: Any, bn: Optional[Any], w: Known, b: Optional[Known],
              scale: List[Tuple[Any, str, np.ndarray]]) -> Tuple[Any, Any]:
     """(weight, bias) params of the Conv ``node`` with ``bn`` and a Scale layer after it folded
     in: W * s, b * s + t, for the combined per-channel s and t."""
@@ -225,7 +225,7 @@ def _conv(imp: Importer, node: Any) -> Any:
     known = isinstance(w, Known) and not w.symbolic and (b is None or isinstance(b, Known) and not b.symbolic)
     scale = _foldable_scale(imp, (bn or node).output[0], m, len(ws)) if known else []
     if bn is not None or scale:
-        wv, bv = _fold_bn(imp, node, bn, w, b, scale)
+        wv, bv = _fold_affine(imp, node, bn, w, b, scale)
     else:
         wv, bv = imp.rt(w), None if b is None else imp.rt(b)
     return imp.g.conv(imp.rt(x), wv, bv, strides=strides, pads=pads, dilations=dilations, groups=group)

@@ -49,16 +49,8 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 channels_last: true,
                 ..p.clone()
             };
-            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
-            let pool = push(&mut nodes, Op::Compute(ComputeOp::Pool(attrs)), vec![x], ty);
-            let back = push(
-                &mut nodes,
-                transpose(&TO_FIRST),
-                vec![pool],
-                node.ty.clone(),
-            );
-            last.insert(back, pool);
-            remap.push(back);
+            let pool = Op::Compute(ComputeOp::Pool(attrs));
+            remap.push(push_last(&mut nodes, &mut last, pool, vec![x], &node.ty));
             pools += 1;
             continue;
         }
@@ -77,11 +69,8 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 .map(|v| last.get(v).copied())
                 .collect::<Option<Vec<_>>>()
         {
-            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
-            let v = push(&mut nodes, Op::Compute(op), xs, ty);
-            let back = push(&mut nodes, transpose(&TO_FIRST), vec![v], node.ty.clone());
-            last.insert(back, v);
-            remap.push(back);
+            let op = Op::Compute(op);
+            remap.push(push_last(&mut nodes, &mut last, op, xs, &node.ty));
             others += 1;
             continue;
         }
@@ -92,11 +81,13 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             && node.ty.shape.rank() == 4
             && let Some(xs) = elementwise_operands(&mut nodes, &last, &inputs, &node.ty)
         {
-            let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
-            let v = push(&mut nodes, node.op.clone(), xs, ty);
-            let back = push(&mut nodes, transpose(&TO_FIRST), vec![v], node.ty.clone());
-            last.insert(back, v);
-            remap.push(back);
+            remap.push(push_last(
+                &mut nodes,
+                &mut last,
+                node.op.clone(),
+                xs,
+                &node.ty,
+            ));
             others += 1;
             continue;
         }
@@ -158,16 +149,8 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             input_channel_major: gathered,
             ..c.clone()
         };
-        let ty = TensorType::new(node.ty.dtype, node.ty.shape.permuted(&TO_LAST));
-        let conv = push(&mut nodes, Op::Compute(ComputeOp::Conv(attrs)), ins, ty);
-        let back = push(
-            &mut nodes,
-            transpose(&TO_FIRST),
-            vec![conv],
-            node.ty.clone(),
-        );
-        last.insert(back, conv);
-        remap.push(back);
+        let conv = Op::Compute(ComputeOp::Conv(attrs));
+        remap.push(push_last(&mut nodes, &mut last, conv, ins, &node.ty));
         count += 1;
     }
     log.fusions.push(format!(
@@ -252,6 +235,27 @@ fn channels_last(
     t
 }
 
+/// `op` over `inputs` made channels-last (the type `ty` permuted) and the transpose back to
+/// `ty`, remembered as each other's form: the back-transpose, which `dce` drops when only
+/// channels-last readers follow.
+fn push_last(
+    nodes: &mut Vec<Node>,
+    last: &mut HashMap<ValueId, ValueId>,
+    op: Op,
+    inputs: Vec<ValueId>,
+    ty: &TensorType,
+) -> ValueId {
+    let v = push(
+        nodes,
+        op,
+        inputs,
+        TensorType::new(ty.dtype, ty.shape.permuted(&TO_LAST)),
+    );
+    let back = push(nodes, transpose(&TO_FIRST), vec![v], ty.clone());
+    last.insert(back, v);
+    back
+}
+
 fn transpose(perm: &[usize]) -> Op {
     Op::Compute(ComputeOp::Transpose {
         perm: perm.to_vec(),
@@ -275,6 +279,14 @@ mod tests {
             pads: vec![k / 2; 4],
             dilations: vec![1, 1],
         }
+    }
+
+    /// `m` through this pass and `dce`, verified.
+    fn optimized(m: HirModule) -> HirModule {
+        let mut log = PassLog::default();
+        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
+        m.verify().unwrap();
+        m
     }
 
     #[test]
@@ -304,9 +316,7 @@ mod tests {
             .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 8)), vec![c2, w3])
             .unwrap();
         b.output("y", c3).unwrap();
-        let mut log = PassLog::default();
-        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
-        m.verify().unwrap();
+        let m = optimized(m);
         let ops: Vec<String> = m
             .nodes
             .iter()
@@ -349,9 +359,7 @@ mod tests {
             .unwrap();
         b.output("y1", c1).unwrap();
         b.output("y2", c2).unwrap();
-        let mut log = PassLog::default();
-        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
-        m.verify().unwrap();
+        let m = optimized(m);
         let ops: Vec<String> = m
             .nodes
             .iter()
@@ -404,9 +412,7 @@ mod tests {
             .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 1)), vec![r, w3])
             .unwrap();
         b.output("y", c3).unwrap();
-        let mut log = PassLog::default();
-        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
-        m.verify().unwrap();
+        let m = optimized(m);
         let ops: Vec<String> = m
             .nodes
             .iter()
@@ -476,9 +482,7 @@ mod tests {
         let r = b.compute(by_row, vec![c1, rows]).unwrap();
         b.output("y", c2).unwrap();
         b.output("r", r).unwrap();
-        let mut log = PassLog::default();
-        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
-        m.verify().unwrap();
+        let m = optimized(m);
         let ops: Vec<&str> = m
             .nodes
             .iter()
@@ -526,9 +530,7 @@ mod tests {
         let (kept, flat) = (reduce(true), reduce(false));
         b.output("kept", kept).unwrap();
         b.output("flat", flat).unwrap();
-        let mut log = PassLog::default();
-        let m = super::super::dce::run(run(m, &mut log).unwrap(), &mut log).unwrap();
-        m.verify().unwrap();
+        let m = optimized(m);
         let ops: Vec<String> = m
             .nodes
             .iter()

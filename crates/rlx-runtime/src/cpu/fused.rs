@@ -92,11 +92,7 @@ pub unsafe fn elementwise(
                                 let st = &strides[n];
                                 let step = if rank > 0 { st[rank - 1] } else { 0 };
                                 for (i, dst) in dst.chunks_exact_mut(w).enumerate() {
-                                    let (mut off, mut rem) = (0, r0 + i);
-                                    for d in (0..rank.saturating_sub(1)).rev() {
-                                        off += (rem % out_shape[d]) * st[d];
-                                        rem /= out_shape[d];
-                                    }
+                                    let off = row_offset(out_shape, st, r0 + i);
                                     // SAFETY: offsets stay inside the operand (broadcast
                                     // strides).
                                     unsafe {
@@ -219,15 +215,7 @@ unsafe fn run_chain(
     let rank = out_shape.len();
     let last = out_shape.last().copied().unwrap_or(1).max(1);
     let rows = out_shape.iter().product::<usize>() / last;
-    // The offset of row r's first element in input n.
-    let offset = |n: usize, r: usize| {
-        let (mut off, mut rem) = (0, r);
-        for d in (0..rank.saturating_sub(1)).rev() {
-            off += (rem % out_shape[d]) * strides[n][d];
-            rem /= out_shape[d];
-        }
-        off
-    };
+    let offset = |n: usize, r: usize| row_offset(out_shape, &strides[n], r);
     // Blocks of whole rows that stay in L1 from the first link to the last; a block of rows
     // is one run of the output, and of the first operand when it is laid out as the output.
     let block = (EW_COLS / last).max(1);
@@ -321,6 +309,17 @@ unsafe fn run_chain(
                 }
             }
         });
+}
+
+/// Where row `r` of `out_shape` (its last axis the row) starts in an operand of broadcast
+/// `strides`.
+fn row_offset(out_shape: &[usize], strides: &[usize], r: usize) -> usize {
+    let (mut off, mut rem) = (0, r);
+    for d in (0..out_shape.len().saturating_sub(1)).rev() {
+        off += (rem % out_shape[d]) * strides[d];
+        rem /= out_shape[d];
+    }
+    off
 }
 
 /// `out_shape` with adjacent axes merged wherever every operand's strides let it read the pair
