@@ -388,6 +388,19 @@ impl ConvAttrs {
         }
     }
 
+    /// Whether the output may take over its residual's memory (the arena planner's choice when
+    /// this is the residual's last use): a channels-last 1x1 kernel without pads, one group,
+    /// whose product adds its sums onto the residual in place. Every other convolution reads
+    /// its residual after it has stored into the output.
+    pub fn sums_onto_residual(&self) -> bool {
+        self.residual
+            && self.channels_last
+            && !self.input_channel_major
+            && self.groups == 1
+            && self.window.kernel.iter().all(|k| *k == 1)
+            && self.window.pads.iter().all(|p| *p == 0)
+    }
+
     /// Whether `inputs` (the op's input count) include a bias: `[x, w, bias?, residual?]`.
     pub fn has_bias(&self, inputs: usize) -> bool {
         inputs == 3 + usize::from(self.residual)

@@ -100,7 +100,8 @@ struct Block {
 
 /// `(output, input)` pairs where an elementwise kernel may write its output over an f32 operand
 /// it reads for the last time: same shape (no broadcast, so each element is read only where it
-/// is written), same size, not read through another view in the same kernel.
+/// is written), same size, not read through another view in the same kernel. Also a
+/// pointwise convolution over its residual (`ConvAttrs::sums_onto_residual`).
 fn in_place_pairs(
     lir: &LirModule,
     temps: &[Temp],
@@ -110,9 +111,15 @@ fn in_place_pairs(
         temps.iter().map(|t| (t.id, t.size)).collect();
     let mut pairs = Vec::new();
     for (k, kernel) in lir.kernels.iter().enumerate() {
-        let eligible: &[usize] = match &kernel.op {
-            KernelOp::Compute(ComputeOp::Elementwise { .. }) => &[0, 1, 2, 3, 4, 5, 6, 7],
-            KernelOp::Compute(ComputeOp::AddLayerNorm { .. }) => &[0, 1],
+        let residual = kernel.inputs.len().saturating_sub(1);
+        let (eligible, alone): (&[usize], bool) = match &kernel.op {
+            KernelOp::Compute(ComputeOp::Elementwise { .. }) => (&[0, 1, 2, 3, 4, 5, 6, 7], false),
+            KernelOp::Compute(ComputeOp::AddLayerNorm { .. }) => (&[0, 1], false),
+            // The residual (last input), which no other input may share: the product reads
+            // its input while it stores over the residual.
+            KernelOp::Compute(ComputeOp::Conv(c)) if c.sums_onto_residual() => {
+                (std::slice::from_ref(&residual), true)
+            }
             _ => continue,
         };
         let out = kernel.output;
@@ -133,6 +140,13 @@ fn in_place_pairs(
                         .iter()
                         .filter(|x| lir.root(**x) == root)
                         .all(|x| lir.buffer(*x).ty == *out_ty)
+                    && (!alone
+                        || kernel
+                            .inputs
+                            .iter()
+                            .filter(|x| lir.root(**x) == root)
+                            .count()
+                            == 1)
             });
         if let Some(&b) = candidate {
             pairs.push((out, lir.root(b)));

@@ -136,8 +136,7 @@ fn fused_conv_epilogues_match_the_reference() {
         Sigmoid,
         true,
     );
-    // Channels-last K blocks: taps of 96 channels two to a block; 600 channels in taps halved
-    // twice (pieces of 150).
+    // Channels-last implicit GEMM: kernel rows of 288 and 1,800 K rows, each one piece.
     check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu, false);
     check_fused_conv(&[1, 600, 3, 3], &[32, 600, 3, 3], same, Relu, true);
     // Depthwise over 40 channels with a residual: the per-position epilogue on vectors.
@@ -166,6 +165,66 @@ fn fused_conv_epilogues_match_the_reference() {
         Relu,
         false,
     );
+}
+
+/// A bottleneck block, `relu(conv1x1(relu(conv3x3(y))) + y)` with `y = relu(conv1x1(x))` of
+/// `m` channels, and the same 1x1 kernel over its own residual, `relu(conv1x1(y) + y)`. In the
+/// block `y` is read for the last time by the residual conv, whose output the arena plan then
+/// puts over it (the product adds onto the residual in place); over its own input it cannot.
+fn check_bottleneck(xs: &[usize], m: usize) {
+    let mut h = HirModule::new("bottleneck");
+    let mut g = HirMut::new(&mut h);
+    let shape = |s: &[usize]| Shape::new(&s.iter().map(|&d| d as i64).collect::<Vec<_>>());
+    let relu = rlx_ir::UnaryOp::Relu;
+    let x = g.input("x", DType::F32, shape(xs)).unwrap();
+    let w1 = g.param("w1", DType::F32, shape(&[m, xs[1], 1, 1])).unwrap();
+    let w2 = g.param("w2", DType::F32, shape(&[16, m, 3, 3])).unwrap();
+    let w3 = g.param("w3", DType::F32, shape(&[m, 16, 1, 1])).unwrap();
+    let w4 = g.param("w4", DType::F32, shape(&[m, m, 1, 1])).unwrap();
+    let b3 = g.param("b3", DType::F32, shape(&[m])).unwrap();
+    let c1 = g.conv(x, w1, None, &[], &[], &[], 1).unwrap();
+    let y = g.unary(relu, c1).unwrap();
+    let c2 = g.conv(y, w2, None, &[], &[1, 1, 1, 1], &[], 1).unwrap();
+    let y2 = g.unary(relu, c2).unwrap();
+    let c3 = g.conv(y2, w3, Some(b3), &[], &[], &[], 1).unwrap();
+    let s3 = g.add(c3, y).unwrap();
+    let z = g.unary(relu, s3).unwrap();
+    let c4 = g.conv(z, w4, None, &[], &[], &[], 1).unwrap();
+    let s4 = g.add(c4, z).unwrap();
+    let out = g.unary(relu, s4).unwrap();
+    g.output("out", out).unwrap();
+    let params: Vec<Named> = vec![
+        ("w1".into(), data(m * xs[1], 7)),
+        ("w2".into(), data(16 * m * 9, 11)),
+        ("w3".into(), data(m * 16, 13)),
+        ("w4".into(), data(m * m, 17)),
+        ("b3".into(), data(m, 9)),
+    ];
+    let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
+    support::check(&h, &params, &runs, &[false]);
+    let mut pipe = support::pipeline(&h, true, &params).unwrap();
+    let lir = pipe
+        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
+        .unwrap()
+        .lir()
+        .clone();
+    let plan = lir.arena.as_ref().unwrap();
+    let onto: Vec<&str> = plan
+        .in_place
+        .iter()
+        .filter_map(|(out, _)| lir.kernels.iter().find(|k| k.output == *out))
+        .map(|k| k.op.name())
+        .filter(|op| *op == "conv")
+        .collect();
+    assert_eq!(onto.len(), 1, "{lir}");
+}
+
+#[test]
+fn residual_convolutions_add_onto_their_residual_in_place() {
+    // 64 channels: whole panels, relu in the tiles. 40: an edge panel, added through its
+    // tile buffer. Two images of 7x6 positions: row blocks split over the two threads.
+    check_bottleneck(&[2, 16, 7, 6], 64);
+    check_bottleneck(&[2, 16, 7, 6], 40);
 }
 
 #[test]

@@ -25,7 +25,7 @@ use super::isa::Isa;
 use super::layout::transpose;
 use super::vmath::{self, DepthwiseRows, Residual, RowShift};
 use crate::Result;
-use crate::fallible::{grow, try_zeroed, with_scratch};
+use crate::fallible::{grow, try_copy, try_zeroed, with_scratch};
 
 /// f32s of padded images (and product) one block of a channels-last convolution aims for.
 const L2_BLOCK: usize = 1 << 18;
@@ -104,7 +104,7 @@ pub fn conv(
         return self::conv(isa, &xt, &xl, packed, w, ws, epi, &c, out, os);
     }
     match packed {
-        Some(p) if c.groups == 1 && pointwise => linear(isa, x, xs, p, epi, c, out, os),
+        Some(p) if c.groups == 1 && pointwise => linear(isa, x, xs, p, epi, c, out, os, false),
         Some(p) if c.groups == 1 => gemm_conv(isa, x, xs, p, ws, epi, c, out, os),
         _ if ws[1] == 1 && c.groups == ws[0] && c.groups == xs[3] => {
             depthwise(isa, x, xs, w, ws, epi, c, out, os)
@@ -113,8 +113,38 @@ pub fn conv(
     }
 }
 
+/// `out = act(conv(x, w) + bias + out)`: the output holds the residual (the arena plan put it
+/// over the residual's memory, `ConvAttrs::sums_onto_residual`; `epi` has no residual). The
+/// pointwise product adds its sums onto it; any other path (weights not packed) reads a copy.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_onto_residual(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: Option<&PackedB>,
+    w: &[f32],
+    ws: &[usize],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) -> Result<()> {
+    match packed {
+        Some(p) if c.sums_onto_residual() => linear(isa, x, xs, p, epi, c, out, os, true),
+        _ => {
+            let residual = try_copy("a convolution residual", out)?;
+            let epi = Epilogue {
+                residual: Some(&residual),
+                ..*epi
+            };
+            conv(isa, x, xs, packed, w, ws, &epi, c, out, os)
+        }
+    }
+}
+
 /// An unpadded 1x1 kernel is a linear over positions: `out[p, m] = x[p, c] @ w[c, m]` for every
 /// position of the batch as one product (a strided kernel reads a subsampled copy first).
+/// `onto_out`: `out` holds the residual, which the product adds its sums onto.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     isa: Isa,
@@ -125,11 +155,23 @@ fn linear(
     c: &ConvAttrs,
     out: &mut [f32],
     os: &[usize],
+    onto_out: bool,
 ) -> Result<()> {
     let (cin, m) = (xs[3], os[3]);
     let positions = os[0] * os[1] * os[2];
     let (sh, sw) = (c.window.strides[0], c.window.strides[1]);
     let run = |a: &[f32], out: &mut [f32]| {
+        // A residual at c itself is one the product adds onto (`GemmJob::residual`).
+        let residual = match onto_out {
+            true => Some(Residual {
+                ptr: out.as_ptr(),
+                ld: m,
+            }),
+            false => epi.residual.map(|r| Residual {
+                ptr: r.as_ptr(),
+                ld: m,
+            }),
+        };
         let job = GemmJob {
             m: positions,
             n: m,
@@ -141,10 +183,7 @@ fn linear(
             ldc: m,
             bias: epi.bias,
             act: epi.act,
-            residual: epi.residual.map(|r| Residual {
-                ptr: r.as_ptr(),
-                ld: m,
-            }),
+            residual,
         };
         // SAFETY: a holds positions rows of cin, the panels k = cin rows of m columns, out
         // positions rows of m; nothing else touches out during the call.

@@ -412,9 +412,25 @@ impl CpuExecutable {
                     )?
                 }
                 ComputeOp::Conv(c) => {
+                    // The arena plan may put the output over the residual's memory (its last
+                    // use, `ConvAttrs::sums_onto_residual`): the residual is then read through
+                    // the output alone, by a path that adds onto it, or from a copy.
+                    let res = ins[ins.len() - 1].0;
+                    let onto_residual =
+                        c.residual && addrs.0[res.index()] == addrs.0[k.output.index()];
+                    let copied = match onto_residual && !c.channels_last {
+                        true => Some(crate::fallible::try_copy(
+                            "a convolution residual",
+                            f32_out(),
+                        )?),
+                        false => None,
+                    };
                     let epi = conv::Epilogue {
                         bias: c.has_bias(ins.len()).then(|| f32_in(2)),
-                        residual: c.residual.then(|| f32_in(ins.len() - 1)),
+                        residual: match &copied {
+                            Some(r) => Some(r.as_slice()),
+                            None => (c.residual && !onto_residual).then(|| f32_in(ins.len() - 1)),
+                        },
                         act: c.act,
                     };
                     let (xs, ws) = (ins[0].1, ins[1].1);
@@ -424,7 +440,11 @@ impl CpuExecutable {
                             Weight::Packed(p) => Some(p),
                             _ => None,
                         };
-                        conv_channels_last::conv(
+                        let run = match onto_residual {
+                            true => conv_channels_last::conv_onto_residual,
+                            false => conv_channels_last::conv,
+                        };
+                        run(
                             self.isa,
                             f32_in(0),
                             xs,
