@@ -53,7 +53,7 @@ pub unsafe fn elementwise(
         out_shape[rank - 1].max(1)
     };
     let rows = out_len / last;
-    if let Some((first, links)) = row_chain(program, &strides) {
+    if let Some((first, links)) = row_chain(program, out_shape, &strides) {
         // SAFETY: the caller's contract.
         unsafe { run_chain(isa, inputs, first, &links, out, (out_shape, &strides)) };
         return;
@@ -151,9 +151,20 @@ enum Link {
 /// blocks of output rows, one pass per step, instead of through L1-sized registers (three
 /// times faster: DenseNet's BatchNorm + Relu programs). `(first operand, links)`, or None for
 /// any other program.
-fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<Link>)> {
+///
+/// No link reads an operand laid out as the output: that may be the operand whose memory the
+/// output took over (the arena's in-place pairs), overwritten by the links before it. (One row
+/// of same-shape operands is "the same row for every row" too: `x + exp(x)` in place read
+/// `exp(x)` for `x`; the differential generator found it.)
+fn row_chain(
+    program: &EwProgram,
+    out_shape: &[usize],
+    strides: &[Vec<usize>],
+) -> Option<(usize, Vec<Link>)> {
     let along_row = |n: usize| strides[n].last().copied().unwrap_or(0);
-    let across_rows = |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0);
+    let dense = super::elementwise::broadcast_strides(out_shape, out_shape);
+    let across_rows =
+        |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0) && strides[n] != dense;
     let Some(EwStep::Load(first)) = program.steps.first() else {
         return None;
     };
@@ -166,7 +177,9 @@ fn row_chain(program: &EwProgram, strides: &[Vec<usize>]) -> Option<(usize, Vec<
     let (mut value, mut links) = (0, Vec::new());
     for (i, step) in program.steps.iter().enumerate().skip(1) {
         match *step {
-            EwStep::Load(n) if along_row(n) == 0 => constant[i] = Some((n, false)),
+            EwStep::Load(n) if along_row(n) == 0 && strides[n] != dense => {
+                constant[i] = Some((n, false))
+            }
             EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => constant[i] = Some((n, true)),
             EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
                 let (input, vector) = constant[b]?;
@@ -558,7 +571,7 @@ mod tests {
             ];
             let (cs, st) = collapse(&shape, &ins);
             assert_eq!(cs, [2, 3, 37]);
-            assert_eq!(row_chain(&program, &st).is_some(), chain, "{program}");
+            assert_eq!(row_chain(&program, &cs, &st).is_some(), chain, "{program}");
             let mut out = vec![f32::NAN; n];
             // SAFETY: every operand covers its broadcast shape; out holds n values.
             unsafe { elementwise(&program, &ins, OutPtr(out.as_mut_ptr()), n, &shape) };
@@ -569,6 +582,36 @@ mod tests {
                     "{program} [{i}]: {o} vs {want}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_program_in_place_over_its_operand_reads_it_before_writing() {
+        // x + exp(x) over one row, the output over x (an arena in-place pair): not a row
+        // chain (its second link would read x after the first overwrote it).
+        use EwStep::{Binary, Load, Unary};
+        let program = EwProgram {
+            steps: vec![
+                Load(0),
+                Unary(UnaryOp::Exp, 0),
+                Load(0),
+                Binary(BinaryOp::Add, 1, 2),
+            ],
+        };
+        let shape = [1usize, 40];
+        let mut x: Vec<f32> = (0..40).map(|i| (i as f32 - 20.0) / 9.0).collect();
+        let want: Vec<f32> = x.iter().map(|v| v.exp() + v).collect();
+        let ins = [EwInput {
+            ptr: x.as_ptr(),
+            owned: None,
+            strides: vec![40, 1],
+        }];
+        let (cs, st) = collapse(&shape, &ins);
+        assert!(row_chain(&program, &cs, &st).is_none());
+        // SAFETY: x holds the 40 values; the output is x itself, as an in-place pair is.
+        unsafe { elementwise(&program, &ins, OutPtr(x.as_mut_ptr()), 40, &shape) };
+        for (g, w) in x.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
         }
     }
 }
