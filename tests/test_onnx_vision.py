@@ -311,6 +311,54 @@ def test_scale_layer_folded_into_conv_with_its_batch_norm():
     assert len(m.graph) < len(m2.graph)
 
 
+def _pad_conv(rng, pads, value=None, second_reader=False):
+    """Pad (by ``value``, opset 11's input; none: zeros) -> Conv 3x3 stride 2 with its own pads
+    -> Relu; ``second_reader``: a Neg reads the padded value too."""
+    inits = [("w", _rand(rng, 8, 4, 3, 3)), ("pp", np.array(pads, np.int64))]
+    pad_in = ["x", "pp"]
+    if value is not None:
+        inits.append(("pv", np.array(value, np.float32)))
+        pad_in.append("pv")
+    nodes = [helper.make_node("Pad", pad_in, ["p"], name="pad"),
+             helper.make_node("Conv", ["p", "w"], ["c"], name="conv", pads=[1, 0, 0, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    outs = [_vi("y", None)]
+    if second_reader:
+        nodes.append(helper.make_node("Neg", ["p"], ["n"]))
+        outs.append(_vi("n", None))
+    return _model(nodes, [_vi("x", ["N", 4, 9, 10])], outs, inits)
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_zero_pad_folded_into_conv(second_reader):
+    rng = np.random.default_rng(21)
+    x = _rand(rng, 2, 4, 9, 10)
+    m = check(_pad_conv(rng, [0, 0, 1, 2, 0, 0, 2, 1], second_reader=second_reader), {"x": x})
+    assert "Pad 'p': zeros folded into the Conv's pads" in m.notes, m.notes
+    kernels = m.pipeline().specialize(N=2).report_data["kernels"]
+    # Folded, as many kernels as the Conv given both pads; with a second reader the Pad's
+    # gathers stay.
+    alone = _model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[2, 2, 2, 2], strides=[2, 2]),
+                    helper.make_node("Relu", ["c"], ["y"])],
+                   [_vi("x", ["N", 4, 9, 10])], [_vi("y", None)], [("w", _rand(rng, 8, 4, 3, 3))])
+    want = rlx.onnx.load(alone).pipeline().specialize(N=2).report_data["kernels"]
+    assert (kernels == want) != second_reader, (kernels, want)
+
+
+@pytest.mark.parametrize("pads, value", [([0, 0, 1, 2, 0, 0, 2, 1], 0.5),  # not zeros
+                                         ([0, 1, 1, 2, 0, 0, 2, 1], None),  # a channel pad
+                                         ([0, 0, -1, 2, 0, 0, 2, 1], None)])  # a crop
+def test_pads_that_are_not_spatial_zeros_stay(pads, value):
+    rng = np.random.default_rng(22)
+    model = _pad_conv(rng, pads, value)
+    if pads[1]:  # 5 channels into a 4-channel weight: the Conv refuses it, naming the counts
+        with pytest.raises(rlx.ShapeError, match="5 channels"):
+            rlx.onnx.load(model)
+        return
+    m = check(model, {"x": _rand(rng, 2, 4, 9, 10)})
+    assert not any("Pad" in n for n in m.notes), m.notes
+
+
 def test_batch_norm_not_folded_when_conv_has_other_readers():
     rng = np.random.default_rng(8)
     m = check(_conv_bn(rng, second_reader=True), {"x": _rand(rng, 2, 3, 8, 8)})

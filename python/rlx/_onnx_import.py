@@ -199,6 +199,9 @@ class Importer:
         # Node outputs an earlier node already computed (a per-channel scale folded into a
         # Conv): each maps to the value it equals, bound instead of running the node.
         self.applied: Dict[str, str] = {}
+        # Outputs of a Pad by zeros of the spatial axes alone: output -> (the Pad's input, its
+        # pads). A Conv reading one adds the pads to its own and reads the input instead.
+        self.zero_padded: Dict[str, Tuple[str, List[int]]] = {}
         self.params: Dict[str, np.ndarray] = {}
         self.notes: List[str] = []
         self.input_names: List[str] = []

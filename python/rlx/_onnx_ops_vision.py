@@ -199,6 +199,19 @@ def _fold_affine(imp: Importer, node: Any, bn: Optional[Any], w: Known, b: Optio
     return imp.param_from(wname, w2), imp.param_from(bname, b2)
 
 
+def _unpadded(imp: Importer, name: str, x: Any, pads: List[int]) -> Tuple[Any, List[int]]:
+    """A Conv input made by a zero Pad of its spatial axes (a TensorFlow export's SAME
+    padding): the Pad's input and the Conv's pads plus the Pad's, which the Conv pads as it
+    reads (the Pad's gathers then go unused). Else ``x`` and ``pads``."""
+    if name not in imp.zero_padded:
+        return x, pads
+    src, extra = imp.zero_padded[name]
+    if len(extra) != len(pads):
+        return x, pads
+    imp.notes.append(f"Pad {name!r}: zeros folded into the Conv's pads")
+    return imp.get(src), [p + e for p, e in zip(pads, extra)]
+
+
 @op("Conv")
 def _conv(imp: Importer, node: Any) -> Any:
     at = attrs(node)
@@ -214,6 +227,7 @@ def _conv(imp: Importer, node: Any) -> Any:
         raise rlx.ShapeError(f"kernel_shape {list(at['kernel_shape'])} differs from the weight's {kernel}")
     group = int(at.get("group", 1))
     strides, pads, dilations = window_args(imp, node, x, kernel)
+    x, pads = _unpadded(imp, node.input[0], x, pads)
     c, m = imp.shape(x)[1], int(ws[0])
     if group < 1 or c % group or m % group:
         raise rlx.ShapeError(f"group {group} does not divide the input channels {c} and the output channels {m}")
@@ -486,6 +500,8 @@ def _pad(imp: Importer, node: Any) -> Any:
     r = len(dims)
     pads, value = _pad_args(imp, node, r)
     dt = np.dtype(x.dtype)
+    if mode == "constant" and r >= 3 and _zero_fill(value) and min(pads) >= 0 and not any(pads[:2] + pads[r:r + 2]):
+        imp.zero_padded[node.output[0]] = (node.input[0], pads[2:r] + pads[r + 2:])
     fill = None
     for axis in range(r):
         before, after = pads[axis], pads[axis + r]
@@ -504,6 +520,13 @@ def _pad(imp: Importer, node: Any) -> Any:
             mask = inside.reshape((1,) * axis + (len(idx),) + (1,) * (r - axis - 1))
             x = imp.g.where(imp.g.constant(mask), x, fill)
     return x
+
+
+def _zero_fill(value: Any) -> bool:
+    """Whether a Pad's constant is zero (or not given)."""
+    if value is None:
+        return True
+    return isinstance(value, Known) and not value.symbolic and value.arr.size == 1 and float(value.arr.reshape(())) == 0.0
 
 
 def _pad_value(imp: Importer, value: Any, dt: np.dtype) -> Any:
