@@ -222,9 +222,11 @@ fn check_bottleneck(xs: &[usize], m: usize) {
 #[test]
 fn residual_convolutions_add_onto_their_residual_in_place() {
     // 64 channels: whole panels, relu in the tiles. 40: an edge panel, added through its
-    // tile buffer. Two images of 7x6 positions: row blocks split over the two threads.
+    // tile buffer (AVX-512) or a half tile (AVX2); 48: a half tile (AVX-512). Two images of
+    // 7x6 positions: row blocks split over the two threads.
     check_bottleneck(&[2, 16, 7, 6], 64);
     check_bottleneck(&[2, 16, 7, 6], 40);
+    check_bottleneck(&[2, 16, 7, 6], 48);
 }
 
 #[test]

@@ -374,9 +374,17 @@ unsafe fn block(
                         cols,
                     ),
                 };
-                if cols == nr {
+                // A whole panel, or an edge panel of half one in half tiles (a 48-channel
+                // layer's last 16 were 32 columns of products into a buffer, then copied).
+                let tile = match kern.half {
+                    _ if cols == nr => Some(kern.tile),
+                    Some(half) if 2 * cols == nr => Some(half),
+                    _ => None,
+                };
+                if let Some(tile) = tile {
                     let fetch_a = j == first_panel && a_from_memory;
-                    if full_panel(kern, job, rows.clone(), bp, ldb, c0, next, fetch_a, onto_c) {
+                    let at = (c0, next, fetch_a, onto_c);
+                    if full_panel(kern, tile, job, rows.clone(), bp, ldb, at) {
                         // The tiles applied the epilogue as they stored.
                         continue;
                     }
@@ -486,20 +494,18 @@ fn prefetch_l2(p: *const f32, len: usize) {
     let _ = (p, len);
 }
 
-/// A whole panel of `nr` columns over `rows`, K-blocked so the B slice stays in L1 (`onto_c`:
-/// the first block adds onto what c holds too). True when the tiles applied the job's
-/// epilogue as they stored (bias, residual, relu).
-#[allow(clippy::too_many_arguments)]
+/// A panel over `rows` in `tile`s (whole or half), K-blocked so the B slice stays in L1.
+/// `(c0, next, fetch_a, onto_c)`: its first column, the next panel to fetch, whether A comes
+/// from memory, and whether the first block adds onto what c holds too. True when the tiles
+/// applied the job's epilogue as they stored (bias, residual, relu).
 unsafe fn full_panel(
     kern: &MicroKernel,
+    tile: super::TileFn,
     job: &GemmJob,
     rows: std::ops::Range<usize>,
     bp: *const f32,
     ldb: usize,
-    c0: usize,
-    next: Option<*const f32>,
-    fetch_a: bool,
-    onto_c: bool,
+    (c0, next, fetch_a, onto_c): (usize, Option<*const f32>, bool, bool),
 ) -> bool {
     let mr = kern.mr;
     // One block at least: with k = 0 the kernel writes the zeros of an empty sum.
@@ -569,7 +575,7 @@ unsafe fn full_panel(
             unsafe {
                 let a = job.a.add(r0 * job.lda + p0);
                 let c = job.c.add(r0 * job.ldc + c0);
-                (kern.tile)(
+                tile(
                     h,
                     kc,
                     a,

@@ -136,6 +136,10 @@ pub struct MicroKernel {
     pub nr: usize,
     pub tile: TileFn,
     pub segs: SegTileFn,
+    /// A tile of the first `nr / 2` columns of a panel (`TileFn`'s contract with half the
+    /// columns of c, bias and residual): an edge panel of exactly that width (16 of a 48- or
+    /// 16-channel layer) computed in place, not as a whole panel into a buffer.
+    pub half: Option<TileFn>,
 }
 
 /// The tile shape of the bf16 and int8 kernels (8 x 32, their own tile functions), with the
@@ -147,6 +151,7 @@ const fn wide(isa: Isa) -> MicroKernel {
         nr: 32,
         tile: portable::KERNEL.tile,
         segs: portable::KERNEL.segs,
+        half: None,
     }
 }
 static WIDE: [MicroKernel; 3] = [wide(Isa::Scalar), wide(Isa::Avx2), wide(Isa::Avx512)];

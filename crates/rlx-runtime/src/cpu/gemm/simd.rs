@@ -3,6 +3,7 @@
 //!
 //! A tile is `R` rows x two vectors of columns. Every step broadcasts one element of each A row
 //! (read in place from its row-major rows) and multiplies it into two vectors of the B panel.
+//! A half tile (one vector of columns) computes an edge panel of half the width in place.
 
 /// Defines `KERNEL: MicroKernel` for one ISA. `$feature` is the `target_feature` string, `$v`
 /// the vector type, `$w` its lane count, `$mr` the maximum rows (a `match` arm per row count).
@@ -22,6 +23,7 @@ macro_rules! simd_micro_kernel {
             nr: 2 * $w,
             tile,
             segs,
+            half: Some(half),
         };
 
         /// # Safety
@@ -35,22 +37,23 @@ macro_rules! simd_micro_kernel {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
                 match rows.min($mr) {
-                    $($r => segs_n::<$r>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $($r => segs_n::<$r, 2>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
         }
 
+        /// `V` vectors of columns per row: 2 (a whole panel) or 1 (its first half).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize>(
+        unsafe fn segs_n<const R: usize, const V: usize>(
             offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
             ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
             // SAFETY: the caller guarantees R rows of len elements at a + offsets[s] (row
-            // stride lda) for every segment, offsets.len() * len rows of 2 * lanes at b
-            // (stride ldb), R rows of 2 * lanes at c (stride ldc), and epi's operands.
+            // stride lda) for every segment, offsets.len() * len rows of V * lanes at b
+            // (stride ldb), R rows of V * lanes at c (stride ldc), and epi's operands.
             unsafe {
                 let mut lo: [$v; R] = [$zero(); R];
                 let mut hi: [$v; R] = [$zero(); R];
@@ -61,11 +64,13 @@ macro_rules! simd_micro_kernel {
                     // One step: an element of each A row times the B row at bp.
                     let mut step = |p: usize| {
                         let b0 = $load(bp);
-                        let b1 = $load(bp.add($w));
+                        let b1 = if V == 2 { $load(bp.add($w)) } else { b0 };
                         for r in 0..R {
                             let av = $splat(*a.add(r * lda + p));
                             lo[r] = $fma(av, b0, lo[r]);
-                            hi[r] = $fma(av, b1, hi[r]);
+                            if V == 2 {
+                                hi[r] = $fma(av, b1, hi[r]);
+                            }
                         }
                         bp = bp.add(ldb);
                     };
@@ -99,22 +104,28 @@ macro_rules! simd_micro_kernel {
                 // compiler then spilled the accumulators.)
                 let (b_lo, b_hi) = if epi.bias.is_null() {
                     ($splat(-0.0), $splat(-0.0))
-                } else {
+                } else if V == 2 {
                     ($load(epi.bias), $load(epi.bias.add($w)))
+                } else {
+                    ($load(epi.bias), $splat(-0.0))
                 };
                 let relu = epi.relu;
                 for r in 0..R {
                     let cr = c.add(r * ldc);
                     if accumulate {
                         lo[r] = $add(lo[r], $load(cr));
-                        hi[r] = $add(hi[r], $load(cr.add($w)));
+                        if V == 2 {
+                            hi[r] = $add(hi[r], $load(cr.add($w)));
+                        }
                     }
                     lo[r] = $add(lo[r], b_lo);
                     hi[r] = $add(hi[r], b_hi);
                     if !epi.res.is_null() {
                         let rr = epi.res.add(r * epi.ld_res);
                         lo[r] = $add(lo[r], $load(rr));
-                        hi[r] = $add(hi[r], $load(rr.add($w)));
+                        if V == 2 {
+                            hi[r] = $add(hi[r], $load(rr.add($w)));
+                        }
                     }
                     if relu {
                         // max gives its second operand for NaN and for -0.0 against 0.0, as
@@ -123,7 +134,9 @@ macro_rules! simd_micro_kernel {
                         hi[r] = $max($zero(), hi[r]);
                     }
                     $store(cr, lo[r]);
-                    $store(cr.add($w), hi[r]);
+                    if V == 2 {
+                        $store(cr.add($w), hi[r]);
+                    }
                 }
 
             }
@@ -131,7 +144,7 @@ macro_rules! simd_micro_kernel {
 
         #[cfg(not(target_arch = "x86_64"))]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize>(
+        unsafe fn segs_n<const R: usize, const V: usize>(
             _: &[usize], _: usize, _: *const f32, _: usize, _: *const f32, _: usize,
             _: *mut f32, _: usize, _: bool, _: &super::TileEpilogue,
         ) {
@@ -149,7 +162,24 @@ macro_rules! simd_micro_kernel {
             unsafe {
                 match rows.min($mr) {
                     // A plain tile is one K segment at offset 0.
-                    $($r => segs_n::<$r>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $($r => segs_n::<$r, 2>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    _ => {}
+                }
+            }
+        }
+
+        /// # Safety
+        /// The CPU has the ISA; see [`super::TileFn`], with `nr / 2` columns of c, the bias
+        /// and the residual (B's rows are still `ldb` apart).
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn half(
+            rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
+            c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
+        ) {
+            // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
+            unsafe {
+                match rows.min($mr) {
+                    $($r => segs_n::<$r, 1>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }

@@ -36,7 +36,9 @@ fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
     (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
 }
 
-const SHAPES: [(usize, usize, usize); 9] = [
+/// Edge panels of half a panel (n = 48 and 80 on AVX-512, 8, 24 and 40 on AVX2), over one and
+/// several K blocks, run the half-width tile.
+const SHAPES: [(usize, usize, usize); 11] = [
     (1, 1, 1),
     (3, 5, 7),
     (16, 384, 96),
@@ -46,6 +48,8 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (5, 0, 8),
     (130, 257, 33),
     (2, 600, 31),
+    (33, 300, 80),
+    (20, 300, 24),
 ];
 
 #[test]
