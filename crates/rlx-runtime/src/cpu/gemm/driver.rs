@@ -464,34 +464,29 @@ pub(crate) fn row_tiles(
     })
 }
 
-/// Hints the CPU to bring `len` floats at `p` into cache (no effect on correctness).
+/// Hints the CPU to bring `len` floats at `p` into L1 (no effect on correctness).
 pub(crate) fn prefetch(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(16) {
-        // SAFETY: a prefetch never faults; the addresses lie inside the panel anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                p.add(off) as *const i8
-            )
-        };
-    }
+    fetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p, len);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
 }
 
-/// Hints the CPU to bring `len` floats at `p` into L2 (no effect on correctness).
+/// Hints the CPU to bring `len` floats at `p` into L2.
 fn prefetch_l2(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(16) {
-        // SAFETY: a prefetch never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                p.wrapping_add(off) as *const i8,
-            )
-        };
-    }
+    fetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p, len);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
+}
+
+/// A prefetch with `HINT` of every cache line of `len` floats at `p`.
+#[cfg(target_arch = "x86_64")]
+fn fetch<const HINT: i32>(p: *const f32, len: usize) {
+    for off in (0..len).step_by(16) {
+        // SAFETY: a prefetch never faults.
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(p.wrapping_add(off) as *const i8) };
+    }
 }
 
 /// A panel over `rows` in `tile`s (whole or half), K-blocked so the B slice stays in L1.
