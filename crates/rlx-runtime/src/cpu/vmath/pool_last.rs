@@ -42,16 +42,31 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
     let (sx, dx, px) = row.col_step;
     let (fy, ny, py_in) = row.rows;
     let body = c - c % V::N;
-    let mut taps: Vec<usize> = Vec::new();
-    for (ox, (dst, &(fx, nx, px_in))) in out.chunks_exact_mut(c).zip(row.cols).enumerate() {
-        taps.clear();
-        for ty in fy..fy + ny {
+    // The taps of a position whose window lies inside the input across (the most taps), from
+    // the window's first column: made once per row, not per position.
+    let kw = row.cols.iter().map(|t| t.1).max().unwrap_or(0);
+    let inner: Vec<usize> = (fy..fy + ny)
+        .flat_map(|ty| {
             let iy = row.oy * sy + ty * dy - py;
-            for tx in fx..fx + nx {
-                taps.push((iy * row.iw + ox * sx + tx * dx - px) * c);
+            (0..kw).map(move |tx| (iy * row.iw + tx * dx) * c)
+        })
+        .collect();
+    let mut edge: Vec<usize> = Vec::new();
+    for (ox, (dst, &(fx, nx, px_in))) in out.chunks_exact_mut(c).zip(row.cols).enumerate() {
+        // (offset of the window's first column, taps from there)
+        let (base, taps) = if fx == 0 && nx == kw {
+            ((ox * sx - px) * c, &inner[..])
+        } else {
+            edge.clear();
+            for ty in fy..fy + ny {
+                let iy = row.oy * sy + ty * dy - py;
+                for tx in fx..fx + nx {
+                    edge.push((iy * row.iw + ox * sx + tx * dx - px) * c);
+                }
             }
-        }
-        debug_assert!(taps.iter().all(|t| t + c <= x.len()));
+            (0, &edge[..])
+        };
+        debug_assert!(taps.iter().all(|t| base + t + c <= x.len()));
         // The rows the next output row adds, at the columns this position is first to read:
         // fetched while this row's taps are reduced (the next rows come from memory).
         let last = (row.oy * sy + (fy + ny.max(1) - 1) * dy).checked_sub(py);
@@ -73,10 +88,10 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
         unsafe {
             // Direct calls, not through a function pointer: a pointer's callee is not inlined
             // into this ISA's code and runs its vectors as calls (2-5x slower).
-            let (xp, d) = (x.as_ptr(), dst.as_mut_ptr());
+            let (xp, d) = (x.as_ptr().add(base), dst.as_mut_ptr());
             match row.max {
-                true => reduce_taps::<V, true>(xp, &taps, body, n, d),
-                false => reduce_taps::<V, false>(xp, &taps, body, n, d),
+                true => reduce_taps::<V, true>(xp, taps, body, n, d),
+                false => reduce_taps::<V, false>(xp, taps, body, n, d),
             }
             // The channels past the whole vectors: the last vector of the position again,
             // overlapping (its channels' values are the same), where there is one; one by one
@@ -84,16 +99,16 @@ unsafe fn pool_row_v<V: F32s>(row: &PoolRow, x: &[f32], out: &mut [f32]) {
             if body > 0 && body < c {
                 let (xt, dt) = (xp.add(c - V::N), d.add(c - V::N));
                 match row.max {
-                    true => reduce_taps::<V, true>(xt, &taps, V::N, n, dt),
-                    false => reduce_taps::<V, false>(xt, &taps, V::N, n, dt),
+                    true => reduce_taps::<V, true>(xt, taps, V::N, n, dt),
+                    false => reduce_taps::<V, false>(xt, taps, V::N, n, dt),
                 }
                 continue;
             }
         }
         for (j, a) in dst.iter_mut().enumerate().skip(body) {
             *a = if row.max { f32::NEG_INFINITY } else { 0.0 };
-            for t in &taps {
-                let v = x[t + j];
+            for t in taps {
+                let v = x[base + t + j];
                 if !row.max {
                     *a += v;
                 } else if !a.is_nan() && (v > *a || v.is_nan()) {
