@@ -13,7 +13,9 @@ use crate::{CompileOptions, CompiledGraph, ModelCompilePipeline, Result, stages}
 
 /// Bumped when what an entry means changes (not only its layout, see `aot::format::FORMAT`).
 // 2: convolutions carry a fused epilogue (residual, activation).
-const KEY_SCHEME: &str = "rlx-aot/3";
+// 4: a pointwise convolution's output may take over its residual's memory (an arena in-place
+// pair an older build would run as two distinct buffers).
+const KEY_SCHEME: &str = "rlx-aot/4";
 
 impl ModelCompilePipeline {
     /// **Step 2 from disk**: [`Self::get_or_compile`] with `aot` as the disk cache for this
