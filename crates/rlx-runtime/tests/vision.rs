@@ -167,6 +167,53 @@ fn fused_conv_epilogues_match_the_reference() {
     );
 }
 
+#[test]
+fn winograd_convolutions_match_the_reference() {
+    use rlx_ir::UnaryOp::{Relu, Sigmoid};
+    // 3x3, stride 1, 16+ channels, 16+ tiles of 2x2 outputs: Winograd F(2x2, 3x3) where the
+    // weights are packed. Whole vectors and panels of channels, then 20 input channels (a
+    // lane tail) into 40 output channels (an edge panel), odd output sizes (edge tiles), no
+    // pads, asymmetric pads, a residual first in the add.
+    check_fused_conv(
+        &[2, 16, 8, 8],
+        &[32, 16, 3, 3],
+        (&[], &[1, 1, 1, 1], 1),
+        Relu,
+        false,
+    );
+    check_fused_conv(
+        &[1, 20, 9, 7],
+        &[40, 20, 3, 3],
+        (&[], &[1, 1, 1, 1], 1),
+        Relu,
+        true,
+    );
+    check_fused_conv(
+        &[2, 24, 10, 11],
+        &[16, 24, 3, 3],
+        (&[], &[], 1),
+        Sigmoid,
+        false,
+    );
+    check_fused_conv(
+        &[1, 16, 9, 10],
+        &[48, 16, 3, 3],
+        (&[], &[0, 2, 1, 1], 1),
+        Relu,
+        true,
+    );
+    // A symbolic batch, and 40 tile rows of 20 tiles: more than one block of tile rows.
+    check_conv(
+        &[2, 16, 40, 40],
+        &[32, 16, 3, 3],
+        true,
+        &[],
+        &[1, 1, 1, 1],
+        &[],
+        1,
+    );
+}
+
 /// A bottleneck block, `relu(conv1x1(relu(conv3x3(y))) + y)` with `y = relu(conv1x1(x))` of
 /// `m` channels, and the same 1x1 kernel over its own residual, `relu(conv1x1(y) + y)`. In the
 /// block `y` is read for the last time by the residual conv, whose output the arena plan then

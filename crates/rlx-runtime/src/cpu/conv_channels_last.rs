@@ -5,7 +5,8 @@
 //!   of the batch; other kernels are the implicit GEMM of `conv_positions` (positions as rows,
 //!   kernel rows or taps as K pieces), reading the input in place when the window needs no
 //!   padding and writing the output in place when the channels fill whole panels. No
-//!   transposes.
+//!   transposes. A 3x3 kernel of stride 1 with enough channels and positions runs as
+//!   Winograd's F(2x2, 3x3) instead (`winograd.rs`).
 //! - Depthwise: each position's channels as vectors (`vmath::depthwise_row`).
 //! - Anything else (weights not packed, e.g. computed weights or `prepack` off): the
 //!   channel-major kernel between transposes.
@@ -24,6 +25,7 @@ use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use super::layout::transpose;
 use super::vmath::{self, DepthwiseRows, Residual, RowShift};
+use super::winograd;
 use crate::Result;
 use crate::fallible::{grow, try_copy, try_zeroed, with_scratch};
 
@@ -67,7 +69,11 @@ pub fn scratch(xs: &[usize], ws: &[usize], os: &[usize], c: &ConvAttrs, nr: usiz
     let fallback = inputs.saturating_add(numel(os).saturating_mul(2));
     // A strided 1x1 kernel: the subsampled batch.
     let subsampled = numel(&os[..3]).saturating_mul(xf[1]);
-    gemm.max(fallback).max(subsampled)
+    let transformed = match winograd::chosen(xs, ws, os, c) {
+        true => winograd::scratch(xs, ws, os, nr),
+        false => 0,
+    };
+    gemm.max(fallback).max(subsampled).max(transformed)
 }
 
 /// `out = epi(conv(x, w))` in channels-last layout. `packed`: the weight's panels (`[k = kh *
@@ -105,6 +111,9 @@ pub fn conv(
     }
     match packed {
         Some(p) if c.groups == 1 && pointwise => linear(isa, x, xs, p, epi, c, out, os, false),
+        Some(p) if winograd::chosen(xs, ws, os, c) => {
+            winograd::conv(isa, x, xs, p, ws, epi, c, out, os)
+        }
         Some(p) if c.groups == 1 => gemm_conv(isa, x, xs, p, ws, epi, c, out, os),
         _ if ws[1] == 1 && c.groups == ws[0] && c.groups == xs[3] => {
             depthwise(isa, x, xs, w, ws, epi, c, out, os)

@@ -144,7 +144,13 @@ impl CpuExecutable {
         // and back wakes two sleeping threads (~40 us on a VM, 5% of MobileNet-like b1).
         let inline = pool.current_num_threads() == 1 || work(&lir, &shapes) < INLINE_WORK;
         let (packs, packed_index) = if prepack {
-            weights_to_pack(&lir, &shapes, &places, precision)
+            weights_to_pack(
+                &lir,
+                &shapes,
+                &places,
+                precision,
+                super::gemm::kernel(isa).nr,
+            )
         } else {
             (Vec::new(), vec![None; lir.buffers.len()])
         };

@@ -27,6 +27,9 @@ pub(super) struct PackEntry {
     taps: usize,
     /// f32 panels whatever the precision (convolutions are computed in f32).
     f32_only: bool,
+    /// A 3x3 convolution weight of this many output channels, Winograd-transformed
+    /// (`winograd::transformed_weights`: `k` input channels, `n` 16 padded output rows).
+    winograd: Option<usize>,
 }
 
 impl CpuExecutable {
@@ -54,7 +57,10 @@ impl CpuExecutable {
     /// time any variant asks.
     pub(super) fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Packed> {
         let nr = super::gemm::kernel(self.isa).nr;
-        let variant = ((e.taps as u64) << 32) | ((nr as u64) << 1) | u64::from(e.transposed);
+        let variant = (u64::from(e.winograd.is_some()) << 63)
+            | ((e.taps as u64) << 32)
+            | ((nr as u64) << 1)
+            | u64::from(e.transposed);
         // SAFETY: the param is bound with k * n f32 elements (the store checked its dtype and
         // shape against the manifest this LIR was planned with).
         let w = || unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
@@ -113,10 +119,15 @@ impl CpuExecutable {
             None => None,
         };
         data.derived(key, || {
-            // SAFETY: the param is bound with k * n f32 elements (checked by the store).
-            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, e.k * e.n) };
+            // The bound elements: k * n, or m * k * 9 for a weight Winograd transforms.
+            let len = e.winograd.map_or(e.k * e.n, |m| m * e.k * 9);
+            // SAFETY: the param is bound with len f32 elements (checked by the store).
+            let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, len) };
             let reordered;
-            let w = if e.taps > 1 {
+            let w = if let Some(m) = e.winograd {
+                reordered = super::winograd::transformed_weights(w, m, e.k, e.n / 16)?;
+                &reordered[..]
+            } else if e.taps > 1 {
                 reordered = taps_major(w, e.n, e.k / e.taps, e.taps)?;
                 &reordered[..]
             } else {
@@ -148,6 +159,10 @@ impl CpuExecutable {
                     if e.taps > 1 {
                         id.update(b"taps");
                         id.update(&(e.taps as u64).to_le_bytes());
+                    }
+                    if let Some(m) = e.winograd {
+                        id.update(b"winograd f2x2 3x3");
+                        id.update(&(m as u64).to_le_bytes());
                     }
                     let id = id.finalize();
                     PackedB::shared(w, e.k, e.n, e.transposed, nr, map, dir, id.as_bytes())?
@@ -254,6 +269,10 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
     })
 }
 
+/// A param read as packed weights: buffer, `k`, `n`, transposed, taps, a convolution's, and
+/// the output channels of a Winograd-transformed one.
+type Read = (BufferId, usize, usize, bool, usize, bool, Option<usize>);
+
 /// The param buffers that linears (and position-major convolutions) read as packed weights,
 /// and each buffer's entry among them.
 pub(super) fn weights_to_pack(
@@ -261,11 +280,12 @@ pub(super) fn weights_to_pack(
     shapes: &[Vec<usize>],
     places: &[Place],
     precision: Precision,
+    nr: usize,
 ) -> (Vec<PackEntry>, Vec<Option<usize>>) {
     let mut packs: Vec<PackEntry> = Vec::new();
     let mut index = vec![None; lir.buffers.len()];
     // Param `b` read as `[k, n]` (stored `[n, k]` when transposed).
-    let mut add = |b: BufferId, k: usize, n: usize, transposed: bool, taps: usize, conv: bool| {
+    let mut add = |(b, k, n, transposed, taps, conv, winograd): Read| {
         let Place::Param(param) = places[b.index()] else {
             return;
         };
@@ -276,6 +296,7 @@ pub(super) fn weights_to_pack(
             transposed,
             taps,
             f32_only: conv,
+            winograd,
         };
         let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
             packs.push(e);
@@ -285,8 +306,8 @@ pub(super) fn weights_to_pack(
     };
     // A linear's `[r, c]` weight is `[k, n]`, or `[n, k]` when transposed.
     let linear = |b: BufferId, transposed: bool| match shapes[b.index()].as_slice() {
-        [r, c] if transposed => Some((b, *c, *r, true, 1, false)),
-        [r, c] => Some((b, *r, *c, false, 1, false)),
+        [r, c] if transposed => Some((b, *c, *r, true, 1, false, None)),
+        [r, c] => Some((b, *r, *c, false, 1, false, None)),
         _ => None,
     };
     for k in &lir.kernels {
@@ -320,12 +341,25 @@ pub(super) fn weights_to_pack(
                     super::conv_positions::chosen(xs, ws, os, c.groups)
                 };
                 let taps: usize = ws[2..].iter().product();
-                vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true))]
+                if super::winograd::chosen(xs, ws, os, c) {
+                    let n = 16 * super::winograd::padded_channels(ws[0], nr);
+                    vec![Some((
+                        k.inputs[1],
+                        ws[1],
+                        n,
+                        false,
+                        taps,
+                        true,
+                        Some(ws[0]),
+                    ))]
+                } else {
+                    vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true, None))]
+                }
             }
             _ => Vec::new(),
         };
-        for (b, kk, n, transposed, taps, conv) in weights.into_iter().flatten() {
-            add(b, kk, n, transposed, taps, conv);
+        for read in weights.into_iter().flatten() {
+            add(read);
         }
     }
     (packs, index)

@@ -26,6 +26,7 @@ mod rotary;
 mod types;
 pub mod vmath;
 mod window;
+mod winograd;
 
 use std::sync::Arc;
 
