@@ -43,6 +43,29 @@ def test_child_runs_after_fork():
     assert np.array_equal(exe.run(x=x)["y"], want)
 
 
+def test_child_runs_a_batch_sample_by_sample_after_fork():
+    # 12 images of 32 x 56 x 56 activations, 18 KiB of weights: run sample by sample on the
+    # pool, which the child must rebuild.
+    g = rlx.Graph("convnet", dims={"batch": (1, 16)})
+    x = g.input("x", ("batch", 16, 56, 56))
+    g.output("y", g.relu(g.conv(x, g.param("w", (32, 16, 3, 3)), pads=[1, 1, 1, 1])))
+    pipe = rlx.ModelCompilePipeline(g)
+    rng = np.random.default_rng(1)
+    pipe.bind_params({"w": (rng.standard_normal((32, 16, 3, 3)) * 0.2).astype(np.float32)})
+    exe = pipe.get_or_compile(batch=12)
+    assert exe.samples_apart == 12
+    xs = rng.standard_normal((12, 16, 56, 56)).astype(np.float32)
+    want = exe.run(x=xs)["y"]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if np.array_equal(exe.run(x=xs)["y"], want) else 1)
+        except BaseException:
+            os._exit(2)
+    expect_clean_exit(pid, "the forked child hung running a batch sample by sample")
+    assert np.array_equal(exe.run(x=xs)["y"], want)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 

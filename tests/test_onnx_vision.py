@@ -121,6 +121,26 @@ def test_conv_kernel_shape_attribute_and_symbolic_batch():
         np.testing.assert_allclose(m.run({"x": x})["y"], _ort(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
 
 
+def test_a_large_batch_of_a_convnet_runs_sample_by_sample():
+    # Activations of 12 x 32 x 56 x 56 against 18 KiB of weights: the batch variant runs its
+    # one-sample variant per image (per_sample=True, the default) with ORT's results.
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    inits = [("w", _rand(rng, 32, 16, 3, 3, scale=0.2)), ("b", _rand(rng, 32))]
+    model = _model(nodes, [_vi("x", ["N", 16, 56, 56])], [_vi("y", ["N", 32, 1, 1])], inits)
+    m = rlx.onnx.load(model)
+    x = _rand(rng, 12, 16, 56, 56)
+    want = _ort(model, {"x": x})[0]
+    apart = m.pipeline().get_or_compile(N=12)
+    whole = m.pipeline(per_sample=False).get_or_compile(N=12)
+    assert apart.samples_apart == 12 and whole.samples_apart is None
+    for exe in (apart, whole):
+        np.testing.assert_allclose(exe.run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)
+    assert m.pipeline().get_or_compile(N=1).samples_apart is None
+
+
 def test_conv_weight_as_graph_input():
     # A weight fed at run time (static shape) is an ordinary operand.
     rng = np.random.default_rng(2)

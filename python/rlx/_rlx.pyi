@@ -236,6 +236,8 @@ class CompiledGraph:
     @property
     def kernels(self) -> Tuple[Optional[str], Optional[str]]: ...
     @property
+    def samples_apart(self) -> Optional[int]: ...
+    @property
     def binding(self) -> dict[str, int]: ...
 
 @final
@@ -253,6 +255,7 @@ class ModelCompilePipeline:
         eviction: str = "fifo",
         max_bytes: Optional[int] = None,
         precision: str = "f32",
+        per_sample: bool = True,
     ) -> ModelCompilePipeline: ...
     @property
     def isa(self) -> str: ...

@@ -8,11 +8,13 @@ mod compile_result;
 mod lower;
 pub mod memory_plan;
 pub mod passes;
+mod per_sample;
 mod pipeline;
 mod specialize;
 
 pub use compile_result::{CompileReport, CompileResult};
 pub use lower::lower;
 pub use passes::PassLog;
+pub use per_sample::{per_sample, per_sample_symbol};
 pub use pipeline::{Pass, Pipeline, debug_level};
 pub use rlx_ir::{IrError, Result};

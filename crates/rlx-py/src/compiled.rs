@@ -224,6 +224,13 @@ impl PyCompiledGraph {
         self.graph.kernel_paths()
     }
 
+    /// How many samples of the batch run one at a time through the one-sample variant
+    /// (`per_sample=True` pipelines); `None` when the batch runs as one.
+    #[getter]
+    fn samples_apart(&self) -> Option<usize> {
+        self.graph.samples_apart()
+    }
+
     /// The dim values this variant was specialized for.
     #[getter]
     fn binding<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -139,11 +139,13 @@ fn report_to_py<'py>(py: Python<'py>, r: &CompileReport) -> PyResult<Bound<'py, 
 impl PyModelCompilePipeline {
     /// `optimize=False` lowers without passes (for differential testing); `prepack=False`
     /// reads weights where they are bound (no packed copy); `isa` forces a kernel path
-    /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best).
+    /// ("scalar", "avx2", "avx512"; default: `RLX_ISA` or the CPU's best); `per_sample=False`
+    /// runs every batch as one (by default a batch of a graph that computes each sample on
+    /// its own, with activations much larger than its weights, runs sample by sample).
     #[new]
     #[pyo3(
-        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None, aot_dir = None, aot_max_bytes = None, eviction = "fifo", max_bytes = None, precision = "f32"),
-        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None, aot_dir=None, aot_max_bytes=None, eviction='fifo', max_bytes=None, precision='f32')"
+        signature = (graph, device = "cpu", capacity = Capacity(8), optimize = true, prepack = true, isa = None, aot_dir = None, aot_max_bytes = None, eviction = "fifo", max_bytes = None, precision = "f32", per_sample = true),
+        text_signature = "(graph, device='cpu', capacity=8, optimize=True, prepack=True, isa=None, aot_dir=None, aot_max_bytes=None, eviction='fifo', max_bytes=None, precision='f32', per_sample=True)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -158,6 +160,7 @@ impl PyModelCompilePipeline {
         eviction: &str,
         max_bytes: Option<Count>,
         precision: &str,
+        per_sample: bool,
     ) -> PyResult<Self> {
         let precision = Precision::parse(precision).map_err(to_py)?;
         if precision != Precision::F32 && !prepack {
@@ -190,6 +193,7 @@ impl PyModelCompilePipeline {
             prepack,
             isa,
             precision,
+            per_sample,
             ..CompileOptions::default()
         };
         Ok(PyModelCompilePipeline {
@@ -354,6 +358,7 @@ impl PyModelCompilePipeline {
         d.set_item("isa", self.isa())?;
         d.set_item("precision", self.options.precision.name())?;
         d.set_item("prepack", self.options.prepack)?;
+        d.set_item("per_sample", self.options.per_sample)?;
         d.set_item("bytes", s.bytes)?;
         d.set_item("template_from_disk", s.template_from_disk)?;
         d.set_item("variants_from_disk", s.variants_from_disk)?;

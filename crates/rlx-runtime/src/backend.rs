@@ -47,6 +47,11 @@ pub trait Executable: Send + Sync {
     fn gemm_precision(&self) -> Option<&'static str> {
         None
     }
+
+    /// The samples of a batch run one at a time (`per_sample.rs`); `None` for one run.
+    fn samples_apart(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A device's compiler for specialized LIR.

@@ -155,6 +155,25 @@ impl CompiledGraph {
         self.params.set(name, data.into().data)
     }
 
+    /// How many samples of a batch run one at a time, each through the one-sample variant
+    /// (`CompileOptions::per_sample`); `None` when the batch runs as one.
+    pub fn samples_apart(&self) -> Option<usize> {
+        self.exec.samples_apart()
+    }
+
+    /// Elements of each input, in manifest order.
+    pub(crate) fn input_numels(&self) -> Vec<usize> {
+        self.input_shapes
+            .iter()
+            .map(|s| s.iter().product())
+            .collect()
+    }
+
+    /// The executable that runs this graph.
+    pub(crate) fn executable(&self) -> &dyn Executable {
+        &*self.exec
+    }
+
     pub fn input_shape(&self, i: usize) -> &[usize] {
         &self.input_shapes[i]
     }

@@ -14,6 +14,7 @@ mod model_pipeline_aot;
 mod names;
 mod options;
 mod params;
+mod per_sample;
 pub mod reference;
 pub mod registry;
 pub mod stages;

@@ -52,6 +52,8 @@ pub struct ModelCompilePipeline {
     max_bytes: Option<usize>,
     eviction: Eviction,
     template: Option<CompileResult>,
+    /// The template's batch symbol when it computes each sample on its own (found once).
+    per_sample: Option<Option<String>>,
     params: Option<Arc<ParamStore>>,
     entries: HashMap<u64, (Arc<CompiledGraph>, usize)>,
     order: VecDeque<u64>,
@@ -76,6 +78,7 @@ impl ModelCompilePipeline {
             max_bytes: None,
             eviction: Eviction::Fifo,
             template: None,
+            per_sample: None,
             params: None,
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -260,6 +263,15 @@ impl ModelCompilePipeline {
         F: FnOnce() -> HirModule,
     {
         self.build_template(build_hir, options)?;
+        self.variant(binding, options)
+    }
+
+    /// As [`Self::get_or_compile`] with the template built.
+    fn variant(
+        &mut self,
+        binding: &DimBinding,
+        options: &CompileOptions,
+    ) -> Result<Arc<CompiledGraph>> {
         let key = self.key_for(binding, options)?;
         if let Some((g, _)) = self.entries.get(&key) {
             let g = g.clone();
@@ -287,7 +299,12 @@ impl ModelCompilePipeline {
         self.stats.specializations += 1;
         self.stats.specialize_time += t.elapsed();
         let t = Instant::now();
-        let compiled = match self.compile_lir(specialized, options) {
+        let split = self.per_sample_variant(binding, &specialized, options)?;
+        let compiled = match split {
+            Some(c) => Ok(c),
+            None => self.compile_lir(specialized, options),
+        };
+        let compiled = match compiled {
             Ok(c) => {
                 self.stats.variants_from_disk += u64::from(from_disk);
                 c
@@ -306,6 +323,42 @@ impl ModelCompilePipeline {
         self.stats.compile_time += t.elapsed();
         self.insert(key, compiled.clone());
         Ok(compiled)
+    }
+
+    /// The batch variant `specialized` as its one-sample variant run once per sample, where
+    /// the template computes each sample on its own and that is worth it
+    /// (`per_sample::worth_it`); `None` otherwise.
+    fn per_sample_variant(
+        &mut self,
+        binding: &DimBinding,
+        specialized: &CompileResult,
+        options: &CompileOptions,
+    ) -> Result<Option<CompiledGraph>> {
+        if !options.per_sample || self.device != Device::Cpu {
+            return Ok(None);
+        }
+        if self.per_sample.is_none() {
+            let found = rlx_opt::per_sample_symbol(&self.template()?.hir);
+            self.per_sample = Some(found);
+        }
+        let Some(Some(symbol)) = self.per_sample.clone() else {
+            return Ok(None);
+        };
+        let samples = binding.get(&symbol).and_then(|n| usize::try_from(n).ok());
+        let Some(samples) = samples.filter(|n| crate::per_sample::worth_it(&specialized.lir, *n))
+        else {
+            return Ok(None);
+        };
+        let mut one = binding.clone();
+        one.set(&symbol, 1);
+        // A batch symbol whose bounds exclude 1 keeps its batches whole.
+        let Ok(graph) = self.variant(&one, options) else {
+            return Ok(None);
+        };
+        let lir = Arc::new(specialized.lir.clone());
+        let pool = crate::cpu::thread_pool(options.num_threads)?;
+        let exec = crate::per_sample::PerSample::new(lir.clone(), graph, samples, pool)?;
+        CompiledGraph::new(lir, Box::new(exec), self.params()?.clone(), self.device).map(Some)
     }
 
     /// The oldest (FIFO) or least recently used (LRU) variant leaves while the cache is full

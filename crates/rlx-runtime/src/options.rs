@@ -55,6 +55,10 @@ pub struct CompileOptions {
     /// The linears' number format (packed weights of another precision are built once per
     /// param, beside the f32 ones).
     pub precision: Precision,
+    /// A batch variant of a graph that computes each sample on its own, whose activations
+    /// dwarf its weights, runs its one-sample variant once per sample (`per_sample.rs`);
+    /// `false`: every batch runs as one.
+    pub per_sample: bool,
 }
 
 impl Default for CompileOptions {
@@ -66,6 +70,7 @@ impl Default for CompileOptions {
             isa: None,
             prepack: true,
             precision: Precision::F32,
+            per_sample: true,
         }
     }
 }
@@ -79,8 +84,14 @@ impl CompileOptions {
     pub fn key_text(&self) -> String {
         // The resolved path (RLX_ISA or the CPU's best), so keys differ where the code does.
         let isa = Isa::resolve(self.isa).map_or("invalid", Isa::name);
+        // Named only when off, so the keys of existing variants stay as they were.
+        let batches = if self.per_sample {
+            ""
+        } else {
+            " per_sample=off"
+        };
         format!(
-            "optimize={} isa={isa} prepack={} precision={}",
+            "optimize={} isa={isa} prepack={} precision={}{batches}",
             self.optimize,
             self.prepack,
             self.precision.name()
