@@ -766,17 +766,15 @@ impl Executable for CpuExecutable {
                 self.run_kernel(k, &addrs)
             })
         };
-        // A small graph runs on the calling thread: handing it to the pool and waking a worker
-        // costs more (~20 us) than the whole run.
-        let local = if self.inline {
-            super::pool::on_caller_thread(body)
-        } else {
-            None
-        };
-        let result = match local {
-            Some(r) => r,
-            None if crate::fork_lock::current_pid() == self.pool_pid => self.pool.install(body),
-            None => super::thread_pool(Some(self.pool.current_num_threads()))?.install(body),
+        // On the calling thread where it has a pool that fits: handing a run to the pool and
+        // waking a worker costs ~20 us, more than a small graph's whole run.
+        let threads = self.pool.current_num_threads();
+        let result = match super::pool::on_caller_pool(threads, self.inline, body) {
+            Ok(r) => r,
+            Err(body) if crate::fork_lock::current_pid() == self.pool_pid => {
+                self.pool.install(body)
+            }
+            Err(body) => super::thread_pool(Some(threads))?.install(body),
         };
         self.arenas.give_back(arena);
         result.map(|()| outputs)

@@ -57,19 +57,71 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     Ok(pool)
 }
 
-/// Runs `f` in a one-thread pool whose only worker is the calling thread: `install` runs in
-/// place and every parallel loop inside runs sequentially, with no hand-off to another thread.
-/// One such pool per calling thread, dropped with it. `None` (and `f` not run) where it cannot
-/// be made: the thread already belongs to a rayon pool.
-pub fn on_caller_thread<R: Send>(f: impl FnOnce() -> R + Send) -> Option<R> {
+/// Runs `f` in the pool whose worker 0 is the calling thread (`use_current_thread`), so a run
+/// starts at once: no hand-off to a pool thread and back (two wake-ups, ~20-40 us on a VM).
+/// A thread belongs to one pool at most, built at its first call:
+/// - `threads == 1`: one worker, the caller (every parallel loop runs in place);
+/// - more: `threads` workers, for the process's main thread only (where a script's runs
+///   come from), so threads that come and go never leave pool threads behind.
+///
+/// `f` runs there when the pool fits: exactly `threads` workers, or at most that many for an
+/// `inline` run (a small graph whose loops hardly split). `Err(f)`, not run, otherwise (and in
+/// a forked child, whose copy of a wider pool has lost its workers).
+pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
+    threads: usize,
+    inline: bool,
+    f: F,
+) -> std::result::Result<R, F> {
     thread_local! {
-        static LOCAL: Option<ThreadPool> = ThreadPoolBuilder::new()
-            .num_threads(1)
-            .use_current_thread()
-            .build()
-            .ok();
+        /// This thread's pool: its workers and the process that built it.
+        /// Undecided (`None`), none (a worker of another pool), or its size, the process
+        /// that built it, and the pool.
+        static OWN: std::cell::RefCell<Option<Option<(usize, u32, ThreadPool)>>> =
+            const { std::cell::RefCell::new(None) };
     }
-    LOCAL.with(|pool| pool.as_ref().map(|p| p.install(f)))
+    let pid = crate::fork_lock::current_pid();
+    OWN.with(|own| {
+        if own.borrow().is_none() {
+            if rayon::current_thread_index().is_some() {
+                *own.borrow_mut() = Some(None);
+                return Err(f);
+            }
+            let n = match threads {
+                1 => 1,
+                _ if is_main_thread() => threads,
+                _ if inline => 1,
+                // Undecided still: a later one-worker request may build one.
+                _ => return Err(f),
+            };
+            let built = ThreadPoolBuilder::new()
+                .num_threads(n)
+                .use_current_thread()
+                .thread_name(|i| format!("rlx-caller-{i}"))
+                .build();
+            *own.borrow_mut() = Some(built.ok().map(|pool| (n, pid, pool)));
+        }
+        match &*own.borrow() {
+            Some(Some((n, at, pool)))
+                if (*n == threads || (inline && *n <= threads)) && (*n == 1 || *at == pid) =>
+            {
+                Ok(pool.install(f))
+            }
+            _ => Err(f),
+        }
+    })
+}
+
+/// Whether this is the process's main thread (Linux: its thread id is the process id).
+fn is_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: both calls only read ids of the calling thread and process.
+        unsafe { libc::gettid() == libc::getpid() }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// Physical cores among the CPUs this process may run on (Linux sysfs topology), never more
@@ -101,6 +153,31 @@ fn physical_cores() -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn other_threads_get_one_worker_pools_and_runs_that_fit_them() {
+        std::thread::spawn(|| {
+            let here = std::thread::current().id();
+            let on_caller = || (std::thread::current().id(), rayon::current_num_threads());
+            // Not the main thread: no pool of two workers, and nothing decided yet.
+            assert!(super::on_caller_pool(2, false, on_caller).is_err());
+            assert_eq!(
+                super::on_caller_pool(1, false, on_caller).ok(),
+                Some((here, 1))
+            );
+            // A small run of a two-thread graph fits the one-worker pool; a large one does not.
+            assert_eq!(
+                super::on_caller_pool(2, true, on_caller).ok(),
+                Some((here, 1))
+            );
+            assert!(super::on_caller_pool(2, false, on_caller).is_err());
+            // A worker of another pool has no pool of its own.
+            let pool = super::thread_pool(Some(2)).unwrap();
+            assert!(pool.install(|| super::on_caller_pool(1, true, || ()).is_err()));
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn default_threads_is_at_least_one_and_at_most_the_logical_cpus() {
         let n = super::default_threads();
