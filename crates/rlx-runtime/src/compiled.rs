@@ -124,9 +124,14 @@ impl CompiledGraph {
         }
     }
 
-    /// Bytes this variant holds of its own: its arena and constants (params are shared).
+    /// Bytes this variant holds of its own: its arena and constants (params are shared). A
+    /// batch run sample by sample has no arena of its own (its one-sample variant's counts in
+    /// that variant's entry).
     pub fn memory_bytes(&self) -> usize {
-        let arena = self.lir.arena.as_ref().map_or(0, |p| p.size);
+        let arena = match self.samples_apart() {
+            Some(_) => 0,
+            None => self.lir.arena.as_ref().map_or(0, |p| p.size),
+        };
         self.lir.constants.iter().fold(arena, |acc, (b, _)| {
             acc.saturating_add(self.lir.static_bytes(*b).unwrap_or(0))
         })

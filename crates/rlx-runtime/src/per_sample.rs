@@ -167,11 +167,13 @@ impl Executable for PerSample {
                 .map(run)
                 .collect::<Result<Vec<_>>>()
         };
-        let outs = match crate::fork_lock::current_pid() == self.pool_pid {
-            true => self.pool.install(all)?,
-            false => {
-                crate::cpu::thread_pool(Some(self.pool.current_num_threads()))?.install(all)?
+        let threads = self.pool.current_num_threads();
+        let outs = match crate::cpu::on_caller_pool(threads, false, all) {
+            Ok(outs) => outs?,
+            Err(all) if crate::fork_lock::current_pid() == self.pool_pid => {
+                self.pool.install(all)?
             }
+            Err(all) => crate::cpu::thread_pool(Some(threads))?.install(all)?,
         };
         join(outs, self.lir.outputs.len())
     }

@@ -77,8 +77,11 @@ fn run(hir: &HirModule, params: &[Named], side: usize, batch: usize) -> Option<u
             assert_eq!(got[0].shape, [batch, 10]);
             if per_sample {
                 apart = graph.samples_apart();
-                // The one-sample variant is cached beside the batch variant.
+                // The one-sample variant is cached beside the batch variant, which holds no
+                // arena of its own.
                 assert_eq!(pipe.len(), 1 + usize::from(apart.is_some()));
+                let arena = graph.lir().arena.as_ref().map_or(0, |a| a.size);
+                assert_eq!(graph.memory_bytes() < arena, apart.is_some());
             } else {
                 assert_eq!(graph.samples_apart(), None);
             }
