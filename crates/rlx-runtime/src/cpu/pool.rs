@@ -66,7 +66,8 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
 ///
 /// `f` runs there when the pool fits: exactly `threads` workers, or at most that many for an
 /// `inline` run (a small graph whose loops hardly split). `Err(f)`, not run, otherwise (and in
-/// a forked child, whose copy of a wider pool has lost its workers).
+/// a forked child, whose copy of a wider pool has lost its workers). A worker of any pool of
+/// `threads` workers runs `f` in place.
 pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
     threads: usize,
     inline: bool,
@@ -78,6 +79,11 @@ pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
         /// that built it, and the pool.
         static OWN: std::cell::RefCell<Option<Option<(usize, u32, ThreadPool)>>> =
             const { std::cell::RefCell::new(None) };
+    }
+    // Already a worker of a pool of that size (a sample of a batch run sample by sample):
+    // run in place, as installing into the same pool would.
+    if rayon::current_thread_index().is_some() && rayon::current_num_threads() == threads {
+        return Ok(f());
     }
     let pid = crate::fork_lock::current_pid();
     OWN.with(|own| {
@@ -170,9 +176,12 @@ mod tests {
                 Some((here, 1))
             );
             assert!(super::on_caller_pool(2, false, on_caller).is_err());
-            // A worker of another pool has no pool of its own.
+            // A worker of another pool has no pool of its own, and runs in place what asks
+            // for that pool's size.
             let pool = super::thread_pool(Some(2)).unwrap();
             assert!(pool.install(|| super::on_caller_pool(1, true, || ()).is_err()));
+            let inside = pool.install(|| super::on_caller_pool(2, false, on_caller).ok());
+            assert!(inside.is_some_and(|(t, n)| n == 2 && t != here));
         })
         .join()
         .unwrap();
