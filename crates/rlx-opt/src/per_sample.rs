@@ -88,11 +88,14 @@ pub fn per_sample(hir: &HirModule, s: &str) -> bool {
 fn computes_per_sample(op: &ComputeOp, ins: &[(Rows, &Shape)], rank: usize) -> bool {
     let per_sample = |i: usize| ins.get(i).is_some_and(|(r, _)| *r == Rows::PerSample);
     let shared_from = |i: usize| ins.iter().skip(i).all(|(r, _)| *r == Rows::Shared);
-    // Broadcasting aligns trailing axes: a per-sample operand must have the output's rank,
-    // or its batch axis would meet another axis of the output.
+    // Broadcasting aligns trailing axes: a per-sample operand must have the output's rank, or
+    // its batch axis would meet another axis of the output; a shared one of that rank must
+    // be 1 along the batch (inference refuses other sizes today; this does not rely on it).
     let aligned = || {
-        ins.iter()
-            .all(|(r, sh)| *r == Rows::Shared || sh.0.len() == rank)
+        ins.iter().all(|(r, sh)| match r {
+            Rows::PerSample => sh.0.len() == rank,
+            Rows::Shared => sh.0.len() < rank || sh.0.first() == Some(&Dim::constant(1)),
+        })
     };
     match op {
         ComputeOp::Binary(_)
@@ -113,7 +116,8 @@ fn computes_per_sample(op: &ComputeOp, ins: &[(Rows, &Shape)], rank: usize) -> b
         // last input of a fused convolution) of the output's shape.
         ComputeOp::Conv(c) => {
             let weights = if c.residual { ins.len() - 1 } else { ins.len() };
-            per_sample(0) && ins[1..weights].iter().all(|(r, _)| *r == Rows::Shared) && aligned()
+            let residual = !c.residual || ins.last().is_some_and(|(_, sh)| sh.0.len() == rank);
+            per_sample(0) && ins[1..weights].iter().all(|(r, _)| *r == Rows::Shared) && residual
         }
         ComputeOp::Pool(_) | ComputeOp::Lrn { .. } => per_sample(0),
         ComputeOp::Linear { .. } | ComputeOp::LinearGroup { .. } => {
