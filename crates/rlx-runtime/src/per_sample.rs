@@ -4,7 +4,8 @@
 //! cache from layer to layer, where the whole batch's would stream through memory between
 //! layers; the weights, read once per sample, are the smaller cost. The samples are spread
 //! over the pool's threads (each runs its samples' kernels, lending a hand where another
-//! falls behind), and the results are the batch variant's: the same kernels on the same rows.
+//! falls behind). The results are the batch variant's up to rounding: the same ops on the same
+//! rows, perhaps blocked otherwise.
 
 use std::sync::Arc;
 
@@ -83,8 +84,8 @@ impl PerSample {
     }
 }
 
-/// Rows `i * len / n ..` of `d` when it holds `n` samples of the one-sample size `one`, else
-/// all of `d` (an input shared by every sample).
+/// Sample `i` of `d` (elements `i * one ..`) when `d` holds `n` samples of `one` elements,
+/// else all of `d` (an input shared by every sample).
 fn sample<'a>(d: &HostData<'a>, one: usize, n: usize, i: usize) -> HostData<'a> {
     if d.len() != one.saturating_mul(n) || d.len() == one {
         return *d;
@@ -100,6 +101,11 @@ fn sample<'a>(d: &HostData<'a>, one: usize, n: usize, i: usize) -> HostData<'a> 
 
 /// Per-sample outputs, one list per sample, joined along axis 0.
 fn join(per_sample: Vec<Vec<TensorData>>, outputs: usize) -> Result<Vec<TensorData>> {
+    if per_sample.is_empty() || per_sample.iter().any(|outs| outs.len() != outputs) {
+        return Err(Error::Compile(format!(
+            "a sample's run did not give the graph's {outputs} outputs"
+        )));
+    }
     let mut joined = Vec::with_capacity(outputs);
     for o in 0..outputs {
         let parts = per_sample.iter().map(|outs| &outs[o]);
