@@ -164,7 +164,7 @@ def phase(system: str, path: str, batch: int, threads: int) -> Dict[str, Any]:
         exe = m.pipeline().get_or_compile() if fixed else m.pipeline().get_or_compile(batch=batch)
         name = m.inputs[0]
         run = lambda: exe.run({name: x})  # noqa: E731
-        what = f"rlx {exe.kernels[0]}"
+        what = f"{exe.kernels[0]}" + (f", {exe.samples_apart} samples apart" if exe.samples_apart else "")
     else:
         import onnxruntime as ort
 
@@ -203,6 +203,7 @@ def main() -> None:
         for model in paths:
             for batch in [int(b) for b in a.batches.split(",")] if model not in LIGHT else [1]:
                 got: Dict[str, Any] = {"rlx": None, "ort": None}
+                how = ""
                 # Rounds alternate the systems, so a drift in the machine's speed reaches both.
                 for _ in range(max(1, a.rounds)):
                     for system in ("rlx", "ort"):
@@ -212,11 +213,13 @@ def main() -> None:
                         if res.returncode != 0:
                             print(res.stderr[-1500:], file=sys.stderr)
                             continue
-                        ms = json.loads(res.stdout.strip().splitlines()[-1])["ms"]
+                        out = json.loads(res.stdout.strip().splitlines()[-1])
+                        ms = out["ms"]
+                        how = out["what"] if system == "rlx" else how
                         got[system] = ms if got[system] is None else min(got[system], ms)
                 ms = lambda v: "failed" if v is None else f"{v:.1f}"  # noqa: E731
                 rows.append([model, str(batch), str(threads), ms(got["rlx"]), ms(got["ort"]), fmt_ratio(got["rlx"], got["ort"])])
-                print(f"  {model} batch {batch}, {threads} thread(s): rlx {ms(got['rlx'])} ms, ORT {ms(got['ort'])} ms", flush=True)
+                print(f"  {model} batch {batch}, {threads} thread(s): rlx {ms(got['rlx'])} ms ({how}), ORT {ms(got['ort'])} ms", flush=True)
     print(rows_table(["model", "batch", "threads", "rlx ms", "ORT ms", "rlx / ORT"], rows))
 
 
