@@ -52,8 +52,9 @@ pub struct ModelCompilePipeline {
     max_bytes: Option<usize>,
     eviction: Eviction,
     template: Option<CompileResult>,
-    /// The template's batch symbol when it computes each sample on its own (found once).
-    per_sample: Option<Option<String>>,
+    /// The template's batch symbol when it computes each sample on its own (found with the
+    /// template).
+    per_sample: Option<String>,
     params: Option<Arc<ParamStore>>,
     entries: HashMap<u64, (Arc<CompiledGraph>, usize)>,
     order: VecDeque<u64>,
@@ -156,6 +157,7 @@ impl ModelCompilePipeline {
             let store = ParamStore::from_manifest(&manifest)?;
             store.set_shared_dir(self.shared_panel_dir());
             self.params = Some(Arc::new(store));
+            self.per_sample = rlx_opt::per_sample_symbol(&template.hir);
             self.template = Some(template);
             self.stats.template_time += t.elapsed();
         }
@@ -337,11 +339,7 @@ impl ModelCompilePipeline {
         if !options.per_sample || self.device != Device::Cpu {
             return Ok(None);
         }
-        if self.per_sample.is_none() {
-            let found = rlx_opt::per_sample_symbol(&self.template()?.hir);
-            self.per_sample = Some(found);
-        }
-        let Some(Some(symbol)) = self.per_sample.clone() else {
+        let Some(symbol) = self.per_sample.clone() else {
             return Ok(None);
         };
         let samples = binding.get(&symbol).and_then(|n| usize::try_from(n).ok());

@@ -48,6 +48,8 @@ pub(crate) struct PerSample {
     /// The batch variant's module: what the graph is (its inputs, outputs and shapes).
     lir: Arc<LirModule>,
     one: Arc<CompiledGraph>,
+    /// Elements of each input of the one-sample variant, in manifest order.
+    one_numels: Vec<usize>,
     samples: usize,
     pool: Arc<ThreadPool>,
     /// The process that owns `pool`: a forked child runs on a pool of its own (`pool.rs`).
@@ -76,6 +78,7 @@ impl PerSample {
         }
         Ok(PerSample {
             lir,
+            one_numels: one.input_numels(),
             one,
             samples,
             pool,
@@ -149,7 +152,7 @@ impl Executable for PerSample {
                 self.lir.name
             )));
         }
-        let one = self.one.input_numels();
+        let one = &self.one_numels;
         if inputs.len() != one.len() {
             return Err(Error::Binding(format!(
                 "`{}` takes {} inputs, got {}",
@@ -162,7 +165,7 @@ impl Executable for PerSample {
         let run = |i: usize| {
             let mine: Vec<HostData> = inputs
                 .iter()
-                .zip(&one)
+                .zip(one)
                 .map(|(d, n)| sample(d, *n, self.samples, i))
                 .collect();
             exec.execute(&mine, params, &mut [], stop)
@@ -173,14 +176,7 @@ impl Executable for PerSample {
                 .map(run)
                 .collect::<Result<Vec<_>>>()
         };
-        let threads = self.pool.current_num_threads();
-        let outs = match crate::cpu::on_caller_pool(threads, false, all) {
-            Ok(outs) => outs?,
-            Err(all) if crate::fork_lock::current_pid() == self.pool_pid => {
-                self.pool.install(all)?
-            }
-            Err(all) => crate::cpu::thread_pool(Some(threads))?.install(all)?,
-        };
+        let outs = crate::cpu::run_on(&self.pool, self.pool_pid, false, all)??;
         join(outs, self.lir.outputs.len())
     }
 

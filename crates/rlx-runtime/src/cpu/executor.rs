@@ -768,15 +768,8 @@ impl Executable for CpuExecutable {
         };
         // On the calling thread where it has a pool that fits: handing a run to the pool and
         // waking a worker costs ~20 us, more than a small graph's whole run.
-        let threads = self.pool.current_num_threads();
-        let result = match super::pool::on_caller_pool(threads, self.inline, body) {
-            Ok(r) => r,
-            Err(body) if crate::fork_lock::current_pid() == self.pool_pid => {
-                self.pool.install(body)
-            }
-            Err(body) => super::thread_pool(Some(threads))?.install(body),
-        };
+        let result = super::pool::run_on(&self.pool, self.pool_pid, self.inline, body);
         self.arenas.give_back(arena);
-        result.map(|()| outputs)
+        result?.map(|()| outputs)
     }
 }

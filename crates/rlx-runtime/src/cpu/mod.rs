@@ -33,7 +33,7 @@ use std::sync::Arc;
 use rlx_ir::LirModule;
 
 pub use isa::Isa;
-pub(crate) use pool::on_caller_pool;
+pub(crate) use pool::run_on;
 pub use pool::thread_pool;
 
 use crate::{Backend, CompileOptions, Device, Executable, Result};

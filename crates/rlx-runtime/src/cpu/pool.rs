@@ -74,9 +74,8 @@ pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
     f: F,
 ) -> std::result::Result<R, F> {
     thread_local! {
-        /// This thread's pool: its workers and the process that built it.
-        /// Undecided (`None`), none (a worker of another pool), or its size, the process
-        /// that built it, and the pool.
+        /// This thread's pool: undecided (`None`), none (a worker of another pool), or its
+        /// size, the process that built it, and the pool.
         static OWN: std::cell::RefCell<Option<Option<(usize, u32, ThreadPool)>>> =
             const { std::cell::RefCell::new(None) };
     }
@@ -115,6 +114,23 @@ pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
             _ => Err(f),
         }
     })
+}
+
+/// Runs `f` with `threads` workers: on the caller's own pool where it fits
+/// ([`on_caller_pool`]), else on `pool` (built by process `pool_pid`), else, in a forked
+/// child, on the child's own pool of that size.
+pub fn run_on<R: Send>(
+    pool: &ThreadPool,
+    pool_pid: u32,
+    inline: bool,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R> {
+    let threads = pool.current_num_threads();
+    match on_caller_pool(threads, inline, f) {
+        Ok(r) => Ok(r),
+        Err(f) if crate::fork_lock::current_pid() == pool_pid => Ok(pool.install(f)),
+        Err(f) => Ok(thread_pool(Some(threads))?.install(f)),
+    }
 }
 
 /// Whether this is the process's main thread (Linux: its thread id is the process id).

@@ -176,7 +176,7 @@ pub fn conv(
                 stride: tiles * m_pad,
                 ld: m_pad,
             };
-            let (v_ptr, zeros) = (OutPtr(v.ptr), OutPtr(zeros.as_ptr() as *mut f32));
+            let v_ptr = OutPtr(v.ptr);
             (0..rows).into_par_iter().for_each(|r| {
                 let (img, ty) = ((r0 + r) / th, (r0 + r) % th);
                 let dst = Points {
@@ -186,7 +186,7 @@ pub fn conv(
                 // SAFETY: the image is inside x; tile row r of the block is this task's alone.
                 unsafe {
                     let image = x.as_ptr().add(img * image_in);
-                    vmath::winograd_input(isa, &g, image, zeros.get(), ty, dst)
+                    vmath::winograd_input(isa, &g, image, zeros.as_ptr(), ty, dst)
                 }
             });
             let jobs: Vec<GemmJob> = (0..POINTS)
