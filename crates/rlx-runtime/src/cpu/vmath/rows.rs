@@ -7,9 +7,10 @@ use crate::cpu::isa::Isa;
 use crate::cpu::math;
 
 /// Softmax of one attention row in place, on the vectors of `isa`: keys `0..live` take part
-/// (the rest become 0), each score scaled by `scale` and shifted by `add[j]` when given (a
-/// bias, or -inf for a masked key). A row with no key to attend becomes all zeros; NaN scores
-/// give NaN.
+/// (the rest become 0), each score scaled by `scale`, and `add[j]`, when given, is a key mask:
+/// 0 keeps key `j`, -inf drops it whatever its score (a NaN score of a masked key is dropped
+/// too, as the reference does). A row with no key to attend becomes all zeros; a NaN score of
+/// a kept key gives NaN.
 pub fn softmax_row(isa: Isa, row: &mut [f32], live: usize, add: Option<&[f32]>, scale: f32) {
     let inv = softmax_row_unnormalized(isa, row, live, add, scale);
     row.iter_mut().for_each(|x| *x *= inv);
@@ -65,7 +66,7 @@ unsafe fn softmax_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) -
     }
 }
 
-/// `row[j] = row[j] * scale + add[j]`, returning the row's maximum (vector lanes, then their
+/// `row[j] = row[j] * scale + add[j]` (-inf where `add[j]` is), returning the row's maximum (vector lanes, then their
 /// maximum); a NaN may be dropped by the max, but it still turns the row into NaN after.
 #[inline(always)]
 unsafe fn scale_max_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32) -> f32 {
@@ -79,7 +80,9 @@ unsafe fn scale_max_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32)
         while j < body {
             let mut v = V::load(p.add(j)).mul(sv);
             if let Some(a) = add {
-                v = v.add(V::load(a.as_ptr().add(j)));
+                // -inf (a masked key) wins over any score, NaN included.
+                let a = V::load(a.as_ptr().add(j));
+                v = a.select_lt(V::splat(0.0), a, v.add(a));
             }
             v.store(p.add(j));
             m = m.at_least(v);
@@ -87,7 +90,10 @@ unsafe fn scale_max_v<V: F32s>(row: &mut [f32], add: Option<&[f32]>, scale: f32)
         }
         let mut max = m.reduce_max();
         for j in body..n {
-            let v = *p.add(j) * scale + add.map_or(0.0, |a| a[j]);
+            let v = match add.map(|a| a[j]) {
+                Some(f32::NEG_INFINITY) => f32::NEG_INFINITY,
+                a => *p.add(j) * scale + a.unwrap_or(0.0),
+            };
             *p.add(j) = v;
             max = max.max(v);
         }

@@ -9,6 +9,7 @@ fn softmax_rows_match_f64_on_every_isa() {
     let mut mask = vec![0.0f32; n];
     mask[3] = f32::NEG_INFINITY;
     mask[40] = f32::NEG_INFINITY;
+    mask[73] = f32::NEG_INFINITY;
     for isa in Isa::available() {
         for (live, add) in [
             (n, None),
@@ -44,6 +45,16 @@ fn softmax_rows_match_f64_on_every_isa() {
         row[7] = f32::NAN;
         softmax_row(isa, &mut row, n, None, 1.0);
         assert!(row.iter().all(|v| v.is_nan()), "{isa}");
+        // A masked key's NaN or +inf score is dropped with the key (every vector lane and
+        // the tail): the row equals the softmax with those keys' scores left finite.
+        let mut want = x.clone();
+        softmax_row(isa, &mut want, n, Some(&mask), 1.0);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut row = x.clone();
+            (row[3], row[40], row[73]) = (bad, bad, bad);
+            softmax_row(isa, &mut row, n, Some(&mask), 1.0);
+            assert_eq!(row, want, "{isa} {bad}");
+        }
     }
 }
 
