@@ -298,11 +298,14 @@ fn convolutions_match_the_reference() {
         &[],
         40,
     );
-    // Whole vectors on every ISA (32 channels): the register sweeps at stride 1 and 2 with a
-    // remainder (11 and 6 interior positions), and a dilated kernel (no sweep).
+    // Whole vectors on every ISA (32 channels): the register sweeps at stride 1 and 2 with
+    // remainders (11 = 8 + 2 + 1 and 12 = 8 + 4 interior positions at stride 1, 6 = 4 + 2 and
+    // 7 = 4 + 2 + 1 at stride 2), and a dilated kernel (no sweep).
     for (xs, strides, pads, dil) in [
         ([2, 32, 6, 13], [1, 1], [1, 1, 1, 1], [1, 1]),
+        ([1, 32, 5, 14], [1, 1], [1, 1, 1, 1], [1, 1]),
         ([1, 32, 7, 15], [2, 2], [1, 1, 1, 1], [1, 1]),
+        ([1, 32, 7, 17], [2, 2], [1, 1, 1, 1], [1, 1]),
         ([1, 32, 7, 12], [1, 1], [2, 2, 2, 2], [2, 2]),
     ] {
         check_conv(&xs, &[32, 1, 3, 3], true, &strides, &pads, &dil, 32);

@@ -93,7 +93,9 @@ unsafe fn depthwise_row_v<V: F32s>(
             }
         }
         // SAFETY: every tap is inside x and w (checked above); the position is inside out.
-        unsafe { positions::<V, 1>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c]) };
+        unsafe {
+            positions::<V, 1, 3>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c])
+        };
     }
     // A 3x3 kernel whose rows are all inside: the nine weight vectors stay in registers.
     let (mut inside, mut n) = ([0; 3], 0);
@@ -121,10 +123,10 @@ unsafe fn depthwise_row_v<V: F32s>(
         // SAFETY: positions ox.. (< hi) read only inside the image's rows and columns.
         unsafe {
             if ox + 4 <= hi {
-                positions::<V, 4>(x, w, taps, (base, g.sw * c), c, shift, run);
+                positions::<V, 4, 1>(x, w, taps, (base, g.sw * c), c, shift, run);
                 ox += 4;
             } else {
-                positions::<V, 1>(x, w, taps, (base, 0), c, shift, run);
+                positions::<V, 1, 3>(x, w, taps, (base, 0), c, shift, run);
                 ox += 1;
             }
         }
@@ -132,13 +134,15 @@ unsafe fn depthwise_row_v<V: F32s>(
 }
 
 /// `Q` consecutive positions (`step` floats apart in `x`, `c` apart in `out`): every channel
-/// summed over `taps` read at `base + tap`, then shifted.
+/// summed over `taps` read at `base + tap`, then shifted. `K` sums per position, taps dealt
+/// round-robin (3 for a lone position: one chain of dependent multiply-adds was
+/// latency-bound).
 ///
 /// # Safety
 /// Every `base + q * step + x offset + c` and `w offset + c` is in bounds; a bias holds `c`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn positions<V: F32s, const Q: usize>(
+unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
     x: &[f32],
     w: &[f32],
     taps: &[(usize, usize)],
@@ -160,15 +164,28 @@ unsafe fn positions<V: F32s, const Q: usize>(
             } else {
                 V::load(bias.add(ch))
             };
-            let mut acc = [init; Q];
-            for &(xo, wo) in taps {
+            let mut acc = [[zero; Q]; K];
+            acc[0] = [init; Q];
+            let tap = |acc: &mut [V; Q], (xo, wo): (usize, usize)| {
                 let wv = V::load(wp.add(wo + ch));
                 for (q, a) in acc.iter_mut().enumerate() {
                     *a = V::load(xp.add(base + q * step + xo + ch)).fma(wv, *a);
                 }
+            };
+            // K taps at a time, each into its own sums (constant indices: the sums stay in
+            // registers), the rest into the first.
+            let mut groups = taps.chunks_exact(K);
+            for g in &mut groups {
+                for k in 0..K {
+                    tap(&mut acc[k], g[k]);
+                }
             }
-            for (q, a) in acc.iter().enumerate() {
-                let v = if shift.relu { a.at_least(zero) } else { *a };
+            for t in groups.remainder() {
+                tap(&mut acc[0], *t);
+            }
+            for q in 0..Q {
+                let a = (1..K).fold(acc[0][q], |s, k| s.add(acc[k][q]));
+                let v = if shift.relu { a.at_least(zero) } else { a };
                 v.store(op.add(q * c + ch));
             }
             ch += V::N;
@@ -230,11 +247,29 @@ unsafe fn rows3x3<V: F32s>(
                     out: op.add(start * c + ch),
                     relu: shift.relu,
                 };
+                // The widest sweep the registers hold, then narrower ones for the rest of the
+                // run: a position left to the loop below was one chain of nine dependent
+                // multiply-adds (a 14-wide row spent half its time in its last four).
                 let done = match (g.sw, g.dw, V::N) {
-                    (1, 1, 16) => run.sweep::<8, 1>(n),
-                    (2, 1, 16) => run.sweep::<4, 2>(n),
-                    (1, 1, _) => run.sweep::<4, 1>(n),
-                    (2, 1, _) => run.sweep::<2, 2>(n),
+                    (1, 1, 16) => {
+                        let d = run.sweep::<8, 1, 1>(0, n);
+                        let d = run.sweep::<4, 1, 1>(d, n);
+                        let d = run.sweep::<2, 1, 3>(d, n);
+                        run.sweep::<1, 1, 3>(d, n)
+                    }
+                    (2, 1, 16) => {
+                        let d = run.sweep::<4, 2, 1>(0, n);
+                        let d = run.sweep::<2, 2, 3>(d, n);
+                        run.sweep::<1, 2, 3>(d, n)
+                    }
+                    (1, 1, _) => {
+                        let d = run.sweep::<4, 1, 1>(0, n);
+                        run.sweep::<1, 1, 3>(d, n)
+                    }
+                    (2, 1, _) => {
+                        let d = run.sweep::<2, 2, 1>(0, n);
+                        run.sweep::<1, 2, 3>(d, n)
+                    }
                     _ => 0,
                 };
                 for i in done..n {
@@ -279,31 +314,39 @@ impl<V: F32s> Run<V> {
         }
     }
 
-    /// The first `n - n % Q` positions at stride `S`, `Q` at a time: each kernel row's
-    /// `(Q - 1) * S + 3` inputs loaded once, each used by every position it is a tap of.
-    /// Returns the positions done.
+    /// Positions `from..` at stride `S`, `Q` at a time while `Q` fit before `n`: each kernel
+    /// row's `(Q - 1) * S + 3` inputs loaded once, each used by every position it is a tap
+    /// of. `K` sums per position (1, or 3: one per kernel row) keep enough multiply-adds in
+    /// flight when `Q` is small. Returns the first position not done.
     #[inline(always)]
-    unsafe fn sweep<const Q: usize, const S: usize>(&self, n: usize) -> usize {
+    unsafe fn sweep<const Q: usize, const S: usize, const K: usize>(
+        &self,
+        from: usize,
+        n: usize,
+    ) -> usize {
         let span = (Q - 1) * S + 3;
-        let mut i = 0;
+        let mut i = from;
         // SAFETY: positions i..i + Q < n are inside the run (the caller's contract).
         unsafe {
             while i + Q <= n {
-                let mut acc = [self.init; Q];
+                let mut acc = [[V::splat(0.0); Q]; K];
+                acc[0] = [self.init; Q];
                 for (ky, p) in self.first.iter().enumerate() {
                     let p = p.add(i * S * self.c);
                     let mut xin = [self.init; 17];
                     for (j, v) in xin.iter_mut().enumerate().take(span) {
                         *v = V::load(p.add(j * self.c));
                     }
+                    let acc = &mut acc[ky % K];
                     for kx in 0..3 {
                         for (q, a) in acc.iter_mut().enumerate() {
                             *a = xin[q * S + kx].fma(self.wv[ky * 3 + kx], *a);
                         }
                     }
                 }
-                for (q, a) in acc.iter().enumerate() {
-                    self.store(i + q, *a);
+                for q in 0..Q {
+                    let sum = (1..K).fold(acc[0][q], |s, k| s.add(acc[k][q]));
+                    self.store(i + q, sum);
                 }
                 i += Q;
             }
