@@ -183,8 +183,8 @@ unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
             for t in groups.remainder() {
                 tap(&mut acc[0], *t);
             }
-            for q in 0..Q {
-                let a = (1..K).fold(acc[0][q], |s, k| s.add(acc[k][q]));
+            for (q, first) in acc[0].iter().enumerate() {
+                let a = acc[1..].iter().fold(*first, |s, more| s.add(more[q]));
                 let v = if shift.relu { a.at_least(zero) } else { a };
                 v.store(op.add(q * c + ch));
             }
@@ -344,8 +344,8 @@ impl<V: F32s> Run<V> {
                         }
                     }
                 }
-                for q in 0..Q {
-                    let sum = (1..K).fold(acc[0][q], |s, k| s.add(acc[k][q]));
+                for (q, first) in acc[0].iter().enumerate() {
+                    let sum = acc[1..].iter().fold(*first, |s, more| s.add(more[q]));
                     self.store(i + q, sum);
                 }
                 i += Q;
