@@ -220,8 +220,9 @@ fn linear(
     })
 }
 
-/// One group: the position-major implicit GEMM, its epilogue applied per finished row. `xs`
-/// is the input's channels-last shape even when it is laid out channel-major.
+/// One group: the position-major implicit GEMM, written in place (an edge panel narrower than
+/// the kernel's through a tile buffer), its epilogue applied per finished row. `xs` is the
+/// input's channels-last shape even when it is laid out channel-major.
 #[allow(clippy::too_many_arguments)]
 fn gemm_conv(
     isa: Isa,
@@ -241,17 +242,15 @@ fn gemm_conv(
     let n_pad = packed.panels() * kern.nr;
     let (rows, cols) = conv_positions::padded(&xf, ws, &of, c);
     let read_in_place = !c.input_channel_major && in_place(xs, ws, os, c);
-    let write_in_place = n_pad == m;
     let image_len = rows * cols * cin;
-    let images = if read_in_place && write_in_place {
+    let images = if read_in_place {
         batch
     } else {
         // Few enough images that the block's padded copies are still in L2 when the product
         // reads them (5 images of ResNet-50's 56x56 layers were 4.3 MiB).
-        let per_image = image_len + if write_in_place { 0 } else { p * n_pad };
-        (L2_BLOCK / per_image.max(1)).clamp(1, conv_positions::block(&xf, ws, &of, c, n_pad).0)
+        (L2_BLOCK / image_len.max(1)).clamp(1, conv_positions::block(&xf, ws, &of, c, n_pad).0)
     };
-    with_scratch(&SCRATCH, |[hwc, prod]| {
+    with_scratch(&SCRATCH, |[hwc, _]| {
         for first in (0..batch).step_by(images.max(1)) {
             let n_img = images.min(batch - first);
             let src = &x[first * ih * iw * cin..(first + n_img) * ih * iw * cin];
@@ -279,24 +278,15 @@ fn gemm_conv(
             };
             let rows_epi = (!epi.is_identity()).then_some(&rows_epi);
             let geometry = (&xf[..], ws, &of[..], c);
-            if write_in_place {
-                conv_positions::product(kern, image, (rows, cols), packed, geometry, dst, rows_epi);
-            } else {
-                grow(prod, n_img * p * n_pad, "a position-major product")?;
-                let prod = &mut prod[..n_img * p * n_pad];
-                conv_positions::product(
-                    kern,
-                    image,
-                    (rows, cols),
-                    packed,
-                    geometry,
-                    prod,
-                    rows_epi,
-                );
-                dst.par_chunks_mut(m)
-                    .zip(prod.par_chunks(n_pad))
-                    .for_each(|(d, s)| d.copy_from_slice(&s[..m]));
-            }
+            conv_positions::product(
+                kern,
+                image,
+                (rows, cols),
+                packed,
+                geometry,
+                (dst, m),
+                rows_epi,
+            );
         }
         Ok(())
     })

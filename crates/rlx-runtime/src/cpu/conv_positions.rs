@@ -111,7 +111,15 @@ pub fn conv(
             let hwc = &mut hwc[..n_img * image_len];
             channels_last_padded(src, xs, (rows, cols), c, hwc);
             let prod = &mut prod[..n_img * p * n_pad];
-            product(kern, hwc, (rows, cols), packed, (xs, ws, os, c), prod, None);
+            product(
+                kern,
+                hwc,
+                (rows, cols),
+                packed,
+                (xs, ws, os, c),
+                (prod, n_pad),
+                None,
+            );
             // Position-major back to [image, channel, position], a block of channels per task
             // (each position's block is one read), with the epilogue.
             let (dst, src) = (OutPtr(out.as_mut_ptr()), &prod[..]);
@@ -150,9 +158,10 @@ pub(super) struct RowEpilogue<'a> {
     pub act: Option<UnaryOp>,
 }
 
-/// `prod[img, p, 0..n_pad] = patches @ packed` for every image of the block, tap by tap, one
-/// task per (image, block of output rows, panel). `prod` rows are `n_pad` wide (whole panels),
-/// so an edge panel's zero columns land in the padding.
+/// `prod[img, p, 0..ldc] = patches @ packed` for every image of the block, tap by tap, one
+/// task per (image, block of output rows, panel). `ldc` is the product's row length: whole
+/// panels (`n_pad`), whose edge panel's zero columns land in the padding, or the channels
+/// themselves (`m`), an edge panel's tiles then going through a buffer.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
     kern: &gemm::MicroKernel,
@@ -160,7 +169,7 @@ pub(super) fn product(
     (rows, cols): (usize, usize),
     packed: &PackedB,
     (xs, ws, os, c): (&[usize], &[usize], &[usize], &ConvAttrs),
-    prod: &mut [f32],
+    (prod, ldc): (&mut [f32], usize),
     epi: Option<&RowEpilogue>,
 ) {
     let (cin, kh, kw) = (xs[1], ws[2], ws[3]);
@@ -168,8 +177,8 @@ pub(super) fn product(
     let w = &c.window;
     let (sh, sw, dh, dw) = (w.strides[0], w.strides[1], w.dilations[0], w.dilations[1]);
     let (nr, mr, panels) = (kern.nr, kern.mr, packed.panels());
-    let n_pad = panels * nr;
-    let n_img = prod.len() / (oh * ow * n_pad);
+    debug_assert!(ldc > (panels - 1) * nr && ldc <= panels * nr);
+    let n_img = prod.len() / (oh * ow * ldc);
     // Whole images per task where there are enough (image, panel) pairs: each task streams
     // its weight panel once, and a deep layer's weights are the bulk of its memory traffic.
     let want = TASKS_PER_THREAD * rayon::current_num_threads();
@@ -192,6 +201,9 @@ pub(super) fn product(
             );
             let image = &hwc[img * image_len..(img + 1) * image_len];
             let bp = packed.panel(j);
+            // Columns of this panel in the product: fewer than nr in an edge panel of a
+            // product as wide as its channels, whose tiles store only those.
+            let width = nr.min(ldc - j * nr);
             // The next panel streams in a piece per output row while this one is computed (a
             // deep layer's weights come from memory; the GEMM driver does the same).
             let next = (j + 1 < panels).then(|| packed.panel(j + 1));
@@ -199,10 +211,19 @@ pub(super) fn product(
             let panel_len = packed.k * nr;
             let piece = panel_len.div_ceil(task_rows.len().max(1));
             let mut fetched = 0;
-            // The epilogue goes in the tile stores where it can (a whole panel of channels and
-            // no activation but a relu); else over each row after its tiles.
-            let in_tiles =
-                epi.filter(|e| (j + 1) * nr <= e.m && matches!(e.act, None | Some(UnaryOp::Relu)));
+            // The epilogue goes in the tile stores where it can (no activation but a relu, and
+            // a whole panel or no residual); else over each row after its tiles. (A 24-channel
+            // stem's last 8 channels, scalar per row, took a third of its time.)
+            let in_tiles = epi.filter(|e| {
+                matches!(e.act, None | Some(UnaryOp::Relu)) && (width == nr || e.residual.is_none())
+            });
+            // An edge panel's bias, padded to the tile's width.
+            let edge_bias: Vec<f32> = match in_tiles.and_then(|e| e.bias) {
+                Some(b) if width < nr => (0..nr)
+                    .map(|i| if i < width { b[j * nr + i] } else { 0.0 })
+                    .collect(),
+                _ => Vec::new(),
+            };
             for oy in task_rows {
                 // At most BURST floats of the piece at the row's start; the rest from
                 // inside its first tile's steps (7x7 layers' pieces are 73 lines).
@@ -232,7 +253,11 @@ pub(super) fn product(
                         std::mem::replace(&mut rest, (std::ptr::null(), 0));
                     let tile_epi = match in_tiles {
                         Some(e) => gemm::TileEpilogue {
-                            bias: e.bias.map_or(std::ptr::null(), |b| b[j * nr..].as_ptr()),
+                            bias: match (e.bias, width < nr) {
+                                (None, _) => std::ptr::null(),
+                                (Some(_), true) => edge_bias.as_ptr(),
+                                (Some(b), false) => b[j * nr..].as_ptr(),
+                            },
                             res: e.residual.map_or(std::ptr::null(), |r| {
                                 r[(q0 + ox) * e.m + j * nr..].as_ptr()
                             }),
@@ -241,10 +266,12 @@ pub(super) fn product(
                             next_a: std::ptr::null(),
                             next_b,
                             next_b_lines,
+                            cols: width,
                         },
                         None => gemm::TileEpilogue {
                             next_b,
                             next_b_lines,
+                            cols: width,
                             ..gemm::TileEpilogue::NONE
                         },
                     };
@@ -254,10 +281,10 @@ pub(super) fn product(
                         a0 + pieces[pieces.len() - 1] + (h - 1) * sw * cin + len <= image.len()
                     );
                     // SAFETY: rows a0 + piece + r * sw * cin (r < h) of len floats lie in
-                    // the padded image (the window reaches inside it); panel j holds K rows; the product tile (img, oy, ox.., panel j) belongs to
-                    // this task.
+                    // the padded image (the window reaches inside it); panel j holds K rows;
+                    // the product tile (img, oy, ox.., the panel's `width` columns) belongs
+                    // to this task.
                     unsafe {
-                        let cp = out.get().add((q0 + ox) * n_pad + j * nr);
                         (kern.segs)(
                             h,
                             &pieces,
@@ -266,16 +293,16 @@ pub(super) fn product(
                             sw * cin,
                             bp,
                             nr,
-                            cp,
-                            n_pad,
+                            out.get().add((q0 + ox) * ldc + j * nr),
+                            ldc,
                             false,
                             &tile_epi,
                         );
                     }
                 }
                 if let Some(e) = epi.filter(|_| in_tiles.is_none()) {
-                    let cols_here = nr.min(e.m.saturating_sub(j * nr));
-                    // SAFETY: row oy of panel j (ow positions of cols_here channels, n_pad
+                    let cols_here = width.min(e.m.saturating_sub(j * nr));
+                    // SAFETY: row oy of panel j (ow positions of cols_here channels, ldc
                     // apart) belongs to this task; the residual holds the block's
                     // positions.
                     unsafe {
@@ -285,10 +312,10 @@ pub(super) fn product(
                         });
                         vmath::bias_residual_act_block(
                             e.isa,
-                            out.get().add(q0 * n_pad + j * nr),
+                            out.get().add(q0 * ldc + j * nr),
                             ow,
                             cols_here,
-                            n_pad,
+                            ldc,
                             e.bias.map(|b| &b[j * nr..j * nr + cols_here]),
                             res,
                             e.act,

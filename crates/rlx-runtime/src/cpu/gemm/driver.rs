@@ -519,6 +519,7 @@ unsafe fn full_panel(
         next_a: std::ptr::null(),
         next_b: std::ptr::null(),
         next_b_lines: 0,
+        cols: usize::MAX,
     };
     let tiles = blocks * rows.len().div_ceil(mr);
     // The next panel in even pieces over this panel's tiles: at most BURST floats at the

@@ -41,6 +41,10 @@ pub struct TileEpilogue {
     /// panel of B, where the driver's burst per tile would be too large); null: nothing.
     pub next_b: *const f32,
     pub next_b_lines: usize,
+    /// Columns stored: the tile's first `cols` (all of them when at least its width). An
+    /// edge panel stores its channels in place, no wider; its bias is then padded to the
+    /// tile's width and it has no residual, and the tile does not accumulate.
+    pub cols: usize,
 }
 
 impl TileEpilogue {
@@ -53,6 +57,7 @@ impl TileEpilogue {
         next_a: std::ptr::null(),
         next_b: std::ptr::null(),
         next_b_lines: 0,
+        cols: usize::MAX,
     };
 
     pub fn is_none(&self) -> bool {

@@ -33,6 +33,11 @@ unsafe fn segs(
     // One segment at a time, the first writing and the rest adding (the sums go through c),
     // the epilogue after the last.
     let last = offsets.len().saturating_sub(1);
+    // Earlier segments store the same columns, without the epilogue.
+    let partial = TileEpilogue {
+        cols: epi.cols,
+        ..TileEpilogue::NONE
+    };
     for (s, &off) in offsets.iter().enumerate() {
         // SAFETY: forwarded contract: segment s reads rows at a + off and B rows s * len ...
         unsafe {
@@ -46,7 +51,7 @@ unsafe fn segs(
                 c,
                 ldc,
                 accumulate || s > 0,
-                if s == last { epi } else { &TileEpilogue::NONE },
+                if s == last { epi } else { &partial },
             )
         };
     }
@@ -69,14 +74,15 @@ unsafe fn tile(
 ) {
     // SAFETY: forwarded contract.
     unsafe {
+        let cols = epi.cols.min(NR);
         match rows {
-            1 => rows_n::<1>(k, a, lda, b, ldb, c, ldc, accumulate),
-            2 => rows_n::<2>(k, a, lda, b, ldb, c, ldc, accumulate),
-            3 => rows_n::<3>(k, a, lda, b, ldb, c, ldc, accumulate),
-            4 => rows_n::<4>(k, a, lda, b, ldb, c, ldc, accumulate),
+            1 => rows_n::<1>(k, a, lda, b, ldb, (c, ldc, cols), accumulate),
+            2 => rows_n::<2>(k, a, lda, b, ldb, (c, ldc, cols), accumulate),
+            3 => rows_n::<3>(k, a, lda, b, ldb, (c, ldc, cols), accumulate),
+            4 => rows_n::<4>(k, a, lda, b, ldb, (c, ldc, cols), accumulate),
             _ => return,
         }
-        epi.apply(rows, NR, c, ldc);
+        epi.apply(rows, cols, c, ldc);
     }
 }
 
@@ -87,13 +93,12 @@ unsafe fn rows_n<const R: usize>(
     lda: usize,
     b: *const f32,
     ldb: usize,
-    c: *mut f32,
-    ldc: usize,
+    (c, ldc, cols): (*mut f32, usize, usize),
     accumulate: bool,
 ) {
     let mut acc = [[0.0f32; NR]; R];
     // SAFETY: R rows of k elements at a (stride lda), k rows of NR at b (stride ldb), R rows
-    // of NR at c (stride ldc), as the caller guarantees.
+    // of `cols` at c (stride ldc), as the caller guarantees.
     unsafe {
         for p in 0..k {
             let brow = &*(b.add(p * ldb) as *const [f32; NR]);
@@ -105,7 +110,7 @@ unsafe fn rows_n<const R: usize>(
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            let crow = &mut *(c.add(r * ldc) as *mut [f32; NR]);
+            let crow = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
             for (c, v) in crow.iter_mut().zip(acc) {
                 *c = if accumulate { *c + v } else { *v };
             }

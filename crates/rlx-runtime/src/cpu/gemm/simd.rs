@@ -12,6 +12,7 @@ macro_rules! simd_micro_kernel {
         isa: $isa:ident, feature: $feature:literal, vector: $v:ty, lanes: $w:literal,
         zero: $zero:ident, load: $load:ident, store: $store:ident,
         splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident,
+        store_first: $store_first:ident,
         rows: [$($r:literal),+], max_rows: $mr:literal
     ) => {
         #[cfg(target_arch = "x86_64")]
@@ -36,8 +37,11 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
-                match rows.min($mr) {
-                    $($r => segs_n::<$r, 2>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                // A tile storing fewer columns is its own instance: a run-time test among the
+                // stores made the compiler spill the accumulators (2.4x slower tiles).
+                match (rows.min($mr), epi.cols < 2 * $w) {
+                    $(($r, false) => segs_n::<$r, 2, false>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $(($r, true) => segs_n::<$r, 2, true>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
@@ -47,7 +51,7 @@ macro_rules! simd_micro_kernel {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize, const V: usize>(
+        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool>(
             offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
             ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
@@ -110,6 +114,9 @@ macro_rules! simd_micro_kernel {
                     ($load(epi.bias), $splat(-0.0))
                 };
                 let relu = epi.relu;
+                // An edge panel's tile stores only its first columns (lanes of lo, then hi).
+                debug_assert!(!PARTIAL || (!accumulate && epi.res.is_null()));
+                let (cols_lo, cols_hi) = (epi.cols.min($w), epi.cols.saturating_sub($w).min($w));
                 for r in 0..R {
                     let cr = c.add(r * ldc);
                     if accumulate {
@@ -133,6 +140,13 @@ macro_rules! simd_micro_kernel {
                         lo[r] = $max($zero(), lo[r]);
                         hi[r] = $max($zero(), hi[r]);
                     }
+                    if PARTIAL {
+                        $store_first(cr, lo[r], cols_lo);
+                        if V == 2 && cols_hi > 0 {
+                            $store_first(cr.add($w), hi[r], cols_hi);
+                        }
+                        continue;
+                    }
                     $store(cr, lo[r]);
                     if V == 2 {
                         $store(cr.add($w), hi[r]);
@@ -144,7 +158,7 @@ macro_rules! simd_micro_kernel {
 
         #[cfg(not(target_arch = "x86_64"))]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize, const V: usize>(
+        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool>(
             _: &[usize], _: usize, _: *const f32, _: usize, _: *const f32, _: usize,
             _: *mut f32, _: usize, _: bool, _: &super::TileEpilogue,
         ) {
@@ -160,9 +174,10 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
-                match rows.min($mr) {
+                match (rows.min($mr), epi.cols < 2 * $w) {
                     // A plain tile is one K segment at offset 0.
-                    $($r => segs_n::<$r, 2>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $(($r, false) => segs_n::<$r, 2, false>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $(($r, true) => segs_n::<$r, 2, true>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
@@ -178,8 +193,9 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
-                match rows.min($mr) {
-                    $($r => segs_n::<$r, 1>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                match (rows.min($mr), epi.cols < $w) {
+                    $(($r, false) => segs_n::<$r, 1, false>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $(($r, true) => segs_n::<$r, 1, true>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }

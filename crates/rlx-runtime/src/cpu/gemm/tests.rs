@@ -323,3 +323,57 @@ fn equal_columns_give_equal_results_in_edge_panels() {
         }
     }
 }
+
+#[test]
+fn a_tile_stores_only_its_first_columns() {
+    // Every ISA's segmented tile with `cols` below the panel width: the first `cols` columns
+    // hold what a whole tile stores (bias and relu applied), the rest of each row is untouched.
+    for isa in Isa::available() {
+        let kern = kernel(isa);
+        let (mr, nr, len) = (kern.mr, kern.nr, 5);
+        let offsets = [0usize, 7];
+        let a = data(mr * 16 + 16, 3);
+        let b = data(2 * len * nr, 4);
+        let bias = data(nr, 5);
+        let whole = |cols: usize, c: &mut [f32]| {
+            let epi = TileEpilogue {
+                bias: bias.as_ptr(),
+                relu: true,
+                cols,
+                ..TileEpilogue::NONE
+            };
+            // SAFETY: mr rows of a (stride 16) hold both segments (offsets 0 and 7, len 5);
+            // b holds 2 * len rows of nr; c mr rows of ldc = nr + 3; the bias nr values.
+            unsafe {
+                (kern.segs)(
+                    mr,
+                    &offsets,
+                    len,
+                    a.as_ptr(),
+                    16,
+                    b.as_ptr(),
+                    nr,
+                    c.as_mut_ptr(),
+                    nr + 3,
+                    false,
+                    &epi,
+                )
+            };
+        };
+        let mut want = vec![f32::NAN; mr * (nr + 3)];
+        whole(usize::MAX, &mut want);
+        for cols in 1..nr {
+            let mut got = vec![-7.0f32; mr * (nr + 3)];
+            whole(cols, &mut got);
+            for r in 0..mr {
+                for j in 0..nr + 3 {
+                    let (g, w) = (got[r * (nr + 3) + j], want[r * (nr + 3) + j]);
+                    match j < cols {
+                        true => assert_eq!(g.to_bits(), w.to_bits(), "{isa} cols={cols} [{r},{j}]"),
+                        false => assert_eq!(g, -7.0, "{isa} cols={cols} [{r},{j}] written"),
+                    }
+                }
+            }
+        }
+    }
+}
