@@ -252,10 +252,38 @@ def test_einsum_symbolic_batch():
     check(m, {"a": _x(3, 2, 5, 4), "b": _x(3, 2, 5, 4)})
 
 
-def test_einsum_diagonal_refused():
-    node = helper.make_node("Einsum", ["x"], ["y"], name="diag", equation="ii->i")
+@pytest.mark.parametrize("eq,shapes", [
+    ("ii->i", [(4, 4)]),
+    ("ii", [(5, 5)]),  # the trace (implicit output: a repeated index is summed)
+    ("iij->ji", [(3, 3, 2)]),
+    ("...ii->...i", [(2, 3, 4, 4)]),
+    ("ijij->ij", [(2, 3, 2, 3)]),  # two repeated indices
+    ("ij,jj->i", [(2, 3), (3, 3)]),  # a diagonal feeding a product
+    ("bii,bij->bj", [(2, 3, 3), (2, 3, 4)]),
+])
+def test_einsum_diagonals_match_numpy(eq, shapes):
+    names = [f"x{i}" for i in range(len(shapes))]
+    node = helper.make_node("Einsum", names, ["y"], equation=eq)
+    m = _model([node], [_vi(n, s) for n, s in zip(names, shapes)], [_vi("y", None)], opset=12)
+    feeds = {n: _x(*s) for n, s in zip(names, shapes)}
+    got = rlx.onnx.load(m).run(feeds)["y"]
+    want = np.einsum(eq, *feeds.values())
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_einsum_diagonal_ignores_what_is_off_it():
+    # NaN and inf off the diagonal do not reach it (a multiply by an identity mask would).
+    node = helper.make_node("Einsum", ["x"], ["y"], equation="ii->i")
     m = _model([node], [_vi("x", [3, 3])], [_vi("y", None)], opset=12)
-    with pytest.raises(rlx.UnsupportedOpError, match="diag.*repeated"):
+    x = np.array([[1, np.nan, np.inf], [-np.inf, 2, np.nan], [np.nan, 0, -3]], np.float32)
+    np.testing.assert_array_equal(rlx.onnx.load(m).run({"x": x})["y"], [1, 2, -3])
+
+
+def test_einsum_diagonal_of_a_symbolic_size_refused():
+    node = helper.make_node("Einsum", ["x"], ["y"], name="diag", equation="ii->i")
+    m = _model([node], [_vi("x", ["n", "n"])], [_vi("y", None)], opset=12)
+    with pytest.raises(rlx.UnsupportedOpError, match="diag.*diagonal.*symbolic"):
         rlx.onnx.load(m)
 
 

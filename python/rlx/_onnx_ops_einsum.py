@@ -1,7 +1,7 @@
-"""ONNX Einsum on one or two float32 operands: indices in one operand only and not in the output
-are summed first, then transposes and one batched matmul ([batch, free a, contracted] x [batch,
-contracted, free b]). Ellipses are expanded to spare letters; a repeated index in one operand
-(a diagonal) and broadcasting between operands are not imported.
+"""ONNX Einsum on one or two float32 operands: an index repeated in one operand takes the
+diagonal first, indices in one operand only and not in the output are summed, then transposes
+and one batched matmul ([batch, free a, contracted] x [batch, contracted, free b]). Ellipses are
+expanded to spare letters; broadcasting between operands is not imported.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ def _parse_einsum(eq: str, ranks: List[int]) -> Tuple[List[str], str]:
             term = term.replace("...", "".join(spare[:k]))
         if not re.fullmatch(r"[A-Za-z]*", term) or len(term) != rk:
             raise rlx.ShapeError(f"Einsum term {term!r} does not match an operand of rank {rk}")
-        if len(set(term)) != len(term):
-            raise rlx.UnsupportedOpError(f"Einsum {eq!r}: a repeated index in one operand (diagonals)")
         fixed.append(term)
     ell = "".join(spare[:ell_rank or 0])
     if out is None:
@@ -57,6 +55,28 @@ def _parse_einsum(eq: str, ranks: List[int]) -> Tuple[List[str], str]:
     if any(c not in "".join(fixed) for c in out):
         raise rlx.ShapeError(f"Einsum {eq!r}: an output index names no input axis")
     return fixed, out
+
+
+def _diagonals(imp: Importer, x: Any, term: str, dims: List[DimLike], eq: str) -> Tuple[Any, str]:
+    """``x`` (axes ``term`` of sizes ``dims``) with each index repeated in ``term`` reduced to its
+    diagonal: the off-diagonal elements masked to zero (whatever they hold), then the second axis
+    summed away."""
+    dims = list(dims)
+    while True:
+        rep = next((c for c in term if term.count(c) > 1), None)
+        if rep is None:
+            return x, term
+        i = term.index(rep)
+        j = term.index(rep, i + 1)
+        n = dims[i]
+        if not isinstance(n, int):
+            raise rlx.UnsupportedOpError(f"Einsum {eq!r}: the diagonal of index {rep!r} of symbolic size {dim_text(n)}")
+        shape = [1] * len(term)
+        shape[i] = shape[j] = n
+        mask = imp.g.constant(np.eye(n, dtype=bool).reshape(shape))
+        x = imp.g.where(mask, x, imp.g.constant(np.zeros((), np.float32)))
+        x = imp.g.reduce_sum(x, [j], keep_dim=False)
+        term, dims = term[:j] + term[j + 1:], dims[:j] + dims[j + 1:]
 
 
 def _sum_out(imp: Importer, x: Any, term: str, keep: str) -> Tuple[Any, str]:
@@ -87,10 +107,11 @@ def _einsum(imp: Importer, node: Any) -> Any:
             size[c] = d
     if any(imp.dtype(v) != np.float32 for v in vals):
         raise rlx.UnsupportedOpError(f"Einsum {eq!r} on {', '.join(str(imp.dtype(v)) for v in vals)} (float32 only)")
+    diag = [_diagonals(imp, imp.rt(v), t, imp.shape(v), eq) for t, v in zip(fixed, vals)]
     if len(vals) == 1:
-        x, term = _sum_out(imp, imp.rt(vals[0]), fixed[0], out)
+        x, term = _sum_out(imp, *diag[0], out)
         return _permute(imp, x, term, out)
-    (ta, tb), (a, b) = fixed, (imp.rt(vals[0]), imp.rt(vals[1]))
+    (a, ta), (b, tb) = diag
     # Indices in one operand only and not in the output are summed first.
     a, ta = _sum_out(imp, a, ta, out + tb)
     b, tb = _sum_out(imp, b, tb, out + ta)

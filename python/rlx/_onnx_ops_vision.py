@@ -416,10 +416,8 @@ def _avg_pool(imp: Importer, node: Any) -> Any:
     x = imp.get(node.input[0])
     kernel = pool_kernel(node)
     strides, pads, dilations = window_args(imp, node, x, kernel)
-    if any(d != 1 for d in dilations):
-        raise rlx.UnsupportedOpError(f"AveragePool with dilations {dilations} (rlx averages dense windows)")
     return imp.g.avg_pool(imp.rt(x), kernel, strides=strides, pads=pads, ceil_mode=bool(at.get("ceil_mode", 0)),
-                          count_include_pad=bool(at.get("count_include_pad", 0)))
+                          count_include_pad=bool(at.get("count_include_pad", 0)), dilations=dilations)
 
 
 @op("GlobalAveragePool", "GlobalMaxPool")

@@ -632,8 +632,9 @@ impl PyGraph {
     }
 
     /// Average pooling (ONNX AveragePool); pads count toward the divisor only with
-    /// `count_include_pad`.
-    #[pyo3(signature = (x, kernel, strides = None, pads = None, ceil_mode = false, count_include_pad = false))]
+    /// `count_include_pad`, dilations spread the window's taps (defaults as for `conv`).
+    #[pyo3(signature = (x, kernel, strides = None, pads = None, ceil_mode = false, count_include_pad = false, dilations = None))]
+    #[allow(clippy::too_many_arguments)]
     fn avg_pool(
         &self,
         x: &PyValue,
@@ -642,10 +643,15 @@ impl PyGraph {
         pads: Option<Vec<Int>>,
         ceil_mode: bool,
         count_include_pad: bool,
+        dilations: Option<Vec<Int>>,
     ) -> PyResult<PyValue> {
         let x = self.id_of(x)?;
         let k = sizes("kernel", Some(kernel))?;
-        let (st, pa) = (sizes("strides", strides)?, sizes("pads", pads)?);
+        let (st, pa, di) = (
+            sizes("strides", strides)?,
+            sizes("pads", pads)?,
+            sizes("dilations", dilations)?,
+        );
         self.build(|g| {
             g.pool(
                 PoolKind::Avg,
@@ -653,7 +659,7 @@ impl PyGraph {
                 &k,
                 &st,
                 &pa,
-                &[],
+                &di,
                 ceil_mode,
                 count_include_pad,
             )
