@@ -69,7 +69,8 @@ fn unary(op: UnaryOp, d: &TensorData) -> Option<TensorData> {
         UnaryOp::Neg => |x| -x,
         UnaryOp::Abs => f32::abs,
         UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Relu => |x| x.max(0.0),
+        // NaN stays NaN, as the kernels keep it (`f32::max` would give 0).
+        UnaryOp::Relu => |x| if x < 0.0 { 0.0 } else { x },
         _ => return None,
     };
     Some(TensorData::F32(v.iter().map(|x| f(*x)).collect()))
