@@ -1,5 +1,5 @@
-"""ONNX element types rlx computes in a wider type (rlx._onnx_dtypes): float16 / bfloat16 /
-float64 in float32, int8 / uint8 / int16 / uint16 / uint32 in int64. Inputs and outputs are
+"""ONNX element types rlx computes in another type (rlx._onnx_dtypes): float16 / bfloat16 /
+float64 in float32, int8 / uint8 / int16 / uint16 / uint32 in int64, uint64 as int64 bits. Inputs and outputs are
 converted by OnnxModel.run and reported (OnnxModel.conversions, one DTypeConversionWarning);
 narrow integer arithmetic wraps exactly; what cannot be exact is a typed error."""
 
@@ -132,9 +132,55 @@ def test_float64_input_outside_float32_range_is_a_dtype_error_at_run_time():
     np.testing.assert_array_equal(m.run({"x": np.array([-1.0, np.inf])})["y"], [0.0, np.inf])
 
 
-def test_uint64_is_not_converted():
-    model = _model([n("Identity", ["x"], ["y"])], [_vi("x", T.UINT64, [2])], [_vi("y", T.UINT64, [2])])
-    with pytest.raises(rlx.DTypeError, match="input 'x': ONNX type UINT64 is not supported"):
+# -- UINT64 as int64 bit patterns ----------------------------------------------------------------
+
+U64 = np.array([0, 1, 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1, 12345678901234567890, 7], np.uint64)
+
+
+def test_uint64_ring_ops_and_comparisons_match_numpy_from_two_to_the_63():
+    # a*b + a - b wraps modulo 2**64; the comparisons read values from 2**63 on as unsigned.
+    nodes = [n("Mul", ["a", "b"], ["p"]), n("Add", ["p", "a"], ["s"]), n("Sub", ["s", "b"], ["y"]),
+             n("Less", ["y", "a"], ["lt"]), n("GreaterOrEqual", ["a", "b"], ["ge"]), n("Equal", ["a", "b"], ["eq"]),
+             n("Greater", ["a", "k"], ["gk"]), n("ReduceSum", ["a"], ["sum"], keepdims=0)]
+    k = np.array(2**63 + 1, np.uint64)
+    model = _model(nodes, [_vi("a", T.UINT64, [8]), _vi("b", T.UINT64, [8])],
+                   [_vi(o, t, None) for o, t in [("y", T.UINT64), ("lt", T.BOOL), ("ge", T.BOOL), ("eq", T.BOOL),
+                                                 ("gk", T.BOOL), ("sum", T.UINT64)]], {"k": k})
+    a, b = U64, U64[::-1].copy()
+    out = _load(model).run({"a": a, "b": b})
+    with np.errstate(over="ignore"):
+        y = a * b + a - b
+        total = np.add.reduce(a, dtype=np.uint64)
+    want = {"y": y, "lt": y < a, "ge": a >= b, "eq": a == b, "gk": a > k, "sum": total}
+    for name, w in want.items():
+        assert out[name].dtype == np.asarray(w).dtype, name
+        np.testing.assert_array_equal(out[name], w, err_msg=name)
+
+
+def test_uint64_data_movement_and_integer_casts_are_exact():
+    nodes = [n("Reshape", ["x", "shape"], ["r"]), n("Transpose", ["r"], ["t"], perm=[1, 0]),
+             n("Concat", ["t", "t"], ["c"], axis=0), n("Gather", ["c", "i"], ["g"], axis=0),
+             n("Cast", ["x"], ["i32"], to=T.INT32), n("Cast", ["x"], ["b"], to=T.BOOL),
+             n("Cast", ["x"], ["u8"], to=T.UINT8)]
+    model = _model(nodes, [_vi("x", T.UINT64, [8])],
+                   [_vi("g", T.UINT64, None), _vi("i32", T.INT32, None), _vi("b", T.BOOL, None),
+                    _vi("u8", T.UINT8, None)],
+                   {"shape": np.array([2, 4], np.int64), "i": np.array([3, 0, 7], np.int64)})
+    out = _load(model).run({"x": U64})
+    c = np.concatenate([U64.reshape(2, 4).T] * 2, 0)
+    np.testing.assert_array_equal(out["g"], c[[3, 0, 7]])
+    assert out["g"].dtype == np.uint64
+    np.testing.assert_array_equal(out["i32"], U64.astype(np.int32))
+    np.testing.assert_array_equal(out["b"], U64 != 0)
+    np.testing.assert_array_equal(out["u8"], U64.astype(np.uint8))
+
+
+@pytest.mark.parametrize("node", [n("Div", ["x", "x"], ["y"], name="d"), n("Max", ["x", "x"], ["y"], name="d"),
+                                  n("Cast", ["x"], ["y"], to=T.FLOAT, name="d"),
+                                  n("BitShift", ["x", "x"], ["y"], direction="RIGHT", name="d")])
+def test_uint64_ops_that_read_the_value_are_a_dtype_error_naming_the_node(node):
+    model = _model([node], [_vi("x", T.UINT64, [2])], [_vi("y", T.UINT64, None)])
+    with pytest.raises(rlx.DTypeError, match=f"'d' \\({node.op_type}\\).*UINT64 'x'.*bit patterns"):
         rlx.onnx.load(model)
 
 

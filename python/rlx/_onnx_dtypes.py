@@ -1,5 +1,5 @@
-"""ONNX element types rlx computes in a wider type: FLOAT16, BFLOAT16 and DOUBLE in float32;
-INT8, UINT8, INT16, UINT16 and UINT32 in int64.
+"""ONNX element types rlx computes in another type: FLOAT16, BFLOAT16 and DOUBLE in float32;
+INT8, UINT8, INT16, UINT16 and UINT32 in int64; UINT64 as int64 bit patterns.
 
 At the graph's boundary ``OnnxModel.run`` converts inputs to the computed type
 (:func:`to_computed`) and outputs back to their declared type (:func:`to_declared`);
@@ -17,9 +17,15 @@ DTypeError on narrow integers: their narrow result depends on how the sum overfl
 division, which computing wide does not reproduce.
 
 Why int64 and not int32: one computed type holds every narrow type, uint32 included, and a
-product of two in-range operands wraps modulo 2**64, which 2**n divides. UINT64 is not
-converted: values from 2**63 on do not fit int64, and its comparisons and divisions would be
-wrong on them.
+product of two in-range operands wraps modulo 2**64, which 2**n divides.
+
+UINT64 is computed as the int64 of the same 64 bits (values from 2**63 on read as negative).
+What only moves, tests or wraps those bits is exact: data movement, Equal, casts to integer and
+bool types, and the ring operations (add, sub, mul, neg, sums, products) modulo 2**64. Less /
+Greater / LessOrEqual / GreaterOrEqual compare the bits with the top one flipped (signed order
+of ``x - 2**63`` is unsigned order of ``x``). Anything that reads the value otherwise (division,
+modulo, shifts, bitwise ops, min / max, sorting, casts to floats, pools...) is a DTypeError
+naming the node (:data:`_U64_EXACT` lists what is allowed).
 
 Floats are computed in float32. A Cast to FLOAT16 or BFLOAT16 inside the graph does not round
 to that type's precision (a value known at import is rounded); only the conversion of a graph
@@ -37,7 +43,7 @@ import rlx
 
 # ONNX element type -> the numpy dtype rlx computes it in.
 COMPUTED_ELEM = {10: np.float32, 16: np.float32, 11: np.float32,
-                 3: np.int64, 2: np.int64, 5: np.int64, 4: np.int64, 12: np.int64}
+                 3: np.int64, 2: np.int64, 5: np.int64, 4: np.int64, 12: np.int64, 13: np.int64}
 
 
 class DTypeConversionWarning(UserWarning):
@@ -58,7 +64,7 @@ def declared_np(elem: int) -> Optional[np.dtype]:
         except (ImportError, KeyError, TypeError):
             return None
     return np.dtype({10: np.float16, 11: np.float64, 3: np.int8, 2: np.uint8, 5: np.int16, 4: np.uint16,
-                     12: np.uint32}[elem])
+                     12: np.uint32, 13: np.uint64}[elem])
 
 
 _COMPUTED_NP: Dict[np.dtype, np.dtype] = {}
@@ -104,7 +110,7 @@ def to_computed(what: str, arr: np.ndarray, declared: np.dtype) -> np.ndarray:
 
 def to_declared(arr: np.ndarray, declared: np.dtype) -> np.ndarray:
     """A computed output as its declared dtype (float16 rounds to nearest even; a narrow
-    integer output is already in range)."""
+    integer output is already in range; uint64 takes the int64's bits)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(arr).astype(declared)
 
@@ -129,6 +135,14 @@ _IN_RANGE = {"Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueez
              "Trilu", "Compress", "ReverseSequence", "QuantizeLinear", "DynamicQuantizeLinear"}
 # Ops whose narrow-integer result rlx cannot reproduce by computing wide (see the module doc).
 _INEXACT = {"Mean", "ReduceMean"}
+# Ops exact on UINT64 operands held as int64 bit patterns (see the module doc); Cast and
+# CastLike to a float type are refused apart.
+_U64_ORDER = {"Max", "Min", "Clip", "ReduceMax", "ReduceMin", "MaxPool", "GlobalMaxPool", "TopK",
+              "QuantizeLinear", "DynamicQuantizeLinear"}
+_U64_EXACT = (_IN_RANGE - _U64_ORDER) | {
+    "Add", "Sub", "Mul", "Neg", "Sum", "ReduceSum", "ReduceProd", "CumSum", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "Shape", "Size", "Cast", "CastLike", "Pad"}
+_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
 
 
 def logical_of(imp: Any, name: str) -> Optional[np.dtype]:
@@ -146,7 +160,26 @@ def logical_of(imp: Any, name: str) -> Optional[np.dtype]:
     return None
 
 
+def is_u64(imp: Any, name: str) -> bool:
+    """Whether value ``name`` is a UINT64 held as int64 bits."""
+    lt = logical_of(imp, name)
+    return lt is not None and lt == np.uint64
+
+
 def check_node(imp: Any, node: Any) -> None:
+    u64 = [n for n in node.input if is_u64(imp, n)]
+    if u64:
+        to = None
+        if node.op_type == "Cast":
+            from rlx._onnx_import import declared_dtype
+
+            to = declared_dtype(next((int(a.i) for a in node.attribute if a.name == "to"), 1), "Cast's to")
+        elif node.op_type == "CastLike" and len(node.input) > 1:
+            to = logical_of(imp, node.input[1]) or imp.dtype(imp.get(node.input[1]))
+        if node.op_type not in _U64_EXACT or (to is not None and (np.dtype(to) in _FLOATS or np.dtype(to).kind == "V")):
+            raise rlx.DTypeError(
+                f"{node.op_type} on UINT64 {u64[0]!r}: rlx computes UINT64 as int64 bit patterns, exact for data "
+                "movement, comparisons, integer casts and wrapping add / sub / mul only")
     if node.op_type in _INEXACT:
         for n in node.input:
             lt = logical_of(imp, n)
@@ -198,7 +231,8 @@ def after_node(imp: Any, node: Any, outs: List[Any]) -> List[Any]:
                 with np.errstate(over="ignore", invalid="ignore"):
                     out[i] = Known(np.asarray(v.arr).astype(lt), lt)
             continue
-        if lt.kind in "iu" and op not in _IN_RANGE:
+        # UINT64's ring results are its bits already (int64 wraps modulo 2**64 too).
+        if lt.kind in "iu" and lt.itemsize < 8 and op not in _IN_RANGE:
             out[i] = wrap(imp, v, lt)
         imp.logical[name] = lt
     return out

@@ -45,7 +45,7 @@ def _int_type(imp: Importer, node: Any, names: Tuple[str, ...]) -> np.dtype:
         raise rlx.DTypeError(f"{node.op_type} of {' and '.join(str(t) for t in types)}: the operands must have one type")
     dt = np.dtype(types[0])
     if dt.kind not in "iu" or dt == np.uint64:
-        raise rlx.DTypeError(f"{node.op_type} on {dt} (integers up to 64 bits, uint64 excepted: rlx has no uint64)")
+        raise rlx.DTypeError(f"{node.op_type} on {dt} (integers up to 64 bits, uint64 excepted: rlx holds it as int64 bits)")
     return dt
 
 

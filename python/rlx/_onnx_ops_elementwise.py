@@ -81,7 +81,13 @@ def _compare(imp: Importer, node: Any) -> Any:
             f = np.frompyfunc(lambda x, y: _sym_eq(imp, x, y), 2, 1)
             return Known(np.asarray(f(a.arr, b.arr)).astype(bool), np.bool_)
         return Known(getattr(np, {"lt": "less", "gt": "greater", "le": "less_equal", "ge": "greater_equal"}[name])(a.arr, b.arr), np.bool_)
-    return imp.g.compare(name, imp.rt(a), imp.rt(b))
+    x, y = imp.rt(a), imp.rt(b)
+    if name != "eq" and any(_onnx_dtypes.is_u64(imp, n) for n in node.input[:2]):
+        # UINT64 as int64 bits: the top bit flipped (adding -2**63, wrapping) makes signed order
+        # the unsigned one.
+        top = imp.g.constant(np.array(np.iinfo(np.int64).min, np.int64))
+        x, y = imp.g.add(x, top), imp.g.add(y, top)
+    return imp.g.compare(name, x, y)
 
 
 @op("Not")

@@ -17,12 +17,14 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
 - Shape subgraphs as exporters emit them (Shape -> Gather -> Unsqueeze -> Concat -> Reshape,
   Shape -> Slice, arithmetic on shape values, ConstantOfShape, Expand) are folded at import
   over symbolic dims, so ``Reshape`` gets an rlx shape such as ``("batch*seq", 384)``.
-- Types rlx has no kernels for are computed wider (``rlx._onnx_dtypes``): FLOAT16, BFLOAT16 and
-  DOUBLE in float32, INT8 / UINT8 / INT16 / UINT16 / UINT32 in int64, wrapped back into range
-  after arithmetic so integer results are exact. :meth:`OnnxModel.run` converts such inputs on
-  the way in and outputs back to their declared type; initializers and constants are converted
-  at import. Each conversion is listed in ``OnnxModel.conversions`` (and counted in the repr),
-  and ``load`` warns once with :class:`DTypeConversionWarning`. UINT64, STRING, the 8-, 4- and
+- Types rlx has no kernels for are computed in another type (``rlx._onnx_dtypes``): FLOAT16,
+  BFLOAT16 and DOUBLE in float32, INT8 / UINT8 / INT16 / UINT16 / UINT32 in int64, wrapped back
+  into range after arithmetic so integer results are exact, and UINT64 as int64 bit patterns
+  (data movement, comparisons, integer casts and wrapping add / sub / mul; ops that read the
+  value otherwise are a ``rlx.DTypeError`` naming the node). :meth:`OnnxModel.run` converts such
+  inputs on the way in and outputs back to their declared type; initializers and constants are
+  converted at import. Each conversion is listed in ``OnnxModel.conversions`` (and counted in
+  the repr), and ``load`` warns once with :class:`DTypeConversionWarning`. STRING, the 8-, 4- and
   2-bit types stay a ``rlx.DTypeError`` naming the value.
 - Ops outside the supported set raise one ``rlx.UnsupportedOpError`` listing every offending
   node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set: an op of the
