@@ -161,7 +161,8 @@ pub(super) struct RowEpilogue<'a> {
 /// `prod[img, p, 0..ldc] = patches @ packed` for every image of the block, tap by tap, one
 /// task per (image, block of output rows, panel). `ldc` is the product's row length: whole
 /// panels (`n_pad`), whose edge panel's zero columns land in the padding, or the channels
-/// themselves (`m`), an edge panel's tiles then going through a buffer.
+/// themselves (`m`), an edge panel's tiles then storing only its channels
+/// (`TileEpilogue::cols`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
     kern: &gemm::MicroKernel,
