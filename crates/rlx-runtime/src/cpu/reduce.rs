@@ -154,7 +154,7 @@ fn fold_rows<T: Num>(
     let per_task = PAR_GRAIN.div_ceil((count * inner).max(1)).max(1);
     out.par_chunks_mut(inner * per_task)
         .enumerate()
-        .for_each(|(t, o)| {
+        .for_each_init(Vec::new, |block_sums, (t, o)| {
             for (i, o) in o.chunks_mut(inner).enumerate() {
                 let o0 = t * per_task + i;
                 let rows = &x[o0 * count * inner..(o0 + 1) * count * inner];
@@ -166,12 +166,6 @@ fn fold_rows<T: Num>(
                 // memory, each row's load of them waits for the last row's store (a 112 x 112
                 // x 32 global mean: 43 -> 12 us).
                 o.fill(init);
-                let wide = !matches!(inner, 16 | 24 | 32 | 48 | 64);
-                let mut acc = if wide && count > BLOCK_ROWS {
-                    vec![init; inner]
-                } else {
-                    Vec::new()
-                };
                 for block in rows.chunks(BLOCK_ROWS * inner) {
                     match inner {
                         16 => fold_rows_in_registers::<T, 16>(init, &f, block, o),
@@ -179,25 +173,7 @@ fn fold_rows<T: Num>(
                         32 => fold_rows_in_registers::<T, 32>(init, &f, block, o),
                         48 => fold_rows_in_registers::<T, 48>(init, &f, block, o),
                         64 => fold_rows_in_registers::<T, 64>(init, &f, block, o),
-                        // One block: straight into the output.
-                        _ if acc.is_empty() => {
-                            for row in block.chunks_exact(inner) {
-                                for (o, v) in o.iter_mut().zip(row) {
-                                    *o = f(*o, *v);
-                                }
-                            }
-                        }
-                        _ => {
-                            acc.fill(init);
-                            for row in block.chunks_exact(inner) {
-                                for (a, v) in acc.iter_mut().zip(row) {
-                                    *a = f(*a, *v);
-                                }
-                            }
-                            for (o, a) in o.iter_mut().zip(&acc) {
-                                *o = f(*o, *a);
-                            }
-                        }
+                        _ => fold_rows_in_memory(init, &f, block, o, block_sums),
                     }
                 }
             }
@@ -207,6 +183,26 @@ fn fold_rows<T: Num>(
 
 /// Rows a sum folds one after another before its result joins the total.
 const BLOCK_ROWS: usize = 256;
+
+/// As [`fold_rows_in_registers`] for any row width, the block's sums in `sums` (reused).
+fn fold_rows_in_memory<T: Num>(
+    init: T,
+    f: &impl Fn(T, T) -> T,
+    rows: &[T],
+    o: &mut [T],
+    sums: &mut Vec<T>,
+) {
+    sums.clear();
+    sums.resize(o.len(), init);
+    for row in rows.chunks_exact(o.len()) {
+        for (a, v) in sums.iter_mut().zip(row) {
+            *a = f(*a, *v);
+        }
+    }
+    for (o, a) in o.iter_mut().zip(sums.iter()) {
+        *o = f(*o, *a);
+    }
+}
 
 /// `o[j] = f(o[j], init folded with column j of every N-wide row of rows, in order)`, the
 /// block's sums in a local array.
