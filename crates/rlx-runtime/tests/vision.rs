@@ -343,6 +343,17 @@ fn convolutions_match_the_reference() {
         1,
     );
     check_conv(&[1, 3, 9, 9], &[4, 3, 3, 3], true, &[], &[], &[], 1);
+    // Stems gathering their padded image from the channel-major input: MobileNet's 3x3 / 2
+    // (an edge panel of 24 channels), ResNet's 7x7 / 2, padding at the end only, and a kernel
+    // wider than the image.
+    for (xs, ws, strides, pads) in [
+        ([2, 3, 30, 37], [24, 3, 3, 3], [2, 2], [1, 1, 1, 1]),
+        ([1, 3, 23, 40], [32, 3, 7, 7], [2, 2], [3, 3, 3, 3]),
+        ([1, 2, 9, 29], [8, 2, 3, 3], [1, 1], [0, 0, 2, 2]),
+        ([1, 4, 6, 5], [8, 4, 3, 7], [1, 2], [1, 3, 1, 3]),
+    ] {
+        check_conv(&xs, &ws, true, &strides, &pads, &[], 1);
+    }
     check_conv(
         &[1, 3, 10, 11],
         &[5, 3, 3, 2],
