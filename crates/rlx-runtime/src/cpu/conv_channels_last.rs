@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use rlx_ir::{ConvAttrs, UnaryOp};
 
+use super::OutPtr;
 use super::conv::{self, Epilogue};
 use super::conv_positions::{self, RowEpilogue};
 use super::gemm::{self, BSource, GemmJob, PackedB};
@@ -352,21 +353,31 @@ fn depthwise(
             relu: epi.act == Some(UnaryOp::Relu),
         });
     let row_len = os[2] * ch;
-    out.par_chunks_mut(row_len.max(1))
-        .enumerate()
-        .for_each_init(Vec::new, |taps, (r, row)| {
-            let (img, oy) = (r / oh, r % oh);
+    // Two output rows per task (the kernel computes a pair at once), from each image's first.
+    let pairs = oh.div_ceil(2);
+    let dst = OutPtr(out.as_mut_ptr());
+    (0..os[0] * pairs)
+        .into_par_iter()
+        .for_each_init(Vec::new, |taps, t| {
+            let (img, oy) = (t / pairs, (t % pairs) * 2);
+            let count = 2.min(oh - oy);
+            let r = img * oh + oy;
             let image = &x[img * image..(img + 1) * image];
-            // SAFETY: the ISA is this CPU's; x holds each image, wt the taps, row ow * c, the
-            // bias c values (inference checked it).
+            // SAFETY: rows r..r + count of out belong to this task alone; the ISA is this
+            // CPU's; x holds each image, wt the taps, the bias c values (inference checked).
             unsafe {
+                let rows =
+                    std::slice::from_raw_parts_mut(dst.get().add(r * row_len), count * row_len);
                 if let Some(shift) = in_stores {
-                    vmath::depthwise_row(isa, &g, image, &wt, oy, shift, taps, row);
+                    vmath::depthwise_rows(isa, &g, image, &wt, oy, count, shift, taps, rows);
                     return;
                 }
-                vmath::depthwise_row(isa, &g, image, &wt, oy, RowShift::default(), taps, row);
-                let res = epi.residual.map(|res| &res[r * row_len..(r + 1) * row_len]);
-                vmath::position_epilogue(isa, row, ch, epi.bias, res, epi.act);
+                let plain = RowShift::default();
+                vmath::depthwise_rows(isa, &g, image, &wt, oy, count, plain, taps, rows);
+                let res = epi
+                    .residual
+                    .map(|res| &res[r * row_len..(r + count) * row_len]);
+                vmath::position_epilogue(isa, rows, ch, epi.bias, res, epi.act);
             }
         });
     Ok(())

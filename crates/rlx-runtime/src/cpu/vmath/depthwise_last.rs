@@ -3,7 +3,7 @@
 //! copy); positions whose every tap is inside go four at a time, sharing each weight vector.
 
 use super::lanes::F32s;
-use super::per_isa;
+use super::{depthwise_pairs, per_isa};
 use crate::cpu::isa::Isa;
 
 /// Geometry of one channels-last depthwise convolution: input `[ih, iw, c]` per image, kernel
@@ -34,7 +34,7 @@ pub struct RowShift<'a> {
 
 impl DepthwiseRows {
     /// Output columns `lo..hi` whose every tap lies inside the image's columns.
-    fn interior(&self) -> (usize, usize) {
+    pub(super) fn interior(&self) -> (usize, usize) {
         let lo = self.pw.div_ceil(self.sw).min(self.ow);
         let reach = (self.kw - 1) * self.dw + 1;
         let hi = (self.iw + self.pw)
@@ -42,6 +42,94 @@ impl DepthwiseRows {
             .map_or(0, |v| v / self.sw + 1)
             .min(self.ow);
         (lo, hi.max(lo))
+    }
+}
+
+per_isa!(
+    /// Output rows `first..first + count` of one image (`out` holds them, `ow * c` floats
+    /// each), as `depthwise_row` makes each: two at a time where both rows of a 3x3 kernel
+    /// are inside the image (`depthwise_pairs`), sharing their input rows. Pairs start at
+    /// `first`, so a row's sums do not depend on how a caller cuts the image.
+    ///
+    /// # Safety
+    /// As `depthwise_row`, with `out` holding `count` rows.
+    pub unsafe fn depthwise_rows(g: &DepthwiseRows, x: &[f32], w: &[f32], first: usize, count: usize, shift: RowShift, taps: &mut Vec<(usize, usize)>, out: &mut [f32]) => depthwise_rows_v
+);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_rows_v<V: F32s>(
+    g: &DepthwiseRows,
+    x: &[f32],
+    w: &[f32],
+    first: usize,
+    count: usize,
+    shift: RowShift,
+    taps: &mut Vec<(usize, usize)>,
+    out: &mut [f32],
+) {
+    let row_len = g.ow * g.c;
+    if let Some(b) = shift.bias {
+        assert!(b.len() >= g.c, "a depthwise bias holds every channel");
+    }
+    let mut oy = first;
+    while oy < first + count {
+        let rows = &mut out[(oy - first) * row_len..];
+        let top = depthwise_pairs::top_row(g, oy).filter(|_| g.c >= V::N && oy + 1 < first + count);
+        // SAFETY: forwarded; a pair's rows are inside the image (`top_row`).
+        unsafe {
+            let Some(top) = top else {
+                depthwise_row_v::<V>(g, x, w, oy, shift, taps, &mut rows[..row_len]);
+                oy += 1;
+                continue;
+            };
+            let (a, b) = rows[..2 * row_len].split_at_mut(row_len);
+            edge_columns::<V>(g, x, w, oy, shift, taps, a);
+            edge_columns::<V>(g, x, w, oy + 1, shift, taps, b);
+            depthwise_pairs::pair::<V>(g, x, w, top, shift, a, b);
+        }
+        oy += 2;
+    }
+}
+
+/// Output row `oy`'s positions outside the interior columns, each over the taps inside the
+/// image.
+///
+/// # Safety
+/// As `depthwise_row`.
+#[inline(always)]
+unsafe fn edge_columns<V: F32s>(
+    g: &DepthwiseRows,
+    x: &[f32],
+    w: &[f32],
+    oy: usize,
+    shift: RowShift,
+    taps: &mut Vec<(usize, usize)>,
+    out: &mut [f32],
+) {
+    let c = g.c;
+    let (lo, hi) = g.interior();
+    // (x offset, w offset) of each tap inside the image.
+    for ox in (0..lo).chain(hi..g.ow) {
+        taps.clear();
+        for ky in 0..g.kh {
+            let Some(iy) = (oy * g.sh + ky * g.dh)
+                .checked_sub(g.ph)
+                .filter(|iy| *iy < g.ih)
+            else {
+                continue;
+            };
+            for kx in 0..g.kw {
+                let ix = (ox * g.sw + kx * g.dw).checked_sub(g.pw);
+                if let Some(ix) = ix.filter(|ix| *ix < g.iw) {
+                    taps.push(((iy * g.iw + ix) * c, (ky * g.kw + kx) * c));
+                }
+            }
+        }
+        // SAFETY: every tap is inside x and w (checked above); the position is inside out.
+        unsafe {
+            positions::<V, 1, 3>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c])
+        };
     }
 }
 
@@ -79,24 +167,9 @@ unsafe fn depthwise_row_v<V: F32s>(
             (iy < g.ih).then_some((ky, iy))
         })
     };
+    // SAFETY: forwarded.
+    unsafe { edge_columns::<V>(g, x, w, oy, shift, taps, out) };
     let (lo, hi) = g.interior();
-    // (x offset, w offset) of each tap: relative to the position's first column for interior
-    // positions, absolute for edge ones.
-    for ox in (0..lo).chain(hi..g.ow) {
-        taps.clear();
-        for (ky, iy) in rows() {
-            for kx in 0..g.kw {
-                let ix = (ox * g.sw + kx * g.dw).checked_sub(g.pw);
-                if let Some(ix) = ix.filter(|ix| *ix < g.iw) {
-                    taps.push(((iy * g.iw + ix) * c, (ky * g.kw + kx) * c));
-                }
-            }
-        }
-        // SAFETY: every tap is inside x and w (checked above); the position is inside out.
-        unsafe {
-            positions::<V, 1, 3>(x, w, taps, (0, 0), c, shift, &mut out[ox * c..(ox + 1) * c])
-        };
-    }
     // A 3x3 kernel whose rows are all inside: the nine weight vectors stay in registers.
     let (mut inside, mut n) = ([0; 3], 0);
     for (_, iy) in rows() {
