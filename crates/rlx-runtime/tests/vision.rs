@@ -311,19 +311,23 @@ fn convolutions_match_the_reference() {
         // whose last row goes alone.
         ([2, 32, 11, 12], [2, 1], [1, 1, 1, 1], [1, 1]),
         ([1, 32, 10, 13], [1, 2], [0, 1, 1, 1], [1, 1]),
+        // Four rows at a time at row stride 2 (bands of four rows: 4..8 goes as one).
+        ([1, 32, 21, 12], [2, 2], [1, 1, 1, 1], [1, 1]),
     ] {
         check_conv(&xs, &[32, 1, 3, 3], true, &strides, &pads, &dil, 32);
     }
-    // Pairs of rows over 20 channels (a vector and an overlapping last one on AVX-512).
-    check_conv(
-        &[1, 20, 9, 9],
-        &[20, 1, 3, 3],
-        true,
-        &[1, 1],
-        &[1, 1, 1, 1],
-        &[],
-        20,
-    );
+    // Groups of rows over 20 channels (a vector and an overlapping last one on AVX-512).
+    for (hw, s) in [(9, 1), (19, 2)] {
+        check_conv(
+            &[1, 20, hw, hw],
+            &[20, 1, 3, 3],
+            true,
+            &[s, s],
+            &[1, 1, 1, 1],
+            &[],
+            20,
+        );
+    }
     // 256 channels: rows cut in chunks of 8 positions, each swept by every channel vector.
     for strides in [[1, 1], [2, 2]] {
         check_conv(

@@ -353,14 +353,15 @@ fn depthwise(
             relu: epi.act == Some(UnaryOp::Relu),
         });
     let row_len = os[2] * ch;
-    // Two output rows per task (the kernel computes a pair at once), from each image's first.
-    let pairs = oh.div_ceil(2);
+    // Bands of four output rows per task (the kernel's groups), from each image's first.
+    const BAND: usize = 4;
+    let bands = oh.div_ceil(BAND);
     let dst = OutPtr(out.as_mut_ptr());
-    (0..os[0] * pairs)
+    (0..os[0] * bands)
         .into_par_iter()
         .for_each_init(Vec::new, |taps, t| {
-            let (img, oy) = (t / pairs, (t % pairs) * 2);
-            let count = 2.min(oh - oy);
+            let (img, oy) = (t / bands, (t % bands) * BAND);
+            let count = BAND.min(oh - oy);
             let r = img * oh + oy;
             let image = &x[img * image..(img + 1) * image];
             // SAFETY: rows r..r + count of out belong to this task alone; the ISA is this

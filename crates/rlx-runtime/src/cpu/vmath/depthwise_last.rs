@@ -3,7 +3,7 @@
 //! copy); positions whose every tap is inside go four at a time, sharing each weight vector.
 
 use super::lanes::F32s;
-use super::{depthwise_pairs, per_isa};
+use super::{depthwise_groups, per_isa};
 use crate::cpu::isa::Isa;
 
 /// Geometry of one channels-last depthwise convolution: input `[ih, iw, c]` per image, kernel
@@ -47,9 +47,10 @@ impl DepthwiseRows {
 
 per_isa!(
     /// Output rows `first..first + count` of one image (`out` holds them, `ow * c` floats
-    /// each), as `depthwise_row` makes each: two at a time where both rows of a 3x3 kernel
-    /// are inside the image (`depthwise_pairs`), sharing their input rows. Pairs start at
-    /// `first`, so a row's sums do not depend on how a caller cuts the image.
+    /// each), as `depthwise_row` makes each: four or two at a time where every kernel row of
+    /// a 3x3 kernel is inside the image (`depthwise_groups`), sharing their input rows. Groups
+    /// start at `first`: a caller that cuts each image the same way whatever the thread count
+    /// gets the same sums.
     ///
     /// # Safety
     /// As `depthwise_row`, with `out` holding `count` rows.
@@ -72,23 +73,32 @@ unsafe fn depthwise_rows_v<V: F32s>(
     if let Some(b) = shift.bias {
         assert!(b.len() >= g.c, "a depthwise bias holds every channel");
     }
-    let mut oy = first;
-    while oy < first + count {
-        let rows = &mut out[(oy - first) * row_len..];
-        let top = depthwise_pairs::top_row(g, oy).filter(|_| g.c >= V::N && oy + 1 < first + count);
-        // SAFETY: forwarded; a pair's rows are inside the image (`top_row`).
-        unsafe {
-            let Some(top) = top else {
+    let (mut oy, end) = (first, first + count);
+    // SAFETY: forwarded; a group's rows are inside the image (`top_row`).
+    unsafe {
+        while oy < end {
+            let rows = &mut out[(oy - first) * row_len..];
+            let fits = |r: usize| g.c >= V::N && oy + r <= end;
+            // Four rows at row stride 2 (9 input rows for 4 outputs: 5-8% faster than pairs
+            // there, level at stride 1).
+            let quad = depthwise_groups::top_row::<4>(g, oy).filter(|_| g.sh == 2 && fits(4));
+            let n = if let Some(top) = quad {
+                depthwise_groups::group::<V, 4>(g, x, w, top, shift, rows);
+                4
+            } else if let Some(top) = depthwise_groups::top_row::<2>(g, oy).filter(|_| fits(2)) {
+                depthwise_groups::group::<V, 2>(g, x, w, top, shift, rows);
+                2
+            } else {
                 depthwise_row_v::<V>(g, x, w, oy, shift, taps, &mut rows[..row_len]);
                 oy += 1;
                 continue;
             };
-            let (a, b) = rows[..2 * row_len].split_at_mut(row_len);
-            edge_columns::<V>(g, x, w, oy, shift, taps, a);
-            edge_columns::<V>(g, x, w, oy + 1, shift, taps, b);
-            depthwise_pairs::pair::<V>(g, x, w, top, shift, a, b);
+            for r in 0..n {
+                let row = &mut rows[r * row_len..(r + 1) * row_len];
+                edge_columns::<V>(g, x, w, oy + r, shift, taps, row);
+            }
+            oy += n;
         }
-        oy += 2;
     }
 }
 

@@ -10,7 +10,7 @@ use super::math;
 
 mod depthwise;
 mod depthwise_last;
-mod depthwise_pairs;
+mod depthwise_groups;
 mod kv;
 mod lanes;
 mod planes;

@@ -334,9 +334,9 @@ fn probe_depthwise_rows() {
         for _ in 0..20 {
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                for oy in (0..ow).step_by(2) {
+                for oy in (0..ow).step_by(4) {
                     // SAFETY: sizes as the geometry says.
-                    let n = 2.min(ow - oy);
+                    let n = 4.min(ow - oy);
                     let rows = &mut out[oy * ow * c..(oy + n) * ow * c];
                     let shift = RowShift::default();
                     unsafe { depthwise_rows(isa, &g, x, w, oy, n, shift, &mut taps, rows) };

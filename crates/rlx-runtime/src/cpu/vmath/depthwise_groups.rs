@@ -1,6 +1,6 @@
-//! Two output rows of a channels-last 3x3 depthwise convolution at once. At row stride 1 the
-//! two rows read four input rows instead of six, at stride 2 five instead of six: each input
-//! row is loaded once and added into both outputs it is a kernel row of. Positions go a few
+//! Output rows of a channels-last 3x3 depthwise convolution in groups. Two rows at row stride
+//! 1 read four input rows instead of six, four rows at stride 2 nine instead of twelve: each
+//! input row is loaded once and added into every output it is a kernel row of. Positions go a few
 //! at a time, every channel vector of a block before the next block, so the block's input
 //! lines are whole cache lines read in order. (One row per channel vector over a run of
 //! positions reached ~55 GFLOP/s at stride 2 and ~80 at stride 1 on a Zen 4 core, whose
@@ -9,66 +9,66 @@
 use super::depthwise_last::{DepthwiseRows, RowShift};
 use super::lanes::F32s;
 
-/// Where output rows `oy` and `oy + 1` go as a pair: a 3x3 kernel without dilation, strides
-/// of 1 or 2, every kernel row of both inside the image. Returns the offset of `oy`'s first
-/// kernel row in the image.
-pub(super) fn top_row(g: &DepthwiseRows, oy: usize) -> Option<usize> {
+/// Where output rows `oy..oy + R` go as a group: a 3x3 kernel without dilation, strides of 1
+/// or 2, every kernel row of each inside the image. Returns the offset of `oy`'s first kernel
+/// row in the image.
+pub(super) fn top_row<const R: usize>(g: &DepthwiseRows, oy: usize) -> Option<usize> {
     let fits =
         (g.kh, g.kw, g.dh, g.dw) == (3, 3, 1, 1) && matches!(g.sh, 1 | 2) && matches!(g.sw, 1 | 2);
     let top = (oy * g.sh).checked_sub(g.ph)?;
-    (fits && top + g.sh + 3 <= g.ih).then_some(top * g.iw * g.c)
+    (fits && top + (R - 1) * g.sh + 3 <= g.ih).then_some(top * g.iw * g.c)
 }
 
-/// The interior positions (`DepthwiseRows::interior`) of the pair whose first kernel row is at
-/// `top` (`top_row`), into `out0` and `out1` (`ow * c` each).
+/// The interior positions (`DepthwiseRows::interior`) of `R` rows whose first kernel row is at
+/// `top` (`top_row`), into `out` (`R` rows of `ow * c`).
 ///
 /// # Safety
-/// `V`'s ISA is available; `top` came from `top_row` for this geometry; `c >= V::N`; `x`
-/// holds the image, `w` `9 * c`, a bias `c`.
+/// `V`'s ISA is available; `top` came from `top_row::<R>` for this geometry; `c >= V::N`;
+/// `x` holds the image, `w` `9 * c`, a bias `c`, `out` `R` rows.
 #[inline(always)]
-pub(super) unsafe fn pair<V: F32s>(
+pub(super) unsafe fn group<V: F32s, const R: usize>(
     g: &DepthwiseRows,
     x: &[f32],
     w: &[f32],
     top: usize,
     shift: RowShift,
-    out0: &mut [f32],
-    out1: &mut [f32],
+    out: &mut [f32],
 ) {
     debug_assert!(g.c >= V::N && w.len() >= 9 * g.c);
-    debug_assert!(out0.len() >= g.ow * g.c && out1.len() >= g.ow * g.c);
-    let outs = [out0.as_mut_ptr(), out1.as_mut_ptr()];
+    debug_assert!(out.len() >= R * g.ow * g.c);
     // SAFETY: forwarded; the strides select the instance.
     unsafe {
         match (g.sh, g.sw) {
-            (1, 1) => sweep::<V, 1, 1>(g, x, w, top, shift, outs),
-            (1, _) => sweep::<V, 1, 2>(g, x, w, top, shift, outs),
-            (_, 1) => sweep::<V, 2, 1>(g, x, w, top, shift, outs),
-            _ => sweep::<V, 2, 2>(g, x, w, top, shift, outs),
+            (1, 1) => sweep::<V, R, 1, 1>(g, x, w, top, shift, out),
+            (1, _) => sweep::<V, R, 1, 2>(g, x, w, top, shift, out),
+            (_, 1) => sweep::<V, R, 2, 1>(g, x, w, top, shift, out),
+            _ => sweep::<V, R, 2, 2>(g, x, w, top, shift, out),
         }
     }
 }
 
-/// `pair` at row stride `SH` and column stride `S`: blocks of 4, then 2, then 1 positions.
+/// `group` at row stride `SH` and column stride `S`: blocks of `8 / R` positions, then
+/// narrower ones.
 #[inline(always)]
-unsafe fn sweep<V: F32s, const SH: usize, const S: usize>(
+unsafe fn sweep<V: F32s, const R: usize, const SH: usize, const S: usize>(
     g: &DepthwiseRows,
     x: &[f32],
     w: &[f32],
     top: usize,
     shift: RowShift,
-    outs: [*mut f32; 2],
+    out: &mut [f32],
 ) {
     let (c, (lo, hi)) = (g.c, g.interior());
-    let row = g.iw * c;
+    let (row, row_len) = (g.iw * c, g.ow * c);
+    let widest = 8 / R;
     let mut i = lo;
-    // SAFETY: positions lo..hi of both rows read inside the image (interior columns, rows
+    // SAFETY: positions lo..hi of the rows read inside the image (interior columns, rows
     // inside by `top_row`); vectors start at most at c - V::N.
     unsafe {
         while i < hi {
             let q = match hi - i {
-                4.. => 4,
-                2 | 3 => 2,
+                n if n >= widest => widest,
+                n if n >= 2 => 2,
                 _ => 1,
             };
             // The last vector ends at channel c: where c is not a multiple of the lanes it
@@ -82,13 +82,15 @@ unsafe fn sweep<V: F32s, const SH: usize, const S: usize>(
                     x: x.as_ptr().add(top + (i * S - g.pw) * c + ch),
                     row,
                     c,
-                    out: outs.map(|o| o.add(i * c + ch)),
+                    out: out.as_mut_ptr().add(i * c + ch),
+                    row_len,
                     relu: shift.relu,
                 };
                 match q {
-                    4 => at.sums::<V, 4, S, SH>(&wv, init),
-                    2 => at.sums::<V, 2, S, SH>(&wv, init),
-                    _ => at.sums::<V, 1, S, SH>(&wv, init),
+                    4 => at.sums::<V, R, 4, S, SH>(&wv, init),
+                    3 => at.sums::<V, R, 3, S, SH>(&wv, init),
+                    2 => at.sums::<V, R, 2, S, SH>(&wv, init),
+                    _ => at.sums::<V, R, 1, S, SH>(&wv, init),
                 }
             }
             i += q;
@@ -96,45 +98,47 @@ unsafe fn sweep<V: F32s, const SH: usize, const S: usize>(
     }
 }
 
-/// One channel vector of a block of positions of both rows.
+/// One channel vector of a block of positions of every row of a group.
 struct Block {
     /// The first position's first tap in the top kernel row.
     x: *const f32,
     /// Floats between input rows.
     row: usize,
     c: usize,
-    /// The first position's output in each row.
-    out: [*mut f32; 2],
+    /// The first position's output in the first row, and floats between output rows.
+    out: *mut f32,
+    row_len: usize,
     relu: bool,
 }
 
 impl Block {
-    /// `Q` positions `S` columns apart: the `SH + 3` input rows in order, each row's
-    /// `(Q - 1) * S + 3` inputs loaded once and added into the row or rows it is a kernel
-    /// row of, kernel rows in order (the sums one row alone would make).
+    /// `Q` positions `S` columns apart in `R` rows: the `(R - 1) * SH + 3` input rows in
+    /// order, each row's `(Q - 1) * S + 3` inputs loaded once and added into every output row
+    /// it is a kernel row of, kernel rows in order (the sums one row alone would make).
     #[inline(always)]
-    unsafe fn sums<V: F32s, const Q: usize, const S: usize, const SH: usize>(
+    unsafe fn sums<V: F32s, const R: usize, const Q: usize, const S: usize, const SH: usize>(
         &self,
         wv: &[V; 9],
         init: V,
     ) {
         let span = (Q - 1) * S + 3;
-        let mut acc = [[init; Q]; 2];
+        let mut acc = [[init; Q]; R];
         // SAFETY: the caller's contract (rows and columns of the block inside the image).
         unsafe {
-            for j in 0..SH + 3 {
+            for j in 0..(R - 1) * SH + 3 {
                 let p = self.x.add(j * self.row);
                 let mut xin = [init; 9];
                 for (t, v) in xin.iter_mut().enumerate().take(span) {
                     *v = V::load(p.add(t * self.c));
                 }
-                // Kernel row j of the first output, j - SH of the second.
-                for (o, ky) in [(0, j), (1, j.wrapping_sub(SH))] {
+                // Kernel row j - o * SH of output row o.
+                for (o, sums) in acc.iter_mut().enumerate() {
+                    let ky = j.wrapping_sub(o * SH);
                     if ky >= 3 {
                         continue;
                     }
                     for kx in 0..3 {
-                        for (q, a) in acc[o].iter_mut().enumerate() {
+                        for (q, a) in sums.iter_mut().enumerate() {
                             *a = xin[q * S + kx].fma(wv[ky * 3 + kx], *a);
                         }
                     }
@@ -147,7 +151,7 @@ impl Block {
                     } else {
                         *v
                     };
-                    v.store(self.out[o].add(q * self.c));
+                    v.store(self.out.add(o * self.row_len + q * self.c));
                 }
             }
         }
