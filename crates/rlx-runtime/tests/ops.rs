@@ -313,6 +313,35 @@ fn reductions_with_and_without_keep_dim() {
 }
 
 #[test]
+fn reductions_of_wide_rows() {
+    // Rows wider than 64 (folded in strips of 64 columns): a whole number of strips, and two
+    // strips with a remainder, over the middle axis.
+    for op in ReduceOp::ALL.iter().copied() {
+        for inner in [128usize, 150] {
+            let n = 2 * 5 * inner;
+            check(
+                |g| {
+                    let x = g.input("x", DType::F32, s(&[2, 5, inner as i64])).unwrap();
+                    let i = g.input("i", DType::I32, s(&[2, 5, inner as i64])).unwrap();
+                    let mut outs = vec![g.reduce(op, x, &[1], false).unwrap()];
+                    if op != ReduceOp::Mean {
+                        outs.push(g.reduce(op, i, &[1], false).unwrap());
+                    }
+                    outs
+                },
+                vec![
+                    f32s("x", n, 4),
+                    (
+                        "i".into(),
+                        TensorData::I32((0..n as i32).map(|v| v * 7 % 11 - 5).collect()),
+                    ),
+                ],
+            );
+        }
+    }
+}
+
+#[test]
 fn data_movement_with_symbolic_dims() {
     let bind = DimBinding::new().with("b", 2).with("s", 3);
     let out = check_with(

@@ -9,8 +9,8 @@ use super::isa::Isa;
 use super::math;
 
 mod depthwise;
-mod depthwise_last;
 mod depthwise_groups;
+mod depthwise_last;
 mod kv;
 mod lanes;
 mod planes;
