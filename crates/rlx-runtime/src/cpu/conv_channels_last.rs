@@ -353,15 +353,19 @@ fn depthwise(
             relu: epi.act == Some(UnaryOp::Relu),
         });
     let row_len = os[2] * ch;
-    // Bands of four output rows per task (the kernel's groups), from each image's first.
-    const BAND: usize = 4;
-    let bands = oh.div_ceil(BAND);
+    // Each image's rows in even ranges, two per thread over the batch, of two rows or more
+    // (the kernel's groups fit; a row's values do not depend on where the ranges start). Four
+    // rows per task at most left a 14-row image's second thread idle a quarter of the time.
+    let parts = (2 * rayon::current_num_threads())
+        .div_ceil(os[0].max(1))
+        .clamp(1, (oh / 2).max(1));
     let dst = OutPtr(out.as_mut_ptr());
-    (0..os[0] * bands)
+    (0..os[0] * parts)
         .into_par_iter()
         .for_each_init(Vec::new, |taps, t| {
-            let (img, oy) = (t / bands, (t % bands) * BAND);
-            let count = BAND.min(oh - oy);
+            let (img, part) = (t / parts, t % parts);
+            let oy = part * oh / parts;
+            let count = (part + 1) * oh / parts - oy;
             let r = img * oh + oy;
             let image = &x[img * image..(img + 1) * image];
             // SAFETY: rows r..r + count of out belong to this task alone; the ISA is this

@@ -48,9 +48,8 @@ impl DepthwiseRows {
 per_isa!(
     /// Output rows `first..first + count` of one image (`out` holds them, `ow * c` floats
     /// each), as `depthwise_row` makes each: four or two at a time where every kernel row of
-    /// a 3x3 kernel is inside the image (`depthwise_groups`), sharing their input rows. Groups
-    /// start at `first`: a caller that cuts each image the same way whatever the thread count
-    /// gets the same sums.
+    /// a 3x3 kernel is inside the image (`depthwise_groups`), sharing their input rows. The
+    /// groups make the sums one row alone makes: any cut of an image gives the same values.
     ///
     /// # Safety
     /// As `depthwise_row`, with `out` holding `count` rows.
@@ -334,27 +333,26 @@ unsafe fn rows3x3<V: F32s>(
                     relu: shift.relu,
                 };
                 // The widest sweep the registers hold, then narrower ones for the rest of the
-                // run: a position left to the loop below was one chain of nine dependent
-                // multiply-adds (a 14-wide row spent half its time in its last four).
+                // run.
                 let done = match (g.sw, g.dw, V::N) {
                     (1, 1, 16) => {
-                        let d = run.sweep::<8, 1, 1>(0, n);
-                        let d = run.sweep::<4, 1, 1>(d, n);
-                        let d = run.sweep::<2, 1, 3>(d, n);
-                        run.sweep::<1, 1, 3>(d, n)
+                        let d = run.sweep::<8, 1>(0, n);
+                        let d = run.sweep::<4, 1>(d, n);
+                        let d = run.sweep::<2, 1>(d, n);
+                        run.sweep::<1, 1>(d, n)
                     }
                     (2, 1, 16) => {
-                        let d = run.sweep::<4, 2, 1>(0, n);
-                        let d = run.sweep::<2, 2, 3>(d, n);
-                        run.sweep::<1, 2, 3>(d, n)
+                        let d = run.sweep::<4, 2>(0, n);
+                        let d = run.sweep::<2, 2>(d, n);
+                        run.sweep::<1, 2>(d, n)
                     }
                     (1, 1, _) => {
-                        let d = run.sweep::<4, 1, 1>(0, n);
-                        run.sweep::<1, 1, 3>(d, n)
+                        let d = run.sweep::<4, 1>(0, n);
+                        run.sweep::<1, 1>(d, n)
                     }
                     (2, 1, _) => {
-                        let d = run.sweep::<2, 2, 1>(0, n);
-                        run.sweep::<1, 2, 3>(d, n)
+                        let d = run.sweep::<2, 2>(0, n);
+                        run.sweep::<1, 2>(d, n)
                     }
                     _ => 0,
                 };
@@ -402,37 +400,31 @@ impl<V: F32s> Run<V> {
 
     /// Positions `from..` at stride `S`, `Q` at a time while `Q` fit before `n`: each kernel
     /// row's `(Q - 1) * S + 3` inputs loaded once, each used by every position it is a tap
-    /// of. `K` sums per position (1, or 3: one per kernel row) keep enough multiply-adds in
-    /// flight when `Q` is small. Returns the first position not done.
+    /// of. Each position's sum runs over the taps in order, as `depthwise_groups` makes it:
+    /// a row gives the same values whichever way its image's rows are grouped. Returns the
+    /// first position not done.
     #[inline(always)]
-    unsafe fn sweep<const Q: usize, const S: usize, const K: usize>(
-        &self,
-        from: usize,
-        n: usize,
-    ) -> usize {
+    unsafe fn sweep<const Q: usize, const S: usize>(&self, from: usize, n: usize) -> usize {
         let span = (Q - 1) * S + 3;
         let mut i = from;
         // SAFETY: positions i..i + Q < n are inside the run (the caller's contract).
         unsafe {
             while i + Q <= n {
-                let mut acc = [[V::splat(0.0); Q]; K];
-                acc[0] = [self.init; Q];
+                let mut acc = [self.init; Q];
                 for (ky, p) in self.first.iter().enumerate() {
                     let p = p.add(i * S * self.c);
                     let mut xin = [self.init; 17];
                     for (j, v) in xin.iter_mut().enumerate().take(span) {
                         *v = V::load(p.add(j * self.c));
                     }
-                    let acc = &mut acc[ky % K];
                     for kx in 0..3 {
                         for (q, a) in acc.iter_mut().enumerate() {
                             *a = xin[q * S + kx].fma(self.wv[ky * 3 + kx], *a);
                         }
                     }
                 }
-                for (q, first) in acc[0].iter().enumerate() {
-                    let sum = acc[1..].iter().fold(*first, |s, more| s.add(more[q]));
-                    self.store(i + q, sum);
+                for (q, sum) in acc.iter().enumerate() {
+                    self.store(i + q, *sum);
                 }
                 i += Q;
             }

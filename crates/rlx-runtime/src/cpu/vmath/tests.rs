@@ -288,6 +288,78 @@ fn channels_last_max_pools_propagate_nan_on_every_isa() {
 }
 
 #[test]
+fn depthwise_rows_give_the_same_values_however_an_image_is_cut() {
+    // 3x3 kernels at strides 1 and 2 (groups of two and four rows inside), 24 and 40
+    // channels (an overlapping last vector), a bias and a relu: the whole image in one call,
+    // row by row, and in uneven ranges agree bit for bit on every ISA.
+    for (c, hw, s) in [(24usize, 13usize, 1usize), (40, 17, 2), (16, 9, 1)] {
+        let ow = (hw - 1) / s + 1;
+        let g = DepthwiseRows {
+            ih: hw,
+            iw: hw,
+            c,
+            kh: 3,
+            kw: 3,
+            sh: s,
+            sw: s,
+            dh: 1,
+            dw: 1,
+            ph: 1,
+            pw: 1,
+            ow,
+        };
+        let x: Vec<f32> = (0..hw * hw * c)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..9 * c)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
+            .collect();
+        let bias: Vec<f32> = (0..c).map(|i| i as f32 / 5.0 - 2.0).collect();
+        let shift = RowShift {
+            bias: Some(&bias),
+            relu: true,
+        };
+        let row_len = ow * c;
+        for isa in Isa::available() {
+            let run = |cuts: &[usize]| {
+                let mut out = vec![f32::NAN; ow * row_len];
+                let mut taps = Vec::new();
+                for pair in cuts.windows(2) {
+                    let (first, count) = (pair[0], pair[1] - pair[0]);
+                    let rows = &mut out[first * row_len..(first + count) * row_len];
+                    // SAFETY: the geometry's sizes.
+                    unsafe {
+                        depthwise_rows(isa, &g, &x, &w, first, count, shift, &mut taps, rows)
+                    };
+                }
+                out
+            };
+            let whole = run(&[0, ow]);
+            assert!(
+                whole.iter().all(|v| v.is_finite()),
+                "{isa}: every value written"
+            );
+            let singles: Vec<usize> = (0..=ow).collect();
+            assert!(
+                whole
+                    .iter()
+                    .zip(run(&singles))
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa}"
+            );
+            let uneven = [0, 3, 4, ow - 2, ow];
+            assert!(
+                whole
+                    .iter()
+                    .zip(run(&uneven))
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa}"
+            );
+        }
+    }
+}
+
+#[test]
 #[ignore = "timing probe: cargo test --release -p rlx-runtime --lib probe_depthwise -- --ignored --nocapture"]
 fn probe_depthwise_rows() {
     let env = |k: &str, d: usize| {
