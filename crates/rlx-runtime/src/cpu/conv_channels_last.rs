@@ -7,7 +7,8 @@
 //!   padding and writing the output in place when the channels fill whole panels. No
 //!   transposes. A 3x3 kernel of stride 1 with enough channels and positions runs as
 //!   Winograd's F(2x2, 3x3) instead (`winograd.rs`).
-//! - Depthwise: each position's channels as vectors (`vmath::depthwise_row`).
+//! - Depthwise: each position's channels as vectors (`vmath::depthwise_rows`), 3x3 rows in
+//!   groups that share their input rows.
 //! - Anything else (weights not packed, e.g. computed weights or `prepack` off): the
 //!   channel-major kernel between transposes.
 //!

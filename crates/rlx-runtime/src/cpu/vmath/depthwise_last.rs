@@ -1,6 +1,7 @@
 //! Depthwise 2-D convolution over channels-last rows: an output position's channels are whole
 //! vectors, summed over the taps in registers. Taps outside the image are skipped (no padded
-//! copy); positions whose every tap is inside go four at a time, sharing each weight vector.
+//! copy); 3x3 rows whose kernel rows are all inside go in groups (`depthwise_groups`), other
+//! rows' interior positions a few at a time, sharing each weight vector.
 
 use super::lanes::F32s;
 use super::{depthwise_groups, per_isa};
@@ -24,7 +25,7 @@ pub struct DepthwiseRows {
     pub ow: usize,
 }
 
-/// What `depthwise_row` adds to each output position before storing it: `c` biases, then a
+/// What `depthwise_rows` adds to each output position before storing it: `c` biases, then a
 /// relu.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RowShift<'a> {
@@ -47,12 +48,14 @@ impl DepthwiseRows {
 
 per_isa!(
     /// Output rows `first..first + count` of one image (`out` holds them, `ow * c` floats
-    /// each), as `depthwise_row` makes each: four or two at a time where every kernel row of
+    /// each), as `depthwise_row_v` makes each: four or two at a time where every kernel row of
     /// a 3x3 kernel is inside the image (`depthwise_groups`), sharing their input rows. The
     /// groups make the sums one row alone makes: any cut of an image gives the same values.
     ///
     /// # Safety
-    /// As `depthwise_row`, with `out` holding `count` rows.
+    /// `isa` is available on this CPU; `x` holds `ih * iw * c` floats, `w` `kh * kw * c`,
+    /// `out` `count * ow * c`, a bias `c`, `first + count <= oh`, and `kh, kw, sw >= 1` (a
+    /// window inference accepted).
     pub unsafe fn depthwise_rows(g: &DepthwiseRows, x: &[f32], w: &[f32], first: usize, count: usize, shift: RowShift, taps: &mut Vec<(usize, usize)>, out: &mut [f32]) => depthwise_rows_v
 );
 
@@ -105,7 +108,7 @@ unsafe fn depthwise_rows_v<V: F32s>(
 /// image.
 ///
 /// # Safety
-/// As `depthwise_row`.
+/// As `depthwise_row_v`.
 #[inline(always)]
 unsafe fn edge_columns<V: F32s>(
     g: &DepthwiseRows,
@@ -142,17 +145,13 @@ unsafe fn edge_columns<V: F32s>(
     }
 }
 
-per_isa!(
-    /// Output row `oy` of one image: `out[ox * c + ch] = sum over the taps inside the image of
-    /// x[(iy * iw + ix) * c + ch] * w[(ky * kw + kx) * c + ch]` (`w`: the weights as `[kh * kw,
-    /// c]`), plus `shift`.
-    ///
-    /// # Safety
-    /// `isa` is available on this CPU; `x` holds `ih * iw * c` floats, `w` `kh * kw * c`, `out`
-    /// `ow * c`, a bias `c`, and `kh, kw, sw >= 1` (a window inference accepted).
-    pub unsafe fn depthwise_row(g: &DepthwiseRows, x: &[f32], w: &[f32], oy: usize, shift: RowShift, taps: &mut Vec<(usize, usize)>, out: &mut [f32]) => depthwise_row_v
-);
-
+/// Output row `oy` of one image: `out[ox * c + ch] = sum over the taps inside the image of
+/// x[(iy * iw + ix) * c + ch] * w[(ky * kw + kx) * c + ch]` (`w`: the weights as `[kh * kw,
+/// c]`), plus `shift`.
+///
+/// # Safety
+/// `V`'s ISA is available on this CPU; `x` holds `ih * iw * c` floats, `w` `kh * kw * c`,
+/// `out` `ow * c`, a bias `c`, and `kh, kw, sw >= 1` (a window inference accepted).
 #[inline(always)]
 unsafe fn depthwise_row_v<V: F32s>(
     g: &DepthwiseRows,

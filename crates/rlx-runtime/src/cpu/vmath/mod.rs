@@ -21,7 +21,7 @@ mod tests;
 mod winograd;
 
 pub use depthwise::{DEPTHWISE_SLACK, DepthwisePlane, depthwise_plane};
-pub use depthwise_last::{DepthwiseRows, RowShift, depthwise_row, depthwise_rows};
+pub use depthwise_last::{DepthwiseRows, RowShift, depthwise_rows};
 pub use kv::attend_rows;
 pub use planes::{binary_map, channel_epilogue, position_epilogue, scalar_op, vector_op};
 pub use pool_last::{AxisTaps, PoolRow, pool_row};
