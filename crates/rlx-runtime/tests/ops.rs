@@ -315,9 +315,9 @@ fn reductions_with_and_without_keep_dim() {
 #[test]
 fn reductions_of_wide_rows() {
     // Rows wider than 64 (folded in strips of 64 columns): a whole number of strips, and two
-    // strips with a remainder, over the middle axis.
+    // strips with a remainder, over the middle axis; and rows too wide for strips.
     for op in ReduceOp::ALL.iter().copied() {
-        for inner in [128usize, 150] {
+        for inner in [128usize, 150, 1100] {
             let n = 2 * 5 * inner;
             check(
                 |g| {

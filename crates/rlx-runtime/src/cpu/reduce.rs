@@ -186,7 +186,8 @@ const BLOCK_ROWS: usize = 256;
 
 /// As [`fold_rows_in_registers`] for any row width: strips of 64 columns with their sums in
 /// registers (a 14 x 14 x 256 global mean folded in memory took 4.8 us), the rest in `sums`
-/// (reused).
+/// (reused). Rows wider than `STRIPPED` fold in memory, in order: a block of them would not
+/// stay in L2 while the strips pass over it again and again.
 fn fold_rows_in_strips<T: Num>(
     init: T,
     f: &impl Fn(T, T) -> T,
@@ -195,8 +196,12 @@ fn fold_rows_in_strips<T: Num>(
     sums: &mut Vec<T>,
 ) {
     const STRIP: usize = 64;
+    const STRIPPED: usize = 1024;
     let width = o.len();
-    let whole = width / STRIP * STRIP;
+    let whole = match width <= STRIPPED {
+        true => width / STRIP * STRIP,
+        false => 0,
+    };
     for s in (0..whole).step_by(STRIP) {
         let mut acc = [init; STRIP];
         for row in rows.chunks_exact(width) {
