@@ -168,11 +168,11 @@ fn fold_rows<T: Num>(
                 o.fill(init);
                 for block in rows.chunks(BLOCK_ROWS * inner) {
                     match inner {
-                        16 => fold_rows_in_registers::<T, 16>(init, &f, block, o),
-                        24 => fold_rows_in_registers::<T, 24>(init, &f, block, o),
-                        32 => fold_rows_in_registers::<T, 32>(init, &f, block, o),
-                        48 => fold_rows_in_registers::<T, 48>(init, &f, block, o),
-                        64 => fold_rows_in_registers::<T, 64>(init, &f, block, o),
+                        16 => fold_rows_in_registers::<T, 16>(init, &f, block, (16, 0), o),
+                        24 => fold_rows_in_registers::<T, 24>(init, &f, block, (24, 0), o),
+                        32 => fold_rows_in_registers::<T, 32>(init, &f, block, (32, 0), o),
+                        48 => fold_rows_in_registers::<T, 48>(init, &f, block, (48, 0), o),
+                        64 => fold_rows_in_registers::<T, 64>(init, &f, block, (64, 0), o),
                         _ => fold_rows_in_strips(init, &f, block, o, block_sums),
                     }
                 }
@@ -203,15 +203,8 @@ fn fold_rows_in_strips<T: Num>(
         false => 0,
     };
     for s in (0..whole).step_by(STRIP) {
-        let mut acc = [init; STRIP];
-        for row in rows.chunks_exact(width) {
-            for (a, v) in acc.iter_mut().zip(&row[s..s + STRIP]) {
-                *a = f(*a, *v);
-            }
-        }
-        for (o, a) in o[s..s + STRIP].iter_mut().zip(&acc) {
-            *o = f(*o, *a);
-        }
+        let strip = &mut o[s..s + STRIP];
+        fold_rows_in_registers::<T, STRIP>(init, f, rows, (width, s), strip);
     }
     if whole < width {
         sums.clear();
@@ -227,18 +220,19 @@ fn fold_rows_in_strips<T: Num>(
     }
 }
 
-/// `o[j] = f(o[j], init folded with column j of every N-wide row of rows, in order)`, the
-/// block's sums in a local array.
+/// `o[j] = f(o[j], init folded with column s + j of every width-wide row of rows, in order)`
+/// for the `N` columns from `s`, the block's sums in a local array.
 #[inline(always)]
 fn fold_rows_in_registers<T: Num, const N: usize>(
     init: T,
     f: &impl Fn(T, T) -> T,
     rows: &[T],
+    (width, s): (usize, usize),
     o: &mut [T],
 ) {
     let mut acc = [init; N];
-    for row in rows.chunks_exact(N) {
-        for (a, v) in acc.iter_mut().zip(row) {
+    for row in rows.chunks_exact(width) {
+        for (a, v) in acc.iter_mut().zip(&row[s..s + N]) {
             *a = f(*a, *v);
         }
     }

@@ -287,27 +287,32 @@ fn channels_last_max_pools_propagate_nan_on_every_isa() {
     }
 }
 
+/// A 3x3 depthwise kernel of stride `s` padded by 1 over a `hw x hw` image of `c` channels.
+fn square3x3(c: usize, hw: usize, s: usize) -> DepthwiseRows {
+    DepthwiseRows {
+        ih: hw,
+        iw: hw,
+        c,
+        kh: 3,
+        kw: 3,
+        sh: s,
+        sw: s,
+        dh: 1,
+        dw: 1,
+        ph: 1,
+        pw: 1,
+        ow: (hw - 1) / s + 1,
+    }
+}
+
 #[test]
 fn depthwise_rows_give_the_same_values_however_an_image_is_cut() {
     // 3x3 kernels at strides 1 and 2 (groups of two and four rows inside), 24 and 40
     // channels (an overlapping last vector), a bias and a relu: the whole image in one call,
     // row by row, and in uneven ranges agree bit for bit on every ISA.
     for (c, hw, s) in [(24usize, 13usize, 1usize), (40, 17, 2), (16, 9, 1)] {
-        let ow = (hw - 1) / s + 1;
-        let g = DepthwiseRows {
-            ih: hw,
-            iw: hw,
-            c,
-            kh: 3,
-            kw: 3,
-            sh: s,
-            sw: s,
-            dh: 1,
-            dw: 1,
-            ph: 1,
-            pw: 1,
-            ow,
-        };
+        let g = square3x3(c, hw, s);
+        let ow = g.ow;
         let x: Vec<f32> = (0..hw * hw * c)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
@@ -369,21 +374,8 @@ fn probe_depthwise_rows() {
             .unwrap_or(d)
     };
     let (c, hw, s) = (env("C", 64), env("HW", 56), env("S", 1));
-    let ow = (hw - 1) / s + 1;
-    let g = DepthwiseRows {
-        ih: hw,
-        iw: hw,
-        c,
-        kh: 3,
-        kw: 3,
-        sh: s,
-        sw: s,
-        dh: 1,
-        dw: 1,
-        ph: 1,
-        pw: 1,
-        ow,
-    };
+    let g = square3x3(c, hw, s);
+    let ow = g.ow;
     // 64-byte aligned, as the arena is.
     let aligned = |n: usize, f: &dyn Fn(usize) -> f32| {
         let mut v = vec![0.0f32; n + 16];
