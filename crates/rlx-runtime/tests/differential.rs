@@ -1,5 +1,6 @@
 //! Differential tests: random well-typed graphs (op sequences over a pool of values, symbolic
-//! dims `b` and `s`, broadcasting, zero-sized dims) compiled with and without passes, run on
+//! dims `b` and `s`, broadcasting, zero-sized dims; vision ops in `differential/vision.rs`)
+//! compiled with and without passes, run on
 //! two threads, and compared with the reference interpreter on random bindings and data.
 //!
 //! `RLX_PROPTEST_CASES=5000 cargo test --release -p rlx-runtime --test differential` runs more.
@@ -16,6 +17,8 @@ use rlx_ir::{BinaryOp, DType, DimBinding, HirModule, HirMut, Shape, TensorData, 
 
 #[path = "differential/generator.rs"]
 mod generator;
+#[path = "differential/vision.rs"]
+mod vision;
 
 use generator::*;
 
@@ -70,7 +73,7 @@ proptest! {
 
     #[test]
     fn random_graphs_match_reference(
-        steps in prop::collection::vec((0u8..18, any::<u64>()), 1..20),
+        steps in prop::collection::vec((0u8..20, any::<u64>()), 1..20),
         outs in prop::collection::vec(any::<u64>(), 0..3),
         seed in any::<u64>(),
         b1 in B.0..=B.1, s1 in S.0..=S.1, b2 in B.0..=B.1, s2 in S.0..=S.1,

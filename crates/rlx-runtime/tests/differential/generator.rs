@@ -53,6 +53,9 @@ pub(crate) enum Fill {
     Index(Dim),
     /// An attention mask: mostly "attend".
     Mask,
+    /// Values times a power of two (a convolution's weights over its fan-in, so long sums
+    /// stay near 1 and their rounding small against what follows them).
+    Scaled(i32),
 }
 
 #[derive(Clone, Debug)]
@@ -141,7 +144,7 @@ impl Gen<'_> {
     pub(crate) fn leaf(&mut self, dtype: DType, shape: Vec<Dim>, fill: Fill) -> usize {
         let is_static = shape.iter().all(Dim::is_const);
         let n = self.inputs.len() + self.params.len() + self.consts;
-        let kind = if matches!(fill, Fill::Values) && is_static {
+        let kind = if matches!(fill, Fill::Values | Fill::Scaled(_)) && is_static {
             self.r.below(3)
         } else {
             0
@@ -154,7 +157,7 @@ impl Gen<'_> {
         let v = match kind {
             1 if (1..=64).contains(&st.iter().product::<usize>()) => {
                 self.consts += 1;
-                let data = fill_data(&mut self.r, dtype, st.iter().product(), &Fill::Values);
+                let data = fill_data(&mut self.r, dtype, st.iter().product(), &fill);
                 self.g.constant(&st, data).expect("constant")
             }
             1 | 2 => {
@@ -312,7 +315,7 @@ pub(crate) fn step(g: &mut Gen, kind: u8) -> Option<usize> {
         UnaryOp::Erf,
     ];
     let ints = [DType::I64, DType::I32];
-    Some(match kind % 18 {
+    Some(match kind % 20 {
         0 => {
             let x = g.find(is_f32)?;
             let op = g.r.pick(UNARY);
@@ -592,6 +595,8 @@ pub(crate) fn step(g: &mut Gen, kind: u8) -> Option<usize> {
             g.push(v, false)
         }
         16 => attention(g),
+        18 => crate::vision::conv(g)?,
+        19 => crate::vision::other(g)?,
         _ => {
             let dt = g.r.pick(&DType::ALL);
             let s = g.shape(0);
@@ -736,6 +741,10 @@ pub(crate) fn fill_data(r: &mut Rng, dtype: DType, n: usize, fill: &Fill) -> Ten
         (DType::F32, Fill::Mask) => {
             TensorData::F32((0..n).map(|_| r.pick(&[1.0, 1.0, 0.0, -0.5])).collect())
         }
+        (DType::F32, Fill::Scaled(e)) => match fill_data(r, dtype, n, &Fill::Values) {
+            TensorData::F32(v) => TensorData::F32(v.iter().map(|x| x * 2f32.powi(*e)).collect()),
+            other => other,
+        },
         (DType::F32, _) => {
             let coarse = r.chance(1, 2);
             TensorData::F32(
@@ -760,7 +769,7 @@ pub(crate) fn fill_data(r: &mut Rng, dtype: DType, n: usize, fill: &Fill) -> Ten
                             - d.as_const().unwrap_or(1)
                     }
                     Fill::Mask => r.pick(&[1, 1, 0, 2]),
-                    Fill::Values => r.below(11) as i64 - 5,
+                    Fill::Values | Fill::Scaled(_) => r.below(11) as i64 - 5,
                 })
                 .collect();
             match int {
