@@ -1,7 +1,8 @@
 """ONNX element types rlx computes in another type (rlx._onnx_dtypes): float16 / bfloat16 /
-float64 in float32, int8 / uint8 / int16 / uint16 / uint32 in int64, uint64 as int64 bits. Inputs and outputs are
-converted by OnnxModel.run and reported (OnnxModel.conversions, one DTypeConversionWarning);
-narrow integer arithmetic wraps exactly; what cannot be exact is a typed error."""
+float64 in float32, int8 / uint8 / int16 / uint16 / uint32 and int4 / uint4 / int2 / uint2 in
+int64, uint64 as int64 bits. Inputs and outputs are converted by OnnxModel.run and reported
+(OnnxModel.conversions, one DTypeConversionWarning); narrow integer arithmetic wraps exactly;
+what cannot be exact is a typed error."""
 
 from __future__ import annotations
 
@@ -283,3 +284,85 @@ def test_averages_of_narrow_ints_are_a_dtype_error(op):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DTypeConversionWarning)
             rlx.onnx.load(model)
+
+
+# -- sub-byte integers (ml_dtypes' int4 / uint4 / int2 / uint2) ---------------------------------
+
+# (ml_dtypes name, ONNX element type, bits, signed); the numbers, as older onnx lacks INT2 / UINT2.
+SUB_BYTE = [("int4", 22, 4, True), ("uint4", 21, 4, False), ("int2", 26, 2, True), ("uint2", 25, 2, False)]
+
+
+def _sub_byte(name, elem):
+    """ml_dtypes' numpy type ``name`` (skips where this onnx or ml_dtypes lacks it)."""
+    mld = pytest.importorskip("ml_dtypes")
+    if not hasattr(mld, name) or elem not in T.DataType.values():
+        pytest.skip(f"this onnx / ml_dtypes has no {name}")
+    return np.dtype(getattr(mld, name))
+
+
+def _wrapped(v, bits, signed):
+    """int64 values reduced into a ``bits``-wide integer's range (numpy's ring, by hand)."""
+    m, off = 1 << bits, (1 << (bits - 1)) if signed else 0
+    return (np.asarray(v, np.int64) + off) % m - off
+
+
+@pytest.mark.parametrize("name,elem,bits,signed", SUB_BYTE)
+def test_sub_byte_int_arithmetic_wraps_over_every_pair_of_values(name, elem, bits, signed):
+    dt = _sub_byte(name, elem)
+    lo = -(1 << (bits - 1)) if signed else 0
+    values = np.arange(lo, lo + (1 << bits))
+    a, b = (v.ravel() for v in np.meshgrid(values, values))
+    nodes = [n("Mul", ["a", "b"], ["p"]), n("Add", ["p", "a"], ["s"]), n("Sub", ["s", "b"], ["y"]),
+             n("Less", ["y", "a"], ["lt"])]
+    k = a.size
+    model = _model(nodes, [_vi("a", elem, [k]), _vi("b", elem, [k])], [_vi("y", elem, [k]), _vi("lt", T.BOOL, [k])])
+    out = _load(model).run({"a": a.astype(dt), "b": b.astype(dt)})
+    y = _wrapped(a * b + a - b, bits, signed)
+    assert out["y"].dtype == dt
+    np.testing.assert_array_equal(out["y"].astype(np.int64), y)
+    np.testing.assert_array_equal(out["lt"], y < a)
+
+
+@pytest.mark.parametrize("name,elem,bits,signed", SUB_BYTE)
+def test_cast_float_to_sub_byte_int_truncates_and_wraps_like_ml_dtypes(name, elem, bits, signed):
+    dt = _sub_byte(name, elem)
+    model = _model([n("Cast", ["x"], ["y"], to=elem)], [_vi("x", T.FLOAT, [9])], [_vi("y", elem, [9])])
+    x = np.array([-9.5, -3.0, -1.5, -0.5, 0.0, 1.9, 3.0, 7.5, 16.0], np.float32)
+    got = _load(model).run({"x": x})["y"]
+    assert got.dtype == dt
+    np.testing.assert_array_equal(got.astype(np.int64), x.astype(dt).astype(np.int64))
+    np.testing.assert_array_equal(got.astype(np.int64), _wrapped(np.trunc(x), bits, signed))
+
+
+def test_quantize_linear_to_int4_rounds_half_to_even_and_saturates():
+    mld = pytest.importorskip("ml_dtypes")
+    model = _model([n("QuantizeLinear", ["x", "s", "z"], ["y"])], [_vi("x", T.FLOAT, [10])], [_vi("y", T.INT4, [10])],
+                   {"s": np.array(0.5, np.float32), "z": np.array(1, mld.int4)})
+    model.opset_import[0].version = 21
+    x = np.array([-9.0, -4.75, -4.25, -1.25, -0.25, 0.25, 0.75, 1.25, 2.9, 100.0], np.float32)
+    got = _load(model).run({"x": x})["y"]
+    want = np.clip(np.rint(x / 0.5) + 1, -8, 7)
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+    # ONNX Runtime's Python API cannot return int4; ONNX's reference evaluator can.
+    from onnx.reference import ReferenceEvaluator
+
+    (ref,) = ReferenceEvaluator(model).run(None, {"x": x})
+    np.testing.assert_array_equal(got.astype(np.int64), ref.astype(np.int64))
+
+
+def test_dequantize_linear_of_blocked_int4_weights_matches_numpy():
+    # The weight-only int4 layout of quantized language models: blocks of 4 along the input
+    # axis, one scale and zero point per block, the weights an initializer.
+    mld = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(7)
+    w = rng.integers(-8, 8, (6, 8))
+    zp = rng.integers(-2, 3, (6, 2))
+    s = rng.uniform(0.01, 0.1, (6, 2)).astype(np.float32)
+    nodes = [n("DequantizeLinear", ["w", "s", "z"], ["wf"], axis=1, block_size=4), n("MatMul", ["x", "wf"], ["y"])]
+    model = _model(nodes, [_vi("x", T.FLOAT, [3, 6])], [_vi("y", T.FLOAT, [3, 8])],
+                   {"w": w.astype(mld.int4), "s": s, "z": zp.astype(mld.int4)})
+    model.opset_import[0].version = 21
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    got = _load(model).run({"x": x})["y"]
+    wf = (w - np.repeat(zp, 4, axis=1)) * np.repeat(s, 4, axis=1)
+    np.testing.assert_allclose(got, x @ wf, rtol=1e-5, atol=1e-6)

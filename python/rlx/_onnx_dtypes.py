@@ -1,5 +1,6 @@
 """ONNX element types rlx computes in another type: FLOAT16, BFLOAT16 and DOUBLE in float32;
-INT8, UINT8, INT16, UINT16 and UINT32 in int64; UINT64 as int64 bit patterns.
+INT8, UINT8, INT16, UINT16, UINT32 and the sub-byte INT4, UINT4, INT2, UINT2 in int64; UINT64 as
+int64 bit patterns.
 
 At the graph's boundary ``OnnxModel.run`` converts inputs to the computed type
 (:func:`to_computed`) and outputs back to their declared type (:func:`to_declared`);
@@ -15,6 +16,11 @@ exactly. Operands are then always in range, so division (truncating, as rlx's in
 comparisons, min / max and data movement are exact as computed. Mean and ReduceMean are a
 DTypeError on narrow integers: their narrow result depends on how the sum overflows before the
 division, which computing wide does not reproduce.
+
+The sub-byte types are numpy's ``ml_dtypes`` int4 / uint4 / int2 / uint2, as onnx unpacks them
+(one value per byte); :func:`int_bits` gives their width, which numpy's ``kind`` and
+``itemsize`` do not. Converting a float to them truncates and wraps, as to int8 (ml_dtypes'
+``astype``, which the ONNX tests follow).
 
 Why int64 and not int32: one computed type holds every narrow type, uint32 included, and a
 product of two in-range operands wraps modulo 2**64, which 2**n divides.
@@ -35,7 +41,7 @@ output does.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +49,12 @@ import rlx
 
 # ONNX element type -> the numpy dtype rlx computes it in.
 COMPUTED_ELEM = {10: np.float32, 16: np.float32, 11: np.float32,
-                 3: np.int64, 2: np.int64, 5: np.int64, 4: np.int64, 12: np.int64, 13: np.int64}
+                 3: np.int64, 2: np.int64, 5: np.int64, 4: np.int64, 12: np.int64, 13: np.int64,
+                 22: np.int64, 21: np.int64, 26: np.int64, 25: np.int64}
+# Sub-byte integer element types (INT4, UINT4, INT2, UINT2) -> (bits, signed).
+_SUB_BYTE = {22: (4, True), 21: (4, False), 26: (2, True), 25: (2, False)}
+# Element types whose numpy dtype comes from onnx (ml_dtypes).
+_FROM_ONNX = {16, *_SUB_BYTE}
 
 
 class DTypeConversionWarning(UserWarning):
@@ -56,18 +67,46 @@ def declared_np(elem: int) -> Optional[np.dtype]:
     onnx represents it), or None when rlx does not convert that type."""
     if elem not in COMPUTED_ELEM:
         return None
-    if elem == 16:
+    if elem in _FROM_ONNX:
         from onnx import helper
 
         try:
-            return np.dtype(helper.tensor_dtype_to_np_dtype(16))
-        except (ImportError, KeyError, TypeError):
+            return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        except (ImportError, KeyError, TypeError, ValueError):
             return None
     return np.dtype({10: np.float16, 11: np.float64, 3: np.int8, 2: np.uint8, 5: np.int16, 4: np.uint16,
                      12: np.uint32, 13: np.uint64}[elem])
 
 
 _COMPUTED_NP: Dict[np.dtype, np.dtype] = {}
+_SUB_BYTE_NP: Dict[np.dtype, Tuple[int, bool]] = {}
+
+
+def int_bits(dt: Any) -> Optional[Tuple[int, bool]]:
+    """``(bits, signed)`` of an integer dtype, the sub-byte ones included; None for any other."""
+    d = np.dtype(dt)
+    if d.kind in "iu":
+        return 8 * d.itemsize, d.kind == "i"
+    if d.kind != "V":
+        return None
+    if not _SUB_BYTE_NP:
+        for elem, bits in _SUB_BYTE.items():
+            sub = declared_np(elem)
+            if sub is not None:
+                _SUB_BYTE_NP[sub] = bits
+    return _SUB_BYTE_NP.get(d)
+
+
+def sub_byte_ints() -> List[np.dtype]:
+    """The numpy types of INT4, UINT4, INT2 and UINT2 (those onnx has)."""
+    found = (declared_np(elem) for elem in _SUB_BYTE)
+    return [d for d in found if d is not None]
+
+
+def int_range(dt: Any) -> Tuple[int, int]:
+    """The smallest and largest value of an integer dtype (sub-byte ones included)."""
+    bits, signed = int_bits(dt) or (64, True)
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
 def computed(dt: Any) -> Optional[np.dtype]:
@@ -183,7 +222,7 @@ def check_node(imp: Any, node: Any) -> None:
     if node.op_type in _INEXACT:
         for n in node.input:
             lt = logical_of(imp, n)
-            if lt is not None and lt.kind in "iu":
+            if lt is not None and int_bits(lt):
                 raise rlx.DTypeError(
                     f"{node.op_type} on {type_name(lt)} {n!r}: rlx computes {type_name(lt)} in int64 and cannot "
                     "reproduce the overflow of a narrow sum before its division")
@@ -227,12 +266,12 @@ def after_node(imp: Any, node: Any, outs: List[Any]) -> List[Any]:
         if isinstance(v, Known):
             # Folded with numpy: an integer result is wrapped by a cast; a float one (a converted
             # initializer, say) is left as computed.
-            if lt.kind in "iu" and not v.symbolic and v.dtype != lt:
+            if int_bits(lt) and not v.symbolic and v.dtype != lt:
                 with np.errstate(over="ignore", invalid="ignore"):
                     out[i] = Known(np.asarray(v.arr).astype(lt), lt)
             continue
         # UINT64's ring results are its bits already (int64 wraps modulo 2**64 too).
-        if lt.kind in "iu" and lt.itemsize < 8 and op not in _IN_RANGE:
+        if (int_bits(lt) or (64, True))[0] < 64 and op not in _IN_RANGE:
             out[i] = wrap(imp, v, lt)
         imp.logical[name] = lt
     return out
@@ -241,7 +280,8 @@ def after_node(imp: Any, node: Any, outs: List[Any]) -> List[Any]:
 def wrap(imp: Any, v: Any, dt: np.dtype) -> Any:
     """An int64 value reduced modulo 2**bits into the range of the integer dtype ``dt``."""
     g = imp.g
-    m = 1 << (8 * dt.itemsize)
+    bits, signed = int_bits(dt) or (64, True)
+    m = 1 << bits
 
     def c(x: int) -> Any:
         return g.constant(np.array(x, np.int64))
@@ -249,6 +289,6 @@ def wrap(imp: Any, v: Any, dt: np.dtype) -> Any:
     # int64 division truncates, so this remainder has v's sign: move it into [0, m).
     r = g.sub(v, g.mul(g.div(v, c(m)), c(m)))
     r = g.where(g.lt(r, c(0)), g.add(r, c(m)), r)
-    if dt.kind == "i":
+    if signed:
         r = g.where(g.ge(r, c(m // 2)), g.sub(r, c(m)), r)
     return r

@@ -50,9 +50,11 @@ RLX_NP = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype
 
 
 def np_dtype(elem_type: int, what: str, allow_any: bool = False) -> np.dtype:
-    bf16 = _onnx_dtypes.declared_np(16) if allow_any and elem_type == 16 else None
-    if bf16 is not None:
-        return bf16
+    # Types rlx computes in another one: their declared numpy types (bfloat16 and the sub-byte
+    # integers are ml_dtypes types, which only onnx names).
+    converted = _onnx_dtypes.declared_np(elem_type) if allow_any else None
+    if converted is not None:
+        return converted
     table = _ANY_DTYPES if allow_any else _RLX_DTYPES
     if elem_type not in table:
         import onnx

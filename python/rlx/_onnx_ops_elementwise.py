@@ -190,7 +190,7 @@ def _cast(imp: Importer, node: Any) -> Any:
     to = declared_dtype(attrs(node)["to"], "Cast target")
     x = imp.get(node.input[0])
     if foldable(x) or (isinstance(x, Known) and not x.symbolic and x.init is None and _onnx_dtypes.computed(to) is not None):
-        if x.symbolic and to.kind in "iu":
+        if x.symbolic and _onnx_dtypes.int_bits(to):
             return Known(x.arr, to)
         if not x.symbolic:
             imp.reserve(x.arr.shape, to.itemsize, "the result")

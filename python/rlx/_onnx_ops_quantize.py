@@ -35,7 +35,9 @@ from rlx._onnx_import import Importer, declared_dtype
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
-_QTYPES = {np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int8, np.uint8, np.int16, np.uint16)}
+# Integer types QuantizeLinear targets -> their range.
+_QTYPES = {np.dtype(t): _onnx_dtypes.int_range(t) for t in [np.int8, np.uint8, np.int16, np.uint16,
+                                                          *_onnx_dtypes.sub_byte_ints()]}
 _F32 = np.dtype(np.float32)
 _CHUNK = 256  # see the module doc
 
@@ -89,7 +91,8 @@ def _target(imp: Importer, node: Any) -> np.dtype:
         dt = out
     dt = dt if dt is not None else np.dtype(np.uint8)
     if dt not in _QTYPES:
-        raise rlx.DTypeError(f"QuantizeLinear to {dt} (rlx quantizes to int8, uint8, int16, uint16)")
+        raise rlx.DTypeError(f"QuantizeLinear to {dt} (rlx quantizes to int8, uint8, int16, uint16, int4, uint4, "
+                             "int2, uint2)")
     return dt
 
 
@@ -119,8 +122,8 @@ def _quantize_linear(imp: Importer, node: Any) -> Any:
 @op("DequantizeLinear")
 def _dequantize_linear(imp: Importer, node: Any) -> Any:
     dt = _declared(imp, node.input[0])
-    if dt.kind not in "iu" or dt.itemsize > 4:
-        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes int8, uint8, int16, uint16, int32)")
+    if (_onnx_dtypes.int_bits(dt) or (64, True))[0] > 32:
+        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes int2 to int32 and uint2 to uint16)")
     if _opt(node, 2) and _declared(imp, node.input[2]) != dt:
         raise rlx.DTypeError(f"DequantizeLinear zero point of {_declared(imp, node.input[2])}, input of {dt}")
     out = attrs(node).get("output_dtype")

@@ -48,6 +48,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import rlx
+from rlx import _onnx_dtypes
 from rlx._onnx_import import memory_budget
 from rlx._onnx_registry import attrs, tensor_array
 
@@ -57,7 +58,7 @@ _QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Ma
 _CONTRIB_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearSoftmax", "QGemm")
 #: (domain, op type) pairs handled here, not by the import walk.
 OPS = frozenset({("ai.onnx", o) for o in _QUANT_OPS} | {("com.microsoft", o) for o in _CONTRIB_OPS})
-_QINTS = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
+_QINTS = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, *_onnx_dtypes.sub_byte_ints())}
 _INF = math.inf
 # Ops that only move elements: they commute with per-tensor (de)quantization.
 _MOVES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Expand", "Gather"}
@@ -269,7 +270,7 @@ class _Rewriter:
     # -- helpers -------------------------------------------------------------------------------
 
     def qinit(self, name: str) -> bool:
-        """An initializer of a quantized integer type (int8, uint8, int16, uint16)."""
+        """An initializer of a quantized integer type (int8, uint8, int16, uint16, the sub-byte ones)."""
         a = self.inits.get(name)
         return a is not None and a.dtype in _QINTS and a.dtype != np.int32
 
@@ -344,10 +345,10 @@ class _Rewriter:
             scale, zero = self.channel(w.shape, axis, scale, zero, x)
         else:
             scale, zero = scale.reshape(()), zero.reshape(())
-        info = np.iinfo(zero.dtype)
+        lo, hi = _onnx_dtypes.int_range(zero.dtype)
         self.reserve(w.size * zero.dtype.itemsize)
         q = np.rint(w / scale) + zero.astype(np.float32)
-        return np.clip(q, info.min, info.max).astype(zero.dtype)
+        return np.clip(q, lo, hi).astype(zero.dtype)
 
     def channel(self, shape: Tuple[int, ...], axis: Optional[int], scale: np.ndarray, zero: np.ndarray, q: str) -> Tuple[np.ndarray, np.ndarray]:
         """Per-channel scale and zero point, shaped to broadcast along ``axis`` of ``shape``."""
@@ -382,12 +383,12 @@ class _Rewriter:
         zero = self.const(zp, f"{what} zero point") if zp else np.zeros((), out_dtype)
         if scale.size != 1 or zero.size != 1:
             raise rlx.UnsupportedOpError(f"per-axis quantization of the activation {x!r} (rlx takes one scale per tensor)")
-        info = np.iinfo(zero.dtype)
+        lo, hi = _onnx_dtypes.int_range(zero.dtype)
         st, z = float(scale.reshape(())), int(zero.reshape(()))
         name, clamp = x, None
-        if z == info.min and not self.nonnegative(x, st / 2):
-            hi = (info.max - z) * st
-            name, clamp = self.clamp(x, hi), (0.0, hi)
+        if z == lo and not self.nonnegative(x, st / 2):
+            top = (hi - z) * st
+            name, clamp = self.clamp(x, top), (0.0, top)
         self.fold_activation(source or x, zero.dtype, clamp)
         return _Act(name, scale.reshape(()), zero.reshape(()), f"{self.node.op_type} {self.label!r}")
 
