@@ -203,7 +203,10 @@ _COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 _REDUCE = ["reduce_sum", "reduce_mean", "reduce_max"]
 _BAD_OPS = ["nope", "", "RELU", "softmax", "reduce_min", "add ", "é", "max"]
 _OPS = ["unary", "binary", "compare", "where", "matmul", "linear", "softmax", "layer_norm", "rms_norm", "reshape",
-        "transpose", "concat", "slice", "gather", "cast", "reduce", "attention", "constant", "scalar", "output"]
+        "transpose", "concat", "slice", "gather", "cast", "reduce", "attention", "constant", "scalar", "output",
+        "conv", "pool", "lrn"]
+# Window arguments a mistaken caller passes: zero or negative sizes, overflowing ones, non-ints.
+_WILD_WINDOW = [0, -1, -(2**63), 2**40, 2**63 - 1, 2**63, 1.5, None, "2", True]
 
 _OTHER = rlx.Graph("other")
 _OTHER_VALUE = _OTHER.input("q", (2,))
@@ -322,6 +325,61 @@ class GraphFuzzer:
         n = self.draw(st.integers(0 if self.wild(4) else 1, 5), label="out features")
         return self.make("param", self.name("w"), (n, k) if transpose_w else (k, n)), n
 
+    def image(self, x):
+        """x, or mostly where x is not one, a new input [batch, c, spatial..] of static channels."""
+        if len(x.shape) >= 3 or self.wild(3) or not self.draw(st.integers(0, 3), label="new image?"):
+            return x
+        batch = self.draw(st.sampled_from(self.symbols + [1, 2]), label="image batch")
+        spatial = self.draw(st.lists(st.integers(1, 6), min_size=1, max_size=2), label="image size")
+        v = self.make("input", self.name("img"), (batch, self.draw(st.integers(1, 4), label="channels"), *spatial), "float32")
+        if v is None:
+            return x
+        self.vals.append(v)
+        return v
+
+    def window(self, x):
+        """Kernel, strides, pads and dilations over x's spatial axes (those after [batch, c]):
+        fitting ones, or wild values and lengths."""
+        spatial = [d for d in x.shape[2:]]
+        n = len(spatial)
+        fit = [d if isinstance(d, int) and d >= 1 else 1 for d in spatial]
+        kernel = [self.draw(st.integers(1, min(f, 3)), label="kernel") for f in fit]
+        strides = self.draw(st.none() | st.just([self.draw(st.integers(1, 3), label="stride")] * n), label="strides")
+        pads = self.draw(st.none() | st.just([min(k - 1, 1) for k in kernel] * 2), label="pads")
+        dilations = None
+        if self.wild(2):
+            which = self.draw(st.sampled_from(["kernel", "strides", "pads", "dilations", "length"]), label="wild window")
+            bad = self.draw(st.sampled_from(_WILD_WINDOW), label="wild window value")
+            if which == "length":
+                kernel = kernel + [1]
+            elif which == "kernel":
+                kernel = [bad] * max(n, 1)
+            elif which == "strides":
+                strides = [bad] * n
+            elif which == "pads":
+                pads = [bad] * (2 * n)
+            else:
+                dilations = [bad] * n
+        return kernel, strides, pads, dilations
+
+    def conv(self, x):
+        """A convolution of x with a param weight [m, c / groups, kernel..] (a bias, groups)."""
+        c = x.shape[1] if len(x.shape) >= 2 else 1
+        c = c if isinstance(c, int) and 1 <= c <= 16 else 1
+        groups = self.draw(st.sampled_from([1, 1, c]), label="groups") if not self.wild(4) else self.draw(
+            st.sampled_from([0, -1, 3, c + 1, 2**63, 2**64]), label="groups")
+        g_ok = isinstance(groups, int) and groups >= 1
+        m = self.draw(st.integers(1, 4), label="out channels") * (groups if g_ok and groups <= 16 else 1)
+        kernel, strides, pads, dilations = self.window(x)
+        wshape = (m, c // groups if g_ok and c % groups == 0 else c) + tuple(kernel if all(isinstance(k, int) and 0 <= k < 64 for k in kernel) else ())
+        w = self.make("param", self.name("w"), wshape if not self.wild(6) else self.draw(static_shape(), label="weight shape"))
+        b = None
+        if w is not None and self.draw(st.booleans(), label="conv bias"):
+            b = self.make("param", self.name("b"), (m,) if not self.wild(6) else self.draw(static_shape(), label="bias shape"))
+        if w is None:
+            return False, None
+        return attempt("conv", self.g.conv, x, w, b, strides, pads, dilations, groups)
+
     def op(self):
         g = self.g
         op = self.draw(st.sampled_from(_OPS if not self.tame else [o for o in _OPS if o != "output"]), label="op") if not self.wild(100) else "other-graph"
@@ -412,6 +470,22 @@ class GraphFuzzer:
                 ok, idx = True, self.pick("indices")
             ok, out = attempt("gather", g.gather, x, idx, axis=self.axis(x)) if ok else (False, None)
             self.has_gather |= ok
+        elif op == "conv":
+            ok, out = self.conv(self.image(x))
+        elif op == "pool":
+            x = self.image(x)
+            kernel, strides, pads, dilations = self.window(x)
+            if self.draw(st.booleans(), label="max pool"):
+                ok, out = attempt("max_pool", g.max_pool, x, kernel, strides, pads, dilations,
+                                  ceil_mode=self.draw(st.booleans(), label="ceil_mode"))
+            else:
+                ok, out = attempt("avg_pool", g.avg_pool, x, kernel, strides, pads,
+                                  ceil_mode=self.draw(st.booleans(), label="ceil_mode"),
+                                  count_include_pad=self.draw(st.booleans(), label="count_include_pad"), dilations=dilations)
+        elif op == "lrn":
+            size = self.draw(st.integers(1, 5) if not self.wild(4) else st.sampled_from(_WILD_WINDOW), label="lrn size")
+            alpha = self.draw(st.sampled_from([1e-4, 0.5]) if not self.wild(4) else st.sampled_from([math.nan, math.inf, -1.0]), label="alpha")
+            ok, out = attempt("lrn", g.lrn, x, size, alpha=alpha)
         elif op == "cast":
             ok, out = attempt("cast", g.cast, x, self.draw(dtype_strategy if self.wild(2) else st.sampled_from(["float32", "int64", "int32", "bool"]), label="cast to"))
         elif op == "reduce":
