@@ -340,7 +340,7 @@ class GraphFuzzer:
     def window(self, x):
         """Kernel, strides, pads and dilations over x's spatial axes (those after [batch, c]):
         fitting ones, or wild values and lengths."""
-        spatial = [d for d in x.shape[2:]]
+        spatial = list(x.shape[2:])
         n = len(spatial)
         fit = [d if isinstance(d, int) and d >= 1 else 1 for d in spatial]
         kernel = [self.draw(st.integers(1, min(f, 3)), label="kernel") for f in fit]

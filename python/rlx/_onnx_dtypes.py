@@ -271,7 +271,8 @@ def after_node(imp: Any, node: Any, outs: List[Any]) -> List[Any]:
                     out[i] = Known(np.asarray(v.arr).astype(lt), lt)
             continue
         # UINT64's ring results are its bits already (int64 wraps modulo 2**64 too).
-        if (int_bits(lt) or (64, True))[0] < 64 and op not in _IN_RANGE:
+        bits = int_bits(lt)
+        if bits and bits[0] < 64 and op not in _IN_RANGE:
             out[i] = wrap(imp, v, lt)
         imp.logical[name] = lt
     return out

@@ -122,8 +122,9 @@ def _quantize_linear(imp: Importer, node: Any) -> Any:
 @op("DequantizeLinear")
 def _dequantize_linear(imp: Importer, node: Any) -> Any:
     dt = _declared(imp, node.input[0])
-    if (_onnx_dtypes.int_bits(dt) or (64, True))[0] > 32:
-        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes int2 to int32 and uint2 to uint16)")
+    bits = _onnx_dtypes.int_bits(dt)
+    if bits is None or bits[0] > 32:
+        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes integers of 2 to 32 bits)")
     if _opt(node, 2) and _declared(imp, node.input[2]) != dt:
         raise rlx.DTypeError(f"DequantizeLinear zero point of {_declared(imp, node.input[2])}, input of {dt}")
     out = attrs(node).get("output_dtype")

@@ -1,7 +1,7 @@
 //! Differential tests: random well-typed graphs (op sequences over a pool of values, symbolic
 //! dims `b` and `s`, broadcasting, zero-sized dims; vision ops in `differential/vision.rs`)
-//! compiled with and without passes, run on
-//! two threads, and compared with the reference interpreter on random bindings and data.
+//! compiled with and without passes, run on two threads, and compared with the reference
+//! interpreter on random bindings and data.
 //!
 //! `RLX_PROPTEST_CASES=5000 cargo test --release -p rlx-runtime --test differential` runs more.
 //! Values whose computation is exact in both engines (data movement, integer ops, single

@@ -132,8 +132,9 @@ pub(crate) fn conv(g: &mut Gen) -> Option<usize> {
         false => None,
     };
     let (xv, wv, bv) = (e.v, g.pool[w].v, bias.map(|b| g.pool[b].v));
-    let v = g.g.conv(xv, wv, bv, &strides, &pads, &dilations, groups);
-    let v = v.ok()?;
+    let v =
+        g.g.conv(xv, wv, bv, &strides, &pads, &dilations, groups)
+            .ok()?;
     let mut y = g.push(v, false);
     // Sigmoid and tanh squash the rounding of large sums (a matmul chain's values) below the
     // comparison's scale allowance: only over exact operands, whose sums stay near 1.
