@@ -33,10 +33,13 @@ import rlx.onnx  # noqa: E402
 from rlx._onnx_registry import op_key  # noqa: E402
 
 _T = onnx.TensorProto
-# Computed natively, or converted at the boundary (float16 / bfloat16 / double in float32,
-# int8 ... uint32 and the sub-byte int4 / uint4 / int2 / uint2 in int64: rlx._onnx_dtypes).
+# Computed natively, or converted at the boundary (float16 / bfloat16 / double / the 8-bit floats /
+# float4e2m1 in float32, int8 ... uint32 and the sub-byte int4 / uint4 / int2 / uint2 in int64:
+# rlx._onnx_dtypes).
 RLX_TYPES = {_T.FLOAT, _T.INT64, _T.INT32, _T.BOOL, _T.FLOAT16, _T.BFLOAT16, _T.DOUBLE, _T.INT8, _T.UINT8, _T.INT16,
-             _T.UINT16, _T.UINT32, _T.UINT64} | {getattr(_T, t) for t in ("INT4", "UINT4", "INT2", "UINT2") if hasattr(_T, t)}
+             _T.UINT16, _T.UINT32, _T.UINT64} | {getattr(_T, t) for t in (
+                 "INT4", "UINT4", "INT2", "UINT2", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+                 "FLOAT4E2M1") if hasattr(_T, t)}
 
 # Limitations, by test name: (pattern, reason).
 EXCLUDED: List[Tuple[str, str]] = [

@@ -234,10 +234,10 @@ def test_float64_initializer_outside_float32_range_is_a_dtype_error():
         rlx.onnx.load(_mixed_precision_model(w, np.zeros(2, np.float16)))
 
 
-@pytest.mark.parametrize("elem,name", [(TensorProto.FLOAT4E2M1, "FLOAT4E2M1"), (TensorProto.FLOAT8E4M3FN, "FLOAT8E4M3FN")])
+@pytest.mark.parametrize("elem,name", [(TensorProto.STRING, "STRING"), (TensorProto.COMPLEX64, "COMPLEX64")])
 def test_input_of_a_type_rlx_does_not_convert_is_a_dtype_error(elem, name):
-    # float16 / float64 / narrow and sub-byte int inputs are converted (tests/test_onnx_dtypes.py);
-    # these are not.
+    # float16 / float64 / 8-bit float / narrow and sub-byte int inputs are converted
+    # (tests/test_onnx_dtypes.py); these are not.
     nodes = [helper.make_node("Cast", ["x"], ["x32"], to=F), helper.make_node("Relu", ["x32"], ["y"])]
     model = _model(nodes, [_vi("x", [2, 3], elem)], [_vi("y", None)])
     with pytest.raises(rlx.DTypeError, match=f"input 'x': ONNX type {name} is not supported"):

@@ -366,3 +366,50 @@ def test_dequantize_linear_of_blocked_int4_weights_matches_numpy():
     got = _load(model).run({"x": x})["y"]
     wf = (w - np.repeat(zp, 4, axis=1)) * np.repeat(s, 4, axis=1)
     np.testing.assert_allclose(got, x @ wf, rtol=1e-5, atol=1e-6)
+
+
+# -- 8-bit floats and FLOAT4E2M1 (computed in float32, rounded where an output converts) --------
+
+def _ref(model, feeds):
+    # ONNX Runtime's Python API cannot return these types; ONNX's reference evaluator can.
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+@pytest.mark.parametrize("name,elem", [("float8_e4m3fn", 17), ("float8_e4m3fnuz", 18), ("float8_e5m2", 19),
+                                       ("float8_e5m2fnuz", 20), ("float4_e2m1fn", 23)])
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_cast_to_small_floats_rounds_and_saturates_like_the_onnx_reference(name, elem, saturate):
+    dt = _sub_byte(name, elem)
+    model = _model([n("Cast", ["x"], ["y"], to=elem, saturate=saturate)], [_vi("x", T.FLOAT, [12])],
+                   [_vi("y", elem, [12])])
+    model.opset_import[0].version = 21
+    x = np.array([0.0, -0.3, 0.47, 1.3, 2.5, 3.1, 17.4, 250.0, 460.0, 1e5, np.inf, -np.inf], np.float32)
+    got = _load(model).run({"x": x})["y"]
+    (want,) = _ref(model, {"x": x})
+    assert got.dtype == dt
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
+def test_dequantize_linear_of_float8_weights_matches_numpy():
+    # An FP8 (e4m3fn) weight with a scale per output column, dequantized at import into a param.
+    mld = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(8)
+    w = (rng.standard_normal((6, 5)) * 40).astype(mld.float8_e4m3fn)
+    s = rng.uniform(0.01, 0.1, 5).astype(np.float32)
+    nodes = [n("DequantizeLinear", ["w", "s"], ["wf"], axis=1), n("MatMul", ["x", "wf"], ["y"])]
+    model = _model(nodes, [_vi("x", T.FLOAT, [3, 6])], [_vi("y", T.FLOAT, [3, 5])], {"w": w, "s": s})
+    model.opset_import[0].version = 21
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    got = _load(model).run({"x": x})["y"]
+    np.testing.assert_allclose(got, x @ (w.astype(np.float32) * s), rtol=1e-5, atol=1e-6)
+
+
+def test_cast_to_float8_inside_the_graph_clamps_but_does_not_round():
+    # Documented (rlx._onnx_dtypes): only a graph output of the type rounds to its grid.
+    nodes = [n("Cast", ["x"], ["h"], to=17), n("Cast", ["h"], ["y"], to=T.FLOAT)]
+    model = _model(nodes, [_vi("x", T.FLOAT, [3])], [_vi("y", T.FLOAT, [3])])
+    model.opset_import[0].version = 21
+    x = np.array([0.3, 500.0, -np.inf], np.float32)
+    np.testing.assert_array_equal(rlx.onnx.load(model).run({"x": x})["y"], [np.float32(0.3), 448.0, -448.0])

@@ -1,4 +1,5 @@
-"""ONNX element types rlx computes in another type: FLOAT16, BFLOAT16 and DOUBLE in float32;
+"""ONNX element types rlx computes in another type: FLOAT16, BFLOAT16, DOUBLE, the 8-bit floats
+and FLOAT4E2M1 in float32;
 INT8, UINT8, INT16, UINT16, UINT32 and the sub-byte INT4, UINT4, INT2, UINT2 in int64; UINT64 as
 int64 bit patterns.
 
@@ -35,7 +36,10 @@ naming the node (:data:`_U64_EXACT` lists what is allowed).
 
 Floats are computed in float32. A Cast to FLOAT16 or BFLOAT16 inside the graph does not round
 to that type's precision (a value known at import is rounded); only the conversion of a graph
-output does.
+output does. The same holds for the 8-bit floats and FLOAT4E2M1 (ml_dtypes' types): a Cast or
+QuantizeLinear to an 8-bit float clamps to its largest finite value where ``saturate`` asks
+(the default), and a graph output rounds to nearest even as it converts; a value of such a type
+that flows on inside the graph is not rounded.
 """
 
 from __future__ import annotations
@@ -50,11 +54,16 @@ import rlx
 # ONNX element type -> the numpy dtype rlx computes it in.
 COMPUTED_ELEM = {10: np.float32, 16: np.float32, 11: np.float32,
                  3: np.int64, 2: np.int64, 5: np.int64, 4: np.int64, 12: np.int64, 13: np.int64,
-                 22: np.int64, 21: np.int64, 26: np.int64, 25: np.int64}
+                 22: np.int64, 21: np.int64, 26: np.int64, 25: np.int64,
+                 17: np.float32, 18: np.float32, 19: np.float32, 20: np.float32, 23: np.float32}
 # Sub-byte integer element types (INT4, UINT4, INT2, UINT2) -> (bits, signed).
 _SUB_BYTE = {22: (4, True), 21: (4, False), 26: (2, True), 25: (2, False)}
+# The 8-bit floats (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ), which Cast and QuantizeLinear saturate to,
+# and FLOAT4E2M1: computed in float32, rounded to their grid where a graph output is converted.
+_FLOAT8 = {17, 18, 19, 20}
+_SMALL_FLOATS = {*_FLOAT8, 23}
 # Element types whose numpy dtype comes from onnx (ml_dtypes).
-_FROM_ONNX = {16, *_SUB_BYTE}
+_FROM_ONNX = {16, *_SUB_BYTE, *_SMALL_FLOATS}
 
 
 class DTypeConversionWarning(UserWarning):
@@ -95,6 +104,24 @@ def int_bits(dt: Any) -> Optional[Tuple[int, bool]]:
             if sub is not None:
                 _SUB_BYTE_NP[sub] = bits
     return _SUB_BYTE_NP.get(d)
+
+
+def float8_max(dt: Any) -> Optional[float]:
+    """The largest finite value of an 8-bit float type (what a saturating Cast or QuantizeLinear
+    clamps to), else None."""
+    # (No test of numpy's kind: ml_dtypes gives float8_e5m2 kind "f", the others "V".)
+    d = np.dtype(dt)
+    if not any(declared_np(e) == d for e in _FLOAT8):
+        return None
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(d).max)
+
+
+def small_float(dt: Any) -> bool:
+    """Whether ``dt`` is an 8-bit float or FLOAT4E2M1 (computed in float32)."""
+    d = np.dtype(dt)
+    return any(declared_np(e) == d for e in _SMALL_FLOATS)
 
 
 def sub_byte_ints() -> List[np.dtype]:
@@ -181,7 +208,6 @@ _U64_ORDER = {"Max", "Min", "Clip", "ReduceMax", "ReduceMin", "MaxPool", "Global
 _U64_EXACT = (_IN_RANGE - _U64_ORDER) | {
     "Add", "Sub", "Mul", "Neg", "Sum", "ReduceSum", "ReduceProd", "CumSum", "Equal", "Less", "Greater",
     "LessOrEqual", "GreaterOrEqual", "Shape", "Size", "Cast", "CastLike", "Pad"}
-_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
 
 
 def logical_of(imp: Any, name: str) -> Optional[np.dtype]:
@@ -215,7 +241,8 @@ def check_node(imp: Any, node: Any) -> None:
             to = declared_dtype(next((int(a.i) for a in node.attribute if a.name == "to"), 1), "Cast's to")
         elif node.op_type == "CastLike" and len(node.input) > 1:
             to = logical_of(imp, node.input[1]) or imp.dtype(imp.get(node.input[1]))
-        if node.op_type not in _U64_EXACT or (to is not None and (np.dtype(to) in _FLOATS or np.dtype(to).kind == "V")):
+        # Casts to any float (ml_dtypes' are kind "V", or "f" for float8_e5m2) read the value.
+        if node.op_type not in _U64_EXACT or (to is not None and np.dtype(to).kind in "fV"):
             raise rlx.DTypeError(
                 f"{node.op_type} on UINT64 {u64[0]!r}: rlx computes UINT64 as int64 bit patterns, exact for data "
                 "movement, comparisons, integer casts and wrapping add / sub / mul only")

@@ -189,32 +189,48 @@ def _cast(imp: Importer, node: Any) -> Any:
     # no rounding to float16 precision; a narrow int is wrapped into its range after the node.
     to = declared_dtype(attrs(node)["to"], "Cast target")
     x = imp.get(node.input[0])
+    top = _onnx_dtypes.float8_max(to) if attrs(node).get("saturate", 1) else None
     if foldable(x) or (isinstance(x, Known) and not x.symbolic and x.init is None and _onnx_dtypes.computed(to) is not None):
         if x.symbolic and _onnx_dtypes.int_bits(to):
             return Known(x.arr, to)
         if not x.symbolic:
             imp.reserve(x.arr.shape, to.itemsize, "the result")
             with np.errstate(over="ignore", invalid="ignore"):
-                return Known(x.arr.astype(to), to)
-    to = _onnx_dtypes.computed(to) or to
+                return Known(_saturated(x.arr, top).astype(to), to)
+    return _saturate(imp, _cast_computed(imp, x, _onnx_dtypes.computed(to) or to), top)
+
+
+def _cast_computed(imp: Importer, x: Any, to: np.dtype) -> Any:
+    """``x`` cast to the computed type ``to`` (as it is when it already has it)."""
     if (_onnx_dtypes.computed(imp.dtype(x)) or imp.dtype(x)) == to:
         return imp.rt(x) if isinstance(x, Known) and x.dtype != to else x
+    if to not in RLX_NP:
+        raise rlx.DTypeError(f"a cast to {to} is not supported")
     return imp.g.cast(imp.rt(x), RLX_NP[to])
+
+
+def _saturated(arr: np.ndarray, top: Optional[float]) -> np.ndarray:
+    return arr if top is None else np.clip(arr, -top, top)
+
+
+def _saturate(imp: Importer, v: Any, top: Optional[float]) -> Any:
+    """``v`` clamped to [-top, top] (a saturating cast to an 8-bit float; NaN stays NaN)."""
+    if top is None:
+        return v
+    v = imp.rt(v)
+    return imp.g.min(imp.g.max(v, imp.g.constant(np.array(-top, np.float32))), imp.g.constant(np.array(top, np.float32)))
 
 
 @op("CastLike")
 def _cast_like(imp: Importer, node: Any) -> Any:
     to = imp.dtype(imp.get(node.input[1]))
     x = imp.get(node.input[0])
+    declared = _onnx_dtypes.logical_of(imp, node.input[1]) or to
+    top = _onnx_dtypes.float8_max(declared) if attrs(node).get("saturate", 1) else None
     if isinstance(x, Known) and not x.symbolic and x.init is None:
         with np.errstate(over="ignore", invalid="ignore"):
-            return Known(x.arr.astype(to), to)
-    to = _onnx_dtypes.computed(to) or to  # see Cast
-    if (_onnx_dtypes.computed(imp.dtype(x)) or imp.dtype(x)) == to:
-        return imp.rt(x) if isinstance(x, Known) and x.dtype != to else x
-    if to not in RLX_NP:
-        raise rlx.DTypeError(f"CastLike target {to} is not supported")
-    return imp.g.cast(imp.rt(x), RLX_NP[to])
+            return Known(_saturated(x.arr, top).astype(to), to)
+    return _saturate(imp, _cast_computed(imp, x, _onnx_dtypes.computed(to) or to), top)  # see Cast
 
 
 @op("Constant")

@@ -90,15 +90,24 @@ def _target(imp: Importer, node: Any) -> np.dtype:
             raise rlx.DTypeError(f"QuantizeLinear output_dtype {out} differs from the zero point's {dt}")
         dt = out
     dt = dt if dt is not None else np.dtype(np.uint8)
-    if dt not in _QTYPES:
+    if dt not in _QTYPES and not _onnx_dtypes.small_float(dt):
         raise rlx.DTypeError(f"QuantizeLinear to {dt} (rlx quantizes to int8, uint8, int16, uint16, int4, uint4, "
-                             "int2, uint2)")
+                             "int2, uint2, the 8-bit floats and FLOAT4E2M1)")
     return dt
 
 
-def _quantize(imp: Importer, x: Any, scale: Any, zp: Optional[Any], dt: np.dtype) -> Any:
-    """int64 ``clip(round(x / scale) + zp)`` into ``dt``'s range, all float operands."""
+def _quantize(imp: Importer, x: Any, scale: Any, zp: Optional[Any], dt: np.dtype, saturate: bool = True) -> Any:
+    """int64 ``clip(round(x / scale) + zp)`` into ``dt``'s range, all float operands; to an
+    8-bit float or FLOAT4E2M1, float32 ``x / scale + zp``, an 8-bit float's clamped to its
+    largest finite value where ``saturate`` (their rounding is the output conversion's, which
+    saturates FLOAT4E2M1 itself: rlx._onnx_dtypes)."""
     g = imp.g
+    if _onnx_dtypes.small_float(dt):
+        q = g.div(x, scale) if zp is None else g.add(g.div(x, scale), zp)
+        top = _onnx_dtypes.float8_max(dt)
+        if not saturate or top is None:
+            return q
+        return g.min(g.max(q, g.constant(np.array(-top, np.float32))), g.constant(np.array(top, np.float32)))
     lo, hi = _QTYPES[dt]
     q = g.unary("round", g.div(x, scale))
     if zp is not None:
@@ -116,15 +125,16 @@ def _quantize_linear(imp: Importer, node: Any) -> Any:
     x = _float(imp, node.input[0])
     zp = _params(imp, node, 2, x, "zero point") if _opt(node, 2) else None
     imp.logical[node.output[0]] = dt
-    return _quantize(imp, x, _params(imp, node, 1, x, "scale"), zp, dt)
+    return _quantize(imp, x, _params(imp, node, 1, x, "scale"), zp, dt, bool(at.get("saturate", 1)))
 
 
 @op("DequantizeLinear")
 def _dequantize_linear(imp: Importer, node: Any) -> Any:
     dt = _declared(imp, node.input[0])
     bits = _onnx_dtypes.int_bits(dt)
-    if bits is None or bits[0] > 32:
-        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes integers of 2 to 32 bits)")
+    if (bits is None or bits[0] > 32) and not _onnx_dtypes.small_float(dt):
+        raise rlx.DTypeError(f"DequantizeLinear of {dt} (rlx dequantizes integers of 2 to 32 bits, the 8-bit floats "
+                             "and FLOAT4E2M1)")
     if _opt(node, 2) and _declared(imp, node.input[2]) != dt:
         raise rlx.DTypeError(f"DequantizeLinear zero point of {_declared(imp, node.input[2])}, input of {dt}")
     out = attrs(node).get("output_dtype")
@@ -344,6 +354,8 @@ def _qlinear_conv(imp: Importer, node: Any) -> Any:
     scale = g.div(g.mul(param(1, None, "x_scale"), param(4, on_y, "w_scale")), param(6, None, "y_scale"))
     y = g.add(g.mul(g.cast(acc, "float32"), scale), param(7, None, "y_zero_point"))
     dt = _declared(imp, node.input[7])
+    if dt not in _QTYPES:
+        raise rlx.DTypeError(f"QLinearConv y_zero_point of {dt} (an integer type of 2 to 16 bits)")
     lo, hi = _QTYPES[dt]
     y = g.min(g.max(y, g.constant(np.array(lo, np.float32))), g.constant(np.array(hi, np.float32)))
     imp.logical[node.output[0]] = dt

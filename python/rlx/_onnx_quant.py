@@ -313,8 +313,10 @@ class _Rewriter:
         is the per-channel axis, used when the scale has more than one element; ``at`` is the
         (node, op type) the fold is recorded under (default: the current node)."""
         qa = self.const(q, "quantized tensor")
-        if qa.dtype not in _QINTS:
-            raise rlx.DTypeError(f"quantized initializer {q!r} is {qa.dtype}, not an integer type")
+        # An 8-bit float or FLOAT4E2M1 weight (FP8 checkpoints) is exact in float32.
+        small = _onnx_dtypes.small_float(qa.dtype)
+        if qa.dtype not in _QINTS and not small:
+            raise rlx.DTypeError(f"quantized initializer {q!r} is {qa.dtype}, not an integer or 8-bit float type")
         scale = self.const(s, "scale").astype(np.float32)
         zero = self.const(zp, "zero point") if zp else np.zeros((), qa.dtype)
         per_channel = scale.size > 1
@@ -328,7 +330,8 @@ class _Rewriter:
         else:
             scale, zero = scale.reshape(()), zero.reshape(())
         self.reserve(qa.size * 4)
-        arr = ((qa.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
+        wide = np.float32 if small else np.int64
+        arr = ((qa.astype(wide) - zero.astype(wide)).astype(np.float32) * scale).astype(np.float32)
         name = self.fresh(_base(q))
         self.inits[name] = arr
         self._deq[key] = name

@@ -18,14 +18,15 @@ plus the initializer arrays that became params, and ``bind(pipe)`` / ``pipeline(
   Shape -> Slice, arithmetic on shape values, ConstantOfShape, Expand) are folded at import
   over symbolic dims, so ``Reshape`` gets an rlx shape such as ``("batch*seq", 384)``.
 - Types rlx has no kernels for are computed in another type (``rlx._onnx_dtypes``): FLOAT16,
-  BFLOAT16 and DOUBLE in float32, INT8 / UINT8 / INT16 / UINT16 / UINT32 in int64, wrapped back
+  BFLOAT16, DOUBLE, the 8-bit floats and FLOAT4E2M1 in float32, INT8 / UINT8 / INT16 / UINT16 /
+  UINT32 and INT4 / UINT4 / INT2 / UINT2 in int64, wrapped back
   into range after arithmetic so integer results are exact, and UINT64 as int64 bit patterns
   (data movement, comparisons, integer casts and wrapping add / sub / mul; ops that read the
   value otherwise are a ``rlx.DTypeError`` naming the node). :meth:`OnnxModel.run` converts such
   inputs on the way in and outputs back to their declared type; initializers and constants are
   converted at import. Each conversion is listed in ``OnnxModel.conversions`` (and counted in
-  the repr), and ``load`` warns once with :class:`DTypeConversionWarning`. STRING, the 8-, 4- and
-  2-bit types stay a ``rlx.DTypeError`` naming the value.
+  the repr), and ``load`` warns once with :class:`DTypeConversionWarning`. STRING, the complex
+  types and FLOAT8E8M0 stay a ``rlx.DTypeError`` naming the value.
 - Ops outside the supported set raise one ``rlx.UnsupportedOpError`` listing every offending
   node (op type, domain, opset, node name). ``SUPPORTED_OPS`` lists the set: an op of the
   default domain by its op type, one of another domain as ``<domain>.<op type>``
@@ -98,10 +99,11 @@ class OnnxModel:
         #: True when read back from an ``aot_dir`` instead of imported.
         self.from_cache = False
         #: What the quantized-graph rewrite folded (weights dequantized into params, activations
-        #: run in float); non-empty makes ``precision="int8"`` the pipeline default.
+        #: run in float); an integer fold makes ``precision="int8"`` the pipeline default.
         self.quantized = list(quantized)
         #: Each input, output, initializer or constant rlx converts to or from the type it computes
-        #: in (float16 / bfloat16 / float64 in float32, int8 ... uint32 in int64), as text.
+        #: in (float16 / bfloat16 / float64 / 8-bit floats in float32, int8 ... uint32 and int4 ...
+        #: uint2 in int64), as text.
         self.conversions = list(conversions)
         #: Converted inputs and outputs: name -> the declared numpy dtype :meth:`run` takes / returns.
         self.input_dtypes = {k: np.dtype(v) for k, v in (input_dtypes or {}).items()}
@@ -116,10 +118,12 @@ class OnnxModel:
         pipe.bind_params(self.params, copy=copy)
 
     def pipeline(self, **kwargs: Any) -> "rlx.ModelCompilePipeline":
-        """A ``ModelCompilePipeline`` over the graph with the params bound. A quantized model
-        (``quantized`` not empty) defaults to ``precision="int8"``, unless ``prepack=False``
-        (int8 packs the weights: f32 then); ``precision=...`` overrides."""
-        if self.quantized and kwargs.get("prepack", True):
+        """A ``ModelCompilePipeline`` over the graph with the params bound. An integer-quantized
+        model (a fold in ``quantized`` of an integer type) defaults to ``precision="int8"``,
+        unless ``prepack=False`` (int8 packs the weights: f32 then); one whose weights were
+        8-bit floats keeps float32, which holds them exactly; ``precision=...`` overrides."""
+        int_quantized = any(not q.dtype.startswith("float") for q in self.quantized)
+        if int_quantized and kwargs.get("prepack", True):
             kwargs.setdefault("precision", "int8")
         pipe = rlx.ModelCompilePipeline(self.graph, **kwargs)
         self.bind(pipe)
