@@ -187,9 +187,10 @@ def _clip(imp: Importer, node: Any) -> Any:
 def _cast(imp: Importer, node: Any) -> Any:
     # A type rlx computes wider (rlx._onnx_dtypes) is cast to at run time in its computed type:
     # no rounding to float16 precision; a narrow int is wrapped into its range after the node.
-    to = declared_dtype(attrs(node)["to"], "Cast target")
+    a = attrs(node)
+    to = declared_dtype(a["to"], "Cast target")
     x = imp.get(node.input[0])
-    top = _onnx_dtypes.float8_max(to) if attrs(node).get("saturate", 1) else None
+    top = _onnx_dtypes.float8_max(to) if a.get("saturate", 1) else None
     if foldable(x) or (isinstance(x, Known) and not x.symbolic and x.init is None and _onnx_dtypes.computed(to) is not None):
         if x.symbolic and _onnx_dtypes.int_bits(to):
             return Known(x.arr, to)
