@@ -7,6 +7,7 @@
 
 mod avx2;
 mod avx512;
+mod avx512_asm;
 pub mod bf16;
 pub mod driver;
 pub mod int8;

@@ -13,7 +13,7 @@ macro_rules! simd_micro_kernel {
         zero: $zero:ident, load: $load:ident, store: $store:ident,
         splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident,
         store_first: $store_first:ident,
-        rows: [$($r:literal),+], max_rows: $mr:literal
+        rows: [$($r:literal),+], max_rows: $mr:literal $(, fast: $fast:path)?
     ) => {
         #[cfg(target_arch = "x86_64")]
         use std::arch::x86_64::*;
@@ -29,6 +29,7 @@ macro_rules! simd_micro_kernel {
 
         /// # Safety
         /// The CPU has the ISA; see [`super::SegTileFn`] for the memory contract.
+        #[cfg_attr(target_arch = "x86_64", target_feature(enable = $feature))]
         #[allow(clippy::too_many_arguments)]
         unsafe fn segs(
             rows: usize, offsets: &[usize], len: usize, a: *const f32, lda: usize,
@@ -37,6 +38,9 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
+                $(if $fast(rows, offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi) {
+                    return;
+                })?
                 // A tile storing fewer columns is its own instance: a run-time test among the
                 // stores made the compiler spill the accumulators (2.4x slower tiles).
                 match (rows.min($mr), epi.cols < 2 * $w) {
@@ -47,9 +51,12 @@ macro_rules! simd_micro_kernel {
             }
         }
 
-        /// `V` vectors of columns per row: 2 (a whole panel) or 1 (its first half).
+        /// `V` vectors of columns per row: 2 (a whole panel) or 1 (its first half). Never
+        /// inlined into the tile functions that choose it (one call per tile, as before the
+        /// assembly tile existed).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
+        #[inline(never)]
         #[allow(clippy::too_many_arguments)]
         unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool>(
             offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
@@ -167,6 +174,7 @@ macro_rules! simd_micro_kernel {
 
         /// # Safety
         /// The CPU has the ISA; see [`super::TileFn`] for the memory contract.
+        #[cfg_attr(target_arch = "x86_64", target_feature(enable = $feature))]
         #[allow(clippy::too_many_arguments)]
         unsafe fn tile(
             rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
@@ -174,6 +182,9 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
+                $(if $fast(rows, &[0], k, a, lda, b, ldb, c, ldc, accumulate, epi) {
+                    return;
+                })?
                 match (rows.min($mr), epi.cols < 2 * $w) {
                     // A plain tile is one K segment at offset 0.
                     $(($r, false) => segs_n::<$r, 2, false>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+

@@ -377,3 +377,96 @@ fn a_tile_stores_only_its_first_columns() {
         }
     }
 }
+
+#[test]
+fn tiles_sum_in_k_order_bit_for_bit() {
+    // Every SIMD ISA's segmented tile (AVX-512's whole-panel tiles are assembly) against the
+    // same sums computed one fused multiply-add at a time in K order, then + bias, +
+    // residual, relu: equal bit for bit. Rows 1 to mr, segment lengths with and without a
+    // remainder of the four-step rounds, none or three segments, with and without bias and
+    // residual, and sums that are NaN or -0.0 for the relu. (The portable kernel rounds each
+    // product before adding it; the f64 tests above hold it.)
+    for isa in Isa::available().into_iter().filter(|i| *i != Isa::Scalar) {
+        let kern = kernel(isa);
+        let (mr, nr, lda, ldc) = (kern.mr, kern.nr, 40, kern.nr + 5);
+        for (len, offsets) in [(9usize, vec![0usize, 11, 25]), (4, vec![3]), (7, vec![])] {
+            let k = len * offsets.len();
+            let mut a = data(mr * lda, 6);
+            a[0] = f32::NAN;
+            let mut b = data(k.max(1) * nr, 7);
+            // Column 1 is all zeros: its sums are +0.0, and -0.0 after a bias of -0.0.
+            (0..k).for_each(|p| b[p * nr + 1] = 0.0);
+            let mut bias = data(nr, 8);
+            bias[1] = -0.0;
+            let res = data(mr * ldc, 9);
+            for rows in 1..=mr {
+                for (with_bias, with_res, relu) in [
+                    (false, false, false),
+                    (true, true, true),
+                    (true, false, true),
+                ] {
+                    let epi = TileEpilogue {
+                        bias: if with_bias {
+                            bias.as_ptr()
+                        } else {
+                            std::ptr::null()
+                        },
+                        res: if with_res {
+                            res.as_ptr()
+                        } else {
+                            std::ptr::null()
+                        },
+                        ld_res: ldc,
+                        relu,
+                        ..TileEpilogue::NONE
+                    };
+                    let mut got = vec![5.0f32; mr * ldc];
+                    // SAFETY: rows rows of a (stride lda) hold every segment (offset + len
+                    // <= 34 < lda); b holds k rows of nr; got and res rows rows of ldc.
+                    unsafe {
+                        (kern.segs)(
+                            rows,
+                            &offsets,
+                            len,
+                            a.as_ptr(),
+                            lda,
+                            b.as_ptr(),
+                            nr,
+                            got.as_mut_ptr(),
+                            ldc,
+                            false,
+                            &epi,
+                        )
+                    };
+                    for r in 0..mr {
+                        for j in 0..ldc {
+                            let g = got[r * ldc + j];
+                            if r >= rows || j >= nr {
+                                assert_eq!(g, 5.0, "{isa} rows={rows} [{r},{j}] written");
+                                continue;
+                            }
+                            let mut s = 0.0f32;
+                            for (si, off) in offsets.iter().enumerate() {
+                                for p in 0..len {
+                                    s = a[r * lda + off + p].mul_add(b[(si * len + p) * nr + j], s);
+                                }
+                            }
+                            s += if with_bias { bias[j] } else { -0.0 };
+                            if with_res {
+                                s += res[r * ldc + j];
+                            }
+                            if relu && s < 0.0 {
+                                s = 0.0;
+                            }
+                            assert_eq!(
+                                g.to_bits(),
+                                s.to_bits(),
+                                "{isa} len={len} rows={rows} [{r},{j}]: {g} vs {s}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
