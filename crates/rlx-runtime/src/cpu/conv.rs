@@ -1,7 +1,8 @@
 //! Convolutions over `[batch, c, spatial..]` tensors on the shared GEMM.
 //!
-//! - A 1x1 stride-1 unpadded kernel reads the image in place as B (a strided unpadded 1x1
-//!   kernel reads a subsampled copy).
+//! - A 1x1 stride-1 unpadded kernel reads the image in place as B where its positions fill
+//!   whole panels, else a copy in panels made once per image (a strided unpadded 1x1 kernel
+//!   reads a subsampled copy).
 //! - A 2-D kernel multiplies the weights (read in place) by patch panels the GEMM driver has
 //!   built on demand (`Patches`) from a padded copy of the input, so the patch matrix never
 //!   exists whole.
@@ -33,6 +34,8 @@ thread_local! {
     static SUBSAMPLED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// One row of the patch matrix before it is split into panels.
     static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// An image of a 1x1 kernel in the GEMM's panel layout (`direct_panels`).
+    static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What a convolution does to its sums: `act(sum + bias[channel] + residual)`, the residual
@@ -150,72 +153,125 @@ pub fn conv(
             return Ok(());
         }
         // The patch matrix is written straight in the GEMM's panel layout: per group,
-        // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it.
+        // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it. A
+        // direct kernel whose positions leave an edge panel gets the image in that layout too
+        // (`direct_panels`); one whose positions fill whole panels is read in place.
         let nr = gemm::kernel(isa).nr;
         let per_group = p.div_ceil(nr) * ck * nr;
+        let in_place = direct && p % nr == 0;
         let mut col: Vec<f32> = if direct {
             Vec::new()
         } else {
             try_zeroed("convolution patches", groups * per_group)?
         };
-        for img in 0..batch {
-            let xi = &x[img * cin * plane..(img + 1) * cin * plane];
-            if !direct {
-                let dst = OutPtr(col.as_mut_ptr());
-                // Row (group, channel, kernel offset) of the patch matrix, one task per row.
-                (0..groups * ck).into_par_iter().for_each(|row| {
-                    ROW.with_borrow_mut(|buf| {
-                        buf.resize(p, 0.0);
-                        let (ch, kk) = (row / ksize, row % ksize);
-                        let mut kidx = vec![0usize; kernel.len()];
-                        unflatten(kk, kernel, &mut kidx);
-                        let src = &xi[ch * plane..(ch + 1) * plane];
-                        for_each_source(&tables, kernel, &kidx, out_sp, &in_strides, |o, at| {
-                            buf[o] = at.map_or(0.0, |a| src[a]);
-                        });
-                        let base = (row / ck) * per_group + (row % ck) * nr;
-                        for (j, piece) in buf.chunks(nr).enumerate() {
-                            // SAFETY: row r owns element r % ck of every panel of its group.
-                            unsafe {
-                                let at = dst.get().add(base + j * ck * nr);
-                                std::ptr::copy_nonoverlapping(piece.as_ptr(), at, piece.len());
-                            }
-                        }
-                    })
-                });
+        with_scratch(&PANELS, |panels| {
+            if direct && !in_place {
+                grow(panels, groups * per_group, "a convolution input in panels")?;
             }
-            let o = out[img * m * p..(img + 1) * m * p].as_mut_ptr();
-            let jobs: Vec<GemmJob> = (0..groups)
-                .map(|g| GemmJob {
-                    m: mg,
-                    n: p,
-                    k: ck,
-                    a: w[g * mg * ck..].as_ptr(),
-                    lda: ck,
-                    b: if direct {
-                        BSource::Rows {
-                            ptr: xi[g * ck * p..].as_ptr(),
-                            ld: p,
-                        }
-                    } else {
-                        BSource::Panels {
-                            ptr: col[g * per_group..].as_ptr(),
-                        }
-                    },
-                    // SAFETY: group g writes rows g * mg .. (g + 1) * mg of this image.
-                    c: unsafe { o.add(g * mg * p) },
-                    ldc: p,
-                    bias: None,
-                    act: None,
-                    residual: None,
-                })
-                .collect();
-            // SAFETY: w is [m, ck]; b holds groups x [ck, p]; each job writes its own rows.
-            unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
-        }
+            for img in 0..batch {
+                let xi = &x[img * cin * plane..(img + 1) * cin * plane];
+                if direct && !in_place {
+                    direct_panels(xi, (ck, p, nr), &mut panels[..groups * per_group]);
+                } else if !direct {
+                    let sizes = (ck, ksize, plane, p, nr);
+                    patch_panels(xi, sizes, (&tables, kernel, out_sp, &in_strides), &mut col);
+                }
+                let o = out[img * m * p..(img + 1) * m * p].as_mut_ptr();
+                let jobs: Vec<GemmJob> = (0..groups)
+                    .map(|g| GemmJob {
+                        m: mg,
+                        n: p,
+                        k: ck,
+                        a: w[g * mg * ck..].as_ptr(),
+                        lda: ck,
+                        b: match (in_place, direct) {
+                            (true, _) => BSource::Rows {
+                                ptr: xi[g * ck * p..].as_ptr(),
+                                ld: p,
+                            },
+                            (false, true) => BSource::Panels {
+                                ptr: panels[g * per_group..].as_ptr(),
+                            },
+                            (false, false) => BSource::Panels {
+                                ptr: col[g * per_group..].as_ptr(),
+                            },
+                        },
+                        // SAFETY: group g writes rows g * mg .. (g + 1) * mg of this image.
+                        c: unsafe { o.add(g * mg * p) },
+                        ldc: p,
+                        bias: None,
+                        act: None,
+                        residual: None,
+                    })
+                    .collect();
+                // SAFETY: w is [m, ck]; b holds groups x [ck, p]; each job writes its own rows.
+                unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
+            }
+            Ok::<(), crate::Error>(())
+        })?;
     }
     epi.all(isa, out, m, p);
     Ok(())
+}
+
+/// An image's channels (`k` rows of `p` positions) as GEMM panels, group after group:
+/// `[panels][k][nr]`, the last panel's columns past `p` zero. Every task of a product would
+/// copy an edge panel of rows read in place for itself (ShuffleNet's grouped 1x1 layers, 49
+/// positions: four jobs of about five tasks each on two threads).
+fn direct_panels(xi: &[f32], (k, p, nr): (usize, usize, usize), dst: &mut [f32]) {
+    let per_group = p.div_ceil(nr) * k * nr;
+    let at = OutPtr(dst.as_mut_ptr());
+    // One task per group of rows (a row is one channel: p floats).
+    xi.par_chunks(p.max(1))
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(row, src)| {
+            let base = (row / k) * per_group + (row % k) * nr;
+            for (j, piece) in src.chunks(nr).enumerate() {
+                // SAFETY: row `row` owns element `row % k` of every panel of its group, nr
+                // floats each, inside dst (groups x per_group).
+                unsafe {
+                    let d = at.get().add(base + j * k * nr);
+                    std::ptr::copy_nonoverlapping(piece.as_ptr(), d, piece.len());
+                    std::ptr::write_bytes(d.add(piece.len()), 0, nr - piece.len());
+                }
+            }
+        });
+}
+
+/// Row (group, channel, kernel offset) of each group's patch matrix (`ck` rows of `p` per
+/// group) into `col`'s panels (`[panels][ck][nr]` per group), one task per row.
+#[allow(clippy::type_complexity)]
+fn patch_panels(
+    xi: &[f32],
+    (ck, ksize, plane, p, nr): (usize, usize, usize, usize, usize),
+    (tables, kernel, out_sp, in_strides): (&[Vec<Option<usize>>], &[usize], &[usize], &[usize]),
+    col: &mut [f32],
+) {
+    let per_group = p.div_ceil(nr) * ck * nr;
+    let dst = OutPtr(col.as_mut_ptr());
+    (0..col.len() / per_group * ck)
+        .into_par_iter()
+        .for_each(|row| {
+            ROW.with_borrow_mut(|buf| {
+                buf.resize(p, 0.0);
+                let (ch, kk) = (row / ksize, row % ksize);
+                let mut kidx = vec![0usize; kernel.len()];
+                unflatten(kk, kernel, &mut kidx);
+                let src = &xi[ch * plane..(ch + 1) * plane];
+                for_each_source(tables, kernel, &kidx, out_sp, in_strides, |o, at| {
+                    buf[o] = at.map_or(0.0, |a| src[a]);
+                });
+                let base = (row / ck) * per_group + (row % ck) * nr;
+                for (j, piece) in buf.chunks(nr).enumerate() {
+                    // SAFETY: row r owns element r % ck of every panel of its group.
+                    unsafe {
+                        let at = dst.get().add(base + j * ck * nr);
+                        std::ptr::copy_nonoverlapping(piece.as_ptr(), at, piece.len());
+                    }
+                }
+            })
+        });
 }
 
 /// A 2-D convolution whose patch panels are built as the GEMM reaches them, so the patch
