@@ -11,11 +11,13 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;
+#[cfg(target_arch = "x86_64")]
 use std::mem::offset_of;
 
 use super::TileEpilogue;
 
 /// Added when a tile has no bias: -0.0 leaves every sum as it is.
+#[cfg(target_arch = "x86_64")]
 static NO_BIAS: [f32; 32] = [-0.0; 32];
 
 /// Runs the tile `segs` describes (see [`super::SegTileFn`]) in assembly when it can: 1-8
@@ -85,6 +87,7 @@ pub(super) unsafe fn segs(
 }
 
 /// A tile's operands, each passed to the assembly in a register (strides in bytes).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Operands {
     offsets: *const usize,
