@@ -220,6 +220,10 @@ macro_rules! tile {
                     "mov {l}, {ldc}",
                     bases!(),
                     concat!($("vmovups [", $row, "], ", $lo, "\n", "vmovups [", $row, " + 64], ", $hi, "\n",)+),
+                    // Clean upper vector state for the SSE code that runs next (the executor,
+                    // other kernels): without it a 14 x 14 x 256 global mean after a pointwise
+                    // layer took 7.3 us instead of 4.4.
+                    "vzeroupper",
                     e = in(reg) epi,
                     o = inout(reg) ops.offsets => _,
                     end = in(reg) ops.end,
