@@ -1,8 +1,8 @@
 //! Convolutions over `[batch, c, spatial..]` tensors on the shared GEMM.
 //!
-//! - A 1x1 stride-1 unpadded kernel reads the image in place as B where its positions fill
-//!   whole panels, else a copy in panels made once per image (a strided unpadded 1x1 kernel
-//!   reads a subsampled copy).
+//! - A 1x1 stride-1 unpadded kernel reads the image in place as B, or of fewer positions than
+//!   two panels with a partial one, a copy in panels made once per image (a strided unpadded
+//!   1x1 kernel reads a subsampled copy).
 //! - A 2-D kernel multiplies the weights (read in place) by patch panels the GEMM driver has
 //!   built on demand (`Patches`) from a padded copy of the input, so the patch matrix never
 //!   exists whole.
@@ -154,11 +154,14 @@ pub fn conv(
         }
         // The patch matrix is written straight in the GEMM's panel layout: per group,
         // `[panels][ck][nr]` (the last panel zero-padded), so the product streams it. A
-        // direct kernel whose positions leave an edge panel gets the image in that layout too
-        // (`direct_panels`); one whose positions fill whole panels is read in place.
+        // direct kernel of fewer positions than two panels, the last one partial, gets the
+        // image in that layout too (`direct_panels`): each task of the product would copy the
+        // edge panel for itself, about as much as the whole image. Larger images are read in
+        // place (copying them cost more than the tasks' edge copies: ShuffleNet's 14x14 and
+        // 28x28 grouped layers, one thread, 4.1-4.3 -> 4.3-4.6 ms for the model).
         let nr = gemm::kernel(isa).nr;
         let per_group = p.div_ceil(nr) * ck * nr;
-        let in_place = direct && p % nr == 0;
+        let in_place = direct && (p % nr == 0 || p >= 2 * nr);
         let mut col: Vec<f32> = if direct {
             Vec::new()
         } else {
