@@ -162,24 +162,27 @@ pub fn conv(
         let nr = gemm::kernel(isa).nr;
         let per_group = p.div_ceil(nr) * ck * nr;
         let in_place = direct && (p % nr == 0 || p >= 2 * nr);
+        let copied = direct && !in_place;
         let mut col: Vec<f32> = if direct {
             Vec::new()
         } else {
             try_zeroed("convolution patches", groups * per_group)?
         };
         with_scratch(&PANELS, |panels| {
-            if direct && !in_place {
+            if copied {
                 grow(panels, groups * per_group, "a convolution input in panels")?;
             }
             for img in 0..batch {
                 let xi = &x[img * cin * plane..(img + 1) * cin * plane];
-                if direct && !in_place {
+                if copied {
                     direct_panels(xi, (ck, p, nr), &mut panels[..groups * per_group]);
                 } else if !direct {
                     let sizes = (ck, ksize, plane, p, nr);
                     patch_panels(xi, sizes, (&tables, kernel, out_sp, &in_strides), &mut col);
                 }
                 let o = out[img * m * p..(img + 1) * m * p].as_mut_ptr();
+                // Panels: the copied image's or the patch matrix's.
+                let built = if copied { &panels[..] } else { &col[..] };
                 let jobs: Vec<GemmJob> = (0..groups)
                     .map(|g| GemmJob {
                         m: mg,
@@ -187,16 +190,13 @@ pub fn conv(
                         k: ck,
                         a: w[g * mg * ck..].as_ptr(),
                         lda: ck,
-                        b: match (in_place, direct) {
-                            (true, _) => BSource::Rows {
+                        b: match in_place {
+                            true => BSource::Rows {
                                 ptr: xi[g * ck * p..].as_ptr(),
                                 ld: p,
                             },
-                            (false, true) => BSource::Panels {
-                                ptr: panels[g * per_group..].as_ptr(),
-                            },
-                            (false, false) => BSource::Panels {
-                                ptr: col[g * per_group..].as_ptr(),
+                            false => BSource::Panels {
+                                ptr: built[g * per_group..].as_ptr(),
                             },
                         },
                         // SAFETY: group g writes rows g * mg .. (g + 1) * mg of this image.
