@@ -529,6 +529,45 @@ def test_clip_flatten_dropout_in_a_cnn():
     assert sum("folded" in note for note in m.notes) == 2
 
 
+def _conv_then(act_nodes, rng, out="y"):
+    """Conv (16 -> 32 channels, 3x3, pads 1) then ``act_nodes`` reading "c" and writing ``out``."""
+    inits = [("w", _rand(rng, 32, 16, 3, 3, scale=0.5)), ("b", _rand(rng, 32)),
+             ("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32)),
+             ("five", np.array(5.0, np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), *act_nodes]
+    return _model(nodes, [_vi("x", ["N", 16, 9, 10])], [_vi(out, None)], inits)
+
+
+@pytest.mark.parametrize("act", ["relu6", "hard_swish"])
+def test_relu6_and_hard_swish_are_conv_epilogues(act):
+    """Clip(0, 6) and HardSwish after a Conv run in the Conv's epilogue: as many kernels as a
+    Conv + Relu, and ORT's results."""
+    rng = np.random.default_rng(31)
+    n = helper.make_node
+    act_nodes = {"relu6": [n("Clip", ["c", "lo", "hi"], ["y"])], "hard_swish": [n("HardSwish", ["c"], ["y"])]}
+    model = _conv_then(act_nodes[act], rng)
+    x = _rand(rng, 2, 16, 9, 10, scale=2.0)
+    m = check(model, {"x": x})
+    want = _ort(model, {"x": x})[0]
+    # Both clamps hit: relu6's 0 and 6, HardSwish's 0 (below -3) and identity (above 3).
+    assert (want == 0).any() and ((want == 6) if act == "relu6" else (want > 3)).any()
+    kernels = m.pipeline().specialize(N=2).report_data["kernels"]
+    relu = rlx.onnx.load(_conv_then([n("Relu", ["c"], ["y"])], rng))
+    assert kernels == relu.pipeline().specialize(N=2).report_data["kernels"]
+    # Clip to other bounds stays two elementwise steps after the Conv (and still matches).
+    other = _conv_then([n("Clip", ["c", "lo", "five"], ["y"])], rng)
+    m5 = check(other, {"x": x})
+    assert m5.pipeline().specialize(N=2).report_data["kernels"] > kernels
+
+
+def test_clip_to_relu6_keeps_nan_and_signed_zero():
+    x = np.array([[-1.0, 0.0, -0.0, 3.0, 6.0, 7.5, np.nan, -np.inf, np.inf]], np.float32)
+    inits = [("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32))]
+    got = rlx.onnx.load(single("Clip", (1, 9), 2, inits)).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, np.clip(x, 0.0, 6.0))
+    assert np.signbit(got[0, 2]) == np.signbit(np.clip(x, 0.0, 6.0)[0, 2])
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

@@ -76,6 +76,9 @@ def _activation(imp: Importer, node: Any) -> Any:
     if t == "HardSigmoid":
         return _hard_sigmoid(imp, x, float(at.get("alpha", 0.2)), float(at.get("beta", 0.5)))
     if t == "HardSwish":
+        if np.dtype(imp.dtype(x)) == np.float32:
+            # One op the convolutions and linears take as their epilogue (rlx's hard_swish).
+            return imp.g.unary("hard_swish", x)
         return imp.g.mul(x, _hard_sigmoid(imp, x, 1.0 / 6.0, 0.5))
     if t == "Softplus":
         return _softplus(imp, x)

@@ -165,6 +165,11 @@ def _identity(imp: Importer, node: Any) -> Any:
     return x
 
 
+def _scalar_is(v: Any, value: float) -> bool:
+    """Whether ``v`` is a scalar known at import that equals ``value``."""
+    return isinstance(v, Known) and not v.symbolic and v.arr.ndim == 0 and float(v.arr) == value
+
+
 @op("Clip")
 def _clip(imp: Importer, node: Any) -> Any:
     a = attrs(node)
@@ -175,6 +180,9 @@ def _clip(imp: Importer, node: Any) -> Any:
     if imp.opset < 11:
         lo = Known(np.array(a.get("min", -np.inf), dt)) if "min" in a else None
         hi = Known(np.array(a.get("max", np.inf), dt)) if "max" in a else None
+    if np.dtype(dt) == np.float32 and _scalar_is(lo, 0.0) and _scalar_is(hi, 6.0):
+        # MobileNet's activation: one op the convolutions and linears take as their epilogue.
+        return imp.g.unary("relu6", imp.rt(x))
     out = imp.rt(x)
     if lo is not None:
         out = imp.g.max(out, imp.rt(lo))

@@ -41,6 +41,11 @@ named_enum!(
     /// Elementwise unary ops and activations (f32).
     UnaryOp {
         Relu => "relu",
+        /// `min(max(x, 0), 6)` (ONNX `Clip(x, 0, 6)`, MobileNet's activation); NaN stays NaN.
+        Relu6 => "relu6",
+        /// `x * min(max(x / 6 + 1/2, 0), 1)` (ONNX HardSwish: `x * (x * alpha + beta)`
+        /// clamped, alpha = 1/6 rounded to f32, beta = 0.5).
+        HardSwish => "hard_swish",
         /// GELU with the exact erf form.
         Gelu => "gelu",
         /// GELU with the tanh approximation.

@@ -125,7 +125,7 @@ fn check_fused_conv(
 
 #[test]
 fn fused_conv_epilogues_match_the_reference() {
-    use rlx_ir::UnaryOp::{Relu, Sigmoid};
+    use rlx_ir::UnaryOp::{HardSwish, Relu, Relu6, Sigmoid};
     let same = (&[][..], &[1usize, 1, 1, 1][..], 1);
     // Channel-major patch panels, then the 1x1 kernel read in place, both activations.
     check_fused_conv(&[2, 3, 9, 9], &[4, 3, 3, 3], same, Relu, false);
@@ -139,6 +139,9 @@ fn fused_conv_epilogues_match_the_reference() {
     // Channels-last implicit GEMM: kernel rows of 288 and 1,800 K rows, each one piece.
     check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu, false);
     check_fused_conv(&[1, 600, 3, 3], &[32, 600, 3, 3], same, Relu, true);
+    // Relu6 and HardSwish after the tiles: sums of 864 and 5,400 products reach past 6 and -3.
+    check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu6, false);
+    check_fused_conv(&[1, 600, 3, 3], &[40, 600, 3, 3], same, HardSwish, true);
     // Depthwise over 40 channels with a residual: the per-position epilogue on vectors.
     check_fused_conv(
         &[2, 40, 7, 7],
@@ -147,8 +150,27 @@ fn fused_conv_epilogues_match_the_reference() {
         Relu,
         true,
     );
-    // A 1x1 with whole panels of channels: residual and relu in the tiles' stores.
+    // A 1x1 with whole panels of channels: residual and relu in the tiles' stores; relu6 and
+    // HardSwish in the product's block epilogue (256 K rows: sums past 6).
     check_fused_conv(&[2, 16, 6, 6], &[64, 16, 1, 1], (&[], &[], 1), Relu, false);
+    check_fused_conv(
+        &[2, 256, 6, 6],
+        &[64, 256, 1, 1],
+        (&[], &[], 1),
+        Relu6,
+        false,
+    );
+    check_fused_conv(
+        &[2, 256, 5, 6],
+        &[48, 256, 1, 1],
+        (&[], &[], 1),
+        HardSwish,
+        true,
+    );
+    // Depthwise: the per-position epilogue's relu6 and HardSwish (40 channels: a lane tail).
+    let depthwise = (&[1usize, 1][..], &[1usize, 1, 1, 1][..], 40);
+    check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, Relu6, false);
+    check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, HardSwish, true);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
     check_fused_conv(&[2, 16, 5, 5], &[40, 16, 3, 3], same, Relu, true);
     check_fused_conv(

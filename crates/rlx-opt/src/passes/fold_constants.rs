@@ -71,6 +71,7 @@ fn unary(op: UnaryOp, d: &TensorData) -> Option<TensorData> {
         UnaryOp::Sqrt => f32::sqrt,
         // NaN stays NaN, as the kernels keep it (`f32::max` would give 0).
         UnaryOp::Relu => |x| if x < 0.0 { 0.0 } else { x },
+        UnaryOp::Relu6 => |x| x.clamp(0.0, 6.0),
         _ => return None,
     };
     Some(TensorData::F32(v.iter().map(|x| f(*x)).collect()))

@@ -9,8 +9,10 @@ use rlx_ir::{BinaryOp, ComputeOp, HirModule, Result, UnaryOp};
 use super::PassLog;
 use super::util::use_counts;
 
-const ACTIVATIONS: [UnaryOp; 6] = [
+const ACTIVATIONS: [UnaryOp; 8] = [
     UnaryOp::Relu,
+    UnaryOp::Relu6,
+    UnaryOp::HardSwish,
     UnaryOp::Gelu,
     UnaryOp::GeluTanh,
     UnaryOp::Silu,

@@ -125,6 +125,23 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// `min(max(x, 0), 6)`, NaN kept (the vector form's operand order does the same).
+#[inline(always)]
+pub fn relu6(x: f32) -> f32 {
+    x.clamp(0.0, 6.0)
+}
+
+/// ONNX HardSigmoid with HardSwish's constants: `x * (1/6) + 1/2` (two roundings, as ONNX
+/// writes it) clamped to `[0, 1]`, NaN kept.
+#[inline(always)]
+pub fn hard_sigmoid(x: f32) -> f32 {
+    let t = x * HARD_ALPHA + 0.5;
+    t.clamp(0.0, 1.0)
+}
+
+/// HardSwish's slope, 1/6 rounded to f32 (ONNX's `alpha`).
+pub const HARD_ALPHA: f32 = 1.0 / 6.0;
+
 /// Applies one unary op to one element.
 #[inline(always)]
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
@@ -137,6 +154,8 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
                 x
             }
         }
+        UnaryOp::Relu6 => relu6(x),
+        UnaryOp::HardSwish => x * hard_sigmoid(x),
         UnaryOp::Gelu => gelu(x),
         // 0.5 * (1 + tanh(u)) = sigmoid(2u): the same function without cancelling for x < -3.
         UnaryOp::GeluTanh => {

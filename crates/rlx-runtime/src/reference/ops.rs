@@ -271,6 +271,12 @@ pub fn unary(op: UnaryOp, x: f64) -> f64 {
                 x
             }
         }
+        // `clamp` keeps NaN.
+        UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+        UnaryOp::HardSwish => {
+            let t = x / 6.0 + 0.5;
+            x * t.clamp(0.0, 1.0)
+        }
         UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
         UnaryOp::GeluTanh => {
             let c = (2.0 / std::f64::consts::PI).sqrt();

@@ -257,7 +257,11 @@ impl Gen<'_> {
 
     pub(crate) fn unary(&mut self, op: UnaryOp, x: usize) -> usize {
         let v = self.g.unary(op, self.pool[x].v).expect("unary");
-        let exact = self.pool[x].exact && matches!(op, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs);
+        let exact = self.pool[x].exact
+            && matches!(
+                op,
+                UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Neg | UnaryOp::Abs
+            );
         self.push(v, exact)
     }
 
@@ -302,9 +306,13 @@ pub(crate) fn step(g: &mut Gen, kind: u8) -> Option<usize> {
         UnaryOp::Neg,
         UnaryOp::Abs,
         UnaryOp::Erf,
+        UnaryOp::Relu6,
+        UnaryOp::HardSwish,
     ];
     const ACT: &[UnaryOp] = &[
         UnaryOp::Relu,
+        UnaryOp::Relu6,
+        UnaryOp::HardSwish,
         UnaryOp::Gelu,
         UnaryOp::GeluTanh,
         UnaryOp::Silu,

@@ -70,7 +70,13 @@ use per_isa;
 pub fn vectorized(op: UnaryOp) -> bool {
     matches!(
         op,
-        UnaryOp::Exp | UnaryOp::Gelu | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::GeluTanh
+        UnaryOp::Exp
+            | UnaryOp::Gelu
+            | UnaryOp::Sigmoid
+            | UnaryOp::Silu
+            | UnaryOp::GeluTanh
+            | UnaryOp::Relu6
+            | UnaryOp::HardSwish
     )
 }
 
@@ -146,16 +152,17 @@ unsafe fn block_v<V: F32s>(
     act: Option<UnaryOp>,
     rational_gelu: bool,
 ) {
-    // A relu goes in the bias pass (a scalar loop per row would cost as much as a small-K
-    // product: MobileNet-like b1 1.01 -> 0.85 ms without it).
+    // A relu (or relu6) goes in the bias pass (a scalar loop per row would cost as much as a
+    // small-K product: MobileNet-like b1 1.01 -> 0.85 ms without it).
     let relu = act == Some(UnaryOp::Relu);
+    let relu6 = act == Some(UnaryOp::Relu6);
     // SAFETY: every access is inside the block the caller describes.
     unsafe {
         let zero = V::splat(0.0);
         for r in 0..rows {
             let row = c.add(r * ldc);
             let res_row = res.map(|x| x.ptr.add(r * x.ld));
-            if bias.is_some() || relu || res_row.is_some() {
+            if bias.is_some() || relu || relu6 || res_row.is_some() {
                 let body = cols - cols % V::N;
                 let mut j = 0;
                 while j < body {
@@ -168,6 +175,8 @@ unsafe fn block_v<V: F32s>(
                     }
                     if relu {
                         v = v.at_least(zero);
+                    } else if relu6 {
+                        v = relu6_v(v);
                     }
                     v.store(row.add(j));
                     j += V::N;
@@ -176,12 +185,16 @@ unsafe fn block_v<V: F32s>(
                     let v = *row.add(j)
                         + bias.map_or(0.0, |b| b[j])
                         + res_row.map_or(0.0, |x| *x.add(j));
-                    *row.add(j) = if relu && v < 0.0 { 0.0 } else { v };
+                    *row.add(j) = match act {
+                        Some(UnaryOp::Relu) if v < 0.0 => 0.0,
+                        Some(UnaryOp::Relu6) => math::relu6(v),
+                        _ => v,
+                    };
                 }
             }
             match act {
                 Some(UnaryOp::Gelu) if rational_gelu => gelu_rational_row::<V>(row, cols),
-                Some(UnaryOp::Relu) | None => {}
+                Some(UnaryOp::Relu | UnaryOp::Relu6) | None => {}
                 Some(op) if vectorized(op) => map_v::<V>(op, row, row, cols),
                 Some(op) => math::unary_in_place(op, std::slice::from_raw_parts_mut(row, cols)),
             }
@@ -264,6 +277,8 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
             UnaryOp::Sigmoid => each!(sigmoid_v::<V>),
             UnaryOp::Silu => each!(|x: V| x.mul(sigmoid_v(x))),
             UnaryOp::GeluTanh => each!(gelu_tanh_v::<V>),
+            UnaryOp::Relu6 => each!(relu6_v::<V>),
+            UnaryOp::HardSwish => each!(|x: V| x.mul(hard_sigmoid_v(x))),
             _ => {}
         }
         for i in body..n {
@@ -287,6 +302,21 @@ unsafe fn exp_clamped_v<V: F32s>(c: V) -> V {
             p = p.fma(g, V::splat(k));
         }
         p.scale_pow2(r, n)
+    }
+}
+
+/// `math::relu6` on a vector (NaN lanes kept).
+#[inline(always)]
+unsafe fn relu6_v<V: F32s>(x: V) -> V {
+    unsafe { x.at_least(V::splat(0.0)).at_most(V::splat(6.0)) }
+}
+
+/// `math::hard_sigmoid` on a vector: the same two roundings.
+#[inline(always)]
+unsafe fn hard_sigmoid_v<V: F32s>(x: V) -> V {
+    unsafe {
+        let t = x.mul(V::splat(math::HARD_ALPHA)).add(V::splat(0.5));
+        t.at_least(V::splat(0.0)).at_most(V::splat(1.0))
     }
 }
 

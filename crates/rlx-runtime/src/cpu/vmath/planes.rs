@@ -70,6 +70,7 @@ unsafe fn epilogue_v<V: F32s>(
     act: Option<UnaryOp>,
 ) {
     let relu = act == Some(UnaryOp::Relu);
+    let relu6 = act == Some(UnaryOp::Relu6);
     let n = match res {
         Some(r) => run.len().min(r.len()),
         None => run.len(),
@@ -86,6 +87,8 @@ unsafe fn epilogue_v<V: F32s>(
             }
             if relu {
                 v = v.at_least(zero);
+            } else if relu6 {
+                v = v.at_least(zero).at_most(V::splat(6.0));
             }
             v.store(p.add(i));
             i += V::N;
@@ -93,10 +96,14 @@ unsafe fn epilogue_v<V: F32s>(
     }
     for (i, v) in run[..n].iter_mut().enumerate().skip(body) {
         let x = *v + bias(i) + res.map_or(0.0, |r| r[i]);
-        *v = if relu && x < 0.0 { 0.0 } else { x };
+        *v = match act {
+            Some(UnaryOp::Relu) if x < 0.0 => 0.0,
+            Some(UnaryOp::Relu6) => crate::cpu::math::relu6(x),
+            _ => x,
+        };
     }
     match act {
-        Some(op) if !relu => super::unary_in_place(V::ISA, op, &mut run[..n]),
+        Some(op) if !relu && !relu6 => super::unary_in_place(V::ISA, op, &mut run[..n]),
         _ => {}
     }
 }
