@@ -568,6 +568,18 @@ def test_clip_to_relu6_keeps_nan_and_signed_zero():
     assert np.signbit(got[0, 2]) == np.signbit(np.clip(x, 0.0, 6.0)[0, 2])
 
 
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 0.0, 2.0, -0.5])
+def test_leaky_relu_edges(alpha):
+    """LeakyRelu as max(x, alpha * x) for 0 < alpha <= 1, the select otherwise: the same values
+    for infinities, NaN and signed zeros."""
+    x = np.array([[np.inf, -np.inf, np.nan, -0.0, 0.0, 3.0, -3.0, 1e-40, -1e-40]], np.float32)
+    got = rlx.onnx.load(single("LeakyRelu", (1, 9), 2, alpha=alpha)).run({"x": x})["y"]
+    with np.errstate(invalid="ignore"):
+        want = np.where(x < 0, np.float32(alpha) * x, x)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want))[~np.isnan(want)].all()
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

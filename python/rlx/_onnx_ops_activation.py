@@ -56,7 +56,13 @@ def _piecewise(imp: Importer, node: Any) -> Any:
         neg = _expm1_neg(imp, imp.g.div(x, _c(imp, alpha)), alpha)
         return imp.g.add(imp.g.relu(x), imp.g.min(neg, zero))
     if t == "LeakyRelu":
-        neg = imp.g.mul(x, _c(imp, float(at.get("alpha", 0.01))))
+        alpha = float(at.get("alpha", 0.01))
+        if 0.0 < alpha <= 1.0 and np.dtype(imp.dtype(x)) == np.float32:
+            # max(x, alpha * x) is exactly x for x >= 0 and alpha * x below (NaN and infinities
+            # kept; alpha 0 would turn inf into NaN): two
+            # steps one elementwise program runs, channels-last between convolutions.
+            return imp.g.max(x, imp.g.mul(x, _c(imp, alpha)))
+        neg = imp.g.mul(x, _c(imp, alpha))
     elif t == "PRelu":
         neg = imp.g.mul(x, _prelu_slope(imp, x, imp.rt(imp.get(node.input[1]))))
     elif t == "Elu":

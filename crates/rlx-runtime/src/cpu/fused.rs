@@ -141,6 +141,13 @@ enum Link {
         value_first: bool,
         vector: bool,
     },
+    /// `value = op(value, c)` (`op(c, value)` when `!value_first`): a constant of the
+    /// program itself (`EwStep::Const`).
+    Const {
+        op: BinaryOp,
+        c: f32,
+        value_first: bool,
+    },
     Unary(UnaryOp),
 }
 
@@ -165,22 +172,44 @@ fn row_chain(
     let dense = super::elementwise::broadcast_strides(out_shape, out_shape);
     let across_rows =
         |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0) && strides[n] != dense;
-    let Some(EwStep::Load(first)) = program.steps.first() else {
-        return None;
-    };
-    if along_row(*first) != 1 {
-        return None;
-    }
     // Registers holding an operand constant along the row, or the same row for every row:
     // its input, and whether it is such a row.
     let mut constant: Vec<Option<(usize, bool)>> = vec![None; program.steps.len()];
-    let (mut value, mut links) = (0, Vec::new());
-    for (i, step) in program.steps.iter().enumerate().skip(1) {
+    // Registers holding a constant of the program.
+    let mut immediate: Vec<Option<f32>> = vec![None; program.steps.len()];
+    // The chain's operand (read along the row) and the register holding its value so far; the
+    // program may load constants before it (`x * k` fused as `k`, `x`, mul).
+    let (mut first, mut value, mut links) = (None, 0, Vec::new());
+    for (i, step) in program.steps.iter().enumerate() {
         match *step {
             EwStep::Load(n) if along_row(n) == 0 && strides[n] != dense => {
                 constant[i] = Some((n, false))
             }
             EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => constant[i] = Some((n, true)),
+            EwStep::Load(n) if first.is_none() && along_row(n) == 1 => {
+                first = Some(n);
+                value = i;
+            }
+            EwStep::Const(c) => immediate[i] = Some(c),
+            _ if first.is_none() => return None,
+            EwStep::Binary(op, a, b) if a == value && b != value && immediate[b].is_some() => {
+                let c = immediate[b]?;
+                links.push(Link::Const {
+                    op,
+                    c,
+                    value_first: true,
+                });
+                value = i;
+            }
+            EwStep::Binary(op, a, b) if b == value && a != value && immediate[a].is_some() => {
+                let c = immediate[a]?;
+                links.push(Link::Const {
+                    op,
+                    c,
+                    value_first: false,
+                });
+                value = i;
+            }
             EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
                 let (input, vector) = constant[b]?;
                 links.push(Link::Binary {
@@ -208,11 +237,13 @@ fn row_chain(
             _ => return None,
         }
     }
-    (value == program.steps.len() - 1 && !links.is_empty()).then_some((*first, links))
+    let first = first?;
+    (value == program.steps.len() - 1 && !links.is_empty()).then_some((first, links))
 }
 
-/// Runs a row chain: per block of output rows, the first link reads the chain's operand into
-/// the block, the others update it in place (the block stays in L1 between passes).
+/// Runs a row chain: per block of output rows (or piece of a long row), the first link reads
+/// the chain's operand into the block, the others update it in place (the block stays in L1
+/// between passes).
 ///
 /// # Safety
 /// As `elementwise`; `first` is read with step 1 along the rows, the binary links' operands
@@ -229,31 +260,39 @@ unsafe fn run_chain(
     let last = out_shape.last().copied().unwrap_or(1).max(1);
     let rows = out_shape.iter().product::<usize>() / last;
     let offset = |n: usize, r: usize| row_offset(out_shape, &strides[n], r);
-    // Blocks of whole rows that stay in L1 from the first link to the last; a block of rows
-    // is one run of the output, and of the first operand when it is laid out as the output.
+    // Blocks of whole rows that stay in L1 from the first link to the last; a row longer
+    // than a block goes in pieces of EW_COLS columns (a same-shape chain collapses to one row
+    // of the whole tensor: in one piece, each link was a pass over memory on one thread).
+    let width = last.min(EW_COLS);
+    let pieces = last.div_ceil(width);
     let block = (EW_COLS / last).max(1);
+    // A block of whole rows is one run of the output, and of the first operand when it is
+    // laid out as the output.
     let dense = (0..rank).all(|d| strides[first][d] == out_shape[d + 1..].iter().product());
-    let blocks_per_task = (PAR_GRAIN / (block * last)).max(1);
-    let n_blocks = rows.div_ceil(block);
+    let blocks_per_task = (PAR_GRAIN / (block * width)).max(1);
+    let n_blocks = rows.div_ceil(block) * pieces;
     (0..n_blocks.div_ceil(blocks_per_task))
         .into_par_iter()
         .for_each(|t| {
             for b in t * blocks_per_task..((t + 1) * blocks_per_task).min(n_blocks) {
-                let (r0, nr) = (b * block, block.min(rows - b * block));
-                // SAFETY: rows r0.. of the output belong to this task; the first operand's rows
-                // (the output's own memory when they share it: same shape) are read by the first
-                // link before or as they are written; the other operands hold a value per row or
-                // one row.
+                let (rb, c0) = (b / pieces, (b % pieces) * width);
+                let (r0, nr) = (rb * block, block.min(rows - rb * block));
+                let w = width.min(last - c0);
+                // SAFETY: columns c0..c0 + w of rows r0.. of the output belong to this task;
+                // the first operand's (the output's own memory when they share it: same
+                // shape) are read by the first link before or as they are written; the other
+                // operands hold a value per row or one row.
                 unsafe {
-                    let dst = out.get().add(r0 * last);
+                    let dst = out.get().add(r0 * last + c0);
                     for (k, link) in links.iter().enumerate() {
                         // The link's source rows: the first operand's for the first link, else
                         // the block itself (in place).
                         let src = |i: usize| match k {
-                            0 => inputs[first].ptr.add(offset(first, r0 + i)),
+                            0 => inputs[first].ptr.add(offset(first, r0 + i) + c0),
                             _ => dst.add(i * last) as *const f32,
                         };
-                        let whole = k > 0 || dense;
+                        // Rows one run: whole rows, in place or of a dense first operand.
+                        let whole = w == last && (k > 0 || dense);
                         match *link {
                             Link::Binary {
                                 op,
@@ -261,7 +300,7 @@ unsafe fn run_chain(
                                 value_first,
                                 vector: true,
                             } => {
-                                let v = inputs[input].ptr.add(offset(input, 0));
+                                let v = inputs[input].ptr.add(offset(input, 0) + c0);
                                 match whole {
                                     true => vmath::vector_op(
                                         isa,
@@ -278,7 +317,7 @@ unsafe fn run_chain(
                                             isa,
                                             op,
                                             v,
-                                            last,
+                                            w,
                                             value_first,
                                             src(i),
                                             dst.add(i * last),
@@ -301,16 +340,27 @@ unsafe fn run_chain(
                                     value_first,
                                     src(i),
                                     dst.add(i * last),
-                                    last,
+                                    w,
                                 );
                             }),
-                            Link::Unary(op) if k > 0 => {
+                            Link::Const { op, c, value_first } => (0..nr).for_each(|i| {
+                                vmath::scalar_op(
+                                    isa,
+                                    op,
+                                    c,
+                                    value_first,
+                                    src(i),
+                                    dst.add(i * last),
+                                    w,
+                                );
+                            }),
+                            Link::Unary(op) if whole && k > 0 => {
                                 let run = std::slice::from_raw_parts_mut(dst, nr * last);
                                 vmath::unary_in_place(isa, op, run);
                             }
                             Link::Unary(op) => (0..nr).for_each(|i| {
-                                let from = std::slice::from_raw_parts(src(i), last);
-                                let row = std::slice::from_raw_parts_mut(dst.add(i * last), last);
+                                let from = std::slice::from_raw_parts(src(i), w);
+                                let row = std::slice::from_raw_parts_mut(dst.add(i * last), w);
                                 if std::ptr::eq(from.as_ptr(), row.as_ptr()) {
                                     vmath::unary_in_place(isa, op, row);
                                 } else {
@@ -468,7 +518,7 @@ mod tests {
     /// takes it.
     #[test]
     fn row_chains_match_the_program_and_others_are_left_to_the_registers() {
-        use BinaryOp::{Add, Div, Mul, Sub};
+        use BinaryOp::{Add, Div, Max, Min, Mul, Sub};
         use EwStep::{Binary, Load, Unary};
         let (shape, n) = ([2usize, 3, 37], 2 * 3 * 37);
         let x: Vec<f32> = (0..n).map(|i| (i as f32 - 100.0) / 7.0).collect();
@@ -518,6 +568,30 @@ mod tests {
                     Binary(Sub, 1, 0),
                     Load(3),
                     Binary(Div, 2, 3),
+                ],
+                true,
+            ),
+            // Constants loaded before the operand (a Clip fused as lo, x, max, hi, min).
+            (
+                vec![
+                    Load(1),
+                    Load(0),
+                    Binary(Max, 1, 0),
+                    Load(2),
+                    Binary(Min, 2, 3),
+                ],
+                true,
+            ),
+            // Constants of the program: (x - 3) * a, clamped below at 0.5.
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(3.0),
+                    Binary(Sub, 0, 1),
+                    Load(1),
+                    Binary(Mul, 3, 2),
+                    EwStep::Const(0.5),
+                    Binary(Max, 5, 4),
                 ],
                 true,
             ),
@@ -583,6 +657,69 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn long_rows_run_in_pieces() {
+        // Rows of 2,500 (EW_COLS pieces and a tail): a per-row constant first, the operand,
+        // then a per-column vector and a relu; NaN through the NaN-propagating max.
+        use EwStep::{Binary, Load, Unary};
+        let (rows, cols) = (2usize, 2500usize);
+        let mut x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+            .collect();
+        x[1234] = f32::NAN;
+        let a = [0.5f32, -1.5];
+        let v: Vec<f32> = (0..cols).map(|j| (j % 13) as f32 - 6.0).collect();
+        let program = EwProgram {
+            steps: vec![
+                Load(1),
+                Load(0),
+                Binary(BinaryOp::Max, 1, 0),
+                Load(2),
+                Binary(BinaryOp::Mul, 2, 3),
+                Unary(UnaryOp::Relu, 4),
+            ],
+        };
+        let ins = [
+            EwInput {
+                ptr: x.as_ptr(),
+                owned: None,
+                strides: vec![cols, 1],
+            },
+            EwInput {
+                ptr: a.as_ptr(),
+                owned: None,
+                strides: vec![1, 0],
+            },
+            EwInput {
+                ptr: v.as_ptr(),
+                owned: None,
+                strides: vec![0, 1],
+            },
+        ];
+        let (cs, st) = collapse(&[rows, cols], &ins);
+        assert!(row_chain(&program, &cs, &st).is_some());
+        let mut out = vec![0.0f32; rows * cols];
+        // SAFETY: every operand covers its broadcast shape; out holds rows * cols values.
+        unsafe {
+            elementwise(
+                &program,
+                &ins,
+                OutPtr(out.as_mut_ptr()),
+                out.len(),
+                &[rows, cols],
+            )
+        };
+        for (i, o) in out.iter().enumerate() {
+            let m = f32::binary(BinaryOp::Max, a[i / cols], x[i]);
+            let want = super::super::math::unary(UnaryOp::Relu, m * v[i % cols]);
+            assert!(
+                o.to_bits() == want.to_bits() || (o.is_nan() && want.is_nan()),
+                "[{i}]: {o} vs {want}"
+            );
+        }
+        assert!(out[1234].is_nan());
     }
 
     #[test]

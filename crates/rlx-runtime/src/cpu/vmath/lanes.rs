@@ -24,6 +24,8 @@ pub(super) trait F32s: Copy {
     unsafe fn at_most(self, hi: Self) -> Self;
     /// Lane-wise `max(self, o)`, NaN where either is NaN.
     unsafe fn max_nan(self, o: Self) -> Self;
+    /// Lane-wise `min(self, o)`, NaN where either is NaN.
+    unsafe fn min_nan(self, o: Self) -> Self;
     unsafe fn abs(self) -> Self;
     /// `if self < b { then } else { other }` per lane (false for NaN).
     unsafe fn select_lt(self, b: Self, then: Self, other: Self) -> Self;
@@ -87,6 +89,13 @@ impl F32s for Scalar {
     }
     unsafe fn max_nan(self, o: Self) -> Self {
         Scalar(if !self.0.is_nan() && (o.0 > self.0 || o.0.is_nan()) {
+            o.0
+        } else {
+            self.0
+        })
+    }
+    unsafe fn min_nan(self, o: Self) -> Self {
+        Scalar(if !self.0.is_nan() && (o.0 < self.0 || o.0.is_nan()) {
             o.0
         } else {
             self.0
@@ -170,6 +179,18 @@ impl F32s for V512 {
             V512(_mm512_mask_blend_ps(
                 nan,
                 _mm512_max_ps(self.0, o.0),
+                self.0,
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn min_nan(self, o: Self) -> Self {
+        // As max_nan.
+        unsafe {
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0);
+            V512(_mm512_mask_blend_ps(
+                nan,
+                _mm512_min_ps(self.0, o.0),
                 self.0,
             ))
         }
@@ -282,6 +303,14 @@ impl F32s for V256 {
         unsafe {
             let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0);
             V256(_mm256_blendv_ps(_mm256_max_ps(self.0, o.0), self.0, nan))
+        }
+    }
+    #[inline(always)]
+    unsafe fn min_nan(self, o: Self) -> Self {
+        // As max_nan.
+        unsafe {
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0);
+            V256(_mm256_blendv_ps(_mm256_min_ps(self.0, o.0), self.0, nan))
         }
     }
     #[inline(always)]

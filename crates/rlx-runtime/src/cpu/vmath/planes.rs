@@ -123,7 +123,36 @@ unsafe fn binary_map_v<V: F32s>(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f
         BinaryOp::Sub => zip_map(a, b, dst, |x, y| x - y),
         BinaryOp::Mul => zip_map(a, b, dst, |x, y| x * y),
         BinaryOp::Div => zip_map(a, b, dst, |x, y| x / y),
+        // NaN-propagating max / min do not vectorize as closures: explicit lanes.
+        BinaryOp::Max => unsafe { zip_lanes::<V>(op, a, b, dst, |x, y| x.max_nan(y)) },
+        BinaryOp::Min => unsafe { zip_lanes::<V>(op, a, b, dst, |x, y| x.min_nan(y)) },
         _ => zip_map(a, b, dst, |x, y| f32::binary(op, x, y)),
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])` a vector at a time, the tail as `op` on one element.
+///
+/// # Safety
+/// `V`'s ISA is available on this CPU.
+#[inline(always)]
+unsafe fn zip_lanes<V: F32s>(
+    op: BinaryOp,
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [f32],
+    f: impl Fn(V, V) -> V,
+) {
+    let n = dst.len().min(a.len()).min(b.len());
+    let body = n - n % V::N;
+    // SAFETY: every index below n is in bounds of a, b and dst.
+    unsafe {
+        for i in (0..body).step_by(V::N) {
+            f(V::load(a.as_ptr().add(i)), V::load(b.as_ptr().add(i)))
+                .store(dst.as_mut_ptr().add(i));
+        }
+    }
+    for i in body..n {
+        dst[i] = f32::binary(op, a[i], b[i]);
     }
 }
 
@@ -136,7 +165,7 @@ fn zip_map(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
 
 per_isa!(
     /// `dst[i] = op(src[i], c)`, or `op(c, src[i])` when `!value_first`, for `i < n` and `op`
-    /// one of add, sub, mul, div (others: the scalar function). `src` may be `dst` (each
+    /// one of add, sub, mul, div, max, min (others: the scalar function). `src` may be `dst` (each
     /// vector is read before it is written).
     ///
     /// # Safety
@@ -175,6 +204,8 @@ unsafe fn scalar_op_v<V: F32s>(
             (BinaryOp::Sub, false) => each!(|v: V| k.sub(v)),
             (BinaryOp::Div, true) => each!(|v: V| v.div(k)),
             (BinaryOp::Div, false) => each!(|v: V| k.div(v)),
+            (BinaryOp::Max, _) => each!(|v: V| v.max_nan(k)),
+            (BinaryOp::Min, _) => each!(|v: V| v.min_nan(k)),
             _ => {
                 for i in 0..body {
                     *dst.add(i) = scalar(*src.add(i));
@@ -235,6 +266,8 @@ unsafe fn vector_op_v<V: F32s>(
             (BinaryOp::Sub, false) => each!(|x: V, k: V| k.sub(x)),
             (BinaryOp::Div, true) => each!(|x: V, k: V| x.div(k)),
             (BinaryOp::Div, false) => each!(|x: V, k: V| k.div(x)),
+            (BinaryOp::Max, _) => each!(|x: V, k: V| x.max_nan(k)),
+            (BinaryOp::Min, _) => each!(|x: V, k: V| x.min_nan(k)),
             _ => {
                 for i in 0..rows * c {
                     let (x, k) = (*src.add(i), *v.add(i % c));
