@@ -1,5 +1,6 @@
-"""Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights)
-and a MobileNet-like depthwise-separable net, batch 1 and 8 at 224 x 224, 1 and 2 threads; with
+"""Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights),
+a MobileNet-like depthwise-separable net and MobileNet v2 (torchvision's layout, ReLU6 as
+PyTorch exports it: Clip(0, 6)), batch 1 and 8 at 224 x 224, 1 and 2 threads; with
 --light, the other light models too (AlexNet, DenseNet-121, Inception v1 / v2, ShuffleNet,
 SqueezeNet, VGG-19, ZFNet-512: random weights, batch 1, the batch they were exported with).
 
@@ -7,7 +8,7 @@ Each system runs in a process of its own (ORT's spinning threads would steal the
 whatever runs next), rounds alternating the two; a system's time is the median of its runs in
 its best round, and the ratio is rlx time / ORT time (below 1: rlx faster).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2] [--light]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2] [--light] [--models mobilenet-v2,...]
 """
 
 from __future__ import annotations
@@ -118,6 +119,53 @@ def mobilenet(path: str, width: int = 32, blocks: int = 6) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def mobilenet_v2(path: str) -> None:
+    """MobileNet v2 as torchvision lays it out (width 1.0): inverted residual blocks (1x1
+    expansion, depthwise 3x3, 1x1 projection, a shortcut where the shape allows), each
+    activation a Clip(0, 6) as PyTorch exports ReLU6 (BatchNorm already folded into the
+    convolutions' biases), a 1280-channel head, global average pooling and a classifier."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("six", 6.0))]
+    nodes = []
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> str:
+        fan_in = cin // groups * k * k
+        w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, name + ".w"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + ".b"))
+        nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name], kernel_shape=[k, k],
+                                      strides=[stride, stride], pads=[k // 2] * 4, group=groups))
+        if not act:
+            return name
+        nodes.append(helper.make_node("Clip", [name, "zero", "six"], [name + ".r6"]))
+        return name + ".r6"
+
+    x, c, i = conv("input", "stem", 3, 32, 3, 2), 32, 0
+    for t, cout, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                          (6, 320, 1, 1)]:
+        for j in range(n):
+            stride = s if j == 0 else 1
+            h = x if t == 1 else conv(x, f"b{i}.expand", c, c * t, 1, 1)
+            h = conv(h, f"b{i}.dw", c * t, c * t, 3, stride, groups=c * t)
+            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, act=False)
+            if stride == 1 and c == cout:
+                nodes.append(helper.make_node("Add", [x, h], [f"b{i}.add"]))
+                h = f"b{i}.add"
+            x, c, i = h, cout, i + 1
+    x = conv(x, "head", c, 1280, 1, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    fc = (rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
+    inits += [numpy_helper.from_array(fc, "fc.w"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
+    g = helper.make_graph(nodes, "mobilenet_v2", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 def _batch_symbolic(m: Any) -> None:
     """A symbolic batch, and the classifier's Reshape to [-1, features] instead of [1, ...]."""
     from onnx import numpy_helper
@@ -139,11 +187,11 @@ def _batch_symbolic(m: Any) -> None:
 
 def models(extra: bool = False) -> Dict[str, str]:
     os.makedirs(ROOT, exist_ok=True)
-    out = {"resnet50": os.path.join(ROOT, "resnet50_random_v2.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx")}
-    if not os.path.isfile(out["resnet50"]):
-        resnet50(out["resnet50"])
-    if not os.path.isfile(out["mobilenet-like"]):
-        mobilenet(out["mobilenet-like"])
+    out = {"resnet50": os.path.join(ROOT, "resnet50_random_v2.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx"),
+           "mobilenet-v2": os.path.join(ROOT, "mobilenet_v2_random.onnx")}
+    for name, build in (("resnet50", resnet50), ("mobilenet-like", mobilenet), ("mobilenet-v2", mobilenet_v2)):
+        if not os.path.isfile(out[name]):
+            build(out[name])
     for name in LIGHT if extra else []:
         out[name] = os.path.join(ROOT, f"light_{name}_random.onnx")
         if not os.path.isfile(out[name]):
@@ -190,6 +238,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=2, help="phase pairs per row; the best round of each system counts")
     ap.add_argument("--light", action="store_true", help="the other light models too (batch 1)")
+    ap.add_argument("--models", default="", help="comma-separated model names to run (default: all)")
     ap.add_argument("--phase", nargs=4, metavar=("SYSTEM", "MODEL", "BATCH", "THREADS"))
     a = ap.parse_args()
     paths = models(a.light or (a.phase is not None and a.phase[1] in LIGHT))
@@ -197,6 +246,8 @@ def main() -> None:
         system, model, batch, threads = a.phase
         print(json.dumps(phase(system, paths[model], int(batch), int(threads))))
         return
+    if a.models:
+        paths = {name: paths[name] for name in a.models.split(",") if name in paths}
     header("Vision models vs ONNX Runtime (224 x 224, random weights)", ["onnxruntime", "onnx"])
     rows: List[List[str]] = []
     for threads in [int(t) for t in a.threads.split(",")]:

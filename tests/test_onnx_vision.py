@@ -538,19 +538,21 @@ def _conv_then(act_nodes, rng, out="y"):
     return _model(nodes, [_vi("x", ["N", 16, 9, 10])], [_vi(out, None)], inits)
 
 
-@pytest.mark.parametrize("act", ["relu6", "hard_swish"])
-def test_relu6_and_hard_swish_are_conv_epilogues(act):
-    """Clip(0, 6) and HardSwish after a Conv run in the Conv's epilogue: as many kernels as a
-    Conv + Relu, and ORT's results."""
+@pytest.mark.parametrize("act", ["relu6", "hard_swish", "silu"])
+def test_relu6_hard_swish_and_silu_are_conv_epilogues(act):
+    """Clip(0, 6), HardSwish and x * Sigmoid(x) after a Conv run in the Conv's epilogue: as
+    many kernels as a Conv + Relu, and ORT's results."""
     rng = np.random.default_rng(31)
     n = helper.make_node
-    act_nodes = {"relu6": [n("Clip", ["c", "lo", "hi"], ["y"])], "hard_swish": [n("HardSwish", ["c"], ["y"])]}
+    act_nodes = {"relu6": [n("Clip", ["c", "lo", "hi"], ["y"])], "hard_swish": [n("HardSwish", ["c"], ["y"])],
+                 "silu": [n("Sigmoid", ["c"], ["s"]), n("Mul", ["s", "c"], ["y"])]}
     model = _conv_then(act_nodes[act], rng)
     x = _rand(rng, 2, 16, 9, 10, scale=2.0)
     m = check(model, {"x": x})
     want = _ort(model, {"x": x})[0]
-    # Both clamps hit: relu6's 0 and 6, HardSwish's 0 (below -3) and identity (above 3).
-    assert (want == 0).any() and ((want == 6) if act == "relu6" else (want > 3)).any()
+    if act != "silu":
+        # Both clamps hit: relu6's 0 and 6, HardSwish's 0 (below -3) and identity (above 3).
+        assert (want == 0).any() and ((want == 6) if act == "relu6" else (want > 3)).any()
     kernels = m.pipeline().specialize(N=2).report_data["kernels"]
     relu = rlx.onnx.load(_conv_then([n("Relu", ["c"], ["y"])], rng))
     assert kernels == relu.pipeline().specialize(N=2).report_data["kernels"]

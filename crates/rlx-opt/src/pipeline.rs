@@ -33,6 +33,7 @@ impl Pipeline {
             ("fold_constants", passes::fold_constants::run),
             ("simplify", passes::simplify::run),
             ("fuse_gelu", passes::fuse_gelu::run),
+            ("fuse_silu", passes::fuse_silu::run),
             ("cse", passes::cse::run),
             ("dce", passes::dce::run),
             // Bias adds join their matmuls first, so q/k/v projections are linears for fuse_qkv.

@@ -284,6 +284,39 @@ fn erf_gelu_becomes_gelu_and_joins_the_linear() {
     );
 }
 
+#[test]
+fn fuse_silu_into_a_convolution() {
+    check(
+        "fuse_silu",
+        "conv",
+        &["fuse_silu", "dce", "fuse_epilogue", "dce"],
+        |g| {
+            let x = f32_input(
+                g,
+                "x",
+                vec![
+                    Dim::constant(1),
+                    Dim::constant(4),
+                    Dim::constant(6),
+                    Dim::constant(6),
+                ],
+            );
+            let w = g.param("w", DType::F32, Shape::new(&[8, 4, 3, 3])).unwrap();
+            let b = g.param("b", DType::F32, Shape::new(&[8])).unwrap();
+            let c = g.conv(x, w, Some(b), &[], &[1, 1, 1, 1], &[], 1).unwrap();
+            let s = g.unary(UnaryOp::Sigmoid, c).unwrap();
+            // sigmoid(c) * c: the sigmoid first.
+            let y = g.mul(s, c).unwrap();
+            g.output("y", y).unwrap();
+            // A sigmoid with a second user stays: x * sigmoid(x) is not rewritten.
+            let s2 = g.unary(UnaryOp::Sigmoid, x).unwrap();
+            let z = g.mul(x, s2).unwrap();
+            g.output("z", z).unwrap();
+            g.output("s", s2).unwrap();
+        },
+    );
+}
+
 /// A Llama MLP: `down(silu(gate(x)) * up(x))`, weights in PyTorch's `[out, in]` layout.
 fn swiglu_mlp(g: &mut HirMut) {
     let (b, s) = dims(g);

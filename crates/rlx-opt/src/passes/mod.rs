@@ -10,6 +10,7 @@ pub mod fuse_elementwise;
 pub mod fuse_epilogue;
 pub mod fuse_gelu;
 pub mod fuse_qkv;
+pub mod fuse_silu;
 pub mod fuse_softmax;
 pub mod fuse_swiglu;
 pub mod simplify;
