@@ -5,8 +5,9 @@ PyTorch exports it: Clip(0, 6)), batch 1 and 8 at 224 x 224, 1 and 2 threads; wi
 SqueezeNet, VGG-19, ZFNet-512: random weights, batch 1, the batch they were exported with).
 
 Each system runs in a process of its own (ORT's spinning threads would steal the cores of
-whatever runs next), rounds alternating the two; a system's time is the median of its runs in
-its best round, and the ratio is rlx time / ORT time (below 1: rlx faster).
+whatever runs next), rounds alternating the two; a system's time is the median of its runs (at
+least 10, 5 at batch 8, and as many as fill a second) in its best round, and the ratio is rlx
+time / ORT time (below 1: rlx faster).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_vision.py [--threads 1,2] [--batches 1,8] [--rounds 2] [--light] [--models mobilenet-v2,...]
 """
@@ -224,8 +225,13 @@ def phase(system: str, path: str, batch: int, threads: int) -> Dict[str, Any]:
         what = f"onnxruntime {ort.__version__}"
     for _ in range(3):
         run()
+    # At least 10 runs (5 at batch 8), and as many as fill a second: a 1.5 ms model's 10 runs
+    # took 15 ms, too short a phase to see past the VM's swings.
+    t = time.perf_counter()
+    run()
+    runs = max(10 if batch == 1 else 5, min(1000, int(1.0 / max(time.perf_counter() - t, 1e-6))))
     times = []
-    for _ in range(10 if batch == 1 else 5):
+    for _ in range(runs):
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
