@@ -388,12 +388,13 @@ unsafe fn block(
                         // The tiles applied the epilogue as they stored.
                         continue;
                     }
-                } else if job.k <= KC && !onto_c {
+                } else if job.k <= KC {
                     // Any other edge panel of one K block: tiles that store only its columns,
-                    // in place (24 of a 24-channel layer were 32 columns of products into a
-                    // buffer, then copied; MobileNet v2's 56x56x24 layers at b8 on 2 threads
-                    // were 40-60% slower than ORT's).
-                    if edge_panel(kern, job, rows.clone(), (bp, ldb), c0, cols) {
+                    // in place, adding onto them where c holds the residual (24 of a
+                    // 24-channel layer were 32 columns of products into a buffer, then copied;
+                    // MobileNet v2's 56x56x24 layers at b8 on 2 threads were 40-60% slower
+                    // than ORT's).
+                    if edge_panel(kern, job, rows.clone(), (bp, ldb), (c0, cols), onto_c) {
                         continue;
                     }
                 } else {
@@ -448,18 +449,20 @@ unsafe fn block(
 }
 
 /// An edge panel of `cols < nr` columns and at most `KC` K rows over `rows`, each tile storing
-/// only those columns (`TileEpilogue::cols`) with the bias and a relu applied in its stores;
-/// true when that was the whole epilogue (other activations are left to `epilogue`).
+/// only those columns (`TileEpilogue::cols`), onto what c holds with `onto_c`, with the bias
+/// and a relu applied in its stores; true when that was the whole epilogue (other activations
+/// are left to `epilogue`).
 ///
 /// # Safety
-/// As `full_panel`; `job` has no residual and `bp` holds the panel's K rows.
+/// As `full_panel`; `job` has no residual apart from c itself, and `bp` holds the panel's K
+/// rows.
 unsafe fn edge_panel(
     kern: &MicroKernel,
     job: &GemmJob,
     rows: std::ops::Range<usize>,
     (bp, ldb): (*const f32, usize),
-    c0: usize,
-    cols: usize,
+    (c0, cols): (usize, usize),
+    onto_c: bool,
 ) -> bool {
     // The tile reads a whole panel's biases: the edge's, then zeros.
     let mut bias = [0.0f32; 64];
@@ -489,7 +492,7 @@ unsafe fn edge_panel(
                 ldb,
                 job.c.add(r0 * job.ldc + c0),
                 job.ldc,
-                false,
+                onto_c,
                 &epi,
             );
         }

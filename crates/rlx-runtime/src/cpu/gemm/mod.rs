@@ -43,8 +43,8 @@ pub struct TileEpilogue {
     pub next_b: *const f32,
     pub next_b_lines: usize,
     /// Columns stored: the tile's first `cols` (all of them when at least its width). An
-    /// edge panel stores its channels in place, no wider; its bias is then padded to the
-    /// tile's width and it has no residual, and the tile does not accumulate.
+    /// edge panel stores its channels in place, no wider (and reads no more of c when it
+    /// accumulates); its bias is then padded to the tile's width and it has no residual.
     pub cols: usize,
 }
 

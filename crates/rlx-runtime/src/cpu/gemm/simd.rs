@@ -12,7 +12,7 @@ macro_rules! simd_micro_kernel {
         isa: $isa:ident, feature: $feature:literal, vector: $v:ty, lanes: $w:literal,
         zero: $zero:ident, load: $load:ident, store: $store:ident,
         splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident,
-        store_first: $store_first:ident,
+        store_first: $store_first:ident, load_first: $load_first:ident,
         rows: [$($r:literal),+], max_rows: $mr:literal $(, fast: $fast:path)?
     ) => {
         #[cfg(target_arch = "x86_64")]
@@ -122,11 +122,17 @@ macro_rules! simd_micro_kernel {
                 };
                 let relu = epi.relu;
                 // An edge panel's tile stores only its first columns (lanes of lo, then hi).
-                debug_assert!(!PARTIAL || (!accumulate && epi.res.is_null()));
+                debug_assert!(!PARTIAL || epi.res.is_null());
                 let (cols_lo, cols_hi) = (epi.cols.min($w), epi.cols.saturating_sub($w).min($w));
                 for r in 0..R {
                     let cr = c.add(r * ldc);
-                    if accumulate {
+                    if PARTIAL && accumulate {
+                        // Only the edge's columns of c are read (the row may end there).
+                        lo[r] = $add(lo[r], $load_first(cr, cols_lo));
+                        if V == 2 && cols_hi > 0 {
+                            hi[r] = $add(hi[r], $load_first(cr.add($w), cols_hi));
+                        }
+                    } else if accumulate {
                         lo[r] = $add(lo[r], $load(cr));
                         if V == 2 {
                             hi[r] = $add(hi[r], $load(cr.add($w)));

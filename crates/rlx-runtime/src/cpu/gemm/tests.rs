@@ -296,30 +296,74 @@ fn probe_precisions() {
 fn equal_columns_give_equal_results_in_edge_panels() {
     // A weight whose 1000 columns are equal (the ONNX light models' constant weights): the
     // edge panel must sum in the order full panels do, or equal logits differ by an ulp.
-    let (m, k, n) = (3, 600, 1000);
-    let x = data(m * k, 1);
-    let col = data(k, 2);
-    let w: Vec<f32> = (0..k)
-        .flat_map(|p| std::iter::repeat_n(col[p], n))
-        .collect();
-    for isa in Isa::available() {
-        let packed = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
-        let spec = LinearSpec { k, n, act: None };
-        for weight in [
-            Weight::Packed(&packed),
-            Weight::Raw {
-                w: &w,
-                transposed: false,
-            },
-        ] {
-            let mut out = vec![0.0f32; m * n];
-            linear(isa, &x, weight, None, &spec, &mut out).unwrap();
-            for row in out.chunks(n) {
-                assert!(
-                    row.iter().all(|v| v.to_bits() == row[0].to_bits()),
-                    "{isa}: {row:?}"
-                );
+    // Several K blocks (the edge through a buffer) and one (the edge's tiles in place).
+    for (m, k, n) in [(3, 600, 1000), (3, 200, 1000)] {
+        let x = data(m * k, 1);
+        let col = data(k, 2);
+        let w: Vec<f32> = (0..k)
+            .flat_map(|p| std::iter::repeat_n(col[p], n))
+            .collect();
+        for isa in Isa::available() {
+            let packed = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
+            let spec = LinearSpec { k, n, act: None };
+            for weight in [
+                Weight::Packed(&packed),
+                Weight::Raw {
+                    w: &w,
+                    transposed: false,
+                },
+            ] {
+                let mut out = vec![0.0f32; m * n];
+                linear(isa, &x, weight, None, &spec, &mut out).unwrap();
+                for row in out.chunks(n) {
+                    assert!(
+                        row.iter().all(|v| v.to_bits() == row[0].to_bits()),
+                        "{isa}: {row:?}"
+                    );
+                }
             }
+        }
+    }
+}
+
+#[test]
+fn edge_panels_add_onto_c_and_touch_nothing_past_it() {
+    // A residual held in c itself (an arena in-place pair), edge panels of 24, 8 and 20
+    // columns over one K block (tiles reading and storing only the edge's columns) and over
+    // several (through a buffer), bias and relu: c + x @ w + b, then relu, and the floats
+    // after c untouched.
+    for isa in Isa::available() {
+        let kern = kernel(isa);
+        for (m, k, n) in [(37, 70, 24), (19, 96, 40), (9, 33, 20), (21, 300, 24)] {
+            let (x, w, b) = (data(m * k, 11), data(k * n, 12), data(n, 13));
+            let packed = PackedB::new(&w, k, n, false, kern.nr).unwrap();
+            let res = data(m * n, 14);
+            let mut c: Vec<f32> = res.iter().copied().chain([7.5; 16]).collect();
+            let job = GemmJob {
+                m,
+                n,
+                k,
+                a: x.as_ptr(),
+                lda: k,
+                b: BSource::Packed(&packed),
+                c: c.as_mut_ptr(),
+                ldc: n,
+                bias: Some(&b),
+                act: Some(UnaryOp::Relu),
+                residual: Some(crate::cpu::vmath::Residual {
+                    ptr: c.as_ptr(),
+                    ld: n,
+                }),
+            };
+            // SAFETY: x holds m rows of k, the panels k x n, c m rows of n (and the guard).
+            unsafe { driver::run(kern, &[job]) };
+            let want: Vec<f64> = naive(&x, &w, Some(&b), m, k, n)
+                .iter()
+                .zip(&res)
+                .map(|(v, r)| (v + f64::from(*r)).max(0.0))
+                .collect();
+            close(&c[..m * n], &want, k, &format!("{isa} {m}x{k}x{n} onto c"));
+            assert!(c[m * n..].iter().all(|v| *v == 7.5), "{isa} {m}x{k}x{n}");
         }
     }
 }
