@@ -570,6 +570,25 @@ def test_clip_to_relu6_keeps_nan_and_signed_zero():
     assert np.signbit(got[0, 2]) == np.signbit(np.clip(x, 0.0, 6.0)[0, 2])
 
 
+@pytest.mark.parametrize("slope", [(0.25, 1.0, 0.5), (0.25, 0.0, 0.5), (0.25, 1.5, -0.5)])
+def test_prelu_edges(slope):
+    """PRelu with per-channel slopes in (0, 1] as max(x, slope * x), others as the select: the
+    values of the select for infinities, NaN and signed zeros, and ORT's after a Conv."""
+    s = np.array(slope, np.float32).reshape(3, 1, 1)
+    x = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 3.0, -3.0, 1e-40, -1e-40, 2.0], np.float32)
+    x = np.broadcast_to(x, (1, 3, 1, 10)).copy()
+    got = rlx.onnx.load(single("PRelu", (1, 3, 1, 10), 4, [("slope", s)])).run({"x": x})["y"]
+    with np.errstate(invalid="ignore"):
+        want = np.where(x < 0, s * x, x)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want))[~np.isnan(want)].all()
+    rng = np.random.default_rng(33)
+    inits = [("w", _rand(rng, 3, 16, 3, 3, scale=0.5)), ("b", _rand(rng, 3)), ("slope", s)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["c", "slope"], ["y"])]
+    check(_model(nodes, [_vi("x", ["N", 16, 9, 10])], [_vi("y", None)], inits), {"x": _rand(rng, 2, 16, 9, 10)})
+
+
 @pytest.mark.parametrize("alpha", [0.1, 1.0, 0.0, 2.0, -0.5])
 def test_leaky_relu_edges(alpha):
     """LeakyRelu as max(x, alpha * x) for 0 < alpha <= 1, the select otherwise: the same values

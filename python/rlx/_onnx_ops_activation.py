@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rlx._onnx_import import Importer
+from rlx._onnx_import import Importer, Known
 from rlx._onnx_registry import attrs, op
 from rlx._onnx_sym import dim_text
 
@@ -43,6 +43,20 @@ def _prelu_slope(imp: Importer, x: Any, slope: Any) -> Any:
     return slope
 
 
+def _in_unit_interval(v: Any) -> bool:
+    """Whether ``v`` is float32 known at import with every value in (0, 1]."""
+    return (isinstance(v, Known) and not v.symbolic and v.arr.dtype == np.float32 and v.arr.size > 0
+            and bool(np.all((v.arr > 0) & (v.arr <= 1))))
+
+
+def _max_of_slope(imp: Importer, x: Any, slope: Any) -> Any:
+    """LeakyRelu / PRelu as ``max(x, slope * x)`` for slopes in (0, 1]: exactly x for x >= 0 and
+    slope * x below (NaN, infinities and signed zeros as the select gives them; a slope of 0
+    would turn inf into NaN). Two steps one elementwise program runs, channels-last between
+    convolutions (a per-channel slope is a per-channel operand there)."""
+    return imp.g.max(x, imp.g.mul(x, slope))
+
+
 @op("LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu")
 def _piecewise(imp: Importer, node: Any) -> Any:
     """Activations that keep x on one side of a threshold and map the other side."""
@@ -55,16 +69,17 @@ def _piecewise(imp: Importer, node: Any) -> Any:
         alpha = float(at.get("alpha", 1.0))
         neg = _expm1_neg(imp, imp.g.div(x, _c(imp, alpha)), alpha)
         return imp.g.add(imp.g.relu(x), imp.g.min(neg, zero))
+    f32 = np.dtype(imp.dtype(x)) == np.float32
     if t == "LeakyRelu":
         alpha = float(at.get("alpha", 0.01))
-        if 0.0 < alpha <= 1.0 and np.dtype(imp.dtype(x)) == np.float32:
-            # max(x, alpha * x) is exactly x for x >= 0 and alpha * x below (NaN and infinities
-            # kept; alpha 0 would turn inf into NaN): two
-            # steps one elementwise program runs, channels-last between convolutions.
-            return imp.g.max(x, imp.g.mul(x, _c(imp, alpha)))
+        if 0.0 < alpha <= 1.0 and f32:
+            return _max_of_slope(imp, x, _c(imp, alpha))
         neg = imp.g.mul(x, _c(imp, alpha))
     elif t == "PRelu":
-        neg = imp.g.mul(x, _prelu_slope(imp, x, imp.rt(imp.get(node.input[1]))))
+        slope = imp.get(node.input[1])
+        if f32 and _in_unit_interval(slope):
+            return _max_of_slope(imp, x, _prelu_slope(imp, x, imp.rt(slope)))
+        neg = imp.g.mul(x, _prelu_slope(imp, x, imp.rt(slope)))
     elif t == "Elu":
         neg = _expm1_neg(imp, x, float(at.get("alpha", 1.0)))
     else:  # Selu
