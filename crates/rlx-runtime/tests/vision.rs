@@ -171,6 +171,9 @@ fn fused_conv_epilogues_match_the_reference() {
     let depthwise = (&[1usize, 1][..], &[1usize, 1, 1, 1][..], 40);
     check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, Relu6, false);
     check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, HardSwish, true);
+    // Rows of 4,608 floats, tasks of 10 rows: the per-position epilogue with a residual.
+    let wide = (&[1usize, 1][..], &[1usize, 1, 1, 1][..], 64);
+    check_fused_conv(&[1, 64, 40, 72], &[64, 1, 3, 3], wide, HardSwish, true);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
     check_fused_conv(&[2, 16, 5, 5], &[40, 16, 3, 3], same, Relu, true);
     check_fused_conv(
@@ -886,4 +889,65 @@ fn channels_last_convolutions_stay_f32_in_reduced_precision() {
             }
         }
     }
+}
+
+/// A squeeze-excitation between two convolutions: the per-image, per-channel scale
+/// (`[n, c, 1, 1]`, computed) multiplies the channels-last conv output in place of its
+/// layout, so the chain pays a transpose at each end only; against the reference at batch 1
+/// and 3.
+#[test]
+fn a_squeeze_excitation_scale_stays_channels_last() {
+    use rlx_ir::{ReduceOp, UnaryOp};
+    let mut m = HirModule::new("se");
+    let mut g = HirMut::new(&mut m);
+    let b = g.dim("batch", 1, 4).unwrap();
+    let shape = Shape(vec![
+        b,
+        Dim::constant(16),
+        Dim::constant(8),
+        Dim::constant(8),
+    ]);
+    let x = g.input("x", DType::F32, shape).unwrap();
+    let w1 = g
+        .param("w1", DType::F32, Shape::new(&[16, 16, 3, 3]))
+        .unwrap();
+    let w2 = g
+        .param("w2", DType::F32, Shape::new(&[24, 16, 1, 1]))
+        .unwrap();
+    let c = g.conv(x, w1, None, &[], &[1, 1, 1, 1], &[], 1).unwrap();
+    let s = g.reduce(ReduceOp::Mean, c, &[2, 3], true).unwrap();
+    let s = g.unary(UnaryOp::Sigmoid, s).unwrap();
+    let y = g.mul(c, s).unwrap();
+    let z = g.conv(y, w2, None, &[], &[], &[], 1).unwrap();
+    g.output("z", z).unwrap();
+    let params: Vec<Named> = vec![
+        ("w1".into(), data(16 * 16 * 9, 7)),
+        ("w2".into(), data(24 * 16, 8)),
+    ];
+    let runs: Vec<_> = [1usize, 3]
+        .into_iter()
+        .map(|n| {
+            (
+                DimBinding::new().with("batch", n as i64),
+                vec![("x".into(), data(n * 16 * 64, 3))],
+            )
+        })
+        .collect();
+    support::check(&m, &params, &runs, &[false]);
+    let mut pipe = support::pipeline(&m, true, &params).unwrap();
+    let lir = pipe
+        .get_or_compile(
+            &DimBinding::new().with("batch", 3),
+            || m.clone(),
+            &support::options(true),
+        )
+        .unwrap()
+        .lir()
+        .clone();
+    let transposes = lir
+        .kernels
+        .iter()
+        .filter(|k| k.op.name() == "transpose")
+        .count();
+    assert_eq!(transposes, 2, "{lir}");
 }

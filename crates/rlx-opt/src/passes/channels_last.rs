@@ -82,10 +82,11 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             others += 1;
             continue;
         }
-        // An elementwise program over channels-last values of its shape and per-channel
-        // operands ([c, 1, 1] or [1, c, 1, 1], read as [c]) or scalars runs channels-last:
-        // a BatchNorm that could not be folded, and its activation, between convolutions.
-        if let Op::Compute(ComputeOp::Elementwise { .. }) = &node.op
+        // An elementwise program (or a lone binary op) over channels-last values of its shape
+        // and per-channel operands ([c, 1, 1] or [1, c, 1, 1], read as [c]; [n, c, 1, 1], read
+        // as [n, 1, 1, c]) or scalars runs channels-last: a BatchNorm that could not be folded,
+        // and its activation, between convolutions; a squeeze-excitation's scale.
+        if let Op::Compute(ComputeOp::Elementwise { .. } | ComputeOp::Binary(_)) = &node.op
             && node.ty.shape.rank() == 4
             && let Some(xs) = elementwise_operands(&mut nodes, &last, &inputs, &node.ty)
         {
@@ -196,8 +197,9 @@ fn eligible(m: &HirModule, n: &Node) -> bool {
 
 /// An elementwise program's operands for its channels-last form, or None: each input is a
 /// value of the output's shape with a channels-last form, a per-channel operand (`[c, 1, 1]`
-/// or `[1, c, 1, 1]`, reshaped to `[c]`, free) or a one-element operand. At least one must be
-/// channels-last already.
+/// or `[1, c, 1, 1]`, reshaped to `[c]`, free), one per image and channel (`[n, c, 1, 1]`,
+/// the same floats as `[n, 1, 1, c]`: a reshape) or a one-element operand. At least one must
+/// be channels-last already.
 fn elementwise_operands(
     nodes: &mut Vec<Node>,
     last: &HashMap<ValueId, ValueId>,
@@ -228,6 +230,15 @@ fn elementwise_operands(
             && d[..d.len() - 3].iter().all(|x| *x == one)
         {
             let shape = rlx_ir::Shape::from_dims(vec![c.clone()]);
+            let t = TensorType::new(vt.dtype, shape.clone());
+            out.push(push(nodes, Op::Reshape { shape }, vec![*v], t));
+        } else if d.len() == 4
+            && d[0] == ty.shape.dims()[0]
+            && d[1] == c
+            && d[2] == one
+            && d[3] == one
+        {
+            let shape = vt.shape.permuted(&TO_LAST);
             let t = TensorType::new(vt.dtype, shape.clone());
             out.push(push(nodes, Op::Reshape { shape }, vec![*v], t));
         } else {

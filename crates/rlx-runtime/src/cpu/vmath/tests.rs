@@ -129,6 +129,8 @@ fn vectors_match_the_scalar_functions_on_every_isa() {
             UnaryOp::Sigmoid,
             UnaryOp::Silu,
             UnaryOp::GeluTanh,
+            UnaryOp::Relu6,
+            UnaryOp::HardSwish,
         ] {
             let mut got = vec![0.0; xs.len()];
             unary_map(isa, op, &xs, &mut got);
