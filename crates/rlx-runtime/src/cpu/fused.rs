@@ -148,6 +148,11 @@ enum Link {
         c: f32,
         value_first: bool,
     },
+    /// `value = max(value, value * k)`: a LeakyRelu (a link that reads the chain's value
+    /// twice, fused as `v`, `k`, mul, max), `k` a constant of the program or, `ScaledMaxBy`,
+    /// an operand's one value per row.
+    ScaledMax(f32),
+    ScaledMaxBy(usize),
     Unary(UnaryOp),
 }
 
@@ -180,17 +185,62 @@ fn row_chain(
     // The chain's operand (read along the row) and the register holding its value so far; the
     // program may load constants before it (`x * k` fused as `k`, `x`, mul).
     let (mut first, mut value, mut links) = (None, 0, Vec::new());
+    // The register the last link read (the chain's value before it), the first operand's
+    // register, and the registers that load that operand again (the program may load an
+    // operand once per use).
+    let mut before = usize::MAX;
+    let mut first_reg = usize::MAX;
+    let mut reload = vec![false; program.steps.len()];
     for (i, step) in program.steps.iter().enumerate() {
-        match *step {
+        // A reload of the operand is the chain's value while no link has run yet.
+        let norm = |r: usize| match reload[r] && value == first_reg {
+            true => value,
+            false => r,
+        };
+        let step = match *step {
+            EwStep::Binary(op, a, b) => EwStep::Binary(op, norm(a), norm(b)),
+            EwStep::Unary(op, a) => EwStep::Unary(op, norm(a)),
+            ref other => other.clone(),
+        };
+        // The operand as it was before the last link (max(x, x * k) reads x again).
+        let was_before = |r: usize| r == before || (reload[r] && before == first_reg);
+        match step {
+            // max(v, v * k) right after the mul by k: one link reading v once.
+            EwStep::Binary(BinaryOp::Max, a, b)
+                if first.is_some()
+                    && ((a == value && was_before(b)) || (b == value && was_before(a)))
+                    && matches!(
+                        links.last(),
+                        Some(
+                            Link::Const {
+                                op: BinaryOp::Mul,
+                                ..
+                            } | Link::Binary {
+                                op: BinaryOp::Mul,
+                                vector: false,
+                                ..
+                            }
+                        )
+                    ) =>
+            {
+                let scaled = match links.pop()? {
+                    Link::Const { c, .. } => Link::ScaledMax(c),
+                    Link::Binary { input, .. } => Link::ScaledMaxBy(input),
+                    _ => return None,
+                };
+                links.push(scaled);
+                value = i;
+            }
             EwStep::Load(n) if along_row(n) == 0 && strides[n] != dense => {
                 constant[i] = Some((n, false))
             }
             EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => constant[i] = Some((n, true)),
             EwStep::Load(n) if first.is_none() && along_row(n) == 1 => {
                 first = Some(n);
-                value = i;
+                (value, first_reg) = (i, i);
             }
             EwStep::Const(c) => immediate[i] = Some(c),
+            EwStep::Load(n) if first == Some(n) => reload[i] = true,
             _ if first.is_none() => return None,
             EwStep::Binary(op, a, b) if a == value && b != value && immediate[b].is_some() => {
                 let c = immediate[b]?;
@@ -199,7 +249,7 @@ fn row_chain(
                     c,
                     value_first: true,
                 });
-                value = i;
+                (before, value) = (value, i);
             }
             EwStep::Binary(op, a, b) if b == value && a != value && immediate[a].is_some() => {
                 let c = immediate[a]?;
@@ -208,7 +258,7 @@ fn row_chain(
                     c,
                     value_first: false,
                 });
-                value = i;
+                (before, value) = (value, i);
             }
             EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
                 let (input, vector) = constant[b]?;
@@ -218,7 +268,7 @@ fn row_chain(
                     value_first: true,
                     vector,
                 });
-                value = i;
+                (before, value) = (value, i);
             }
             EwStep::Binary(op, a, b) if b == value && a != value && constant[a].is_some() => {
                 let (input, vector) = constant[a]?;
@@ -228,7 +278,7 @@ fn row_chain(
                     value_first: false,
                     vector,
                 });
-                value = i;
+                (before, value) = (value, i);
             }
             EwStep::Unary(op, a) if a == value => {
                 links.push(Link::Unary(op));
@@ -353,6 +403,13 @@ unsafe fn run_chain(
                                     dst.add(i * last),
                                     w,
                                 );
+                            }),
+                            Link::ScaledMax(c) => (0..nr).for_each(|i| {
+                                vmath::scaled_max(isa, c, src(i), dst.add(i * last), w);
+                            }),
+                            Link::ScaledMaxBy(input) => (0..nr).for_each(|i| {
+                                let c = *inputs[input].ptr.add(offset(input, r0 + i));
+                                vmath::scaled_max(isa, c, src(i), dst.add(i * last), w);
                             }),
                             Link::Unary(op) if whole && k > 0 => {
                                 let run = std::slice::from_raw_parts_mut(dst, nr * last);
@@ -592,6 +649,64 @@ mod tests {
                     Binary(Mul, 3, 2),
                     EwStep::Const(0.5),
                     Binary(Max, 5, 4),
+                ],
+                true,
+            ),
+            // LeakyRelu as max(x, x * 0.1), either operand order, then a per-row scale.
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(0.1),
+                    Binary(Mul, 0, 1),
+                    Binary(Max, 0, 2),
+                    Load(1),
+                    Binary(Mul, 3, 4),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(0.1),
+                    Binary(Mul, 1, 0),
+                    Binary(Max, 2, 0),
+                ],
+                true,
+            ),
+            // The operand loaded once per use, before the mul and after it.
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(0.1),
+                    Load(0),
+                    Binary(Mul, 2, 1),
+                    Binary(Max, 0, 3),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(0.1),
+                    Binary(Mul, 0, 1),
+                    Load(0),
+                    Binary(Max, 3, 2),
+                ],
+                true,
+            ),
+            // The slope an operand's value per row (a PRelu of channel-major data).
+            (
+                vec![Load(0), Load(1), Binary(Mul, 0, 1), Binary(Max, 2, 0)],
+                true,
+            ),
+            // max(x * 0.1, a) is max with a constant, not with x: no scaled max.
+            (
+                vec![
+                    Load(0),
+                    EwStep::Const(0.1),
+                    Binary(Mul, 0, 1),
+                    Load(1),
+                    Binary(Max, 2, 3),
                 ],
                 true,
             ),

@@ -219,6 +219,33 @@ unsafe fn scalar_op_v<V: F32s>(
 }
 
 per_isa!(
+    /// `dst[i] = max(src[i], src[i] * k)` for `i < n`, NaN propagating as `BinaryOp::Max`
+    /// (LeakyRelu and PRelu's form for slopes in (0, 1]). `src` may be `dst`.
+    ///
+    /// # Safety
+    /// `isa` is available on this CPU; `src` and `dst` hold `n` values and are the same or
+    /// do not overlap.
+    pub unsafe fn scaled_max(k: f32, src: *const f32, dst: *mut f32, n: usize) => scaled_max_v
+);
+
+#[inline(always)]
+unsafe fn scaled_max_v<V: F32s>(k: f32, src: *const f32, dst: *mut f32, n: usize) {
+    let body = n - n % V::N;
+    // SAFETY: the caller's contract; whole vectors below `body`, the rest one by one.
+    unsafe {
+        let kv = V::splat(k);
+        for i in (0..body).step_by(V::N) {
+            let v = V::load(src.add(i));
+            v.max_nan(v.mul(kv)).store(dst.add(i));
+        }
+        for i in body..n {
+            let v = *src.add(i);
+            *dst.add(i) = f32::binary(BinaryOp::Max, v, v * k);
+        }
+    }
+}
+
+per_isa!(
     /// `dst[r * c + j] = op(src[r * c + j], v[j])` (or `op(v[j], src[..])` when
     /// `!value_first`) for `rows` rows of `c` and `op` one of add, sub, mul, div (others: the
     /// scalar function): a per-channel operand over channels-last positions. `src` may be
