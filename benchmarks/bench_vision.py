@@ -1,8 +1,9 @@
 """Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights),
 a MobileNet-like depthwise-separable net and MobileNet v2 (torchvision's layout, ReLU6 as
-PyTorch exports it: Clip(0, 6)), batch 1 and 8 at 224 x 224, 1 and 2 threads; with
---light, the other light models too (AlexNet, DenseNet-121, Inception v1 / v2, ShuffleNet,
-SqueezeNet, VGG-19, ZFNet-512: random weights, batch 1, the batch they were exported with).
+PyTorch exports it: Clip(0, 6)), batch 1 and 8 at 224 x 224, 1 and 2 threads. EfficientNet-B0's
+layout runs when named (--models efficientnet-b0); with --light, the other light models too
+(AlexNet, DenseNet-121, Inception v1 / v2, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512: random
+weights, batch 1, the batch they were exported with).
 
 Each system runs in a process of its own (ORT's spinning threads would steal the cores of
 whatever runs next), rounds alternating the two; a system's time is the median of its runs (at
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -167,6 +168,65 @@ def mobilenet_v2(path: str) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def efficientnet_b0(path: str) -> None:
+    """EfficientNet-B0's layout (MBConv blocks of 3x3 and 5x5 depthwise convolutions, each with
+    a squeeze-excitation; SiLU as PyTorch exports it, Sigmoid then Mul; BatchNorm folded),
+    random weights. Run only when named (--models efficientnet-b0)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits, nodes = [], []
+
+    def silu(x: str) -> str:
+        nodes.append(helper.make_node("Sigmoid", [x], [x + ".sg"]))
+        nodes.append(helper.make_node("Mul", [x, x + ".sg"], [x + ".silu"]))
+        return x + ".silu"
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> str:
+        fan_in = cin // groups * k * k
+        w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, name + ".w"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + ".b"))
+        nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name], kernel_shape=[k, k],
+                                      strides=[stride, stride], pads=[k // 2] * 4, group=groups))
+        return silu(name) if act else name
+
+    def squeeze_excite(x: str, name: str, c: int, squeezed: int) -> str:
+        nodes.append(helper.make_node("GlobalAveragePool", [x], [name + ".gap"]))
+        s = conv(conv(name + ".gap", name + ".r", c, squeezed, 1, 1), name + ".e", squeezed, c, 1, 1, act=False)
+        nodes.append(helper.make_node("Sigmoid", [s], [name + ".s"]))
+        nodes.append(helper.make_node("Mul", [x, name + ".s"], [name + ".out"]))
+        return name + ".out"
+
+    x, c, i = conv("input", "stem", 3, 32, 3, 2), 32, 0
+    for t, k, s, cout, n in [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                             (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]:
+        for j in range(n):
+            stride = s if j == 0 else 1
+            h = x if t == 1 else conv(x, f"b{i}.expand", c, c * t, 1, 1)
+            h = conv(h, f"b{i}.dw", c * t, c * t, k, stride, groups=c * t)
+            h = squeeze_excite(h, f"b{i}.se", c * t, max(1, c // 4))
+            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, act=False)
+            if stride == 1 and c == cout:
+                nodes.append(helper.make_node("Add", [x, h], [f"b{i}.add"]))
+                h = f"b{i}.add"
+            x, c, i = h, cout, i + 1
+    x = conv(x, "head", c, 1280, 1, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    fc = (rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
+    inits += [numpy_helper.from_array(fc, "fc.w"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
+    g = helper.make_graph(nodes, "efficientnet_b0", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+#: Models built and run only when named with --models.
+ON_REQUEST = {"efficientnet-b0": ("efficientnet_b0_random.onnx", efficientnet_b0)}
+
+
 def _batch_symbolic(m: Any) -> None:
     """A symbolic batch, and the classifier's Reshape to [-1, features] instead of [1, ...]."""
     from onnx import numpy_helper
@@ -186,13 +246,19 @@ def _batch_symbolic(m: Any) -> None:
             d[0].dim_param = "batch"
 
 
-def models(extra: bool = False) -> Dict[str, str]:
+def models(extra: bool = False, named: Sequence[str] = ()) -> Dict[str, str]:
     os.makedirs(ROOT, exist_ok=True)
     out = {"resnet50": os.path.join(ROOT, "resnet50_random_v2.onnx"), "mobilenet-like": os.path.join(ROOT, "mobilenet_like.onnx"),
            "mobilenet-v2": os.path.join(ROOT, "mobilenet_v2_random.onnx")}
     for name, build in (("resnet50", resnet50), ("mobilenet-like", mobilenet), ("mobilenet-v2", mobilenet_v2)):
         if not os.path.isfile(out[name]):
             build(out[name])
+    for name in named:
+        if name in ON_REQUEST:
+            file, build = ON_REQUEST[name]
+            out[name] = os.path.join(ROOT, file)
+            if not os.path.isfile(out[name]):
+                build(out[name])
     for name in LIGHT if extra else []:
         out[name] = os.path.join(ROOT, f"light_{name}_random.onnx")
         if not os.path.isfile(out[name]):
@@ -244,10 +310,11 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=2, help="phase pairs per row; the best round of each system counts")
     ap.add_argument("--light", action="store_true", help="the other light models too (batch 1)")
-    ap.add_argument("--models", default="", help="comma-separated model names to run (default: all)")
+    ap.add_argument("--models", default="", help="comma-separated model names to run (default: all but efficientnet-b0)")
     ap.add_argument("--phase", nargs=4, metavar=("SYSTEM", "MODEL", "BATCH", "THREADS"))
     a = ap.parse_args()
-    paths = models(a.light or (a.phase is not None and a.phase[1] in LIGHT))
+    named = a.models.split(",") if a.models else []
+    paths = models(a.light or (a.phase is not None and a.phase[1] in LIGHT), named + ([a.phase[1]] if a.phase else []))
     if a.phase:
         system, model, batch, threads = a.phase
         print(json.dumps(phase(system, paths[model], int(batch), int(threads))))
