@@ -129,30 +129,30 @@ thread_local! {
     static REGS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The other operand of a row chain's link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Operand {
+    /// A constant of the program itself (`EwStep::Const`).
+    Value(f32),
+    /// An input's one value for the row.
+    Row(usize),
+    /// An input's one row, the same for every row (a per-channel operand of channels-last
+    /// data).
+    Vector(usize),
+}
+
 /// One step of a row chain (`row_chain`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Link {
-    /// `value = op(value, operand)` (`op(operand, value)` when `!value_first`), the operand
-    /// `input`'s one value for the row, or with `vector` its one row for every row (a
-    /// per-channel operand of channels-last data).
+    /// `value = op(value, operand)` (`op(operand, value)` when `!value_first`).
     Binary {
         op: BinaryOp,
-        input: usize,
-        value_first: bool,
-        vector: bool,
-    },
-    /// `value = op(value, c)` (`op(c, value)` when `!value_first`): a constant of the
-    /// program itself (`EwStep::Const`).
-    Const {
-        op: BinaryOp,
-        c: f32,
+        operand: Operand,
         value_first: bool,
     },
-    /// `value = max(value, value * k)`: a LeakyRelu (a link that reads the chain's value
-    /// twice, fused as `v`, `k`, mul, max), `k` a constant of the program or, `ScaledMaxBy`,
-    /// an operand's one value per row.
-    ScaledMax(f32),
-    ScaledMaxBy(usize),
+    /// `value = max(value, value * k)`, `k` a `Value` or a `Row`: a LeakyRelu (a link that
+    /// reads the chain's value twice, fused as `v`, `k`, mul, max).
+    ScaledMax(Operand),
     Unary(UnaryOp),
 }
 
@@ -177,11 +177,9 @@ fn row_chain(
     let dense = super::elementwise::broadcast_strides(out_shape, out_shape);
     let across_rows =
         |n: usize| strides[n].iter().rev().skip(1).all(|s| *s == 0) && strides[n] != dense;
-    // Registers holding an operand constant along the row, or the same row for every row:
-    // its input, and whether it is such a row.
-    let mut constant: Vec<Option<(usize, bool)>> = vec![None; program.steps.len()];
-    // Registers holding a constant of the program.
-    let mut immediate: Vec<Option<f32>> = vec![None; program.steps.len()];
+    // Registers holding a link's other operand: a constant of the program, an operand
+    // constant along the row, or the same row for every row.
+    let mut operand: Vec<Option<Operand>> = vec![None; program.steps.len()];
     // The chain's operand (read along the row) and the register holding its value so far; the
     // program may load constants before it (`x * k` fused as `k`, `x`, mul).
     let (mut first, mut value, mut links) = (None, 0, Vec::new());
@@ -208,75 +206,39 @@ fn row_chain(
             // max(v, v * k) right after the mul by k: one link reading v once.
             EwStep::Binary(BinaryOp::Max, a, b)
                 if first.is_some()
-                    && ((a == value && was_before(b)) || (b == value && was_before(a)))
-                    && matches!(
-                        links.last(),
-                        Some(
-                            Link::Const {
-                                op: BinaryOp::Mul,
-                                ..
-                            } | Link::Binary {
-                                op: BinaryOp::Mul,
-                                vector: false,
-                                ..
-                            }
-                        )
-                    ) =>
+                    && ((a == value && was_before(b)) || (b == value && was_before(a))) =>
             {
-                let scaled = match links.pop()? {
-                    Link::Const { c, .. } => Link::ScaledMax(c),
-                    Link::Binary { input, .. } => Link::ScaledMaxBy(input),
-                    _ => return None,
+                let Some(Link::Binary {
+                    op: BinaryOp::Mul,
+                    operand: k @ (Operand::Value(_) | Operand::Row(_)),
+                    ..
+                }) = links.last().copied()
+                else {
+                    return None;
                 };
-                links.push(scaled);
+                links.pop();
+                links.push(Link::ScaledMax(k));
                 value = i;
             }
             EwStep::Load(n) if along_row(n) == 0 && strides[n] != dense => {
-                constant[i] = Some((n, false))
+                operand[i] = Some(Operand::Row(n))
             }
-            EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => constant[i] = Some((n, true)),
+            EwStep::Load(n) if along_row(n) == 1 && across_rows(n) => {
+                operand[i] = Some(Operand::Vector(n))
+            }
             EwStep::Load(n) if first.is_none() && along_row(n) == 1 => {
                 first = Some(n);
                 (value, first_reg) = (i, i);
             }
-            EwStep::Const(c) => immediate[i] = Some(c),
+            EwStep::Const(c) => operand[i] = Some(Operand::Value(c)),
             EwStep::Load(n) if first == Some(n) => reload[i] = true,
             _ if first.is_none() => return None,
-            EwStep::Binary(op, a, b) if a == value && b != value && immediate[b].is_some() => {
-                let c = immediate[b]?;
-                links.push(Link::Const {
-                    op,
-                    c,
-                    value_first: true,
-                });
-                (before, value) = (value, i);
-            }
-            EwStep::Binary(op, a, b) if b == value && a != value && immediate[a].is_some() => {
-                let c = immediate[a]?;
-                links.push(Link::Const {
-                    op,
-                    c,
-                    value_first: false,
-                });
-                (before, value) = (value, i);
-            }
-            EwStep::Binary(op, a, b) if a == value && b != value && constant[b].is_some() => {
-                let (input, vector) = constant[b]?;
+            EwStep::Binary(op, a, b) if (a == value) != (b == value) => {
+                let (value_first, other) = if a == value { (true, b) } else { (false, a) };
                 links.push(Link::Binary {
                     op,
-                    input,
-                    value_first: true,
-                    vector,
-                });
-                (before, value) = (value, i);
-            }
-            EwStep::Binary(op, a, b) if b == value && a != value && constant[a].is_some() => {
-                let (input, vector) = constant[a]?;
-                links.push(Link::Binary {
-                    op,
-                    input,
-                    value_first: false,
-                    vector,
+                    operand: operand[other]?,
+                    value_first,
                 });
                 (before, value) = (value, i);
             }
@@ -343,12 +305,18 @@ unsafe fn run_chain(
                         };
                         // Rows one run: whole rows, in place or of a dense first operand.
                         let whole = w == last && (k > 0 || dense);
+                        // A `Value` or `Row` operand's value for row r0 + i.
+                        let scalar = |k: Operand, i: usize| match k {
+                            Operand::Value(c) => c,
+                            Operand::Row(n) | Operand::Vector(n) => {
+                                *inputs[n].ptr.add(offset(n, r0 + i))
+                            }
+                        };
                         match *link {
                             Link::Binary {
                                 op,
-                                input,
+                                operand: Operand::Vector(input),
                                 value_first,
-                                vector: true,
                             } => {
                                 let v = inputs[input].ptr.add(offset(input, 0) + c0);
                                 match whole {
@@ -378,11 +346,10 @@ unsafe fn run_chain(
                             }
                             Link::Binary {
                                 op,
-                                input,
+                                operand,
                                 value_first,
-                                vector: false,
                             } => (0..nr).for_each(|i| {
-                                let c = *inputs[input].ptr.add(offset(input, r0 + i));
+                                let c = scalar(operand, i);
                                 vmath::scalar_op(
                                     isa,
                                     op,
@@ -393,23 +360,8 @@ unsafe fn run_chain(
                                     w,
                                 );
                             }),
-                            Link::Const { op, c, value_first } => (0..nr).for_each(|i| {
-                                vmath::scalar_op(
-                                    isa,
-                                    op,
-                                    c,
-                                    value_first,
-                                    src(i),
-                                    dst.add(i * last),
-                                    w,
-                                );
-                            }),
-                            Link::ScaledMax(c) => (0..nr).for_each(|i| {
-                                vmath::scaled_max(isa, c, src(i), dst.add(i * last), w);
-                            }),
-                            Link::ScaledMaxBy(input) => (0..nr).for_each(|i| {
-                                let c = *inputs[input].ptr.add(offset(input, r0 + i));
-                                vmath::scaled_max(isa, c, src(i), dst.add(i * last), w);
+                            Link::ScaledMax(k) => (0..nr).for_each(|i| {
+                                vmath::scaled_max(isa, scalar(k, i), src(i), dst.add(i * last), w);
                             }),
                             Link::Unary(op) if whole && k > 0 => {
                                 let run = std::slice::from_raw_parts_mut(dst, nr * last);
