@@ -121,93 +121,53 @@ def mobilenet(path: str, width: int = 32, blocks: int = 6) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def mobilenet_v2(path: str) -> None:
-    """MobileNet v2 as torchvision lays it out (width 1.0): inverted residual blocks (1x1
-    expansion, depthwise 3x3, 1x1 projection, a shortcut where the shape allows), each
-    activation a Clip(0, 6) as PyTorch exports ReLU6 (BatchNorm already folded into the
-    convolutions' biases), a 1280-channel head, global average pooling and a classifier."""
+def _inverted_residual_net(path: str, name: str, seed: int, act: str, blocks: List[tuple], se: bool) -> None:
+    """A MobileNet v2 / EfficientNet-style net, random weights, symbolic batch: a 3x3 / 2 stem,
+    inverted residual blocks `(expansion, kernel, stride, channels, repeats)` (1x1 expansion,
+    depthwise, a squeeze-excitation with `se`, 1x1 projection, a shortcut where the shape
+    allows), a 1280-channel head, global average pooling and a classifier. `act` as PyTorch
+    exports it: "relu6" a Clip(0, 6), "silu" a Sigmoid then Mul. BatchNorm folded."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("six", 6.0))]
-    nodes = []
-
-    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> str:
-        fan_in = cin // groups * k * k
-        w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, name + ".w"))
-        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + ".b"))
-        nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name], kernel_shape=[k, k],
-                                      strides=[stride, stride], pads=[k // 2] * 4, group=groups))
-        if not act:
-            return name
-        nodes.append(helper.make_node("Clip", [name, "zero", "six"], [name + ".r6"]))
-        return name + ".r6"
-
-    x, c, i = conv("input", "stem", 3, 32, 3, 2), 32, 0
-    for t, cout, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                          (6, 320, 1, 1)]:
-        for j in range(n):
-            stride = s if j == 0 else 1
-            h = x if t == 1 else conv(x, f"b{i}.expand", c, c * t, 1, 1)
-            h = conv(h, f"b{i}.dw", c * t, c * t, 3, stride, groups=c * t)
-            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, act=False)
-            if stride == 1 and c == cout:
-                nodes.append(helper.make_node("Add", [x, h], [f"b{i}.add"]))
-                h = f"b{i}.add"
-            x, c, i = h, cout, i + 1
-    x = conv(x, "head", c, 1280, 1, 1)
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    fc = (rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
-    inits += [numpy_helper.from_array(fc, "fc.w"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    g = helper.make_graph(nodes, "mobilenet_v2", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-
-
-def efficientnet_b0(path: str) -> None:
-    """EfficientNet-B0's layout (MBConv blocks of 3x3 and 5x5 depthwise convolutions, each with
-    a squeeze-excitation; SiLU as PyTorch exports it, Sigmoid then Mul; BatchNorm folded),
-    random weights. Run only when named (--models efficientnet-b0)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     inits, nodes = [], []
+    if act == "relu6":
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("six", 6.0))]
 
-    def silu(x: str) -> str:
+    def activation(x: str) -> str:
+        if act == "relu6":
+            nodes.append(helper.make_node("Clip", [x, "zero", "six"], [x + ".r6"]))
+            return x + ".r6"
         nodes.append(helper.make_node("Sigmoid", [x], [x + ".sg"]))
         nodes.append(helper.make_node("Mul", [x, x + ".sg"], [x + ".silu"]))
         return x + ".silu"
 
-    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> str:
+    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, activated: bool = True) -> str:
         fan_in = cin // groups * k * k
         w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, name + ".w"))
         inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + ".b"))
         nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name], kernel_shape=[k, k],
                                       strides=[stride, stride], pads=[k // 2] * 4, group=groups))
-        return silu(name) if act else name
+        return activation(name) if activated else name
 
     def squeeze_excite(x: str, name: str, c: int, squeezed: int) -> str:
         nodes.append(helper.make_node("GlobalAveragePool", [x], [name + ".gap"]))
-        s = conv(conv(name + ".gap", name + ".r", c, squeezed, 1, 1), name + ".e", squeezed, c, 1, 1, act=False)
+        s = conv(conv(name + ".gap", name + ".r", c, squeezed, 1, 1), name + ".e", squeezed, c, 1, 1, activated=False)
         nodes.append(helper.make_node("Sigmoid", [s], [name + ".s"]))
         nodes.append(helper.make_node("Mul", [x, name + ".s"], [name + ".out"]))
         return name + ".out"
 
     x, c, i = conv("input", "stem", 3, 32, 3, 2), 32, 0
-    for t, k, s, cout, n in [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-                             (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]:
+    for t, k, s, cout, n in blocks:
         for j in range(n):
             stride = s if j == 0 else 1
             h = x if t == 1 else conv(x, f"b{i}.expand", c, c * t, 1, 1)
             h = conv(h, f"b{i}.dw", c * t, c * t, k, stride, groups=c * t)
-            h = squeeze_excite(h, f"b{i}.se", c * t, max(1, c // 4))
-            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, act=False)
+            if se:
+                h = squeeze_excite(h, f"b{i}.se", c * t, max(1, c // 4))
+            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, activated=False)
             if stride == 1 and c == cout:
                 nodes.append(helper.make_node("Add", [x, h], [f"b{i}.add"]))
                 h = f"b{i}.add"
@@ -218,9 +178,24 @@ def efficientnet_b0(path: str) -> None:
     fc = (rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
     inits += [numpy_helper.from_array(fc, "fc.w"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")]
     nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    g = helper.make_graph(nodes, "efficientnet_b0", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def mobilenet_v2(path: str) -> None:
+    """MobileNet v2 as torchvision lays it out (width 1.0), ReLU6 exported as Clip(0, 6)."""
+    blocks = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 3, 2, 32, 3), (6, 3, 2, 64, 4), (6, 3, 1, 96, 3),
+              (6, 3, 2, 160, 3), (6, 3, 1, 320, 1)]
+    _inverted_residual_net(path, "mobilenet_v2", 3, "relu6", blocks, se=False)
+
+
+def efficientnet_b0(path: str) -> None:
+    """EfficientNet-B0's layout: 3x3 and 5x5 depthwise convolutions, a squeeze-excitation per
+    block, SiLU. Run only when named (--models efficientnet-b0)."""
+    blocks = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+              (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    _inverted_residual_net(path, "efficientnet_b0", 4, "silu", blocks, se=True)
 
 
 #: Models built and run only when named with --models.
