@@ -52,10 +52,28 @@ unsafe fn position_epilogue_v<V: F32s>(
         return unsafe { epilogue_v::<V>(run, |_| V::splat(0.0), |_| 0.0, res, act) };
     };
     let res = res.map(|r| &r[..r.len().min(run.len())]);
+    // A relu goes in the bias pass; another activation runs once over the whole run after it
+    // (once per position, a SiLU over 32 channels cost 4x the depthwise product it followed).
+    let (inline, after) = match act {
+        Some(UnaryOp::Relu | UnaryOp::Relu6) => (act, None),
+        _ => (None, act),
+    };
     for (i, pos) in run.chunks_exact_mut(c).enumerate() {
         let r = res.map(|r| &r[(i * c).min(r.len())..((i + 1) * c).min(r.len())]);
         // SAFETY: the vector loads of bias stay below c (the body of a c-long run).
-        unsafe { epilogue_v::<V>(pos, |j| V::load(bias.as_ptr().add(j)), |j| bias[j], r, act) };
+        unsafe {
+            epilogue_v::<V>(
+                pos,
+                |j| V::load(bias.as_ptr().add(j)),
+                |j| bias[j],
+                r,
+                inline,
+            )
+        };
+    }
+    if let Some(op) = after {
+        let n = res.map_or(run.len(), |r| r.len());
+        super::unary_in_place(V::ISA, op, &mut run[..n]);
     }
 }
 
