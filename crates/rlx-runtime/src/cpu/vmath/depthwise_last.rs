@@ -1,10 +1,11 @@
 //! Depthwise 2-D convolution over channels-last rows: an output position's channels are whole
 //! vectors, summed over the taps in registers. Taps outside the image are skipped (no padded
-//! copy); 3x3 rows whose kernel rows are all inside go in groups (`depthwise_groups`), other
-//! rows' interior positions a few at a time, sharing each weight vector.
+//! copy); 3x3 rows whose kernel rows are all inside go in groups (`depthwise_groups`), 5x5 and
+//! 7x7 rows whole (`depthwise_wide`), other rows' interior positions a few at a time, sharing
+//! each weight vector.
 
 use super::lanes::F32s;
-use super::{depthwise_groups, per_isa};
+use super::{depthwise_groups, depthwise_wide, per_isa};
 use crate::cpu::isa::Isa;
 
 /// Geometry of one channels-last depthwise convolution: input `[ih, iw, c]` per image, kernel
@@ -74,6 +75,12 @@ unsafe fn depthwise_rows_v<V: F32s>(
     let row_len = g.ow * g.c;
     if let Some(b) = shift.bias {
         assert!(b.len() >= g.c, "a depthwise bias holds every channel");
+    }
+    if depthwise_wide::fits(g, V::N) {
+        // SAFETY: forwarded (the geometry fits).
+        return unsafe {
+            depthwise_wide::depthwise_wide_rows::<V>(g, x, w, (first, count), shift, out)
+        };
     }
     let (mut oy, end) = (first, first + count);
     // SAFETY: forwarded; a group's rows are inside the image (`top_row`).

@@ -11,6 +11,7 @@ use super::math;
 mod depthwise;
 mod depthwise_groups;
 mod depthwise_last;
+mod depthwise_wide;
 mod kv;
 mod lanes;
 mod planes;

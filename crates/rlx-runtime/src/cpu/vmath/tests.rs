@@ -309,16 +309,21 @@ fn square3x3(c: usize, hw: usize, s: usize) -> DepthwiseRows {
 
 #[test]
 fn depthwise_rows_give_the_same_values_however_an_image_is_cut() {
-    // 3x3 kernels at strides 1 and 2 (groups of two and four rows inside), 24 and 40
+    // 3x3 kernels at strides 1 and 2 (groups of two and four rows inside), a 5x5, 24 and 40
     // channels (an overlapping last vector), a bias and a relu: the whole image in one call,
     // row by row, and in uneven ranges agree bit for bit on every ISA.
-    for (c, hw, s) in [(24usize, 13usize, 1usize), (40, 17, 2), (16, 9, 1)] {
-        let g = square3x3(c, hw, s);
+    for (k, c, hw, s) in [
+        (3, 24usize, 13usize, 1usize),
+        (3, 40, 17, 2),
+        (3, 16, 9, 1),
+        (5, 24, 9, 1),
+    ] {
+        let g = square(k, c, hw, s, k / 2);
         let ow = g.ow;
         let x: Vec<f32> = (0..hw * hw * c)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
-        let w: Vec<f32> = (0..9 * c)
+        let w: Vec<f32> = (0..k * k * c)
             .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
             .collect();
         let bias: Vec<f32> = (0..c).map(|i| i as f32 / 5.0 - 2.0).collect();
@@ -356,6 +361,89 @@ fn depthwise_rows_give_the_same_values_however_an_image_is_cut() {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa}: cut at {cuts:?}"
                 );
+            }
+        }
+    }
+}
+
+/// A `k x k` depthwise kernel of stride `s` padded by `pad` before (and as many after as a
+/// "same" output needs) over a `hw x hw` image of `c` channels.
+fn square(k: usize, c: usize, hw: usize, s: usize, pad: usize) -> DepthwiseRows {
+    DepthwiseRows {
+        kh: k,
+        kw: k,
+        ph: pad,
+        pw: pad,
+        ow: (hw + 2 * pad - k) / s + 1,
+        ..square3x3(c, hw, s)
+    }
+}
+
+#[test]
+fn wide_depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
+    // 5x5 and 7x7 at strides 1 and 2 over images smaller and larger than the kernel's reach
+    // (every group edge or interior), channels with and without a lane tail, a bias and a
+    // relu; one weight of the corner tap infinite: it reaches only the positions where that
+    // tap is inside the image (a kernel multiplying the padding by it would make NaNs).
+    let cases = [
+        (5, 24, 7, 1, 2),
+        (5, 40, 14, 1, 2),
+        (5, 20, 15, 2, 2),
+        (7, 16, 9, 1, 3),
+        (7, 24, 11, 2, 3),
+        (5, 16, 3, 1, 2),
+        (5, 16, 5, 2, 1),
+    ];
+    for (k, c, hw, s, pad) in cases {
+        let g = square(k, c, hw, s, pad);
+        let x: Vec<f32> = (0..hw * hw * c)
+            .map(|i| ((i * 37 % 101) as f32 - 50.5) / 7.0)
+            .collect();
+        let mut w: Vec<f32> = (0..k * k * c)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
+            .collect();
+        w[3] = f32::INFINITY;
+        let bias: Vec<f32> = (0..c).map(|i| i as f32 / 5.0 - 2.0).collect();
+        let shift = RowShift {
+            bias: Some(&bias),
+            relu: true,
+        };
+        let (ow, oh) = (g.ow, g.ow);
+        let want = |oy: usize, ox: usize, ch: usize| {
+            let mut sum = f64::from(bias[ch]);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = (
+                        (oy * s + ky).wrapping_sub(pad),
+                        (ox * s + kx).wrapping_sub(pad),
+                    );
+                    if iy < hw && ix < hw {
+                        let tap = f64::from(w[(ky * k + kx) * c + ch]);
+                        sum += f64::from(x[(iy * hw + ix) * c + ch]) * tap;
+                    }
+                }
+            }
+            sum.max(0.0)
+        };
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; oh * ow * c];
+            // SAFETY: the geometry's sizes.
+            unsafe { depthwise_rows(isa, &g, &x, &w, 0, oh, shift, &mut Vec::new(), &mut out) };
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ch in 0..c {
+                        let (got, want) = (out[(oy * ow + ox) * c + ch], want(oy, ox, ch));
+                        let ok = if want.is_finite() {
+                            (f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0)
+                        } else {
+                            f64::from(got) == want
+                        };
+                        assert!(
+                            ok,
+                            "{isa} {k}x{k}/{s} c{c} {hw}x{hw} ({oy},{ox},{ch}): {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }
