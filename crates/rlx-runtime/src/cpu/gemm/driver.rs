@@ -480,10 +480,16 @@ unsafe fn edge_panel(
         cols,
         ..TileEpilogue::NONE
     };
+    // Half a panel's columns or fewer: one vector per row (EfficientNet's 40-channel
+    // projections computed their last 8 columns as 32).
+    let tile = match kern.half {
+        Some(half) if 2 * cols <= kern.nr => half,
+        _ => kern.tile,
+    };
     for (r0, h) in row_tiles(rows, kern.mr) {
         // SAFETY: forwarded; the tile's rows of c from column c0 hold `cols` columns.
         unsafe {
-            (kern.tile)(
+            tile(
                 h,
                 job.k,
                 job.a.add(r0 * job.lda),

@@ -37,8 +37,9 @@ fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
 }
 
 /// Edge panels of half a panel (n = 48 and 80 on AVX-512, 8, 24 and 40 on AVX2), over one and
-/// several K blocks, run the half-width tile.
-const SHAPES: [(usize, usize, usize); 11] = [
+/// several K blocks, run the half-width tile; so do narrower edges of one K block (n = 7, 65
+/// and 300 on AVX-512), and an edge just over half a panel (n = 50) runs the whole tile.
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (3, 5, 7),
     (16, 384, 96),
@@ -50,6 +51,7 @@ const SHAPES: [(usize, usize, usize); 11] = [
     (2, 600, 31),
     (33, 300, 80),
     (20, 300, 24),
+    (9, 40, 50),
 ];
 
 #[test]
