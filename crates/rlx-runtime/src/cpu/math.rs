@@ -120,9 +120,22 @@ pub fn gelu_rational(x: f32) -> f32 {
     half.mul_add(p * t / q, half)
 }
 
+/// Where `sigmoid` stops computing: past `-x = SIGMOID_LIM` it is 0, below `-SIGMOID_LIM` the
+/// exponential is taken at `-SIGMOID_LIM` (and `1 + e^-87` rounds to 1 as any smaller term
+/// does). Neither `e^-x` nor the quotient is then ever subnormal: a subnormal result costs a
+/// microcode assist (SiLU over a product of large activations ran 33% slower).
+pub(crate) const SIGMOID_LIM: f32 = 87.0;
+
+/// `1 / (1 + e^-x)`, flushed to 0 below `x = -SIGMOID_LIM` (where it is under 1.7e-38).
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+    let t = -x;
+    if t > SIGMOID_LIM {
+        return 0.0;
+    }
+    // (Comparisons keep a NaN as it is.)
+    let t = if t < -SIGMOID_LIM { -SIGMOID_LIM } else { t };
+    1.0 / (1.0 + exp(t))
 }
 
 /// `min(max(x, 0), 6)`, NaN kept (the vector form's operand order does the same).

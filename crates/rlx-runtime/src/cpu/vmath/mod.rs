@@ -460,9 +460,16 @@ unsafe fn gelu_v<V: F32s>(x: V) -> V {
     }
 }
 
+/// `math::sigmoid` on a vector (the same flush below `-SIGMOID_LIM`).
 #[inline(always)]
 unsafe fn sigmoid_v<V: F32s>(x: V) -> V {
-    unsafe { V::splat(1.0).div(V::splat(1.0).add(exp_v(V::splat(0.0).sub(x)))) }
+    unsafe {
+        let lim = V::splat(math::SIGMOID_LIM);
+        let t = V::splat(0.0).sub(x);
+        let e = exp_v(t.at_least(V::splat(-math::SIGMOID_LIM)));
+        let s = V::splat(1.0).div(V::splat(1.0).add(e));
+        lim.select_lt(t, V::splat(0.0), s)
+    }
 }
 
 /// `x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3))`, as `math::unary` computes it.
