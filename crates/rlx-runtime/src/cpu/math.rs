@@ -138,6 +138,17 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(t))
 }
 
+/// `x * sigmoid(x)` as `x / (1 + e^-x)`, the exponential taken at `-SIGMOID_LIM` above
+/// `x = SIGMOID_LIM`: no subnormal on the way, and no flush (below x = -87 the result is
+/// still a normal number down to x = -88.7, where e^-x overflows and it becomes -0).
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    let t = -x;
+    // (Comparisons keep a NaN as it is.)
+    let t = if t < -SIGMOID_LIM { -SIGMOID_LIM } else { t };
+    x / (1.0 + exp(t))
+}
+
 /// `min(max(x, 0), 6)`, NaN kept (the vector form's operand order does the same).
 #[inline(always)]
 pub fn relu6(x: f32) -> f32 {
@@ -175,7 +186,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
             const C: f32 = 0.797_884_6; // sqrt(2 / pi)
             x * sigmoid(2.0 * C * (x + 0.044_715 * x * x * x))
         }
-        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::Silu => silu(x),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Exp => exp(x),

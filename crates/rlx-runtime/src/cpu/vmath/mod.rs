@@ -179,7 +179,7 @@ unsafe fn block_v<V: F32s>(
             Some(UnaryOp::Exp) => pass!(|v: V| exp_v::<V>(v)),
             Some(UnaryOp::Gelu) => pass!(|v: V| gelu_v::<V>(v)),
             Some(UnaryOp::Sigmoid) => pass!(|v: V| sigmoid_v::<V>(v)),
-            Some(UnaryOp::Silu) => pass!(|x: V| x.mul(sigmoid_v(x))),
+            Some(UnaryOp::Silu) => pass!(|v: V| silu_v::<V>(v)),
             Some(UnaryOp::GeluTanh) => pass!(|v: V| gelu_tanh_v::<V>(v)),
             Some(UnaryOp::HardSwish) => pass!(|x: V| x.mul(hard_sigmoid_v(x))),
             Some(op) => {
@@ -313,7 +313,7 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
             UnaryOp::Exp => each!(exp_v::<V>),
             UnaryOp::Gelu => each!(gelu_v::<V>),
             UnaryOp::Sigmoid => each!(sigmoid_v::<V>),
-            UnaryOp::Silu => each!(|x: V| x.mul(sigmoid_v(x))),
+            UnaryOp::Silu => each!(silu_v::<V>),
             UnaryOp::GeluTanh => each!(gelu_tanh_v::<V>),
             UnaryOp::Relu6 => each!(relu6_v::<V>),
             UnaryOp::HardSwish => each!(|x: V| x.mul(hard_sigmoid_v(x))),
@@ -457,6 +457,16 @@ unsafe fn gelu_v<V: F32s>(x: V) -> V {
     unsafe {
         let e = erfc_v(x.mul(V::splat(-std::f32::consts::FRAC_1_SQRT_2)));
         x.mul(V::splat(0.5)).mul(e)
+    }
+}
+
+/// `math::silu` on a vector.
+#[inline(always)]
+unsafe fn silu_v<V: F32s>(x: V) -> V {
+    unsafe {
+        let t = V::splat(0.0).sub(x);
+        let e = exp_v(t.at_least(V::splat(-math::SIGMOID_LIM)));
+        x.div(V::splat(1.0).add(e))
     }
 }
 

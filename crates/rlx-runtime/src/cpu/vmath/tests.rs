@@ -148,7 +148,8 @@ fn vectors_match_the_scalar_functions_on_every_isa() {
 #[test]
 fn sigmoid_and_silu_never_make_a_subnormal() {
     // Subnormal results cost a microcode assist per vector: sigmoid flushes to 0 below
-    // x = -87 and takes e^-x at -87 above x = 87 (where 1 + e^-x is 1 either way); NaN stays.
+    // x = -87 and takes e^-x at -87 above x = 87 (where 1 + e^-x is 1 either way), SiLU
+    // divides x by 1 + e^-x; NaN stays.
     let xs: Vec<f32> = (-2000..=2000)
         .map(|i| i as f32 / 10.0)
         .chain([-87.0, -87.01, 86.99, 87.01, f32::MAX, f32::MIN])
@@ -180,6 +181,15 @@ fn sigmoid_and_silu_never_make_a_subnormal() {
         );
         assert_eq!(&got[3..5], &[1.0, 1.0], "{isa}");
         assert!(got[5].is_nan(), "{isa}");
+        // SiLU is not flushed where its value is a normal number: -87.5 / (1 + e^87.5).
+        let mut got = [0.0f32; 1];
+        unary_map(isa, UnaryOp::Silu, &[-87.5], &mut got);
+        let want = -87.5 / (1.0 + 87.5f64.exp());
+        assert!(
+            (f64::from(got[0]) - want).abs() <= 1e-5 * want.abs(),
+            "{isa}: {:e}",
+            got[0]
+        );
     }
 }
 
