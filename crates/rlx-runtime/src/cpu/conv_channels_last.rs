@@ -376,14 +376,13 @@ fn depthwise_with(
             relu: epi.act == Some(UnaryOp::Relu),
         });
     let row_len = os[2] * ch;
-    // Each image's rows in even ranges, two per thread over the batch, of two rows or more
-    // where a 3x3 kernel's row groups need them (a row's values do not depend on where the
-    // ranges start). Four rows per task at most left a 14-row image's second thread idle a
-    // quarter of the time; a 7-row image in three ranges, a third of the time.
-    let group_rows = if (g.kh, g.kw) == (3, 3) { 2 } else { 1 };
+    // Each image's rows in even ranges, two per thread over the batch (a row's values do not
+    // depend on where the ranges start). Four rows per task at most left a 14-row image's
+    // second thread idle a quarter of the time; a 7-row image in three ranges (two rows at
+    // least, for the 3x3 row groups), five rows on one thread of two.
     let parts = (2 * rayon::current_num_threads())
         .div_ceil(os[0].max(1))
-        .clamp(1, (oh / group_rows).max(1));
+        .clamp(1, oh.max(1));
     let dst = OutPtr(out.as_mut_ptr());
     (0..os[0] * parts)
         .into_par_iter()
