@@ -23,7 +23,9 @@ pub(super) fn fits(g: &DepthwiseRows, lanes: usize) -> bool {
 
 /// Output rows `first..first + count` (`out` holds them, `ow * c` floats each):
 /// `out[ox * c + ch] = shift(sum over the taps inside the image, kernel rows then columns in
-/// order, of x * w)` (`w`: the weights as `[k * k, c]`).
+/// order, of x * w)` (`w`: the weights as `[k * k, c]`), row by row. (Each channel vector over
+/// all of a task's rows before the next, to keep its inputs in L1 between rows, was no faster
+/// at 7x7x1152 and 6% slower at 14x14x672.)
 ///
 /// # Safety
 /// `V`'s ISA is available on this CPU; `fits(g, V::N)`; `x` holds `ih * iw * c` floats, `w`
@@ -40,33 +42,18 @@ pub(super) unsafe fn depthwise_wide_rows<V: F32s>(
     debug_assert!(fits(g, V::N));
     debug_assert!(x.len() >= g.ih * g.iw * g.c && w.len() >= g.kh * g.kw * g.c);
     debug_assert!(out.len() >= count * g.ow * g.c);
-    // SAFETY: forwarded; the kernel width and stride select the instance.
-    unsafe {
-        match (g.kw, g.sw) {
-            (5, 1) => rows::<V, 5, 1>(g, x, w, (first, count), shift, out),
-            (5, _) => rows::<V, 5, 2>(g, x, w, (first, count), shift, out),
-            (7, 1) => rows::<V, 7, 1>(g, x, w, (first, count), shift, out),
-            _ => rows::<V, 7, 2>(g, x, w, (first, count), shift, out),
-        }
-    }
-}
-
-/// `depthwise_wide_rows` for a `K x K` kernel at column stride `S`, row by row. (Each channel
-/// vector over all of a task's rows before the next, to keep its inputs in L1 between rows,
-/// was no faster at 7x7x1152 and 6% slower at 14x14x672.)
-#[inline(always)]
-unsafe fn rows<V: F32s, const K: usize, const S: usize>(
-    g: &DepthwiseRows,
-    x: &[f32],
-    w: &[f32],
-    (first, count): (usize, usize),
-    shift: RowShift,
-    out: &mut [f32],
-) {
     let row_len = g.ow * g.c;
     for (oy, out) in (first..first + count).zip(out.chunks_exact_mut(row_len)) {
-        // SAFETY: forwarded; `out` is row oy's.
-        unsafe { row::<V, K, S>(g, x, w, oy, shift, out) };
+        // SAFETY: forwarded, `out` being row oy's; the kernel width and stride select the
+        // instance.
+        unsafe {
+            match (g.kw, g.sw) {
+                (5, 1) => row::<V, 5, 1>(g, x, w, oy, shift, out),
+                (5, _) => row::<V, 5, 2>(g, x, w, oy, shift, out),
+                (7, 1) => row::<V, 7, 1>(g, x, w, oy, shift, out),
+                _ => row::<V, 7, 2>(g, x, w, oy, shift, out),
+            }
+        }
     }
 }
 

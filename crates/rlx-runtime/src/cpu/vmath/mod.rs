@@ -141,6 +141,23 @@ pub unsafe fn bias_residual_act_block(
     unsafe { bias_act(isa, c, rows, cols, ldc, bias, res, act, false) }
 }
 
+/// `$apply!(f)` with `f` the vector form of `$op` (the ops `vectorized` names, on lanes `V`),
+/// else `$other`: the one table from ops to vector functions that every loop here expands.
+macro_rules! with_vector_form {
+    ($op:expr, $apply:ident, $other:expr) => {
+        match $op {
+            UnaryOp::Exp => $apply!(|v: V| exp_v::<V>(v)),
+            UnaryOp::Gelu => $apply!(|v: V| gelu_v::<V>(v)),
+            UnaryOp::Sigmoid => $apply!(|v: V| sigmoid_v::<V>(v)),
+            UnaryOp::Silu => $apply!(|v: V| silu_v::<V>(v)),
+            UnaryOp::GeluTanh => $apply!(|v: V| gelu_tanh_v::<V>(v)),
+            UnaryOp::Relu6 => $apply!(|v: V| relu6_v::<V>(v)),
+            UnaryOp::HardSwish => $apply!(|v: V| v.mul(hard_sigmoid_v(v))),
+            _ => $other,
+        }
+    };
+}
+
 per_isa!(unsafe fn bias_act(c: *mut f32, rows: usize, cols: usize, ldc: usize, bias: Option<&[f32]>, res: Option<Residual>, act: Option<UnaryOp>, rational_gelu: bool) => block_v);
 
 #[inline(always)]
@@ -175,19 +192,12 @@ unsafe fn block_v<V: F32s>(
             }
             None => pass!(|v: V| v),
             Some(UnaryOp::Relu) => pass!(|v: V| v.at_least(V::splat(0.0))),
-            Some(UnaryOp::Relu6) => pass!(|v: V| relu6_v::<V>(v)),
-            Some(UnaryOp::Exp) => pass!(|v: V| exp_v::<V>(v)),
-            Some(UnaryOp::Gelu) => pass!(|v: V| gelu_v::<V>(v)),
-            Some(UnaryOp::Sigmoid) => pass!(|v: V| sigmoid_v::<V>(v)),
-            Some(UnaryOp::Silu) => pass!(|v: V| silu_v::<V>(v)),
-            Some(UnaryOp::GeluTanh) => pass!(|v: V| gelu_tanh_v::<V>(v)),
-            Some(UnaryOp::HardSwish) => pass!(|x: V| x.mul(hard_sigmoid_v(x))),
-            Some(op) => {
+            Some(op) => with_vector_form!(op, pass, {
                 block_pass::<V>(c, rows, cols, ldc, bias, res, None, |v: V| v);
                 for r in 0..rows {
                     math::unary_in_place(op, std::slice::from_raw_parts_mut(c.add(r * ldc), cols));
                 }
-            }
+            }),
         }
     }
 }
@@ -309,16 +319,7 @@ unsafe fn map_v<V: F32s>(op: UnaryOp, src: *const f32, dst: *mut f32, n: usize) 
                 }
             }};
         }
-        match op {
-            UnaryOp::Exp => each!(exp_v::<V>),
-            UnaryOp::Gelu => each!(gelu_v::<V>),
-            UnaryOp::Sigmoid => each!(sigmoid_v::<V>),
-            UnaryOp::Silu => each!(silu_v::<V>),
-            UnaryOp::GeluTanh => each!(gelu_tanh_v::<V>),
-            UnaryOp::Relu6 => each!(relu6_v::<V>),
-            UnaryOp::HardSwish => each!(|x: V| x.mul(hard_sigmoid_v(x))),
-            _ => {}
-        }
+        with_vector_form!(op, each, {});
         for i in body..n {
             *dst.add(i) = math::unary(op, *src.add(i));
         }
