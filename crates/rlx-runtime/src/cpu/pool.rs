@@ -126,11 +126,89 @@ pub fn run_on<R: Send>(
     f: impl FnOnce() -> R + Send,
 ) -> Result<R> {
     let threads = pool.current_num_threads();
+    let f = move || match inline {
+        true => f(),
+        false => with_workers_polling(f),
+    };
     match on_caller_pool(threads, inline, f) {
         Ok(r) => Ok(r),
         Err(f) if crate::fork_lock::current_pid() == pool_pid => Ok(pool.install(f)),
         Err(f) => Ok(thread_pool(Some(threads))?.install(f)),
     }
+}
+
+/// How long a run waits for the pool's other workers to start polling for its jobs (a sleeping
+/// worker takes 20-40 us to wake on a VM). One that starts later does not poll.
+const POLLERS_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Runs `f` on a worker of the current pool while the pool's other workers poll for its jobs
+/// (rayon's `yield_now` in a loop) until it returns. An idle rayon worker goes to sleep after
+/// some 30 yields; the next parallel loop then waits for it to be woken, 20-40 us on a VM, and
+/// a run's serial kernels (a squeeze-excitation's small products, 5-20 us) were long enough to
+/// put it to sleep before nearly every loop after them: EfficientNet-B0 on two threads paid
+/// ~25 us at each of its 16 excitation multiplies. (ONNX Runtime's threads spin too.)
+///
+/// A poller must start before the run's first job: a worker that stole a job, then waited
+/// inside it for another and took its poller there, would poll on top of that job until the
+/// run ended, and the run would wait for the job. So `f` starts once every other worker polls
+/// (or after [`POLLERS_WAIT`]), and a poller that starts after that returns at once.
+fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    thread_local! {
+        /// Whether this thread runs a run whose workers poll (a run inside it, as a batch
+        /// runs sample by sample, has them already).
+        static POLLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    let others = rayon::current_num_threads().saturating_sub(1);
+    let me = rayon::current_thread_index().filter(|_| others > 0);
+    let Some(me) = me.filter(|_| !POLLED.get()) else {
+        return f();
+    };
+    /// Workers polling (`CLOSED` set once the run has started), and whether it is over.
+    struct Poll {
+        joined: AtomicUsize,
+        over: AtomicBool,
+    }
+    const CLOSED: usize = 1 << (usize::BITS - 1);
+    let poll = Arc::new(Poll {
+        joined: AtomicUsize::new(0),
+        over: AtomicBool::new(false),
+    });
+    let shared = poll.clone();
+    // A copy per worker; the caller's returns at once (it runs the run).
+    rayon::spawn_broadcast(move |ctx| {
+        let join = |j: usize| (j & CLOSED == 0).then_some(j + 1);
+        if ctx.index() == me
+            || (shared.joined)
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, join)
+                .is_err()
+        {
+            return;
+        }
+        while !shared.over.load(Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    while poll.joined.load(Ordering::Acquire) < others && start.elapsed() < POLLERS_WAIT {
+        std::hint::spin_loop();
+    }
+    poll.joined.fetch_or(CLOSED, Ordering::AcqRel);
+    /// Ends the polling and clears `POLLED` however the run ends (a panic unwinds).
+    struct Over(Arc<Poll>);
+    impl Drop for Over {
+        fn drop(&mut self) {
+            self.0.over.store(true, Ordering::Release);
+            POLLED.set(false);
+        }
+    }
+    POLLED.set(true);
+    let over = Over(poll);
+    let r = f();
+    drop(over);
+    r
 }
 
 /// Whether this is the process's main thread (Linux: its thread id is the process id).
@@ -201,6 +279,41 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn runs_with_polling_workers_all_finish() {
+        use rayon::prelude::*;
+        // Nested loops give the other worker jobs to steal and wait inside: a poller it took
+        // there would hang the run (the test then fails on the timeout, not by hanging). The
+        // pool's worker 0 is the calling thread, as a process's main thread runs graphs.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .use_current_thread()
+                .build()
+                .unwrap();
+            for round in 0..20_000usize {
+                let sum = pool.install(|| {
+                    super::with_workers_polling(|| {
+                        (0..16usize)
+                            .into_par_iter()
+                            .map(|j| {
+                                (0..4usize)
+                                    .into_par_iter()
+                                    .map(|k| j * k + round)
+                                    .sum::<usize>()
+                            })
+                            .sum::<usize>()
+                    })
+                });
+                assert_eq!(sum, 6 * 120 + 64 * round);
+            }
+            done.send(()).unwrap();
+        });
+        let waited = finished.recv_timeout(std::time::Duration::from_secs(120));
+        assert!(waited.is_ok(), "a two-thread run never finished");
     }
 
     #[test]
