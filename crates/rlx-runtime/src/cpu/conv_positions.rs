@@ -212,11 +212,11 @@ pub(super) fn product(
             let panel_len = packed.k * nr;
             let piece = panel_len.div_ceil(task_rows.len().max(1));
             let mut fetched = 0;
-            // The epilogue goes in the tile stores where it can (no activation but a relu, and
+            // The epilogue goes in the tile stores where it can (no activation but relu / relu6, and
             // a whole panel or no residual); else over each row after its tiles. (A 24-channel
             // stem's last 8 channels, scalar per row, took a third of its time.)
             let in_tiles = epi.filter(|e| {
-                matches!(e.act, None | Some(UnaryOp::Relu)) && (width == nr || e.residual.is_none())
+                gemm::TileAct::of(e.act).is_some() && (width == nr || e.residual.is_none())
             });
             // An edge panel's bias, padded to the tile's width.
             let edge_bias: Vec<f32> = match in_tiles.and_then(|e| e.bias) {
@@ -263,7 +263,7 @@ pub(super) fn product(
                                 r[(q0 + ox) * e.m + j * nr..].as_ptr()
                             }),
                             ld_res: e.m,
-                            relu: e.act == Some(UnaryOp::Relu),
+                            act: gemm::TileAct::fused(e.act, true),
                             next_a: std::ptr::null(),
                             next_b,
                             next_b_lines,

@@ -1,6 +1,6 @@
 //! The AVX-512 tile in assembly: the common case of `avx512.rs`'s kernel (1-8 rows, a whole
 //! 32-column panel, nothing to prefetch, not added onto c) with its K segments, bias, residual
-//! and relu. The intrinsic kernel computes the same sums in the same order: results are equal
+//! and relu or relu6. The intrinsic kernel computes the same sums in the same order: results are equal
 //! bit for bit (`tiles_sum_in_k_order_bit_for_bit`). Written out, the steps run in rounds of
 //! four, A and B addressed by displacements from pointers kept in registers, the K segments'
 //! loop around them. MobileNet-like at batch 1 on one thread: its K = 27 stem (three segments
@@ -210,11 +210,18 @@ macro_rules! tile {
                     bases!(),
                     concat!($("vaddps ", $lo, ", ", $lo, ", [", $row, "]\n", "vaddps ", $hi, ", ", $hi, ", [", $row, " + 64]\n",)+),
                     "8:",
-                    "cmp byte ptr [{e} + {relu}], 0",
+                    "cmp byte ptr [{e} + {act}], 0",
                     "je 9f",
-                    // max(0, v) gives v for NaN and for -0.0, as the intrinsic kernel does.
+                    // max(0, v) gives v for NaN and for -0.0, as the intrinsic kernel does;
+                    // relu6 then min(6, v), NaN kept too.
                     "vxorps zmm27, zmm27, zmm27",
                     concat!($("vmaxps ", $lo, ", zmm27, ", $lo, "\n", "vmaxps ", $hi, ", zmm27, ", $hi, "\n",)+),
+                    "cmp byte ptr [{e} + {act}], 2",
+                    "jne 9f",
+                    // 6.0f32.
+                    "mov {k:e}, 0x40C00000",
+                    "vpbroadcastd zmm27, {k:e}",
+                    concat!($("vminps ", $lo, ", zmm27, ", $lo, "\n", "vminps ", $hi, ", zmm27, ", $hi, "\n",)+),
                     "9:",
                     "mov {g0}, {c}",
                     "mov {l}, {ldc}",
@@ -241,7 +248,7 @@ macro_rules! tile {
                     k = out(reg) _,
                     res = const offset_of!(TileEpilogue, res),
                     ld_res = const offset_of!(TileEpilogue, ld_res),
-                    relu = const offset_of!(TileEpilogue, relu),
+                    act = const offset_of!(TileEpilogue, act),
                     out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
                     out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
                     out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,

@@ -11,7 +11,7 @@ macro_rules! simd_micro_kernel {
     (
         isa: $isa:ident, feature: $feature:literal, vector: $v:ty, lanes: $w:literal,
         zero: $zero:ident, load: $load:ident, store: $store:ident,
-        splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident,
+        splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident, min: $min:ident,
         store_first: $store_first:ident, load_first: $load_first:ident,
         rows: [$($r:literal),+], max_rows: $mr:literal $(, fast: $fast:path)?
     ) => {
@@ -41,12 +41,32 @@ macro_rules! simd_micro_kernel {
                 $(if $fast(rows, offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi) {
                     return;
                 })?
-                // A tile storing fewer columns is its own instance: a run-time test among the
-                // stores made the compiler spill the accumulators (2.4x slower tiles).
-                match (rows.min($mr), epi.cols < 2 * $w) {
-                    $(($r, false) => segs_n::<$r, 2, false>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
-                    $(($r, true) => segs_n::<$r, 2, true>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                match rows.min($mr) {
+                    $($r => pick::<$r, 2>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
+                }
+            }
+        }
+
+        /// `segs_n` for the epilogue's form. A tile storing fewer columns, and one clamping
+        /// to 6 (relu6), is its own instance: a run-time test among the stores made the
+        /// compiler spill the accumulators (2.4x slower tiles; MobileNet v2's projections,
+        /// which have no activation at all, when relu6 was a second test beside relu's).
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn pick<const R: usize, const V: usize>(
+            offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
+            ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
+        ) {
+            let partial = epi.cols < V * $w;
+            let six = epi.act == super::TileAct::Relu6;
+            // SAFETY: forwarded contract.
+            unsafe {
+                match (partial, six) {
+                    (false, false) => segs_n::<R, V, false, false>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),
+                    (true, false) => segs_n::<R, V, true, false>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),
+                    (false, true) => segs_n::<R, V, false, true>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),
+                    (true, true) => segs_n::<R, V, true, true>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),
                 }
             }
         }
@@ -58,7 +78,7 @@ macro_rules! simd_micro_kernel {
         #[target_feature(enable = $feature)]
         #[inline(never)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool>(
+        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool, const SIX: bool>(
             offsets: &[usize], len: usize, a: *const f32, lda: usize, b: *const f32,
             ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
@@ -109,7 +129,7 @@ macro_rules! simd_micro_kernel {
                         (p0..(p0 + 16).min(len)).for_each(&mut step);
                     }
                 }
-                // Bias, residual and relu on the sums in registers, before the one store.
+                // Bias, residual and activation on the sums in registers, before the one store.
                 // Without a bias the add is of -0.0, which leaves every sum as it is (-0.0
                 // too). (Skipping it behind a branch here made the kernel 2.5x slower: the
                 // compiler then spilled the accumulators.)
@@ -120,7 +140,8 @@ macro_rules! simd_micro_kernel {
                 } else {
                     ($load(epi.bias), $splat(-0.0))
                 };
-                let relu = epi.relu;
+                // Relu and relu6 (relu6 in its own instance, `SIX`).
+                let relu = epi.act != super::TileAct::None;
                 // An edge panel's tile stores only its first columns (lanes of lo, then hi).
                 debug_assert!(!PARTIAL || epi.res.is_null());
                 let (cols_lo, cols_hi) = (epi.cols.min($w), epi.cols.saturating_sub($w).min($w));
@@ -149,9 +170,13 @@ macro_rules! simd_micro_kernel {
                     }
                     if relu {
                         // max gives its second operand for NaN and for -0.0 against 0.0, as
-                        // `if v < 0 { 0 } else { v }` does.
+                        // `if v < 0 { 0 } else { v }` does; min too (NaN kept).
                         lo[r] = $max($zero(), lo[r]);
                         hi[r] = $max($zero(), hi[r]);
+                        if SIX {
+                            lo[r] = $min($splat(6.0), lo[r]);
+                            hi[r] = $min($splat(6.0), hi[r]);
+                        }
                     }
                     if PARTIAL {
                         $store_first(cr, lo[r], cols_lo);
@@ -171,7 +196,7 @@ macro_rules! simd_micro_kernel {
 
         #[cfg(not(target_arch = "x86_64"))]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool>(
+        unsafe fn segs_n<const R: usize, const V: usize, const PARTIAL: bool, const SIX: bool>(
             _: &[usize], _: usize, _: *const f32, _: usize, _: *const f32, _: usize,
             _: *mut f32, _: usize, _: bool, _: &super::TileEpilogue,
         ) {
@@ -191,10 +216,9 @@ macro_rules! simd_micro_kernel {
                 $(if $fast(rows, &[0], k, a, lda, b, ldb, c, ldc, accumulate, epi) {
                     return;
                 })?
-                match (rows.min($mr), epi.cols < 2 * $w) {
+                match rows.min($mr) {
                     // A plain tile is one K segment at offset 0.
-                    $(($r, false) => segs_n::<$r, 2, false>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
-                    $(($r, true) => segs_n::<$r, 2, true>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $($r => pick::<$r, 2>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
@@ -210,9 +234,8 @@ macro_rules! simd_micro_kernel {
         ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
-                match (rows.min($mr), epi.cols < $w) {
-                    $(($r, false) => segs_n::<$r, 1, false>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
-                    $(($r, true) => segs_n::<$r, 1, true>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                match rows.min($mr) {
+                    $($r => pick::<$r, 1>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }

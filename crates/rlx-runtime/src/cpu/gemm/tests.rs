@@ -185,6 +185,9 @@ fn probe_linear_speed() {
     let pool = crate::cpu::thread_pool(None).unwrap();
     for isa in Isa::available() {
         for (m, k, n) in [
+            (12544, 16, 96),
+            (3136, 96, 24),
+            (3136, 24, 144),
             (16, 384, 1536),
             (128, 384, 384),
             (128, 384, 1536),
@@ -196,22 +199,31 @@ fn probe_linear_speed() {
             let (x, w) = (data(m * k, 1), data(k * n, 2));
             let packed = PackedB::new(&w, k, n, false, kernel(isa).nr).unwrap();
             let mut out = vec![0.0f32; m * n];
-            let spec = LinearSpec { k, n, act: None };
-            let reps = (2_000_000_000 / (2 * m * k * n)).clamp(5, 2000);
-            let mut best = f64::MAX;
-            for _ in 0..3 {
-                let t = std::time::Instant::now();
-                pool.install(|| {
-                    for _ in 0..reps {
-                        linear(isa, &x, Weight::Packed(&packed), None, &spec, &mut out).unwrap();
-                    }
-                });
-                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            // With its activation where K is small (MobileNet v2's expansions: the epilogue
+            // weighs there).
+            let acts = match k <= 24 {
+                true => vec![None, Some(UnaryOp::Relu), Some(UnaryOp::Relu6)],
+                false => vec![None],
+            };
+            for act in acts {
+                let spec = LinearSpec { k, n, act };
+                let reps = (2_000_000_000 / (2 * m * k * n)).clamp(5, 2000);
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    pool.install(|| {
+                        for _ in 0..reps {
+                            linear(isa, &x, Weight::Packed(&packed), None, &spec, &mut out)
+                                .unwrap();
+                        }
+                    });
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                println!(
+                    "{isa} {m}x{k}x{n} {act:?}: {:.1} GFLOP/s",
+                    2.0 * (m * k * n) as f64 / best / 1e9
+                );
             }
-            println!(
-                "{isa} {m}x{k}x{n}: {:.1} GFLOP/s",
-                2.0 * (m * k * n) as f64 / best / 1e9
-            );
         }
     }
 }
@@ -384,7 +396,7 @@ fn a_tile_stores_only_its_first_columns() {
         let whole = |cols: usize, c: &mut [f32]| {
             let epi = TileEpilogue {
                 bias: bias.as_ptr(),
-                relu: true,
+                act: TileAct::Relu,
                 cols,
                 ..TileEpilogue::NONE
             };
@@ -428,9 +440,9 @@ fn a_tile_stores_only_its_first_columns() {
 fn tiles_sum_in_k_order_bit_for_bit() {
     // Every SIMD ISA's segmented tile (AVX-512's whole-panel tiles are assembly) against the
     // same sums computed one fused multiply-add at a time in K order, then + bias, +
-    // residual, relu: equal bit for bit. Rows 1 to mr, segment lengths with and without a
-    // remainder of the four-step rounds, none or three segments, with and without bias and
-    // residual, and sums that are NaN or -0.0 for the relu. (The portable kernel rounds each
+    // residual, relu or relu6: equal bit for bit. Rows 1 to mr, segment lengths with and
+    // without a remainder of the four-step rounds, none or three segments, with and without
+    // bias and residual, and sums that are NaN, -0.0 or above 6 for the activations. (The portable kernel rounds each
     // product before adding it; the f64 tests above hold it.)
     for isa in Isa::available().into_iter().filter(|i| *i != Isa::Scalar) {
         let kern = kernel(isa);
@@ -445,11 +457,14 @@ fn tiles_sum_in_k_order_bit_for_bit() {
             let mut bias = data(nr, 8);
             bias[1] = -0.0;
             let res = data(mr * ldc, 9);
+            let mut clamped = 0;
             for rows in 1..=mr {
-                for (with_bias, with_res, relu) in [
-                    (false, false, false),
-                    (true, true, true),
-                    (true, false, true),
+                for (with_bias, with_res, act) in [
+                    (false, false, TileAct::None),
+                    (true, true, TileAct::Relu),
+                    (true, false, TileAct::Relu),
+                    (true, true, TileAct::Relu6),
+                    (false, false, TileAct::Relu6),
                 ] {
                     let epi = TileEpilogue {
                         bias: if with_bias {
@@ -463,7 +478,7 @@ fn tiles_sum_in_k_order_bit_for_bit() {
                             std::ptr::null()
                         },
                         ld_res: ldc,
-                        relu,
+                        act,
                         ..TileEpilogue::NONE
                     };
                     let mut got = vec![5.0f32; mr * ldc];
@@ -501,18 +516,23 @@ fn tiles_sum_in_k_order_bit_for_bit() {
                             if with_res {
                                 s += res[r * ldc + j];
                             }
-                            if relu && s < 0.0 {
+                            if act != TileAct::None && s < 0.0 {
                                 s = 0.0;
+                            }
+                            if act == TileAct::Relu6 && s > 6.0 {
+                                s = 6.0;
+                                clamped += 1;
                             }
                             assert_eq!(
                                 g.to_bits(),
                                 s.to_bits(),
-                                "{isa} len={len} rows={rows} [{r},{j}]: {g} vs {s}"
+                                "{isa} len={len} rows={rows} {act:?} [{r},{j}]: {g} vs {s}"
                             );
                         }
                     }
                 }
             }
+            assert!(k == 0 || clamped > 0, "{isa} len={len}: no sum above 6");
         }
     }
 }
