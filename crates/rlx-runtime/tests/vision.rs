@@ -139,7 +139,8 @@ fn fused_conv_epilogues_match_the_reference() {
     // Channels-last implicit GEMM: kernel rows of 288 and 1,800 K rows, each one piece.
     check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu, false);
     check_fused_conv(&[1, 600, 3, 3], &[32, 600, 3, 3], same, Relu, true);
-    // Relu6 and HardSwish after the tiles: sums of 864 and 5,400 products reach past 6 and -3.
+    // Relu6 in the tiles' stores, HardSwish after them: sums of 864 and 5,400 products reach
+    // past 6 and -3.
     check_fused_conv(&[1, 96, 4, 5], &[32, 96, 3, 3], same, Relu6, false);
     check_fused_conv(&[1, 600, 3, 3], &[40, 600, 3, 3], same, HardSwish, true);
     // Depthwise over 40 channels with a residual: the per-position epilogue on vectors.
@@ -150,7 +151,7 @@ fn fused_conv_epilogues_match_the_reference() {
         Relu,
         true,
     );
-    // A 1x1 with whole panels of channels: residual and relu in the tiles' stores; relu6 and
+    // A 1x1 with whole panels of channels: residual and relu or relu6 in the tiles' stores;
     // HardSwish in the product's block epilogue (256 K rows: sums past 6).
     check_fused_conv(&[2, 16, 6, 6], &[64, 16, 1, 1], (&[], &[], 1), Relu, false);
     check_fused_conv(
@@ -167,7 +168,8 @@ fn fused_conv_epilogues_match_the_reference() {
         HardSwish,
         true,
     );
-    // Depthwise: the per-position epilogue's relu6 and HardSwish (40 channels: a lane tail).
+    // Depthwise with a residual: the per-position epilogue's relu6 and HardSwish (40
+    // channels: a lane tail; without a residual relu6 goes in the kernel's stores).
     let depthwise = (&[1usize, 1][..], &[1usize, 1, 1, 1][..], 40);
     check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, Relu6, false);
     check_fused_conv(&[2, 40, 7, 7], &[40, 1, 3, 3], depthwise, HardSwish, true);

@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 
 use rayon::prelude::*;
-use rlx_ir::{ConvAttrs, UnaryOp};
+use rlx_ir::ConvAttrs;
 
 use super::OutPtr;
 use super::conv::{self, Epilogue};
@@ -26,7 +26,7 @@ use super::conv_positions::{self, RowEpilogue};
 use super::gemm::{self, BSource, GemmJob, PackedB};
 use super::isa::Isa;
 use super::layout::transpose;
-use super::vmath::{self, DepthwiseRows, Residual, RowShift};
+use super::vmath::{self, DepthwiseRows, Residual, RowShift, StoreAct};
 use super::winograd;
 use crate::Result;
 use crate::fallible::{grow, try_copy, try_zeroed, with_scratch};
@@ -369,11 +369,13 @@ fn depthwise_with(
 ) {
     let ch = g.c;
     let (oh, image) = (os[1], xs[1] * xs[2] * ch);
-    // Bias and a relu go in the kernel's stores; a residual or another activation after it.
-    let in_stores = (epi.residual.is_none() && matches!(epi.act, None | Some(UnaryOp::Relu)))
-        .then_some(RowShift {
+    // Bias and a relu or relu6 go in the kernel's stores; a residual or another activation
+    // after it.
+    let in_stores = StoreAct::of(epi.act)
+        .filter(|_| epi.residual.is_none())
+        .map(|act| RowShift {
             bias: epi.bias,
-            relu: epi.act == Some(UnaryOp::Relu),
+            act,
         });
     let row_len = os[2] * ch;
     // Each image's rows in even ranges, two per thread over the batch (a row's values do not

@@ -216,7 +216,7 @@ pub(super) fn product(
             // a whole panel or no residual); else over each row after its tiles. (A 24-channel
             // stem's last 8 channels, scalar per row, took a third of its time.)
             let in_tiles = epi.filter(|e| {
-                gemm::TileAct::of(e.act).is_some() && (width == nr || e.residual.is_none())
+                gemm::StoreAct::of(e.act).is_some() && (width == nr || e.residual.is_none())
             });
             // An edge panel's bias, padded to the tile's width.
             let edge_bias: Vec<f32> = match in_tiles.and_then(|e| e.bias) {
@@ -263,7 +263,7 @@ pub(super) fn product(
                                 r[(q0 + ox) * e.m + j * nr..].as_ptr()
                             }),
                             ld_res: e.m,
-                            act: gemm::TileAct::fused(e.act, true),
+                            act: gemm::StoreAct::fused(e.act, true),
                             next_a: std::ptr::null(),
                             next_b,
                             next_b_lines,

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use rlx_ir::UnaryOp;
 
-use super::{MicroKernel, PackedB, TileAct, TileEpilogue};
+use super::{MicroKernel, PackedB, StoreAct, TileEpilogue};
 use crate::cpu::vmath::{Residual, bias_act_block, bias_residual_act_block};
 
 /// Depth of one K block: a `KC x nr` slice of a B panel (32 KiB for AVX-512) stays in L1.
@@ -466,7 +466,7 @@ unsafe fn edge_panel(
 ) -> bool {
     // The tile reads a whole panel's biases: the edge's, then zeros.
     let mut bias = [0.0f32; 64];
-    let in_tiles = TileAct::of(job.act).is_some() && kern.nr <= bias.len();
+    let in_tiles = StoreAct::of(job.act).is_some() && kern.nr <= bias.len();
     let padded = match job.bias.filter(|_| in_tiles) {
         Some(b) => {
             bias[..cols].copy_from_slice(&b[c0..c0 + cols]);
@@ -476,7 +476,7 @@ unsafe fn edge_panel(
     };
     let epi = TileEpilogue {
         bias: padded,
-        act: TileAct::fused(job.act, in_tiles),
+        act: StoreAct::fused(job.act, in_tiles),
         cols,
         ..TileEpilogue::NONE
     };
@@ -575,7 +575,7 @@ unsafe fn full_panel(
     // Bias, residual and a relu or relu6 go in the last block's stores; other activations (and
     // a bf16 product's rational GELU) run over the finished block after. (Relu6 over the block
     // after: a 16 -> 96 expansion over 112 x 112 positions ran at 77 GFLOP/s, 92 with relu.)
-    let fused = TileAct::of(job.act).is_some();
+    let fused = StoreAct::of(job.act).is_some();
     let epi = |r0: usize| TileEpilogue {
         bias: job.bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
         // SAFETY: the residual has c's rows (the job's contract).
@@ -583,7 +583,7 @@ unsafe fn full_panel(
             .residual
             .map_or(std::ptr::null(), |r| unsafe { r.ptr.add(r0 * r.ld + c0) }),
         ld_res: job.residual.map_or(0, |r| r.ld),
-        act: TileAct::fused(job.act, true),
+        act: StoreAct::fused(job.act, true),
         next_a: std::ptr::null(),
         next_b: std::ptr::null(),
         next_b_lines: 0,

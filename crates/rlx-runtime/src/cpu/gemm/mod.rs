@@ -23,39 +23,10 @@ pub use driver::{BSource, GemmJob};
 pub use int8::{PackedI8, QuantA};
 pub use pack::PackedB;
 
+pub use crate::cpu::vmath::StoreAct;
+
 use super::elementwise::broadcast_strides;
 use super::isa::Isa;
-
-/// The activation a tile applies to its sums before it stores them: `max(0, v)`, then for
-/// relu6 `min(6, v)` (NaN kept, as `math::relu`, `math::relu6`). `repr(u8)`: the assembly
-/// tile reads it.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileAct {
-    None = 0,
-    Relu = 1,
-    Relu6 = 2,
-}
-
-impl TileAct {
-    /// The tile's form of `act`, where it has one (other activations run over the stored
-    /// block).
-    pub fn of(act: Option<UnaryOp>) -> Option<TileAct> {
-        match act {
-            None => Some(TileAct::None),
-            Some(UnaryOp::Relu) => Some(TileAct::Relu),
-            Some(UnaryOp::Relu6) => Some(TileAct::Relu6),
-            Some(_) => None,
-        }
-    }
-
-    /// `act`'s tile form where `in_tiles`, else none (applied after the store).
-    pub fn fused(act: Option<UnaryOp>, in_tiles: bool) -> TileAct {
-        TileAct::of(act)
-            .filter(|_| in_tiles)
-            .unwrap_or(TileAct::None)
-    }
-}
 
 /// What a tile does to its sums before it stores them (the last K block of a product): add
 /// `nr` biases and `rows x nr` residuals, then its activation. Null pointers: nothing to add.
@@ -65,7 +36,7 @@ pub struct TileEpilogue {
     pub bias: *const f32,
     pub res: *const f32,
     pub ld_res: usize,
-    pub act: TileAct,
+    pub act: StoreAct,
     /// The next tile's A (same offsets and row stride), fetched into L2 a line per row every
     /// 16 steps while this tile computes; null: nothing to fetch.
     pub next_a: *const f32,
@@ -85,7 +56,7 @@ impl TileEpilogue {
         bias: std::ptr::null(),
         res: std::ptr::null(),
         ld_res: 0,
-        act: TileAct::None,
+        act: StoreAct::None,
         next_a: std::ptr::null(),
         next_b: std::ptr::null(),
         next_b_lines: 0,
@@ -93,7 +64,7 @@ impl TileEpilogue {
     };
 
     pub fn is_none(&self) -> bool {
-        self.bias.is_null() && self.res.is_null() && self.act == TileAct::None
+        self.bias.is_null() && self.res.is_null() && self.act == StoreAct::None
     }
 
     /// `c[r, j] = act(c[r, j] + bias[j] + res[r, j])` on a stored `rows x nr` block (for
@@ -117,18 +88,7 @@ impl TileEpilogue {
                     if !self.res.is_null() {
                         v += *self.res.add(r * self.ld_res + j);
                     }
-                    *c.add(r * ldc + j) = match self.act {
-                        TileAct::None => v,
-                        // NaN and -0.0 kept, as the vector kernels' max(0, v).
-                        TileAct::Relu => {
-                            if v < 0.0 {
-                                0.0
-                            } else {
-                                v
-                            }
-                        }
-                        TileAct::Relu6 => super::math::relu6(v),
-                    };
+                    *c.add(r * ldc + j) = self.act.on_scalar(v);
                 }
             }
         }

@@ -59,7 +59,7 @@ macro_rules! simd_micro_kernel {
             ldb: usize, c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
             let partial = epi.cols < V * $w;
-            let six = epi.act == super::TileAct::Relu6;
+            let six = epi.act == super::StoreAct::Relu6;
             // SAFETY: forwarded contract.
             unsafe {
                 match (partial, six) {
@@ -141,7 +141,7 @@ macro_rules! simd_micro_kernel {
                     ($load(epi.bias), $splat(-0.0))
                 };
                 // Relu and relu6 (relu6 in its own instance, `SIX`).
-                let relu = epi.act != super::TileAct::None;
+                let relu = epi.act != super::StoreAct::None;
                 // An edge panel's tile stores only its first columns (lanes of lo, then hi).
                 debug_assert!(!PARTIAL || epi.res.is_null());
                 let (cols_lo, cols_hi) = (epi.cols.min($w), epi.cols.saturating_sub($w).min($w));

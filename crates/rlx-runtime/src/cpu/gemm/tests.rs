@@ -396,7 +396,7 @@ fn a_tile_stores_only_its_first_columns() {
         let whole = |cols: usize, c: &mut [f32]| {
             let epi = TileEpilogue {
                 bias: bias.as_ptr(),
-                act: TileAct::Relu,
+                act: StoreAct::Relu,
                 cols,
                 ..TileEpilogue::NONE
             };
@@ -460,11 +460,11 @@ fn tiles_sum_in_k_order_bit_for_bit() {
             let mut clamped = 0;
             for rows in 1..=mr {
                 for (with_bias, with_res, act) in [
-                    (false, false, TileAct::None),
-                    (true, true, TileAct::Relu),
-                    (true, false, TileAct::Relu),
-                    (true, true, TileAct::Relu6),
-                    (false, false, TileAct::Relu6),
+                    (false, false, StoreAct::None),
+                    (true, true, StoreAct::Relu),
+                    (true, false, StoreAct::Relu),
+                    (true, true, StoreAct::Relu6),
+                    (false, false, StoreAct::Relu6),
                 ] {
                     let epi = TileEpilogue {
                         bias: if with_bias {
@@ -516,10 +516,10 @@ fn tiles_sum_in_k_order_bit_for_bit() {
                             if with_res {
                                 s += res[r * ldc + j];
                             }
-                            if act != TileAct::None && s < 0.0 {
+                            if act != StoreAct::None && s < 0.0 {
                                 s = 0.0;
                             }
-                            if act == TileAct::Relu6 && s > 6.0 {
+                            if act == StoreAct::Relu6 && s > 6.0 {
                                 s = 6.0;
                                 clamped += 1;
                             }

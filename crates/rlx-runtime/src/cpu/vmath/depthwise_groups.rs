@@ -6,6 +6,7 @@
 //! positions, read each input row once per output row it feeds: ~55 GFLOP/s at stride 2 and
 //! ~80 at stride 1 on a Zen 4 core; ~65 and ~93 in groups.)
 
+use super::StoreAct;
 use super::depthwise_last::{DepthwiseRows, RowShift};
 use super::lanes::F32s;
 
@@ -84,7 +85,7 @@ unsafe fn sweep<V: F32s, const R: usize, const SH: usize, const S: usize>(
                     c,
                     out: out.as_mut_ptr().add(i * c + ch),
                     row_len,
-                    relu: shift.relu,
+                    act: shift.act,
                 };
                 match q {
                     4 => at.sums::<V, R, 4, S, SH>(&wv, init),
@@ -108,7 +109,7 @@ struct Block {
     /// The first position's output in the first row, and floats between output rows.
     out: *mut f32,
     row_len: usize,
-    relu: bool,
+    act: StoreAct,
 }
 
 impl Block {
@@ -146,12 +147,9 @@ impl Block {
             }
             for (o, sums) in acc.iter().enumerate() {
                 for (q, v) in sums.iter().enumerate() {
-                    let v = if self.relu {
-                        v.at_least(V::splat(0.0))
-                    } else {
-                        *v
-                    };
-                    v.store(self.out.add(o * self.row_len + q * self.c));
+                    self.act
+                        .on(*v)
+                        .store(self.out.add(o * self.row_len + q * self.c));
                 }
             }
         }

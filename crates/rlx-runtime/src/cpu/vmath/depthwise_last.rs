@@ -4,6 +4,7 @@
 //! 7x7 rows whole (`depthwise_wide`), other rows' interior positions a few at a time, sharing
 //! each weight vector.
 
+use super::StoreAct;
 use super::lanes::F32s;
 use super::{depthwise_groups, depthwise_wide, per_isa};
 use crate::cpu::isa::Isa;
@@ -26,12 +27,12 @@ pub struct DepthwiseRows {
     pub ow: usize,
 }
 
-/// What `depthwise_rows` adds to each output position before storing it: `c` biases, then a
-/// relu.
+/// What `depthwise_rows` does to each output position before storing it: adds `c` biases,
+/// then applies a relu or relu6.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RowShift<'a> {
     pub bias: Option<&'a [f32]>,
-    pub relu: bool,
+    pub act: StoreAct,
 }
 
 impl DepthwiseRows {
@@ -273,8 +274,7 @@ unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
             }
             for (q, first) in acc[0].iter().enumerate() {
                 let a = acc[1..].iter().fold(*first, |s, more| s.add(more[q]));
-                let v = if shift.relu { a.at_least(zero) } else { a };
-                v.store(op.add(q * c + ch));
+                shift.act.on(a).store(op.add(q * c + ch));
             }
             ch += V::N;
         }
@@ -284,7 +284,7 @@ unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
                 for &(xo, wo) in taps {
                     s += *xp.add(base + q * step + xo + ch) * *wp.add(wo + ch);
                 }
-                *op.add(q * c + ch) = if shift.relu && s < 0.0 { 0.0 } else { s };
+                *op.add(q * c + ch) = shift.act.on_scalar(s);
             }
         }
     }
@@ -336,7 +336,7 @@ unsafe fn rows3x3<V: F32s>(
                     first,
                     c,
                     out: op.add(start * c + ch),
-                    relu: shift.relu,
+                    act: shift.act,
                 };
                 // The widest sweep the registers hold, then narrower ones for the rest of the
                 // run.
@@ -386,7 +386,7 @@ struct Run<V> {
     c: usize,
     /// Position 0's output.
     out: *mut f32,
-    relu: bool,
+    act: StoreAct,
 }
 
 impl<V: F32s> Run<V> {
@@ -395,12 +395,7 @@ impl<V: F32s> Run<V> {
     unsafe fn store(&self, i: usize, v: V) {
         // SAFETY: the caller's contract (i is a position of the run).
         unsafe {
-            let v = if self.relu {
-                v.at_least(V::splat(0.0))
-            } else {
-                v
-            };
-            v.store(self.out.add(i * self.c));
+            self.act.on(v).store(self.out.add(i * self.c));
         }
     }
 

@@ -9,6 +9,7 @@
 //! (The per-tap path this replaces loaded an input and a weight per multiply-add and built the
 //! list of taps per edge position: a 5x5 over 7x7x1152 ran at 30 GFLOP/s, ONNX Runtime at 70.)
 
+use super::StoreAct;
 use super::depthwise_last::{DepthwiseRows, RowShift};
 use super::lanes::F32s;
 
@@ -98,7 +99,7 @@ unsafe fn row<V: F32s, const K: usize, const S: usize>(
                 iw: g.iw,
                 pw: g.pw,
                 init: shift.bias.map_or(zero, |b| V::load(b.as_ptr().add(ch))),
-                relu: shift.relu,
+                act: shift.act,
                 out: out.as_mut_ptr().add(ch),
             };
             let mut ox = 0;
@@ -137,7 +138,7 @@ struct Run<'a, V, const K: usize, const S: usize> {
     iw: usize,
     pw: usize,
     init: V,
-    relu: bool,
+    act: StoreAct,
     out: *mut f32,
 }
 
@@ -178,12 +179,7 @@ impl<V: F32s, const K: usize, const S: usize> Run<'_, V, K, S> {
                 }
             }
             for (q, sum) in acc.iter().enumerate() {
-                let v = if self.relu {
-                    sum.at_least(V::splat(0.0))
-                } else {
-                    *sum
-                };
-                v.store(self.out.add((ox + q) * self.c));
+                self.act.on(*sum).store(self.out.add((ox + q) * self.c));
             }
         }
     }

@@ -17,6 +17,7 @@ mod lanes;
 mod planes;
 mod pool_last;
 mod rows;
+mod store_act;
 #[cfg(test)]
 mod tests;
 mod winograd;
@@ -29,6 +30,7 @@ pub use planes::{
 };
 pub use pool_last::{AxisTaps, PoolRow, pool_row};
 pub use rows::{add_norm_row, softmax_row, softmax_row_unnormalized};
+pub use store_act::StoreAct;
 pub use winograd::{Points, WinogradTiles, winograd_input, winograd_output};
 
 use lanes::F32s;

@@ -377,7 +377,7 @@ fn depthwise_rows_give_the_same_values_however_an_image_is_cut() {
         let bias: Vec<f32> = (0..c).map(|i| i as f32 / 5.0 - 2.0).collect();
         let shift = RowShift {
             bias: Some(&bias),
-            relu: true,
+            act: StoreAct::Relu,
         };
         let row_len = ow * c;
         for isa in Isa::available() {
@@ -428,12 +428,15 @@ fn square(k: usize, c: usize, hw: usize, s: usize, pad: usize) -> DepthwiseRows 
 }
 
 #[test]
-fn wide_depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
-    // 5x5 and 7x7 at strides 1 and 2 over images smaller and larger than the kernel's reach
-    // (every group edge or interior), channels with and without a lane tail, a bias and a
-    // relu; one weight of the corner tap infinite: it reaches only the positions where that
-    // tap is inside the image (a kernel multiplying the padding by it would make NaNs).
+fn depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
+    // 5x5 and 7x7 (and 3x3: row groups, single rows) at strides 1 and 2 over images smaller
+    // and larger than the kernel's reach (every group edge or interior), channels with and
+    // without a lane tail, a bias and a relu or relu6 in the stores; one weight of the corner
+    // tap infinite: it reaches only the positions where that tap is inside the image (a kernel
+    // multiplying the padding by it would make NaNs).
     let cases = [
+        (3, 24, 9, 1, 1),
+        (3, 40, 10, 2, 1),
         (5, 24, 7, 1, 2),
         (5, 40, 14, 1, 2),
         (5, 20, 15, 2, 2),
@@ -452,10 +455,6 @@ fn wide_depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
             .collect();
         w[3] = f32::INFINITY;
         let bias: Vec<f32> = (0..c).map(|i| i as f32 / 5.0 - 2.0).collect();
-        let shift = RowShift {
-            bias: Some(&bias),
-            relu: true,
-        };
         let (ow, oh) = (g.ow, g.ow);
         let want = |oy: usize, ox: usize, ch: usize| {
             let mut sum = f64::from(bias[ch]);
@@ -471,16 +470,27 @@ fn wide_depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
                     }
                 }
             }
-            sum.max(0.0)
+            sum
         };
-        for isa in Isa::available() {
+        for (isa, act) in Isa::available()
+            .into_iter()
+            .flat_map(|isa| [(isa, StoreAct::Relu), (isa, StoreAct::Relu6)])
+        {
+            let shift = RowShift {
+                bias: Some(&bias),
+                act,
+            };
             let mut out = vec![f32::NAN; oh * ow * c];
             // SAFETY: the geometry's sizes.
             unsafe { depthwise_rows(isa, &g, &x, &w, 0, oh, shift, &mut Vec::new(), &mut out) };
             for oy in 0..oh {
                 for ox in 0..ow {
                     for ch in 0..c {
-                        let (got, want) = (out[(oy * ow + ox) * c + ch], want(oy, ox, ch));
+                        let want = match act {
+                            StoreAct::Relu6 => want(oy, ox, ch).clamp(0.0, 6.0),
+                            _ => want(oy, ox, ch).max(0.0),
+                        };
+                        let got = out[(oy * ow + ox) * c + ch];
                         let ok = if want.is_finite() {
                             (f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0)
                         } else {
@@ -488,7 +498,7 @@ fn wide_depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
                         };
                         assert!(
                             ok,
-                            "{isa} {k}x{k}/{s} c{c} {hw}x{hw} ({oy},{ox},{ch}): {got} vs {want}"
+                            "{isa} {act:?} {k}x{k}/{s} c{c} {hw}x{hw} ({oy},{ox},{ch}): {got} vs {want}"
                         );
                     }
                 }
