@@ -5,7 +5,7 @@ super::simd::simd_micro_kernel! {
     zero: _mm256_setzero_ps, load: _mm256_loadu_ps, store: _mm256_storeu_ps,
     splat: _mm256_set1_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps, max: _mm256_max_ps, min: _mm256_min_ps,
     store_first: store_first, load_first: load_first,
-    rows: [1, 2, 3, 4, 5, 6], max_rows: 6
+    rows: [1, 2, 3, 4, 5, 6], max_rows: 6, run: None
 }
 
 /// The first `n` (< 8) lanes of `v` stored at `p`, the rest of the vector's span untouched.

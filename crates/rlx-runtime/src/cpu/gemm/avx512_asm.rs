@@ -86,6 +86,70 @@ pub(super) unsafe fn segs(
     true
 }
 
+/// `n` 8-row tiles one after another (see [`super::MicroKernel::run`]): the assembly tile in a
+/// loop, one K segment at offset 0, no per-tile dispatch.
+///
+/// # Safety
+/// As [`super::RunFn`]; the CPU has AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn run(
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    epi: &TileEpilogue,
+) {
+    let f = std::mem::size_of::<f32>();
+    let offsets = [0usize];
+    let mut epi = *epi;
+    // Whole panels only (`segs`' fast path): nothing fetched from inside the tiles.
+    debug_assert!(epi.cols >= 32 && epi.next_a.is_null() && epi.next_b.is_null());
+    let bias = if epi.bias.is_null() {
+        NO_BIAS.as_ptr()
+    } else {
+        epi.bias
+    };
+    for t in 0..n {
+        let ops = Operands {
+            offsets: offsets.as_ptr(),
+            end: offsets.as_ptr_range().end,
+            len: k,
+            a: a.wrapping_add(t * 8 * lda),
+            lda: lda * f,
+            b,
+            ldb: ldb * f,
+            c: c.wrapping_add(t * 8 * ldc),
+            ldc: ldc * f,
+            bias,
+        };
+        // SAFETY: the caller's contract for tile t.
+        unsafe { tile8(ops, &epi) };
+        epi.res = epi.res.wrapping_add(8 * epi.ld_res);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn run(
+    _: usize,
+    _: usize,
+    _: *const f32,
+    _: usize,
+    _: *const f32,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: &TileEpilogue,
+) {
+    unreachable!("AVX-512 is only selected on x86-64 CPUs that have it")
+}
+
 /// A tile's operands, each passed to the assembly in a register (strides in bytes).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]

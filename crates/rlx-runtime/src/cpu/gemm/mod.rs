@@ -136,6 +136,23 @@ pub type SegTileFn = unsafe fn(
     epi: &TileEpilogue,
 );
 
+/// `n` whole tiles in a row (see [`MicroKernel::run`]), each as [`TileFn`] with `accumulate`
+/// false.
+///
+/// # Safety
+/// As [`TileFn`] for each of the `n` tiles.
+pub type RunFn = unsafe fn(
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    epi: &TileEpilogue,
+);
+
 /// An ISA's micro-kernel and its tile size.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
@@ -144,6 +161,11 @@ pub struct MicroKernel {
     pub nr: usize,
     pub tile: TileFn,
     pub segs: SegTileFn,
+    /// `n` tiles of `mr` rows one after another (A, c and the residual `mr` rows further each
+    /// time), one K segment of a whole panel, not added onto c: a small-K product's run of
+    /// tiles without the driver's per-tile work (~50 cycles a tile; a K = 32 tile computes
+    /// for 512).
+    pub run: Option<RunFn>,
     /// A tile of the first `nr / 2` columns of a panel (`TileFn`'s contract with half the
     /// columns of c, bias and residual): an edge panel of exactly that width (16 of a 48- or
     /// 16-channel layer) computed in place, not as a whole panel into a buffer.
@@ -159,6 +181,7 @@ const fn wide(isa: Isa) -> MicroKernel {
         nr: 32,
         tile: portable::KERNEL.tile,
         segs: portable::KERNEL.segs,
+        run: None,
         half: None,
     }
 }

@@ -11,6 +11,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     nr: NR,
     tile,
     segs,
+    run: None,
     half: None,
 };
 

@@ -13,7 +13,7 @@ macro_rules! simd_micro_kernel {
         zero: $zero:ident, load: $load:ident, store: $store:ident,
         splat: $splat:ident, fma: $fma:ident, add: $add:ident, max: $max:ident, min: $min:ident,
         store_first: $store_first:ident, load_first: $load_first:ident,
-        rows: [$($r:literal),+], max_rows: $mr:literal $(, fast: $fast:path)?
+        rows: [$($r:literal),+], max_rows: $mr:literal, run: $run:expr $(, fast: $fast:path)?
     ) => {
         #[cfg(target_arch = "x86_64")]
         use std::arch::x86_64::*;
@@ -24,6 +24,7 @@ macro_rules! simd_micro_kernel {
             nr: 2 * $w,
             tile,
             segs,
+            run: $run,
             half: Some(half),
         };
 

@@ -117,6 +117,34 @@ fn activation_epilogue_and_groups_match() {
             .map(|v| v.max(0.0))
             .collect();
         close(&out, &want, k, &format!("{isa} relu"));
+        // Relu6 in the stores of two whole panels, on one thread: one task of 37 rows (AVX-512:
+        // a run of four 8-row tiles, then the last 5 rows); sums past 6 and below 0.
+        let w3 = data(k * 64, 8);
+        let packed = PackedB::new(&w3, k, 64, false, kernel(isa).nr).unwrap();
+        let mut out6 = vec![0.0; m * 64];
+        let spec6 = LinearSpec {
+            k,
+            n: 64,
+            act: Some(UnaryOp::Relu6),
+        };
+        let b3 = data(64, 9);
+        let serial = crate::cpu::thread_pool(Some(1)).unwrap();
+        serial
+            .install(|| {
+                linear(
+                    isa,
+                    &x,
+                    Weight::Packed(&packed),
+                    Some(&b3),
+                    &spec6,
+                    &mut out6,
+                )
+            })
+            .unwrap();
+        let want6: Vec<f64> = naive(&x, &w3, Some(&b3), m, k, 64);
+        assert!(want6.iter().any(|v| *v > 6.0) && want6.iter().any(|v| *v < 0.0));
+        let want6: Vec<f64> = want6.iter().map(|v| v.clamp(0.0, 6.0)).collect();
+        close(&out6, &want6, k, &format!("{isa} relu6"));
 
         let mut grouped = vec![0.0; m * 64];
         let parts = [
@@ -188,6 +216,10 @@ fn probe_linear_speed() {
             (12544, 16, 96),
             (3136, 96, 24),
             (3136, 24, 144),
+            (3136, 32, 64),
+            (3136, 64, 64),
+            (784, 128, 128),
+            (196, 256, 256),
             (16, 384, 1536),
             (128, 384, 384),
             (128, 384, 1536),
