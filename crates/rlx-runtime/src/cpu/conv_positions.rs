@@ -212,8 +212,8 @@ pub(super) fn product(
             let panel_len = packed.k * nr;
             let piece = panel_len.div_ceil(task_rows.len().max(1));
             let mut fetched = 0;
-            // The epilogue goes in the tile stores where it can (no activation but relu / relu6, and
-            // a whole panel or no residual); else over each row after its tiles. (A 24-channel
+            // The epilogue goes in the tile stores where it can (no activation but relu / relu6,
+            // and a whole panel or no residual); else over each row after its tiles. (A 24-channel
             // stem's last 8 channels, scalar per row, took a third of its time.)
             let in_tiles = epi.filter(|e| {
                 gemm::StoreAct::of(e.act).is_some() && (width == nr || e.residual.is_none())

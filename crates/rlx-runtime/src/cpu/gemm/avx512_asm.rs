@@ -1,10 +1,10 @@
 //! The AVX-512 tile in assembly: the common case of `avx512.rs`'s kernel (1-8 rows, a whole
-//! 32-column panel, nothing to prefetch, not added onto c) with its K segments, bias, residual
-//! and relu or relu6. The intrinsic kernel computes the same sums in the same order: results are equal
-//! bit for bit (`tiles_sum_in_k_order_bit_for_bit`). Written out, the steps run in rounds of
-//! four, A and B addressed by displacements from pointers kept in registers, the K segments'
-//! loop around them. MobileNet-like at batch 1 on one thread: its K = 27 stem (three segments
-//! of 9) 228.8 -> 220.6 us, the pointwise products 0.3-0.6% faster.
+//! 32-column panel, nothing to prefetch, not added onto c) with its K segments, bias, residual and
+//! relu or relu6. The intrinsic kernel computes the same sums in the same order: results are equal
+//! bit for bit (`tiles_sum_in_k_order_bit_for_bit`). Written out, the steps run in rounds of four,
+//! A and B addressed by displacements from pointers kept in registers, the K segments' loop around
+//! them. MobileNet-like at batch 1 on one thread: its K = 27 stem (three segments of 9) 228.8 ->
+//! 220.6 us, the pointwise products 0.3-0.6% faster.
 //!
 //! A row `r` of A (and of c and of the residual in the epilogue) is addressed from one of
 //! three base registers, `g0 = row 0`, `g1 = row 3`, `g2 = row 6`, plus 0, 1 or 2 row strides.

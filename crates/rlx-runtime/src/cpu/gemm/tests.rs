@@ -470,12 +470,12 @@ fn a_tile_stores_only_its_first_columns() {
 
 #[test]
 fn tiles_sum_in_k_order_bit_for_bit() {
-    // Every SIMD ISA's segmented tile (AVX-512's whole-panel tiles are assembly) against the
-    // same sums computed one fused multiply-add at a time in K order, then + bias, +
-    // residual, relu or relu6: equal bit for bit. Rows 1 to mr, segment lengths with and
-    // without a remainder of the four-step rounds, none or three segments, with and without
-    // bias and residual, and sums that are NaN, -0.0 or above 6 for the activations. (The portable kernel rounds each
-    // product before adding it; the f64 tests above hold it.)
+    // Every SIMD ISA's segmented tile (AVX-512's whole-panel tiles are assembly) against the same
+    // sums computed one fused multiply-add at a time in K order, then + bias, + residual, relu or
+    // relu6: equal bit for bit. Rows 1 to mr, segment lengths with and without a remainder of the
+    // four-step rounds, none or three segments, with and without bias and residual, and sums that
+    // are NaN, -0.0 or above 6 for the activations. (The portable kernel rounds each product before
+    // adding it; the f64 tests above hold it.)
     for isa in Isa::available().into_iter().filter(|i| *i != Isa::Scalar) {
         let kern = kernel(isa);
         let (mr, nr, lda, ldc) = (kern.mr, kern.nr, 40, kern.nr + 5);
