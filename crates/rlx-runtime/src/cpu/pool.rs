@@ -140,6 +140,9 @@ pub fn run_on<R: Send>(
 /// How long a run waits for the pool's other workers to start polling for its jobs (a sleeping
 /// worker takes 20-40 us to wake on a VM). One that starts later does not poll.
 const POLLERS_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long a poller goes on finding nothing before it returns (a run's serial stretches
+/// between loops are 5-20 us; a longer one pays a wake-up, as without polling).
+const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `f` on a worker of the current pool while the pool's other workers poll for its jobs
 /// (rayon's `yield_now` in a loop) until it returns. An idle rayon worker goes to sleep after
@@ -151,7 +154,10 @@ const POLLERS_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
 /// A poller must start before the run's first job: a worker that stole a job, then waited
 /// inside it for another and took its poller there, would poll on top of that job until the
 /// run ended, and the run would wait for the job. So `f` starts once every other worker polls
-/// (or after [`POLLERS_WAIT`]), and a poller that starts after that returns at once.
+/// (or after [`POLLERS_WAIT`]), and a poller that starts after that returns at once. Runs from
+/// two threads on one shared pool could still each take the other's poller inside their own
+/// waits and hold each other; a poller therefore also returns after [`POLL_IDLE`] without
+/// work.
 fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     thread_local! {
@@ -185,10 +191,17 @@ fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
         {
             return;
         }
+        let mut idle_since = None;
         while !shared.over.load(Ordering::Acquire) {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
+            if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle_since = None;
+                continue;
             }
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > POLL_IDLE {
+                return;
+            }
+            std::hint::spin_loop();
         }
     });
     let start = std::time::Instant::now();
@@ -314,6 +327,46 @@ mod tests {
         });
         let waited = finished.recv_timeout(std::time::Duration::from_secs(120));
         assert!(waited.is_ok(), "a two-thread run never finished");
+    }
+
+    #[test]
+    fn concurrent_runs_on_one_shared_pool_all_finish() {
+        use rayon::prelude::*;
+        // Two threads' runs on the same two-worker pool, each with nested loops: each run's
+        // poller may land inside the other run's waits; neither may hold the other for good.
+        let (done, finished) = std::sync::mpsc::channel();
+        let pool = std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap(),
+        );
+        for t in 0..2usize {
+            let (pool, done) = (pool.clone(), done.clone());
+            std::thread::spawn(move || {
+                for round in 0..2_000usize {
+                    let sum = pool.install(|| {
+                        super::with_workers_polling(|| {
+                            (0..16usize)
+                                .into_par_iter()
+                                .map(|j| {
+                                    (0..4usize)
+                                        .into_par_iter()
+                                        .map(|k| j * k + t)
+                                        .sum::<usize>()
+                                })
+                                .sum::<usize>()
+                        })
+                    });
+                    assert_eq!(sum, 6 * 120 + 64 * t, "round {round}");
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            let waited = finished.recv_timeout(std::time::Duration::from_secs(120));
+            assert!(waited.is_ok(), "a run on the shared pool never finished");
+        }
     }
 
     #[test]
