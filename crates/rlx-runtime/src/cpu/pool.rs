@@ -294,9 +294,25 @@ mod tests {
         .unwrap();
     }
 
+    /// A polled run of nested loops (jobs to steal and wait inside) on the current pool:
+    /// `sum over j < 16, k < 4 of (j * k + add)`, which is `6 * 120 + 64 * add`.
+    fn polled_nested_sum(add: usize) -> usize {
+        use rayon::prelude::*;
+        super::with_workers_polling(|| {
+            (0..16usize)
+                .into_par_iter()
+                .map(|j| {
+                    (0..4usize)
+                        .into_par_iter()
+                        .map(|k| j * k + add)
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+        })
+    }
+
     #[test]
     fn runs_with_polling_workers_all_finish() {
-        use rayon::prelude::*;
         // Nested loops give the other worker jobs to steal and wait inside: a poller it took
         // there would hang the run (the test then fails on the timeout, not by hanging). The
         // pool's worker 0 is the calling thread, as a process's main thread runs graphs.
@@ -308,19 +324,7 @@ mod tests {
                 .build()
                 .unwrap();
             for round in 0..20_000usize {
-                let sum = pool.install(|| {
-                    super::with_workers_polling(|| {
-                        (0..16usize)
-                            .into_par_iter()
-                            .map(|j| {
-                                (0..4usize)
-                                    .into_par_iter()
-                                    .map(|k| j * k + round)
-                                    .sum::<usize>()
-                            })
-                            .sum::<usize>()
-                    })
-                });
+                let sum = pool.install(|| polled_nested_sum(round));
                 assert_eq!(sum, 6 * 120 + 64 * round);
             }
             done.send(()).unwrap();
@@ -331,7 +335,6 @@ mod tests {
 
     #[test]
     fn concurrent_runs_on_one_shared_pool_all_finish() {
-        use rayon::prelude::*;
         // Two threads' runs on the same two-worker pool, each with nested loops: each run's
         // poller may land inside the other run's waits; neither may hold the other for good.
         let (done, finished) = std::sync::mpsc::channel();
@@ -345,19 +348,7 @@ mod tests {
             let (pool, done) = (pool.clone(), done.clone());
             std::thread::spawn(move || {
                 for round in 0..2_000usize {
-                    let sum = pool.install(|| {
-                        super::with_workers_polling(|| {
-                            (0..16usize)
-                                .into_par_iter()
-                                .map(|j| {
-                                    (0..4usize)
-                                        .into_par_iter()
-                                        .map(|k| j * k + t)
-                                        .sum::<usize>()
-                                })
-                                .sum::<usize>()
-                        })
-                    });
+                    let sum = pool.install(|| polled_nested_sum(t));
                     assert_eq!(sum, 6 * 120 + 64 * t, "round {round}");
                 }
                 done.send(()).unwrap();

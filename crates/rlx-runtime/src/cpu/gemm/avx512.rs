@@ -6,7 +6,7 @@ super::simd::simd_micro_kernel! {
     zero: _mm512_setzero_ps, load: _mm512_loadu_ps, store: _mm512_storeu_ps,
     splat: _mm512_set1_ps, fma: _mm512_fmadd_ps, add: _mm512_add_ps, max: _mm512_max_ps, min: _mm512_min_ps,
     store_first: store_first, load_first: load_first,
-    rows: [1, 2, 3, 4, 5, 6, 7, 8], max_rows: 8, run: Some(super::avx512_asm::run),
+    rows: [1, 2, 3, 4, 5, 6, 7, 8], max_rows: 8, run: super::avx512_asm::RUN,
     fast: super::avx512_asm::segs
 }
 

@@ -134,21 +134,11 @@ pub(super) unsafe fn run(
     }
 }
 
+/// [`run`] where the assembly exists (the AVX-512 kernel's `MicroKernel::run`).
+#[cfg(target_arch = "x86_64")]
+pub(super) const RUN: Option<super::RunFn> = Some(run);
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn run(
-    _: usize,
-    _: usize,
-    _: *const f32,
-    _: usize,
-    _: *const f32,
-    _: usize,
-    _: *mut f32,
-    _: usize,
-    _: &TileEpilogue,
-) {
-    unreachable!("AVX-512 is only selected on x86-64 CPUs that have it")
-}
+pub(super) const RUN: Option<super::RunFn> = None;
 
 /// A tile's operands, each passed to the assembly in a register (strides in bytes).
 #[cfg(target_arch = "x86_64")]
