@@ -953,3 +953,71 @@ fn a_squeeze_excitation_scale_stays_channels_last() {
         .count();
     assert_eq!(transposes, 2, "{lir}");
 }
+
+/// A ShuffleNet unit, `relu(x + gconv(dw(shuffle(relu(gconv(x))))))` with grouped 1x1 kernels of
+/// `groups` groups over `c` channels: the optimizer keeps it channels-last from end to end
+/// (the grouped products, the shuffle as one transpose of the last axis, the depthwise layer),
+/// and every path (packed group panels or the weight read in place) matches the reference.
+fn check_shuffle_unit(xs: &[usize], groups: usize) {
+    let c = xs[1];
+    let mut h = HirModule::new("shuffle_unit");
+    let mut g = HirMut::new(&mut h);
+    let shape = |s: &[usize]| Shape::new(&s.iter().map(|&d| d as i64).collect::<Vec<_>>());
+    let x = g.input("x", DType::F32, shape(xs)).unwrap();
+    let w1 = g
+        .param("w1", DType::F32, shape(&[c, c / groups, 1, 1]))
+        .unwrap();
+    let b1 = g.param("b1", DType::F32, shape(&[c])).unwrap();
+    let w2 = g.param("w2", DType::F32, shape(&[c, 1, 3, 3])).unwrap();
+    let w3 = g
+        .param("w3", DType::F32, shape(&[c, c / groups, 1, 1]))
+        .unwrap();
+    let y = g.conv(x, w1, Some(b1), &[], &[], &[], groups).unwrap();
+    let y = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
+    let (n, hh, ww) = (xs[0], xs[2], xs[3]);
+    let split = g
+        .reshape(y, shape(&[n, groups, c / groups, hh, ww]))
+        .unwrap();
+    let swap = rlx_ir::ComputeOp::Transpose {
+        perm: vec![0, 2, 1, 3, 4],
+    };
+    let swapped = g.compute(swap, vec![split]).unwrap();
+    let s = g.reshape(swapped, shape(xs)).unwrap();
+    let d = g.conv(s, w2, None, &[], &[1, 1, 1, 1], &[], c).unwrap();
+    let y = g.conv(d, w3, None, &[], &[], &[], groups).unwrap();
+    let y = g.add(x, y).unwrap();
+    let z = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
+    g.output("z", z).unwrap();
+    let per_group = c * (c / groups);
+    let params: Vec<Named> = vec![
+        ("w1".into(), data(per_group, 7)),
+        ("b1".into(), data(c, 9)),
+        ("w2".into(), data(c * 9, 11)),
+        ("w3".into(), data(per_group, 13)),
+    ];
+    let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
+    support::check(&h, &params, &runs, &[false]);
+    let mut pipe = support::pipeline(&h, true, &params).unwrap();
+    let lir = pipe
+        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
+        .unwrap()
+        .lir()
+        .clone();
+    let ops: Vec<&str> = lir.kernels.iter().map(|k| k.op.name()).collect();
+    // Into channels-last, the shuffle, back: three transposes; three convolutions, all
+    // channels-last.
+    assert_eq!(
+        ops.iter().filter(|o| **o == "transpose").count(),
+        3,
+        "{lir}"
+    );
+    assert_eq!(lir.to_string().matches("channels_last").count(), 3, "{lir}");
+}
+
+#[test]
+fn shuffle_units_stay_channels_last_and_match_the_reference() {
+    // 136 channels in 4 groups: 34 per group, a whole panel and an edge (AVX-512 and AVX2);
+    // 24 in 2 groups: 12 per group, an edge panel alone; 2 images, 5x6 positions.
+    check_shuffle_unit(&[2, 136, 5, 6], 4);
+    check_shuffle_unit(&[2, 24, 5, 6], 2);
+}

@@ -1,6 +1,7 @@
 //! Channels-last convolutions. A 2-D convolution the CPU runs faster over `[batch, h, w, c]`
 //! (one group with 16+ input channels: an implicit GEMM with the channels as the product's
-//! columns; or depthwise: channels as vectors) takes its input and residual transposed to that
+//! columns; depthwise: channels as vectors; a grouped 1x1 kernel: a product per group over
+//! the positions) takes its input and residual transposed to that
 //! layout and gives its output back through the inverse transpose. A transpose that undoes the
 //! one before it is never made: a chain of such convolutions (ResNet's blocks, MobileNet's)
 //! stays channels-last from the first to the last and pays one transpose at each end (none at
@@ -9,8 +10,8 @@
 //! pool of a channels-last value pools it in that layout (as does one of many channels of
 //! small channel-major planes, after a transpose), a global pool (a reduction over h
 //! and w) reduces it there, and a concatenation of channels (or a unary map) of channels-last
-//! values is made in that layout too. The back-transposes nothing reads
-//! are left to `dce`.
+//! values is made in that layout too, as is a channel shuffle (`channels_last_shuffle.rs`).
+//! The back-transposes nothing reads are left to `dce`.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ use rlx_ir::hir::{Node, Op, ValueId};
 use rlx_ir::{ComputeOp, ConvAttrs, HirModule, PoolAttrs, Result, TensorType};
 
 use super::PassLog;
+use super::channels_last_shuffle::Shuffles;
 
 /// `[n, c, h, w]` to `[n, h, w, c]`, and back.
 const TO_LAST: [usize; 4] = [0, 2, 3, 1];
@@ -43,6 +45,7 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
     // or a transpose made once and shared by every convolution that reads the value.
     let mut last: HashMap<ValueId, ValueId> = HashMap::new();
     let (mut count, mut pools, mut reduces, mut others) = (0, 0, 0, 0);
+    let (mut shuffles, mut shuffled) = (Shuffles::default(), 0);
     for node in &m.nodes {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v.index()]).collect();
         // A 2-D pool of a value already channels-last pools it there; so does a pool of many
@@ -127,7 +130,10 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
             continue;
         }
         let Op::Compute(ComputeOp::Conv(c)) = &node.op else {
-            remap.push(push(&mut nodes, node.op.clone(), inputs, node.ty.clone()));
+            let v = push(&mut nodes, node.op.clone(), inputs.clone(), node.ty.clone());
+            shuffles.step(&mut nodes, &mut last, (node, &inputs, v));
+            shuffled += usize::from(last.contains_key(&v));
+            remap.push(v);
             continue;
         };
         if !eligible(&m, node) {
@@ -163,8 +169,9 @@ pub fn run(m: HirModule, log: &mut PassLog) -> Result<HirModule> {
         count += 1;
     }
     log.fusions.push(format!(
-        "channels_last: {count} convolutions, {pools} pools, {reduces} global reductions and \
-         {others} concatenations, unary maps and elementwise programs run over [batch, h, w, c]"
+        "channels_last: {count} convolutions, {pools} pools, {reduces} global reductions, \
+         {shuffled} channel shuffles and {others} concatenations, unary maps and elementwise \
+         programs run over [batch, h, w, c]"
     ));
     Ok(super::util::renumbered(m, nodes, &remap))
 }
@@ -180,8 +187,9 @@ fn small_planes(ty: &TensorType) -> bool {
 }
 
 /// Whether `n` is a channel-major 2-D convolution with a static weight that runs faster
-/// channels-last: one group with at least `MIN_CHANNELS` input channels, or depthwise with
-/// one output channel per input channel.
+/// channels-last: one group with at least `MIN_CHANNELS` input channels, depthwise with one
+/// output channel per input channel, or a grouped 1x1 kernel of stride 1 without pads (a
+/// product per group over the positions; ShuffleNet's).
 fn eligible(m: &HirModule, n: &Node) -> bool {
     let Op::Compute(ComputeOp::Conv(c)) = &n.op else {
         return false;
@@ -192,7 +200,16 @@ fn eligible(m: &HirModule, n: &Node) -> bool {
     };
     let one_group = c.groups == 1 && ws[1] >= MIN_CHANNELS;
     let depthwise = ws[1] == 1 && c.groups == ws[0];
-    !c.channels_last && x.rank() == 4 && ws.len() == 4 && (one_group || depthwise)
+    let w = &c.window;
+    let grouped_pointwise = c.groups > 1
+        && ws.len() == 4
+        && ws[2..] == [1, 1]
+        && w.pads.iter().all(|p| *p == 0)
+        && w.strides.iter().all(|s| *s == 1);
+    !c.channels_last
+        && x.rank() == 4
+        && ws.len() == 4
+        && (one_group || depthwise || grouped_pointwise)
 }
 
 /// An elementwise program's operands for its channels-last form, or None: each input is a
@@ -285,13 +302,13 @@ fn push_last(
     back
 }
 
-fn transpose(perm: &[usize]) -> Op {
+pub(super) fn transpose(perm: &[usize]) -> Op {
     Op::Compute(ComputeOp::Transpose {
         perm: perm.to_vec(),
     })
 }
 
-fn push(nodes: &mut Vec<Node>, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
+pub(super) fn push(nodes: &mut Vec<Node>, op: Op, inputs: Vec<ValueId>, ty: TensorType) -> ValueId {
     nodes.push(Node { op, inputs, ty });
     ValueId(nodes.len() as u32 - 1)
 }
@@ -332,7 +349,7 @@ mod tests {
             .param("w2", DType::F32, Shape::new(&[32, 1, 3, 3]))
             .unwrap();
         let w3 = b
-            .param("w3", DType::F32, Shape::new(&[8, 4, 1, 1]))
+            .param("w3", DType::F32, Shape::new(&[8, 4, 3, 3]))
             .unwrap();
         let c1 = b
             .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 1)), vec![x, w1])
@@ -340,9 +357,9 @@ mod tests {
         let c2 = b
             .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 32)), vec![c1, w2])
             .unwrap();
-        // Eight groups of four channels: stays channel-major.
+        // Eight groups of four channels, a 3x3 kernel: stays channel-major.
         let c3 = b
-            .compute(ComputeOp::Conv(ConvAttrs::new(window(1), 8)), vec![c2, w3])
+            .compute(ComputeOp::Conv(ConvAttrs::new(window(3), 8)), vec![c2, w3])
             .unwrap();
         b.output("y", c3).unwrap();
         let m = optimized(m);
@@ -409,6 +426,82 @@ mod tests {
             ["conv11", "transpose", "transpose", "conv10", "transpose"],
             "{m}"
         );
+    }
+
+    #[test]
+    fn a_channel_shuffle_between_grouped_convolutions_keeps_the_chain() {
+        // A ShuffleNet unit: grouped 1x1, shuffle of 4 groups, depthwise 3x3, grouped 1x1.
+        // The shuffled value is an output too: its channel-major steps stay for that reader.
+        for shuffled_out in [false, true] {
+            let mut m = HirModule::new("unit");
+            let mut b = HirMut::new(&mut m);
+            let x = b
+                .input("x", DType::F32, Shape::new(&[1, 16, 8, 8]))
+                .unwrap();
+            let w =
+                |b: &mut HirMut, n: &str, s: &[i64]| b.param(n, DType::F32, Shape::new(s)).unwrap();
+            let (w1, w2, w3) = (
+                w(&mut b, "w1", &[16, 4, 1, 1]),
+                w(&mut b, "w2", &[16, 1, 3, 3]),
+                w(&mut b, "w3", &[16, 4, 1, 1]),
+            );
+            let conv = |b: &mut HirMut, k, groups, ins| {
+                b.compute(ComputeOp::Conv(ConvAttrs::new(window(k), groups)), ins)
+                    .unwrap()
+            };
+            let g1 = conv(&mut b, 1, 4, vec![x, w1]);
+            let split = b.reshape(g1, Shape::new(&[1, 4, 4, 8, 8])).unwrap();
+            let swap = ComputeOp::Transpose {
+                perm: vec![0, 2, 1, 3, 4],
+            };
+            let swapped = b.compute(swap, vec![split]).unwrap();
+            let s = b.reshape(swapped, Shape::new(&[1, 16, 8, 8])).unwrap();
+            let dw = conv(&mut b, 3, 16, vec![s, w2]);
+            let g2 = conv(&mut b, 1, 4, vec![dw, w3]);
+            b.output("y", g2).unwrap();
+            if shuffled_out {
+                b.output("s", s).unwrap();
+            }
+            let m = optimized(m);
+            let ops: Vec<String> = m
+                .nodes
+                .iter()
+                .filter(|n| !n.op.is_leaf())
+                .map(|n| match &n.op {
+                    Op::Compute(ComputeOp::Transpose { perm }) => format!("transpose{perm:?}"),
+                    o => o.name().to_string(),
+                })
+                .collect();
+            let want: &[&str] = match shuffled_out {
+                false => &[
+                    "transpose[0, 2, 3, 1]",
+                    "conv",
+                    "reshape",
+                    "transpose[0, 1, 2, 4, 3]",
+                    "reshape",
+                    "conv",
+                    "conv",
+                    "transpose[0, 3, 1, 2]",
+                ],
+                // Each channel-major step (of the back-transposed grouped convolution) beside
+                // its channels-last form.
+                true => &[
+                    "transpose[0, 2, 3, 1]",
+                    "conv",
+                    "transpose[0, 3, 1, 2]",
+                    "reshape",
+                    "reshape",
+                    "transpose[0, 2, 1, 3, 4]",
+                    "transpose[0, 1, 2, 4, 3]",
+                    "reshape",
+                    "reshape",
+                    "conv",
+                    "conv",
+                    "transpose[0, 3, 1, 2]",
+                ],
+            };
+            assert_eq!(ops, want, "{m}");
+        }
     }
 
     #[test]

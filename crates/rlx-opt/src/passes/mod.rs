@@ -1,6 +1,7 @@
 //! HIR passes, one file each. `crate::Pipeline` decides their order.
 
 pub mod channels_last;
+mod channels_last_shuffle;
 pub mod cse;
 pub mod dce;
 pub mod fold_constants;

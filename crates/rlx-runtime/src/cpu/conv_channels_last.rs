@@ -9,6 +9,8 @@
 //!   Winograd's F(2x2, 3x3) instead (`winograd.rs`).
 //! - Depthwise: each position's channels as vectors (`vmath::depthwise_rows`), 3x3 rows in
 //!   groups that share their input rows.
+//! - A grouped unpadded 1x1 kernel of stride 1 (ShuffleNet's): a linear per group over every
+//!   position, its inputs a slice of each position's channels, its outputs another.
 //! - Anything else (weights not packed, e.g. computed weights or `prepack` off): the
 //!   channel-major kernel between transposes.
 //!
@@ -120,6 +122,10 @@ pub fn conv(
         _ if ws[1] == 1 && c.groups == ws[0] && c.groups == xs[3] => {
             depthwise(isa, x, xs, w, ws, epi, c, out, os)
         }
+        _ if grouped_pointwise(c, ws) => {
+            grouped_linear(isa, x, xs, packed, w, epi, c, out, os);
+            Ok(())
+        }
         _ => transposed(isa, x, xs, w, ws, epi, c, out, os),
     }
 }
@@ -220,6 +226,71 @@ fn linear(
         run(sub, out);
         Ok(())
     })
+}
+
+/// Whether a convolution with weight shape `ws` is a grouped 1x1 kernel of stride 1 without
+/// pads, not depthwise (`grouped_linear`).
+pub fn grouped_pointwise(c: &ConvAttrs, ws: &[usize]) -> bool {
+    let w = &c.window;
+    c.groups > 1
+        && ws.len() == 4
+        && !(ws[1] == 1 && c.groups == ws[0])
+        && ws[2..] == [1, 1]
+        && w.pads.iter().all(|p| *p == 0)
+        && w.strides.iter().all(|s| *s == 1)
+}
+
+/// A grouped unpadded 1x1 kernel of stride 1: per group a linear over every position of the
+/// batch, `out[p, g * mg..][..mg] = x[p, g * cg..][..cg] @ w[g]^T` (`cg` = `c / groups` input,
+/// `mg` = `m / groups` output channels), all groups' products in one parallel call. `packed`:
+/// the weight's panels, each group's rows whole panels of their own
+/// (`executor_plan::grouped_padded`); else the weight `[m, cg, 1, 1]` is read in place, each
+/// group's rows as B transposed.
+#[allow(clippy::too_many_arguments)]
+fn grouped_linear(
+    isa: Isa,
+    x: &[f32],
+    xs: &[usize],
+    packed: Option<&PackedB>,
+    w: &[f32],
+    epi: &Epilogue,
+    c: &ConvAttrs,
+    out: &mut [f32],
+    os: &[usize],
+) {
+    let (cin, m, groups) = (xs[3], os[3], c.groups);
+    let (cg, mg) = (cin / groups, m / groups);
+    let positions = os[0] * os[1] * os[2];
+    let dst = out.as_mut_ptr();
+    let jobs: Vec<GemmJob> = (0..groups)
+        .map(|g| GemmJob {
+            m: positions,
+            n: mg,
+            k: cg,
+            a: x[g * cg..].as_ptr(),
+            lda: cin,
+            b: match packed {
+                Some(p) => BSource::Panels {
+                    ptr: p.panel(g * mg.div_ceil(p.nr)),
+                },
+                None => BSource::Cols {
+                    ptr: w[g * mg * cg..].as_ptr(),
+                    ld: cg,
+                },
+            },
+            c: dst.wrapping_add(g * mg),
+            ldc: m,
+            bias: epi.bias.map(|b| &b[g * mg..(g + 1) * mg]),
+            act: epi.act,
+            residual: epi.residual.map(|r| Residual {
+                ptr: r[g * mg..].as_ptr(),
+                ld: m,
+            }),
+        })
+        .collect();
+    // SAFETY: each job reads positions rows of cg inputs (cin apart) and mg weight rows of cg,
+    // and writes its own mg columns of out (m apart); the residual is laid out as out.
+    unsafe { gemm::driver::run(gemm::kernel(isa), &jobs) };
 }
 
 /// One group: the position-major implicit GEMM, written in place (an edge panel narrower than

@@ -30,6 +30,9 @@ pub(super) struct PackEntry {
     /// A 3x3 convolution weight of this many output channels, Winograd-transformed
     /// (`winograd::transformed_weights`: `k` input channels, `n` 16 padded output rows).
     winograd: Option<usize>,
+    /// A grouped 1x1 convolution's `[n, k]` weight (`k` input channels per group): each
+    /// group's `n / groups` rows packed as whole panels of their own (`grouped_padded`).
+    groups: usize,
 }
 
 impl CpuExecutable {
@@ -58,6 +61,7 @@ impl CpuExecutable {
     pub(super) fn pack(&self, e: &PackEntry, data: &ParamData) -> Result<Packed> {
         let nr = super::gemm::kernel(self.isa).nr;
         let variant = (u64::from(e.winograd.is_some()) << 63)
+            | ((e.groups as u64) << 40)
             | ((e.taps as u64) << 32)
             | ((nr as u64) << 1)
             | u64::from(e.transposed);
@@ -124,8 +128,13 @@ impl CpuExecutable {
             // SAFETY: the param is bound with len f32 elements (checked by the store).
             let w = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, len) };
             let reordered;
+            let mut n = e.n;
             let w = if let Some(m) = e.winograd {
                 reordered = super::winograd::transformed_weights(w, m, e.k, e.n / 16)?;
+                &reordered[..]
+            } else if e.groups > 1 {
+                reordered = grouped_padded(w, e.n / e.groups, e.k, e.groups, nr)?;
+                n = reordered.len() / e.k.max(1);
                 &reordered[..]
             } else if e.taps > 1 {
                 reordered = taps_major(w, e.n, e.k / e.taps, e.taps)?;
@@ -135,7 +144,7 @@ impl CpuExecutable {
             };
             let p = match shared {
                 None => {
-                    let mut p = PackedB::new(w, e.k, e.n, e.transposed, nr)?;
+                    let mut p = PackedB::new(w, e.k, n, e.transposed, nr)?;
                     if let Some(f) = map {
                         p.map_in_place(f);
                     }
@@ -164,8 +173,12 @@ impl CpuExecutable {
                         id.update(b"winograd f2x2 3x3");
                         id.update(&(m as u64).to_le_bytes());
                     }
+                    if e.groups > 1 {
+                        id.update(b"groups");
+                        id.update(&(e.groups as u64).to_le_bytes());
+                    }
                     let id = id.finalize();
-                    PackedB::shared(w, e.k, e.n, e.transposed, nr, map, dir, id.as_bytes())?
+                    PackedB::shared(w, e.k, n, e.transposed, nr, map, dir, id.as_bytes())?
                 }
             };
             let bytes = if p.is_shared() { 0 } else { p.bytes() };
@@ -186,6 +199,28 @@ impl CpuExecutable {
             },
         }
     }
+}
+
+/// A grouped weight's `[groups * mg, k]` rows with zero rows after each group's `mg` up to a
+/// multiple of `nr`: packed, each group's rows are whole panels of their own.
+pub(super) fn grouped_padded(
+    w: &[f32],
+    mg: usize,
+    k: usize,
+    groups: usize,
+    nr: usize,
+) -> Result<Vec<f32>> {
+    let padded = mg.div_ceil(nr.max(1)) * nr;
+    let len = groups.saturating_mul(padded).saturating_mul(k);
+    let mut out = crate::fallible::try_zeroed::<f32>("grouped convolution weights", len)?;
+    for (src, dst) in w
+        .chunks_exact(mg * k)
+        .zip(out.chunks_exact_mut(padded * k))
+        .take(groups)
+    {
+        dst[..mg * k].copy_from_slice(src);
+    }
+    Ok(out)
 }
 
 /// `[n, c, taps]` rows reordered to `[n, taps, c]`.
@@ -271,7 +306,16 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
 
 /// A param read as packed weights: buffer, `k`, `n`, transposed, taps, a convolution's, and
 /// the output channels of a Winograd-transformed one.
-type Read = (BufferId, usize, usize, bool, usize, bool, Option<usize>);
+type Read = (
+    BufferId,
+    usize,
+    usize,
+    bool,
+    usize,
+    bool,
+    Option<usize>,
+    usize,
+);
 
 /// The param buffers that linears (and position-major convolutions) read as packed weights,
 /// and each buffer's entry among them.
@@ -285,7 +329,7 @@ pub(super) fn weights_to_pack(
     let mut packs: Vec<PackEntry> = Vec::new();
     let mut index = vec![None; lir.buffers.len()];
     // Param `b` read as `[k, n]` (stored `[n, k]` when transposed).
-    let mut add = |(b, k, n, transposed, taps, conv, winograd): Read| {
+    let mut add = |(b, k, n, transposed, taps, conv, winograd, groups): Read| {
         let Place::Param(param) = places[b.index()] else {
             return;
         };
@@ -297,6 +341,7 @@ pub(super) fn weights_to_pack(
             taps,
             f32_only: conv,
             winograd,
+            groups,
         };
         let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
             packs.push(e);
@@ -306,8 +351,8 @@ pub(super) fn weights_to_pack(
     };
     // A linear's `[r, c]` weight is `[k, n]`, or `[n, k]` when transposed.
     let linear = |b: BufferId, transposed: bool| match shapes[b.index()].as_slice() {
-        [r, c] if transposed => Some((b, *c, *r, true, 1, false, None)),
-        [r, c] => Some((b, *r, *c, false, 1, false, None)),
+        [r, c] if transposed => Some((b, *c, *r, true, 1, false, None, 1)),
+        [r, c] => Some((b, *r, *c, false, 1, false, None, 1)),
         _ => None,
     };
     for k in &lir.kernels {
@@ -351,9 +396,24 @@ pub(super) fn weights_to_pack(
                         taps,
                         true,
                         Some(ws[0]),
+                        1,
+                    ))]
+                } else if c.channels_last && super::conv_channels_last::grouped_pointwise(c, ws) {
+                    vec![Some((
+                        k.inputs[1],
+                        ws[1],
+                        ws[0],
+                        true,
+                        1,
+                        true,
+                        None,
+                        c.groups,
                     ))]
                 } else {
-                    vec![chosen.then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true, None))]
+                    vec![
+                        chosen
+                            .then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true, None, 1)),
+                    ]
                 }
             }
             _ => Vec::new(),
