@@ -394,14 +394,14 @@ impl ConvAttrs {
     }
 
     /// Whether the output may take over its residual's memory (the arena planner's choice when
-    /// this is the residual's last use): a channels-last 1x1 kernel without pads, one group,
-    /// whose product adds its sums onto the residual in place. Every other convolution reads
-    /// its residual after it has stored into the output.
+    /// this is the residual's last use): a channels-last 1x1 kernel without pads, of one group
+    /// or of several at stride 1, whose products add their sums onto the residual in place.
+    /// Every other convolution reads its residual after it has stored into the output.
     pub fn sums_onto_residual(&self) -> bool {
         self.residual
             && self.channels_last
             && !self.input_channel_major
-            && self.groups == 1
+            && (self.groups == 1 || self.window.strides.iter().all(|s| *s == 1))
             && self.window.kernel.iter().all(|k| *k == 1)
             && self.window.pads.iter().all(|p| *p == 0)
     }

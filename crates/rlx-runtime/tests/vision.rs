@@ -954,25 +954,25 @@ fn a_squeeze_excitation_scale_stays_channels_last() {
     assert_eq!(transposes, 2, "{lir}");
 }
 
-/// A ShuffleNet unit, `relu(x + gconv(dw(shuffle(relu(gconv(x))))))` with grouped 1x1 kernels of
-/// `groups` groups over `c` channels: the optimizer keeps it channels-last from end to end
-/// (the grouped products, the shuffle as one transpose of the last axis, the depthwise layer),
-/// and every path (packed group panels or the weight read in place) matches the reference.
+/// A ShuffleNet unit, `relu(t + gconv(dw(shuffle(relu(gconv(t))))))` with grouped 1x1 kernels
+/// of `groups` groups over `c` channels, `t = gconv(x)`: the optimizer keeps it channels-last
+/// from end to end (the grouped products, the shuffle as one transpose of the last axis, the
+/// depthwise layer), the last product adds onto `t` in place, and every path (packed group
+/// panels or the weight read in place) matches the reference.
 fn check_shuffle_unit(xs: &[usize], groups: usize) {
     let c = xs[1];
     let mut h = HirModule::new("shuffle_unit");
     let mut g = HirMut::new(&mut h);
     let shape = |s: &[usize]| Shape::new(&s.iter().map(|&d| d as i64).collect::<Vec<_>>());
     let x = g.input("x", DType::F32, shape(xs)).unwrap();
-    let w1 = g
-        .param("w1", DType::F32, shape(&[c, c / groups, 1, 1]))
-        .unwrap();
+    let grouped = shape(&[c, c / groups, 1, 1]);
+    let w0 = g.param("w0", DType::F32, grouped.clone()).unwrap();
+    let w1 = g.param("w1", DType::F32, grouped.clone()).unwrap();
     let b1 = g.param("b1", DType::F32, shape(&[c])).unwrap();
     let w2 = g.param("w2", DType::F32, shape(&[c, 1, 3, 3])).unwrap();
-    let w3 = g
-        .param("w3", DType::F32, shape(&[c, c / groups, 1, 1]))
-        .unwrap();
-    let y = g.conv(x, w1, Some(b1), &[], &[], &[], groups).unwrap();
+    let w3 = g.param("w3", DType::F32, grouped).unwrap();
+    let t = g.conv(x, w0, None, &[], &[], &[], groups).unwrap();
+    let y = g.conv(t, w1, Some(b1), &[], &[], &[], groups).unwrap();
     let y = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
     let (n, hh, ww) = (xs[0], xs[2], xs[3]);
     let split = g
@@ -985,11 +985,12 @@ fn check_shuffle_unit(xs: &[usize], groups: usize) {
     let s = g.reshape(swapped, shape(xs)).unwrap();
     let d = g.conv(s, w2, None, &[], &[1, 1, 1, 1], &[], c).unwrap();
     let y = g.conv(d, w3, None, &[], &[], &[], groups).unwrap();
-    let y = g.add(x, y).unwrap();
+    let y = g.add(t, y).unwrap();
     let z = g.unary(rlx_ir::UnaryOp::Relu, y).unwrap();
     g.output("z", z).unwrap();
     let per_group = c * (c / groups);
     let params: Vec<Named> = vec![
+        ("w0".into(), data(per_group, 3)),
         ("w1".into(), data(per_group, 7)),
         ("b1".into(), data(c, 9)),
         ("w2".into(), data(c * 9, 11)),
@@ -1004,14 +1005,26 @@ fn check_shuffle_unit(xs: &[usize], groups: usize) {
         .lir()
         .clone();
     let ops: Vec<&str> = lir.kernels.iter().map(|k| k.op.name()).collect();
-    // Into channels-last, the shuffle, back: three transposes; three convolutions, all
+    // Into channels-last, the shuffle, back: three transposes; four convolutions, all
     // channels-last.
     assert_eq!(
         ops.iter().filter(|o| **o == "transpose").count(),
         3,
         "{lir}"
     );
-    assert_eq!(lir.to_string().matches("channels_last").count(), 3, "{lir}");
+    assert_eq!(lir.to_string().matches("channels_last").count(), 4, "{lir}");
+    let last = lir
+        .kernels
+        .iter()
+        .rev()
+        .find(|k| k.op.name() == "conv")
+        .unwrap();
+    let residual = *last.inputs.last().unwrap();
+    let plan = lir.arena.as_ref().unwrap();
+    assert!(
+        plan.in_place.contains(&(last.output, residual)),
+        "the last product adds onto its residual in place\n{lir}"
+    );
 }
 
 #[test]

@@ -123,7 +123,7 @@ pub fn conv(
             depthwise(isa, x, xs, w, ws, epi, c, out, os)
         }
         _ if grouped_pointwise(c, ws) => {
-            grouped_linear(isa, x, xs, packed, w, epi, c, out, os);
+            grouped_linear(isa, x, xs, packed, w, epi, c, out, os, false);
             Ok(())
         }
         _ => transposed(isa, x, xs, w, ws, epi, c, out, os),
@@ -147,7 +147,13 @@ pub fn conv_onto_residual(
     os: &[usize],
 ) -> Result<()> {
     match packed {
-        Some(p) if c.sums_onto_residual() => linear(isa, x, xs, p, epi, c, out, os, true),
+        Some(p) if c.sums_onto_residual() && c.groups == 1 => {
+            linear(isa, x, xs, p, epi, c, out, os, true)
+        }
+        _ if c.sums_onto_residual() && grouped_pointwise(c, ws) => {
+            grouped_linear(isa, x, xs, packed, w, epi, c, out, os, true);
+            Ok(())
+        }
         _ => {
             let residual = try_copy("a convolution residual", out)?;
             let epi = Epilogue {
@@ -245,7 +251,8 @@ pub fn grouped_pointwise(c: &ConvAttrs, ws: &[usize]) -> bool {
 /// `mg` = `m / groups` output channels), all groups' products in one parallel call. `packed`:
 /// the weight's panels, each group's rows whole panels of their own
 /// (`executor_plan::grouped_padded`); else the weight `[m, cg, 1, 1]` is read in place, each
-/// group's rows as B transposed.
+/// group's rows as B transposed. `onto_out`: `out` holds the residual, which the products add
+/// their sums onto.
 #[allow(clippy::too_many_arguments)]
 fn grouped_linear(
     isa: Isa,
@@ -257,6 +264,7 @@ fn grouped_linear(
     c: &ConvAttrs,
     out: &mut [f32],
     os: &[usize],
+    onto_out: bool,
 ) {
     let (cin, m, groups) = (xs[3], os[3], c.groups);
     let (cg, mg) = (cin / groups, m / groups);
@@ -282,10 +290,17 @@ fn grouped_linear(
             ldc: m,
             bias: epi.bias.map(|b| &b[g * mg..(g + 1) * mg]),
             act: epi.act,
-            residual: epi.residual.map(|r| Residual {
-                ptr: r[g * mg..].as_ptr(),
-                ld: m,
-            }),
+            // A residual at c itself is one the product adds onto (`GemmJob::residual`).
+            residual: match onto_out {
+                true => Some(Residual {
+                    ptr: dst.wrapping_add(g * mg),
+                    ld: m,
+                }),
+                false => epi.residual.map(|r| Residual {
+                    ptr: r[g * mg..].as_ptr(),
+                    ld: m,
+                }),
+            },
         })
         .collect();
     // SAFETY: each job reads positions rows of cg inputs (cin apart) and mg weight rows of cg,
