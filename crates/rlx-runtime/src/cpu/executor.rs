@@ -300,9 +300,11 @@ impl CpuExecutable {
                     rotary::rotary(f32_in(0), ins[0].1, &offsets, *theta, f32_out())?
                 }
                 ComputeOp::Reduce { op: rop, axes, .. } => match (rop, ins[0].2) {
-                    (ReduceOp::Mean, _) => reduce::mean(f32_in(0), ins[0].1, axes, f32_out()),
+                    (ReduceOp::Mean, _) => {
+                        reduce::mean(self.isa, f32_in(0), ins[0].1, axes, f32_out())
+                    }
                     (_, dt) => {
-                        with_num!(dt, T => reduce::reduce::<T>(*rop, self.get(addrs, ins[0].0), ins[0].1, axes,
+                        with_num!(dt, T => reduce::reduce::<T>(self.isa, *rop, self.get(addrs, ins[0].0), ins[0].1, axes,
                         self.get_mut(addrs, k.output)), bool => fail!(DType, "{} on bool", rop))
                     }
                 },

@@ -4,6 +4,7 @@ use rayon::prelude::*;
 use rlx_ir::ReduceOp;
 
 use super::PAR_GRAIN;
+use super::isa::Isa;
 use super::types::Num;
 
 /// `T::binary(Max, acc, v)` (NaN when either is) as one select, which the loops vectorize:
@@ -16,7 +17,9 @@ fn max_keeping_nan<T: Num>(acc: T, v: T) -> T {
 }
 
 /// Reduces `x` of `shape` over `axes` into `out` (one element per kept-index combination).
+/// `isa`: the vector unit the row folds are compiled for (the same steps on every one).
 pub fn reduce<T: Num + std::ops::Add<Output = T>>(
+    isa: Isa,
     op: ReduceOp,
     x: &[T],
     shape: &[usize],
@@ -35,7 +38,7 @@ pub fn reduce<T: Num + std::ops::Add<Output = T>>(
     };
     match contiguous_axes(shape, axes) {
         Some((outer, count, inner)) if inner > 1 => {
-            return reduce_rows((init, bop), x, outer, count, inner, out);
+            return reduce_rows(isa, (init, bop), x, (outer, count, inner), out);
         }
         // Trailing axes (a global pool): each output folds one contiguous run.
         Some((_, count, _)) => {
@@ -127,30 +130,32 @@ fn contiguous_axes(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usi
 /// from `init`, combining with `bop`): each output row accumulates `count` input rows with a
 /// loop that vectorizes.
 fn reduce_rows<T: Num + std::ops::Add<Output = T>>(
+    isa: Isa,
     (init, bop): (T, rlx_ir::BinaryOp),
     x: &[T],
-    outer: usize,
-    count: usize,
-    inner: usize,
+    shape: (usize, usize, usize),
     out: &mut [T],
 ) {
     // The op chosen once, outside the loops: a `T::binary` per element keeps the compiler
     // from vectorizing them (a 112x112x32 global mean took 290 us).
-    let shape = (outer, count, inner);
     match bop {
-        rlx_ir::BinaryOp::Add => fold_rows(init, |a, b| a + b, x, shape, out),
-        rlx_ir::BinaryOp::Max => fold_rows(init, max_keeping_nan, x, shape, out),
-        op => fold_rows(init, |a, b| T::binary(op, a, b), x, shape, out),
+        rlx_ir::BinaryOp::Add => fold_rows(isa, init, |a, b| a + b, x, shape, out),
+        rlx_ir::BinaryOp::Max => fold_rows(isa, init, max_keeping_nan, x, shape, out),
+        op => fold_rows(isa, init, |a, b| T::binary(op, a, b), x, shape, out),
     }
 }
 
 fn fold_rows<T: Num>(
+    isa: Isa,
     init: T,
     f: impl Fn(T, T) -> T + Sync,
     x: &[T],
     (outer, count, inner): (usize, usize, usize),
     out: &mut [T],
 ) {
+    if let Some(per_task) = block_split(outer, count, inner) {
+        return fold_blocks_split(isa, init, f, x, (outer, count, inner), per_task, out);
+    }
     let per_task = PAR_GRAIN.div_ceil((count * inner).max(1)).max(1);
     out.par_chunks_mut(inner * per_task)
         .enumerate()
@@ -167,14 +172,7 @@ fn fold_rows<T: Num>(
                 // x 32 global mean: 43 -> 12 us).
                 o.fill(init);
                 for block in rows.chunks(BLOCK_ROWS * inner) {
-                    match inner {
-                        16 => fold_rows_in_registers::<T, 16>(init, &f, block, (16, 0), o),
-                        24 => fold_rows_in_registers::<T, 24>(init, &f, block, (24, 0), o),
-                        32 => fold_rows_in_registers::<T, 32>(init, &f, block, (32, 0), o),
-                        48 => fold_rows_in_registers::<T, 48>(init, &f, block, (48, 0), o),
-                        64 => fold_rows_in_registers::<T, 64>(init, &f, block, (64, 0), o),
-                        _ => fold_rows_in_strips(init, &f, block, o, block_sums),
-                    }
+                    fold_block(isa, init, &f, block, (inner, 0..inner), o, block_sums);
                 }
             }
         });
@@ -184,33 +182,144 @@ fn fold_rows<T: Num>(
 /// Rows a sum folds one after another before its result joins the total.
 const BLOCK_ROWS: usize = 256;
 
-/// As [`fold_rows_in_registers`] for any row width: strips of 64 columns with their sums in
-/// registers (a 14 x 14 x 256 global mean folded in memory took 4.8 us), the rest in `sums`
-/// (reused). Rows wider than `STRIPPED` fold in memory, in order: a block of them would not
-/// stay in L2 while the strips pass over it again and again.
-fn fold_rows_in_strips<T: Num>(
+/// Blocks of rows per task where fewer outputs than threads would leave threads idle (a
+/// batch-1 global pool of a channels-last image is one output row: a 56 x 56 x 144 mean took
+/// 48 us on one thread of two): about two tasks per thread.
+fn block_split(outer: usize, count: usize, inner: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    let large = count.saturating_mul(inner) >= 2 * PAR_GRAIN;
+    let blocks = count.div_ceil(BLOCK_ROWS);
+    if outer >= threads || !large || blocks < 2 {
+        return None;
+    }
+    Some(blocks.div_ceil((2 * threads).div_ceil(outer.max(1))))
+}
+
+/// `fold_rows` with each output row's blocks of rows folded `per_task` blocks to a task, each
+/// block's result kept, then every row's results folded in block order: the same steps, in the
+/// same order, as one task folding the blocks one after another, so the sums do not depend on
+/// the split. (Split by columns instead, two threads each read every row's lines: slower than
+/// one thread.)
+fn fold_blocks_split<T: Num>(
+    isa: Isa,
+    init: T,
+    f: impl Fn(T, T) -> T + Sync,
+    x: &[T],
+    (outer, count, inner): (usize, usize, usize),
+    per_task: usize,
+    out: &mut [T],
+) {
+    let blocks = count.div_ceil(BLOCK_ROWS);
+    let mut folded = vec![init; outer * blocks * inner];
+    let span = BLOCK_ROWS * inner;
+    folded
+        .par_chunks_mut(per_task * inner)
+        .enumerate()
+        .for_each_init(Vec::new, |sums, (t, results)| {
+            for (i, o) in results.chunks_mut(inner).enumerate() {
+                let (o0, b) = ((t * per_task + i) / blocks, (t * per_task + i) % blocks);
+                let rows = &x[o0 * count * inner..(o0 + 1) * count * inner];
+                let block = &rows[b * span..((b + 1) * span).min(rows.len())];
+                fold_block(isa, init, &f, block, (inner, 0..inner), o, sums);
+            }
+        });
+    for (o, results) in out.chunks_mut(inner).zip(folded.chunks(blocks * inner)) {
+        o.fill(init);
+        for r in results.chunks(inner) {
+            for (a, v) in o.iter_mut().zip(r) {
+                *a = f(*a, *v);
+            }
+        }
+    }
+}
+
+/// `fold_columns` compiled for `isa`'s vector registers: the same loops (each column folds its
+/// rows in order), but a strip's 64 sums fit in 4 or 8 registers, where the 16 of the x86-64
+/// baseline held them only by spilling (a 56 x 56 x 144 global mean: 48 us on one thread).
+#[allow(clippy::too_many_arguments)]
+fn fold_block<T: Num>(
+    isa: Isa,
     init: T,
     f: &impl Fn(T, T) -> T,
     rows: &[T],
+    at: (usize, std::ops::Range<usize>),
+    o: &mut [T],
+    sums: &mut Vec<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<T: Num>(
+            init: T,
+            f: &impl Fn(T, T) -> T,
+            rows: &[T],
+            at: (usize, std::ops::Range<usize>),
+            o: &mut [T],
+            sums: &mut Vec<T>,
+        ) {
+            fold_columns(init, f, rows, at, o, sums)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<T: Num>(
+            init: T,
+            f: &impl Fn(T, T) -> T,
+            rows: &[T],
+            at: (usize, std::ops::Range<usize>),
+            o: &mut [T],
+            sums: &mut Vec<T>,
+        ) {
+            fold_columns(init, f, rows, at, o, sums)
+        }
+        // SAFETY: an ISA is only chosen on a CPU that has it (`Isa::resolve`).
+        match isa {
+            Isa::Avx512 => return unsafe { avx512(init, f, rows, at, o, sums) },
+            Isa::Avx2 => return unsafe { avx2(init, f, rows, at, o, sums) },
+            Isa::Scalar => {}
+        }
+    }
+    fold_columns(init, f, rows, at, o, sums)
+}
+
+/// `o[j] = f(o[j], init folded with column cols.start + j of every width-wide row of rows, in
+/// order)`: strips of 64 columns with their sums in registers (a 14 x 14 x 256 global mean
+/// folded in memory took 4.8 us), then a rest of 16 to 48 in registers or any other in `sums`
+/// (reused). Wider than `STRIPPED`, the columns fold in memory, in order: a block of such rows
+/// would not stay in L2 while the strips pass over it again and again.
+#[inline(always)]
+fn fold_columns<T: Num>(
+    init: T,
+    f: &impl Fn(T, T) -> T,
+    rows: &[T],
+    (width, cols): (usize, std::ops::Range<usize>),
     o: &mut [T],
     sums: &mut Vec<T>,
 ) {
     const STRIP: usize = 64;
     const STRIPPED: usize = 1024;
-    let width = o.len();
-    let whole = match width <= STRIPPED {
-        true => width / STRIP * STRIP,
+    let whole = match cols.len() <= STRIPPED {
+        true => cols.len() / STRIP * STRIP,
         false => 0,
     };
     for s in (0..whole).step_by(STRIP) {
         let strip = &mut o[s..s + STRIP];
-        fold_rows_in_registers::<T, STRIP>(init, f, rows, (width, s), strip);
+        fold_rows_in_registers::<T, STRIP>(init, f, rows, (width, cols.start + s), strip);
     }
-    if whole < width {
+    // A rest of whole vectors in registers too (a task's 16 or 48 columns of a split pool).
+    let (at, rest) = (cols.start + whole, &mut o[whole..]);
+    match rest.len() {
+        _ if whole == 0 && cols.len() > STRIPPED => {}
+        16 => return fold_rows_in_registers::<T, 16>(init, f, rows, (width, at), rest),
+        24 => return fold_rows_in_registers::<T, 24>(init, f, rows, (width, at), rest),
+        32 => return fold_rows_in_registers::<T, 32>(init, f, rows, (width, at), rest),
+        48 => return fold_rows_in_registers::<T, 48>(init, f, rows, (width, at), rest),
+        _ => {}
+    }
+    if whole < cols.len() {
+        let rest = cols.start + whole..cols.end;
         sums.clear();
-        sums.resize(width - whole, init);
+        sums.resize(rest.len(), init);
         for row in rows.chunks_exact(width) {
-            for (a, v) in sums.iter_mut().zip(&row[whole..]) {
+            for (a, v) in sums.iter_mut().zip(&row[rest.clone()]) {
                 *a = f(*a, *v);
             }
         }
@@ -242,8 +351,8 @@ fn fold_rows_in_registers<T: Num, const N: usize>(
 }
 
 /// Mean is the f32 sum divided by the count.
-pub fn mean(x: &[f32], shape: &[usize], axes: &[usize], out: &mut [f32]) {
-    reduce(ReduceOp::Sum, x, shape, axes, out);
+pub fn mean(isa: Isa, x: &[f32], shape: &[usize], axes: &[usize], out: &mut [f32]) {
+    reduce(isa, ReduceOp::Sum, x, shape, axes, out);
     let count: usize = axes.iter().map(|&a| shape[a]).product();
     let inv = 1.0 / count as f32;
     out.iter_mut().for_each(|v| *v *= inv);
@@ -340,4 +449,62 @@ pub fn top_k<T: Copy + PartialOrd + Send + Sync>(
             }
         });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rlx_ir::ReduceOp;
+
+    #[test]
+    fn a_global_pool_sums_alike_on_every_vector_unit_and_split() {
+        // One output row of 144 (strips and a rest), 40 (a rest alone), 1,100 (past the
+        // strips) and 64 columns over blocks of rows, the last one short; two rows of 144 on
+        // four threads.
+        let cases = [
+            (1, 300, 144),
+            (1, 900, 40),
+            (1, 600, 1100),
+            (1, 1100, 64),
+            (2, 300, 144),
+        ];
+        for (outer, count, inner) in cases {
+            let x: Vec<f32> = (0..outer * count * inner)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+                .collect();
+            let shape = [outer, count, inner];
+            let run = |threads: usize, op: ReduceOp, isa: super::Isa| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0.0f32; outer * inner];
+                let split = pool.install(|| {
+                    super::reduce(isa, op, &x, &shape, &[1], &mut out);
+                    super::block_split(outer, count, inner).is_some()
+                });
+                // Split wherever threads outnumber the rows (the path under test).
+                assert_eq!(split, threads > outer, "{shape:?} on {threads} threads");
+                out
+            };
+            for op in [ReduceOp::Sum, ReduceOp::Max] {
+                // Every vector unit and split folds the same steps: equal bit for bit.
+                let one = run(1, op, super::Isa::Scalar);
+                for isa in super::Isa::available() {
+                    for threads in [1, 2, 4] {
+                        let got = run(threads, op, isa);
+                        assert_eq!(got, one, "{op:?} {shape:?} {isa} on {threads} threads");
+                    }
+                }
+                for (j, v) in one.iter().enumerate() {
+                    let (o, c) = (j / inner, j % inner);
+                    let col = (0..count).map(|r| x[(o * count + r) * inner + c] as f64);
+                    let want = match op {
+                        ReduceOp::Max => col.fold(f64::MIN, f64::max),
+                        _ => col.sum(),
+                    };
+                    assert!((*v as f64 - want).abs() <= 1e-3, "{op:?} {shape:?} [{j}]");
+                }
+            }
+        }
+    }
 }
