@@ -304,18 +304,33 @@ pub(super) fn work(lir: &LirModule, shapes: &[Vec<usize>]) -> usize {
     })
 }
 
-/// A param read as packed weights: buffer, `k`, `n`, transposed, taps, a convolution's, and
-/// the output channels of a Winograd-transformed one.
-type Read = (
-    BufferId,
-    usize,
-    usize,
-    bool,
-    usize,
-    bool,
-    Option<usize>,
-    usize,
-);
+/// A param read as packed weights: its buffer and entry (`param` set when added).
+type Read = (BufferId, PackEntry);
+
+impl PackEntry {
+    /// A linear's `[k, n]` operand (stored `[n, k]` when transposed), in the executable's
+    /// precision.
+    fn linear(k: usize, n: usize, transposed: bool) -> PackEntry {
+        PackEntry {
+            param: 0,
+            k,
+            n,
+            transposed,
+            taps: 1,
+            f32_only: false,
+            winograd: None,
+            groups: 1,
+        }
+    }
+
+    /// A convolution's `[n, k]` weight: f32 panels in every precision.
+    fn conv(k: usize, n: usize) -> PackEntry {
+        PackEntry {
+            f32_only: true,
+            ..PackEntry::linear(k, n, true)
+        }
+    }
+}
 
 /// The param buffers that linears (and position-major convolutions) read as packed weights,
 /// and each buffer's entry among them.
@@ -329,20 +344,11 @@ pub(super) fn weights_to_pack(
     let mut packs: Vec<PackEntry> = Vec::new();
     let mut index = vec![None; lir.buffers.len()];
     // Param `b` read as `[k, n]` (stored `[n, k]` when transposed).
-    let mut add = |(b, k, n, transposed, taps, conv, winograd, groups): Read| {
+    let mut add = |(b, e): Read| {
         let Place::Param(param) = places[b.index()] else {
             return;
         };
-        let e = PackEntry {
-            param,
-            k,
-            n,
-            transposed,
-            taps,
-            f32_only: conv,
-            winograd,
-            groups,
-        };
+        let e = PackEntry { param, ..e };
         let i = packs.iter().position(|p| *p == e).unwrap_or_else(|| {
             packs.push(e);
             packs.len() - 1
@@ -351,8 +357,8 @@ pub(super) fn weights_to_pack(
     };
     // A linear's `[r, c]` weight is `[k, n]`, or `[n, k]` when transposed.
     let linear = |b: BufferId, transposed: bool| match shapes[b.index()].as_slice() {
-        [r, c] if transposed => Some((b, *c, *r, true, 1, false, None, 1)),
-        [r, c] => Some((b, *r, *c, false, 1, false, None, 1)),
+        [r, c] if transposed => Some((b, PackEntry::linear(*c, *r, true))),
+        [r, c] => Some((b, PackEntry::linear(*r, *c, false))),
         _ => None,
     };
     for k in &lir.kernels {
@@ -386,35 +392,27 @@ pub(super) fn weights_to_pack(
                     super::conv_positions::chosen(xs, ws, os, c.groups)
                 };
                 let taps: usize = ws[2..].iter().product();
-                if super::winograd::chosen(xs, ws, os, c) {
+                let w = k.inputs[1];
+                let entry = if super::winograd::chosen(xs, ws, os, c) {
                     let n = 16 * super::winograd::padded_channels(ws[0], nr);
-                    vec![Some((
-                        k.inputs[1],
-                        ws[1],
-                        n,
-                        false,
+                    Some(PackEntry {
+                        transposed: false,
                         taps,
-                        true,
-                        Some(ws[0]),
-                        1,
-                    ))]
+                        winograd: Some(ws[0]),
+                        ..PackEntry::conv(ws[1], n)
+                    })
                 } else if c.channels_last && super::conv_channels_last::grouped_pointwise(c, ws) {
-                    vec![Some((
-                        k.inputs[1],
-                        ws[1],
-                        ws[0],
-                        true,
-                        1,
-                        true,
-                        None,
-                        c.groups,
-                    ))]
+                    Some(PackEntry {
+                        groups: c.groups,
+                        ..PackEntry::conv(ws[1], ws[0])
+                    })
                 } else {
-                    vec![
-                        chosen
-                            .then(|| (k.inputs[1], ws[1] * taps, ws[0], true, taps, true, None, 1)),
-                    ]
-                }
+                    chosen.then(|| PackEntry {
+                        taps,
+                        ..PackEntry::conv(ws[1] * taps, ws[0])
+                    })
+                };
+                vec![entry.map(|e| (w, e))]
             }
             _ => Vec::new(),
         };
