@@ -20,6 +20,15 @@ fn numel(s: &[usize]) -> usize {
     s.iter().product()
 }
 
+/// The optimized LIR of `h` for its static shapes, `params` bound.
+fn optimized_lir(h: &HirModule, params: &[Named]) -> rlx_ir::LirModule {
+    let mut pipe = support::pipeline(h, true, params).unwrap();
+    pipe.get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
+        .unwrap()
+        .lir()
+        .clone()
+}
+
 /// Checks `conv(x, w (+ b))` with a symbolic batch, at batch 1 and 2.
 #[allow(clippy::too_many_arguments)]
 fn check_conv(
@@ -106,12 +115,7 @@ fn check_fused_conv(
     ];
     let runs = vec![(DimBinding::new(), inputs)];
     support::check(&m, &params, &runs, &[false]);
-    let mut pipe = support::pipeline(&m, true, &params).unwrap();
-    let lir = pipe
-        .get_or_compile(&DimBinding::new(), || m.clone(), &support::options(true))
-        .unwrap()
-        .lir()
-        .clone();
+    let lir = optimized_lir(&m, &params);
     // One convolution and no add or activation kernel (a channels-last one comes with the
     // transposes of its input, residual and output).
     let ops: Vec<&str> = lir.kernels.iter().map(|k| k.op.name()).collect();
@@ -276,12 +280,7 @@ fn check_bottleneck(xs: &[usize], m: usize) {
     ];
     let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
     support::check(&h, &params, &runs, &[false]);
-    let mut pipe = support::pipeline(&h, true, &params).unwrap();
-    let lir = pipe
-        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
-        .unwrap()
-        .lir()
-        .clone();
+    let lir = optimized_lir(&h, &params);
     let plan = lir.arena.as_ref().unwrap();
     let onto: Vec<&str> = plan
         .in_place
@@ -594,12 +593,7 @@ fn check_pool_after_conv(kind: PoolKind, xs: &[usize], m: usize, pool: PoolCase)
     let params: Vec<Named> = vec![("w".into(), data(m * xs[1], 7))];
     let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
     support::check(&h, &params, &runs, &[false]);
-    let mut pipe = support::pipeline(&h, true, &params).unwrap();
-    let lir = pipe
-        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
-        .unwrap()
-        .lir()
-        .clone();
+    let lir = optimized_lir(&h, &params);
     let text = lir.to_string();
     assert_eq!(text.matches("channels_last").count(), 2, "{lir}");
 }
@@ -998,12 +992,7 @@ fn check_shuffle_unit(xs: &[usize], groups: usize) {
     ];
     let runs = vec![(DimBinding::new(), vec![("x".into(), data(numel(xs), 5))])];
     support::check(&h, &params, &runs, &[false]);
-    let mut pipe = support::pipeline(&h, true, &params).unwrap();
-    let lir = pipe
-        .get_or_compile(&DimBinding::new(), || h.clone(), &support::options(true))
-        .unwrap()
-        .lir()
-        .clone();
+    let lir = optimized_lir(&h, &params);
     let ops: Vec<&str> = lir.kernels.iter().map(|k| k.op.name()).collect();
     // Into channels-last, the shuffle, back: three transposes; four convolutions, all
     // channels-last.

@@ -248,28 +248,24 @@ fn fold_block<T: Num>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: Num>(
-            init: T,
-            f: &impl Fn(T, T) -> T,
-            rows: &[T],
-            at: (usize, std::ops::Range<usize>),
-            o: &mut [T],
-            sums: &mut Vec<T>,
-        ) {
-            fold_columns(init, f, rows, at, o, sums)
+        /// `fold_columns` with `$feature`'s registers.
+        macro_rules! compiled_for {
+            ($name:ident, $feature:literal) => {
+                #[target_feature(enable = $feature)]
+                fn $name<T: Num>(
+                    init: T,
+                    f: &impl Fn(T, T) -> T,
+                    rows: &[T],
+                    at: (usize, std::ops::Range<usize>),
+                    o: &mut [T],
+                    sums: &mut Vec<T>,
+                ) {
+                    fold_columns(init, f, rows, at, o, sums)
+                }
+            };
         }
-        #[target_feature(enable = "avx2")]
-        fn avx2<T: Num>(
-            init: T,
-            f: &impl Fn(T, T) -> T,
-            rows: &[T],
-            at: (usize, std::ops::Range<usize>),
-            o: &mut [T],
-            sums: &mut Vec<T>,
-        ) {
-            fold_columns(init, f, rows, at, o, sums)
-        }
+        compiled_for!(avx512, "avx512f");
+        compiled_for!(avx2, "avx2");
         // SAFETY: an ISA is only chosen on a CPU that has it (`Isa::resolve`).
         match isa {
             Isa::Avx512 => return unsafe { avx512(init, f, rows, at, o, sums) },
