@@ -406,6 +406,19 @@ impl ConvAttrs {
             && self.window.pads.iter().all(|p| *p == 0)
     }
 
+    /// Whether this convolution, with weight shape `ws`, is a grouped 1x1 kernel of stride 1
+    /// without pads and not depthwise: one product per group over the positions (ShuffleNet's),
+    /// which the `channels_last` pass takes and the CPU runs as such.
+    pub fn grouped_pointwise(&self, ws: &[usize]) -> bool {
+        let w = &self.window;
+        self.groups > 1
+            && ws.len() == 4
+            && !(ws[1] == 1 && self.groups == ws[0])
+            && ws[2..] == [1, 1]
+            && w.pads.iter().all(|p| *p == 0)
+            && w.strides.iter().all(|s| *s == 1)
+    }
+
     /// Whether `inputs` (the op's input count) include a bias: `[x, w, bias?, residual?]`.
     pub fn has_bias(&self, inputs: usize) -> bool {
         inputs == 3 + usize::from(self.residual)

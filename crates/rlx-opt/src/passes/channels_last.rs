@@ -200,16 +200,10 @@ fn eligible(m: &HirModule, n: &Node) -> bool {
     };
     let one_group = c.groups == 1 && ws[1] >= MIN_CHANNELS;
     let depthwise = ws[1] == 1 && c.groups == ws[0];
-    let w = &c.window;
-    let grouped_pointwise = c.groups > 1
-        && ws.len() == 4
-        && ws[2..] == [1, 1]
-        && w.pads.iter().all(|p| *p == 0)
-        && w.strides.iter().all(|s| *s == 1);
     !c.channels_last
         && x.rank() == 4
         && ws.len() == 4
-        && (one_group || depthwise || grouped_pointwise)
+        && (one_group || depthwise || c.grouped_pointwise(&ws))
 }
 
 /// An elementwise program's operands for its channels-last form, or None: each input is a

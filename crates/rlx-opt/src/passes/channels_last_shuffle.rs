@@ -38,14 +38,13 @@ impl Shuffles {
             node.ty.shape.dims(),
             nodes[x.index()].ty.shape.dims().to_vec(),
         );
-        let same = |a: &[rlx_ir::Dim], b: &[rlx_ir::Dim]| a == b;
         match &node.op {
             // [n, c, h, w] -> [n, g, c / g, h, w] of a channels-last value.
             Op::Reshape { .. }
                 if to.len() == 5
                     && from.len() == 4
-                    && same(&to[..1], &from[..1])
-                    && same(&to[3..], &from[2..])
+                    && to[..1] == from[..1]
+                    && to[3..] == from[2..]
                     && last.contains_key(&x) =>
             {
                 let shape = Shape::from_dims(vec![
@@ -75,8 +74,8 @@ impl Shuffles {
             Op::Reshape { .. }
                 if to.len() == 4
                     && from.len() == 5
-                    && same(&to[..1], &from[..1])
-                    && same(&to[2..], &from[3..])
+                    && to[..1] == from[..1]
+                    && to[2..] == from[3..]
                     && self.swapped.contains_key(&x) =>
             {
                 let shape = node.ty.shape.permuted(&[0, 2, 3, 1]);

@@ -122,7 +122,7 @@ pub fn conv(
         _ if ws[1] == 1 && c.groups == ws[0] && c.groups == xs[3] => {
             depthwise(isa, x, xs, w, ws, epi, c, out, os)
         }
-        _ if grouped_pointwise(c, ws) => {
+        _ if c.grouped_pointwise(ws) => {
             grouped_linear(isa, x, xs, packed, w, epi, c, out, os, false);
             Ok(())
         }
@@ -150,7 +150,7 @@ pub fn conv_onto_residual(
         Some(p) if c.sums_onto_residual() && c.groups == 1 => {
             linear(isa, x, xs, p, epi, c, out, os, true)
         }
-        _ if c.sums_onto_residual() && grouped_pointwise(c, ws) => {
+        _ if c.sums_onto_residual() && c.grouped_pointwise(ws) => {
             grouped_linear(isa, x, xs, packed, w, epi, c, out, os, true);
             Ok(())
         }
@@ -232,18 +232,6 @@ fn linear(
         run(sub, out);
         Ok(())
     })
-}
-
-/// Whether a convolution with weight shape `ws` is a grouped 1x1 kernel of stride 1 without
-/// pads, not depthwise (`grouped_linear`).
-pub fn grouped_pointwise(c: &ConvAttrs, ws: &[usize]) -> bool {
-    let w = &c.window;
-    c.groups > 1
-        && ws.len() == 4
-        && !(ws[1] == 1 && c.groups == ws[0])
-        && ws[2..] == [1, 1]
-        && w.pads.iter().all(|p| *p == 0)
-        && w.strides.iter().all(|s| *s == 1)
 }
 
 /// A grouped unpadded 1x1 kernel of stride 1: per group a linear over every position of the

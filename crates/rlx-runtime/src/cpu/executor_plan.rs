@@ -401,7 +401,7 @@ pub(super) fn weights_to_pack(
                         winograd: Some(ws[0]),
                         ..PackEntry::conv(ws[1], n)
                     })
-                } else if c.channels_last && super::conv_channels_last::grouped_pointwise(c, ws) {
+                } else if c.channels_last && c.grouped_pointwise(ws) {
                     Some(PackEntry {
                         groups: c.groups,
                         ..PackEntry::conv(ws[1], ws[0])
