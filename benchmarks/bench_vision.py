@@ -1,7 +1,8 @@
 """Vision models against ONNX Runtime: ResNet-50 (the ONNX backend's light model, random weights),
 a MobileNet-like depthwise-separable net and MobileNet v2 (torchvision's layout, ReLU6 as
 PyTorch exports it: Clip(0, 6)), batch 1 and 8 at 224 x 224, 1 and 2 threads. EfficientNet-B0's
-layout runs when named (--models efficientnet-b0); with --light, the other light models too
+layout and MobileNet v3 large (HardSwish, HardSigmoid gates) run when named (--models
+efficientnet-b0,mobilenet-v3); with --light, the other light models too
 (AlexNet, DenseNet-121, Inception v1 / v2, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512: random
 weights, batch 1, the batch they were exported with).
 
@@ -121,66 +122,101 @@ def mobilenet(path: str, width: int = 32, blocks: int = 6) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def _inverted_residual_net(path: str, name: str, seed: int, act: str, blocks: List[tuple], se: bool) -> None:
-    """A MobileNet v2 / EfficientNet-style net, random weights, symbolic batch: a 3x3 / 2 stem,
-    inverted residual blocks `(expansion, kernel, stride, channels, repeats)` (1x1 expansion,
-    depthwise, a squeeze-excitation with `se`, 1x1 projection, a shortcut where the shape
-    allows), a 1280-channel head, global average pooling and a classifier. `act` as PyTorch
-    exports it: "relu6" a Clip(0, 6), "silu" a Sigmoid then Mul. BatchNorm folded."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class _Net:
+    """An ONNX graph under construction for the inverted-residual nets: random He-scaled
+    convolution weights and biases (BatchNorm folded), activations as PyTorch exports them,
+    squeeze-excitations. The input is `input`, [batch, 3, 224, 224]."""
 
-    rng = np.random.default_rng(seed)
-    inits, nodes = [], []
-    if act == "relu6":
-        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("six", 6.0))]
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.inits: List[Any] = []
+        self.nodes: List[Any] = []
 
-    def activation(x: str) -> str:
+    def node(self, op: str, inputs: List[str], out: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def const(self, name: str, value: Any) -> str:
+        from onnx import numpy_helper
+
+        if name not in {t.name for t in self.inits}:
+            self.inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def act(self, x: str, act: str) -> str:
+        """`relu`, `relu6` (a Clip(0, 6)), `silu` (a Sigmoid then Mul), `hswish` (HardSwish),
+        or "" for none."""
+        if act == "relu":
+            return self.node("Relu", [x], x + ".r")
         if act == "relu6":
-            nodes.append(helper.make_node("Clip", [x, "zero", "six"], [x + ".r6"]))
-            return x + ".r6"
-        nodes.append(helper.make_node("Sigmoid", [x], [x + ".sg"]))
-        nodes.append(helper.make_node("Mul", [x, x + ".sg"], [x + ".silu"]))
-        return x + ".silu"
+            return self.node("Clip", [x, self.const("zero", 0.0), self.const("six", 6.0)], x + ".r6")
+        if act == "silu":
+            return self.node("Mul", [x, self.node("Sigmoid", [x], x + ".sg")], x + ".silu")
+        if act == "hswish":
+            return self.node("HardSwish", [x], x + ".hs")
+        return x
 
-    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, activated: bool = True) -> str:
+    def conv(self, x: str, name: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: str = "") -> str:
         fan_in = cin // groups * k * k
-        w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, name + ".w"))
-        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + ".b"))
-        nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name], kernel_shape=[k, k],
-                                      strides=[stride, stride], pads=[k // 2] * 4, group=groups))
-        return activation(name) if activated else name
+        w = self.rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)
+        self.const(name + ".w", w)
+        self.const(name + ".b", self.rng.standard_normal(cout) * 0.1)
+        self.node("Conv", [x, name + ".w", name + ".b"], name, kernel_shape=[k, k], strides=[stride, stride],
+                  pads=[k // 2] * 4, group=groups)
+        return self.act(name, act)
 
-    def squeeze_excite(x: str, name: str, c: int, squeezed: int) -> str:
-        nodes.append(helper.make_node("GlobalAveragePool", [x], [name + ".gap"]))
-        s = conv(conv(name + ".gap", name + ".r", c, squeezed, 1, 1), name + ".e", squeezed, c, 1, 1, activated=False)
-        nodes.append(helper.make_node("Sigmoid", [s], [name + ".s"]))
-        nodes.append(helper.make_node("Mul", [x, name + ".s"], [name + ".out"]))
-        return name + ".out"
+    def squeeze_excite(self, x: str, name: str, c: int, squeezed: int, inner: str, gate: str) -> str:
+        """x * gate(expand(inner(reduce(mean(x))))): `gate` "sigmoid" or "hsigmoid" (HardSigmoid
+        with PyTorch's 1/6, 1/2)."""
+        s = self.node("GlobalAveragePool", [x], name + ".gap")
+        s = self.conv(self.conv(s, name + ".r", c, squeezed, 1, 1, act=inner), name + ".e", squeezed, c, 1, 1)
+        if gate == "sigmoid":
+            s = self.node("Sigmoid", [s], name + ".s")
+        else:
+            s = self.node("HardSigmoid", [s], name + ".s", alpha=1.0 / 6, beta=0.5)
+        return self.node("Mul", [x, s], name + ".out")
 
-    x, c, i = conv("input", "stem", 3, 32, 3, 2), 32, 0
+    def classifier(self, x: str, c: int, hidden: int = 0, act: str = "") -> str:
+        """Global average pooling, an optional hidden linear layer with `act`, and 1000 logits."""
+        x = self.node("Flatten", [self.node("GlobalAveragePool", [x], "gap")], "flat")
+        for name, (cin, cout) in ((("fc1", (c, hidden)),) if hidden else ()) + (("fc", (hidden or c, 1000)),):
+            self.const(name + ".w", self.rng.standard_normal((cout, cin)) * np.sqrt(1.0 / cin))
+            self.const(name + ".b", np.zeros(cout))
+            x = self.node("Gemm", [x, name + ".w", name + ".b"], name if name == "fc1" else "logits", transB=1)
+            x = self.act(x, act) if name == "fc1" else x
+        return x
+
+    def save(self, path: str, name: str) -> None:
+        import onnx
+        from onnx import TensorProto, helper
+
+        g = helper.make_graph(self.nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], self.inits)
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _inverted_residual_net(path: str, name: str, seed: int, act: str, blocks: List[tuple], se: bool) -> None:
+    """A MobileNet v2 / EfficientNet-style net: a 3x3 / 2 stem, inverted residual blocks
+    `(expansion, kernel, stride, channels, repeats)` (1x1 expansion, depthwise, a
+    squeeze-excitation with `se`, 1x1 projection, a shortcut where the shape allows), a
+    1280-channel head, global average pooling and a classifier."""
+    net = _Net(seed)
+    x, c, i = net.conv("input", "stem", 3, 32, 3, 2, act=act), 32, 0
     for t, k, s, cout, n in blocks:
         for j in range(n):
             stride = s if j == 0 else 1
-            h = x if t == 1 else conv(x, f"b{i}.expand", c, c * t, 1, 1)
-            h = conv(h, f"b{i}.dw", c * t, c * t, k, stride, groups=c * t)
+            h = x if t == 1 else net.conv(x, f"b{i}.expand", c, c * t, 1, 1, act=act)
+            h = net.conv(h, f"b{i}.dw", c * t, c * t, k, stride, groups=c * t, act=act)
             if se:
-                h = squeeze_excite(h, f"b{i}.se", c * t, max(1, c // 4))
-            h = conv(h, f"b{i}.project", c * t, cout, 1, 1, activated=False)
+                h = net.squeeze_excite(h, f"b{i}.se", c * t, max(1, c // 4), act, "sigmoid")
+            h = net.conv(h, f"b{i}.project", c * t, cout, 1, 1)
             if stride == 1 and c == cout:
-                nodes.append(helper.make_node("Add", [x, h], [f"b{i}.add"]))
-                h = f"b{i}.add"
+                h = net.node("Add", [x, h], f"b{i}.add")
             x, c, i = h, cout, i + 1
-    x = conv(x, "head", c, 1280, 1, 1)
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    fc = (rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
-    inits += [numpy_helper.from_array(fc, "fc.w"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b")]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    net.classifier(net.conv(x, "head", c, 1280, 1, 1, act=act), 1280)
+    net.save(path, name)
 
 
 def mobilenet_v2(path: str) -> None:
@@ -198,8 +234,36 @@ def efficientnet_b0(path: str) -> None:
     _inverted_residual_net(path, "efficientnet_b0", 4, "silu", blocks, se=True)
 
 
+def mobilenet_v3(path: str) -> None:
+    """MobileNet v3 large as torchvision lays it out: blocks `(kernel, expanded, channels,
+    squeeze-excitation, activation, stride)`, HardSwish and HardSigmoid as PyTorch exports
+    them (opset 17), a 1280-wide hidden classifier layer. Run only when named."""
+    blocks = [(3, 16, 16, 0, "relu", 1), (3, 64, 24, 0, "relu", 2), (3, 72, 24, 0, "relu", 1),
+              (5, 72, 40, 1, "relu", 2), (5, 120, 40, 1, "relu", 1), (5, 120, 40, 1, "relu", 1),
+              (3, 240, 80, 0, "hswish", 2), (3, 200, 80, 0, "hswish", 1), (3, 184, 80, 0, "hswish", 1),
+              (3, 184, 80, 0, "hswish", 1), (3, 480, 112, 1, "hswish", 1), (3, 672, 112, 1, "hswish", 1),
+              (5, 672, 160, 1, "hswish", 2), (5, 960, 160, 1, "hswish", 1), (5, 960, 160, 1, "hswish", 1)]
+    net = _Net(5)
+    x, c = net.conv("input", "stem", 3, 16, 3, 2, act="hswish"), 16
+    for i, (k, e, cout, se, act, stride) in enumerate(blocks):
+        h = x if e == c else net.conv(x, f"b{i}.expand", c, e, 1, 1, act=act)
+        h = net.conv(h, f"b{i}.dw", e, e, k, stride, groups=e, act=act)
+        if se:
+            # torchvision's squeezed width: a quarter, rounded to a multiple of 8.
+            h = net.squeeze_excite(h, f"b{i}.se", e, max(8, (e // 4 + 4) // 8 * 8), "relu", "hsigmoid")
+        h = net.conv(h, f"b{i}.project", e, cout, 1, 1)
+        if stride == 1 and c == cout:
+            h = net.node("Add", [x, h], f"b{i}.add")
+        x, c = h, cout
+    net.classifier(net.conv(x, "last", c, 960, 1, 1, act="hswish"), 960, hidden=1280, act="hswish")
+    net.save(path, "mobilenet_v3_large")
+
+
 #: Models built and run only when named with --models.
-ON_REQUEST = {"efficientnet-b0": ("efficientnet_b0_random.onnx", efficientnet_b0)}
+ON_REQUEST = {
+    "efficientnet-b0": ("efficientnet_b0_random.onnx", efficientnet_b0),
+    "mobilenet-v3": ("mobilenet_v3_large_random.onnx", mobilenet_v3),
+}
 
 
 def _batch_symbolic(m: Any) -> None:

@@ -175,6 +175,38 @@ fn elementwise_chain_becomes_one_program() {
     );
 }
 
+#[test]
+fn a_gate_broadcast_over_many_pixels_is_computed_at_its_own_shape() {
+    // hard_sigmoid(s) of a [b, 8, 1, 1] gate scaling [b, 8, 32, 32]: inlined, its 4 steps
+    // would run per pixel (8 x 1023 extra elements); it stays a program of its own and the
+    // product a plain mul. A [b, 4, 1] operand of [b, 4, 2] is worth inlining (tanh then mul).
+    check(
+        "fuse_elementwise",
+        "broadcast_gate",
+        &["fuse_elementwise", "dce"],
+        |g| {
+            let b = g.dim("b", 1, 16).unwrap();
+            let c = |n: i64| Dim::constant(n);
+            let x = f32_input(g, "x", vec![b.clone(), c(8), c(32), c(32)]);
+            let s = f32_input(g, "s", vec![b.clone(), c(8), c(1), c(1)]);
+            let sixth = g.scalar(1.0 / 6.0).unwrap();
+            let half = g.scalar(0.5).unwrap();
+            let (zero, one) = (g.scalar(0.0).unwrap(), g.scalar(1.0).unwrap());
+            let h = g.mul(s, sixth).unwrap();
+            let h = g.add(h, half).unwrap();
+            let h = g.binary(BinaryOp::Min, h, one).unwrap();
+            let h = g.binary(BinaryOp::Max, h, zero).unwrap();
+            let y = g.mul(x, h).unwrap();
+            g.output("y", y).unwrap();
+            let xs = f32_input(g, "xs", vec![b.clone(), c(4), c(2)]);
+            let ss = f32_input(g, "ss", vec![b, c(4), c(1)]);
+            let t = g.unary(UnaryOp::Tanh, ss).unwrap();
+            let z = g.mul(xs, t).unwrap();
+            g.output("z", z).unwrap();
+        },
+    );
+}
+
 /// A 2-head attention block with a q/k/v projection, in the exporters' unfused form.
 fn attention_block(g: &mut HirMut) {
     let (b, s) = dims(g);

@@ -6,13 +6,18 @@
 use std::sync::Arc;
 
 use rlx_ir::hir::{Op, ValueId};
-use rlx_ir::{ComputeOp, DType, EwProgram, EwStep, HirModule, Result};
+use rlx_ir::{ComputeOp, DType, Dim, EwProgram, EwStep, HirModule, Result, Shape};
 
 use super::PassLog;
 use super::util::{const_scalar, use_counts};
 
 /// Longest program a kernel interprets; longer chains are split.
 const MAX_STEPS: usize = 32;
+
+/// Steps an inlined producer would repeat over the elements its consumer broadcasts it to,
+/// above which it runs as a kernel of its own at its own shape (about what one kernel's
+/// dispatch costs).
+const BROADCAST_WORK: usize = 8192;
 
 /// A program under construction and the values its `Load`s read.
 #[derive(Clone, Default)]
@@ -66,6 +71,37 @@ fn return_load(p: &mut Partial, m: &HirModule, v: ValueId, rank: usize) -> EwSte
     EwStep::Load(n)
 }
 
+/// Whether program `q` (value `v`'s) inlined into an op of shape `to` would be repeated over
+/// more than `BROADCAST_WORK` extra elements' steps: `to` broadcasts `v` along axes of known
+/// length (a squeeze-excitation's gate `hard_sigmoid(s)`, `[n, c, 1, 1]`, scaling `[n, c, h,
+/// w]`: computed once per channel, not once per pixel). Symbolic axes count as one.
+fn repeated_by_broadcast(m: &HirModule, v: ValueId, q: &Partial, to: &Shape) -> bool {
+    let from = m.nodes[v.index()].ty.shape.dims();
+    let known = |d: &Dim| d.as_const().and_then(|c| usize::try_from(c).ok());
+    let own: usize = from.iter().filter_map(known).product();
+    // Elements of `to` per element of `v` along the broadcast axes (right-aligned).
+    let spread: usize = (0..to.rank())
+        .rev()
+        .zip(
+            (0..from.len())
+                .rev()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        )
+        .filter(|(_, f)| f.is_none_or(|f| from[f].as_const() == Some(1)))
+        .filter_map(|(t, _)| known(&to.dims()[t]))
+        .product();
+    let steps = q
+        .steps
+        .iter()
+        .filter(|s| matches!(s, EwStep::Unary(..) | EwStep::Binary(..)));
+    let extra = steps
+        .count()
+        .saturating_mul(own)
+        .saturating_mul(spread.saturating_sub(1));
+    extra > BROADCAST_WORK
+}
+
 fn fusable(m: &HirModule, i: usize) -> bool {
     let n = &m.nodes[i];
     n.ty.dtype == DType::F32
@@ -99,6 +135,7 @@ pub fn run(mut m: HirModule, log: &mut PassLog) -> Result<HirModule> {
                 uses[v.index()] == 1
                     && p.steps.len() + q.steps.len() < MAX_STEPS
                     && !m.outputs.iter().any(|o| o.value == *v)
+                    && !repeated_by_broadcast(&m, *v, q, &node.ty.shape)
             });
             if src.is_some() {
                 absorbed[v.index()] = true;
