@@ -257,6 +257,10 @@ fn grouped_linear(
     let (cin, m, groups) = (xs[3], os[3], c.groups);
     let (cg, mg) = (cin / groups, m / groups);
     let positions = os[0] * os[1] * os[2];
+    if positions == 0 || mg == 0 {
+        // An empty batch (x empty: no group's slice to point into) or no outputs.
+        return;
+    }
     let dst = out.as_mut_ptr();
     let jobs: Vec<GemmJob> = (0..groups)
         .map(|g| GemmJob {
