@@ -180,6 +180,10 @@ fn fused_conv_epilogues_match_the_reference() {
     // Rows of 4,608 floats, tasks of 10 rows: the per-position epilogue with a residual.
     let wide = (&[1usize, 1][..], &[1usize, 1, 1, 1][..], 64);
     check_fused_conv(&[1, 64, 40, 72], &[64, 1, 3, 3], wide, HardSwish, true);
+    // A 16-channel stem (MobileNet v3's): one panel of half the kernel's width, one vector
+    // per row on AVX-512, the HardSwish after the tiles.
+    let stem = (&[2usize, 2][..], &[1usize, 1, 1, 1][..], 1);
+    check_fused_conv(&[1, 3, 17, 16], &[16, 3, 3, 3], stem, HardSwish, false);
     // Position-major (fewer positions than channels), depthwise, a strided 1x1 of rank 3.
     check_fused_conv(&[2, 16, 5, 5], &[40, 16, 3, 3], same, Relu, true);
     check_fused_conv(

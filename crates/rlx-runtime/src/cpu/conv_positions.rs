@@ -205,6 +205,12 @@ pub(super) fn product(
             // Columns of this panel in the product: fewer than nr in an edge panel of a
             // product as wide as its channels, whose tiles store only those.
             let width = nr.min(ldc - j * nr);
+            // An edge panel of half the width or less: one vector per row (a 16-channel
+            // stem computed 32 columns, half of them thrown away).
+            let segs = match kern.half_segs {
+                Some(half) if 2 * width <= nr => half,
+                _ => kern.segs,
+            };
             // The next panel streams in a piece per output row while this one is computed (a
             // deep layer's weights come from memory; the GEMM driver does the same).
             let next = (j + 1 < panels).then(|| packed.panel(j + 1));
@@ -286,7 +292,7 @@ pub(super) fn product(
                     // the product tile (img, oy, ox.., the panel's `width` columns) belongs
                     // to this task.
                     unsafe {
-                        (kern.segs)(
+                        segs(
                             h,
                             &pieces,
                             len,
@@ -393,9 +399,10 @@ mod tests {
 
     #[test]
     fn blocks_of_images_match_the_channel_major_conv() {
-        // 3 images of 8 positions, 16 input channels, 20 output channels (an edge panel), a
-        // stride and asymmetric pads: several blocks (BLOCK_ELEMS in tests).
-        let (xs, ws, os) = ([3usize, 16, 5, 4], [20usize, 16, 3, 3], [3usize, 20, 4, 2]);
+        // 3 images of 8 positions, 16 input channels, a stride and asymmetric pads: several
+        // blocks (BLOCK_ELEMS in tests). Output channels: 20 (an edge panel of 20 on AVX-512,
+        // 4 on AVX2), 16 and 40 (edge panels of half a panel or less: one vector per row).
+        let xs = [3usize, 16, 5, 4];
         let window = Window {
             kernel: vec![3, 3],
             strides: vec![1, 2],
@@ -403,32 +410,35 @@ mod tests {
             pads: vec![1, 1, 0, 1],
         };
         let c = ConvAttrs::new(window, 1);
-        assert!(super::chosen(&xs, &ws, &os, 1));
-        assert!(super::block(&xs, &ws, &os, &c, 32).0 < 3);
         let x: Vec<f32> = (0..3 * 16 * 20)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
             .collect();
-        let w: Vec<f32> = (0..20 * 16 * 9)
-            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
-            .collect();
-        let bias: Vec<f32> = (0..20).map(|i| i as f32 / 4.0).collect();
-        for isa in Isa::available() {
-            let nr = super::gemm::kernel(isa).nr;
-            let reordered = super::super::executor_plan::taps_major(&w, 20, 16, 9).unwrap();
-            let packed = PackedB::new(&reordered, 144, 20, true, nr).unwrap();
-            let mut got = vec![0.0; 3 * 20 * 8];
-            let epi = super::Epilogue {
-                bias: Some(&bias),
-                ..Default::default()
-            };
-            super::conv(isa, &x, &xs, &packed, &ws, &epi, &c, &mut got, &os).unwrap();
-            let mut want = vec![0.0; 3 * 20 * 8];
-            super::super::conv::conv(isa, &x, &xs, &w, &ws, &epi, &c, &mut want, &os).unwrap();
-            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                    "{isa} [{i}]: {g} vs {e}"
-                );
+        for m in [20usize, 16, 40] {
+            let (ws, os) = ([m, 16, 3, 3], [3usize, m, 4, 2]);
+            assert!(super::chosen(&xs, &ws, &os, 1));
+            assert!(super::block(&xs, &ws, &os, &c, 32).0 < 3);
+            let w: Vec<f32> = (0..m * 16 * 9)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 / 4.0).collect();
+            for isa in Isa::available() {
+                let nr = super::gemm::kernel(isa).nr;
+                let reordered = super::super::executor_plan::taps_major(&w, m, 16, 9).unwrap();
+                let packed = PackedB::new(&reordered, 144, m, true, nr).unwrap();
+                let mut got = vec![0.0; 3 * m * 8];
+                let epi = super::Epilogue {
+                    bias: Some(&bias),
+                    ..Default::default()
+                };
+                super::conv(isa, &x, &xs, &packed, &ws, &epi, &c, &mut got, &os).unwrap();
+                let mut want = vec![0.0; 3 * m * 8];
+                super::super::conv::conv(isa, &x, &xs, &w, &ws, &epi, &c, &mut want, &os).unwrap();
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{isa} m={m} [{i}]: {g} vs {e}"
+                    );
+                }
             }
         }
     }

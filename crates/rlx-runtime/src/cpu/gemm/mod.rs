@@ -170,6 +170,9 @@ pub struct MicroKernel {
     /// columns of c, bias and residual): an edge panel of exactly that width (16 of a 48- or
     /// 16-channel layer) computed in place, not as a whole panel into a buffer.
     pub half: Option<TileFn>,
+    /// `segs` of the first `nr / 2` columns of a panel (`half`'s contract): an implicit
+    /// convolution's edge panel of at most that width (a 16-channel stem's only panel).
+    pub half_segs: Option<SegTileFn>,
 }
 
 /// The tile shape of the bf16 and int8 kernels (8 x 32, their own tile functions), with the
@@ -183,6 +186,7 @@ const fn wide(isa: Isa) -> MicroKernel {
         segs: portable::KERNEL.segs,
         run: None,
         half: None,
+        half_segs: None,
     }
 }
 static WIDE: [MicroKernel; 3] = [wide(Isa::Scalar), wide(Isa::Avx2), wide(Isa::Avx512)];

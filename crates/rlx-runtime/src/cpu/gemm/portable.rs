@@ -13,6 +13,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     segs,
     run: None,
     half: None,
+    half_segs: None,
 };
 
 /// # Safety

@@ -26,6 +26,7 @@ macro_rules! simd_micro_kernel {
             segs,
             run: $run,
             half: Some(half),
+            half_segs: Some(half_segs),
         };
 
         /// # Safety
@@ -233,10 +234,23 @@ macro_rules! simd_micro_kernel {
             rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize,
             c: *mut f32, ldc: usize, accumulate: bool, epi: &super::TileEpilogue,
         ) {
+            // SAFETY: forwarded contract.
+            unsafe { half_segs(rows, &[0], k, a, lda, b, ldb, c, ldc, accumulate, epi) }
+        }
+
+        /// # Safety
+        /// The CPU has the ISA; see [`super::SegTileFn`], with `nr / 2` columns of c, the
+        /// bias and the residual (B's rows are still `ldb` apart).
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn half_segs(
+            rows: usize, offsets: &[usize], len: usize, a: *const f32, lda: usize,
+            b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool,
+            epi: &super::TileEpilogue,
+        ) {
             // SAFETY: forwarded contract; `rows` is clamped to the kernel's maximum.
             unsafe {
                 match rows.min($mr) {
-                    $($r => pick::<$r, 1>(&[0], k, a, lda, b, ldb, c, ldc, accumulate, epi),)+
+                    $($r => pick::<$r, 1>(offsets, len, a, lda, b, ldb, c, ldc, accumulate, epi),)+
                     _ => {}
                 }
             }
