@@ -400,8 +400,9 @@ mod tests {
     #[test]
     fn blocks_of_images_match_the_channel_major_conv() {
         // 3 images of 8 positions, 16 input channels, a stride and asymmetric pads: several
-        // blocks (BLOCK_ELEMS in tests). Output channels: 20 (an edge panel of 20 on AVX-512,
-        // 4 on AVX2), 16 and 40 (edge panels of half a panel or less: one vector per row).
+        // blocks (BLOCK_ELEMS in tests). Output channels 20, 16 and 40: edge panels of every
+        // width class, here computed whole into the product (the channels-last path stores
+        // only their channels: tests/vision.rs).
         let xs = [3usize, 16, 5, 4];
         let window = Window {
             kernel: vec![3, 3],
