@@ -26,6 +26,11 @@ const MC_SERIAL: usize = 256;
 /// Rows from which a product's tiles of one K block go as one run of the micro-kernel
 /// (`MicroKernel::run`).
 const RUN_ROWS: usize = 32;
+/// Floats of B's next panel up to which the run fetches it whole before its tiles (128 lines:
+/// K = 64 on AVX-512). A bigger burst stalls the core while it comes from memory: MobileNet v3's
+/// 160 -> 960 products over 7 x 7 positions, whose weights are not in cache, took 190 us as
+/// one run against 155 tile by tile, the next panel streamed from inside the tiles' steps.
+const RUN_PANEL: usize = 2048;
 /// Floats of the next panel a tile fetches at its start (32 lines).
 pub(crate) const BURST: usize = 512;
 /// Lines of the next panel a tile fetches at most every 16 steps (a one-row product's tile is
@@ -597,9 +602,15 @@ unsafe fn full_panel(
     // in one process, 1 thread: 3136 x 32 x 64 105 -> 107 GFLOP/s, 12544 x 16 x 96 with relu
     // 74-86 -> 83-90, 196 x 256 x 256 112.6 -> 114.1 (fetching the next panel into L2
     // instead: the same). Not for a few rows, whose tiles stream the next panel in pieces (a
-    // one-row 256 -> 1000 linear: 16-19 -> 21-22 us with the whole panel fetched first).
+    // one-row 256 -> 1000 linear: 16-19 -> 21-22 us with the whole panel fetched first), nor
+    // for a deep panel (`RUN_PANEL`).
     let run = kern.run.filter(|_| {
-        blocks == 1 && !onto_c && !fetch_a && job.n - c0 >= kern.nr && rows.len() >= RUN_ROWS
+        blocks == 1
+            && !onto_c
+            && !fetch_a
+            && job.n - c0 >= kern.nr
+            && rows.len() >= RUN_ROWS
+            && job.k * kern.nr <= RUN_PANEL
     });
     if let Some(run) = run {
         if let Some(n) = next {
