@@ -240,14 +240,21 @@ unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
     shift: RowShift,
     out: &mut [f32],
 ) {
-    let body = c - c % V::N;
+    // Channel vectors, the last one ending at channel c (overlapping the one before where c
+    // is not a multiple of the lanes: its channels are computed and stored again, the same
+    // values). Fewer channels than lanes go one at a time. (MobileNet v3's 5x5 layers over
+    // 72 and 120 channels did their last 8 channels one at a time: 72 took 1.2 ms at batch 8
+    // on one thread, ORT 0.75.)
+    let vectors = match c >= V::N {
+        true => c.div_ceil(V::N),
+        false => 0,
+    };
     let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
     let bias = shift.bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
     // SAFETY: the caller's contract bounds every offset formed here.
     unsafe {
         let zero = V::splat(0.0);
-        let mut ch = 0;
-        while ch < body {
+        for ch in (0..vectors).map(|v| (v * V::N).min(c - V::N)) {
             let init = if bias.is_null() {
                 zero
             } else {
@@ -276,9 +283,9 @@ unsafe fn positions<V: F32s, const Q: usize, const K: usize>(
                 let a = acc[1..].iter().fold(*first, |s, more| s.add(more[q]));
                 shift.act.on(a).store(op.add(q * c + ch));
             }
-            ch += V::N;
         }
-        for ch in body..c {
+        let scalar = if vectors == 0 { 0 } else { c };
+        for ch in scalar..c {
             for q in 0..Q {
                 let mut s = if bias.is_null() { 0.0 } else { *bias.add(ch) };
                 for &(xo, wo) in taps {

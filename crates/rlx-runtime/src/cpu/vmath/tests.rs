@@ -431,7 +431,8 @@ fn square(k: usize, c: usize, hw: usize, s: usize, pad: usize) -> DepthwiseRows 
 fn depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
     // 5x5 and 7x7 (and 3x3: row groups, single rows) at strides 1 and 2 over images smaller
     // and larger than the kernel's reach (every group edge or interior), channels with and
-    // without a lane tail, a bias and a relu or relu6 in the stores; one weight of the corner
+    // without a lane tail (the last vector overlapping the one before), fewer than a vector
+    // (6: one at a time), a bias and a relu or relu6 in the stores; one weight of the corner
     // tap infinite: it reaches only the positions where that tap is inside the image (a kernel
     // multiplying the padding by it would make NaNs).
     let cases = [
@@ -444,6 +445,8 @@ fn depthwise_kernels_match_an_f64_reference_and_skip_taps_outside() {
         (7, 24, 11, 2, 3),
         (5, 16, 3, 1, 2),
         (5, 16, 5, 2, 1),
+        (5, 6, 7, 2, 2),
+        (5, 72, 9, 2, 2),
     ];
     for (k, c, hw, s, pad) in cases {
         let g = square(k, c, hw, s, pad);
