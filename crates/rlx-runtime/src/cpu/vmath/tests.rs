@@ -124,6 +124,7 @@ fn vectors_match_the_scalar_functions_on_every_isa() {
     ]);
     for isa in Isa::available() {
         for op in [
+            UnaryOp::Relu,
             UnaryOp::Exp,
             UnaryOp::Gelu,
             UnaryOp::Sigmoid,
@@ -141,6 +142,13 @@ fn vectors_match_the_scalar_functions_on_every_isa() {
                     || (want - g).abs() <= 2e-5 * want.abs() + 1e-30;
                 assert!(ok, "{isa} {op}({x}) = {g}, scalar {want}");
             }
+        }
+        // Relu in place, bit for bit (-0.0 and NaN kept, as the scalar form keeps them).
+        let mut got = xs.clone();
+        unary_in_place(isa, UnaryOp::Relu, &mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = math::unary(UnaryOp::Relu, *x);
+            assert_eq!(g.to_bits(), want.to_bits(), "{isa} relu({x}) = {g}");
         }
     }
 }
