@@ -7,7 +7,7 @@ use rayon::ThreadPool;
 use rlx_ir::LirModule;
 use rlx_ir::lir::{BufferId, BufferKind, Kernel, KernelOp};
 
-use rlx_ir::{ComputeOp, DType, ReduceOp};
+use rlx_ir::{ComputeOp, DType, EwProgram, EwStep, ReduceOp};
 
 use super::arena::ArenaPool;
 use super::attention::{AttnSpec, HeadLayout};
@@ -196,6 +196,12 @@ impl CpuExecutable {
         unsafe { std::slice::from_raw_parts_mut(addrs.0[b.index()], n) }
     }
 
+    /// Whether an operand of `k` has fewer elements than its output (broadcast).
+    fn broadcasts(&self, k: &Kernel, ins: &[(BufferId, &[usize], DType)]) -> bool {
+        let out = self.numel[k.output.index()];
+        ins.iter().any(|(b, _, _)| self.numel[b.index()] < out)
+    }
+
     fn run_kernel(&self, k: &Kernel, addrs: &Addrs) -> Result<()> {
         let op = match &k.op {
             KernelOp::Copy => {
@@ -258,6 +264,16 @@ impl CpuExecutable {
                     };
                     let w = self.weight(addrs, ins[1].0, *transpose_w);
                     gemm::linear(self.isa, f32_in(0), w, bias, &spec, f32_out())?
+                }
+                // An f32 operand broadcast to the output (a squeeze-excitation's gate over a
+                // channels-last image) runs as a one-step elementwise program: blocks of whole
+                // rows, the gate one vector operand, compiled for the ISA. (The generic loop
+                // found each row's offsets by division and ran on SSE2.)
+                ComputeOp::Binary(bop) if ins[0].2 == DType::F32 && self.broadcasts(k, &ins) => {
+                    let steps = vec![EwStep::Load(0), EwStep::Load(1), EwStep::Binary(*bop, 0, 1)];
+                    let program = Arc::new(EwProgram { steps });
+                    let op = ComputeOp::Elementwise { program };
+                    self.run_fused(&op, k, &ins, out_shape, addrs)?
                 }
                 ComputeOp::Binary(bop) => with_num!(ins[0].2, T => elementwise::binary::<T>(
                     *bop, self.get(addrs, ins[0].0), ins[0].1, self.get(addrs, ins[1].0), ins[1].1,
