@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use rlx_ir::ComputeOp;
-use rlx_ir::lir::{ArenaPlan, BufferId, BufferKind, KernelOp, LirModule, align_up};
+use rlx_ir::lir::{ArenaPlan, BufferId, BufferKind, Kernel, KernelOp, LirModule, align_up};
+use rlx_ir::{ComputeOp, DType};
 use rlx_ir::{IrError, Result};
 
 struct Temp {
@@ -115,6 +115,11 @@ fn in_place_pairs(
         let (eligible, alone): (&[usize], bool) = match &kernel.op {
             KernelOp::Compute(ComputeOp::Elementwise { .. }) => (&[0, 1, 2, 3, 4, 5, 6, 7], false),
             KernelOp::Compute(ComputeOp::AddLayerNorm { .. }) => (&[0, 1], false),
+            // An f32 binary op with a broadcast operand: the runtime runs it as an
+            // elementwise program (`executor.rs`), over the operand it reads for the last time.
+            KernelOp::Compute(ComputeOp::Binary(_)) if broadcast_f32(lir, kernel) => {
+                (&[0, 1], false)
+            }
             // The residual (last input), which no other input may share: the product reads
             // its input while it stores over the residual.
             KernelOp::Compute(ComputeOp::Conv(c)) if c.sums_onto_residual() => {
@@ -153,6 +158,15 @@ fn in_place_pairs(
         }
     }
     pairs
+}
+
+/// Whether a two-operand kernel has an f32 output and an operand of fewer bytes than it.
+fn broadcast_f32(lir: &LirModule, kernel: &Kernel) -> bool {
+    let out = lir.static_bytes(kernel.output);
+    let smaller = |b: &BufferId| matches!((lir.static_bytes(*b), out), (Some(n), Some(o)) if n < o);
+    lir.buffer(kernel.output).ty.dtype == DType::F32
+        && kernel.inputs.len() == 2
+        && kernel.inputs.iter().any(smaller)
 }
 
 /// Groups temps joined by in-place pairs into blocks with the union of their live intervals.

@@ -158,3 +158,34 @@ fn elementwise_kernels_write_in_place() {
     bad.arena.as_mut().unwrap().size = 12800;
     assert!(bad.verify().is_err());
 }
+
+#[test]
+fn a_broadcast_f32_binary_op_writes_over_its_full_size_operand() {
+    // tanh(x) * s with s [b, 1, 8] broadcast over [b, 16, 8]: the product goes over tanh's
+    // temp, which it reads for the last time. tanh(x) + x2, both full size, is not a
+    // program at run time (no fusion here) and stays out of place.
+    let mut m = HirModule::new("gate");
+    let mut g = HirMut::new(&mut m);
+    let b = g.dim("b", 1, 64).unwrap();
+    let shape = |n: i64| Shape(vec![b.clone(), Dim::constant(n), Dim::constant(8)]);
+    let x = g.input("x", DType::F32, shape(16)).unwrap();
+    let s = g.input("s", DType::F32, shape(1)).unwrap();
+    let t = g.unary(UnaryOp::Tanh, x).unwrap();
+    let y = g.mul(t, s).unwrap();
+    let u = g.unary(UnaryOp::Tanh, y).unwrap();
+    let z = g.add(u, x).unwrap();
+    g.output("z", z).unwrap();
+    let t = Pipeline::empty().compile_hir(m).unwrap();
+    let s = t
+        .specialize(&Pipeline::empty(), &DimBinding::new().with("b", 2))
+        .unwrap();
+    let plan = s.lir.arena.as_ref().unwrap();
+    let kernel_of = |out| s.lir.kernels.iter().position(|k| k.output == out).unwrap();
+    let ops: Vec<&str> = plan
+        .in_place
+        .iter()
+        .map(|(out, _)| s.lir.kernels[kernel_of(*out)].op.name())
+        .collect();
+    assert_eq!(ops, ["mul"], "{}", s.lir);
+    s.lir.verify().unwrap();
+}
