@@ -1,7 +1,9 @@
 //! Elementwise fusion: chains of f32 unary ops, f32 binary ops (with broadcasting), casts to
 //! f32 and earlier fused programs become one `elementwise` kernel whenever the producer has a
 //! single user. Programs are capped in length so long chains are cut into pieces instead of
-//! growing without bound. Ops of other dtypes and multi-user values stay as they are.
+//! growing without bound. Ops of other dtypes and multi-user values stay as they are, and so
+//! does a producer its consumer would broadcast over many elements (`repeated_by_broadcast`):
+//! computed at its own shape once, not once per element of the consumer.
 
 use std::sync::Arc;
 
