@@ -562,6 +562,30 @@ def test_relu6_hard_swish_and_silu_are_conv_epilogues(act):
     assert m5.pipeline().specialize(N=2).report_data["kernels"] > kernels
 
 
+def test_a_mobilenet_v3_block_matches_onnxruntime():
+    """MobileNet v3's block: a 1x1 expansion and a depthwise 5x5 with HardSwish, a squeeze-
+    excitation gated by HardSigmoid, a 1x1 projection onto the shortcut; symbolic batch, 1 and
+    3. The gate's HardSigmoid runs once per channel, not inside the gated product's program."""
+    rng = np.random.default_rng(41)
+    n = helper.make_node
+    inits = [("we", _rand(rng, 48, 16, 1, 1, scale=0.4)), ("be", _rand(rng, 48, scale=0.1)),
+             ("wd", _rand(rng, 48, 1, 5, 5, scale=0.3)), ("bd", _rand(rng, 48, scale=0.1)),
+             ("wr", _rand(rng, 16, 48, 1, 1, scale=0.3)), ("br", _rand(rng, 16, scale=0.1)),
+             ("wx", _rand(rng, 48, 16, 1, 1, scale=0.3)), ("bx", _rand(rng, 48, scale=0.1)),
+             ("wp", _rand(rng, 16, 48, 1, 1, scale=0.3)), ("bp", _rand(rng, 16, scale=0.1))]
+    nodes = [n("Conv", ["x", "we", "be"], ["e"]), n("HardSwish", ["e"], ["eh"]),
+             n("Conv", ["eh", "wd", "bd"], ["d"], group=48, pads=[2, 2, 2, 2]), n("HardSwish", ["d"], ["dh"]),
+             n("GlobalAveragePool", ["dh"], ["g"]), n("Conv", ["g", "wr", "br"], ["r"]), n("Relu", ["r"], ["rr"]),
+             n("Conv", ["rr", "wx", "bx"], ["s"]), n("HardSigmoid", ["s"], ["hs"], alpha=1.0 / 6, beta=0.5),
+             n("Mul", ["dh", "hs"], ["gated"]), n("Conv", ["gated", "wp", "bp"], ["p"]), n("Add", ["x", "p"], ["y"])]
+    model = _model(nodes, [_vi("x", ["N", 16, 14, 14])], [_vi("y", None)], inits)
+    for batch in (1, 3):
+        m = check(model, {"x": _rand(rng, batch, 16, 14, 14, scale=2.0)})
+    programs = [f for f in m.pipeline().report_data["fusions"] if f.startswith("elementwise:")]
+    # HardSigmoid's four steps (x / 6, + 1/2, min 1, max 0) are one program of their own.
+    assert len(programs) == 1 and programs[0].startswith("elementwise: 4 ops ->"), programs
+
+
 def test_clip_to_relu6_keeps_nan_and_signed_zero():
     x = np.array([[-1.0, 0.0, -0.0, 3.0, 6.0, 7.5, np.nan, -np.inf, np.inf]], np.float32)
     inits = [("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32))]
