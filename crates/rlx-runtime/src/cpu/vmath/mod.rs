@@ -181,10 +181,10 @@ unsafe fn block_v<V: F32s>(
 ) {
     // SAFETY: every access is inside the block the caller describes.
     unsafe {
-        // The activation in the bias pass, one load and store per vector: a relu there saved
-        // a scalar loop per row that cost as much as a small-K product (MobileNet-like b1
-        // 1.01 -> 0.85 ms); a SiLU there, a second pass over each row (EfficientNet's
-        // 112x112 16 -> 96 expansion: 778 -> 707 us).
+        // The activation in the bias pass (`with_vector_form`, relu's included), one load and
+        // store per vector: a relu there saved a scalar loop per row that cost as much as a
+        // small-K product (MobileNet-like b1 1.01 -> 0.85 ms); a SiLU there, a second pass
+        // over each row (EfficientNet's 112x112 16 -> 96 expansion: 778 -> 707 us).
         macro_rules! pass {
             ($f:expr) => {
                 block_pass::<V>(c, rows, cols, ldc, bias, res, act, $f)
@@ -198,7 +198,6 @@ unsafe fn block_v<V: F32s>(
                 }
             }
             None => pass!(|v: V| v),
-            Some(UnaryOp::Relu) => pass!(|v: V| v.at_least(V::splat(0.0))),
             Some(op) => with_vector_form!(op, pass, {
                 block_pass::<V>(c, rows, cols, ldc, bias, res, None, |v: V| v);
                 for r in 0..rows {
