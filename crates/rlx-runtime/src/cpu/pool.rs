@@ -141,7 +141,10 @@ pub fn run_on<R: Send>(
 /// worker takes 20-40 us to wake on a VM). One that starts later does not poll.
 const POLLERS_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
 /// How long a poller goes on finding nothing before it returns (a run's serial stretches
-/// between loops are 5-20 us; a longer one pays a wake-up, as without polling).
+/// between loops are 5-20 us; a longer one pays a wake-up, as without polling). A poller also
+/// outlives its run by as much: a script's next run, some microseconds of Python later, finds
+/// the workers polling instead of asleep (MobileNet-like at batch 1 on two threads waited 28-35
+/// us on average at the start of each 0.8 ms run for the other worker to wake; 3-7 us so).
 const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `f` on a worker of the current pool while the pool's other workers poll for its jobs
@@ -157,68 +160,68 @@ const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 /// (or after [`POLLERS_WAIT`]), and a poller that starts after that returns at once. Runs from
 /// two threads on one shared pool could still each take the other's poller inside their own
 /// waits and hold each other; a poller therefore also returns after [`POLL_IDLE`] without
-/// work.
+/// work. A poller that outlives its run is at the bottom of its worker's stack: the next run's
+/// poller, taken inside it, counts as joined and returns at once (the one beneath polls on).
 fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     thread_local! {
         /// Whether this thread runs a run whose workers poll (a run inside it, as a batch
         /// runs sample by sample, has them already).
         static POLLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Whether this worker polls already (a poller of an earlier run that outlives it).
+        static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     let others = rayon::current_num_threads().saturating_sub(1);
     let me = rayon::current_thread_index().filter(|_| others > 0);
     let Some(me) = me.filter(|_| !POLLED.get()) else {
         return f();
     };
-    /// Workers polling (`CLOSED` set once the run has started), and whether it is over.
-    struct Poll {
-        joined: AtomicUsize,
-        over: AtomicBool,
-    }
+    // Workers polling, `CLOSED` set once the run has started.
     const CLOSED: usize = 1 << (usize::BITS - 1);
-    let poll = Arc::new(Poll {
-        joined: AtomicUsize::new(0),
-        over: AtomicBool::new(false),
-    });
-    let shared = poll.clone();
+    let joined = Arc::new(AtomicUsize::new(0));
+    let shared = joined.clone();
     // A copy per worker; the caller's returns at once (it runs the run).
     rayon::spawn_broadcast(move |ctx| {
         let join = |j: usize| (j & CLOSED == 0).then_some(j + 1);
         if ctx.index() == me
-            || (shared.joined)
+            || shared
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, join)
                 .is_err()
         {
             return;
         }
+        // Taken inside an earlier run's poller, which goes on polling for this one.
+        if POLLING.replace(true) {
+            return;
+        }
         let mut idle_since = None;
-        while !shared.over.load(Ordering::Acquire) {
+        loop {
             if rayon::yield_now() == Some(rayon::Yield::Executed) {
                 idle_since = None;
                 continue;
             }
             let since = *idle_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > POLL_IDLE {
-                return;
+                break;
             }
             std::hint::spin_loop();
         }
+        POLLING.set(false);
     });
     let start = std::time::Instant::now();
-    while poll.joined.load(Ordering::Acquire) < others && start.elapsed() < POLLERS_WAIT {
+    while joined.load(Ordering::Acquire) < others && start.elapsed() < POLLERS_WAIT {
         std::hint::spin_loop();
     }
-    poll.joined.fetch_or(CLOSED, Ordering::AcqRel);
-    /// Ends the polling and clears `POLLED` however the run ends (a panic unwinds).
-    struct Over(Arc<Poll>);
+    joined.fetch_or(CLOSED, Ordering::AcqRel);
+    /// Clears `POLLED` however the run ends (a panic unwinds).
+    struct Over;
     impl Drop for Over {
         fn drop(&mut self) {
-            self.0.over.store(true, Ordering::Release);
             POLLED.set(false);
         }
     }
     POLLED.set(true);
-    let over = Over(poll);
+    let over = Over;
     let r = f();
     drop(over);
     r
