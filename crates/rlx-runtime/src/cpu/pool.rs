@@ -57,6 +57,12 @@ pub fn thread_pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     Ok(pool)
 }
 
+thread_local! {
+    /// Whether this thread is a worker of a pool that one thread alone runs graphs on (the
+    /// main thread's own pool, [`on_caller_pool`]): its runs come one after another.
+    static SOLE_CALLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f` in the pool whose worker 0 is the calling thread (`use_current_thread`), so a run
 /// starts at once: no hand-off to a pool thread and back (two wake-ups, ~20-40 us on a VM).
 /// A thread belongs to one pool at most, built at its first call:
@@ -102,6 +108,7 @@ pub fn on_caller_pool<R: Send, F: FnOnce() -> R + Send>(
                 .num_threads(n)
                 .use_current_thread()
                 .thread_name(|i| format!("rlx-caller-{i}"))
+                .start_handler(|_| SOLE_CALLER.set(true))
                 .build();
             *own.borrow_mut() = Some(built.ok().map(|pool| (n, pid, pool)));
         }
@@ -141,10 +148,11 @@ pub fn run_on<R: Send>(
 /// worker takes 20-40 us to wake on a VM). One that starts later does not poll.
 const POLLERS_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
 /// How long a poller goes on finding nothing before it returns (a run's serial stretches
-/// between loops are 5-20 us; a longer one pays a wake-up, as without polling). A poller also
-/// outlives its run by as much: a script's next run, some microseconds of Python later, finds
-/// the workers polling instead of asleep (MobileNet-like at batch 1 on two threads waited 28-35
-/// us on average at the start of each 0.8 ms run for the other worker to wake; 3-7 us so).
+/// between loops are 5-20 us; a longer one pays a wake-up, as without polling). On the main
+/// thread's pool a poller also outlives its run by as much: a script's next run, some
+/// microseconds of Python later, finds the workers polling instead of asleep (MobileNet-like
+/// at batch 1 on two threads waited 28-35 us on average at the start of each 0.8 ms run for
+/// the other worker to wake; 3-7 us so).
 const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `f` on a worker of the current pool while the pool's other workers poll for its jobs
@@ -160,10 +168,11 @@ const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 /// (or after [`POLLERS_WAIT`]), and a poller that starts after that returns at once. Runs from
 /// two threads on one shared pool could still each take the other's poller inside their own
 /// waits and hold each other; a poller therefore also returns after [`POLL_IDLE`] without
-/// work. A poller that outlives its run is at the bottom of its worker's stack: the next run's
-/// poller, taken inside it, counts as joined and returns at once (the one beneath polls on).
+/// work. On the main thread's pool, where runs come one at a time, a poller outlives its run
+/// ([`POLL_IDLE`]): it is at the bottom of its worker's stack (no other run's job is below
+/// it), and the next run's poller, taken inside it, counts as joined and returns at once.
 fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     thread_local! {
         /// Whether this thread runs a run whose workers poll (a run inside it, as a batch
         /// runs sample by sample, has them already).
@@ -176,22 +185,32 @@ fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
     let Some(me) = me.filter(|_| !POLLED.get()) else {
         return f();
     };
-    // Workers polling, `CLOSED` set once the run has started.
+    /// Workers polling (`CLOSED` set once the run has started), and whether it is over.
+    struct Poll {
+        joined: AtomicUsize,
+        over: AtomicBool,
+    }
     const CLOSED: usize = 1 << (usize::BITS - 1);
-    let joined = Arc::new(AtomicUsize::new(0));
-    let shared = joined.clone();
+    let poll = Arc::new(Poll {
+        joined: AtomicUsize::new(0),
+        over: AtomicBool::new(false),
+    });
+    let shared = poll.clone();
     // A copy per worker; the caller's returns at once (it runs the run).
     rayon::spawn_broadcast(move |ctx| {
         let join = |j: usize| (j & CLOSED == 0).then_some(j + 1);
         if ctx.index() == me
-            || shared
+            || (shared.joined)
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, join)
                 .is_err()
         {
             return;
         }
-        // Taken inside an earlier run's poller, which goes on polling for this one.
-        if POLLING.replace(true) {
+        // On the main thread's own pool a poller outlives its run; the next run's, taken
+        // inside it, returns at once. (Elsewhere runs from several threads interleave: one
+        // taken inside another run's job would hold that job while it outlived its own run.)
+        let linger = SOLE_CALLER.get();
+        if linger && POLLING.replace(true) {
             return;
         }
         let mut idle_since = None;
@@ -201,27 +220,31 @@ fn with_workers_polling<R>(f: impl FnOnce() -> R) -> R {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() > POLL_IDLE {
+            if since.elapsed() > POLL_IDLE || (!linger && shared.over.load(Ordering::Acquire)) {
                 break;
             }
             std::hint::spin_loop();
         }
-        POLLING.set(false);
+        if linger {
+            POLLING.set(false);
+        }
     });
     let start = std::time::Instant::now();
-    while joined.load(Ordering::Acquire) < others && start.elapsed() < POLLERS_WAIT {
+    while poll.joined.load(Ordering::Acquire) < others && start.elapsed() < POLLERS_WAIT {
         std::hint::spin_loop();
     }
-    joined.fetch_or(CLOSED, Ordering::AcqRel);
-    /// Clears `POLLED` however the run ends (a panic unwinds).
-    struct Over;
+    poll.joined.fetch_or(CLOSED, Ordering::AcqRel);
+    /// Ends the polling (but on the main thread's pool) and clears `POLLED` however the run
+    /// ends (a panic unwinds).
+    struct Over(Arc<Poll>);
     impl Drop for Over {
         fn drop(&mut self) {
+            self.0.over.store(true, Ordering::Release);
             POLLED.set(false);
         }
     }
     POLLED.set(true);
-    let over = Over;
+    let over = Over(poll);
     let r = f();
     drop(over);
     r
