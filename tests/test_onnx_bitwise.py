@@ -65,3 +65,27 @@ def test_errors_name_the_node():
         rlx.onnx.load(single("BitwiseOr", [("a", I32, [2]), ("b", I64, [2])], I32, opset=18))
     with pytest.raises(rlx.ModelFormatError, match="the_node.*direction 'UP'"):
         rlx.onnx.load(single("BitShift", [("a", I32, [2]), ("b", I32, [2])], I32, opset=11, direction="UP"))
+
+
+@pytest.mark.parametrize("src,to", [(np.int8, np.uint8), (np.uint8, np.int8), (np.int16, np.uint16),
+                                    (np.uint16, np.int16), (np.int32, np.uint32), (np.uint32, np.int32),
+                                    (np.bool_, np.uint8), (np.bool_, np.int8)])
+def test_bitcast_between_integer_types(src, to):
+    # Each value's bit pattern read as the other type: the extremes, 0 and -1 change sign.
+    x = _values(src, (3, 5), 5) if src != np.bool_ else np.array([True, False, True, True, False], bool)
+    m = single("BitCast", [("x", _elem(src), list(x.shape))], _elem(to), opset=26, to=_elem(to))
+    check(m, {"x": x}, which="ref", exact=True)
+
+
+def test_bitcast_of_a_float_known_at_import_folds():
+    w = np.array([1.5, -0.0, np.inf, np.nan, -2.0**-149], np.float32)
+    m = single("BitCast", ["w"], onnx.TensorProto.INT32, inits={"w": w}, opset=26, to=onnx.TensorProto.INT32)
+    assert np.array_equal(rlx.onnx.load(m).run({})["y0"], w.view(np.int32))
+
+
+def test_bitcast_of_a_run_time_float_is_a_dtype_error():
+    F, I32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
+    with pytest.raises(rlx.DTypeError, match="the_node.*BitCast from float32 to int32"):
+        rlx.onnx.load(single("BitCast", [("x", F, [2])], I32, opset=26, to=I32))
+    with pytest.raises(rlx.ModelFormatError, match="the_node.*one width"):
+        rlx.onnx.load(single("BitCast", [("x", I32, [2])], onnx.TensorProto.INT64, opset=26, to=onnx.TensorProto.INT64))

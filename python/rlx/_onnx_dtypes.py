@@ -266,7 +266,7 @@ def after_node(imp: Any, node: Any, outs: List[Any]) -> List[Any]:
     from rlx._onnx_import import Known
 
     op = node.op_type
-    if op == "Cast":
+    if op in ("Cast", "BitCast"):
         to = next((int(a.i) for a in node.attribute if a.name == "to"), None)
         sources = [declared_np(to) if to is not None else None]
     elif op == "CastLike":

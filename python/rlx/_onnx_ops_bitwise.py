@@ -1,5 +1,6 @@
 """ONNX bit operations on integers, exact with rlx's int64 arithmetic (which wraps modulo
-2**64): BitShift, BitwiseNot, BitwiseAnd, BitwiseOr and BitwiseXor.
+2**64): BitShift, BitwiseNot, BitwiseAnd, BitwiseOr, BitwiseXor, and BitCast between integer
+types (and bool) of one width.
 
 Every operand is taken as int64 (int32 is cast, and cast back at the end; int8 ... uint32 are
 computed in int64 already, see ``rlx._onnx_dtypes``, which wraps a narrow result into its
@@ -10,6 +11,11 @@ range after the node). With ``n`` the bits of the declared type:
   signed types); a shift below 0 or from ``n`` on gives 0, or -1 for a right shift of a negative
   signed value, as the spec says.
 - BitwiseNot is ``-1 - x``, two's complement's identity.
+- BitCast between two integer types of ``n`` bits keeps the ``n``-bit pattern: the value is
+  taken modulo ``2**n`` into the target's range (``rlx._onnx_dtypes.after_node`` wraps a
+  narrow result; int32 is cast, which wraps). From bool it is 0 or 1, to bool nonzero. A float
+  operand or target is a DTypeError unless the operand is known at import (then numpy's
+  ``view`` folds it): rlx computes floats in float32 and has no op that reinterprets bits.
 - And / Or / Xor split each operand into 4-bit digits of its n-bit pattern (a signed value
   below 0 is moved up by ``2**n``; int64 is split into a signed high and an unsigned low
   32-bit half first) and look each pair of digits up in a 256-entry table made at import.
@@ -23,7 +29,7 @@ import numpy as np
 
 import rlx
 from rlx import _onnx_dtypes
-from rlx._onnx_import import Importer, Known
+from rlx._onnx_import import RLX_NP, Importer, Known, declared_dtype
 from rlx._onnx_registry import attrs, fold_shape, known, op
 
 _I64 = np.dtype(np.int64)
@@ -165,3 +171,26 @@ def _bitwise(imp: Importer, node: Any) -> Any:
         a, b = _unsigned(imp, a, n), _unsigned(imp, b, n)
     r = _digits_op(imp, a, b, n, table)
     return _back(imp, _signed(imp, r, n) if dt.kind == "i" else r, dt)
+
+
+@op("BitCast")
+def _bitcast(imp: Importer, node: Any) -> Any:
+    to = declared_dtype(attrs(node)["to"], "BitCast's to")
+    x = imp.get(node.input[0])
+    if x is None:
+        raise rlx.ModelFormatError("BitCast has no input")
+    src = np.dtype(_onnx_dtypes.logical_of(imp, node.input[0]) or imp.dtype(x))
+    if src.itemsize != to.itemsize:
+        raise rlx.ModelFormatError(f"BitCast from {src} to {to}: the types must have one width")
+    if isinstance(x, Known) and not x.symbolic and np.dtype(x.arr.dtype) == src:
+        imp.reserve(x.arr.shape, to.itemsize, "the result")
+        return Known(np.ascontiguousarray(x.arr).view(to), to)
+    if src.kind not in "iub" or to.kind not in "iub" or np.uint64 in (src, to):
+        raise rlx.DTypeError(
+            f"BitCast from {src} to {to}: rlx computes floats in float32 (and UINT64 as int64 bits) "
+            "and reinterprets only integer and bool values")
+    v = imp.rt(x)
+    computed = np.dtype(_onnx_dtypes.computed(to) or to)
+    if to.kind == "b":
+        return imp.g.cast(v, "bool")
+    return v if np.dtype(v.dtype) == computed else imp.g.cast(v, RLX_NP[computed])
